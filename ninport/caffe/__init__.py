@@ -1,0 +1,1 @@
+"""Reading Caffe files. Nothing in this package imports torch."""

@@ -1,0 +1,337 @@
+"""Reading Caffe files: prototxt as protobuf text, caffemodel weights straight from the wire.
+
+The caffemodel reader does not let protobuf decode the weights: it walks the wire format
+message by message and hands every packed float field to numpy as a view of the file's bytes,
+so a 500 MB model costs one read and no per-float Python objects.
+"""
+from __future__ import annotations
+
+import mmap
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ninport.errors import ParseError
+
+# Field numbers from caffe.proto (BVLC), for the wire-level reader.
+_NET_LAYER, _NET_LAYERS_V1 = 100, 2
+_LAYER_NAME, _LAYER_TYPE, _LAYER_BLOBS = 1, 2, 7
+_V1_NAME, _V1_TYPE, _V1_BLOBS, _V1_V0LAYER = 4, 5, 6, 1
+_V0_NAME, _V0_TYPE, _V0_BLOBS = 1, 2, 50
+_BLOB_NUM, _BLOB_CHANNELS, _BLOB_HEIGHT, _BLOB_WIDTH = 1, 2, 3, 4
+_BLOB_DATA, _BLOB_SHAPE, _BLOB_DOUBLE_DATA = 5, 7, 8
+_SHAPE_DIM = 1
+
+
+def _caffe_pb2():
+    from ninport.caffe import caffe_pb2
+
+    return caffe_pb2
+
+
+def _check_is_file(path: Path) -> None:
+    if not path.exists():
+        raise ParseError(f"{path}: no such file")
+    if path.is_dir():
+        raise ParseError(f"{path}: is a directory, expected a file")
+
+
+def read_prototxt_text(path: str | os.PathLike) -> str:
+    """Read a prototxt as text, refusing binary or empty files with a clear message."""
+    path = Path(path)
+    _check_is_file(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ParseError(f"{path}: cannot read: {exc.strerror}") from None
+    if b"\x00" in raw[:4096]:
+        raise ParseError(f"{path}: looks like a binary file, not a text prototxt "
+                         "(was a .caffemodel given where a .prototxt was expected?)")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ParseError(f"{path}: not UTF-8 text at byte {exc.start}; is this a prototxt?") from None
+    if not text.strip():
+        raise ParseError(f"{path}: empty file, expected a Caffe net in prototxt form")
+    return text
+
+
+def parse_net_text(text: str, source: str) -> "object":
+    """Parse prototxt text into a raw caffe_pb2.NetParameter (not yet upgraded)."""
+    from google.protobuf import text_format
+
+    pb2 = _caffe_pb2()
+    net = pb2.NetParameter()
+    try:
+        text_format.Parse(text, net, allow_unknown_field=False)
+    except text_format.ParseError as exc:
+        # protobuf reports "line:col : message"; keep it on one line and name the file.
+        message = " ".join(str(exc).split())
+        raise ParseError(f"{source}:{message}" if message[:1].isdigit() else f"{source}: {message}") from None
+    return net
+
+
+def read_prototxt(path: str | os.PathLike) -> "object":
+    """Read and parse a prototxt file into a raw NetParameter."""
+    return parse_net_text(read_prototxt_text(path), str(path))
+
+
+def layer_lines(text: str) -> list[int]:
+    """Line numbers (1-based) of each top-level `layer {` / `layers {` block, in file order.
+
+    Used only to point error messages at the right place; a scan of braces that skips strings
+    and comments is enough, and cheaper than a second parse.
+    """
+    lines: list[int] = []
+    depth, line, i, n = 0, 1, 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "\n":
+            line += 1
+        elif ch == "#":
+            j = text.find("\n", i)
+            i = n if j < 0 else j
+            continue
+        elif ch in "\"'":
+            j = i + 1
+            while j < n and text[j] != ch:
+                if text[j] == "\\":
+                    j += 1
+                if j < n and text[j] == "\n":
+                    line += 1
+                j += 1
+            i = j + 1
+            continue
+        elif ch == "{":
+            if depth == 0:
+                start = i - 1
+                while start >= 0 and text[start] in " \t\r\n:":
+                    start -= 1
+                word_end = start + 1
+                while start >= 0 and (text[start].isalnum() or text[start] == "_"):
+                    start -= 1
+                if text[start + 1:word_end] in ("layer", "layers"):
+                    lines.append(text.count("\n", 0, start + 1) + 1)
+            depth += 1
+        elif ch == "}":
+            depth = max(0, depth - 1)
+        i += 1
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------
+# caffemodel: wire-level reader
+
+
+@dataclass
+class RawBlob:
+    """One weight blob as stored: flat data plus whatever shape the file recorded."""
+
+    data: np.ndarray                      # 1-D float32 or float64, possibly a view of the file
+    shape: tuple[int, ...] | None = None  # BlobShape, when the file has one
+    legacy_shape: tuple[int, int, int, int] | None = None  # num, channels, height, width
+
+    @property
+    def recorded_shape(self) -> tuple[int, ...]:
+        if self.shape is not None:
+            return self.shape
+        if self.legacy_shape is not None:
+            return self.legacy_shape
+        return (int(self.data.size),)
+
+
+@dataclass
+class RawLayerWeights:
+    name: str
+    type: str
+    blobs: list[RawBlob] = field(default_factory=list)
+
+
+class _Truncated(Exception):
+    pass
+
+
+def _varint(buf, pos: int, end: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= end:
+            raise _Truncated(pos)
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError(f"varint too long at byte {pos}")
+
+
+def _fields(buf, start: int, end: int):
+    """Yield (field_number, wire_type, value) where value is an int or a (start, end) span."""
+    pos = start
+    while pos < end:
+        key, pos = _varint(buf, pos, end)
+        number, wire = key >> 3, key & 7
+        if number == 0:
+            raise ValueError(f"field number 0 at byte {pos}")
+        if wire == 0:
+            value, pos = _varint(buf, pos, end)
+            yield number, wire, value
+        elif wire == 2:
+            length, pos = _varint(buf, pos, end)
+            if pos + length > end:
+                raise _Truncated(pos)
+            yield number, wire, (pos, pos + length)
+            pos += length
+        elif wire == 5:
+            if pos + 4 > end:
+                raise _Truncated(pos)
+            yield number, wire, (pos, pos + 4)
+            pos += 4
+        elif wire == 1:
+            if pos + 8 > end:
+                raise _Truncated(pos)
+            yield number, wire, (pos, pos + 8)
+            pos += 8
+        else:
+            raise ValueError(f"invalid wire type {wire} at byte {pos}")
+
+
+def _packed_varints(buf, span) -> list[int]:
+    out, pos = [], span[0]
+    while pos < span[1]:
+        value, pos = _varint(buf, pos, span[1])
+        out.append(value)
+    return out
+
+
+def _signed64(value: int) -> int:
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _read_blob(buf, start: int, end: int) -> RawBlob:
+    float_chunks: list[np.ndarray] = []
+    double_chunks: list[np.ndarray] = []
+    legacy = [None, None, None, None]
+    shape = None
+    for number, wire, value in _fields(buf, start, end):
+        if number == _BLOB_DATA:
+            if wire == 2:
+                s, e = value
+                if (e - s) % 4:
+                    raise ValueError("packed float data length not a multiple of 4")
+                float_chunks.append(np.frombuffer(buf, dtype="<f4", count=(e - s) // 4, offset=s))
+            elif wire == 5:
+                float_chunks.append(np.frombuffer(buf, dtype="<f4", count=1, offset=value[0]))
+        elif number == _BLOB_DOUBLE_DATA:
+            if wire == 2:
+                s, e = value
+                if (e - s) % 8:
+                    raise ValueError("packed double data length not a multiple of 8")
+                double_chunks.append(np.frombuffer(buf, dtype="<f8", count=(e - s) // 8, offset=s))
+            elif wire == 1:
+                double_chunks.append(np.frombuffer(buf, dtype="<f8", count=1, offset=value[0]))
+        elif number == _BLOB_SHAPE and wire == 2:
+            dims: list[int] = []
+            for n2, w2, v2 in _fields(buf, *value):
+                if n2 == _SHAPE_DIM:
+                    dims.extend(_packed_varints(buf, v2) if w2 == 2 else [v2])
+            shape = tuple(_signed64(d) for d in dims)
+        elif number in (_BLOB_NUM, _BLOB_CHANNELS, _BLOB_HEIGHT, _BLOB_WIDTH) and wire == 0:
+            legacy[number - 1] = _signed64(value)
+    chunks = float_chunks or double_chunks
+    if not chunks:
+        data = np.zeros(0, dtype=np.float32)
+    elif len(chunks) == 1:
+        data = chunks[0]
+    else:
+        data = np.concatenate(chunks)
+    legacy_shape = None
+    if any(v is not None for v in legacy):
+        legacy_shape = tuple(v if v is not None else 0 for v in legacy)
+    return RawBlob(data=data, shape=shape, legacy_shape=legacy_shape)
+
+
+def _text(buf, span) -> str:
+    return bytes(buf[span[0]:span[1]]).decode("utf-8", errors="replace")
+
+
+def _read_layer(buf, start: int, end: int, name_no: int, type_no: int, blobs_no: int):
+    name, type_, blobs = "", "", []
+    for number, wire, value in _fields(buf, start, end):
+        if number == name_no and wire == 2:
+            name = _text(buf, value)
+        elif number == type_no:
+            type_ = _text(buf, value) if wire == 2 else value
+        elif number == blobs_no and wire == 2:
+            blobs.append(_read_blob(buf, *value))
+        elif number == _V1_V0LAYER and name_no == _V1_NAME and wire == 2:
+            v0 = _read_layer(buf, *value, _V0_NAME, _V0_TYPE, _V0_BLOBS)
+            name, type_ = name or v0.name, type_ or v0.type
+            blobs.extend(v0.blobs)
+    return RawLayerWeights(name=name, type=str(type_), blobs=blobs)
+
+
+def _open_bytes(path: Path):
+    size = path.stat().st_size
+    if size == 0:
+        return b""
+    with open(path, "rb") as fh:
+        try:
+            return memoryview(mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ))
+        except (OSError, ValueError):
+            return fh.read()
+
+
+def read_caffemodel(path: str | os.PathLike) -> list[RawLayerWeights]:
+    """Read every layer's weight blobs from a binary caffemodel (current, V1 or V0 layout).
+
+    Layers without blobs are kept too (their names tell us the file's net). The arrays may be
+    read-only views of the mapped file: copy before writing to them.
+    """
+    path = Path(path)
+    _check_is_file(path)
+    try:
+        buf = _open_bytes(path)
+    except OSError as exc:
+        raise ParseError(f"{path}: cannot read: {exc.strerror}") from None
+    if len(buf) == 0:
+        raise ParseError(f"{path}: empty file, expected a binary .caffemodel")
+    layers: list[RawLayerWeights] = []
+    try:
+        for number, wire, value in _fields(buf, 0, len(buf)):
+            if number == _NET_LAYER and wire == 2:
+                layers.append(_read_layer(buf, *value, _LAYER_NAME, _LAYER_TYPE, _LAYER_BLOBS))
+            elif number == _NET_LAYERS_V1 and wire == 2:
+                layers.append(_read_layer(buf, *value, _V1_NAME, _V1_TYPE, _V1_BLOBS))
+    except _Truncated as exc:
+        raise ParseError(f"{path}: truncated or not a caffemodel (data ends inside a field "
+                         f"near byte {exc.args[0]} of {len(buf)})") from None
+    except ValueError as exc:
+        raise ParseError(f"{path}: not a valid caffemodel ({exc})") from None
+    if not layers:
+        head = bytes(buf[:64])
+        hint = " (it looks like text: was a prototxt given as weights?)" if head.isascii() else ""
+        raise ParseError(f"{path}: no layers found; not a Caffe .caffemodel{hint}")
+    return layers
+
+
+def read_caffemodel_proto(path: str | os.PathLike) -> "object":
+    """Parse a caffemodel fully with protobuf (slow for big nets; used by `upgrade`)."""
+    from google.protobuf.message import DecodeError
+
+    path = Path(path)
+    _check_is_file(path)
+    net = _caffe_pb2().NetParameter()
+    data = path.read_bytes()
+    if not data:
+        raise ParseError(f"{path}: empty file, expected a binary .caffemodel")
+    try:
+        net.ParseFromString(data)
+    except (DecodeError, RuntimeError, ValueError) as exc:
+        raise ParseError(f"{path}: not a valid caffemodel ({' '.join(str(exc).split()) or 'decode error'})") from None
+    if not net.layer and not net.layers:
+        raise ParseError(f"{path}: no layers found; not a Caffe .caffemodel")
+    return net

@@ -1,0 +1,531 @@
+"""Shape inference with Caffe's own rules, before anything is allocated.
+
+Each supported layer type registers a function that, from the layer and its bottom shapes,
+gives its top shapes, the shapes of its weight blobs (as Caffe stores them) and its MACs.
+The graph builder and `inspect` both use this table, so a net that Caffe would refuse is
+refused here, with the layer named, before any tensor exists.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ninport.caffe import caffe_pb2 as pb2
+from ninport.caffe.spec import LayerSpec, NetSpec
+from ninport.errors import ShapeError, UnsupportedLayerError
+
+Shape = tuple[int, ...]
+
+# A single blob (activation or weight) above this many elements is refused as implausible.
+MAX_BLOB_ELEMENTS = 2 ** 31 - 1
+# All weights together above this many elements (16 GiB of float32) are refused.
+MAX_TOTAL_PARAMS = 2 ** 32
+
+
+@dataclass
+class LayerShapes:
+    tops: list[Shape]
+    params: list[Shape] = field(default_factory=list)
+    macs: int = 0
+
+
+@dataclass
+class ShapeTable:
+    """Every blob's shape and every layer's weights/MACs for one set of input shapes."""
+
+    blobs: dict[str, Shape]
+    layers: dict[str, LayerShapes]
+
+    @property
+    def total_params(self) -> int:
+        return sum(math.prod(p) for ls in self.layers.values() for p in ls.params)
+
+    @property
+    def total_macs(self) -> int:
+        return sum(ls.macs for ls in self.layers.values())
+
+
+ShapeFn = Callable[[LayerSpec, list[Shape]], LayerShapes]
+SHAPE_FUNCTIONS: dict[str, ShapeFn] = {}
+
+
+def shape_rule(*types: str):
+    """Register the shape function of one or more Caffe layer types."""
+    def register(fn: ShapeFn) -> ShapeFn:
+        for t in types:
+            SHAPE_FUNCTIONS[t] = fn
+        return fn
+    return register
+
+
+class _LayerShapeError(Exception):
+    """Raised inside shape functions; the caller adds file and layer to the message."""
+
+
+def _fail(message: str):
+    raise _LayerShapeError(message)
+
+
+def canonical_axis(axis: int, ndim: int) -> int:
+    if not -ndim <= axis < ndim:
+        _fail(f"axis {axis} out of range for a {ndim}-D blob")
+    return axis % ndim
+
+
+# --- geometry helpers shared with the converters ----------------------------------------------
+
+
+@dataclass
+class ConvGeometry:
+    kernel: tuple[int, int]
+    pad: tuple[int, int]
+    stride: tuple[int, int]
+    dilation: tuple[int, int]
+
+
+def _pair(repeated, h_value, w_value, has_hw: bool, default: int, what: str) -> tuple[int, int]:
+    if has_hw:
+        return int(h_value), int(w_value)
+    values = list(repeated)
+    if not values:
+        return default, default
+    if len(values) == 1:
+        return int(values[0]), int(values[0])
+    if len(values) == 2:
+        return int(values[0]), int(values[1])
+    _fail(f"{what} has {len(values)} values; only 2-D spatial convolution is supported")
+
+
+def conv_geometry(p) -> ConvGeometry:
+    """Kernel/pad/stride/dilation of a ConvolutionParameter, with kernel_h/_w style overrides."""
+    has_k = p.HasField("kernel_h") or p.HasField("kernel_w")
+    if has_k and not (p.HasField("kernel_h") and p.HasField("kernel_w")):
+        _fail("kernel_h and kernel_w must be given together")
+    if not has_k and not len(p.kernel_size):
+        _fail("convolution needs kernel_size or kernel_h/kernel_w")
+    kernel = _pair(p.kernel_size, p.kernel_h, p.kernel_w, has_k, 0, "kernel_size")
+    pad = _pair(p.pad, p.pad_h, p.pad_w, p.HasField("pad_h") or p.HasField("pad_w"), 0, "pad")
+    stride = _pair(p.stride, p.stride_h, p.stride_w, p.HasField("stride_h") or p.HasField("stride_w"), 1, "stride")
+    dilation = _pair(p.dilation, 0, 0, False, 1, "dilation")
+    if min(kernel) <= 0 or min(stride) <= 0 or min(dilation) <= 0 or min(pad) < 0:
+        _fail(f"invalid geometry kernel {kernel} pad {pad} stride {stride} dilation {dilation}")
+    return ConvGeometry(kernel, pad, stride, dilation)
+
+
+@dataclass
+class PoolGeometry:
+    kernel: tuple[int, int]
+    pad: tuple[int, int]
+    stride: tuple[int, int]
+    out: tuple[int, int]
+    ceil: bool
+
+
+def pool_output_size(size: int, kernel: int, pad: int, stride: int, ceil: bool) -> int:
+    """Caffe's pooling output size: ceil by default, then drop a last window starting in the padding."""
+    span = size + 2 * pad - kernel
+    out = (-(-span // stride) if ceil else span // stride) + 1
+    if pad > 0 and (out - 1) * stride >= size + pad:
+        out -= 1
+    return out
+
+
+def pool_geometry(p, in_hw: tuple[int, int]) -> PoolGeometry:
+    if p.global_pooling:
+        if p.HasField("kernel_size") or p.HasField("kernel_h"):
+            _fail("global_pooling given together with a kernel size")
+        kernel, pad, stride = tuple(in_hw), (0, 0), (1, 1)
+    else:
+        if p.HasField("kernel_h") != p.HasField("kernel_w"):
+            _fail("kernel_h and kernel_w must be given together")
+        if p.HasField("kernel_h"):
+            kernel = (p.kernel_h, p.kernel_w)
+        elif p.HasField("kernel_size"):
+            kernel = (p.kernel_size, p.kernel_size)
+        else:
+            _fail("pooling needs kernel_size, kernel_h/kernel_w or global_pooling")
+        pad = (p.pad_h, p.pad_w) if (p.HasField("pad_h") or p.HasField("pad_w")) else (p.pad, p.pad)
+        stride = (p.stride_h, p.stride_w) if (p.HasField("stride_h") or p.HasField("stride_w")) else (p.stride, p.stride)
+    if min(kernel) <= 0 or min(stride) <= 0 or min(pad) < 0:
+        _fail(f"invalid pooling geometry kernel {kernel} pad {pad} stride {stride}")
+    if pad[0] >= kernel[0] or pad[1] >= kernel[1]:
+        _fail(f"pad {pad} must be smaller than kernel {kernel} (Caffe's rule)")
+    for axis in (0, 1):
+        if kernel[axis] > in_hw[axis] + 2 * pad[axis]:
+            _fail(f"pooling kernel {kernel} is larger than the padded input "
+                  f"{in_hw[0] + 2 * pad[0]}x{in_hw[1] + 2 * pad[1]}")
+    ceil = not (p.HasField("round_mode") and p.round_mode == pb2.PoolingParameter.FLOOR)
+    out = tuple(pool_output_size(in_hw[a], kernel[a], pad[a], stride[a], ceil) for a in (0, 1))
+    return PoolGeometry(tuple(kernel), tuple(pad), tuple(stride), out, ceil)
+
+
+# --- shape functions -------------------------------------------------------------------------
+
+
+def _one_bottom(layer: LayerSpec, shapes: list[Shape]) -> Shape:
+    if len(shapes) != 1:
+        _fail(f"expects 1 bottom, got {len(shapes)}")
+    return shapes[0]
+
+
+def _same_as_bottom(layer: LayerSpec, shapes: list[Shape]) -> LayerShapes:
+    shape = _one_bottom(layer, shapes)
+    return LayerShapes(tops=[shape] * max(1, len(layer.tops)))
+
+
+shape_rule("ReLU", "Sigmoid", "TanH", "AbsVal", "BNLL", "Power", "Exp", "Log", "ELU", "Threshold",
+           "Clip", "Dropout", "LRN", "Swish", "MVN")(_same_as_bottom)
+
+
+def _spatial_4d(layer: LayerSpec, shape: Shape) -> Shape:
+    if len(shape) != 4:
+        _fail(f"expects a 4-D (N, C, H, W) bottom, got shape {list(shape)}")
+    return shape
+
+
+@shape_rule("Convolution")
+def _convolution(layer, shapes):
+    p = layer.proto.convolution_param
+    n, c, h, w = _spatial_4d(layer, _one_bottom(layer, shapes))
+    if p.axis != 1:
+        _fail(f"convolution axis {p.axis} is not supported (only 1)")
+    g = conv_geometry(p)
+    groups = p.group or 1
+    if p.num_output <= 0:
+        _fail(f"num_output must be positive, got {p.num_output}")
+    if c % groups or p.num_output % groups:
+        _fail(f"group {groups} does not divide the input channels {c} and num_output {p.num_output}")
+    out_hw = []
+    for a, size in enumerate((h, w)):
+        extent = g.dilation[a] * (g.kernel[a] - 1) + 1
+        out = (size + 2 * g.pad[a] - extent) // g.stride[a] + 1
+        if out <= 0:
+            _fail(f"kernel {g.kernel} (dilation {g.dilation}) does not fit the padded input {h}x{w}")
+        out_hw.append(out)
+    params = [(p.num_output, c // groups) + g.kernel]
+    if p.bias_term:
+        params.append((p.num_output,))
+    top = (n, p.num_output, *out_hw)
+    macs = n * p.num_output * out_hw[0] * out_hw[1] * (c // groups) * g.kernel[0] * g.kernel[1]
+    return LayerShapes(tops=[top], params=params, macs=macs)
+
+
+@shape_rule("Deconvolution")
+def _deconvolution(layer, shapes):
+    p = layer.proto.convolution_param
+    n, c, h, w = _spatial_4d(layer, _one_bottom(layer, shapes))
+    if p.axis != 1:
+        _fail(f"deconvolution axis {p.axis} is not supported (only 1)")
+    g = conv_geometry(p)
+    groups = p.group or 1
+    if p.num_output <= 0:
+        _fail(f"num_output must be positive, got {p.num_output}")
+    if c % groups or p.num_output % groups:
+        _fail(f"group {groups} does not divide the input channels {c} and num_output {p.num_output}")
+    out_hw = []
+    for a, size in enumerate((h, w)):
+        out = g.stride[a] * (size - 1) + g.dilation[a] * (g.kernel[a] - 1) + 1 - 2 * g.pad[a]
+        if out <= 0:
+            _fail(f"output size {out} is not positive")
+        out_hw.append(out)
+    params = [(c, p.num_output // groups) + g.kernel]
+    if p.bias_term:
+        params.append((p.num_output,))
+    macs = n * c * h * w * (p.num_output // groups) * g.kernel[0] * g.kernel[1]
+    return LayerShapes(tops=[(n, p.num_output, *out_hw)], params=params, macs=macs)
+
+
+@shape_rule("Pooling")
+def _pooling(layer, shapes):
+    n, c, h, w = _spatial_4d(layer, _one_bottom(layer, shapes))
+    p = layer.proto.pooling_param
+    if p.pool == pb2.PoolingParameter.STOCHASTIC:
+        raise UnsupportedLayerError("STOCHASTIC pooling is not supported (its TEST-phase weighted "
+                                    "average has no exact torch twin); replace it with AVE or MAX")
+    geo = pool_geometry(p, (h, w))
+    if min(geo.out) <= 0:
+        _fail(f"output size {geo.out} is not positive")
+    tops = [(n, c, *geo.out)]
+    if len(layer.tops) > 1:  # MAX pooling may emit its argmax mask as a second top
+        tops.append(tops[0])
+    return LayerShapes(tops=tops)
+
+
+@shape_rule("InnerProduct")
+def _inner_product(layer, shapes):
+    shape = _one_bottom(layer, shapes)
+    p = layer.proto.inner_product_param
+    axis = canonical_axis(p.axis, len(shape))
+    k = math.prod(shape[axis:])
+    if p.num_output <= 0:
+        _fail(f"num_output must be positive, got {p.num_output}")
+    weight = (k, p.num_output) if p.transpose else (p.num_output, k)
+    params = [weight] + ([(p.num_output,)] if p.bias_term else [])
+    m = math.prod(shape[:axis])
+    return LayerShapes(tops=[shape[:axis] + (p.num_output,)], params=params, macs=m * k * p.num_output)
+
+
+@shape_rule("BatchNorm")
+def _batch_norm(layer, shapes):
+    shape = _one_bottom(layer, shapes)
+    c = shape[1] if len(shape) > 1 else 1
+    return LayerShapes(tops=[shape], params=[(c,), (c,), (1,)])
+
+
+def _scale_param_shape(shape: Shape, axis: int, num_axes: int) -> Shape:
+    axis = canonical_axis(axis, len(shape)) if shape else 0
+    if num_axes < -1:
+        _fail(f"num_axes must be >= -1, got {num_axes}")
+    end = len(shape) if num_axes == -1 else axis + num_axes
+    if end > len(shape):
+        _fail(f"axis {axis} + num_axes {num_axes} exceeds the bottom's {len(shape)} axes")
+    return shape[axis:end]
+
+
+def _check_broadcast(shape: Shape, other: Shape, axis: int):
+    axis = canonical_axis(axis, len(shape))
+    if shape[axis:axis + len(other)] != tuple(other):
+        _fail(f"second bottom {list(other)} does not match bottom {list(shape)} at axis {axis}")
+
+
+@shape_rule("Scale")
+def _scale(layer, shapes):
+    p = layer.proto.scale_param
+    shape = shapes[0]
+    if len(shapes) == 2:  # the scale comes from the second bottom; only a bias is learned
+        _check_broadcast(shape, shapes[1], p.axis)
+        return LayerShapes(tops=[shape], params=[tuple(shapes[1])] if p.bias_term else [])
+    pshape = _scale_param_shape(shape, p.axis, p.num_axes)
+    params = [pshape] + ([pshape] if p.bias_term else [])
+    return LayerShapes(tops=[shape], params=params)
+
+
+@shape_rule("Bias")
+def _bias(layer, shapes):
+    p = layer.proto.bias_param
+    shape = shapes[0]
+    if len(shapes) == 2:
+        _check_broadcast(shape, shapes[1], p.axis)
+        return LayerShapes(tops=[shape])
+    return LayerShapes(tops=[shape], params=[_scale_param_shape(shape, p.axis, p.num_axes)])
+
+
+@shape_rule("PReLU")
+def _prelu(layer, shapes):
+    shape = _one_bottom(layer, shapes)
+    if len(shape) < 2:
+        _fail("PReLU needs a bottom with a channel axis")
+    channels = 1 if layer.proto.prelu_param.channel_shared else shape[1]
+    return LayerShapes(tops=[shape], params=[(channels,)])
+
+
+@shape_rule("Eltwise")
+def _eltwise(layer, shapes):
+    if len(shapes) < 2:
+        _fail(f"expects at least 2 bottoms, got {len(shapes)}")
+    if any(s != shapes[0] for s in shapes):
+        _fail(f"bottoms must all have the same shape, got {[list(s) for s in shapes]}")
+    p = layer.proto.eltwise_param
+    if len(p.coeff) and len(p.coeff) != len(shapes):
+        _fail(f"{len(p.coeff)} coeff values for {len(shapes)} bottoms")
+    if len(p.coeff) and p.operation != pb2.EltwiseParameter.SUM:
+        _fail("coeff is only allowed with operation SUM")
+    return LayerShapes(tops=[shapes[0]])
+
+
+def concat_axis(p, ndim: int) -> int:
+    if p.HasField("concat_dim") and not p.HasField("axis"):
+        return canonical_axis(p.concat_dim, ndim)
+    return canonical_axis(p.axis, ndim)
+
+
+@shape_rule("Concat")
+def _concat(layer, shapes):
+    if not shapes:
+        _fail("expects at least 1 bottom")
+    axis = concat_axis(layer.proto.concat_param, len(shapes[0]))
+    for s in shapes[1:]:
+        if len(s) != len(shapes[0]) or any(s[a] != shapes[0][a] for a in range(len(s)) if a != axis):
+            _fail(f"bottoms {[list(x) for x in shapes]} differ outside the concat axis {axis}")
+    top = list(shapes[0])
+    top[axis] = sum(s[axis] for s in shapes)
+    return LayerShapes(tops=[tuple(top)])
+
+
+def slice_sizes(p, shape: Shape, n_tops: int) -> tuple[int, list[int]]:
+    """Axis and per-top sizes of a Slice layer (slice_point or an even split)."""
+    if p.HasField("slice_dim") and not p.HasField("axis"):
+        axis = canonical_axis(p.slice_dim, len(shape))
+    else:
+        axis = canonical_axis(p.axis, len(shape))
+    total = shape[axis]
+    points = list(p.slice_point)
+    if points:
+        if len(points) != n_tops - 1:
+            _fail(f"{len(points)} slice_point values for {n_tops} tops (need {n_tops - 1})")
+        bounds = [0] + points + [total]
+        sizes = [b - a for a, b in zip(bounds, bounds[1:])]
+        if any(s <= 0 for s in sizes):
+            _fail(f"slice_point {points} do not split axis {axis} of size {total} into positive parts")
+    else:
+        if n_tops == 0 or total % n_tops:
+            _fail(f"axis {axis} of size {total} cannot be split evenly into {n_tops} tops")
+        sizes = [total // n_tops] * n_tops
+    return axis, sizes
+
+
+@shape_rule("Slice")
+def _slice(layer, shapes):
+    shape = _one_bottom(layer, shapes)
+    axis, sizes = slice_sizes(layer.proto.slice_param, shape, len(layer.tops))
+    return LayerShapes(tops=[shape[:axis] + (s,) + shape[axis + 1:] for s in sizes])
+
+
+@shape_rule("Split")
+def _split(layer, shapes):
+    shape = _one_bottom(layer, shapes)
+    return LayerShapes(tops=[shape] * len(layer.tops))
+
+
+@shape_rule("Flatten")
+def _flatten(layer, shapes):
+    shape = _one_bottom(layer, shapes)
+    p = layer.proto.flatten_param
+    start = canonical_axis(p.axis, len(shape))
+    end = canonical_axis(p.end_axis, len(shape))
+    if end < start:
+        _fail(f"end_axis {p.end_axis} comes before axis {p.axis}")
+    return LayerShapes(tops=[shape[:start] + (math.prod(shape[start:end + 1]),) + shape[end + 1:]])
+
+
+def reshape_output(p, shape: Shape) -> Shape:
+    """Caffe's Reshape: 0 copies the bottom's dim, -1 is inferred, over axes [axis, axis+num_axes)."""
+    ndim = len(shape)
+    axis = p.axis if p.axis >= 0 else ndim + 1 + p.axis
+    if not 0 <= axis <= ndim:
+        _fail(f"reshape axis {p.axis} out of range for {ndim}-D bottom")
+    num_axes = p.num_axes
+    end = ndim if num_axes == -1 else axis + num_axes
+    if num_axes < -1 or end > ndim:
+        _fail(f"reshape num_axes {num_axes} out of range")
+    spec = list(p.shape.dim)
+    new: list[int] = []
+    infer_at = None
+    for i, d in enumerate(spec):
+        if d == 0:
+            if axis + i >= ndim:
+                _fail(f"dim {i} is 0 (copy) but the bottom has no axis {axis + i}")
+            new.append(shape[axis + i])
+        elif d == -1:
+            if infer_at is not None:
+                _fail("more than one -1 in reshape_param.shape")
+            infer_at = len(new)
+            new.append(1)
+        elif d < 0:
+            _fail(f"invalid reshape dim {d}")
+        else:
+            new.append(int(d))
+    top = list(shape[:axis]) + new + list(shape[end:])
+    total = math.prod(shape)
+    if infer_at is not None:
+        known = math.prod(top) or 1
+        if total % known:
+            _fail(f"cannot infer the -1 dim: {total} elements do not divide by {known}")
+        top[axis + infer_at] = total // known
+    if math.prod(top) != total:
+        _fail(f"reshape from {list(shape)} to {top} changes the element count")
+    return tuple(top)
+
+
+@shape_rule("Reshape")
+def _reshape(layer, shapes):
+    return LayerShapes(tops=[reshape_output(layer.proto.reshape_param, _one_bottom(layer, shapes))])
+
+
+def crop_offsets(p, shape: Shape, ref: Shape) -> tuple[int, list[int]]:
+    axis = canonical_axis(p.axis, len(shape))
+    n_crop = len(shape) - axis
+    offsets = list(p.offset)
+    if len(offsets) > 1 and len(offsets) != n_crop:
+        _fail(f"{len(offsets)} offsets for {n_crop} cropped axes")
+    if len(offsets) <= 1:
+        offsets = [offsets[0] if offsets else 0] * n_crop
+    for i, off in enumerate(offsets):
+        a = axis + i
+        if off < 0 or off + ref[a] > shape[a]:
+            _fail(f"crop of size {ref[a]} at offset {off} does not fit axis {a} of size {shape[a]}")
+    return axis, offsets
+
+
+@shape_rule("Crop")
+def _crop(layer, shapes):
+    if len(shapes) != 2:
+        _fail(f"expects 2 bottoms (data and reference), got {len(shapes)}")
+    shape, ref = shapes
+    if len(shape) != len(ref):
+        _fail(f"bottoms have different ranks {list(shape)} and {list(ref)}")
+    axis, _ = crop_offsets(layer.proto.crop_param, shape, ref)
+    return LayerShapes(tops=[shape[:axis] + ref[axis:]])
+
+
+@shape_rule("Softmax")
+def _softmax(layer, shapes):
+    shape = _one_bottom(layer, shapes)
+    canonical_axis(layer.proto.softmax_param.axis, len(shape))
+    return LayerShapes(tops=[shape])
+
+
+def supported_types() -> list[str]:
+    return sorted(SHAPE_FUNCTIONS)
+
+
+def _check_dims(shape: Shape, what: str) -> None:
+    if any(int(d) <= 0 for d in shape):
+        _fail(f"{what} has a non-positive dimension: {list(shape)}")
+    if math.prod(shape) > MAX_BLOB_ELEMENTS:
+        _fail(f"{what} {list(shape)} has {math.prod(shape):,} elements, more than the "
+              f"{MAX_BLOB_ELEMENTS:,} ninport accepts; is a number wrong?")
+
+
+def infer_shapes(spec: NetSpec) -> ShapeTable:
+    """Shapes of every blob of `spec` at its input shapes; ShapeError naming the layer on failure."""
+    blobs: dict[str, Shape] = {}
+    for name, shape in spec.inputs.items():
+        shape = tuple(int(d) for d in shape)
+        if any(d <= 0 for d in shape):
+            raise ShapeError(f"{spec.source}: input {name!r} has shape {list(shape)}; every dimension must be "
+                             "positive (for a data layer without crop_size, give --input-shape N,C,H,W)")
+        if math.prod(shape) > MAX_BLOB_ELEMENTS:
+            raise ShapeError(f"{spec.source}: input {name!r} of shape {list(shape)} is implausibly large")
+        blobs[name] = shape
+    layers: dict[str, LayerShapes] = {}
+    total_params = 0
+    for layer in spec.layers:
+        fn = SHAPE_FUNCTIONS.get(layer.type)
+        if fn is None:
+            raise UnsupportedLayerError(
+                f"{layer.where(spec.source)}: layer type {layer.type!r} is not supported; supported types: "
+                + ", ".join(supported_types()))
+        try:
+            bottom_shapes = [blobs[b] for b in layer.bottoms]
+            result = fn(layer, bottom_shapes)
+            if len(result.tops) != len(layer.tops):
+                if not layer.tops:
+                    _fail("has no top")
+                _fail(f"produces {len(result.tops)} tops but {len(layer.tops)} are named")
+            for top, shape in zip(layer.tops, result.tops):
+                _check_dims(shape, f"top {top!r}")
+            for i, pshape in enumerate(result.params):
+                _check_dims(pshape, f"weight blob {i}")
+                total_params += math.prod(pshape)
+            if total_params > MAX_TOTAL_PARAMS:
+                _fail(f"the net's weights reach {total_params:,} values here, more than ninport accepts")
+        except _LayerShapeError as exc:
+            raise ShapeError(f"{layer.where(spec.source)}: {exc}") from None
+        except UnsupportedLayerError as exc:
+            raise UnsupportedLayerError(f"{layer.where(spec.source)}: {exc}") from None
+        for top, shape in zip(layer.tops, result.tops):
+            blobs[top] = tuple(int(d) for d in shape)
+        layers[layer.name] = result
+    return ShapeTable(blobs=blobs, layers=layers)

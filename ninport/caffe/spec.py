@@ -1,0 +1,250 @@
+"""NetSpec: the TEST-phase net as plain data (layers, blobs, inputs, outputs, weights as numpy).
+
+This is what the graph builder consumes. Nothing here imports torch.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ninport.caffe import caffe_pb2 as pb2
+from ninport.caffe import io
+from ninport.caffe.upgrade import upgrade_net
+from ninport.errors import NinportError, ParseError, ShapeError
+
+# Layers that only matter while training: dropped from a deploy (TEST) net.
+TRAINING_ONLY_TYPES = {"Accuracy", "Silence", "HDF5Output"}
+# Layers that feed data from a database or file: their first top becomes a net input.
+DATA_LAYER_TYPES = {"Data", "ImageData", "MemoryData", "HDF5Data", "WindowData", "DummyData",
+                    "AnnotatedData", "VideoData"}
+
+
+def is_training_only(layer_type: str) -> bool:
+    return layer_type in TRAINING_ONLY_TYPES or layer_type.endswith("Loss")
+
+
+@dataclass
+class LayerSpec:
+    """One Caffe layer of the deploy net. `proto` keeps every parameter as Caffe wrote it."""
+
+    name: str
+    type: str
+    bottoms: list[str]
+    tops: list[str]
+    proto: "pb2.LayerParameter"
+    line: int | None = None
+    blobs: list[np.ndarray] = field(default_factory=list)
+
+    def where(self, source: str | None) -> str:
+        place = f"{source}:{self.line}" if source and self.line else (source or "<net>")
+        return f'{place}: layer "{self.name}" ({self.type})'
+
+
+@dataclass
+class Preprocess:
+    """What Caffe's transform_param says about the expected input (for metadata and `predict`)."""
+
+    crop_size: int = 0
+    mean_values: list[float] = field(default_factory=list)
+    mean_file: str = ""
+    scale: float = 1.0
+    mirror: bool = False
+    channel_order: str = "BGR"
+    value_range: str = "0-255"
+
+
+@dataclass
+class NetSpec:
+    name: str
+    source: str
+    inputs: dict[str, tuple[int, ...]]
+    layers: list[LayerSpec]
+    outputs: list[str]
+    preprocess: Preprocess | None = None
+    weights_source: str | None = None
+    source_format: str = "current"
+
+    def layer(self, name: str) -> LayerSpec:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(name)
+
+    def with_input_shapes(self, shapes: dict[str, tuple[int, ...]]) -> "NetSpec":
+        """A copy with other input shapes (e.g. crop 227 or batch 8)."""
+        unknown = set(shapes) - set(self.inputs)
+        if unknown:
+            raise ShapeError(f"{self.source}: no input named {sorted(unknown)[0]!r}; inputs are {list(self.inputs)}")
+        new_inputs = dict(self.inputs)
+        for name, shape in shapes.items():
+            new_inputs[name] = tuple(int(d) for d in shape)
+        return NetSpec(self.name, self.source, new_inputs, self.layers, self.outputs, self.preprocess,
+                       self.weights_source, self.source_format)
+
+
+# --- phase rules -----------------------------------------------------------------------------
+
+
+def _rule_met(rule, phase: int, level: int, stages: set[str]) -> bool:
+    if rule.HasField("phase") and rule.phase != phase:
+        return False
+    if rule.HasField("min_level") and level < rule.min_level:
+        return False
+    if rule.HasField("max_level") and level > rule.max_level:
+        return False
+    if any(s not in stages for s in rule.stage):
+        return False
+    if any(s in stages for s in rule.not_stage):
+        return False
+    return True
+
+
+def layer_included(layer, phase: int = pb2.TEST, level: int = 0, stages: set[str] = frozenset()) -> bool:
+    """Caffe's Net::FilterNet rule: no include rules means included unless an exclude rule is met."""
+    included = len(layer.include) == 0
+    for rule in layer.exclude:
+        if _rule_met(rule, phase, level, stages):
+            included = False
+    for rule in layer.include:
+        if _rule_met(rule, phase, level, stages):
+            included = True
+    return included
+
+
+# --- building --------------------------------------------------------------------------------
+
+
+def _input_shape_from_data_layer(layer, where: str) -> tuple[int, ...] | None:
+    """N, C, H, W implied by a data layer; None when the layer cannot say (HDF5Data)."""
+    kind = layer.type
+    if kind == "MemoryData":
+        p = layer.memory_data_param
+        return (1, p.channels, p.height, p.width)
+    if kind == "DummyData":
+        p = layer.dummy_data_param
+        if len(p.shape):
+            return (1,) + tuple(int(d) for d in p.shape[0].dim[1:])
+        if len(p.channels):
+            return (1, p.channels[0], p.height[0], p.width[0])
+        return None
+    crop = layer.transform_param.crop_size
+    channels = 3
+    if kind == "ImageData" and not layer.image_data_param.is_color:
+        channels = 1
+    if crop:
+        return (1, channels, crop, crop)
+    if kind == "ImageData" and layer.image_data_param.new_height and layer.image_data_param.new_width:
+        p = layer.image_data_param
+        return (1, channels, p.new_height, p.new_width)
+    return None
+
+
+def _preprocess_of(layer) -> Preprocess | None:
+    if not layer.HasField("transform_param"):
+        return None
+    t = layer.transform_param
+    return Preprocess(crop_size=t.crop_size, mean_values=list(t.mean_value), mean_file=t.mean_file,
+                      scale=t.scale, mirror=t.mirror)
+
+
+def build_netspec(net: "pb2.NetParameter", source: str = "<net>", lines: list[int] | None = None,
+                  phase: int = pb2.TEST, stages: set[str] = frozenset(), level: int = 0) -> NetSpec:
+    """Turn a parsed NetParameter (any format) into the deploy NetSpec for `phase`.
+
+    `lines` are the prototxt line numbers of the file's layers, for error messages.
+    """
+    from ninport.caffe.upgrade import net_format
+
+    fmt = net_format(net)
+    had_input_fields = len(net.input) > 0
+    current = upgrade_net(net, source)
+    # Map each upgraded layer to its line: upgrade may prepend an Input layer and drop V0 padding.
+    line_of: list[int | None] = [None] * len(current.layer)
+    if lines:
+        offset = 1 if had_input_fields else 0
+        if fmt != "V0" and len(lines) == len(current.layer) - offset:
+            for i, ln in enumerate(lines):
+                line_of[i + offset] = ln
+
+    inputs: dict[str, tuple[int, ...]] = {}
+    preprocess: Preprocess | None = None
+    layers: list[LayerSpec] = []
+    for index, layer in enumerate(current.layer):
+        line = line_of[index]
+        place = f"{source}:{line}" if line else source
+        if len(layer.include) and len(layer.exclude):
+            raise ParseError(f'{place}: layer "{layer.name}": has both include and exclude rules; '
+                             "Caffe accepts only one kind")
+        if not layer_included(layer, phase, level, stages):
+            continue
+        if not layer.type:
+            raise ParseError(f'{place}: layer "{layer.name}": has no type')
+        if layer.type == "Input":
+            shapes = [tuple(int(d) for d in s.dim) for s in layer.input_param.shape]
+            if not shapes:
+                raise ShapeError(f'{place}: layer "{layer.name}": Input layer without input_param.shape')
+            if len(shapes) not in (1, len(layer.top)):
+                raise ShapeError(f'{place}: layer "{layer.name}": {len(layer.top)} tops but '
+                                 f"{len(shapes)} shapes")
+            for i, top in enumerate(layer.top):
+                inputs[top] = shapes[i if len(shapes) > 1 else 0]
+            continue
+        if layer.type in DATA_LAYER_TYPES:
+            if not len(layer.top):
+                continue
+            shape = _input_shape_from_data_layer(layer, place)
+            if shape is None:
+                shape = (1, 3, 0, 0)  # unknown spatial size: must come from --input-shape
+            inputs[layer.top[0]] = shape
+            preprocess = preprocess or _preprocess_of(layer)
+            continue
+        if is_training_only(layer.type):
+            continue
+        layers.append(LayerSpec(name=layer.name, type=layer.type, bottoms=list(layer.bottom),
+                                tops=list(layer.top), proto=layer, line=line))
+    if not inputs:
+        raise ParseError(f"{source}: the net has no input (no `input:` field, Input layer or data layer "
+                         "in the TEST phase)")
+    outputs = _check_connectivity(inputs, layers, source)
+    return NetSpec(name=current.name, source=source, inputs=inputs, layers=layers, outputs=outputs,
+                   preprocess=preprocess, source_format=fmt)
+
+
+def _check_connectivity(inputs, layers: list[LayerSpec], source: str) -> list[str]:
+    """Check every bottom exists and no top is overwritten; return Caffe's outputs, sorted by name."""
+    available: set[str] = set(inputs)
+    produced: set[str] = set(inputs)
+    seen_names: set[str] = set()
+    for layer in layers:
+        if layer.name in seen_names:
+            raise ParseError(f"{layer.where(source)}: a second layer with this name; "
+                             "Caffe matches weights by layer name, so names must be unique")
+        seen_names.add(layer.name)
+        for bottom in layer.bottoms:
+            if bottom not in produced:
+                raise ParseError(f"{layer.where(source)}: bottom blob {bottom!r} is not produced by "
+                                 "any earlier layer or input")
+        for bottom in layer.bottoms:
+            available.discard(bottom)
+        for i, top in enumerate(layer.tops):
+            in_place = i < len(layer.bottoms) and layer.bottoms[i] == top
+            if top in produced and not in_place:
+                raise ParseError(f"{layer.where(source)}: top blob {top!r} is already produced by "
+                                 "another layer (only in-place tops may repeat a name)")
+            produced.add(top)
+            available.add(top)
+    return sorted(available)
+
+
+def load_netspec(prototxt: str | os.PathLike, phase: int = pb2.TEST) -> NetSpec:
+    """Read a prototxt file (any format) into its deploy NetSpec."""
+    text = io.read_prototxt_text(prototxt)
+    net = io.parse_net_text(text, str(prototxt))
+    return build_netspec(net, str(prototxt), io.layer_lines(text), phase=phase)
+
+
+def load_netspec_from_caffemodel(path: str | os.PathLike) -> "pb2.NetParameter":
+    return io.read_caffemodel_proto(path)

@@ -1,0 +1,39 @@
+"""One exception family, so callers (and the CLI) can tell bad input from bugs."""
+from __future__ import annotations
+
+
+class NinportError(Exception):
+    """Base of every error ninport raises on purpose: bad input, unsupported feature, failed export.
+
+    The message is one line that names the file and, where known, the layer and line:column.
+    """
+
+
+class ParseError(NinportError):
+    """A prototxt or caffemodel could not be read."""
+
+
+class WeightsError(NinportError):
+    """A caffemodel does not fit the net (missing layer, wrong blob count or shape)."""
+
+
+class UnsupportedLayerError(NinportError):
+    """A layer type, or an option of a layer, that ninport cannot convert faithfully."""
+
+
+class ShapeError(NinportError):
+    """Shapes that Caffe itself would refuse: bad dimensions, kernels bigger than inputs, ..."""
+
+
+class ExportError(NinportError):
+    """Writing an output (ONNX, .pt2, safetensors) failed."""
+
+
+def where(source: str | None, layer: str | None = None, line: int | None = None) -> str:
+    """Format the 'file:line: layer "x":' prefix used by every message."""
+    parts = []
+    if source:
+        parts.append(f"{source}:{line}" if line else str(source))
+    if layer is not None:
+        parts.append(f'layer "{layer}"')
+    return ": ".join(parts)

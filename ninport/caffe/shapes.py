@@ -175,7 +175,18 @@ def _same_as_bottom(layer: LayerSpec, shapes: list[Shape]) -> LayerShapes:
 
 
 shape_rule("ReLU", "Sigmoid", "TanH", "AbsVal", "BNLL", "Power", "Exp", "Log", "ELU", "Threshold",
-           "Clip", "Dropout", "LRN", "Swish", "MVN")(_same_as_bottom)
+           "Clip", "Dropout", "Swish")(_same_as_bottom)
+
+
+@shape_rule("LRN")
+def _lrn(layer, shapes):
+    p = layer.proto.lrn_param
+    if p.local_size % 2 != 1:
+        _fail(f"local_size {p.local_size} must be odd (Caffe's rule)")
+    shape = _one_bottom(layer, shapes)
+    if len(shape) != 4:
+        _fail(f"expects a 4-D (N, C, H, W) bottom, got shape {list(shape)}")
+    return LayerShapes(tops=[shape])
 
 
 def _spatial_4d(layer: LayerSpec, shape: Shape) -> Shape:
@@ -246,10 +257,9 @@ def _pooling(layer, shapes):
     geo = pool_geometry(p, (h, w))
     if min(geo.out) <= 0:
         _fail(f"output size {geo.out} is not positive")
-    tops = [(n, c, *geo.out)]
-    if len(layer.tops) > 1:  # MAX pooling may emit its argmax mask as a second top
-        tops.append(tops[0])
-    return LayerShapes(tops=tops)
+    if len(layer.tops) > 1:
+        raise UnsupportedLayerError("a second top (MAX pooling's argmax mask) is not supported")
+    return LayerShapes(tops=[(n, c, *geo.out)])
 
 
 @shape_rule("InnerProduct")

@@ -1,0 +1,70 @@
+"""The public Python API: load a Caffe net as a torch module."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import fx
+
+from ninport.caffe import io
+from ninport.caffe.shapes import infer_shapes
+from ninport.caffe.spec import NetSpec, load_netspec
+from ninport.caffe.weights import attach_weights, random_weights
+from ninport.convert.graph import build_graph_module, warn_random_weights
+from ninport.errors import ShapeError
+
+
+def parse_input_shape(text: str | tuple[int, ...] | list[int]) -> tuple[int, ...]:
+    """'1,3,227,227' (or a tuple) -> (1, 3, 227, 227), refusing non-positive values."""
+    if isinstance(text, str):
+        try:
+            dims = tuple(int(part) for part in text.replace("x", ",").split(",") if part.strip())
+        except ValueError:
+            raise ShapeError(f"input shape {text!r}: expected comma-separated integers like 1,3,224,224") from None
+    else:
+        dims = tuple(int(d) for d in text)
+    if not dims or any(d <= 0 for d in dims):
+        raise ShapeError(f"input shape {text!r}: every dimension must be a positive integer")
+    return dims
+
+
+def load_spec(prototxt: str | os.PathLike, input_shape=None) -> NetSpec:
+    """The deploy NetSpec of a prototxt, with `input_shape` (for the first input) applied."""
+    spec = load_netspec(prototxt)
+    if input_shape is not None:
+        if isinstance(input_shape, dict):
+            shapes = {k: parse_input_shape(v) for k, v in input_shape.items()}
+        else:
+            shapes = {next(iter(spec.inputs)): parse_input_shape(input_shape)}
+        spec = spec.with_input_shapes(shapes)
+    return spec
+
+
+def load(prototxt: str | os.PathLike, weights: str | os.PathLike | None = None, *,
+         input_shape=None, seed: int = 0) -> fx.GraphModule:
+    """Convert a Caffe net to a torch.fx.GraphModule in eval mode.
+
+    `input_shape` (N, C, H, W, or a "1,3,227,227" string, or a dict per input) overrides the
+    net's own input size. Without `weights` the parameters are seeded random and a warning says so.
+    Call the module with the input tensors in the net's input order; it returns the output blob,
+    or a tuple in Caffe's output order (sorted by blob name) when there are several.
+    """
+    spec = load_spec(prototxt, input_shape)
+    table = infer_shapes(spec)
+    if weights is None:
+        warn_random_weights(str(prototxt))
+        blobs = random_weights(table, spec, seed)
+    else:
+        blobs = attach_weights(spec, table, io.read_caffemodel(weights), str(weights))
+        spec.weights_source = str(weights)
+    module = build_graph_module(spec, blobs, table)
+    module.meta["ninport"]["weights"] = str(weights) if weights is not None else None
+    module.meta["ninport"]["preprocess"] = spec.preprocess
+    return module
+
+
+def default_weights_path(prototxt: str | os.PathLike) -> Path | None:
+    """`<stem>.caffemodel` beside the prototxt, if it exists."""
+    candidate = Path(prototxt).with_suffix(".caffemodel")
+    return candidate if candidate.is_file() else None

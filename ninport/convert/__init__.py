@@ -1,0 +1,1 @@
+"""NetSpec -> torch.fx.GraphModule. Knows nothing of the CLI."""

@@ -1,0 +1,31 @@
+"""InnerProduct: flatten from `axis`, then a linear map (Caffe's `transpose` flips the stored weight)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ninport.caffe.shapes import canonical_axis
+from ninport.convert.registry import LayerContext, converter
+
+
+class InnerProduct(nn.Module):
+    def __init__(self, axis: int, weight: nn.Parameter, bias: nn.Parameter | None):
+        super().__init__()
+        self.axis = axis
+        self.weight = weight
+        self.bias = bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(torch.flatten(x, self.axis), self.weight, self.bias)
+
+
+@converter("InnerProduct")
+def inner_product(ctx: LayerContext) -> nn.Module:
+    p = ctx.proto.inner_product_param
+    axis = canonical_axis(p.axis, len(ctx.bottom_shapes[0]))
+    weight = ctx.parameter(0)
+    if p.transpose:  # stored as [K, N]; keep torch's [N, K] so state_dicts look alike
+        weight = nn.Parameter(weight.detach().t().contiguous(), requires_grad=False)
+    bias = ctx.parameter(1) if p.bias_term else None
+    return InnerProduct(axis, weight, bias)

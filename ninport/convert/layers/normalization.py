@@ -1,0 +1,134 @@
+"""LRN (both regions), BatchNorm (with Caffe's scale-factor blob), Scale and Bias."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ninport.caffe import caffe_pb2 as pb2
+from ninport.caffe.shapes import canonical_axis
+from ninport.convert.registry import LayerContext, converter
+
+
+class LRNAcrossChannels(nn.Module):
+    """x / (k + alpha/n * sum of x^2 over n neighbouring channels)^beta, zero-padded (odd n)."""
+
+    def __init__(self, size: int, alpha: float, beta: float, k: float):
+        super().__init__()
+        self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.local_response_norm(x, self.size, alpha=self.alpha, beta=self.beta, k=self.k)
+
+
+class LRNWithinChannel(nn.Module):
+    """x / (1 + alpha/n^2 * sum of x^2 over an n x n window)^beta; Caffe ignores k here."""
+
+    def __init__(self, size: int, alpha: float, beta: float):
+        super().__init__()
+        self.size, self.alpha, self.beta = size, alpha, beta
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pad = (self.size - 1) // 2
+        mean_sq = F.avg_pool2d(x * x, self.size, stride=1, padding=pad, count_include_pad=True)
+        return x * torch.pow(1.0 + self.alpha * mean_sq, -self.beta)
+
+
+@converter("LRN")
+def lrn(ctx: LayerContext) -> nn.Module:
+    p = ctx.proto.lrn_param
+    if p.norm_region == pb2.LRNParameter.WITHIN_CHANNEL:
+        return LRNWithinChannel(p.local_size, p.alpha, p.beta)
+    return LRNAcrossChannels(p.local_size, p.alpha, p.beta, p.k)
+
+
+class CaffeBatchNorm(nn.Module):
+    """(x - mean) / sqrt(var + eps) over axis 1; with use_global_stats false, the batch's own stats."""
+
+    def __init__(self, mean: torch.Tensor, var: torch.Tensor, eps: float, use_global_stats: bool):
+        super().__init__()
+        self.register_buffer("running_mean", mean)
+        self.register_buffer("running_var", var)
+        self.eps = eps
+        self.use_global_stats = use_global_stats
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.use_global_stats:
+            return F.batch_norm(x, self.running_mean, self.running_var, None, None, False, 0.0, self.eps)
+        dims = [d for d in range(x.dim()) if d != 1]
+        mean = x.mean(dim=dims, keepdim=True)
+        var = ((x - mean) ** 2).mean(dim=dims, keepdim=True)
+        return (x - mean) / torch.sqrt(var + self.eps)
+
+
+@converter("BatchNorm")
+def batch_norm(ctx: LayerContext) -> nn.Module:
+    p = ctx.proto.batch_norm_param
+    mean, var, factor = (torch.from_numpy(w.copy()) for w in ctx.weights[:3])
+    scale = 0.0 if float(factor[0]) == 0 else 1.0 / float(factor[0])
+    use_global = p.use_global_stats if p.HasField("use_global_stats") else True  # TEST phase default
+    return CaffeBatchNorm(mean * scale, var * scale, p.eps, use_global)
+
+
+def _broadcast_shape(ndim: int, axis: int, param_shape) -> list[int]:
+    return [1] * axis + list(param_shape) + [1] * (ndim - axis - len(param_shape))
+
+
+class ScaleBias(nn.Module):
+    """x * weight + bias with Caffe's axis/num_axes broadcasting; the scale may be a second bottom."""
+
+    def __init__(self, view_shape: list[int], weight: nn.Parameter | None, bias: nn.Parameter | None):
+        super().__init__()
+        self.view_shape = view_shape
+        self.weight = weight
+        self.bias = bias
+
+    def forward(self, x: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+        if scale is not None:
+            x = x * scale.reshape(self.view_shape)
+        elif self.weight is not None:
+            x = x * self.weight.reshape(self.view_shape)
+        if self.bias is not None:
+            x = x + self.bias.reshape(self.view_shape)
+        return x
+
+
+class AddSecondBottom(nn.Module):
+    def __init__(self, view_shape: list[int]):
+        super().__init__()
+        self.view_shape = view_shape
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        return x + bias.reshape(self.view_shape)
+
+
+def _param_axes(ctx: LayerContext, axis: int, num_axes: int) -> tuple[int, tuple[int, ...]]:
+    shape = ctx.bottom_shapes[0]
+    axis = canonical_axis(axis, len(shape))
+    if len(ctx.bottom_shapes) == 2:
+        return axis, tuple(ctx.bottom_shapes[1])
+    end = len(shape) if num_axes == -1 else axis + num_axes
+    return axis, tuple(shape[axis:end])
+
+
+@converter("Scale")
+def scale(ctx: LayerContext) -> nn.Module:
+    p = ctx.proto.scale_param
+    axis, pshape = _param_axes(ctx, p.axis, p.num_axes)
+    view = _broadcast_shape(len(ctx.bottom_shapes[0]), axis, pshape)
+    if len(ctx.bottom_shapes) == 2:
+        bias = ctx.parameter(0) if p.bias_term else None
+        return ScaleBias(view, None, bias)
+    weight = ctx.parameter(0)
+    bias = ctx.parameter(1) if p.bias_term else None
+    return ScaleBias(view, weight, bias)
+
+
+@converter("Bias")
+def bias(ctx: LayerContext) -> nn.Module:
+    p = ctx.proto.bias_param
+    axis, pshape = _param_axes(ctx, p.axis, p.num_axes)
+    view = _broadcast_shape(len(ctx.bottom_shapes[0]), axis, pshape)
+    if len(ctx.bottom_shapes) == 2:
+        return AddSecondBottom(view)
+    return ScaleBias(view, None, ctx.parameter(0))

@@ -1,0 +1,158 @@
+"""Layers that route or reshape blobs: Eltwise, Concat, Slice, Split, Flatten, Reshape, Crop, Softmax."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ninport.caffe import caffe_pb2 as pb2
+from ninport.caffe.shapes import canonical_axis, concat_axis, crop_offsets, slice_sizes
+from ninport.convert.registry import LayerContext, converter
+
+
+class EltwiseSum(nn.Module):
+    def __init__(self, coeffs: list[float]):
+        super().__init__()
+        self.coeffs = coeffs
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        out = xs[0] if self.coeffs[0] == 1 else xs[0] * self.coeffs[0]
+        for x, c in zip(xs[1:], self.coeffs[1:]):
+            out = out + (x if c == 1 else x * c)
+        return out
+
+
+class EltwiseProd(nn.Module):
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        out = xs[0]
+        for x in xs[1:]:
+            out = out * x
+        return out
+
+
+class EltwiseMax(nn.Module):
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        out = xs[0]
+        for x in xs[1:]:
+            out = torch.maximum(out, x)
+        return out
+
+
+@converter("Eltwise")
+def eltwise(ctx: LayerContext) -> nn.Module:
+    p = ctx.proto.eltwise_param
+    if p.operation == pb2.EltwiseParameter.PROD:
+        return EltwiseProd()
+    if p.operation == pb2.EltwiseParameter.MAX:
+        return EltwiseMax()
+    return EltwiseSum(list(p.coeff) or [1.0] * len(ctx.bottom_shapes))
+
+
+class Concat(nn.Module):
+    def __init__(self, axis: int):
+        super().__init__()
+        self.axis = axis
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        return xs[0] if len(xs) == 1 else torch.cat(xs, dim=self.axis)
+
+
+@converter("Concat")
+def concat(ctx: LayerContext) -> nn.Module:
+    return Concat(concat_axis(ctx.proto.concat_param, len(ctx.bottom_shapes[0])))
+
+
+class Slice(nn.Module):
+    def __init__(self, axis: int, sizes: list[int]):
+        super().__init__()
+        self.axis, self.sizes = axis, sizes
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(torch.split(x, self.sizes, dim=self.axis))
+
+
+@converter("Slice")
+def slice_(ctx: LayerContext) -> nn.Module:
+    axis, sizes = slice_sizes(ctx.proto.slice_param, ctx.bottom_shapes[0], len(ctx.layer.tops))
+    return Slice(axis, sizes)
+
+
+class Split(nn.Module):
+    def __init__(self, count: int):
+        super().__init__()
+        self.count = count
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (x,) * self.count
+
+
+@converter("Split")
+def split(ctx: LayerContext) -> nn.Module:
+    return Split(len(ctx.layer.tops))
+
+
+class Flatten(nn.Module):
+    def __init__(self, start: int, end: int):
+        super().__init__()
+        self.start, self.end = start, end
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(x, self.start, self.end)
+
+
+@converter("Flatten")
+def flatten(ctx: LayerContext) -> nn.Module:
+    p = ctx.proto.flatten_param
+    ndim = len(ctx.bottom_shapes[0])
+    return Flatten(canonical_axis(p.axis, ndim), canonical_axis(p.end_axis, ndim))
+
+
+class Reshape(nn.Module):
+    """Target shape with the batch axis kept symbolic (-1 when Caffe copies or infers it)."""
+
+    def __init__(self, shape: list[int]):
+        super().__init__()
+        self.shape = shape
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.reshape(x, self.shape)
+
+
+@converter("Reshape")
+def reshape(ctx: LayerContext) -> nn.Module:
+    bottom, top = ctx.bottom_shapes[0], list(ctx.top_shapes[0])
+    # Keep the batch dynamic: if the leading axis passes through unchanged, let reshape infer it.
+    if top and bottom and top[0] == bottom[0] and len(top) > 1:
+        top[0] = -1
+    return Reshape(top)
+
+
+class Crop(nn.Module):
+    def __init__(self, axis: int, offsets: list[int], sizes: list[int]):
+        super().__init__()
+        self.axis, self.offsets, self.sizes = axis, offsets, sizes
+
+    def forward(self, x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        for i, (off, size) in enumerate(zip(self.offsets, self.sizes)):
+            x = torch.narrow(x, self.axis + i, off, size)
+        return x
+
+
+@converter("Crop")
+def crop(ctx: LayerContext) -> nn.Module:
+    shape, ref = ctx.bottom_shapes
+    axis, offsets = crop_offsets(ctx.proto.crop_param, shape, ref)
+    return Crop(axis, offsets, list(ref[axis:]))
+
+
+class Softmax(nn.Module):
+    def __init__(self, axis: int):
+        super().__init__()
+        self.axis = axis
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(x, dim=self.axis)
+
+
+@converter("Softmax")
+def softmax(ctx: LayerContext) -> nn.Module:
+    return Softmax(canonical_axis(ctx.proto.softmax_param.axis, len(ctx.bottom_shapes[0])))

@@ -1,0 +1,68 @@
+"""Shared fixtures: where the real-Caffe golden cases live."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+VENDORED_GOLDEN = REPO / "tests" / "fixtures" / "caffe-golden"
+SHARED_GOLDEN = REPO.parent / "shared" / "caffe-golden"
+NIN_CASES = ("nin_v1_224", "nin_v1_227")
+NIN_DEPLOY = REPO / "reference_models" / "nin_imagenet" / "deploy.prototxt"
+NIN_TRAIN_VAL = REPO / "reference_models" / "nin_imagenet" / "train_val.prototxt"
+
+
+@dataclass
+class GoldenCase:
+    """One case computed by BVLC Caffe itself (see tests/fixtures/caffe-golden/README.md)."""
+
+    name: str
+    folder: Path
+    info: dict
+
+    @property
+    def prototxt(self) -> Path:
+        return self.folder / self.info["prototxt"]
+
+    @property
+    def weights(self) -> Path | None:
+        w = self.info.get("weights")
+        return self.folder / w if w else None
+
+    def inputs(self) -> dict[str, np.ndarray]:
+        data = np.load(self.folder / "inputs.npz")
+        return {name: data[name] for name in self.info["inputs"]}
+
+    def blobs(self) -> dict[str, np.ndarray]:
+        data = np.load(self.folder / "blobs.npz")
+        return {name: data[name] for name in data.files}
+
+
+def golden_case_names() -> list[str]:
+    names = sorted(p.name for p in VENDORED_GOLDEN.iterdir() if (p / "case.json").is_file())
+    return names + list(NIN_CASES)
+
+
+def load_golden(name: str) -> GoldenCase:
+    folder = VENDORED_GOLDEN / name
+    if not folder.is_dir():
+        folder = SHARED_GOLDEN / name
+        if not folder.is_dir():
+            pytest.skip(f"golden case {name} (38 MB, not vendored) needs ../shared/caffe-golden beside the checkout")
+    return GoldenCase(name, folder, json.loads((folder / "case.json").read_text()))
+
+
+def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
+    """max |a - b| / max |b|: the project's parity measure."""
+    scale = float(np.abs(expected).max()) if expected.size else 0.0
+    diff = float(np.abs(actual.astype(np.float64) - expected.astype(np.float64)).max()) if expected.size else 0.0
+    return diff / scale if scale else diff
+
+
+@pytest.fixture(params=golden_case_names())
+def golden_case(request) -> GoldenCase:
+    return load_golden(request.param)

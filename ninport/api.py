@@ -53,8 +53,9 @@ def load(prototxt: str | os.PathLike, weights: str | os.PathLike | None = None, 
     spec = load_spec(prototxt, input_shape)
     table = infer_shapes(spec)
     if weights is None:
-        warn_random_weights(str(prototxt))
         blobs = random_weights(table, spec, seed)
+        if blobs:
+            warn_random_weights(str(prototxt))
     else:
         blobs = attach_weights(spec, table, io.read_caffemodel(weights), str(weights))
         spec.weights_source = str(weights)

@@ -1,0 +1,119 @@
+"""Converters not covered by a golden case, checked against numpy formulas of Caffe's semantics,
+and a guard that every registered converter is exercised somewhere."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import ninport
+from ninport.caffe import caffe_pb2
+from ninport.convert.registry import supported_layer_types
+from tests.conftest import VENDORED_GOLDEN
+
+INPUT = 'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 dim: 4 dim: 5 } } }\n'
+
+
+def _write_net(tmp_path, body: str, blobs: dict[str, list[np.ndarray]] | None = None):
+    proto = tmp_path / "net.prototxt"
+    proto.write_text('name: "t"\n' + INPUT + body)
+    if blobs is None:
+        return proto, None
+    net = caffe_pb2.NetParameter()
+    for name, arrays in blobs.items():
+        layer = net.layer.add(name=name)
+        for array in arrays:
+            blob = layer.blobs.add()
+            blob.shape.dim.extend(array.shape)
+            blob.data.extend(array.ravel().tolist())
+    weights = tmp_path / "net.caffemodel"
+    weights.write_bytes(net.SerializeToString())
+    return proto, weights
+
+
+def _x(seed=0):
+    return np.random.default_rng(seed).normal(size=(2, 3, 4, 5)).astype(np.float32)
+
+
+def test_swish(tmp_path):
+    proto, _ = _write_net(tmp_path, 'layer { name: "s" type: "Swish" bottom: "data" top: "s" swish_param { beta: 1.5 } }')
+    x = _x()
+    out = ninport.load(proto)(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(out, x / (1 + np.exp(-1.5 * x)), rtol=1e-5, atol=1e-6)
+
+
+def test_scale_with_second_bottom_and_bias(tmp_path):
+    body = ('layer { name: "r" type: "Reduction" bottom: "data" top: "r" }\n')
+    body = ('layer { name: "p" type: "Pooling" bottom: "data" top: "p" pooling_param { pool: AVE global_pooling: true } }\n'
+            'layer { name: "f" type: "Flatten" bottom: "p" top: "f" }\n'
+            'layer { name: "sc" type: "Scale" bottom: "data" bottom: "f" top: "y" scale_param { axis: 0 bias_term: true } }\n')
+    bias = np.arange(6, dtype=np.float32).reshape(2, 3)
+    proto, weights = _write_net(tmp_path, body, {"sc": [bias]})
+    x = _x(1)
+    out = ninport.load(proto, weights)(torch.from_numpy(x)).numpy()
+    factor = x.mean(axis=(2, 3))
+    np.testing.assert_allclose(out, x * factor[:, :, None, None] + bias[:, :, None, None], rtol=1e-5, atol=1e-6)
+
+
+def test_bias_with_second_bottom(tmp_path):
+    body = ('layer { name: "p" type: "Pooling" bottom: "data" top: "p" pooling_param { pool: MAX global_pooling: true } }\n'
+            'layer { name: "f" type: "Flatten" bottom: "p" top: "f" }\n'
+            'layer { name: "b" type: "Bias" bottom: "data" bottom: "f" top: "y" bias_param { axis: 0 } }\n')
+    proto, _ = _write_net(tmp_path, body)
+    x = _x(2)
+    out = ninport.load(proto)(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(out, x + x.max(axis=(2, 3))[:, :, None, None], rtol=1e-6)
+
+
+def test_batchnorm_without_global_stats_uses_batch_statistics(tmp_path):
+    body = 'layer { name: "bn" type: "BatchNorm" bottom: "data" top: "y" batch_norm_param { use_global_stats: false } }\n'
+    ones = np.ones(3, dtype=np.float32)
+    proto, weights = _write_net(tmp_path, body, {"bn": [ones * 100, ones * 100, np.ones(1, np.float32)]})
+    x = _x(3)
+    out = ninport.load(proto, weights)(torch.from_numpy(x)).numpy()
+    mean = x.mean(axis=(0, 2, 3), keepdims=True)
+    var = x.var(axis=(0, 2, 3), keepdims=True)
+    np.testing.assert_allclose(out, (x - mean) / np.sqrt(var + 1e-5), rtol=1e-4, atol=1e-5)
+
+
+def test_batchnorm_zero_scale_factor_means_zero_statistics(tmp_path):
+    body = 'layer { name: "bn" type: "BatchNorm" bottom: "data" top: "y" }\n'
+    ones = np.ones(3, dtype=np.float32)
+    proto, weights = _write_net(tmp_path, body, {"bn": [ones * 7, ones * 9, np.zeros(1, np.float32)]})
+    x = _x(4)
+    out = ninport.load(proto, weights)(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(out, x / np.sqrt(1e-5), rtol=1e-5)
+
+
+def test_max_pool_window_past_the_input_gives_caffes_lowest_float(tmp_path):
+    """pad 0, stride > kernel: Caffe keeps a last window that starts past the input."""
+    body = 'layer { name: "p" type: "Pooling" bottom: "data" top: "y" pooling_param { pool: MAX kernel_size: 1 stride: 3 } }\n'
+    proto, _ = _write_net(tmp_path, body)
+    x = _x(5)
+    out = ninport.load(proto)(torch.from_numpy(x)).numpy()
+    assert out.shape == (2, 3, 2, 3)  # ceil((4-1)/3)+1 = 2, ceil((5-1)/3)+1 = 3
+    np.testing.assert_array_equal(out[:, :, :, :2], x[:, :, ::3, ::3][:, :, :2, :2])
+    assert (out[:, :, :, 2] == -np.finfo(np.float32).max).all()
+
+
+def _exercised_types() -> set[str]:
+    types = set()
+    for case in VENDORED_GOLDEN.iterdir():
+        if (case / "case.json").is_file():
+            types.update(t for _, t in json.loads((case / "case.json").read_text())["layers"])
+    return types | {"Swish"}  # tested above
+
+
+def test_every_registered_converter_is_exercised_by_a_test():
+    missing = set(supported_layer_types()) - _exercised_types()
+    assert not missing, f"converters without a parity test: {sorted(missing)}"
+
+
+def test_unsupported_layer_names_layer_type_and_lists_supported(tmp_path):
+    proto, _ = _write_net(tmp_path, 'layer { name: "weird" type: "Im2col" bottom: "data" top: "y" }\n')
+    with pytest.raises(ninport.UnsupportedLayerError) as info:
+        ninport.load(proto)
+    message = str(info.value)
+    assert "weird" in message and "Im2col" in message and "Convolution" in message and str(proto) in message

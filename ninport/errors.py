@@ -29,6 +29,10 @@ class ExportError(NinportError):
     """Writing an output (ONNX, .pt2, safetensors) failed."""
 
 
+class NinportWarning(UserWarning):
+    """Something the user should know that does not stop the work (e.g. random weights)."""
+
+
 def where(source: str | None, layer: str | None = None, line: int | None = None) -> str:
     """Format the 'file:line: layer "x":' prefix used by every message."""
     parts = []

@@ -16,7 +16,7 @@ from torch import fx, nn
 from ninport.caffe.shapes import ShapeTable, infer_shapes
 from ninport.caffe.spec import NetSpec
 from ninport.convert.registry import CONVERTERS, LayerContext, _load_all, supported_layer_types
-from ninport.errors import NinportError, UnsupportedLayerError
+from ninport.errors import NinportError, NinportWarning, UnsupportedLayerError
 
 META_KEY = "ninport"
 
@@ -79,6 +79,9 @@ def build_graph_module(spec: NetSpec, weights: dict[str, list[np.ndarray]],
         "outputs": list(spec.outputs),
         "blob_nodes": {blob: node.name for blob, node in blob_node.items()},
         "blob_shapes": dict(table.blobs),
+        # blob -> the Caffe layer that wrote its final value (OpenCV's forward() wants layer names)
+        "blob_layers": {**{name: name for name in spec.inputs},
+                        **{top: layer.name for layer in spec.layers for top in layer.tops}},
         "source": spec.source,
         "net_name": spec.name,
     }
@@ -119,4 +122,4 @@ def forward_blobs(module: fx.GraphModule, *inputs: torch.Tensor) -> dict[str, to
 
 def warn_random_weights(source: str) -> None:
     warnings.warn(f"{source}: no caffemodel given; the net has seeded RANDOM weights (fine for "
-                  "checking structure and shapes, meaningless for predictions)", stacklevel=3)
+                  "checking structure and shapes, meaningless for predictions)", NinportWarning, stacklevel=3)

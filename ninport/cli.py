@@ -1,0 +1,392 @@
+"""The `ninport` command: convert, inspect, verify, upgrade.
+
+Errors are one line on stderr with a non-zero exit code; `--debug` shows the traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import warnings
+from pathlib import Path
+
+from ninport.errors import NinportError
+
+EXAMPLES = {
+    "convert": "ninport convert reference_models/nin_imagenet/deploy.prototxt --weights nin_imagenet.caffemodel -o out/",
+    "inspect": "ninport inspect reference_models/nin_imagenet/deploy.prototxt --input-shape 1,3,227,227",
+    "verify": "ninport verify tests/fixtures/caffe-golden/mini_resnet",
+    "upgrade": "ninport upgrade reference_models/nin_imagenet/train_val.prototxt -o train_val_new.prototxt",
+}
+
+EXIT_OK, EXIT_ERROR, EXIT_INTERNAL, EXIT_FAILED_PARITY = 0, 1, 2, 3
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    file = sys.stderr if stderr else sys.stdout
+    return Console(file=file, width=None if file.isatty() else 160, highlight=False)
+
+
+@contextlib.contextmanager
+def _progress(message: str):
+    """A spinner on stderr for steps that may take more than a second (only on a terminal)."""
+    console = _console(stderr=True)
+    if console.is_terminal:
+        with console.status(message):
+            yield
+    else:
+        yield
+
+
+@contextlib.contextmanager
+def _warnings_as_lines():
+    """Show ninport's warnings (e.g. random weights) as one clear line each; hide library noise."""
+    from ninport.errors import NinportWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            for w in caught:
+                if issubclass(w.category, NinportWarning):
+                    print(f"ninport: warning: {w.message}", file=sys.stderr)
+
+
+# --- convert ---------------------------------------------------------------------------------
+
+
+def cmd_convert(args) -> int:
+    from ninport.artifacts import convert_files
+
+    formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
+    with _warnings_as_lines(), _progress("converting..."):
+        written = convert_files(args.prototxt, args.weights, args.output, input_shape=args.input_shape,
+                                formats=formats)
+    for kind, path in written.items():
+        print(f"wrote {path}  ({kind})")
+    return EXIT_OK
+
+
+# --- inspect ---------------------------------------------------------------------------------
+
+
+def layer_summary(layer) -> str:
+    """A short description of a layer's parameters, like the table in NIN_FACTS.md."""
+    from ninport.caffe import caffe_pb2 as pb2
+    from ninport.caffe.shapes import conv_geometry
+
+    p = layer.proto
+    if layer.type in ("Convolution", "Deconvolution"):
+        c = p.convolution_param
+        g = conv_geometry(c)
+
+        def fmt(prefix, pair, default):
+            if pair == (default, default):
+                return ""
+            return f" {prefix}{pair[0]}" if pair[0] == pair[1] else f" {prefix}{pair[0]}x{pair[1]}"
+        text = f"{c.num_output},{fmt('k', g.kernel, -1)}{fmt('s', g.stride, 1)}{fmt('pad ', g.pad, 0)}"
+        text += fmt("d", g.dilation, 1)
+        return text + (f" group {c.group}" if c.group != 1 else "") + ("" if c.bias_term else " no bias")
+    if layer.type == "Pooling":
+        q = p.pooling_param
+        kind = pb2.PoolingParameter.PoolMethod.Name(q.pool)
+        if q.global_pooling:
+            return f"{kind} global"
+        k = q.kernel_size or f"{q.kernel_h}x{q.kernel_w}"
+        s = q.stride if not (q.HasField("stride_h") or q.HasField("stride_w")) else f"{q.stride_h}x{q.stride_w}"
+        pad = q.pad if not (q.HasField("pad_h") or q.HasField("pad_w")) else f"{q.pad_h}x{q.pad_w}"
+        return f"{kind} k{k} s{s}" + (f" pad {pad}" if pad else "")
+    if layer.type == "InnerProduct":
+        return f"{p.inner_product_param.num_output}"
+    if layer.type == "Dropout":
+        return f"{p.dropout_param.dropout_ratio:g}"
+    if layer.type == "LRN":
+        q = p.lrn_param
+        return f"n{q.local_size} alpha {q.alpha:g} beta {q.beta:g}"
+    if layer.type == "ReLU" and p.relu_param.negative_slope:
+        return f"slope {p.relu_param.negative_slope:g}"
+    if layer.type == "Eltwise":
+        return pb2.EltwiseParameter.EltwiseOp.Name(p.eltwise_param.operation)
+    return ""
+
+
+def _fmt_count(n: int) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f}{unit}"
+    return str(n) if n else ""
+
+
+def cmd_inspect(args) -> int:
+    import math
+
+    from rich.table import Table
+
+    from ninport.api import load_spec
+    from ninport.caffe.shapes import infer_shapes
+
+    spec = load_spec(args.prototxt, args.input_shape)
+    table = infer_shapes(spec)
+    out = Table(title=f"{spec.name or Path(args.prototxt).stem}  ({spec.source_format} format, {spec.source})")
+    for column in ("layer", "type", "bottom → top", "output shape", "parameters", "weights", "MACs"):
+        out.add_column(column, justify="right" if column in ("weights", "MACs") else "left")
+    for name, shape in spec.inputs.items():
+        out.add_row(name, "Input", f"→ {name}", "x".join(map(str, shape)), "", "", "")
+    for layer in spec.layers:
+        shapes = table.layers[layer.name]
+        arrow = f"{', '.join(layer.bottoms)} → {', '.join(layer.tops)}"
+        if layer.bottoms == layer.tops:
+            arrow += " (in place)"
+        out_shape = "; ".join("x".join(map(str, table.blobs[t])) for t in layer.tops)
+        n_params = sum(math.prod(s) for s in shapes.params)
+        out.add_row(layer.name, layer.type, arrow, out_shape, layer_summary(layer), f"{n_params:,}" if n_params else "",
+                    _fmt_count(shapes.macs))
+    console = _console()
+    console.print(out)
+    console.print(f"inputs: {', '.join(f'{k} {list(v)}' for k, v in spec.inputs.items())}   "
+                  f"outputs (Caffe order): {', '.join(spec.outputs)}")
+    console.print(f"total: {len(spec.layers)} layers, {table.total_params:,} parameters, "
+                  f"{table.total_macs / 1e9:.3f} GMAC per forward at batch {next(iter(spec.inputs.values()))[0]}")
+    return EXIT_OK
+
+
+# --- verify ----------------------------------------------------------------------------------
+
+
+def _reference_inputs(spec, seed: int = 0):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    # Caffe nets expect 0-255 pixels minus a mean: uniform in [-128, 128) is a fair stand-in.
+    return {name: (rng.random(shape, dtype=np.float32) * 256 - 128).astype(np.float32)
+            for name, shape in spec.inputs.items()}
+
+
+def opencv_known_deviation(layers) -> str | None:
+    """Why OpenCV 4.x's Caffe importer is known to compute something else for this net, if it is."""
+    for layer in layers:
+        p = layer.proto
+        if layer.type == "LRN" and p.lrn_param.k != 1:
+            return f'OpenCV ignores LRN k != 1 (layer "{layer.name}")'
+        if layer.type == "Log":
+            return f'OpenCV computes Log differently (layer "{layer.name}")'
+        if layer.type == "InnerProduct" and (p.inner_product_param.axis != 1 or p.inner_product_param.transpose):
+            return f'OpenCV mishandles InnerProduct axis != 1 or transpose (layer "{layer.name}")'
+    return None
+
+
+def _opencv_outputs(prototxt, weights, inputs: dict, outputs: list[str], blob_layers: dict[str, str]):
+    try:
+        import cv2
+    except ImportError:
+        return None, "OpenCV not installed (pip install 'opencv-python-headless<5')"
+    if int(cv2.__version__.split(".")[0]) >= 5:
+        return None, f"OpenCV {cv2.__version__} has no Caffe importer (removed in 5.x)"
+    values = {}
+    try:
+        net = cv2.dnn.readNetFromCaffe(str(prototxt), str(weights)) if weights else cv2.dnn.readNetFromCaffe(str(prototxt))
+        for name, value in inputs.items():
+            net.setInput(value, name)
+        known = set(net.getLayerNames())
+        for blob in outputs:
+            # OpenCV names outputs by layer, sometimes by the layer's top: try the last writer first.
+            candidates = [n for n in (blob_layers.get(blob), blob) if n in known]
+            if not candidates:
+                return None, f"OpenCV has no layer for output blob {blob!r}"
+            values[blob] = net.forward(candidates[0])
+    except cv2.error as exc:
+        return None, f"OpenCV could not run this net ({str(exc).strip().splitlines()[-1][:120]})"
+    return values, ""
+
+
+def cmd_verify(args) -> int:
+    import tempfile
+
+    import numpy as np
+    import torch
+
+    import ninport
+    from ninport.parity import GoldenFolder, compare_blobs
+
+    golden = None
+    target = Path(args.target)
+    if target.is_dir():
+        golden = GoldenFolder.open(target)
+        prototxt, weights = golden.prototxt, args.weights or golden.weights
+    else:
+        prototxt, weights = target, args.weights
+        if args.golden:
+            golden = GoldenFolder.open(args.golden)
+    with _warnings_as_lines(), _progress("loading the net..."):
+        module = ninport.load(prototxt, weights, input_shape=args.input_shape)
+    meta = module.meta["ninport"]
+    spec_inputs = meta["inputs"]
+    if golden is not None:
+        inputs = golden.inputs()
+        source_of_inputs = f"the golden folder {golden.folder}"
+    else:
+        inputs = _reference_inputs(type("S", (), {"inputs": spec_inputs})(), args.seed)
+        source_of_inputs = f"seeded random inputs (seed {args.seed})"
+    tensors = [torch.from_numpy(np.ascontiguousarray(inputs[name])) for name in spec_inputs]
+    with _progress("running the converted model..."):
+        blobs = {k: v.detach().numpy() for k, v in ninport.forward_blobs(module, *tensors).items()}
+    order = list(meta["blob_nodes"])
+    outputs = meta["outputs"]
+    reports, skipped = [], []
+    if golden is not None:
+        reports.append(compare_blobs(blobs, golden.blobs(), order, f"Caffe (golden {golden.folder.name})", args.tolerance))
+    deviation = opencv_known_deviation(ninport.load_spec(prototxt).layers)
+    if not args.no_opencv and deviation:
+        skipped.append(f"OpenCV: {deviation}; Caffe's golden outputs are the reference here")
+    elif not args.no_opencv:
+        with _progress("running OpenCV's Caffe importer..."):
+            values, why = _opencv_outputs(prototxt, weights, inputs, outputs, meta["blob_layers"])
+        if values is None:
+            skipped.append(f"OpenCV: {why}")
+        else:
+            reports.append(compare_blobs(blobs, values, outputs, "OpenCV 4.x dnn", args.tolerance))
+    if not args.no_onnx:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            skipped.append("onnxruntime: not installed (pip install onnxruntime)")
+        else:
+            from ninport.artifacts import verify_onnx
+            from ninport.onnx import export_onnx
+
+            with tempfile.TemporaryDirectory() as tmp, _progress("exporting and running ONNX..."):
+                path = export_onnx(module, Path(tmp) / "model.onnx")
+                values = verify_onnx(path, inputs)
+            reports.append(compare_blobs(blobs, dict(zip(outputs, values)), outputs, "onnxruntime (exported ONNX)",
+                                         args.tolerance))
+    _print_reports(reports, skipped, source_of_inputs)
+    if not reports:
+        print("ninport: error: no reference to verify against (give a golden folder, or install OpenCV 4.x "
+              "or onnxruntime)", file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_OK if all(r.passed for r in reports) else EXIT_FAILED_PARITY
+
+
+def _print_reports(reports, skipped, source_of_inputs: str) -> None:
+    from rich.table import Table
+
+    console = _console()
+    console.print(f"inputs: {source_of_inputs}")
+    for report in reports:
+        table = Table(title=f"vs {report.reference}  (tolerance {report.tolerance:g} relative)")
+        for column in ("blob", "shape", "max abs error", "relative error", "result"):
+            table.add_column(column)
+        for row in report.rows:
+            table.add_row(row.name, "x".join(map(str, row.shape)), f"{row.max_abs:.3g}", f"{row.relative:.3g}",
+                          "PASS" if row.passed else f"FAIL {row.note}".strip())
+        console.print(table)
+        first = report.first_divergence
+        verdict = "PASS" if report.passed else f"FAIL: first divergence at blob {first.name!r}" if first else "FAIL"
+        console.print(f"{report.reference}: {len(report.rows)} blobs compared: {verdict}")
+    for line in skipped:
+        console.print(f"skipped {line}")
+
+
+# --- upgrade ---------------------------------------------------------------------------------
+
+
+def cmd_upgrade(args) -> int:
+    from ninport.caffe.upgrade_file import upgrade_file
+
+    source = Path(args.input)
+    output = Path(args.output) if args.output else None
+    target, fmt = upgrade_file(source, output)
+    print(f"wrote {target}  (upgraded from the {fmt} format)")
+    return EXIT_OK
+
+
+# --- main ------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ninport import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="ninport",
+        description="Bring Caffe models (prototxt + caffemodel) to PyTorch and ONNX, without Caffe.",
+        epilog="Examples:\n  " + "\n  ".join(EXAMPLES.values()),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"ninport {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name, help_text, description):
+        p = sub.add_parser(name, help=help_text, description=description + f"\n\nExample:\n  {EXAMPLES[name]}",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
+        return p
+
+    shape_help = "override the first input's shape, e.g. 1,3,227,227 (batch stays dynamic in ONNX)"
+    p = add("convert", "convert a Caffe net to ONNX (and optionally .pt2 / .safetensors)",
+            "Write DIR/<stem>.onnx from PROTOTXT and its weights. Without --weights, <stem>.caffemodel beside\n"
+            "the prototxt is used; with none found, the net gets seeded RANDOM weights and a warning.")
+    p.add_argument("prototxt")
+    p.add_argument("--weights", help="the .caffemodel (default: <stem>.caffemodel beside the prototxt)")
+    p.add_argument("-o", "--output", default=".", help="output folder (default: current folder)")
+    p.add_argument("--input-shape", help=shape_help)
+    p.add_argument("--format", default="onnx", help="comma-separated: onnx, pt2, safetensors (default: onnx)")
+    p.set_defaults(func=cmd_convert)
+
+    p = add("inspect", "show the layer table: shapes, parameters, MACs",
+            "Print every layer with bottom → top, output shape, parameters and MACs, with totals.")
+    p.add_argument("prototxt")
+    p.add_argument("--input-shape", help=shape_help)
+    p.set_defaults(func=cmd_inspect)
+
+    p = add("verify", "per-blob parity report against Caffe's outputs, OpenCV and onnxruntime",
+            "TARGET is a golden folder (case.json, net.prototxt, weights, inputs.npz, blobs.npz written from\n"
+            "real Caffe) or a prototxt. Every blob is compared with the golden outputs; the net's outputs with\n"
+            "OpenCV 4.x's Caffe importer and with onnxruntime on the exported ONNX. Exit code 3 on a mismatch.")
+    p.add_argument("target", help="golden folder or prototxt")
+    p.add_argument("--weights", help="the .caffemodel")
+    p.add_argument("--golden", help="golden folder with inputs.npz and blobs.npz to compare against")
+    p.add_argument("--input-shape", help=shape_help)
+    p.add_argument("--tolerance", type=float, default=1e-5, help="max relative error (default 1e-5)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs when no golden folder")
+    p.add_argument("--no-opencv", action="store_true", help="skip the OpenCV cross-check")
+    p.add_argument("--no-onnx", action="store_true", help="skip the onnxruntime check")
+    p.set_defaults(func=cmd_verify)
+
+    p = add("upgrade", "rewrite a V0/V1 prototxt or caffemodel in the current format",
+            "Like Caffe's upgrade_net_proto_text / upgrade_net_proto_binary: a .prototxt is written as text,\n"
+            "a .caffemodel as binary. Default output: <stem>_upgraded<suffix> beside the input.")
+    p.add_argument("input")
+    p.add_argument("-o", "--output", help="where to write the upgraded file")
+    p.set_defaults(func=cmd_upgrade)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return EXIT_ERROR
+    try:
+        return args.func(args)
+    except NinportError as exc:
+        if args.debug:
+            raise
+        print(f"ninport: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("ninport: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # anything else is a bug in ninport: say so, briefly
+        if args.debug:
+            raise
+        print(f"ninport: internal error: {type(exc).__name__}: {' '.join(str(exc).split())[:300]} "
+              "(rerun with --debug for the traceback, and please report it)", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

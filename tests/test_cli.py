@@ -1,0 +1,99 @@
+"""The `ninport` command as a user runs it: exit codes, one-line errors, outputs."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import NIN_DEPLOY, NIN_TRAIN_VAL, REPO, VENDORED_GOLDEN
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO), COLUMNS="200")
+    return subprocess.run([sys.executable, "-m", "ninport.cli", *args], cwd=cwd or REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_version_and_help():
+    assert run_cli("--version").stdout.startswith("ninport ")
+    for verb in ("convert", "inspect", "verify", "upgrade"):
+        result = run_cli(verb, "--help")
+        assert result.returncode == 0 and "Example:" in result.stdout and f"ninport {verb}" in result.stdout
+
+
+@pytest.mark.parametrize("crop,chain", [(224, ["54", "27", "13", "6", "1"]), (227, ["55", "27", "13", "6", "1"])])
+def test_inspect_shows_nin_shape_chain(crop, chain):
+    result = run_cli("inspect", str(NIN_DEPLOY), "--input-shape", f"1,3,{crop},{crop}")
+    assert result.returncode == 0, result.stderr
+    rows = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if line.count("│") > 5}
+    for layer, size in zip(["conv1", "pool0", "pool2", "pool3", "pool4"], chain):
+        assert f"x{size}x{size} " in rows[layer], rows[layer]
+    assert "7,595,176 parameters" in result.stdout
+
+
+def test_inspect_v1_train_val_uses_test_phase_crop():
+    result = run_cli("inspect", str(NIN_TRAIN_VAL))
+    assert result.returncode == 0, result.stderr
+    assert "data [1, 3, 224, 224]" in result.stdout and "outputs (Caffe order): pool4" in result.stdout
+
+
+def test_verify_golden_folder_passes():
+    result = run_cli("verify", str(VENDORED_GOLDEN / "mini_resnet"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Caffe (golden mini_resnet): 5 blobs compared: PASS" in result.stdout
+    assert "onnxruntime" in result.stdout
+
+
+def test_verify_reports_first_divergence(tmp_path):
+    """One bias value changed: the output blob must fail, named as the first divergence."""
+    from ninport.caffe import caffe_pb2
+
+    case = VENDORED_GOLDEN / "conv_group2"
+    net = caffe_pb2.NetParameter.FromString((case / "weights.caffemodel").read_bytes())
+    conv = next(layer for layer in net.layer if layer.name == "l")
+    conv.blobs[1].data[0] += 1.0
+    tampered = tmp_path / "weights.caffemodel"
+    tampered.write_bytes(net.SerializeToString())
+    result = run_cli("verify", str(case / "net.prototxt"), "--weights", str(tampered), "--golden", str(case),
+                     "--no-onnx", "--no-opencv")
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "first divergence at blob 'out'" in result.stdout
+
+
+def test_error_is_one_line_without_traceback(tmp_path):
+    bad = tmp_path / "bad.prototxt"
+    bad.write_text('name: "x"\nlayer { name: "a" type: "ReLU" bottom: "nothing" top: "a" \n')
+    result = run_cli("inspect", str(bad))
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ninport: error: ") and str(bad) in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_debug_shows_traceback(tmp_path):
+    result = run_cli("--debug", "inspect", str(tmp_path / "missing.prototxt"))
+    assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_upgrade_v1_prototxt_and_caffemodel_round_trip(tmp_path):
+    from ninport.caffe.spec import load_netspec
+
+    case = VENDORED_GOLDEN / "legacy_v1"
+    out_proto = tmp_path / "new.prototxt"
+    out_model = tmp_path / "new.caffemodel"
+    assert run_cli("upgrade", str(case / "net.prototxt"), "-o", str(out_proto)).returncode == 0
+    assert run_cli("upgrade", str(case / "weights.caffemodel"), "-o", str(out_model)).returncode == 0
+    assert "layers {" not in out_proto.read_text() and "layer {" in out_proto.read_text()
+    old, new = load_netspec(case / "net.prototxt"), load_netspec(out_proto)
+    assert [(l.name, l.type, l.bottoms, l.tops) for l in old.layers] == \
+        [(l.name, l.type, l.bottoms, l.tops) for l in new.layers]
+    assert new.inputs == old.inputs and new.outputs == old.outputs
+
+
+def test_upgrade_refuses_to_overwrite_its_input():
+    case = VENDORED_GOLDEN / "legacy_v0" / "net.prototxt"
+    result = run_cli("upgrade", str(case), "-o", str(case))
+    assert result.returncode == 1 and "refusing to overwrite" in result.stderr

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,7 +69,9 @@ def parse_net_text(text: str, source: str) -> "object":
         text_format.Parse(text, net, allow_unknown_field=False)
     except text_format.ParseError as exc:
         # protobuf reports "line:col : message"; keep it on one line and name the file.
-        message = " ".join(str(exc).split())
+        # protobuf quotes the offending line; a one-line net would put the whole file in the message.
+        message = re.sub(r"'([^']{80})[^']+'", r"'\1...'", " ".join(str(exc).split()))
+        message = " ".join(w if len(w) <= 80 else w[:77] + "..." for w in message.split())
         raise ParseError(f"{source}:{message}" if message[:1].isdigit() else f"{source}: {message}") from None
     return net
 

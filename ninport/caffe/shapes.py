@@ -19,6 +19,8 @@ Shape = tuple[int, ...]
 
 # A single blob (activation or weight) above this many elements is refused as implausible.
 MAX_BLOB_ELEMENTS = 2 ** 31 - 1
+# Caffe keeps kernel, pad, stride and dilation in C ints: larger values turn negative there.
+INT32_MAX = 2 ** 31 - 1
 # All weights together above this many elements (16 GiB of float32) are refused.
 MAX_TOTAL_PARAMS = 2 ** 32
 
@@ -28,6 +30,7 @@ class LayerShapes:
     tops: list[Shape]
     params: list[Shape] = field(default_factory=list)
     macs: int = 0
+    scratch: int = 0  # elements of an intermediate the converter materializes (e.g. a padded input)
 
 
 @dataclass
@@ -108,7 +111,8 @@ def conv_geometry(p) -> ConvGeometry:
     pad = _pair(p.pad, p.pad_h, p.pad_w, p.HasField("pad_h") or p.HasField("pad_w"), 0, "pad")
     stride = _pair(p.stride, p.stride_h, p.stride_w, p.HasField("stride_h") or p.HasField("stride_w"), 1, "stride")
     dilation = _pair(p.dilation, 0, 0, False, 1, "dilation")
-    if min(kernel) <= 0 or min(stride) <= 0 or min(dilation) <= 0 or min(pad) < 0:
+    if min(kernel) <= 0 or min(stride) <= 0 or min(dilation) <= 0 or min(pad) < 0 or \
+            max(kernel + pad + stride + dilation) > INT32_MAX:
         _fail(f"invalid geometry kernel {kernel} pad {pad} stride {stride} dilation {dilation}")
     return ConvGeometry(kernel, pad, stride, dilation)
 
@@ -147,7 +151,7 @@ def pool_geometry(p, in_hw: tuple[int, int]) -> PoolGeometry:
             _fail("pooling needs kernel_size, kernel_h/kernel_w or global_pooling")
         pad = (p.pad_h, p.pad_w) if (p.HasField("pad_h") or p.HasField("pad_w")) else (p.pad, p.pad)
         stride = (p.stride_h, p.stride_w) if (p.HasField("stride_h") or p.HasField("stride_w")) else (p.stride, p.stride)
-    if min(kernel) <= 0 or min(stride) <= 0 or min(pad) < 0:
+    if min(kernel) <= 0 or min(stride) <= 0 or min(pad) < 0 or max(kernel + pad + stride) > INT32_MAX:
         _fail(f"invalid pooling geometry kernel {kernel} pad {pad} stride {stride}")
     if pad[0] >= kernel[0] or pad[1] >= kernel[1]:
         _fail(f"pad {pad} must be smaller than kernel {kernel} (Caffe's rule)")
@@ -174,8 +178,18 @@ def _same_as_bottom(layer: LayerSpec, shapes: list[Shape]) -> LayerShapes:
     return LayerShapes(tops=[shape] * max(1, len(layer.tops)))
 
 
-shape_rule("ReLU", "Sigmoid", "TanH", "AbsVal", "BNLL", "Power", "Exp", "Log", "ELU", "Threshold",
+shape_rule("ReLU", "Sigmoid", "TanH", "AbsVal", "BNLL", "Power", "ELU", "Threshold",
            "Clip", "Dropout", "Swish")(_same_as_bottom)
+
+
+@shape_rule("Exp", "Log")
+def _exp_log(layer, shapes):
+    p = layer.proto.exp_param if layer.type == "Exp" else layer.proto.log_param
+    if not (p.base > 0 or p.base == -1):
+        _fail(f"base {p.base} must be positive or -1 (e), as Caffe checks")
+    if layer.type == "Log" and p.base == 1:
+        _fail("base 1 has no logarithm")
+    return _same_as_bottom(layer, shapes)
 
 
 @shape_rule("LRN")
@@ -202,7 +216,9 @@ def _convolution(layer, shapes):
     if p.axis != 1:
         _fail(f"convolution axis {p.axis} is not supported (only 1)")
     g = conv_geometry(p)
-    groups = p.group or 1
+    groups = p.group
+    if groups <= 0:
+        _fail(f"group must be positive, got {groups}")
     if p.num_output <= 0:
         _fail(f"num_output must be positive, got {p.num_output}")
     if c % groups or p.num_output % groups:
@@ -229,7 +245,9 @@ def _deconvolution(layer, shapes):
     if p.axis != 1:
         _fail(f"deconvolution axis {p.axis} is not supported (only 1)")
     g = conv_geometry(p)
-    groups = p.group or 1
+    groups = p.group
+    if groups <= 0:
+        _fail(f"group must be positive, got {groups}")
     if p.num_output <= 0:
         _fail(f"num_output must be positive, got {p.num_output}")
     if c % groups or p.num_output % groups:
@@ -259,7 +277,14 @@ def _pooling(layer, shapes):
         _fail(f"output size {geo.out} is not positive")
     if len(layer.tops) > 1:
         raise UnsupportedLayerError("a second top (MAX pooling's argmax mask) is not supported")
-    return LayerShapes(tops=[(n, c, *geo.out)])
+    # The converter pads the input to the extent the windows cover (a last window may start
+    # far past the input when stride > kernel): that padded blob must be plausible too.
+    extent = [(geo.out[a] - 1) * geo.stride[a] + geo.kernel[a] for a in (0, 1)]
+    scratch = n * c * max(extent[0], h) * max(extent[1], w)
+    if scratch > MAX_BLOB_ELEMENTS:
+        _fail(f"the windows (kernel {geo.kernel}, stride {geo.stride}, pad {geo.pad}) cover "
+              f"{extent[0]}x{extent[1]} of a {h}x{w} input: implausibly large; is a number wrong?")
+    return LayerShapes(tops=[(n, c, *geo.out)], scratch=scratch)
 
 
 @shape_rule("InnerProduct")
@@ -280,6 +305,9 @@ def _inner_product(layer, shapes):
 def _batch_norm(layer, shapes):
     shape = _one_bottom(layer, shapes)
     c = shape[1] if len(shape) > 1 else 1
+    eps = layer.proto.batch_norm_param.eps
+    if not eps >= 0:
+        _fail(f"eps {eps} must be non-negative")
     return LayerShapes(tops=[shape], params=[(c,), (c,), (1,)])
 
 
@@ -302,6 +330,8 @@ def _check_broadcast(shape: Shape, other: Shape, axis: int):
 @shape_rule("Scale")
 def _scale(layer, shapes):
     p = layer.proto.scale_param
+    if len(shapes) not in (1, 2):
+        _fail(f"expects 1 or 2 bottoms, got {len(shapes)}")
     shape = shapes[0]
     if len(shapes) == 2:  # the scale comes from the second bottom; only a bias is learned
         _check_broadcast(shape, shapes[1], p.axis)
@@ -314,6 +344,8 @@ def _scale(layer, shapes):
 @shape_rule("Bias")
 def _bias(layer, shapes):
     p = layer.proto.bias_param
+    if len(shapes) not in (1, 2):
+        _fail(f"expects 1 or 2 bottoms, got {len(shapes)}")
     shape = shapes[0]
     if len(shapes) == 2:
         _check_broadcast(shape, shapes[1], p.axis)

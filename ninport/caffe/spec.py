@@ -165,7 +165,8 @@ def build_netspec(net: "pb2.NetParameter", source: str = "<net>", lines: list[in
     line_of: list[int | None] = [None] * len(current.layer)
     if lines:
         offset = 1 if had_input_fields else 0
-        if fmt != "V0" and len(lines) == len(current.layer) - offset:
+        # (V0 padding layers are folded away: then the counts differ and lines stay unknown.)
+        if len(lines) == len(current.layer) - offset:
             for i, ln in enumerate(lines):
                 line_of[i + offset] = ln
 

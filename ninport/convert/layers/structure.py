@@ -66,7 +66,9 @@ class Slice(nn.Module):
         super().__init__()
         self.axis, self.sizes = axis, sizes
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        if len(self.sizes) == 1:  # one top: the blob itself, as for every single-top layer
+            return x
         return tuple(torch.split(x, self.sizes, dim=self.axis))
 
 
@@ -81,8 +83,8 @@ class Split(nn.Module):
         super().__init__()
         self.count = count
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return (x,) * self.count
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        return x if self.count == 1 else (x,) * self.count
 
 
 @converter("Split")

@@ -1,0 +1,65 @@
+"""Shape inference with Caffe's rounding rules: the NIN table at 224 and 227, parameter counts."""
+from __future__ import annotations
+
+import pytest
+
+from ninport.caffe.shapes import infer_shapes, pool_output_size, supported_types
+from ninport.caffe.spec import load_netspec
+
+from conftest import NIN_DEPLOY, NIN_TRAIN_VAL
+
+NIN_PARAMS = 7_595_176
+SPATIAL = ["data", "conv1", "pool0", "pool2", "pool3", "pool4"]
+
+
+def spatial_chain(table) -> list[int]:
+    return [table.blobs[b][2] for b in SPATIAL]
+
+
+@pytest.mark.parametrize("path", [NIN_DEPLOY, NIN_TRAIN_VAL], ids=["deploy", "train_val"])
+def test_nin_shape_table_224(path):
+    table = infer_shapes(load_netspec(path))
+    assert spatial_chain(table) == [224, 54, 27, 13, 6, 1]
+    assert table.blobs["pool4"] == (1, 1000, 1, 1)
+    assert table.total_params == NIN_PARAMS
+
+
+@pytest.mark.parametrize("path", [NIN_DEPLOY, NIN_TRAIN_VAL], ids=["deploy", "train_val"])
+def test_nin_shape_table_227(path):
+    spec = load_netspec(path)
+    table = infer_shapes(spec.with_input_shapes({"data": (1, 3, 227, 227)}))
+    assert spatial_chain(table) == [227, 55, 27, 13, 6, 1]
+    assert table.total_params == NIN_PARAMS
+
+
+def test_nin_channels_and_weights():
+    table = infer_shapes(load_netspec(NIN_DEPLOY))
+    assert table.blobs["conv1"] == (1, 96, 54, 54)
+    assert table.blobs["conv4"] == (1, 1024, 6, 6)
+    assert table.layers["conv1"].params == [(96, 3, 11, 11), (96,)]
+    assert table.total_macs > 0
+
+
+def test_batch_size_override_scales_blobs_not_params():
+    spec = load_netspec(NIN_DEPLOY).with_input_shapes({"data": (8, 3, 224, 224)})
+    table = infer_shapes(spec)
+    assert table.blobs["pool4"] == (8, 1000, 1, 1)
+    assert table.total_params == NIN_PARAMS
+
+
+@pytest.mark.parametrize("size,kernel,pad,stride,ceil,expected", [
+    (54, 3, 0, 2, True, 27),   # NIN pool0: ceil keeps the last window
+    (55, 3, 0, 2, True, 27),
+    (13, 3, 0, 2, True, 6),
+    (6, 6, 0, 1, True, 1),
+    (5, 3, 1, 2, True, 3),     # a window starting in the padding is dropped
+    (54, 3, 0, 2, False, 26),
+])
+def test_pool_output_size(size, kernel, pad, stride, ceil, expected):
+    assert pool_output_size(size, kernel, pad, stride, ceil) == expected
+
+
+def test_supported_types_cover_the_common_layers():
+    types = set(supported_types())
+    assert {"Convolution", "Pooling", "InnerProduct", "ReLU", "LRN", "Concat", "Eltwise",
+            "BatchNorm", "Scale", "Softmax", "Dropout"} <= types

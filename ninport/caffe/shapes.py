@@ -209,12 +209,12 @@ def _spatial_4d(layer: LayerSpec, shape: Shape) -> Shape:
     return shape
 
 
-@shape_rule("Convolution")
-def _convolution(layer, shapes):
+def _checked_conv_param(layer, shapes):
+    """The checks Convolution and Deconvolution share: 4-D bottom, axis 1, positive sizes, group."""
     p = layer.proto.convolution_param
     n, c, h, w = _spatial_4d(layer, _one_bottom(layer, shapes))
     if p.axis != 1:
-        _fail(f"convolution axis {p.axis} is not supported (only 1)")
+        _fail(f"{layer.type} axis {p.axis} is not supported (only 1)")
     g = conv_geometry(p)
     groups = p.group
     if groups <= 0:
@@ -223,6 +223,12 @@ def _convolution(layer, shapes):
         _fail(f"num_output must be positive, got {p.num_output}")
     if c % groups or p.num_output % groups:
         _fail(f"group {groups} does not divide the input channels {c} and num_output {p.num_output}")
+    return p, g, groups, (n, c, h, w)
+
+
+@shape_rule("Convolution")
+def _convolution(layer, shapes):
+    p, g, groups, (n, c, h, w) = _checked_conv_param(layer, shapes)
     out_hw = []
     for a, size in enumerate((h, w)):
         extent = g.dilation[a] * (g.kernel[a] - 1) + 1
@@ -240,18 +246,7 @@ def _convolution(layer, shapes):
 
 @shape_rule("Deconvolution")
 def _deconvolution(layer, shapes):
-    p = layer.proto.convolution_param
-    n, c, h, w = _spatial_4d(layer, _one_bottom(layer, shapes))
-    if p.axis != 1:
-        _fail(f"deconvolution axis {p.axis} is not supported (only 1)")
-    g = conv_geometry(p)
-    groups = p.group
-    if groups <= 0:
-        _fail(f"group must be positive, got {groups}")
-    if p.num_output <= 0:
-        _fail(f"num_output must be positive, got {p.num_output}")
-    if c % groups or p.num_output % groups:
-        _fail(f"group {groups} does not divide the input channels {c} and num_output {p.num_output}")
+    p, g, groups, (n, c, h, w) = _checked_conv_param(layer, shapes)
     out_hw = []
     for a, size in enumerate((h, w)):
         out = g.stride[a] * (size - 1) + g.dilation[a] * (g.kernel[a] - 1) + 1 - 2 * g.pad[a]

@@ -1,0 +1,147 @@
+"""Write a converted net as files: ONNX, a torch.export `.pt2`, a safetensors state dict.
+
+Which to use when:
+- `.onnx`: deployment in onnxruntime, TensorRT, OpenVINO, browsers; carries Caffe's preprocessing
+  in its metadata.
+- `.pt2` (torch.export): a self-contained PyTorch program; `torch.export.load(p).module()` runs it
+  without ninport installed (batch dynamic, spatial size fixed as in the ONNX file).
+- `.safetensors`: the weights only, keyed `<caffe layer>.<weight|bias|...>`, for fine-tuning or
+  loading into your own PyTorch model (rebuild the module with `ninport.load(prototxt)`).
+
+Every file is written to a temporary name and renamed; `convert_files` is all-or-nothing.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+from torch import fx
+
+from ninport.errors import ExportError, NinportError
+from ninport.onnx import (_dynamic_shapes, _example_inputs, _meta, batch_at_least_2, export_onnx,
+                          quiet_torch, write_atomic)
+
+FORMATS = ("onnx", "pt2", "safetensors")
+
+
+def write_safetensors(module: fx.GraphModule, path: str | os.PathLike) -> Path:
+    """The module's state dict (keys like `conv1.weight`) as a safetensors file, atomically."""
+    try:
+        from safetensors.torch import save_file
+    except ImportError:
+        raise ExportError(f"{path}: writing safetensors needs the `safetensors` package "
+                          "(pip install safetensors)") from None
+    tensors = {k: v.detach().contiguous().clone() for k, v in module.state_dict().items()}
+    meta = getattr(module, "meta", {}).get("ninport") or {}
+    info = {"format": "pt", "producer": "ninport"}
+    if meta.get("source"):
+        info["source"] = Path(meta["source"]).name
+    return write_atomic(path, lambda tmp: save_file(tensors, tmp, metadata=info), "writing safetensors")
+
+
+def write_pt2(module: fx.GraphModule, path: str | os.PathLike, example_inputs=None, *,
+              dynamic_batch: bool = True) -> Path:
+    """A torch.export program (`torch.export.load(path).module()` runs it without ninport), atomically."""
+    meta = _meta(module)
+    if example_inputs is None:
+        example_inputs = _example_inputs(meta, dynamic_batch)
+    example_inputs = tuple(example_inputs)
+    if dynamic_batch:
+        example_inputs = batch_at_least_2(example_inputs)
+    module.eval()
+    try:
+        with quiet_torch(), torch.no_grad():
+            program = torch.export.export(module, example_inputs,
+                                          dynamic_shapes=_dynamic_shapes(meta) if dynamic_batch else None)
+    except Exception as exc:  # noqa: BLE001
+        from ninport.onnx import _one_line
+        raise ExportError(f"{path}: torch.export failed: {_one_line(exc)}") from exc
+    return write_atomic(path, lambda tmp: torch.export.save(program, tmp), "writing .pt2")
+
+
+def verify_onnx(path: str | os.PathLike, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Run the ONNX file in onnxruntime (CPU) and return its outputs in the graph's output order."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise NinportError("verifying ONNX needs onnxruntime (pip install onnxruntime)") from None
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        feed = {name: np.ascontiguousarray(value, dtype=np.float32) for name, value in inputs.items()}
+        return [np.asarray(out) for out in session.run(None, feed)]
+    except Exception as exc:  # noqa: BLE001
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise NinportError(f"{path}: onnxruntime failed: {first}") from exc
+
+
+def convert_files(prototxt: str | os.PathLike, weights: str | os.PathLike | None = None,
+                  out_dir: str | os.PathLike = ".", *, input_shape=None,
+                  formats: Iterable[str] = ("onnx",),
+                  progress: Callable[[str], None] | None = None) -> dict[str, Path]:
+    """Load a Caffe net and write `<out_dir>/<prototxt stem>.<format>` for each format.
+
+    `weights=None` uses `<stem>.caffemodel` beside the prototxt when it exists, else seeded random
+    weights (ninport.load warns). All-or-nothing: if any file fails, the ones this call wrote are
+    removed (and `out_dir`, if this call created it), then the error propagates.
+    """
+    import ninport
+    from ninport.api import default_weights_path
+
+    formats = list(dict.fromkeys(formats))
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise ExportError(f"unknown output format {unknown[0]!r}; choose from {', '.join(FORMATS)}")
+    prototxt = Path(prototxt)
+    if weights is None:
+        weights = default_weights_path(prototxt)
+    say = progress or (lambda message: None)
+    say(f"loading {prototxt}" + (f" with {weights}" if weights else ""))
+    module = ninport.load(prototxt, weights, input_shape=input_shape)
+
+    out = Path(out_dir)
+    created: list[Path] = []
+    parent = out
+    while not parent.exists():
+        created.append(parent)
+        parent = parent.parent
+    staged: dict[str, tuple[Path, Path]] = {}  # format -> (staging file, final target)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        stem = prototxt.stem
+        for fmt in formats:
+            target = out / f"{stem}.{fmt}"
+            staging = out / f".{stem}.{fmt}.staging-{os.getpid()}"
+            staged[fmt] = (staging, target)
+            say(f"writing {target}")
+            try:
+                if fmt == "onnx":
+                    export_onnx(module, staging)
+                elif fmt == "pt2":
+                    write_pt2(module, staging)
+                else:
+                    write_safetensors(module, staging)
+            except ExportError as exc:  # name the file the user asked for, not the staging file
+                raise ExportError(str(exc).replace(str(staging), str(target))) from exc.__cause__
+        # Every file is complete: only now do they replace what the folder held.
+        for staging, target in staged.values():
+            os.replace(staging, target)
+    except BaseException as exc:
+        for staging, _ in staged.values():
+            try:
+                staging.unlink()
+            except OSError:
+                pass
+        for folder in created:  # innermost first
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        if isinstance(exc, OSError):
+            raise ExportError(f"{out}: writing outputs failed: {exc}") from exc
+        raise
+    return {fmt: target for fmt, (_, target) in staged.items()}

@@ -1,0 +1,339 @@
+"""Export a converted net to ONNX: named after Caffe, checked, with the preprocessing in its metadata.
+
+Exporter: torch's dynamo-based exporter (`torch.onnx.export(..., dynamo=True)`, which needs
+`onnxscript`). It records, for every ONNX node, the submodule it came from; ninport's submodules
+are the Caffe layers, so nodes are renamed after them: `conv1` for a layer that becomes one node,
+`pool1/pad` + `pool1/max_pool2d` for one that becomes several. The TorchScript exporter is
+deprecated and gives no such scope information without tracing tricks.
+
+Opset 18, deliberately:
+- it is the opset torch's exporter (onnxscript's torchlib) is written against, so nothing goes
+  through the ONNX version converter (which is where odd, unchecked graphs come from);
+- it is old enough for the runtimes people deploy Caffe models to (onnxruntime >= 1.14,
+  TensorRT >= 8.6, OpenVINO 2023+, onnxruntime-web);
+- the opset-19 change that matters for Caffe (AveragePool/MaxPool ceil_mode with pads, where
+  runtimes disagreed at the overhanging edge) is irrelevant here: the pooling converter emits an
+  explicit Pad followed by a floor-mode, unpadded pool and a constant divisor correction, so no
+  ceil_mode and no pool padding ever reach the file. Tests run every golden case in onnxruntime
+  against real Caffe's numbers.
+
+Graph inputs and outputs carry the Caffe blob names (outputs in Caffe's order); the batch axis is
+the symbolic dimension `batch` (or fixed with `dynamic_batch=False`), the other axes are fixed,
+because Caffe's pooling rounding depends on the spatial size.
+
+`metadata_props` (all values strings, JSON where structured):
+  source, weights, weights_sha256, ninport_version, exporter, net_name,
+  input_names, input_layout, input_shapes, output_names,
+  and, when the prototxt has a data layer with transform_param:
+  channel_order (BGR), value_range (0-255), mean_values, mean_file, scale, crop_size.
+"""
+from __future__ import annotations
+
+import ast
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+from torch import fx
+
+from ninport.errors import ExportError, NinportError
+
+DEFAULT_OPSET = 18
+BATCH_DIM = "batch"
+_LAYOUTS = {1: "N", 2: "NC", 3: "NCW", 4: "NCHW", 5: "NCDHW"}
+_TORCH_SCOPE_KEY = "pkg.torch.onnx.name_scopes"
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _meta(module: fx.GraphModule) -> dict:
+    meta = getattr(module, "meta", {}).get("ninport")
+    if meta is None:
+        raise ExportError("export_onnx needs a module built by ninport.load()")
+    return meta
+
+
+def build_metadata(module: fx.GraphModule, *, dynamic_batch: bool = True,
+                   extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The metadata_props ninport writes for `module` (see the module docstring)."""
+    import ninport
+
+    meta = _meta(module)
+    props: dict[str, str] = {}
+    if meta.get("source"):
+        props["source"] = Path(meta["source"]).name
+    if meta.get("net_name"):
+        props["net_name"] = str(meta["net_name"])
+    weights = meta.get("weights")
+    if weights:
+        props["weights"] = Path(weights).name
+        props["weights_sha256"] = sha256_of(weights)
+    else:
+        props["weights"] = "(none: seeded random weights)"
+    props["ninport_version"] = ninport.__version__
+    props["exporter"] = f"torch {torch.__version__}"
+    inputs = meta["inputs"]
+    props["input_names"] = json.dumps(list(inputs))
+    props["input_layout"] = json.dumps({k: _LAYOUTS.get(len(v), "N" + "?" * (len(v) - 1))
+                                        for k, v in inputs.items()})
+    props["input_shapes"] = json.dumps({k: [BATCH_DIM if (dynamic_batch and i == 0) else int(d)
+                                            for i, d in enumerate(v)] for k, v in inputs.items()})
+    props["output_names"] = json.dumps(list(meta["outputs"]))
+    pre = meta.get("preprocess")
+    if pre is not None:
+        props["channel_order"] = pre.channel_order
+        props["value_range"] = pre.value_range
+        if pre.mean_values:
+            props["mean_values"] = json.dumps([float(v) for v in pre.mean_values])
+        if pre.mean_file:
+            props["mean_file"] = pre.mean_file
+        props["scale"] = repr(float(pre.scale))
+        if pre.crop_size:
+            props["crop_size"] = str(int(pre.crop_size))
+    for key, value in (extra or {}).items():
+        props[str(key)] = str(value)
+    return props
+
+
+@contextlib.contextmanager
+def quiet_torch():
+    """Silence torch.onnx / torch.export chatter: prints, warnings and torch's log records."""
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "torch._export",
+                                                     "torch._dynamo", "torch.fx", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    sink = io.StringIO()
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _example_inputs(meta: dict, dynamic_batch: bool = False) -> tuple[torch.Tensor, ...]:
+    """Random inputs of the net's shapes; with a dynamic batch, a batch of at least 2, because
+    torch.export specializes a dimension it sees as 1."""
+    gen = torch.Generator().manual_seed(0)
+    shapes = [tuple(shape) for shape in meta["inputs"].values()]
+    if dynamic_batch:
+        shapes = [(max(2, s[0]),) + s[1:] if s else s for s in shapes]
+    return tuple(torch.rand(shape, generator=gen) for shape in shapes)
+
+
+def batch_at_least_2(inputs) -> tuple[torch.Tensor, ...]:
+    """Example inputs with any batch of 1 repeated to 2 (see `_example_inputs`)."""
+    return tuple(torch.cat([x, x]) if x.dim() and x.shape[0] == 1 else x for x in inputs)
+
+
+def _dynamic_shapes(meta: dict):
+    shapes = list(meta["inputs"].values())
+    batches = {s[0] for s in shapes if len(s)}
+    if len(batches) <= 1:
+        shared = torch.export.Dim(BATCH_DIM)
+        return tuple({0: shared} if len(s) else {} for s in shapes)
+    return tuple({0: torch.export.Dim(f"{BATCH_DIM}_{i}")} if len(s) else {} for i, s in enumerate(shapes))
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    first = next((line.strip() for line in text if line.strip()), "")
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def _scopes(node) -> list[str]:
+    """The module path torch recorded for an onnx_ir node: ['', '<layer>', '<aten op>']."""
+    text = node.metadata_props.get(_TORCH_SCOPE_KEY)
+    if not text:
+        return []
+    try:  # torch writes a Python list literal
+        return [str(s) for s in ast.literal_eval(text)]
+    except (ValueError, SyntaxError, TypeError):
+        return []
+
+
+def _optimize(model) -> None:
+    """torch's default optimization (constant folding, dead-code removal, CSE) minus the
+    rewrite rules that fuse layers (Conv+BatchNorm, ReLU+Clip, Pad+Conv): every Caffe layer keeps
+    its own node and name; runtimes fuse at load time anyway."""
+    from onnx_ir.passes import common
+    from onnxscript import optimizer, rewriter
+
+    common.InlinePass()(model)
+    rules = _rewrite_rules()
+    for _ in range(2):
+        changed = optimizer.fold_constants(model).modified
+        if rules:
+            changed = rewriter.RewritePass(rules)(model).modified or changed
+        changed = common.RemoveUnusedNodesPass()(model).modified or changed
+        if not changed:
+            break
+    for step in (common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0),
+                 common.DeduplicateInitializersPass(), common.CommonSubexpressionEliminationPass(),
+                 common.RemoveUnusedNodesPass(), common.OutputFixPass(), common.NameFixPass()):
+        step(model)
+
+
+def _rewrite_rules() -> list:
+    """onnxscript's default rewrite rules (reshape materialization, no-op removal, ...) without
+    the ones that merge two Caffe layers into one node. Empty if onnxscript's layout changed."""
+    try:
+        from onnxscript import rewriter
+        from onnxscript.rewriter.rules.common import _fuse_batchnorm, _fuse_pad_into_conv, _fuse_relus_clips
+
+        fusing = {id(r) for mod in (_fuse_batchnorm, _fuse_pad_into_conv, _fuse_relus_clips) for r in mod.rules}
+        return [r for r in rewriter._DEFAULT_REWRITE_RULES if id(r) not in fusing]
+    except (ImportError, AttributeError):
+        return []
+
+
+def _op_layers(graph, layer_names: set[str]) -> dict[str, str]:
+    """aten op name (unique in the exported program) -> Caffe layer, before optimization."""
+    found = {}
+    for node in graph:
+        scopes = _scopes(node)
+        layer = next((s for s in scopes if s in layer_names), None)
+        if layer is not None and scopes[-1] != layer:
+            found[scopes[-1]] = layer
+    return found
+
+
+def _rename_nodes(graph, layer_names: set[str], op_layers: dict[str, str]) -> None:
+    """Name nodes after the Caffe layer (submodule) that produced them; drop torch's node metadata.
+
+    Nodes the optimizer created without metadata (e.g. Split from SplitToSequence) are matched to
+    their aten op by their output value names, which start with the op name.
+    """
+    by_length = sorted(op_layers, key=len, reverse=True)
+    groups: dict[str, list] = {}
+    for node in graph:
+        scopes = _scopes(node)
+        layer = next((s for s in scopes if s in layer_names), None)
+        op = scopes[-1] if layer is not None and scopes[-1] != layer else None
+        if layer is None:
+            outs = [v.name or "" for v in node.outputs]
+            op = next((o for o in by_length if outs and all(n.startswith(o) for n in outs)), None)
+            layer = op_layers.get(op) if op else None
+        if layer is not None:
+            groups.setdefault(layer, []).append((node, op or node.op_type))
+        node.metadata_props.clear()
+    renamed = {id(node) for nodes in groups.values() for node, _ in nodes}
+    used = {node.name for node in graph if id(node) not in renamed}
+    for layer, nodes in groups.items():
+        candidates = [layer] if len(nodes) == 1 else [f"{layer}/{op}" for _, op in nodes]
+        for (node, _), name in zip(nodes, candidates):
+            unique, k = name, 1
+            while unique in used:
+                unique, k = f"{name}_{k}", k + 1
+            node.name = unique
+            used.add(unique)
+
+
+def to_onnx_model(module: fx.GraphModule, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool = True,
+                  metadata: dict[str, str] | None = None):
+    """The checked onnx.ModelProto for `module` (what `export_onnx` writes)."""
+    import onnx
+
+    meta = _meta(module)
+    input_names = list(meta["inputs"])
+    output_names = list(meta["outputs"])
+    if len(set(output_names)) != len(output_names):
+        raise ExportError("the net lists an output blob twice")
+    layer_names = {name for name, _ in module.named_children()}
+    module.eval()
+    with quiet_torch(), torch.no_grad():
+        program = torch.onnx.export(
+            module, _example_inputs(meta, dynamic_batch), None, dynamo=True, opset_version=opset,
+            input_names=input_names, output_names=output_names,
+            dynamic_shapes=_dynamic_shapes(meta) if dynamic_batch else None,
+            verbose=False, report=False, optimize=False)
+        op_layers = _op_layers(program.model.graph, layer_names)
+        _optimize(program.model)
+        # An output that is an input (e.g. a net of Dropout only) shares its value with the input until
+        # OutputFixPass adds an Identity; name the boundary values by position, as Caffe does.
+        graph = program.model.graph
+        for value, name in [*zip(graph.inputs, input_names), *zip(graph.outputs, output_names)]:
+            value.name = name
+        _rename_nodes(program.model.graph, layer_names, op_layers)
+        model = program.model_proto
+    if [i.name for i in model.graph.input] != input_names:
+        raise ExportError(f"graph inputs came out as {[i.name for i in model.graph.input]}, expected {input_names}")
+    if [o.name for o in model.graph.output] != output_names:
+        raise ExportError(f"graph outputs came out as {[o.name for o in model.graph.output]}, "
+                          f"expected {output_names}")
+    model.producer_name = "ninport"
+    import ninport
+    model.producer_version = ninport.__version__
+    if meta.get("net_name"):
+        model.graph.name = str(meta["net_name"])
+    del model.metadata_props[:]
+    for key, value in build_metadata(module, dynamic_batch=dynamic_batch, extra=metadata).items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def write_atomic(path: str | os.PathLike, write, what: str) -> Path:
+    """Call `write(tmp_path)` on a temp file beside `path`, then rename it over `path`.
+
+    Any failure removes the temp file and raises ExportError with a one-line message.
+    """
+    path = Path(path)
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        write(tmp)
+        os.replace(tmp, path)
+        tmp = None
+    except ExportError as exc:
+        raise ExportError(f"{path}: {what} failed: {exc}") from None
+    except NinportError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every failure becomes one ExportError line
+        raise ExportError(f"{path}: {what} failed: {_one_line(exc)}") from exc
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+    return path
+
+
+def export_onnx(module: fx.GraphModule, path: str | os.PathLike, *, opset: int = DEFAULT_OPSET,
+                dynamic_batch: bool = True, metadata: dict[str, str] | None = None) -> Path:
+    """Export `module` (from `ninport.load`) to an ONNX file at `path`; returns the path.
+
+    The model is checked with `onnx.checker.check_model(full_check=True)` before it is written;
+    the file appears atomically or not at all (ExportError on any failure).
+    """
+    import onnx
+
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise ExportError(f"{path}: ONNX export failed: folder {path.parent} does not exist")
+    try:
+        model = to_onnx_model(module, opset=opset, dynamic_batch=dynamic_batch, metadata=metadata)
+    except ExportError as exc:
+        raise ExportError(f"{path}: ONNX export failed: {exc}") from None
+    except Exception as exc:  # noqa: BLE001
+        hint = ""
+        if dynamic_batch and "Constraints violated" in str(exc):
+            hint = " (the net fixes its batch size; export with dynamic_batch=False)"
+        raise ExportError(f"{path}: ONNX export failed: {_one_line(exc)}{hint}") from exc
+    return write_atomic(path, lambda tmp: onnx.save_model(model, tmp), "writing ONNX")

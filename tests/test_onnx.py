@@ -1,0 +1,204 @@
+"""ONNX export: checked, named after Caffe, dynamic batch, and onnxruntime reproduces real Caffe."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import ninport
+from ninport.artifacts import verify_onnx
+from ninport.errors import ExportError
+from ninport.onnx import DEFAULT_OPSET, export_onnx
+from tests.conftest import load_golden, relative_error
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+TOLERANCE = 1e-5
+
+
+def _load(case, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ninport.load(case.prototxt, case.weights, **kwargs)
+
+
+def test_golden_case_in_onnxruntime_matches_caffe(golden_case, tmp_path):
+    module = _load(golden_case, input_shape=golden_case.info["inputs"])
+    path = export_onnx(module, tmp_path / "net.onnx")
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+    assert [i.name for i in model.graph.input] == list(golden_case.info["inputs"])
+    assert [o.name for o in model.graph.output] == golden_case.info["outputs"]
+    assert {op.domain: op.version for op in model.opset_import}.get("", DEFAULT_OPSET) == DEFAULT_OPSET
+    # no pooling reaches ONNX with ceil_mode, nor MaxPool with pads: runtimes disagree on those edges
+    # (LRN WITHIN_CHANNEL's stride-1 AveragePool with count_include_pad pads is well defined)
+    for node in model.graph.node:
+        if node.op_type in ("MaxPool", "AveragePool"):
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            assert not attrs.get("ceil_mode", 0), node.name
+            if node.op_type == "MaxPool" or not attrs.get("count_include_pad", 0):
+                assert not any(attrs.get("pads", [])), node.name
+    outputs = verify_onnx(path, golden_case.inputs())
+    blobs = golden_case.blobs()
+    for name, got in zip(golden_case.info["outputs"], outputs):
+        assert got.shape == blobs[name].shape, name
+        err = relative_error(got, blobs[name])
+        assert err <= TOLERANCE, f"{golden_case.name}: output {name}: relative error {err:.2e}"
+    # the batch is dynamic: the same file runs at 3x Caffe's batch, giving the tiled result
+    for value in list(model.graph.input) + list(model.graph.output):
+        assert value.type.tensor_type.shape.dim[0].dim_param == "batch", value.name
+    tiled = {k: np.concatenate([v] * 3) for k, v in golden_case.inputs().items()}
+    for name, got in zip(golden_case.info["outputs"], verify_onnx(path, tiled)):
+        err = relative_error(got, np.concatenate([blobs[name]] * 3))
+        assert err <= TOLERANCE, f"{golden_case.name}: batch x3: output {name}: relative error {err:.2e}"
+
+
+def test_node_names_follow_caffe_layers(tmp_path):
+    case = load_golden("mini_inception")
+    module = _load(case)
+    model = onnx.load(str(export_onnx(module, tmp_path / "m.onnx")))
+    names = [n.name for n in model.graph.node]
+    layers = {name for name, kind in case.info["layers"] if kind not in ("Input",)}
+    for node in model.graph.node:
+        assert node.name.split("/")[0] in layers, node.name
+        assert not node.metadata_props  # torch's stack traces are not shipped
+    assert len(set(names)) == len(names)
+    assert "b1" in names and "prob" in names
+    assert {n.op_type for n in model.graph.node if n.name.startswith("b4p/")} == {"Pad", "MaxPool"}
+
+
+def test_batchnorm_is_not_fused_into_conv(tmp_path):
+    case = load_golden("mini_resnet")
+    model = onnx.load(str(export_onnx(_load(case), tmp_path / "r.onnx")))
+    by_name = {n.name: n.op_type for n in model.graph.node}
+    assert by_name["a"] == "Conv" and by_name["a_bn"] == "BatchNormalization"
+
+
+def test_metadata_props(tmp_path):
+    case = load_golden("mini_inception")
+    module = _load(case)
+    path = export_onnx(module, tmp_path / "m.onnx", metadata={"license": "BSD"})
+    props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert props["source"] == case.prototxt.name
+    assert props["weights"] == case.weights.name
+    assert props["weights_sha256"] == hashlib.sha256(case.weights.read_bytes()).hexdigest()
+    assert props["ninport_version"] == ninport.__version__
+    assert json.loads(props["input_names"]) == list(case.info["inputs"])
+    assert json.loads(props["input_layout"]) == {"data": "NCHW"}
+    shape = case.info["inputs"]["data"]
+    assert json.loads(props["input_shapes"]) == {"data": ["batch", *shape[1:]]}
+    assert json.loads(props["output_names"]) == case.info["outputs"]
+    assert props["license"] == "BSD"
+    assert "channel_order" not in props  # this prototxt says nothing about preprocessing
+
+
+def test_metadata_preprocessing_from_data_layer(tmp_path):
+    from tests.conftest import NIN_TRAIN_VAL
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        module = ninport.load(NIN_TRAIN_VAL)  # random weights: only the metadata matters here
+    path = export_onnx(module, tmp_path / "nin.onnx")
+    props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert props["channel_order"] == "BGR"
+    assert props["value_range"] == "0-255"
+    assert props["mean_file"] == "/path/to/imagenet-train-mean"
+    assert props["crop_size"] == "224"
+    assert float(props["scale"]) == 1.0
+    assert props["weights"].startswith("(none")
+    assert "weights_sha256" not in props
+
+
+def test_static_batch_when_asked(tmp_path):
+    case = load_golden("conv_rect")
+    path = export_onnx(_load(case), tmp_path / "s.onnx", dynamic_batch=False)
+    dim = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim[0]
+    assert dim.dim_value == case.info["inputs"]["data"][0] and not dim.dim_param
+
+
+def test_failure_mid_export_leaves_no_file(tmp_path, monkeypatch):
+    case = load_golden("conv_rect")
+    module = _load(case)
+    target = tmp_path / "out.onnx"
+
+    def broken_check(*args, **kwargs):
+        raise onnx.checker.ValidationError("boom\nsecond line")
+
+    monkeypatch.setattr(onnx.checker, "check_model", broken_check)
+    with pytest.raises(ExportError) as info:
+        export_onnx(module, target)
+    assert "\n" not in str(info.value) and "boom" in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failure_while_writing_keeps_the_old_file(tmp_path, monkeypatch):
+    case = load_golden("conv_rect")
+    module = _load(case)
+    target = tmp_path / "out.onnx"
+    target.write_bytes(b"previous")
+
+    def broken_save(model, path, *args, **kwargs):
+        with open(path, "wb") as f:
+            f.write(b"half a fi")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(onnx, "save_model", broken_save)
+    with pytest.raises(ExportError, match="disk full"):
+        export_onnx(module, target)
+    assert target.read_bytes() == b"previous"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.onnx"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write into read-only folders")
+def test_unwritable_folder(tmp_path):
+    module = _load(load_golden("conv_rect"))
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        with pytest.raises(ExportError):
+            export_onnx(module, folder / "x.onnx")
+        assert list(folder.iterdir()) == []
+    finally:
+        folder.chmod(0o700)
+
+
+def test_missing_folder_is_an_export_error(tmp_path):
+    module = _load(load_golden("conv_rect"))
+    with pytest.raises(ExportError, match="does not exist"):
+        export_onnx(module, tmp_path / "nope" / "x.onnx")
+
+
+def test_export_is_quiet(tmp_path, capfd):
+    module = _load(load_golden("conv_rect"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        export_onnx(module, tmp_path / "q.onnx")
+    captured = capfd.readouterr()
+    assert captured.out == "" and captured.err == ""
+
+
+@pytest.mark.parametrize("crop", [224, 227])
+def test_nin_onnxruntime_matches_torch_at_batch_1_and_8(crop, tmp_path):
+    case = load_golden("nin_v1_224")
+    module = _load(case, input_shape=(1, 3, crop, crop))
+    path = export_onnx(module, tmp_path / f"nin{crop}.onnx")
+    rng = np.random.default_rng(crop)
+    for batch in (1, 8):
+        x = (rng.random((batch, 3, crop, crop), dtype=np.float32) * 255 - 120).astype(np.float32)
+        with torch.no_grad():
+            expected = module(torch.from_numpy(x)).numpy()
+        (got,) = verify_onnx(path, {"data": x})
+        assert got.shape == expected.shape == (batch, 1000, 1, 1)
+        err = relative_error(got, expected)
+        assert err <= TOLERANCE, f"crop {crop} batch {batch}: relative error {err:.2e}"
+    if crop == 224:  # and real Caffe's numbers at its own input
+        (got,) = verify_onnx(path, case.inputs())
+        assert relative_error(got, case.blobs()[case.info["outputs"][0]]) <= TOLERANCE

@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import torch
 from torch import fx
 
 from ninport.caffe import io

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from torch import fx
 
-from ninport.errors import ExportError, NinportError
-from ninport.onnx import (_dynamic_shapes, _example_inputs, _meta, batch_at_least_2, export_onnx,
-                          quiet_torch, write_atomic)
+from ninport.errors import ExportError, NinportError, one_line
+from ninport.fileio import write_atomic
+from ninport.onnx import _dynamic_shapes, _example_inputs, _meta, batch_at_least_2, export_onnx, quiet_torch
 
 FORMATS = ("onnx", "pt2", "safetensors")
 
@@ -57,8 +57,7 @@ def write_pt2(module: fx.GraphModule, path: str | os.PathLike, example_inputs=No
             program = torch.export.export(module, example_inputs,
                                           dynamic_shapes=_dynamic_shapes(meta) if dynamic_batch else None)
     except Exception as exc:  # noqa: BLE001
-        from ninport.onnx import _one_line
-        raise ExportError(f"{path}: torch.export failed: {_one_line(exc)}") from exc
+        raise ExportError(f"{path}: torch.export failed: {one_line(exc)}") from exc
     return write_atomic(path, lambda tmp: torch.export.save(program, tmp), "writing .pt2")
 
 

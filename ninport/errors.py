@@ -33,6 +33,13 @@ class NinportWarning(UserWarning):
     """Something the user should know that does not stop the work (e.g. random weights)."""
 
 
+def one_line(exc: BaseException) -> str:
+    """An unexpected exception as 'Type: first line', for messages that must stay on one line."""
+    text = str(exc).strip().splitlines()
+    first = next((line.strip() for line in text if line.strip()), "")
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
 def where(source: str | None, layer: str | None = None, line: int | None = None) -> str:
     """Format the 'file:line: layer "x":' prefix used by every message."""
     parts = []

@@ -5,9 +5,9 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
-from ninport.errors import ExportError
+from ninport.errors import ExportError, NinportError, one_line
 
 
 def check_output_dir(folder: str | os.PathLike) -> Path:
@@ -44,10 +44,24 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-def write_bytes_atomic(target: str | os.PathLike, data: bytes) -> Path:
-    with atomic_path(target) as tmp:
-        try:
-            tmp.write_bytes(data)
-        except OSError as exc:
-            raise ExportError(f"{target}: cannot write: {exc.strerror}") from None
+def write_atomic(target: str | os.PathLike, write: Callable[[Path], None], what: str) -> Path:
+    """Call `write(tmp)` on a temporary file beside `target`, then rename it over `target`.
+
+    Any failure removes the temporary file and becomes one ExportError line naming `target`.
+    """
+    try:
+        with atomic_path(target) as tmp:
+            write(tmp)
+    except ExportError as exc:
+        message = str(exc)
+        raise ExportError(message if message.startswith(str(target)) else f"{target}: {what} failed: {message}") \
+            from None
+    except NinportError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every failure becomes one ExportError line
+        raise ExportError(f"{target}: {what} failed: {one_line(exc)}") from exc
     return Path(target)
+
+
+def write_bytes_atomic(target: str | os.PathLike, data: bytes) -> Path:
+    return write_atomic(target, lambda tmp: tmp.write_bytes(data), "writing")

@@ -36,14 +36,14 @@ import io
 import json
 import logging
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 from torch import fx
 
-from ninport.errors import ExportError, NinportError
+from ninport.errors import ExportError, one_line
+from ninport.fileio import write_atomic
 
 DEFAULT_OPSET = 18
 BATCH_DIM = "batch"
@@ -148,12 +148,6 @@ def _dynamic_shapes(meta: dict):
         shared = torch.export.Dim(BATCH_DIM)
         return tuple({0: shared} if len(s) else {} for s in shapes)
     return tuple({0: torch.export.Dim(f"{BATCH_DIM}_{i}")} if len(s) else {} for i, s in enumerate(shapes))
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    first = next((line.strip() for line in text if line.strip()), "")
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 def _scopes(node) -> list[str]:
@@ -289,32 +283,6 @@ def to_onnx_model(module: fx.GraphModule, *, opset: int = DEFAULT_OPSET, dynamic
     return model
 
 
-def write_atomic(path: str | os.PathLike, write, what: str) -> Path:
-    """Call `write(tmp_path)` on a temp file beside `path`, then rename it over `path`.
-
-    Any failure removes the temp file and raises ExportError with a one-line message.
-    """
-    path = Path(path)
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        write(tmp)
-        os.replace(tmp, path)
-        tmp = None
-    except ExportError as exc:
-        raise ExportError(f"{path}: {what} failed: {exc}") from None
-    except NinportError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - every failure becomes one ExportError line
-        raise ExportError(f"{path}: {what} failed: {_one_line(exc)}") from exc
-    finally:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-    return path
-
-
 def export_onnx(module: fx.GraphModule, path: str | os.PathLike, *, opset: int = DEFAULT_OPSET,
                 dynamic_batch: bool = True, metadata: dict[str, str] | None = None) -> Path:
     """Export `module` (from `ninport.load`) to an ONNX file at `path`; returns the path.
@@ -335,5 +303,5 @@ def export_onnx(module: fx.GraphModule, path: str | os.PathLike, *, opset: int =
         hint = ""
         if dynamic_batch and "Constraints violated" in str(exc):
             hint = " (the net fixes its batch size; export with dynamic_batch=False)"
-        raise ExportError(f"{path}: ONNX export failed: {_one_line(exc)}{hint}") from exc
+        raise ExportError(f"{path}: ONNX export failed: {one_line(exc)}{hint}") from exc
     return write_atomic(path, lambda tmp: onnx.save_model(model, tmp), "writing ONNX")

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from ninport.caffe import caffe_pb2 as pb2
 from ninport.caffe import io
 from ninport.caffe.upgrade import upgrade_net
-from ninport.errors import NinportError, ParseError, ShapeError
+from ninport.errors import ParseError, ShapeError
 
 # Layers that only matter while training: dropped from a deploy (TEST) net.
 TRAINING_ONLY_TYPES = {"Accuracy", "Silence", "HDF5Output"}

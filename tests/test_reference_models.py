@@ -1,0 +1,452 @@
+"""The classic Caffe Model Zoo deploy nets shipped under reference_models/.
+
+For each net: the prototxt is what tools/make_reference_models.py writes; it has the published
+layout (input declaration, layer/blob names, in-place layers); ninport builds it with random
+weights and the output has the published shape; blob shapes at key layers follow Caffe's rounding;
+the parameter count equals the well-known figure, which is also recomputed here by hand from the
+published architecture tables; and with seeded synthetic weights written to a caffemodel the output
+agrees with OpenCV 4.x's own Caffe importer (cv2.dnn.readNetFromCaffe).
+"""
+from __future__ import annotations
+
+import importlib.util
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from google.protobuf import text_format
+
+import ninport
+from conftest import REPO, relative_error
+from ninport.caffe import caffe_pb2
+from ninport.caffe.shapes import infer_shapes
+
+MODELS = REPO / "reference_models"
+NETS = ("bvlc_alexnet", "bvlc_googlenet", "vgg16", "resnet50", "squeezenet_v1.1", "mobilenet_v1")
+# The published input size of each net (all run here at batch 1).
+SIZE = {"bvlc_alexnet": 227, "bvlc_googlenet": 224, "vgg16": 224, "resnet50": 224,
+        "squeezenet_v1.1": 227, "mobilenet_v1": 224}
+# (logits blob, final output blob, published output shape at batch 1)
+OUTPUT = {
+    "bvlc_alexnet": ("fc8", "prob", (1, 1000)),
+    "bvlc_googlenet": ("loss3/classifier", "prob", (1, 1000)),
+    "vgg16": ("fc8", "prob", (1, 1000)),
+    "resnet50": ("fc1000", "prob", (1, 1000)),
+    "squeezenet_v1.1": ("pool10", "prob", (1, 1000, 1, 1)),
+    "mobilenet_v1": ("fc7", "prob", (1, 1000, 1, 1)),
+}
+
+
+def deploy(net: str) -> Path:
+    return MODELS / net / "deploy.prototxt"
+
+
+def quiet_load(prototxt, weights=None, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ninport.load(prototxt, weights, **kw)
+
+
+def table(net: str, size: int | None = None):
+    size = size or SIZE[net]
+    return infer_shapes(ninport.load_spec(deploy(net), (1, 3, size, size)))
+
+
+def parse(net: str) -> caffe_pb2.NetParameter:
+    return text_format.Parse(deploy(net).read_text(), caffe_pb2.NetParameter())
+
+
+# ---------------------------------------------------------------- the files themselves ----
+
+def _generator():
+    path = REPO / "tools" / "make_reference_models.py"
+    spec = importlib.util.spec_from_file_location("make_reference_models", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_generator_reproduces_checked_in_prototxts():
+    rendered = _generator().render_all()
+    assert sorted(p.parent.name for p in rendered) == sorted(NETS)
+    for path, text in rendered.items():
+        assert path.is_file(), f"{path} missing: run python tools/make_reference_models.py"
+        assert path.read_text() == text, (f"{path.relative_to(REPO)} differs from what "
+                                          "tools/make_reference_models.py writes; rerun it")
+
+
+@pytest.mark.parametrize("net", NETS)
+def test_readme_present(net):
+    text = (MODELS / net / "README.md").read_text()
+    total = table(net).total_params
+    assert f"{total:,}" in text, f"{net}/README.md does not state the parameter count {total:,}"
+    assert "not shipped" in text
+
+
+# How each published file declares its input, and its net name.
+INPUT_STYLE = {
+    "bvlc_alexnet": ("AlexNet", "Input layer", (10, 3, 227, 227)),
+    "bvlc_googlenet": ("GoogleNet", "Input layer", (10, 3, 224, 224)),
+    "vgg16": ("VGG_ILSVRC_16_layers", "input_dim", (10, 3, 224, 224)),
+    "resnet50": ("ResNet-50", "input_dim", (1, 3, 224, 224)),
+    "squeezenet_v1.1": ("", "Input layer", (10, 3, 227, 227)),
+    "mobilenet_v1": ("MOBILENET", "input_dim", (1, 3, 224, 224)),
+}
+
+
+@pytest.mark.parametrize("net", NETS)
+def test_published_layout(net):
+    proto = parse(net)
+    name, style, dims = INPUT_STYLE[net]
+    assert proto.name == name
+    if style == "Input layer":
+        assert not proto.input and proto.layer[0].type == "Input"
+        assert tuple(proto.layer[0].input_param.shape[0].dim) == dims
+    else:
+        assert list(proto.input) == ["data"] and tuple(proto.input_dim) == dims
+    # VGG-16 was published in the V1 format (`layers { type: CONVOLUTION }`), the others in the current one.
+    assert bool(proto.layers) == (net == "vgg16") and bool(proto.layer) == (net != "vgg16")
+    layers = proto.layers if net == "vgg16" else proto.layer
+    names = [layer.name for layer in layers]
+    assert len(names) == len(set(names)), "layer names must be unique"
+    relu_type = caffe_pb2.V1LayerParameter.RELU if net == "vgg16" else "ReLU"
+    relus = [layer for layer in layers if layer.type == relu_type]
+    assert relus and all(list(r.bottom) == list(r.top) for r in relus), "every ReLU runs in place"
+
+
+# Layer counts of the published files, by type (V1 names mapped to current ones).
+LAYER_COUNTS = {
+    "bvlc_alexnet": {"Input": 1, "Convolution": 5, "ReLU": 7, "LRN": 2, "Pooling": 3, "InnerProduct": 3,
+                     "Dropout": 2, "Softmax": 1},
+    "bvlc_googlenet": {"Input": 1, "Convolution": 57, "ReLU": 57, "LRN": 2, "Pooling": 14, "Concat": 9,
+                       "Dropout": 1, "InnerProduct": 1, "Softmax": 1},
+    "vgg16": {"Convolution": 13, "ReLU": 15, "Pooling": 5, "InnerProduct": 3, "Dropout": 2, "Softmax": 1},
+    "resnet50": {"Convolution": 53, "BatchNorm": 53, "Scale": 53, "ReLU": 49, "Eltwise": 16, "Pooling": 2,
+                 "InnerProduct": 1, "Softmax": 1},
+    "squeezenet_v1.1": {"Input": 1, "Convolution": 26, "ReLU": 26, "Pooling": 4, "Concat": 8, "Dropout": 1,
+                        "Softmax": 1},
+    "mobilenet_v1": {"Convolution": 28, "BatchNorm": 27, "Scale": 27, "ReLU": 27, "Pooling": 1, "Softmax": 1},
+}
+
+
+@pytest.mark.parametrize("net", NETS)
+def test_layer_counts(net):
+    spec = ninport.load_spec(deploy(net))
+    counts: dict[str, int] = {}
+    for layer in spec.layers:
+        counts[layer.type] = counts.get(layer.type, 0) + 1
+    expected = {k: v for k, v in LAYER_COUNTS[net].items() if k != "Input"}
+    assert counts == expected
+
+
+# ------------------------------------------------------------- parameter counts ----
+# Each figure is recomputed below by hand from the published architecture (not from the prototxt
+# and not by ninport), then compared with ninport's shape table.
+
+def _conv(c_in, c_out, k, bias=True, group=1):
+    return c_out * (c_in // group) * k * k + (c_out if bias else 0)
+
+
+def _fc(k, n):
+    return k * n + n
+
+
+def alexnet_params() -> int:
+    # Krizhevsky et al. 2012 as trained by BVLC: conv2/4/5 split in two groups.
+    return (_conv(3, 96, 11) + _conv(96, 256, 5, group=2) + _conv(256, 384, 3) + _conv(384, 384, 3, group=2)
+            + _conv(384, 256, 3, group=2) + _fc(256 * 6 * 6, 4096) + _fc(4096, 4096) + _fc(4096, 1000))
+
+
+def vgg16_params() -> int:
+    # Simonyan & Zisserman 2015, configuration D (Table 1); "138M" in their Table 2.
+    channels = [3, 64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]
+    convs = sum(_conv(a, b, 3) for a, b in zip(channels, channels[1:]))
+    return convs + _fc(512 * 7 * 7, 4096) + _fc(4096, 4096) + _fc(4096, 1000)
+
+
+def googlenet_params() -> int:
+    # Szegedy et al. 2015, Table 1 (#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj), without the
+    # two auxiliary classifiers (they are not in the deploy net).
+    table1 = [(192, 64, 96, 128, 16, 32, 32), (256, 128, 128, 192, 32, 96, 64),
+              (480, 192, 96, 208, 16, 48, 64), (512, 160, 112, 224, 24, 64, 64),
+              (512, 128, 128, 256, 24, 64, 64), (512, 112, 144, 288, 32, 64, 64),
+              (528, 256, 160, 320, 32, 128, 128), (832, 256, 160, 320, 32, 128, 128),
+              (832, 384, 192, 384, 48, 128, 128)]
+    total = _conv(3, 64, 7) + _conv(64, 64, 1) + _conv(64, 192, 3)
+    previous_out = 192
+    for c_in, n1, n3r, n3, n5r, n5, pp in table1:
+        assert c_in == previous_out  # each module reads the concat of the one before
+        previous_out = n1 + n3 + n5 + pp
+        total += (_conv(c_in, n1, 1) + _conv(c_in, n3r, 1) + _conv(n3r, n3, 3) + _conv(c_in, n5r, 1)
+                  + _conv(n5r, n5, 5) + _conv(c_in, pp, 1))
+    return total + _fc(1024, 1000)
+
+
+def resnet50_params() -> tuple[int, int, int]:
+    """(conv + fc weights and biases, BatchNorm blob values, Scale blob values) of He et al.'s Caffe net."""
+    conv = _conv(3, 64, 7, bias=True)  # conv1 is the only convolution with a bias in the Caffe release
+    bn_channels = [64]
+    c_in = 64
+    for blocks, width in ((3, 64), (4, 128), (6, 256), (3, 512)):
+        for b in range(blocks):
+            if b == 0:
+                conv += _conv(c_in, 4 * width, 1, bias=False)
+                bn_channels.append(4 * width)
+            conv += (_conv(c_in, width, 1, bias=False) + _conv(width, width, 3, bias=False)
+                     + _conv(width, 4 * width, 1, bias=False))
+            bn_channels += [width, width, 4 * width]
+            c_in = 4 * width
+    conv += _fc(2048, 1000)
+    # Caffe's BatchNorm keeps mean, variance and a 1-element scale factor; Scale keeps gamma and beta.
+    return conv, 2 * sum(bn_channels) + len(bn_channels), 2 * sum(bn_channels)
+
+
+def mobilenet_params() -> tuple[int, int, int]:
+    """(conv + fc, BatchNorm, Scale) of MobileNet v1 1.0 (Howard et al. 2017, Table 1), convs without bias."""
+    widths = [64, 128, 128, 256, 256, 512, 512, 512, 512, 512, 512, 1024, 1024]
+    conv, bn_channels, c = _conv(3, 32, 3, bias=False), [32], 32
+    for n in widths:
+        conv += _conv(c, c, 3, bias=False, group=c) + _conv(c, n, 1, bias=False)
+        bn_channels += [c, n]
+        c = n
+    conv += _conv(1024, 1000, 1, bias=True)  # fc7 is a 1x1 Convolution with bias
+    return conv, 2 * sum(bn_channels) + len(bn_channels), 2 * sum(bn_channels)
+
+
+def squeezenet11_params() -> int:
+    # Iandola et al., SqueezeNet v1.1 (DeepScale README): 3x3/2 conv1 with 64 filters, fire modules as v1.0.
+    fires = [(64, 16, 64), (128, 16, 64), (128, 32, 128), (256, 32, 128), (256, 48, 192), (384, 48, 192),
+             (384, 64, 256), (512, 64, 256)]
+    total = _conv(3, 64, 3)
+    for c_in, s, e in fires:
+        total += _conv(c_in, s, 1) + _conv(s, e, 1) + _conv(s, e, 3)
+    return total + _conv(512, 1000, 1)
+
+
+# The well-known figures. AlexNet: the BVLC model with grouped conv2/4/5 (torchvision's single-tower
+# variant has 61,100,840). VGG-16: 138,357,544 (torchvision's vgg16 has the identical layer shapes).
+# GoogLeNet: 6,998,552 for the deploy net (no auxiliary heads). SqueezeNet v1.1: 1,235,496 (torchvision
+# squeezenet1_1, identical shapes). ResNet-50: torchvision's 25,557,032 = conv/fc 25,503,912 + BN
+# gamma/beta 53,120; Caffe's conv1 adds a 64-value bias. MobileNet v1 1.0-224: Keras reports
+# 4,231,976 trainable = conv/fc 4,210,088 + BN gamma/beta 21,888.
+KNOWN = {"bvlc_alexnet": 60_965_224, "vgg16": 138_357_544, "bvlc_googlenet": 6_998_552,
+         "squeezenet_v1.1": 1_235_496}
+KNOWN_SPLIT = {"resnet50": (25_503_912 + 64, 2 * 26_560 + 53, 53_120),
+               "mobilenet_v1": (4_210_088, 2 * 10_944 + 27, 21_888)}
+BY_HAND = {"bvlc_alexnet": alexnet_params, "vgg16": vgg16_params, "bvlc_googlenet": googlenet_params,
+           "squeezenet_v1.1": squeezenet11_params, "resnet50": resnet50_params,
+           "mobilenet_v1": mobilenet_params}
+
+
+@pytest.mark.parametrize("net", sorted(KNOWN))
+def test_parameter_count(net):
+    assert BY_HAND[net]() == KNOWN[net]
+    assert table(net).total_params == KNOWN[net]
+
+
+@pytest.mark.parametrize("net", sorted(KNOWN_SPLIT))
+def test_parameter_count_conv_fc_and_batchnorm_separately(net):
+    assert BY_HAND[net]() == KNOWN_SPLIT[net]
+    t, spec = table(net), ninport.load_spec(deploy(net))
+    split = {"weights": 0, "BatchNorm": 0, "Scale": 0}
+    for layer in spec.layers:
+        n = sum(math.prod(p) for p in t.layers[layer.name].params)
+        split[layer.type if layer.type in ("BatchNorm", "Scale") else "weights"] += n
+    assert (split["weights"], split["BatchNorm"], split["Scale"]) == KNOWN_SPLIT[net]
+    assert t.total_params == sum(KNOWN_SPLIT[net])
+
+
+# ------------------------------------------------------------------ blob shapes ----
+# Caffe rounds pooling output up: e.g. GoogLeNet's 112 -> 56 (floor would give 55).
+
+KEY_SHAPES = {
+    "bvlc_alexnet": {"conv1": (96, 55, 55), "pool1": (96, 27, 27), "conv2": (256, 27, 27),
+                     "pool2": (256, 13, 13), "conv4": (384, 13, 13), "pool5": (256, 6, 6), "fc6": (4096,),
+                     "prob": (1000,)},
+    "bvlc_googlenet": {"conv1/7x7_s2": (64, 112, 112), "pool1/3x3_s2": (64, 56, 56),
+                       "conv2/3x3": (192, 56, 56), "pool2/3x3_s2": (192, 28, 28),
+                       "inception_3a/output": (256, 28, 28), "inception_3b/output": (480, 28, 28),
+                       "pool3/3x3_s2": (480, 14, 14), "inception_4a/output": (512, 14, 14),
+                       "inception_4e/output": (832, 14, 14), "pool4/3x3_s2": (832, 7, 7),
+                       "inception_5b/output": (1024, 7, 7), "pool5/7x7_s1": (1024, 1, 1),
+                       "loss3/classifier": (1000,)},
+    "vgg16": {"conv1_2": (64, 224, 224), "pool1": (64, 112, 112), "pool2": (128, 56, 56),
+              "pool3": (256, 28, 28), "pool4": (512, 14, 14), "pool5": (512, 7, 7), "fc7": (4096,)},
+    "resnet50": {"conv1": (64, 112, 112), "pool1": (64, 56, 56), "res2a_branch2a": (64, 56, 56),
+                 "res2c": (256, 56, 56), "res3a_branch2a": (128, 28, 28), "res3d": (512, 28, 28),
+                 "res4f": (1024, 14, 14), "res5c": (2048, 7, 7), "pool5": (2048, 1, 1), "fc1000": (1000,)},
+    "squeezenet_v1.1": {"conv1": (64, 113, 113), "pool1": (64, 56, 56), "fire2/concat": (128, 56, 56),
+                        "pool3": (128, 28, 28), "fire5/concat": (256, 28, 28), "pool5": (256, 14, 14),
+                        "fire9/concat": (512, 14, 14), "conv10": (1000, 14, 14), "pool10": (1000, 1, 1)},
+    "mobilenet_v1": {"conv1": (32, 112, 112), "conv2_1/dw": (32, 112, 112), "conv2_2/sep": (128, 56, 56),
+                     "conv3_2/sep": (256, 28, 28), "conv4_2/sep": (512, 14, 14), "conv5_5/sep": (512, 14, 14),
+                     "conv5_6/dw": (512, 7, 7), "conv6/sep": (1024, 7, 7), "pool6": (1024, 1, 1),
+                     "fc7": (1000, 1, 1)},
+}
+
+
+@pytest.mark.parametrize("net", NETS)
+def test_key_blob_shapes(net):
+    blobs = table(net).blobs
+    for blob, shape in KEY_SHAPES[net].items():
+        assert blobs[blob] == (1, *shape), f"{net}: blob {blob!r}"
+    logits, out, out_shape = OUTPUT[net]
+    assert blobs[out] == out_shape
+
+
+def test_googlenet_sizes_need_ceil_pooling():
+    """The 112 -> 56 -> 28 -> 14 -> 7 chain only holds with Caffe's ceil rounding."""
+    blobs = table("bvlc_googlenet").blobs
+    sizes = [blobs[b][2] for b in ("conv1/7x7_s2", "pool1/3x3_s2", "pool2/3x3_s2", "pool3/3x3_s2",
+                                   "pool4/3x3_s2")]
+    assert sizes == [112, 56, 28, 14, 7]
+    assert (112 - 3) // 2 + 1 == 55  # what floor rounding would have given
+
+
+@pytest.mark.parametrize("net,size,spatial", [("squeezenet_v1.1", 163, 10), ("mobilenet_v1", 160, 5)])
+def test_global_pooling_nets_take_other_sizes(net, size, spatial):
+    blobs = table(net, size).blobs
+    logits, out, out_shape = OUTPUT[net]
+    assert blobs[out] == out_shape
+    last = "fire9/concat" if net == "squeezenet_v1.1" else "conv6/sep"
+    assert blobs[last][2:] == (spatial, spatial)
+
+
+# ------------------------------------------------------------ build and run (random) ----
+
+@pytest.mark.parametrize("net", ["bvlc_alexnet", "bvlc_googlenet", "squeezenet_v1.1", "mobilenet_v1"])
+def test_builds_and_runs_with_random_weights(net):
+    size = SIZE[net]
+    module = quiet_load(deploy(net), input_shape=(1, 3, size, size))
+    with torch.no_grad():
+        y = module(torch.randn(1, 3, size, size))
+    assert tuple(y.shape) == OUTPUT[net][2]
+    assert torch.isfinite(y).all()
+    assert float(y.sum()) == pytest.approx(1.0, abs=1e-4)  # Softmax output
+
+
+# --------------------------------------------------------- synthetic weights vs OpenCV ----
+
+def synthetic_weights(net: str, seed: int = 0) -> dict[str, list[np.ndarray]]:
+    """Seeded float32 weights of the right shapes that keep activations finite and alive.
+
+    Convolution/InnerProduct weights He-scaled, small biases; BatchNorm mean small, variance in
+    [0.5, 1.5], scale factor 1; Scale gamma in [0.5, 1], beta small.
+    """
+    rng = np.random.default_rng(seed)
+    f32 = np.float32
+    t, spec = table(net), ninport.load_spec(deploy(net))
+    weights = {}
+    for layer in spec.layers:
+        shapes = t.layers[layer.name].params
+        if not shapes:
+            continue
+        if layer.type == "BatchNorm":
+            c = shapes[0]
+            arrays = [rng.uniform(-0.1, 0.1, c), rng.uniform(0.5, 1.5, c), np.ones(1)]
+        elif layer.type == "Scale":
+            arrays = [rng.uniform(0.5, 1.0, shapes[0])] + [rng.uniform(-0.1, 0.1, s) for s in shapes[1:]]
+        else:
+            weight = rng.standard_normal(shapes[0], dtype=f32)
+            weight *= f32(math.sqrt(2.0 / math.prod(shapes[0][1:])))
+            arrays = [weight] + [rng.uniform(-0.05, 0.05, s) for s in shapes[1:]]
+        weights[layer.name] = [np.ascontiguousarray(a, dtype="<f4") for a in arrays]
+    return weights
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _field_head(number: int, length: int) -> bytes:
+    """Tag and length of a length-delimited protobuf field (wire type 2)."""
+    return _varint(number << 3 | 2) + _varint(length)
+
+
+def write_caffemodel(path: Path, net: str, weights: dict[str, list[np.ndarray]]) -> None:
+    """A caffemodel (NetParameter, current format) holding `weights`.
+
+    The messages are caffe_pb2's; each blob's floats go in as one packed `data` field written
+    straight from the array (wire-identical to filling BlobProto.data, which takes minutes for
+    VGG-16's 138M values).
+    """
+    spec = ninport.load_spec(deploy(net))
+    types = {layer.name: layer.type for layer in spec.layers}
+    with open(path, "wb") as f:
+        f.write(caffe_pb2.NetParameter(name=f"{net}_synthetic").SerializeToString())
+        for name, arrays in weights.items():
+            pieces = [caffe_pb2.LayerParameter(name=name, type=types[name]).SerializeToString()]
+            for array in arrays:
+                blob = caffe_pb2.BlobProto()
+                blob.shape.dim.extend(array.shape)
+                head = blob.SerializeToString() + _field_head(5, array.nbytes)
+                pieces += [_field_head(7, len(head) + array.nbytes) + head, array]
+            f.write(_field_head(100, sum(len(p) if isinstance(p, bytes) else p.nbytes for p in pieces)))
+            for piece in pieces:
+                f.write(piece if isinstance(piece, bytes) else memoryview(piece.reshape(-1)).cast("B"))
+
+
+def opencv_forward(prototxt: Path, weights: Path, x: np.ndarray, blobs: list[str]) -> dict[str, np.ndarray]:
+    """OpenCV forwards by layer name: ask for the last layer writing each blob (see test_opencv_crosscheck)."""
+    cv2 = pytest.importorskip("cv2")
+    model = cv2.dnn.readNetFromCaffe(str(prototxt), str(weights))
+    model.setInput(x)
+    spec = ninport.load_spec(prototxt)
+    names = set(model.getLayerNames())
+    wanted = []
+    for blob in blobs:
+        producer = next(layer for layer in reversed(spec.layers) if blob in layer.tops)
+        wanted.append(producer.name if producer.name in names else blob)
+    return {b: np.asarray(v) for b, v in zip(blobs, model.forward(wanted))}
+
+
+def _opencv_4x():
+    cv2 = pytest.importorskip("cv2")
+    if int(cv2.__version__.split(".")[0]) >= 5:
+        pytest.skip(f"OpenCV {cv2.__version__}: written against OpenCV 4.x's Caffe importer")
+
+
+# Extra intermediate blobs compared against OpenCV (blobs no later in-place layer rewrites, or the
+# last in-place writer is asked for).
+INTERMEDIATE = {
+    "bvlc_alexnet": ["pool2", "pool5"],
+    "bvlc_googlenet": ["pool1/3x3_s2", "inception_3b/output", "pool4/3x3_s2"],
+    "vgg16": ["pool3"],
+    "resnet50": ["pool1", "res3d", "pool5"],
+    "squeezenet_v1.1": ["pool3", "fire9/concat"],
+    "mobilenet_v1": ["conv2_2/sep", "pool6"],
+}
+
+
+# VGG-16 takes ~12 s on 2 CPU cores (138M synthetic weights written, read twice, 15.5 GMAC run twice):
+# marked slow, so `-m "not slow"` leaves it out. The others take 0.3-6 s.
+@pytest.mark.parametrize("net", [pytest.param(n, marks=pytest.mark.slow) if n == "vgg16" else n for n in NETS])
+def test_synthetic_weights_match_opencv(net, tmp_path):
+    _opencv_4x()
+    size = SIZE[net]
+    weights_path = tmp_path / f"{net}.caffemodel"
+    write_caffemodel(weights_path, net, synthetic_weights(net))
+    rng = np.random.default_rng(size)
+    x = (rng.uniform(0, 255, (1, 3, size, size)) - 117.0).astype(np.float32)  # BGR 0-255, mean-subtracted
+    if net == "mobilenet_v1":
+        x *= np.float32(0.017)
+    logits, out, out_shape = OUTPUT[net]
+    blobs = INTERMEDIATE[net] + [logits, out]
+    expected = opencv_forward(deploy(net), weights_path, x, blobs)
+    module = quiet_load(deploy(net), weights_path, input_shape=(1, 3, size, size))
+    got = ninport.forward_blobs(module, torch.from_numpy(x))
+    for blob in blobs:
+        a, e = got[blob].numpy(), expected[blob]
+        assert a.shape == e.shape, f"{net}: blob {blob!r} shape {a.shape} vs OpenCV {e.shape}"
+        assert np.isfinite(e).all() and float(np.abs(e).max()) > 1e-3, f"{net}: {blob!r} died out or overflowed"
+        err = relative_error(a, e)
+        assert err <= 1e-4, f"{net}: blob {blob!r} relative error {err:.3g} vs OpenCV"
+    assert got[out].shape == out_shape

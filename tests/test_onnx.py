@@ -30,8 +30,15 @@ def _load(case, **kwargs):
 
 
 def test_golden_case_in_onnxruntime_matches_caffe(golden_case, tmp_path):
-    module = _load(golden_case, input_shape=golden_case.info["inputs"])
-    path = export_onnx(module, tmp_path / "net.onnx")
+    """Through the command line, as a user runs it: `ninport convert ... --input-shape <its shape>`."""
+    from ninport.cli import main
+
+    (shape,) = golden_case.info["inputs"].values()
+    args = ["convert", str(golden_case.prototxt), "--input-shape", ",".join(map(str, shape)), "-o", str(tmp_path)]
+    if golden_case.weights:
+        args += ["--weights", str(golden_case.weights)]
+    assert main(args) == 0
+    path = tmp_path / f"{golden_case.prototxt.stem}.onnx"
     model = onnx.load(str(path))
     onnx.checker.check_model(model, full_check=True)
     assert [i.name for i in model.graph.input] == list(golden_case.info["inputs"])

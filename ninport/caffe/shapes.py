@@ -566,3 +566,129 @@ def infer_shapes(spec: NetSpec) -> ShapeTable:
             blobs[top] = tuple(int(d) for d in shape)
         layers[layer.name] = result
     return ShapeTable(blobs=blobs, layers=layers)
+
+
+# --- ArgMax, Reduction, Tile, MVN, Embed, Parameter, SPP ----------------------------------------
+
+
+def argmax_top_shape(p, shape: Shape) -> tuple[int | None, Shape]:
+    """Caffe's ArgMax: (axis or None, top shape).
+
+    With `axis`: the bottom's shape with that axis cut to top_k. Without: max(3, ndim) axes of 1,
+    with N at 0, top_k at 2 and 2 at 1 when out_max_val (indices then values).
+    """
+    if p.top_k < 1:
+        _fail(f"top_k {p.top_k} must be at least 1")
+    if p.HasField("axis"):
+        axis = canonical_axis(p.axis, len(shape))
+        if p.top_k > shape[axis]:
+            _fail(f"top_k {p.top_k} exceeds the size {shape[axis]} of axis {axis}")
+        return axis, shape[:axis] + (int(p.top_k),) + shape[axis + 1:]
+    per_item = math.prod(shape[1:])
+    if p.top_k > per_item:
+        _fail(f"top_k {p.top_k} exceeds the {per_item} values per item of the bottom {list(shape)}")
+    top = [1] * max(3, len(shape))
+    top[0], top[2] = shape[0], int(p.top_k)
+    if p.out_max_val:
+        top[1] = 2
+    return None, tuple(top)
+
+
+@shape_rule("ArgMax")
+def _argmax(layer, shapes):
+    shape = _one_bottom(layer, shapes)
+    p = layer.proto.argmax_param
+    axis, top = argmax_top_shape(p, shape)
+    # top_k > 1 ranks through an (items, top_k, axis size) comparison table in the converter
+    scratch = math.prod(shape) * p.top_k if p.top_k > 1 else 0
+    if scratch > MAX_BLOB_ELEMENTS:
+        _fail(f"top_k {p.top_k} over {math.prod(shape):,} values needs a {scratch:,}-element ranking "
+              "table: implausibly large; is a number wrong?")
+    return LayerShapes(tops=[top], scratch=scratch)
+
+
+@shape_rule("Reduction")
+def _reduction(layer, shapes):
+    shape = _one_bottom(layer, shapes)
+    axis = canonical_axis(layer.proto.reduction_param.axis, len(shape))
+    return LayerShapes(tops=[shape[:axis]])  # all axes from `axis` on are reduced; axis 0 gives a scalar
+
+
+@shape_rule("Tile")
+def _tile(layer, shapes):
+    shape = _one_bottom(layer, shapes)
+    p = layer.proto.tile_param
+    axis = canonical_axis(p.axis, len(shape))
+    if not p.HasField("tiles"):
+        _fail("tile_param.tiles must be given (Caffe's rule)")
+    if p.tiles <= 0:
+        _fail(f"tiles {p.tiles} must be positive")
+    return LayerShapes(tops=[shape[:axis] + (shape[axis] * p.tiles,) + shape[axis + 1:]])
+
+
+@shape_rule("MVN")
+def _mvn(layer, shapes):
+    shape = _one_bottom(layer, shapes)
+    if len(shape) > 4:
+        _fail(f"expects a bottom of at most 4 axes (Caffe's num/channels/height/width), got {list(shape)}")
+    # Caffe reshapes the top with num(), channels(), height(), width(): always 4-D.
+    return LayerShapes(tops=[tuple(shape) + (1,) * (4 - len(shape))])
+
+
+@shape_rule("Embed")
+def _embed(layer, shapes):
+    shape = _one_bottom(layer, shapes)
+    p = layer.proto.embed_param
+    if p.num_output <= 0:
+        _fail(f"num_output must be positive, got {p.num_output}")
+    if p.input_dim <= 0:
+        _fail(f"input_dim must be positive, got {p.input_dim}")
+    params = [(int(p.input_dim), int(p.num_output))] + ([(int(p.num_output),)] if p.bias_term else [])
+    return LayerShapes(tops=[tuple(shape) + (int(p.num_output),)], params=params)
+
+
+@shape_rule("Parameter")
+def _parameter(layer, shapes):
+    if shapes:
+        _fail(f"takes no bottom, got {len(shapes)}")
+    p = layer.proto.parameter_param
+    if not p.HasField("shape") or not len(p.shape.dim):
+        _fail("parameter_param.shape must give at least one dimension")
+    shape = tuple(int(d) for d in p.shape.dim)
+    return LayerShapes(tops=[shape], params=[shape])
+
+
+def spp_pooling_params(p, in_hw: tuple[int, int]) -> list:
+    """The PoolingParameter of each SPP pyramid level, as Caffe's SPPLayer builds them.
+
+    Level i has 2^i bins per side: kernel = stride = ceil(size / bins), pad = (kernel·bins − size + 1) / 2.
+    """
+    if p.pyramid_height < 1:
+        _fail(f"pyramid_height must be at least 1, got {p.pyramid_height}")
+    if p.pool == pb2.SPPParameter.STOCHASTIC:
+        raise UnsupportedLayerError("STOCHASTIC pooling is not supported (its TEST-phase weighted "
+                                    "average has no exact torch twin); use AVE or MAX")
+    pool = pb2.PoolingParameter.MAX if p.pool == pb2.SPPParameter.MAX else pb2.PoolingParameter.AVE
+    levels = []
+    for level in range(p.pyramid_height):
+        bins = 2 ** level
+        kernel = [-(-size // bins) for size in in_hw]
+        pad = [(k * bins - size + 1) // 2 for k, size in zip(kernel, in_hw)]
+        pp = pb2.PoolingParameter(pool=pool, kernel_h=kernel[0], kernel_w=kernel[1], pad_h=pad[0],
+                                  pad_w=pad[1], stride_h=kernel[0], stride_w=kernel[1])
+        try:
+            pool_geometry(pp, in_hw)
+        except _LayerShapeError as exc:
+            _fail(f"pyramid level {level} ({bins}x{bins} bins) of a {in_hw[0]}x{in_hw[1]} input: {exc}")
+        levels.append(pp)
+    return levels
+
+
+@shape_rule("SPP")
+def _spp(layer, shapes):
+    n, c, h, w = _spatial_4d(layer, _one_bottom(layer, shapes))
+    levels = spp_pooling_params(layer.proto.spp_param, (h, w))
+    outs = [pool_geometry(pp, (h, w)).out for pp in levels]
+    if len(levels) == 1:  # Caffe runs the single pooling layer straight into the top: no flatten
+        return LayerShapes(tops=[(n, c, *outs[0])])
+    return LayerShapes(tops=[(n, c * sum(oh * ow for oh, ow in outs))])

@@ -57,5 +57,6 @@ def supported_layer_types() -> list[str]:
 
 def _load_all() -> None:
     # Importing the family modules runs their @converter decorators.
-    from ninport.convert.layers import (activation, convolution, inner_product,  # noqa: F401
-                                        normalization, pooling, structure)
+    from ninport.convert.layers import (activation, convolution, indexing,  # noqa: F401
+                                        inner_product, normalization, pooling, reduction, spp,
+                                        structure)

@@ -12,6 +12,7 @@ import ninport
 from ninport.caffe import caffe_pb2
 from ninport.convert.registry import supported_layer_types
 from tests.conftest import VENDORED_GOLDEN
+from tests.convert.test_extra_layers import EXERCISED as EXTRA_LAYERS_EXERCISED
 
 INPUT = 'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 dim: 4 dim: 5 } } }\n'
 
@@ -103,7 +104,7 @@ def _exercised_types() -> set[str]:
     for case in VENDORED_GOLDEN.iterdir():
         if (case / "case.json").is_file():
             types.update(t for _, t in json.loads((case / "case.json").read_text())["layers"])
-    return types | {"Swish"}  # tested above
+    return types | {"Swish"} | EXTRA_LAYERS_EXERCISED  # tested above and in test_extra_layers.py
 
 
 def test_every_registered_converter_is_exercised_by_a_test():
@@ -117,3 +118,10 @@ def test_unsupported_layer_names_layer_type_and_lists_supported(tmp_path):
         ninport.load(proto)
     message = str(info.value)
     assert "weird" in message and "Im2col" in message and "Convolution" in message and str(proto) in message
+
+
+def test_shape_rules_and_converters_cover_the_same_types():
+    """A type with a shape rule but no converter (or the reverse) would pass inspect and fail load."""
+    from ninport.caffe.shapes import SHAPE_FUNCTIONS
+
+    assert set(SHAPE_FUNCTIONS) == set(supported_layer_types())

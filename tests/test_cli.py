@@ -97,3 +97,50 @@ def test_upgrade_refuses_to_overwrite_its_input():
     case = VENDORED_GOLDEN / "legacy_v0" / "net.prototxt"
     result = run_cli("upgrade", str(case), "-o", str(case))
     assert result.returncode == 1 and "refusing to overwrite" in result.stderr
+
+
+def _assert_one_line_error(result, *needles):
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ninport: error: "), result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_missing_file_and_directory_given_as_file(tmp_path):
+    _assert_one_line_error(run_cli("inspect", str(tmp_path / "nope.prototxt")), "nope.prototxt", "no such file")
+    _assert_one_line_error(run_cli("convert", str(tmp_path), "-o", str(tmp_path / "o")), "is a directory")
+    assert not (tmp_path / "o").exists()
+
+
+def test_unwritable_output_folder_is_one_line_and_leaves_nothing(tmp_path):
+    # /proc refuses new entries even for root, unlike a chmod'ed folder
+    _assert_one_line_error(run_cli("convert", str(VENDORED_GOLDEN / "conv_group2" / "net.prototxt"), "--weights",
+                                   str(VENDORED_GOLDEN / "conv_group2" / "weights.caffemodel"), "-o",
+                                   "/proc/ninport-out"), "/proc/ninport-out")
+
+
+def test_failed_convert_leaves_the_output_folder_as_it_was(tmp_path):
+    """Weights of another net: refused before anything is written; existing files untouched."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "net.onnx").write_bytes(b"previous")
+    result = run_cli("convert", str(VENDORED_GOLDEN / "conv_group2" / "net.prototxt"), "--weights",
+                     str(VENDORED_GOLDEN / "mini_resnet" / "weights.caffemodel"), "-o", str(out))
+    _assert_one_line_error(result, "weights.caffemodel", "another net")
+    assert sorted(p.name for p in out.iterdir()) == ["net.onnx"]
+    assert (out / "net.onnx").read_bytes() == b"previous"
+
+
+def test_absurd_num_output_fails_before_allocating_naming_the_layer(tmp_path):
+    """6e9 weights (24 GB) would exhaust this machine if anything were allocated before the check."""
+    net = tmp_path / "huge.prototxt"
+    net.write_text('input: "data"\ninput_dim: 1\ninput_dim: 3\ninput_dim: 8\ninput_dim: 8\n'
+                   'layer { name: "big" type: "Convolution" bottom: "data" top: "big"\n'
+                   '  convolution_param { num_output: 2000000000 kernel_size: 1 } }\n')
+    from ninport.errors import ShapeError
+
+    import ninport
+    with pytest.raises(ShapeError, match='layer "big"'):
+        ninport.load(net)
+    _assert_one_line_error(run_cli("inspect", str(net)), str(net), '"big"')

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import NIN_DEPLOY, GoldenCase, golden_case_names, load_golden, relative_error
+from tests.conftest import NIN_DEPLOY, GoldenCase, golden_case_names, load_golden, relative_error
 
 cv2 = pytest.importorskip("cv2")
 if int(cv2.__version__.split(".")[0]) >= 5:
@@ -23,6 +23,7 @@ if int(cv2.__version__.split(".")[0]) >= 5:
 
 import ninport  # noqa: E402
 from ninport.caffe import caffe_pb2  # noqa: E402
+from tests.caffe_files import write_caffemodel  # noqa: E402
 
 TOLERANCE = 1e-5
 # Golden cases where OpenCV 4.x is not a faithful reference (found by running every case through
@@ -137,19 +138,15 @@ def _nin_param_shapes(prototxt) -> list[tuple[str, str, list[tuple[int, ...]]]]:
 def synthetic_nin(tmp_path_factory):
     """The NIN deploy prototxt plus a caffemodel written here with seeded He-scaled random weights."""
     rng = np.random.default_rng(20240517)
-    net = caffe_pb2.NetParameter(name="nin_imagenet_synthetic")
+    weights_by_layer, types = {}, {}
     for name, type_, shapes in _nin_param_shapes(NIN_DEPLOY):
-        layer = net.layer.add(name=name, type=type_)
         fan_in = int(np.prod(shapes[0][1:]))
         weight = rng.standard_normal(shapes[0]).astype(np.float32) * np.float32(np.sqrt(2.0 / fan_in))
         bias = rng.uniform(-0.05, 0.05, shapes[1]).astype(np.float32)
-        for array in (weight, bias):
-            blob = layer.blobs.add()
-            blob.shape.dim.extend(array.shape)
-            blob.data.extend(array.ravel().tolist())
+        weights_by_layer[name], types[name] = [weight, bias], type_
     folder = tmp_path_factory.mktemp("synthetic_nin")
-    weights = folder / "nin_synthetic.caffemodel"
-    weights.write_bytes(net.SerializeToString())
+    weights = write_caffemodel(folder / "nin_synthetic.caffemodel", weights_by_layer, types,
+                               net_name="nin_imagenet_synthetic")
     # The 227 crop for OpenCV: the same net with its Input layer edited (ninport takes input_shape).
     text = NIN_DEPLOY.read_text()
     assert text.count("dim: 224") == 2, "NIN deploy prototxt changed: update the 227 edit"

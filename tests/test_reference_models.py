@@ -20,7 +20,8 @@ import torch
 from google.protobuf import text_format
 
 import ninport
-from conftest import REPO, relative_error
+from tests.caffe_files import write_caffemodel as write_blobs
+from tests.conftest import REPO, relative_error
 from ninport.caffe import caffe_pb2
 from ninport.caffe.shapes import infer_shapes
 
@@ -357,41 +358,10 @@ def synthetic_weights(net: str, seed: int = 0) -> dict[str, list[np.ndarray]]:
     return weights
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _field_head(number: int, length: int) -> bytes:
-    """Tag and length of a length-delimited protobuf field (wire type 2)."""
-    return _varint(number << 3 | 2) + _varint(length)
-
-
 def write_caffemodel(path: Path, net: str, weights: dict[str, list[np.ndarray]]) -> None:
-    """A caffemodel (NetParameter, current format) holding `weights`.
-
-    The messages are caffe_pb2's; each blob's floats go in as one packed `data` field written
-    straight from the array (wire-identical to filling BlobProto.data, which takes minutes for
-    VGG-16's 138M values).
-    """
+    """A caffemodel (NetParameter, current format) holding `weights` for reference net `net`."""
     spec = ninport.load_spec(deploy(net))
-    types = {layer.name: layer.type for layer in spec.layers}
-    with open(path, "wb") as f:
-        f.write(caffe_pb2.NetParameter(name=f"{net}_synthetic").SerializeToString())
-        for name, arrays in weights.items():
-            pieces = [caffe_pb2.LayerParameter(name=name, type=types[name]).SerializeToString()]
-            for array in arrays:
-                blob = caffe_pb2.BlobProto()
-                blob.shape.dim.extend(array.shape)
-                head = blob.SerializeToString() + _field_head(5, array.nbytes)
-                pieces += [_field_head(7, len(head) + array.nbytes) + head, array]
-            f.write(_field_head(100, sum(len(p) if isinstance(p, bytes) else p.nbytes for p in pieces)))
-            for piece in pieces:
-                f.write(piece if isinstance(piece, bytes) else memoryview(piece.reshape(-1)).cast("B"))
+    write_blobs(path, weights, {layer.name: layer.type for layer in spec.layers}, net_name=f"{net}_synthetic")
 
 
 def opencv_forward(prototxt: Path, weights: Path, x: np.ndarray, blobs: list[str]) -> dict[str, np.ndarray]:

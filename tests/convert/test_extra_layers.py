@@ -11,34 +11,18 @@ import pytest
 import torch
 
 import ninport
-from ninport.caffe import caffe_pb2
 from ninport.caffe.shapes import pool_output_size
+from tests.caffe_files import input_layer, write_caffemodel
 
 EXERCISED = {"ArgMax", "Reduction", "Tile", "MVN", "Embed", "Parameter", "SPP"}
 
 FLT_MAX = float(np.finfo(np.float32).max)
 
 
-def _input(shape) -> str:
-    dims = " ".join(f"dim: {d}" for d in shape)
-    return f'layer {{ name: "data" type: "Input" top: "data" input_param {{ shape {{ {dims} }} }} }}\n'
-
-
 def _net(tmp_path, body: str, shape=(2, 3, 4, 5), blobs: dict[str, list[np.ndarray]] | None = None):
     proto = tmp_path / "net.prototxt"
-    proto.write_text('name: "extra"\n' + _input(shape) + body)
-    if blobs is None:
-        return proto, None
-    net = caffe_pb2.NetParameter()
-    for name, arrays in blobs.items():
-        layer = net.layer.add(name=name)
-        for array in arrays:
-            blob = layer.blobs.add()
-            blob.shape.dim.extend(array.shape)
-            blob.data.extend(np.asarray(array, np.float32).ravel().tolist())
-    weights = tmp_path / "net.caffemodel"
-    weights.write_bytes(net.SerializeToString())
-    return proto, weights
+    proto.write_text('name: "extra"\n' + input_layer(shape) + body)
+    return proto, (write_caffemodel(tmp_path / "net.caffemodel", blobs) if blobs is not None else None)
 
 
 def _run(tmp_path, body, x, blobs=None, onnx_check=True):

@@ -9,29 +9,15 @@ import pytest
 import torch
 
 import ninport
-from ninport.caffe import caffe_pb2
 from ninport.convert.registry import supported_layer_types
+from tests.caffe_files import input_layer, write_caffemodel
 from tests.conftest import VENDORED_GOLDEN
 from tests.convert.test_extra_layers import EXERCISED as EXTRA_LAYERS_EXERCISED
 
-INPUT = 'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 dim: 4 dim: 5 } } }\n'
-
-
 def _write_net(tmp_path, body: str, blobs: dict[str, list[np.ndarray]] | None = None):
     proto = tmp_path / "net.prototxt"
-    proto.write_text('name: "t"\n' + INPUT + body)
-    if blobs is None:
-        return proto, None
-    net = caffe_pb2.NetParameter()
-    for name, arrays in blobs.items():
-        layer = net.layer.add(name=name)
-        for array in arrays:
-            blob = layer.blobs.add()
-            blob.shape.dim.extend(array.shape)
-            blob.data.extend(array.ravel().tolist())
-    weights = tmp_path / "net.caffemodel"
-    weights.write_bytes(net.SerializeToString())
-    return proto, weights
+    proto.write_text('name: "t"\n' + input_layer((2, 3, 4, 5)) + body)
+    return proto, (write_caffemodel(tmp_path / "net.caffemodel", blobs) if blobs is not None else None)
 
 
 def _x(seed=0):

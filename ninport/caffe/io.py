@@ -214,28 +214,52 @@ def _signed64(value: int) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
+# Blob data fields: field number -> (numpy dtype, wire type of one unpacked value).
+_DATA_FIELDS = {_BLOB_DATA: ("<f4", 5), _BLOB_DOUBLE_DATA: ("<f8", 1)}
+
+
+def _typed_array(buf, pieces: list, dtype: str) -> np.ndarray | None:
+    """Join a data field's occurrences, in file order, into one array without a loop per value.
+
+    `pieces` holds (start, end) spans of packed data, viewed in place, and byte offsets of
+    single unpacked values, gathered with one numpy indexing operation per run.
+    """
+    width = np.dtype(dtype).itemsize
+    arrays: list[np.ndarray] = []
+    singles: list[int] = []
+
+    def gather_singles():
+        if singles:
+            raw = np.frombuffer(buf, dtype=np.uint8)
+            index = np.asarray(singles)[:, None] + np.arange(width)
+            arrays.append(raw[index].reshape(-1).view(dtype))
+            singles.clear()
+
+    for piece in pieces:
+        if isinstance(piece, int):
+            singles.append(piece)
+            continue
+        gather_singles()
+        start, end = piece
+        if (end - start) % width:
+            raise ValueError(f"packed {np.dtype(dtype).name} data length not a multiple of {width}")
+        arrays.append(np.frombuffer(buf, dtype=dtype, count=(end - start) // width, offset=start))
+    gather_singles()
+    if not arrays:
+        return None
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+
+
 def _read_blob(buf, start: int, end: int) -> RawBlob:
-    float_chunks: list[np.ndarray] = []
-    double_chunks: list[np.ndarray] = []
+    pieces: dict[int, list] = {number: [] for number in _DATA_FIELDS}
     legacy = [None, None, None, None]
     shape = None
     for number, wire, value in _fields(buf, start, end):
-        if number == _BLOB_DATA:
+        if number in _DATA_FIELDS:
             if wire == 2:
-                s, e = value
-                if (e - s) % 4:
-                    raise ValueError("packed float data length not a multiple of 4")
-                float_chunks.append(np.frombuffer(buf, dtype="<f4", count=(e - s) // 4, offset=s))
-            elif wire == 5:
-                float_chunks.append(np.frombuffer(buf, dtype="<f4", count=1, offset=value[0]))
-        elif number == _BLOB_DOUBLE_DATA:
-            if wire == 2:
-                s, e = value
-                if (e - s) % 8:
-                    raise ValueError("packed double data length not a multiple of 8")
-                double_chunks.append(np.frombuffer(buf, dtype="<f8", count=(e - s) // 8, offset=s))
-            elif wire == 1:
-                double_chunks.append(np.frombuffer(buf, dtype="<f8", count=1, offset=value[0]))
+                pieces[number].append(value)
+            elif wire == _DATA_FIELDS[number][1]:
+                pieces[number].append(value[0])
         elif number == _BLOB_SHAPE and wire == 2:
             dims: list[int] = []
             for n2, w2, v2 in _fields(buf, *value):
@@ -244,13 +268,11 @@ def _read_blob(buf, start: int, end: int) -> RawBlob:
             shape = tuple(_signed64(d) for d in dims)
         elif number in (_BLOB_NUM, _BLOB_CHANNELS, _BLOB_HEIGHT, _BLOB_WIDTH) and wire == 0:
             legacy[number - 1] = _signed64(value)
-    chunks = float_chunks or double_chunks
-    if not chunks:
+    data = _typed_array(buf, pieces[_BLOB_DATA], "<f4")
+    if data is None:
+        data = _typed_array(buf, pieces[_BLOB_DOUBLE_DATA], "<f8")
+    if data is None:
         data = np.zeros(0, dtype=np.float32)
-    elif len(chunks) == 1:
-        data = chunks[0]
-    else:
-        data = np.concatenate(chunks)
     legacy_shape = None
     if any(v is not None for v in legacy):
         legacy_shape = tuple(v if v is not None else 0 for v in legacy)

@@ -23,6 +23,8 @@ MAX_BLOB_ELEMENTS = 2 ** 31 - 1
 INT32_MAX = 2 ** 31 - 1
 # All weights together above this many elements (16 GiB of float32) are refused.
 MAX_TOTAL_PARAMS = 2 ** 32
+# All activations of one forward pass together above this many elements (64 GiB of float32) are refused.
+MAX_TOTAL_ACTIVATIONS = 2 ** 34
 
 
 @dataclass
@@ -538,6 +540,7 @@ def infer_shapes(spec: NetSpec) -> ShapeTable:
         blobs[name] = shape
     layers: dict[str, LayerShapes] = {}
     total_params = 0
+    total_activations = sum(math.prod(s) for s in blobs.values())
     for layer in spec.layers:
         fn = SHAPE_FUNCTIONS.get(layer.type)
         if fn is None:
@@ -558,6 +561,10 @@ def infer_shapes(spec: NetSpec) -> ShapeTable:
                 total_params += math.prod(pshape)
             if total_params > MAX_TOTAL_PARAMS:
                 _fail(f"the net's weights reach {total_params:,} values here, more than ninport accepts")
+            total_activations += sum(math.prod(s) for s in result.tops)
+            if total_activations > MAX_TOTAL_ACTIVATIONS:
+                _fail(f"the net's activations reach {total_activations:,} values here, more than ninport "
+                      "accepts; is an input shape or a number wrong?")
         except _LayerShapeError as exc:
             raise ShapeError(f"{layer.where(spec.source)}: {exc}") from None
         except UnsupportedLayerError as exc:

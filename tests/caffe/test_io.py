@@ -11,7 +11,7 @@ from ninport.caffe import caffe_pb2 as pb2
 from ninport.caffe import io
 from ninport.caffe.spec import load_netspec
 
-from conftest import SHARED_GOLDEN, VENDORED_GOLDEN
+from tests.conftest import SHARED_GOLDEN, VENDORED_GOLDEN
 
 
 def golden_folders() -> list[Path]:

@@ -6,7 +6,7 @@ import pytest
 from ninport.caffe.shapes import infer_shapes, pool_output_size, supported_types
 from ninport.caffe.spec import load_netspec
 
-from conftest import NIN_DEPLOY, NIN_TRAIN_VAL
+from tests.conftest import NIN_DEPLOY, NIN_TRAIN_VAL
 
 NIN_PARAMS = 7_595_176
 SPATIAL = ["data", "conv1", "pool0", "pool2", "pool3", "pool4"]
@@ -63,3 +63,19 @@ def test_supported_types_cover_the_common_layers():
     types = set(supported_types())
     assert {"Convolution", "Pooling", "InnerProduct", "ReLU", "LRN", "Concat", "Eltwise",
             "BatchNorm", "Scale", "Softmax", "Dropout"} <= types
+
+
+def test_total_activation_memory_is_bounded(tmp_path):
+    """Each blob is under the per-blob limit, but 40 of them add up to more than ninport accepts."""
+    import ninport
+    from ninport.caffe.shapes import MAX_BLOB_ELEMENTS, MAX_TOTAL_ACTIVATIONS
+
+    side = 32768  # 1 x 1 x 32768 x 32768 = 2^30 elements per blob
+    assert side * side <= MAX_BLOB_ELEMENTS and 40 * side * side > MAX_TOTAL_ACTIVATIONS
+    layers = "".join(f'layer {{ name: "r{i}" type: "AbsVal" bottom: "{"data" if i == 0 else f"r{i-1}"}" top: "r{i}" }}\n'
+                     for i in range(40))
+    net = tmp_path / "tall.prototxt"
+    net.write_text(f'input: "data"\ninput_shape {{ dim: 1 dim: 1 dim: {side} dim: {side} }}\n' + layers)
+    spec = ninport.load_spec(net)
+    with pytest.raises(ninport.ShapeError, match=r'layer "r\d+" \(AbsVal\): the net\'s activations reach'):
+        infer_shapes(spec)

@@ -8,7 +8,7 @@ from ninport.caffe import caffe_pb2 as pb2
 from ninport.caffe.spec import build_netspec, layer_included, load_netspec
 from ninport.caffe.upgrade import net_format, upgrade_net
 
-from conftest import NIN_DEPLOY, NIN_TRAIN_VAL, VENDORED_GOLDEN
+from tests.conftest import NIN_DEPLOY, NIN_TRAIN_VAL, VENDORED_GOLDEN
 
 INPUT = 'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 8 dim: 8 } } }\n'
 

@@ -12,7 +12,7 @@ from ninport.caffe.io import RawBlob
 from ninport.caffe.weights import reconcile_blob
 from ninport.errors import WeightsError
 
-from conftest import NIN_DEPLOY, SHARED_GOLDEN, VENDORED_GOLDEN
+from tests.conftest import NIN_DEPLOY, SHARED_GOLDEN, VENDORED_GOLDEN
 
 NET = ('layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 } } }\n'
        'layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" inner_product_param { num_output: 4 } }\n')

@@ -85,23 +85,41 @@ def convert_files(prototxt: str | os.PathLike, weights: str | os.PathLike | None
     """Load a Caffe net and write `<out_dir>/<prototxt stem>.<format>` for each format.
 
     `weights=None` uses `<stem>.caffemodel` beside the prototxt when it exists, else seeded random
-    weights (ninport.load warns). All-or-nothing: if any file fails, the ones this call wrote are
-    removed (and `out_dir`, if this call created it), then the error propagates.
+    weights (ninport.load warns). All-or-nothing: see `write_outputs`.
     """
     import ninport
     from ninport.api import default_weights_path
 
-    formats = list(dict.fromkeys(formats))
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown:
-        raise ExportError(f"unknown output format {unknown[0]!r}; choose from {', '.join(FORMATS)}")
+    formats = check_formats(formats)
     prototxt = Path(prototxt)
     if weights is None:
         weights = default_weights_path(prototxt)
     say = progress or (lambda message: None)
     say(f"loading {prototxt}" + (f" with {weights}" if weights else ""))
     module = ninport.load(prototxt, weights, input_shape=input_shape)
+    return write_outputs(module, out_dir, prototxt.stem, formats, progress=say)
 
+
+def check_formats(formats: Iterable[str]) -> list[str]:
+    formats = list(dict.fromkeys(formats))
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise ExportError(f"unknown output format {unknown[0]!r}; choose from {', '.join(FORMATS)}")
+    if not formats:
+        raise ExportError(f"no output format given; choose from {', '.join(FORMATS)}")
+    return formats
+
+
+def write_outputs(module: fx.GraphModule, out_dir: str | os.PathLike, stem: str, formats: Iterable[str],
+                  progress: Callable[[str], None] | None = None) -> dict[str, Path]:
+    """Write `<out_dir>/<stem>.<format>` for each format, all or nothing.
+
+    Files go to staging names first and replace their targets only once every one is complete;
+    on failure the staging files are removed (and `out_dir`, if this call created it), so the
+    folder is left as it was, and the error propagates.
+    """
+    formats = check_formats(formats)
+    say = progress or (lambda message: None)
     out = Path(out_dir)
     created: list[Path] = []
     parent = out
@@ -111,7 +129,6 @@ def convert_files(prototxt: str | os.PathLike, weights: str | os.PathLike | None
     staged: dict[str, tuple[Path, Path]] = {}  # format -> (staging file, final target)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        stem = prototxt.stem
         for fmt in formats:
             target = out / f"{stem}.{fmt}"
             staging = out / f".{stem}.{fmt}.staging-{os.getpid()}"

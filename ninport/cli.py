@@ -59,14 +59,52 @@ def _warnings_as_lines():
 
 
 def cmd_convert(args) -> int:
-    from ninport.artifacts import convert_files
+    import ninport
+    from ninport.api import default_weights_path
+    from ninport.artifacts import check_formats, write_outputs
 
-    formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
-    with _warnings_as_lines(), _progress("converting..."):
-        written = convert_files(args.prototxt, args.weights, args.output, input_shape=args.input_shape,
-                                formats=formats)
+    formats = check_formats(f.strip() for f in args.format.split(",") if f.strip())
+    prototxt = Path(args.prototxt)
+    weights = args.weights or default_weights_path(prototxt)
+    with _warnings_as_lines(), _progress("reading the net..."):
+        module = ninport.load(prototxt, weights, input_shape=args.input_shape)
+    meta = module.meta["ninport"]
+    print(f"net {meta['net_name'] or prototxt.stem!r}: inputs {', '.join(f'{k} {list(v)}' for k, v in meta['inputs'].items())}"
+          f" (batch dynamic), outputs {', '.join(meta['outputs'])}; weights: {weights or 'RANDOM (none given)'}")
+    with _progress("writing..."):
+        written = write_outputs(module, args.output, prototxt.stem, formats)
     for kind, path in written.items():
         print(f"wrote {path}  ({kind})")
+    if "onnx" in written and not args.no_check:
+        return _check_onnx_against_torch(module, written["onnx"])
+    return EXIT_OK
+
+
+def _check_onnx_against_torch(module, path: Path, tolerance: float = 1e-4) -> int:
+    """Run the written ONNX file in onnxruntime and the torch module on one seeded input; compare."""
+    import torch
+
+    from ninport.artifacts import verify_onnx
+    from ninport.parity import relative_error
+
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        print("not checked: onnxruntime is not installed (pip install onnxruntime)")
+        return EXIT_OK
+    meta = module.meta["ninport"]
+    inputs = _reference_inputs(meta["inputs"])
+    with _progress("checking the ONNX file in onnxruntime..."), torch.no_grad():
+        expected = module(*[torch.from_numpy(inputs[name]) for name in meta["inputs"]])
+        got = verify_onnx(path, inputs)
+    expected = expected if isinstance(expected, tuple) else (expected,)
+    worst = max(relative_error(g, e.numpy())[1] for g, e in zip(got, expected))
+    if not worst <= tolerance:
+        print(f"ninport: error: {path}: onnxruntime's output differs from the torch model's "
+              f"(relative error {worst:.3g}); please report this", file=sys.stderr)
+        return EXIT_FAILED_PARITY
+    print(f"checked: onnxruntime runs {path.name} with the torch model's numbers (max relative error {worst:.2g}); "
+          f"`ninport verify` compares with Caffe's own outputs")
     return EXIT_OK
 
 
@@ -156,13 +194,13 @@ def cmd_inspect(args) -> int:
 # --- verify ----------------------------------------------------------------------------------
 
 
-def _reference_inputs(spec, seed: int = 0):
+def _reference_inputs(input_shapes: dict, seed: int = 0):
     import numpy as np
 
     rng = np.random.default_rng(seed)
     # Caffe nets expect 0-255 pixels minus a mean: uniform in [-128, 128) is a fair stand-in.
     return {name: (rng.random(shape, dtype=np.float32) * 256 - 128).astype(np.float32)
-            for name, shape in spec.inputs.items()}
+            for name, shape in input_shapes.items()}
 
 
 def opencv_known_deviation(layers) -> str | None:
@@ -228,7 +266,7 @@ def cmd_verify(args) -> int:
         inputs = golden.inputs()
         source_of_inputs = f"the golden folder {golden.folder}"
     else:
-        inputs = _reference_inputs(type("S", (), {"inputs": spec_inputs})(), args.seed)
+        inputs = _reference_inputs(spec_inputs, args.seed)
         source_of_inputs = f"seeded random inputs (seed {args.seed})"
     tensors = [torch.from_numpy(np.ascontiguousarray(inputs[name])) for name in spec_inputs]
     with _progress("running the converted model..."):
@@ -333,6 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default=".", help="output folder (default: current folder)")
     p.add_argument("--input-shape", help=shape_help)
     p.add_argument("--format", default="onnx", help="comma-separated: onnx, pt2, safetensors (default: onnx)")
+    p.add_argument("--no-check", action="store_true",
+                   help="skip running the ONNX file in onnxruntime against the torch model")
     p.set_defaults(func=cmd_convert)
 
     p = add("inspect", "show the layer table: shapes, parameters, MACs",

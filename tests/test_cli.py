@@ -144,3 +144,21 @@ def test_absurd_num_output_fails_before_allocating_naming_the_layer(tmp_path):
     with pytest.raises(ShapeError, match='layer "big"'):
         ninport.load(net)
     _assert_one_line_error(run_cli("inspect", str(net)), str(net), '"big"')
+
+
+def test_convert_reports_and_checks_the_onnx_file(tmp_path):
+    case = VENDORED_GOLDEN / "mini_inception"
+    result = run_cli("convert", str(case / "net.prototxt"), "--weights", str(case / "weights.caffemodel"),
+                     "-o", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "inputs data [1, 8, 12, 12] (batch dynamic), outputs prob" in result.stdout
+    assert f"wrote {tmp_path / 'net.onnx'}" in result.stdout
+    assert "checked: onnxruntime runs net.onnx with the torch model's numbers" in result.stdout
+    assert result.stderr == ""
+
+
+def test_convert_without_weights_says_random(tmp_path):
+    result = run_cli("convert", str(NIN_DEPLOY), "-o", str(tmp_path), "--no-check")
+    assert result.returncode == 0, result.stderr
+    assert "weights: RANDOM" in result.stdout and "RANDOM weights" in result.stderr
+    assert "checked:" not in result.stdout and (tmp_path / "deploy.onnx").is_file()

@@ -162,3 +162,18 @@ def test_convert_without_weights_says_random(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "weights: RANDOM" in result.stdout and "RANDOM weights" in result.stderr
     assert "checked:" not in result.stdout and (tmp_path / "deploy.onnx").is_file()
+
+
+def test_verify_without_golden_uses_opencv_and_onnxruntime():
+    case = VENDORED_GOLDEN / "legacy_v0"
+    result = run_cli("verify", str(case / "net.prototxt"), "--weights", str(case / "weights.caffemodel"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "seeded random inputs" in result.stdout
+    assert "OpenCV 4.x dnn: 1 blobs compared: PASS" in result.stdout
+    assert "onnxruntime (exported ONNX): 1 blobs compared: PASS" in result.stdout
+
+
+def test_verify_skips_opencv_where_it_is_known_to_differ():
+    result = run_cli("verify", str(VENDORED_GOLDEN / "lrn_across"), "--no-onnx")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "skipped OpenCV: OpenCV ignores LRN k != 1" in result.stdout

@@ -177,3 +177,14 @@ def test_verify_skips_opencv_where_it_is_known_to_differ():
     result = run_cli("verify", str(VENDORED_GOLDEN / "lrn_across"), "--no-onnx")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "skipped OpenCV: OpenCV ignores LRN k != 1" in result.stdout
+
+
+def test_unexpected_exception_is_an_internal_error_with_debug_hint(monkeypatch, capsys):
+    from ninport import cli
+
+    def broken(args):
+        raise RuntimeError("simulated bug\nsecond line")
+    monkeypatch.setattr(cli, "cmd_inspect", broken)
+    assert cli.main(["inspect", str(NIN_DEPLOY)]) == cli.EXIT_INTERNAL
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "internal error: RuntimeError: simulated bug" in err[0] and "--debug" in err[0]

@@ -2,7 +2,7 @@
 from ninport.api import load, load_spec, parse_input_shape
 from ninport.artifacts import convert_files, write_pt2, write_safetensors
 from ninport.convert.graph import forward_blobs
-from ninport.errors import (ExportError, NinportError, NinportWarning, ParseError, ShapeError,
+from ninport.errors import (ExportError, NinportError, NinportWarning, ParseError, PreprocessError, ShapeError,
                             UnsupportedLayerError, WeightsError)
 
 __version__ = "0.1.0"
@@ -16,4 +16,4 @@ def export_onnx(*args, **kwargs):
 
 
 __all__ = ["load", "load_spec", "export_onnx", "convert_files", "write_pt2", "write_safetensors", "parse_input_shape", "forward_blobs", "NinportError", "ParseError",
-           "WeightsError", "UnsupportedLayerError", "ShapeError", "ExportError", "NinportWarning", "__version__"]
+           "WeightsError", "UnsupportedLayerError", "ShapeError", "ExportError", "PreprocessError", "NinportWarning", "__version__"]

@@ -29,6 +29,10 @@ class ExportError(NinportError):
     """Writing an output (ONNX, .pt2, safetensors) failed."""
 
 
+class PreprocessError(NinportError):
+    """An image or a transform_param that Caffe's DataTransformer would refuse."""
+
+
 class NinportWarning(UserWarning):
     """Something the user should know that does not stop the work (e.g. random weights)."""
 

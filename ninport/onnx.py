@@ -25,7 +25,9 @@ because Caffe's pooling rounding depends on the spatial size.
   source, weights, weights_sha256, ninport_version, exporter, net_name,
   input_names, input_layout, input_shapes, output_names,
   and, when the prototxt has a data layer with transform_param:
-  channel_order (BGR), value_range (0-255), mean_values, mean_file, scale, crop_size.
+  channel_order (BGR), value_range (0-255), mean_values, mean_file, scale, crop_size,
+  and mean_file_channel_means (per-channel means, BGR) when the mean file exists (absolute, or
+  relative to the prototxt's folder).
 """
 from __future__ import annotations
 
@@ -39,6 +41,7 @@ import os
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import fx
 
@@ -100,12 +103,35 @@ def build_metadata(module: fx.GraphModule, *, dynamic_batch: bool = True,
             props["mean_values"] = json.dumps([float(v) for v in pre.mean_values])
         if pre.mean_file:
             props["mean_file"] = pre.mean_file
+            means = _mean_file_channel_means(pre.mean_file, meta.get("source"))
+            if means is not None:
+                props["mean_file_channel_means"] = json.dumps(means)
         props["scale"] = repr(float(pre.scale))
         if pre.crop_size:
             props["crop_size"] = str(int(pre.crop_size))
     for key, value in (extra or {}).items():
         props[str(key)] = str(value)
     return props
+
+
+def _mean_file_channel_means(mean_file: str, source: str | None) -> list[float] | None:
+    """Per-channel means (file order: BGR) of the mean file, if it exists (absolute, or beside the prototxt)."""
+    path = Path(mean_file)
+    if not path.is_absolute():
+        if not source or not Path(source).is_file():
+            return None
+        path = Path(source).parent / path
+    if not path.is_file():
+        return None
+    from ninport.caffe.io import read_mean_binaryproto
+    from ninport.errors import NinportError, NinportWarning
+
+    try:
+        mean = read_mean_binaryproto(path)
+    except NinportError as exc:
+        warnings.warn(f"mean_file_channel_means not recorded: {exc}", NinportWarning, stacklevel=3)
+        return None
+    return [float(v) for v in mean.reshape(mean.shape[0], -1).mean(axis=1, dtype=np.float64)]
 
 
 @contextlib.contextmanager

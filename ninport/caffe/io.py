@@ -360,3 +360,46 @@ def read_caffemodel_proto(path: str | os.PathLike) -> "object":
     if not net.layer and not net.layers:
         raise ParseError(f"{path}: no layers found; not a Caffe .caffemodel")
     return net
+
+
+def read_mean_binaryproto(path: str | os.PathLike) -> np.ndarray:
+    """Read a Caffe mean file (`.binaryproto`: one serialized BlobProto) as a float32 (C, H, W) array.
+
+    The channels are in the file's order, which for Caffe means is BGR. The shape comes from the
+    blob's `shape` or, in older files, its legacy num/channels/height/width (num must be 1). Empty,
+    truncated or garbage files, and blobs that are not one image (e.g. a weight blob), raise a
+    ParseError naming the file. Like Caffe, `double_data` is used when `data` is absent.
+    """
+    path = Path(path)
+    _check_is_file(path)
+    try:
+        buf = path.read_bytes()
+    except OSError as exc:
+        raise ParseError(f"{path}: cannot read: {exc.strerror}") from None
+    if not buf:
+        raise ParseError(f"{path}: empty file, expected a .binaryproto mean file")
+    try:
+        blob = _read_blob(buf, 0, len(buf))
+    except _Truncated as exc:
+        raise ParseError(f"{path}: truncated or not a .binaryproto mean file (data ends inside a field "
+                         f"near byte {exc.args[0]} of {len(buf)})") from None
+    except ValueError as exc:
+        raise ParseError(f"{path}: not a valid .binaryproto mean file ({exc})") from None
+    if blob.data.size == 0:
+        raise ParseError(f"{path}: no blob data found; not a .binaryproto mean file")
+    if blob.shape is None and blob.legacy_shape is None:
+        raise ParseError(f"{path}: the blob records no shape; not a .binaryproto mean file")
+    shape = blob.recorded_shape
+    if len(shape) == 4 and shape[0] == 1:
+        shape = shape[1:]
+    if len(shape) == 4:
+        raise ParseError(f"{path}: the blob has shape {list(blob.recorded_shape)}, {shape[0]} images; "
+                         "a mean file holds one (1, C, H, W) image")
+    if len(shape) != 3 or any(d <= 0 for d in shape):
+        raise ParseError(f"{path}: the blob has shape {list(blob.recorded_shape)}; "
+                         "a mean file holds one (1, C, H, W) or (C, H, W) image")
+    count = int(np.prod(shape))
+    if blob.data.size != count:
+        raise ParseError(f"{path}: the blob has shape {list(blob.recorded_shape)} ({count} values) "
+                         f"but holds {blob.data.size} values")
+    return np.array(blob.data, dtype=np.float32).reshape(shape)

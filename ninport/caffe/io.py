@@ -6,6 +6,7 @@ so a 500 MB model costs one read and no per-float Python objects.
 """
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import re
@@ -39,14 +40,35 @@ def _check_is_file(path: Path) -> None:
         raise ParseError(f"{path}: is a directory, expected a file")
 
 
+def _read_input(path: Path, expected: str, *, mapped: bool = False):
+    """The bytes of a user's file (memory-mapped if `mapped`), or one ParseError line naming it:
+    missing, a directory, unreadable or empty."""
+    _check_is_file(path)
+    try:
+        data = _open_bytes(path) if mapped else path.read_bytes()
+    except OSError as exc:
+        raise ParseError(f"{path}: cannot read: {exc.strerror}") from None
+    if len(data) == 0:
+        raise ParseError(f"{path}: empty file, expected {expected}")
+    return data
+
+
+@contextlib.contextmanager
+def _wire_errors(path: Path, size: int, expected: str):
+    """Turn the wire reader's failures into one ParseError line naming the file."""
+    try:
+        yield
+    except _Truncated as exc:
+        raise ParseError(f"{path}: truncated or not {expected} (data ends inside a field "
+                         f"near byte {exc.args[0]} of {size})") from None
+    except ValueError as exc:
+        raise ParseError(f"{path}: not a valid {expected.removeprefix('a ')} ({exc})") from None
+
+
 def read_prototxt_text(path: str | os.PathLike) -> str:
     """Read a prototxt as text, refusing binary or empty files with a clear message."""
     path = Path(path)
-    _check_is_file(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ParseError(f"{path}: cannot read: {exc.strerror}") from None
+    raw = _read_input(path, "a Caffe net in prototxt form")
     if b"\x00" in raw[:4096]:
         raise ParseError(f"{path}: looks like a binary file, not a text prototxt "
                          "(was a .caffemodel given where a .prototxt was expected?)")
@@ -55,7 +77,7 @@ def read_prototxt_text(path: str | os.PathLike) -> str:
     except UnicodeDecodeError as exc:
         raise ParseError(f"{path}: not UTF-8 text at byte {exc.start}; is this a prototxt?") from None
     if not text.strip():
-        raise ParseError(f"{path}: empty file, expected a Caffe net in prototxt form")
+        raise ParseError(f"{path}: only whitespace, expected a Caffe net in prototxt form")
     return text
 
 
@@ -317,25 +339,14 @@ def read_caffemodel(path: str | os.PathLike) -> list[RawLayerWeights]:
     read-only views of the mapped file: copy before writing to them.
     """
     path = Path(path)
-    _check_is_file(path)
-    try:
-        buf = _open_bytes(path)
-    except OSError as exc:
-        raise ParseError(f"{path}: cannot read: {exc.strerror}") from None
-    if len(buf) == 0:
-        raise ParseError(f"{path}: empty file, expected a binary .caffemodel")
+    buf = _read_input(path, "a binary .caffemodel", mapped=True)
     layers: list[RawLayerWeights] = []
-    try:
+    with _wire_errors(path, len(buf), "a caffemodel"):
         for number, wire, value in _fields(buf, 0, len(buf)):
             if number == _NET_LAYER and wire == 2:
                 layers.append(_read_layer(buf, *value, _LAYER_NAME, _LAYER_TYPE, _LAYER_BLOBS))
             elif number == _NET_LAYERS_V1 and wire == 2:
                 layers.append(_read_layer(buf, *value, _V1_NAME, _V1_TYPE, _V1_BLOBS))
-    except _Truncated as exc:
-        raise ParseError(f"{path}: truncated or not a caffemodel (data ends inside a field "
-                         f"near byte {exc.args[0]} of {len(buf)})") from None
-    except ValueError as exc:
-        raise ParseError(f"{path}: not a valid caffemodel ({exc})") from None
     if not layers:
         head = bytes(buf[:64])
         hint = " (it looks like text: was a prototxt given as weights?)" if head.isascii() else ""
@@ -348,11 +359,8 @@ def read_caffemodel_proto(path: str | os.PathLike) -> "object":
     from google.protobuf.message import DecodeError
 
     path = Path(path)
-    _check_is_file(path)
+    data = _read_input(path, "a binary .caffemodel")
     net = _caffe_pb2().NetParameter()
-    data = path.read_bytes()
-    if not data:
-        raise ParseError(f"{path}: empty file, expected a binary .caffemodel")
     try:
         net.ParseFromString(data)
     except (DecodeError, RuntimeError, ValueError) as exc:
@@ -371,20 +379,9 @@ def read_mean_binaryproto(path: str | os.PathLike) -> np.ndarray:
     ParseError naming the file. Like Caffe, `double_data` is used when `data` is absent.
     """
     path = Path(path)
-    _check_is_file(path)
-    try:
-        buf = path.read_bytes()
-    except OSError as exc:
-        raise ParseError(f"{path}: cannot read: {exc.strerror}") from None
-    if not buf:
-        raise ParseError(f"{path}: empty file, expected a .binaryproto mean file")
-    try:
+    buf = _read_input(path, "a .binaryproto mean file")
+    with _wire_errors(path, len(buf), "a .binaryproto mean file"):
         blob = _read_blob(buf, 0, len(buf))
-    except _Truncated as exc:
-        raise ParseError(f"{path}: truncated or not a .binaryproto mean file (data ends inside a field "
-                         f"near byte {exc.args[0]} of {len(buf)})") from None
-    except ValueError as exc:
-        raise ParseError(f"{path}: not a valid .binaryproto mean file ({exc})") from None
     if blob.data.size == 0:
         raise ParseError(f"{path}: no blob data found; not a .binaryproto mean file")
     if blob.shape is None and blob.legacy_shape is None:

@@ -28,15 +28,26 @@ def parse_input_shape(text: str | tuple[int, ...] | list[int]) -> tuple[int, ...
     return dims
 
 
+def input_shapes_for(spec: NetSpec, input_shape) -> dict[str, tuple[int, ...]]:
+    """Per-input shapes from what a caller gave: a shape or "1,3,227,227" (the first input), a dict
+    {input: shape}, or a list of "name=1,3,227,227" / "1,3,227,227" strings (the CLI's repeated flag)."""
+    first = next(iter(spec.inputs))
+    if isinstance(input_shape, dict):
+        return {name: parse_input_shape(shape) for name, shape in input_shape.items()}
+    if isinstance(input_shape, list) and input_shape and all(isinstance(v, str) for v in input_shape):
+        shapes: dict[str, tuple[int, ...]] = {}
+        for item in input_shape:
+            name, _, dims = item.rpartition("=")
+            shapes[name.strip() or first] = parse_input_shape(dims)
+        return shapes
+    return {first: parse_input_shape(input_shape)}
+
+
 def load_spec(prototxt: str | os.PathLike, input_shape=None) -> NetSpec:
-    """The deploy NetSpec of a prototxt, with `input_shape` (for the first input) applied."""
+    """The deploy NetSpec of a prototxt, with `input_shape` (see `input_shapes_for`) applied."""
     spec = load_netspec(prototxt)
     if input_shape is not None:
-        if isinstance(input_shape, dict):
-            shapes = {k: parse_input_shape(v) for k, v in input_shape.items()}
-        else:
-            shapes = {next(iter(spec.inputs)): parse_input_shape(input_shape)}
-        spec = spec.with_input_shapes(shapes)
+        spec = spec.with_input_shapes(input_shapes_for(spec, input_shape))
     return spec
 
 
@@ -44,7 +55,7 @@ def load(prototxt: str | os.PathLike, weights: str | os.PathLike | None = None, 
          input_shape=None, seed: int = 0) -> fx.GraphModule:
     """Convert a Caffe net to a torch.fx.GraphModule in eval mode.
 
-    `input_shape` (N, C, H, W, or a "1,3,227,227" string, or a dict per input) overrides the
+    `input_shape` (N, C, H, W, or a "1,3,227,227" string, or a dict per input name) overrides the
     net's own input size. Without `weights` the parameters are seeded random and a warning says so.
     Call the module with the input tensors in the net's input order; it returns the output blob,
     or a tuple in Caffe's output order (sorted by blob name) when there are several.

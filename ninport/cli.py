@@ -188,6 +188,14 @@ def cmd_inspect(args) -> int:
                   f"outputs (Caffe order): {', '.join(spec.outputs)}")
     console.print(f"total: {len(spec.layers)} layers, {table.total_params:,} parameters, "
                   f"{table.total_macs / 1e9:.3f} GMAC per forward at batch {next(iter(spec.inputs.values()))[0]}")
+    if args.weights:
+        from ninport.caffe.io import read_caffemodel
+        from ninport.caffe.weights import attach_weights
+
+        with _progress("reading the caffemodel..."):
+            matched = attach_weights(spec, table, read_caffemodel(args.weights), args.weights)
+        values = sum(array.size for arrays in matched.values() for array in arrays)
+        console.print(f"weights: {args.weights} fits the net: {len(matched)} layers, {values:,} values")
     return EXIT_OK
 
 
@@ -362,23 +370,26 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
         return p
 
-    shape_help = "override the first input's shape, e.g. 1,3,227,227 (batch stays dynamic in ONNX)"
+    shape_help = ("override an input's shape: 1,3,227,227 for the first input, or NAME=1,3,227,227; repeat "
+                  "for several inputs (the batch stays dynamic in ONNX)")
     p = add("convert", "convert a Caffe net to ONNX (and optionally .pt2 / .safetensors)",
             "Write DIR/<stem>.onnx from PROTOTXT and its weights. Without --weights, <stem>.caffemodel beside\n"
             "the prototxt is used; with none found, the net gets seeded RANDOM weights and a warning.")
     p.add_argument("prototxt")
     p.add_argument("--weights", help="the .caffemodel (default: <stem>.caffemodel beside the prototxt)")
     p.add_argument("-o", "--output", default=".", help="output folder (default: current folder)")
-    p.add_argument("--input-shape", help=shape_help)
+    p.add_argument("--input-shape", action="append", metavar="[NAME=]N,C,H,W", help=shape_help)
     p.add_argument("--format", default="onnx", help="comma-separated: onnx, pt2, safetensors (default: onnx)")
     p.add_argument("--no-check", action="store_true",
                    help="skip running the ONNX file in onnxruntime against the torch model")
     p.set_defaults(func=cmd_convert)
 
     p = add("inspect", "show the layer table: shapes, parameters, MACs",
-            "Print every layer with bottom → top, output shape, parameters and MACs, with totals.")
+            "Print every layer with bottom → top, output shape, parameters and MACs, with totals;\n"
+            "with --weights, also check that the caffemodel fits the net (names, blob counts, shapes).")
     p.add_argument("prototxt")
-    p.add_argument("--input-shape", help=shape_help)
+    p.add_argument("--weights", help="a .caffemodel to check against the net")
+    p.add_argument("--input-shape", action="append", metavar="[NAME=]N,C,H,W", help=shape_help)
     p.set_defaults(func=cmd_inspect)
 
     p = add("verify", "per-blob parity report against Caffe's outputs, OpenCV and onnxruntime",
@@ -388,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", help="golden folder or prototxt")
     p.add_argument("--weights", help="the .caffemodel")
     p.add_argument("--golden", help="golden folder with inputs.npz and blobs.npz to compare against")
-    p.add_argument("--input-shape", help=shape_help)
+    p.add_argument("--input-shape", action="append", metavar="[NAME=]N,C,H,W", help=shape_help)
     p.add_argument("--tolerance", type=float, default=1e-5, help="max relative error (default 1e-5)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs when no golden folder")
     p.add_argument("--no-opencv", action="store_true", help="skip the OpenCV cross-check")

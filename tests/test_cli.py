@@ -188,3 +188,13 @@ def test_unexpected_exception_is_an_internal_error_with_debug_hint(monkeypatch, 
     assert cli.main(["inspect", str(NIN_DEPLOY)]) == cli.EXIT_INTERNAL
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "internal error: RuntimeError: simulated bug" in err[0] and "--debug" in err[0]
+
+
+def test_inspect_checks_that_weights_fit():
+    case = VENDORED_GOLDEN / "mini_resnet"
+    good = run_cli("inspect", str(case / "net.prototxt"), "--weights", str(case / "weights.caffemodel"))
+    assert good.returncode == 0, good.stderr
+    assert "fits the net: 9 layers" in good.stdout
+    bad = run_cli("inspect", str(VENDORED_GOLDEN / "conv_group2" / "net.prototxt"), "--weights",
+                  str(case / "weights.caffemodel"))
+    _assert_one_line_error(bad, "another net")

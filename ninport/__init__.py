@@ -1,19 +1,39 @@
-"""ninport: Caffe models (prototxt + caffemodel) to PyTorch and ONNX, without Caffe."""
-from ninport.api import load, load_spec, parse_input_shape
-from ninport.artifacts import convert_files, write_pt2, write_safetensors
-from ninport.convert.graph import forward_blobs
+"""ninport: Caffe models (prototxt + caffemodel) to PyTorch and ONNX, without Caffe.
+
+Names are imported on first use, so `import ninport` (and commands such as `ninport inspect` or
+`ninport upgrade`, which never need torch) start without loading torch or the ONNX exporter.
+"""
+from __future__ import annotations
+
+import importlib
+
 from ninport.errors import (ExportError, NinportError, NinportWarning, ParseError, PreprocessError, ShapeError,
                             UnsupportedLayerError, WeightsError)
 
 __version__ = "0.1.0"
 
+_LAZY = {
+    "load": "ninport.api",
+    "load_spec": "ninport.api",
+    "parse_input_shape": "ninport.api",
+    "forward_blobs": "ninport.convert.graph",
+    "export_onnx": "ninport.onnx",
+    "convert_files": "ninport.artifacts",
+    "write_pt2": "ninport.artifacts",
+    "write_safetensors": "ninport.artifacts",
+}
 
-def export_onnx(*args, **kwargs):
-    """Export a module from `load()` to ONNX; see ninport.onnx.export_onnx (imported lazily: onnxscript is heavy)."""
-    from ninport.onnx import export_onnx as _export_onnx
-
-    return _export_onnx(*args, **kwargs)
+__all__ = [*_LAZY, "NinportError", "ParseError", "WeightsError", "UnsupportedLayerError", "ShapeError",
+           "ExportError", "PreprocessError", "NinportWarning", "__version__"]
 
 
-__all__ = ["load", "load_spec", "export_onnx", "convert_files", "write_pt2", "write_safetensors", "parse_input_shape", "forward_blobs", "NinportError", "ParseError",
-           "WeightsError", "UnsupportedLayerError", "ShapeError", "ExportError", "PreprocessError", "NinportWarning", "__version__"]
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'ninport' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

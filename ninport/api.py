@@ -4,14 +4,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from torch import fx
+from typing import TYPE_CHECKING
 
 from ninport.caffe import io
 from ninport.caffe.shapes import infer_shapes
 from ninport.caffe.spec import NetSpec, load_netspec
 from ninport.caffe.weights import attach_weights, random_weights
-from ninport.convert.graph import build_graph_module, warn_random_weights
 from ninport.errors import ShapeError
+
+if TYPE_CHECKING:  # torch is imported by load() only, so reading and inspecting nets stays light
+    from torch import fx
 
 
 def parse_input_shape(text: str | tuple[int, ...] | list[int]) -> tuple[int, ...]:
@@ -52,7 +54,7 @@ def load_spec(prototxt: str | os.PathLike, input_shape=None) -> NetSpec:
 
 
 def load(prototxt: str | os.PathLike, weights: str | os.PathLike | None = None, *,
-         input_shape=None, seed: int = 0) -> fx.GraphModule:
+         input_shape=None, seed: int = 0) -> "fx.GraphModule":
     """Convert a Caffe net to a torch.fx.GraphModule in eval mode.
 
     `input_shape` (N, C, H, W, or a "1,3,227,227" string, or a dict per input name) overrides the
@@ -60,6 +62,8 @@ def load(prototxt: str | os.PathLike, weights: str | os.PathLike | None = None, 
     Call the module with the input tensors in the net's input order; it returns the output blob,
     or a tuple in Caffe's output order (sorted by blob name) when there are several.
     """
+    from ninport.convert.graph import build_graph_module, warn_random_weights
+
     spec = load_spec(prototxt, input_shape)
     table = infer_shapes(spec)
     if weights is None:

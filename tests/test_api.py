@@ -27,3 +27,21 @@ def test_named_input_shape_on_the_command_line(tmp_path):
                      "data=2,4,15,15")
     assert result.returncode == 0, result.stderr
     assert "data [2, 4, 15, 15]" in result.stdout
+
+
+def test_reading_and_inspecting_do_not_import_torch():
+    """`ninport inspect` and `upgrade` start in a fraction of torch's import time; keep it so."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    code = ("import sys, ninport, ninport.cli\n"
+            "from ninport.caffe.shapes import infer_shapes\n"
+            "infer_shapes(ninport.load_spec(sys.argv[1]))\n"
+            "ninport.cli.build_parser()\n"
+            "print('torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code, str(NIN_DEPLOY)], capture_output=True, text=True,
+                            cwd=REPO, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"

@@ -111,3 +111,28 @@ def test_shape_rules_and_converters_cover_the_same_types():
     from ninport.caffe.shapes import SHAPE_FUNCTIONS
 
     assert set(SHAPE_FUNCTIONS) == set(supported_layer_types())
+
+
+@pytest.mark.parametrize("param,expected", [
+    ("shape { dim: 0 dim: -1 }", (2, 60)),
+    ("axis: 1 num_axes: 2 shape { dim: 12 }", (2, 12, 5)),
+    ("axis: -1 num_axes: 0 shape { dim: 1 }", (2, 3, 4, 5, 1)),
+    ("axis: 0 num_axes: 0 shape { dim: 1 }", (1, 2, 3, 4, 5)),
+    ("axis: 2 shape { dim: 2 dim: -1 dim: 5 }", (2, 3, 2, 2, 5)),
+])
+def test_reshape_axis_and_num_axes_follow_caffe(tmp_path, param, expected):
+    """Caffe's reshape_param examples: 0 copies, -1 infers, axis/num_axes pick the replaced range."""
+    proto, _ = _write_net(tmp_path, f'layer {{ name: "r" type: "Reshape" bottom: "data" top: "y" '
+                                    f'reshape_param {{ {param} }} }}\n')
+    x = _x(6)
+    module = ninport.load(proto)
+    out = module(torch.from_numpy(x)).numpy()
+    assert out.shape == expected
+    np.testing.assert_array_equal(out.ravel(), x.ravel())
+    # the batch stays dynamic: the exported file reshapes a batch of 6 the same way torch does
+    from ninport.artifacts import verify_onnx
+    from ninport.onnx import export_onnx
+
+    big = np.concatenate([x] * 3)
+    (got,) = verify_onnx(export_onnx(module, tmp_path / "r.onnx"), {"data": big})
+    np.testing.assert_array_equal(got, module(torch.from_numpy(big)).numpy())

@@ -109,23 +109,25 @@ def flatten(ctx: LayerContext) -> nn.Module:
 
 
 class Reshape(nn.Module):
-    """Target shape with the batch axis kept symbolic (-1 when Caffe copies or infers it)."""
+    """Caffe's Reshape, evaluated on the actual input so the batch stays dynamic in ONNX:
+    axes [axis, end) are replaced by `spec`, where 0 copies the input's dim and -1 is inferred."""
 
-    def __init__(self, shape: list[int]):
+    def __init__(self, axis: int, end: int, spec: list[int]):
         super().__init__()
-        self.shape = shape
+        self.axis, self.end, self.spec = axis, end, spec
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.reshape(x, self.shape)
+        middle = [x.shape[self.axis + i] if d == 0 else d for i, d in enumerate(self.spec)]
+        return torch.reshape(x, [*x.shape[: self.axis], *middle, *x.shape[self.end:]])
 
 
 @converter("Reshape")
 def reshape(ctx: LayerContext) -> nn.Module:
-    bottom, top = ctx.bottom_shapes[0], list(ctx.top_shapes[0])
-    # Keep the batch dynamic: if the leading axis passes through unchanged, let reshape infer it.
-    if top and bottom and top[0] == bottom[0] and len(top) > 1:
-        top[0] = -1
-    return Reshape(top)
+    p = ctx.proto.reshape_param
+    ndim = len(ctx.bottom_shapes[0])
+    axis = p.axis if p.axis >= 0 else ndim + 1 + p.axis
+    end = ndim if p.num_axes == -1 else axis + p.num_axes
+    return Reshape(axis, end, [int(d) for d in p.shape.dim])
 
 
 class Crop(nn.Module):

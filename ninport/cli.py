@@ -17,6 +17,8 @@ EXAMPLES = {
     "inspect": "ninport inspect reference_models/nin_imagenet/deploy.prototxt --input-shape 1,3,227,227",
     "verify": "ninport verify tests/fixtures/caffe-golden/mini_resnet",
     "upgrade": "ninport upgrade reference_models/nin_imagenet/train_val.prototxt -o train_val_new.prototxt",
+    "predict": "ninport predict reference_models/nin_imagenet/deploy.prototxt --weights nin_imagenet.caffemodel "
+               "cat.jpg --mean-values 104,117,123 --resize 256 --crop 224 --labels synset_words.txt",
 }
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERNAL, EXIT_FAILED_PARITY = 0, 1, 2, 3
@@ -336,6 +338,71 @@ def _print_reports(reports, skipped, source_of_inputs: str) -> None:
         console.print(f"skipped {line}")
 
 
+# --- predict ---------------------------------------------------------------------------------
+
+
+def cmd_predict(args) -> int:
+    import json
+
+    import torch
+
+    import ninport
+    from ninport.api import default_weights_path
+    from ninport.caffe.io import read_mean_binaryproto
+    from ninport.errors import PreprocessError
+    from ninport.predict import read_image, read_labels, resize_image, top_classes
+    from ninport.preprocess import caffe_transform
+
+    prototxt = Path(args.prototxt)
+    weights = args.weights or default_weights_path(prototxt)
+    with _warnings_as_lines(), _progress("reading the net..."):
+        module = ninport.load(prototxt, weights)
+    meta = module.meta["ninport"]
+    (input_name, input_shape), *others = meta["inputs"].items()
+    if others or len(input_shape) != 4:
+        raise PreprocessError(f"{prototxt}: predict needs a net with one N,C,H,W image input")
+    pre = meta.get("preprocess")
+    mean = read_mean_binaryproto(args.mean_file) if args.mean_file else None
+    mean_values = [float(v) for v in args.mean_values.split(",")] if args.mean_values else []
+    if mean is None and not mean_values and pre is not None:
+        mean_values = list(pre.mean_values)
+        if pre.mean_file and Path(prototxt.parent, pre.mean_file).is_file():
+            mean = read_mean_binaryproto(Path(prototxt.parent, pre.mean_file))
+    crop = args.crop if args.crop is not None else (pre.crop_size if pre is not None and pre.crop_size else 0)
+    scale = args.scale if args.scale is not None else (pre.scale if pre is not None else 1.0)
+    height, width = input_shape[2:]
+    if args.resize:
+        size = ninport.parse_input_shape(args.resize)
+        resize_to = (size[0], size[-1])
+    elif mean is not None:
+        resize_to = tuple(mean.shape[1:])
+    else:
+        resize_to = (height, width) if not crop else (max(height, crop), max(width, crop))
+    labels = read_labels(args.labels) if args.labels else None
+    results = []
+    for image_path in args.images:
+        image = resize_image(read_image(image_path), *resize_to)
+        blob = caffe_transform(image, crop_size=crop, mean=mean, mean_values=mean_values, scale=scale)
+        if blob.shape[1:] != tuple(input_shape[1:]):
+            raise PreprocessError(f"{image_path}: preprocessing gives {list(blob.shape[1:])}, the net takes "
+                                  f"{list(input_shape[1:])}; adjust --resize/--crop")
+        with torch.no_grad():
+            out = module(torch.from_numpy(blob))
+        scores = (out[0] if isinstance(out, tuple) else out).numpy()
+        results.append((str(image_path), top_classes(scores, args.top)))
+    if args.json:
+        print(json.dumps([{"image": img, "top": [{"class": c, "score": sc, **({"label": labels[c]} if labels and
+                                                                              c < len(labels) else {})}
+                                                  for c, sc in top]} for img, top in results], indent=2))
+        return EXIT_OK
+    for img, top in results:
+        print(img)
+        for rank, (c, sc) in enumerate(top, 1):
+            label = f"  {labels[c]}" if labels and c < len(labels) else ""
+            print(f"  {rank}. class {c:<5d} score {sc:.6g}{label}")
+    return EXIT_OK
+
+
 # --- upgrade ---------------------------------------------------------------------------------
 
 
@@ -405,6 +472,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-opencv", action="store_true", help="skip the OpenCV cross-check")
     p.add_argument("--no-onnx", action="store_true", help="skip the onnxruntime check")
     p.set_defaults(func=cmd_verify)
+
+    p = add("predict", "classify images with a converted net, preprocessed as Caffe did",
+            "Read each image as BGR 0-255 (OpenCV or Pillow; or an HxWxC .npy array), resize it (default: the\n"
+            "mean file's size, else the net's input size), then crop, subtract the mean and scale as Caffe's\n"
+            "DataTransformer; the net's data layer supplies crop/mean/scale unless given here. Prints the top\n"
+            "classes of the first output.")
+    p.add_argument("prototxt")
+    p.add_argument("images", nargs="+", help="image files (.jpg, .png, ...) or HxWxC BGR .npy arrays")
+    p.add_argument("--weights", help="the .caffemodel (default: <stem>.caffemodel beside the prototxt)")
+    p.add_argument("--mean-file", help="a .binaryproto mean image")
+    p.add_argument("--mean-values", help="per-channel means in BGR order, e.g. 104,117,123")
+    p.add_argument("--scale", type=float, help="multiply after mean subtraction (Caffe's transform_param.scale)")
+    p.add_argument("--crop", type=int, help="center crop size (default: the data layer's crop_size)")
+    p.add_argument("--resize", help="resize to H,W before cropping, e.g. 256,256")
+    p.add_argument("--labels", help="class names, one per line (e.g. synset_words.txt)")
+    p.add_argument("--top", type=int, default=5, help="how many classes to show (default 5)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=cmd_predict)
 
     p = add("upgrade", "rewrite a V0/V1 prototxt or caffemodel in the current format",
             "Like Caffe's upgrade_net_proto_text / upgrade_net_proto_binary: a .prototxt is written as text,\n"

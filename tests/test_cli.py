@@ -19,7 +19,7 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 
 def test_version_and_help():
     assert run_cli("--version").stdout.startswith("ninport ")
-    for verb in ("convert", "inspect", "verify", "upgrade"):
+    for verb in ("convert", "inspect", "verify", "upgrade", "predict"):
         result = run_cli(verb, "--help")
         assert result.returncode == 0 and "Example:" in result.stdout and f"ninport {verb}" in result.stdout
 

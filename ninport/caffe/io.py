@@ -94,6 +94,7 @@ def parse_net_text(text: str, source: str) -> "object":
         # protobuf quotes the offending line; a one-line net would put the whole file in the message.
         message = re.sub(r"'([^']{80})[^']+'", r"'\1...'", " ".join(str(exc).split()))
         message = " ".join(w if len(w) <= 80 else w[:77] + "..." for w in message.split())
+        message = re.sub(r"^(\d+:\d+) : ", r"\1: ", message)
         raise ParseError(f"{source}:{message}" if message[:1].isdigit() else f"{source}: {message}") from None
     return net
 

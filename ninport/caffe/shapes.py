@@ -543,6 +543,11 @@ def infer_shapes(spec: NetSpec) -> ShapeTable:
     total_activations = sum(math.prod(s) for s in blobs.values())
     for layer in spec.layers:
         fn = SHAPE_FUNCTIONS.get(layer.type)
+        if fn is None and layer.type == "Python":
+            p = layer.proto.python_param
+            raise UnsupportedLayerError(
+                f"{layer.where(spec.source)}: a Python layer runs code that is not in the Caffe files "
+                f"({p.module or '?'}.{p.layer or '?'}); replace it with standard layers or convert without it")
         if fn is None:
             raise UnsupportedLayerError(
                 f"{layer.where(spec.source)}: layer type {layer.type!r} is not supported; supported types: "

@@ -497,3 +497,16 @@ def test_single_top_split_or_slice_runs(tmp_path, kind):
         module = ninport.load(write(tmp_path, text))
     out = module(torch.zeros(1, 4, 12, 12))
     assert isinstance(out, torch.Tensor) and out.shape == (1, 5)
+
+
+def test_python_layer_is_explained(tmp_path):
+    text = NET + ('layer { name: "py" type: "Python" bottom: "fc" top: "py" '
+                  'python_param { module: "my_layers" layer: "Custom" } }\n')
+    message = fails(ninport.UnsupportedLayerError, ninport.load, write(tmp_path, text))
+    assert 'layer "py" (Python)' in message and "my_layers.Custom" in message
+
+
+def test_syntax_error_reads_file_line_col_colon(tmp_path):
+    path = write(tmp_path, 'name: "x"\nlayer {\n  name: "c" typo_field: 3\n}\n')
+    message = fails(ninport.ParseError, ninport.load_spec, path)
+    assert message.startswith(f"{path}:3:") and " : " not in message

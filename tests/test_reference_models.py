@@ -420,3 +420,23 @@ def test_synthetic_weights_match_opencv(net, tmp_path):
         err = relative_error(a, e)
         assert err <= 1e-4, f"{net}: blob {blob!r} relative error {err:.3g} vs OpenCV"
     assert got[out].shape == out_shape
+
+
+# --------------------------------------------------------- ONNX of every classic net ----
+
+@pytest.mark.parametrize("net", [n for n in NETS if n != "vgg16"])  # VGG16's 550 MB file: skipped for time
+def test_onnx_export_runs_with_torch_numbers(net, tmp_path):
+    """LRN, Concat, BatchNorm+Scale, depthwise convs and ceil pooling all survive the ONNX trip."""
+    from ninport.artifacts import verify_onnx
+    from ninport.onnx import export_onnx
+
+    size = SIZE[net]
+    weights = tmp_path / "w.caffemodel"
+    write_caffemodel(weights, net, synthetic_weights(net))
+    module = quiet_load(deploy(net), weights, input_shape=(1, 3, size, size))
+    x = np.random.default_rng(1).uniform(-1, 1, (2, 3, size, size)).astype(np.float32)
+    path = export_onnx(module, tmp_path / "net.onnx")
+    got = verify_onnx(path, {next(iter(module.meta["ninport"]["inputs"])): x})[0]
+    with torch.no_grad():
+        expected = module(torch.from_numpy(x)).numpy()
+    assert relative_error(got, expected) <= 1e-4

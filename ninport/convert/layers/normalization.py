@@ -102,20 +102,22 @@ class AddSecondBottom(nn.Module):
         return x + bias.reshape(self.view_shape)
 
 
-def _param_axes(ctx: LayerContext, axis: int, num_axes: int) -> tuple[int, tuple[int, ...]]:
+def _param_view(ctx: LayerContext, axis: int, num_axes: int) -> list[int]:
+    """The shape that broadcasts a Scale/Bias parameter (or second bottom) against the first bottom."""
     shape = ctx.bottom_shapes[0]
     axis = canonical_axis(axis, len(shape))
     if len(ctx.bottom_shapes) == 2:
-        return axis, tuple(ctx.bottom_shapes[1])
-    end = len(shape) if num_axes == -1 else axis + num_axes
-    return axis, tuple(shape[axis:end])
+        pshape = tuple(ctx.bottom_shapes[1])
+    else:
+        end = len(shape) if num_axes == -1 else axis + num_axes
+        pshape = tuple(shape[axis:end])
+    return _broadcast_shape(len(shape), axis, pshape)
 
 
 @converter("Scale")
 def scale(ctx: LayerContext) -> nn.Module:
     p = ctx.proto.scale_param
-    axis, pshape = _param_axes(ctx, p.axis, p.num_axes)
-    view = _broadcast_shape(len(ctx.bottom_shapes[0]), axis, pshape)
+    view = _param_view(ctx, p.axis, p.num_axes)
     if len(ctx.bottom_shapes) == 2:
         bias = ctx.parameter(0) if p.bias_term else None
         return ScaleBias(view, None, bias)
@@ -127,8 +129,7 @@ def scale(ctx: LayerContext) -> nn.Module:
 @converter("Bias")
 def bias(ctx: LayerContext) -> nn.Module:
     p = ctx.proto.bias_param
-    axis, pshape = _param_axes(ctx, p.axis, p.num_axes)
-    view = _broadcast_shape(len(ctx.bottom_shapes[0]), axis, pshape)
+    view = _param_view(ctx, p.axis, p.num_axes)
     if len(ctx.bottom_shapes) == 2:
         return AddSecondBottom(view)
     return ScaleBias(view, None, ctx.parameter(0))

@@ -36,7 +36,7 @@ VENDORED_GOLDEN = Path(__file__).resolve().parent / "fixtures" / "caffe-golden"
 TOTAL_EXAMPLES = int(os.environ.get("NINPORT_FUZZ_EXAMPLES", "150"))
 # Share of the total per test: text mutations find the most, so they get the most.
 SHARES = {"text": 0.4, "caffemodel": 0.25, "both": 0.15, "bytes": 0.2}
-# Seconds one example may take before it counts as a hang (hypothesis' deadline is per call).
+# Seconds one example may take before it counts as a hang (checked by hang_guard, not a speed target).
 HANG_SECONDS = 20
 # Above this many elements (activations + weights) a mutated net that loaded is not run:
 # the check is that loading failed cleanly or succeeded, not how fast torch convolves.
@@ -79,7 +79,9 @@ def hang_guard(seconds: int = HANG_SECONDS):
 
 
 def fuzz_settings(share: str):
-    return settings(max_examples=max(1, math.ceil(TOTAL_EXAMPLES * SHARES[share])), deadline=2000,
+    # No per-example deadline (a timing assertion that flakes on a loaded machine); `hang_guard`
+    # catches real hangs.
+    return settings(max_examples=max(1, math.ceil(TOTAL_EXAMPLES * SHARES[share])), deadline=None,
                     derandomize=os.environ.get("NINPORT_FUZZ_RANDOM") is None, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                            HealthCheck.filter_too_much])

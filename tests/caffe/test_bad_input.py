@@ -5,7 +5,8 @@ Never a traceback from deep inside protobuf, numpy or torch, never a hang, never
 from __future__ import annotations
 
 import re
-import time
+import tracemalloc
+from contextlib import contextmanager
 import warnings
 from pathlib import Path
 
@@ -57,6 +58,19 @@ def fails(exc_type, fn, *args, **kwargs) -> str:
 
 def load_fails(exc_type, prototxt, weights=None, **kwargs) -> str:
     return fails(exc_type, ninport.load, prototxt, weights, **kwargs)
+
+@contextmanager
+def allocates_little(limit: int = 64 << 20):
+    """Refused before anything big is allocated: Python/numpy's peak stays under `limit` bytes.
+    (A memory bound, not a timing one: timings flake on shared machines.)"""
+    tracemalloc.start()
+    try:
+        yield
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < limit, f"peak allocation {peak:,} bytes"
+
 
 
 # --- prototxt text ----------------------------------------------------------------------------
@@ -191,26 +205,24 @@ def test_zero_num_output(tmp_path):
     ("fc", "num_output: 5", "num_output: 2000000000"),
     ("conv1", "num_output: 8 kernel_size: 3 group: 2", "num_output: 2000000000 kernel_size: 3"),
 ])
-def test_absurd_num_output_fails_fast_naming_the_layer(tmp_path, layer, old, new):
+def test_absurd_num_output_fails_before_allocating_naming_the_layer(tmp_path, layer, old, new):
     path = write(tmp_path, NET.replace(old, new))
-    start = time.perf_counter()
-    message = load_fails(ShapeError, path)
-    assert time.perf_counter() - start < 0.5
+    with allocates_little():
+        message = load_fails(ShapeError, path)
     assert f'layer "{layer}"' in message and "2,000,000,000" in message.replace("2000000000", "2,000,000,000")
 
 
-def test_absurd_input_size_fails_fast(tmp_path):
+def test_absurd_input_size_fails_before_allocating(tmp_path):
     path = write(tmp_path, NET.replace("dim: 12 dim: 12", "dim: 1000000 dim: 1000000"))
-    start = time.perf_counter()
-    message = load_fails(ShapeError, path)
-    assert time.perf_counter() - start < 0.5 and "'data'" in message
+    with allocates_little():
+        message = load_fails(ShapeError, path)
+    assert "'data'" in message
 
 
-def test_absurd_input_shape_override_fails_fast(tmp_path):
-    start = time.perf_counter()
-    load_fails(ShapeError, write(tmp_path, NET), input_shape=(1, 4, 10 ** 6, 10 ** 6))
-    load_fails(ShapeError, write(tmp_path, NET), input_shape="1,4,-3,12")
-    assert time.perf_counter() - start < 0.5
+def test_absurd_input_shape_override_fails_before_allocating(tmp_path):
+    with allocates_little():
+        load_fails(ShapeError, write(tmp_path, NET), input_shape=(1, 4, 10 ** 6, 10 ** 6))
+        load_fails(ShapeError, write(tmp_path, NET), input_shape="1,4,-3,12")
 
 
 def test_total_weights_implausible(tmp_path):
@@ -219,18 +231,18 @@ def test_total_weights_implausible(tmp_path):
         f'layer {{ name: "fc{i}" type: "InnerProduct" bottom: "data" top: "fc{i}" '
         f"inner_product_param {{ num_output: 2000000 }} }}\n" for i in range(4))
     text = 'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 1000 } } }\n' + layers
-    start = time.perf_counter()
-    message = load_fails(ShapeError, write(tmp_path, text))
-    assert time.perf_counter() - start < 0.5 and 'layer "fc' in message
+    with allocates_little():
+        message = load_fails(ShapeError, write(tmp_path, text))
+    assert 'layer "fc' in message
 
 
 def test_pooling_stride_far_past_input_fails_before_padding(tmp_path):
     # pad 0, stride >> kernel: Caffe keeps a last window far past the input; the padded input
     # that window implies would be ~68 GB.
     text = NET.replace("pool: MAX kernel_size: 2 stride: 2", "pool: MAX kernel_size: 2 stride: 2000000000")
-    start = time.perf_counter()
-    message = load_fails(ShapeError, write(tmp_path, text))
-    assert time.perf_counter() - start < 0.5 and 'layer "pool1"' in message
+    with allocates_little():
+        message = load_fails(ShapeError, write(tmp_path, text))
+    assert 'layer "pool1"' in message
 
 
 def test_group_not_dividing_channels(tmp_path):
@@ -399,9 +411,9 @@ def test_prototxt_given_as_caffemodel(tmp_path, v1_case):
 def test_huge_length_prefix_is_not_allocated(tmp_path):
     # field 100 (layer), length varint of 2**62: must fail as truncated, at once.
     data = bytes([0xA2, 0x06]) + b"\xff" * 8 + b"\x3f"
-    start = time.perf_counter()
-    message = fails(ParseError, io.read_caffemodel, write(tmp_path, data, "w.caffemodel"))
-    assert time.perf_counter() - start < 0.5 and "w.caffemodel" in message
+    with allocates_little():
+        message = fails(ParseError, io.read_caffemodel, write(tmp_path, data, "w.caffemodel"))
+    assert "w.caffemodel" in message
 
 
 def test_overlong_varint(tmp_path):

@@ -287,7 +287,9 @@ def cmd_verify(args) -> int:
     if golden is not None:
         reports.append(compare_blobs(blobs, golden.blobs(), order, f"Caffe (golden {golden.folder.name})", args.tolerance))
     deviation = opencv_known_deviation(ninport.load_spec(prototxt).layers)
-    if not args.no_opencv and deviation:
+    if not args.no_opencv and weights is None and module.state_dict():
+        skipped.append("OpenCV: no caffemodel given, so OpenCV and ninport would not share weights")
+    elif not args.no_opencv and deviation:
         skipped.append(f"OpenCV: {deviation}; Caffe's golden outputs are the reference here")
     elif not args.no_opencv:
         with _progress("running OpenCV's Caffe importer..."):

@@ -198,3 +198,11 @@ def test_inspect_checks_that_weights_fit():
     bad = run_cli("inspect", str(VENDORED_GOLDEN / "conv_group2" / "net.prototxt"), "--weights",
                   str(case / "weights.caffemodel"))
     _assert_one_line_error(bad, "another net")
+
+
+def test_verify_without_weights_does_not_compare_opencv_on_different_weights():
+    result = run_cli("verify", str(VENDORED_GOLDEN / "conv_group2" / "net.prototxt"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "skipped OpenCV: no caffemodel given" in result.stdout
+    assert "onnxruntime (exported ONNX): 1 blobs compared: PASS" in result.stdout
+    assert "RANDOM weights" in result.stderr

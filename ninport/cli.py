@@ -160,8 +160,25 @@ def _fmt_count(n: int) -> str:
     return str(n) if n else ""
 
 
-def cmd_inspect(args) -> int:
+def layer_rows(spec, table) -> list[dict]:
+    """One dict per layer: what `inspect` shows, for the table and for --json."""
     import math
+
+    rows = []
+    for layer in spec.layers:
+        shapes = table.layers[layer.name]
+        rows.append({
+            "layer": layer.name, "type": layer.type, "bottoms": list(layer.bottoms), "tops": list(layer.tops),
+            "in_place": bool(layer.bottoms) and layer.bottoms == layer.tops,
+            "output_shapes": [list(table.blobs[t]) for t in layer.tops],
+            "parameters": layer_summary(layer),
+            "weights": sum(math.prod(s) for s in shapes.params), "macs": shapes.macs,
+        })
+    return rows
+
+
+def cmd_inspect(args) -> int:
+    import json
 
     from rich.table import Table
 
@@ -170,34 +187,41 @@ def cmd_inspect(args) -> int:
 
     spec = load_spec(args.prototxt, args.input_shape)
     table = infer_shapes(spec)
-    out = Table(title=f"{spec.name or Path(args.prototxt).stem}  ({spec.source_format} format, {spec.source})")
-    for column in ("layer", "type", "bottom → top", "output shape", "parameters", "weights", "MACs"):
-        out.add_column(column, justify="right" if column in ("weights", "MACs") else "left")
-    for name, shape in spec.inputs.items():
-        out.add_row(name, "Input", f"→ {name}", "x".join(map(str, shape)), "", "", "")
-    for layer in spec.layers:
-        shapes = table.layers[layer.name]
-        arrow = f"{', '.join(layer.bottoms)} → {', '.join(layer.tops)}"
-        if layer.bottoms == layer.tops:
-            arrow += " (in place)"
-        out_shape = "; ".join("x".join(map(str, table.blobs[t])) for t in layer.tops)
-        n_params = sum(math.prod(s) for s in shapes.params)
-        out.add_row(layer.name, layer.type, arrow, out_shape, layer_summary(layer), f"{n_params:,}" if n_params else "",
-                    _fmt_count(shapes.macs))
-    console = _console()
-    console.print(out)
-    console.print(f"inputs: {', '.join(f'{k} {list(v)}' for k, v in spec.inputs.items())}   "
-                  f"outputs (Caffe order): {', '.join(spec.outputs)}")
-    console.print(f"total: {len(spec.layers)} layers, {table.total_params:,} parameters, "
-                  f"{table.total_macs / 1e9:.3f} GMAC per forward at batch {next(iter(spec.inputs.values()))[0]}")
+    rows = layer_rows(spec, table)
+    fits = None
     if args.weights:
         from ninport.caffe.io import read_caffemodel
         from ninport.caffe.weights import attach_weights
 
         with _progress("reading the caffemodel..."):
             matched = attach_weights(spec, table, read_caffemodel(args.weights), args.weights)
-        values = sum(array.size for arrays in matched.values() for array in arrays)
-        console.print(f"weights: {args.weights} fits the net: {len(matched)} layers, {values:,} values")
+        fits = (len(matched), sum(array.size for arrays in matched.values() for array in arrays))
+    if args.json:
+        print(json.dumps({
+            "name": spec.name, "source": spec.source, "format": spec.source_format,
+            "inputs": {k: list(v) for k, v in spec.inputs.items()}, "outputs": spec.outputs, "layers": rows,
+            "total_weights": table.total_params, "total_macs": table.total_macs,
+            **({"weights_file": str(args.weights), "weights_fit": True} if fits else {}),
+        }, indent=2))
+        return EXIT_OK
+    out = Table(title=f"{spec.name or Path(args.prototxt).stem}  ({spec.source_format} format, {spec.source})")
+    for column in ("layer", "type", "bottom → top", "output shape", "parameters", "weights", "MACs"):
+        out.add_column(column, justify="right" if column in ("weights", "MACs") else "left")
+    for name, shape in spec.inputs.items():
+        out.add_row(name, "Input", f"→ {name}", "x".join(map(str, shape)), "", "", "")
+    for row in rows:
+        arrow = f"{', '.join(row['bottoms'])} → {', '.join(row['tops'])}" + (" (in place)" if row["in_place"] else "")
+        out_shape = "; ".join("x".join(map(str, s)) for s in row["output_shapes"])
+        out.add_row(row["layer"], row["type"], arrow, out_shape, row["parameters"],
+                    f"{row['weights']:,}" if row["weights"] else "", _fmt_count(row["macs"]))
+    console = _console()
+    console.print(out)
+    console.print(f"inputs: {', '.join(f'{k} {list(v)}' for k, v in spec.inputs.items())}   "
+                  f"outputs (Caffe order): {', '.join(spec.outputs)}")
+    console.print(f"total: {len(spec.layers)} layers, {table.total_params:,} parameters, "
+                  f"{table.total_macs / 1e9:.3f} GMAC per forward at batch {next(iter(spec.inputs.values()))[0]}")
+    if fits:
+        console.print(f"weights: {args.weights} fits the net: {fits[0]} layers, {fits[1]:,} values")
     return EXIT_OK
 
 
@@ -458,6 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
             "with --weights, also check that the caffemodel fits the net (names, blob counts, shapes).")
     p.add_argument("prototxt")
     p.add_argument("--weights", help="a .caffemodel to check against the net")
+    p.add_argument("--json", action="store_true", help="print the table as JSON")
     p.add_argument("--input-shape", action="append", metavar="[NAME=]N,C,H,W", help=shape_help)
     p.set_defaults(func=cmd_inspect)
 

@@ -206,3 +206,16 @@ def test_verify_without_weights_does_not_compare_opencv_on_different_weights():
     assert "skipped OpenCV: no caffemodel given" in result.stdout
     assert "onnxruntime (exported ONNX): 1 blobs compared: PASS" in result.stdout
     assert "RANDOM weights" in result.stderr
+
+
+def test_inspect_json_has_the_nin_table():
+    import json
+
+    result = run_cli("inspect", str(NIN_DEPLOY), "--input-shape", "1,3,227,227", "--json")
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    shapes = {row["layer"]: row["output_shapes"][0] for row in info["layers"]}
+    assert [shapes[l][2] for l in ("conv1", "pool0", "pool2", "pool3", "pool4")] == [55, 27, 13, 6, 1]
+    assert info["total_weights"] == 7_595_176 and info["outputs"] == ["pool4"]
+    relu0 = next(row for row in info["layers"] if row["layer"] == "relu0")
+    assert relu0["in_place"] and relu0["weights"] == 0

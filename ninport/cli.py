@@ -1,4 +1,4 @@
-"""The `ninport` command: convert, inspect, verify, upgrade.
+"""The `ninport` command: convert, inspect, verify, predict, upgrade.
 
 Errors are one line on stderr with a non-zero exit code; `--debug` shows the traceback.
 """

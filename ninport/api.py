@@ -72,7 +72,6 @@ def load(prototxt: str | os.PathLike, weights: str | os.PathLike | None = None, 
             warn_random_weights(str(prototxt))
     else:
         blobs = attach_weights(spec, table, io.read_caffemodel(weights), str(weights))
-        spec.weights_source = str(weights)
     module = build_graph_module(spec, blobs, table)
     module.meta["ninport"]["weights"] = str(weights) if weights is not None else None
     module.meta["ninport"]["preprocess"] = spec.preprocess

@@ -42,13 +42,3 @@ def one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     first = next((line.strip() for line in text if line.strip()), "")
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
-
-
-def where(source: str | None, layer: str | None = None, line: int | None = None) -> str:
-    """Format the 'file:line: layer "x":' prefix used by every message."""
-    parts = []
-    if source:
-        parts.append(f"{source}:{line}" if line else str(source))
-    if layer is not None:
-        parts.append(f'layer "{layer}"')
-    return ": ".join(parts)

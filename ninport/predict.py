@@ -13,14 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ninport.caffe.io import check_is_file
 from ninport.errors import ParseError, PreprocessError
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """An image file as an HxWx3 uint8 BGR array (or a `.npy` HxWxC array as saved)."""
     path = Path(path)
-    if not path.is_file():
-        raise ParseError(f"{path}: no such file" if not path.exists() else f"{path}: is not a file")
+    check_is_file(path)
     if path.suffix == ".npy":
         try:
             array = np.load(path, allow_pickle=False)

@@ -33,7 +33,8 @@ def _caffe_pb2():
     return caffe_pb2
 
 
-def _check_is_file(path: Path) -> None:
+def check_is_file(path: Path) -> None:
+    """One ParseError line for a path that is missing or a directory."""
     if not path.exists():
         raise ParseError(f"{path}: no such file")
     if path.is_dir():
@@ -43,7 +44,7 @@ def _check_is_file(path: Path) -> None:
 def _read_input(path: Path, expected: str, *, mapped: bool = False):
     """The bytes of a user's file (memory-mapped if `mapped`), or one ParseError line naming it:
     missing, a directory, unreadable or empty."""
-    _check_is_file(path)
+    check_is_file(path)
     try:
         data = _open_bytes(path) if mapped else path.read_bytes()
     except OSError as exc:

@@ -63,7 +63,6 @@ class NetSpec:
     layers: list[LayerSpec]
     outputs: list[str]
     preprocess: Preprocess | None = None
-    weights_source: str | None = None
     source_format: str = "current"
 
     def layer(self, name: str) -> LayerSpec:
@@ -81,7 +80,7 @@ class NetSpec:
         for name, shape in shapes.items():
             new_inputs[name] = tuple(int(d) for d in shape)
         return NetSpec(self.name, self.source, new_inputs, self.layers, self.outputs, self.preprocess,
-                       self.weights_source, self.source_format)
+                       self.source_format)
 
 
 # --- phase rules -----------------------------------------------------------------------------
@@ -244,7 +243,3 @@ def load_netspec(prototxt: str | os.PathLike, phase: int = pb2.TEST) -> NetSpec:
     text = io.read_prototxt_text(prototxt)
     net = io.parse_net_text(text, str(prototxt))
     return build_netspec(net, str(prototxt), io.layer_lines(text), phase=phase)
-
-
-def load_netspec_from_caffemodel(path: str | os.PathLike) -> "pb2.NetParameter":
-    return io.read_caffemodel_proto(path)

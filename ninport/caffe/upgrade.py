@@ -53,10 +53,6 @@ def net_format(net: "pb2.NetParameter") -> str:
     return "current"
 
 
-def needs_upgrade(net: "pb2.NetParameter") -> bool:
-    return bool(len(net.layers) or len(net.input) or _has_legacy_transform(net))
-
-
 def upgrade_net(net: "pb2.NetParameter", source: str = "<net>") -> "pb2.NetParameter":
     """Return a current-format copy of `net` (V0 and V1 layers, input fields, data transforms)."""
     if len(net.layer) and len(net.layers):
@@ -216,16 +212,6 @@ def _upgrade_v1_layer(v1, layer, source):
 
 _DATA_PARAMS = ("data_param", "image_data_param", "window_data_param")
 _TRANSFORM_FIELDS = ("scale", "mean_file", "crop_size", "mirror")
-
-
-def _has_legacy_transform(net) -> bool:
-    for layer in net.layer:
-        for pname in _DATA_PARAMS:
-            if layer.HasField(pname):
-                p = getattr(layer, pname)
-                if any(p.HasField(f) for f in _TRANSFORM_FIELDS):
-                    return True
-    return False
 
 
 def _upgrade_data_transform(net):

@@ -24,7 +24,7 @@ def upgrade_file(source: str | Path, output: str | Path | None = None) -> tuple[
     from google.protobuf import text_format
 
     source = Path(source)
-    io._check_is_file(source)
+    io.check_is_file(source)
     binary = is_binary_caffemodel(source)
     if binary:
         net = io.read_caffemodel_proto(source)

@@ -72,10 +72,7 @@ def load(prototxt: str | os.PathLike, weights: str | os.PathLike | None = None, 
             warn_random_weights(str(prototxt))
     else:
         blobs = attach_weights(spec, table, io.read_caffemodel(weights), str(weights))
-    module = build_graph_module(spec, blobs, table)
-    module.meta["ninport"]["weights"] = str(weights) if weights is not None else None
-    module.meta["ninport"]["preprocess"] = spec.preprocess
-    return module
+    return build_graph_module(spec, blobs, table, weights_source=str(weights) if weights is not None else None)
 
 
 def default_weights_path(prototxt: str | os.PathLike) -> Path | None:

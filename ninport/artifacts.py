@@ -12,6 +12,7 @@ Every file is written to a temporary name and renamed; `convert_files` is all-or
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Callable, Iterable
@@ -22,7 +23,8 @@ from torch import fx
 
 from ninport.errors import ExportError, NinportError, one_line
 from ninport.fileio import write_atomic
-from ninport.onnx import _dynamic_shapes, _example_inputs, _meta, batch_at_least_2, export_onnx, quiet_torch
+from ninport.description import NetDescription, describe
+from ninport.onnx import _dynamic_shapes, _example_inputs, batch_at_least_2, export_onnx, quiet_torch
 
 FORMATS = ("onnx", "pt2", "safetensors")
 
@@ -35,17 +37,19 @@ def write_safetensors(module: fx.GraphModule, path: str | os.PathLike) -> Path:
         raise ExportError(f"{path}: writing safetensors needs the `safetensors` package "
                           "(pip install safetensors)") from None
     tensors = {k: v.detach().contiguous().clone() for k, v in module.state_dict().items()}
-    meta = getattr(module, "meta", {}).get("ninport") or {}
     info = {"format": "pt", "producer": "ninport"}
-    if meta.get("source"):
-        info["source"] = Path(meta["source"]).name
+    meta = getattr(module, "meta", {}).get("ninport")
+    if isinstance(meta, NetDescription):
+        info["source"] = Path(meta.source).name
+        # the module's attribute names are identifiers made from Caffe's layer names: keep the mapping
+        info["caffe_layers"] = json.dumps(meta.module_layers)
     return write_atomic(path, lambda tmp: save_file(tensors, tmp, metadata=info), "writing safetensors")
 
 
 def write_pt2(module: fx.GraphModule, path: str | os.PathLike, example_inputs=None, *,
               dynamic_batch: bool = True) -> Path:
     """A torch.export program (`torch.export.load(path).module()` runs it without ninport), atomically."""
-    meta = _meta(module)
+    meta = describe(module)
     if example_inputs is None:
         example_inputs = _example_inputs(meta, dynamic_batch)
     example_inputs = tuple(example_inputs)

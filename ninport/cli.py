@@ -70,9 +70,9 @@ def cmd_convert(args) -> int:
     weights = args.weights or default_weights_path(prototxt)
     with _warnings_as_lines(), _progress("reading the net..."):
         module = ninport.load(prototxt, weights, input_shape=args.input_shape)
-    meta = module.meta["ninport"]
-    print(f"net {meta['net_name'] or prototxt.stem!r}: inputs {', '.join(f'{k} {list(v)}' for k, v in meta['inputs'].items())}"
-          f" (batch dynamic), outputs {', '.join(meta['outputs'])}; weights: {weights or 'RANDOM (none given)'}")
+    meta = ninport.describe(module)
+    print(f"net {meta.name or prototxt.stem!r}: inputs {', '.join(f'{k} {list(v)}' for k, v in meta.inputs.items())}"
+          f" (batch dynamic), outputs {', '.join(meta.outputs)}; weights: {weights or 'RANDOM (none given)'}")
     with _progress("writing..."):
         written = write_outputs(module, args.output, prototxt.stem, formats)
     for kind, path in written.items():
@@ -94,10 +94,12 @@ def _check_onnx_against_torch(module, path: Path, tolerance: float = 1e-4) -> in
     except ImportError:
         print("not checked: onnxruntime is not installed (pip install onnxruntime)")
         return EXIT_OK
-    meta = module.meta["ninport"]
-    inputs = _reference_inputs(meta["inputs"])
+    import ninport
+
+    meta = ninport.describe(module)
+    inputs = _reference_inputs(meta.inputs)
     with _progress("checking the ONNX file in onnxruntime..."), torch.no_grad():
-        expected = module(*[torch.from_numpy(inputs[name]) for name in meta["inputs"]])
+        expected = module(*[torch.from_numpy(inputs[name]) for name in meta.inputs])
         got = verify_onnx(path, inputs)
     expected = expected if isinstance(expected, tuple) else (expected,)
     worst = max(relative_error(g, e.numpy())[1] for g, e in zip(got, expected))
@@ -294,8 +296,8 @@ def cmd_verify(args) -> int:
             golden = GoldenFolder.open(args.golden)
     with _warnings_as_lines(), _progress("loading the net..."):
         module = ninport.load(prototxt, weights, input_shape=args.input_shape)
-    meta = module.meta["ninport"]
-    spec_inputs = meta["inputs"]
+    meta = ninport.describe(module)
+    spec_inputs = meta.inputs
     if golden is not None:
         inputs = golden.inputs()
         source_of_inputs = f"the golden folder {golden.folder}"
@@ -305,8 +307,8 @@ def cmd_verify(args) -> int:
     tensors = [torch.from_numpy(np.ascontiguousarray(inputs[name])) for name in spec_inputs]
     with _progress("running the converted model..."):
         blobs = {k: v.detach().numpy() for k, v in ninport.forward_blobs(module, *tensors).items()}
-    order = list(meta["blob_nodes"])
-    outputs = meta["outputs"]
+    order = list(meta.blobs)
+    outputs = list(meta.outputs)
     reports, skipped = [], []
     if golden is not None:
         reports.append(compare_blobs(blobs, golden.blobs(), order, f"Caffe (golden {golden.folder.name})", args.tolerance))
@@ -317,7 +319,7 @@ def cmd_verify(args) -> int:
         skipped.append(f"OpenCV: {deviation}; Caffe's golden outputs are the reference here")
     elif not args.no_opencv:
         with _progress("running OpenCV's Caffe importer..."):
-            values, why = _opencv_outputs(prototxt, weights, inputs, outputs, meta["blob_layers"])
+            values, why = _opencv_outputs(prototxt, weights, inputs, outputs, {b: r.layer or b for b, r in meta.blobs.items()})
         if values is None:
             skipped.append(f"OpenCV: {why}")
         else:
@@ -383,11 +385,11 @@ def cmd_predict(args) -> int:
     weights = args.weights or default_weights_path(prototxt)
     with _warnings_as_lines(), _progress("reading the net..."):
         module = ninport.load(prototxt, weights)
-    meta = module.meta["ninport"]
-    (input_name, input_shape), *others = meta["inputs"].items()
+    meta = ninport.describe(module)
+    (input_name, input_shape), *others = meta.inputs.items()
     if others or len(input_shape) != 4:
         raise PreprocessError(f"{prototxt}: predict needs a net with one N,C,H,W image input")
-    pre = meta.get("preprocess")
+    pre = meta.preprocess
     mean = read_mean_binaryproto(args.mean_file) if args.mean_file else None
     mean_values = [float(v) for v in args.mean_values.split(",")] if args.mean_values else []
     if mean is None and not mean_values and pre is not None:

@@ -1,12 +1,61 @@
-"""One exception family, so callers (and the CLI) can tell bad input from bugs."""
+"""One exception family, so callers (and the CLI) can tell bad input from bugs.
+
+Messages carry text from model files (layer and blob names, field values) that strangers wrote. Every
+message is made safe where the exception is created: control characters (newline, carriage return,
+ESC, bidi overrides, ...) are shown escaped, never acted on by a terminal, and an overlong message is
+cut in the middle, so an error stays one readable line whatever the file holds.
+"""
 from __future__ import annotations
+
+import re
+from typing import Iterable
+
+# C0/C1 controls, DEL, and Unicode format characters that reorder or hide text (bidi, zero width).
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+MAX_MESSAGE_CHARS = 2000
+
+
+def _escape(match: re.Match) -> str:
+    code = ord(match.group())
+    return {0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t"}.get(code) or (
+        f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def safe_text(text: object, limit: int = 200) -> str:
+    """`text` with control characters escaped, cut to `limit` characters: safe to print or log."""
+    value = _UNSAFE.sub(_escape, str(text))
+    if len(value) > limit:
+        keep = max(limit - 40, 10)
+        value = f"{value[:keep]}...({len(value) - keep:,} more characters)"
+    return value
+
+
+def shape_text(shape: Iterable[int], limit: int = 8) -> str:
+    """A shape as [1, 3, 224, 224]; a shape with implausibly many axes is abbreviated."""
+    dims = list(shape)
+    if len(dims) <= limit:
+        return "[" + ", ".join(str(int(d)) for d in dims) + "]"
+    return "[" + ", ".join(str(int(d)) for d in dims[:limit]) + f", ... ({len(dims):,} axes)]"
+
+
+def safe_message(text: str) -> str:
+    """A whole error message made safe: escaped, and cut in the middle past MAX_MESSAGE_CHARS."""
+    value = _UNSAFE.sub(_escape, str(text))
+    if len(value) > MAX_MESSAGE_CHARS:
+        head, tail = value[: MAX_MESSAGE_CHARS - 300], value[-250:]
+        value = f"{head} ...({len(value) - len(head) - len(tail):,} characters cut)... {tail}"
+    return value
 
 
 class NinportError(Exception):
     """Base of every error ninport raises on purpose: bad input, unsupported feature, failed export.
 
-    The message is one line that names the file and, where known, the layer and line:column.
+    The message is one line that names the file and, where known, the layer and line:column; it is
+    made safe on construction (see `safe_message`).
     """
+
+    def __init__(self, message: object = "", *args: object) -> None:
+        super().__init__(safe_message(str(message)), *args)
 
 
 class ParseError(NinportError):

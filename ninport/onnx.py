@@ -45,7 +45,8 @@ import numpy as np
 import torch
 from torch import fx
 
-from ninport.errors import ExportError, one_line
+from ninport.description import NetDescription, describe
+from ninport.errors import ExportError, NinportError, one_line
 from ninport.fileio import write_atomic
 
 DEFAULT_OPSET = 18
@@ -62,25 +63,27 @@ def sha256_of(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def _meta(module: fx.GraphModule) -> dict:
-    meta = getattr(module, "meta", {}).get("ninport")
-    if meta is None:
-        raise ExportError("export_onnx needs a module built by ninport.load()")
-    return meta
+def _description(module: fx.GraphModule, description: NetDescription | None = None) -> NetDescription:
+    if description is not None:
+        return description
+    try:
+        return describe(module)
+    except NinportError as exc:
+        raise ExportError(str(exc)) from None
 
 
 def build_metadata(module: fx.GraphModule, *, dynamic_batch: bool = True,
-                   extra: dict[str, str] | None = None) -> dict[str, str]:
+                   extra: dict[str, str] | None = None, description: NetDescription | None = None) -> dict[str, str]:
     """The metadata_props ninport writes for `module` (see the module docstring)."""
     import ninport
 
-    meta = _meta(module)
+    meta = _description(module, description)
     props: dict[str, str] = {}
-    if meta.get("source"):
-        props["source"] = Path(meta["source"]).name
-    if meta.get("net_name"):
-        props["net_name"] = str(meta["net_name"])
-    weights = meta.get("weights")
+    if meta.source:
+        props["source"] = Path(meta.source).name
+    if meta.name:
+        props["net_name"] = str(meta.name)
+    weights = meta.weights
     if weights:
         props["weights"] = Path(weights).name
         props["weights_sha256"] = sha256_of(weights)
@@ -88,14 +91,14 @@ def build_metadata(module: fx.GraphModule, *, dynamic_batch: bool = True,
         props["weights"] = "(none: seeded random weights)"
     props["ninport_version"] = ninport.__version__
     props["exporter"] = f"torch {torch.__version__}"
-    inputs = meta["inputs"]
+    inputs = meta.inputs
     props["input_names"] = json.dumps(list(inputs))
     props["input_layout"] = json.dumps({k: _LAYOUTS.get(len(v), "N" + "?" * (len(v) - 1))
                                         for k, v in inputs.items()})
     props["input_shapes"] = json.dumps({k: [BATCH_DIM if (dynamic_batch and i == 0) else int(d)
                                             for i, d in enumerate(v)] for k, v in inputs.items()})
-    props["output_names"] = json.dumps(list(meta["outputs"]))
-    pre = meta.get("preprocess")
+    props["output_names"] = json.dumps(list(meta.outputs))
+    pre = meta.preprocess
     if pre is not None:
         props["channel_order"] = pre.channel_order
         props["value_range"] = pre.value_range
@@ -103,7 +106,7 @@ def build_metadata(module: fx.GraphModule, *, dynamic_batch: bool = True,
             props["mean_values"] = json.dumps([float(v) for v in pre.mean_values])
         if pre.mean_file:
             props["mean_file"] = pre.mean_file
-            means = _mean_file_channel_means(pre.mean_file, meta.get("source"))
+            means = _mean_file_channel_means(pre.mean_file, meta.source)
             if means is not None:
                 props["mean_file_channel_means"] = json.dumps(means)
         props["scale"] = repr(float(pre.scale))
@@ -152,11 +155,11 @@ def quiet_torch():
             lg.setLevel(level)
 
 
-def _example_inputs(meta: dict, dynamic_batch: bool = False) -> tuple[torch.Tensor, ...]:
+def _example_inputs(meta: NetDescription, dynamic_batch: bool = False) -> tuple[torch.Tensor, ...]:
     """Random inputs of the net's shapes; with a dynamic batch, a batch of at least 2, because
     torch.export specializes a dimension it sees as 1."""
     gen = torch.Generator().manual_seed(0)
-    shapes = [tuple(shape) for shape in meta["inputs"].values()]
+    shapes = [tuple(shape) for shape in meta.inputs.values()]
     if dynamic_batch:
         shapes = [(max(2, s[0]),) + s[1:] if s else s for s in shapes]
     return tuple(torch.rand(shape, generator=gen) for shape in shapes)
@@ -167,8 +170,8 @@ def batch_at_least_2(inputs) -> tuple[torch.Tensor, ...]:
     return tuple(torch.cat([x, x]) if x.dim() and x.shape[0] == 1 else x for x in inputs)
 
 
-def _dynamic_shapes(meta: dict):
-    shapes = list(meta["inputs"].values())
+def _dynamic_shapes(meta: NetDescription):
+    shapes = list(meta.inputs.values())
     batches = {s[0] for s in shapes if len(s)}
     if len(batches) <= 1:
         shared = torch.export.Dim(BATCH_DIM)
@@ -265,13 +268,13 @@ def _rename_nodes(graph, layer_names: set[str], op_layers: dict[str, str]) -> No
 
 
 def to_onnx_model(module: fx.GraphModule, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool = True,
-                  metadata: dict[str, str] | None = None):
+                  metadata: dict[str, str] | None = None, description: NetDescription | None = None):
     """The checked onnx.ModelProto for `module` (what `export_onnx` writes)."""
     import onnx
 
-    meta = _meta(module)
-    input_names = list(meta["inputs"])
-    output_names = list(meta["outputs"])
+    meta = _description(module, description)
+    input_names = list(meta.inputs)
+    output_names = list(meta.outputs)
     if len(set(output_names)) != len(output_names):
         raise ExportError("the net lists an output blob twice")
     layer_names = {name for name, _ in module.named_children()}
@@ -299,10 +302,10 @@ def to_onnx_model(module: fx.GraphModule, *, opset: int = DEFAULT_OPSET, dynamic
     model.producer_name = "ninport"
     import ninport
     model.producer_version = ninport.__version__
-    if meta.get("net_name"):
-        model.graph.name = str(meta["net_name"])
+    if meta.name:
+        model.graph.name = str(meta.name)
     del model.metadata_props[:]
-    for key, value in build_metadata(module, dynamic_batch=dynamic_batch, extra=metadata).items():
+    for key, value in build_metadata(module, dynamic_batch=dynamic_batch, extra=metadata, description=meta).items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.checker.check_model(model, full_check=True)
@@ -310,7 +313,8 @@ def to_onnx_model(module: fx.GraphModule, *, opset: int = DEFAULT_OPSET, dynamic
 
 
 def export_onnx(module: fx.GraphModule, path: str | os.PathLike, *, opset: int = DEFAULT_OPSET,
-                dynamic_batch: bool = True, metadata: dict[str, str] | None = None) -> Path:
+                dynamic_batch: bool = True, metadata: dict[str, str] | None = None,
+                description: NetDescription | None = None) -> Path:
     """Export `module` (from `ninport.load`) to an ONNX file at `path`; returns the path.
 
     The model is checked with `onnx.checker.check_model(full_check=True)` before it is written;
@@ -322,7 +326,8 @@ def export_onnx(module: fx.GraphModule, path: str | os.PathLike, *, opset: int =
     if not path.parent.is_dir():
         raise ExportError(f"{path}: ONNX export failed: folder {path.parent} does not exist")
     try:
-        model = to_onnx_model(module, opset=opset, dynamic_batch=dynamic_batch, metadata=metadata)
+        model = to_onnx_model(module, opset=opset, dynamic_batch=dynamic_batch, metadata=metadata,
+                              description=description)
     except ExportError as exc:
         raise ExportError(f"{path}: ONNX export failed: {exc}") from None
     except Exception as exc:  # noqa: BLE001

@@ -66,3 +66,45 @@ def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
 @pytest.fixture(params=golden_case_names())
 def golden_case(request) -> GoldenCase:
     return load_golden(request.param)
+
+
+# --- the converter coverage guard ----------------------------------------------------------------
+# Every built-in converter must actually run during the test session: record the types whose
+# converter the graph builder called, and fail a full run that leaves one unexercised.
+CONVERTED_TYPES: set[str] = set()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _record_converted_types():
+    from ninport.registry import LayerType
+
+    original = LayerType.convert_function
+
+    def recording(self):
+        function = original(self)
+
+        def convert(ctx):
+            CONVERTED_TYPES.add(self.name)
+            return function(ctx)
+        return convert
+
+    LayerType.convert_function = recording
+    yield
+    LayerType.convert_function = original
+
+
+def _is_full_run(config) -> bool:
+    args = [a for a in config.args if a not in ("tests", "tests/", str(REPO / "tests"), str(REPO))]
+    return not args and not config.getoption("keyword") and not config.getoption("markexpr")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if exitstatus != 0 or not _is_full_run(session.config) or not CONVERTED_TYPES:
+        return
+    from ninport.registry import all_layer_types
+
+    missing = sorted(r.name for r in all_layer_types() if not callable(r.converter) and r.name not in CONVERTED_TYPES)
+    if missing:
+        session.config.get_terminal_reporter().write_line(
+            f"FAILED converter coverage guard: no test ran the converter of {', '.join(missing)}", red=True)
+        session.exitstatus = 1

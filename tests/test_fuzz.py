@@ -171,7 +171,7 @@ def check_outcome(prototxt: Path, weights: Path | None) -> str:
             assert "\n" not in message.strip(), f"error message spans lines: {message!r}"
             assert message, "empty error message"
             return "error"
-        inputs = [torch.zeros(shape) for shape in module.meta["ninport"]["inputs"].values()]
+        inputs = [torch.zeros(shape) for shape in ninport.describe(module).inputs.values()]
         with torch.no_grad():
             out = module(*inputs)
         outs = out if isinstance(out, tuple) else (out,)

@@ -436,7 +436,7 @@ def test_onnx_export_runs_with_torch_numbers(net, tmp_path):
     module = quiet_load(deploy(net), weights, input_shape=(1, 3, size, size))
     x = np.random.default_rng(1).uniform(-1, 1, (2, 3, size, size)).astype(np.float32)
     path = export_onnx(module, tmp_path / "net.onnx")
-    got = verify_onnx(path, {next(iter(module.meta["ninport"]["inputs"])): x})[0]
+    got = verify_onnx(path, {next(iter(ninport.describe(module).inputs)): x})[0]
     with torch.no_grad():
         expected = module(torch.from_numpy(x)).numpy()
     assert relative_error(got, expected) <= 1e-4

@@ -9,30 +9,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable
 
 from ninport.caffe import caffe_pb2 as pb2
 from ninport.caffe.spec import LayerSpec, NetSpec
-from ninport.errors import ShapeError, UnsupportedLayerError
-
-Shape = tuple[int, ...]
+from ninport.errors import NinportError, ShapeError, UnsupportedLayerError, safe_text, shape_text
+from ninport.registry import LayerShapes, Shape, builtin_layer, layer_type, registered_types
 
 # A single blob (activation or weight) above this many elements is refused as implausible.
 MAX_BLOB_ELEMENTS = 2 ** 31 - 1
 # Caffe keeps kernel, pad, stride and dilation in C ints: larger values turn negative there.
 INT32_MAX = 2 ** 31 - 1
-# All weights together above this many elements (16 GiB of float32) are refused.
-MAX_TOTAL_PARAMS = 2 ** 32
-# All activations of one forward pass together above this many elements (64 GiB of float32) are refused.
-MAX_TOTAL_ACTIVATIONS = 2 ** 34
-
-
-@dataclass
-class LayerShapes:
-    tops: list[Shape]
-    params: list[Shape] = field(default_factory=list)
-    macs: int = 0
-    scratch: int = 0  # elements of an intermediate the converter materializes (e.g. a padded input)
+# All weights together above this many elements (4 GiB of float32, 7x VGG16) are refused.
+MAX_TOTAL_PARAMS = 2 ** 30
+# All activations and converter intermediates of one forward pass at the reference input size above this
+# many elements (16 GiB of float32) are refused.
+MAX_TOTAL_ACTIVATIONS = 2 ** 32
 
 
 @dataclass
@@ -44,24 +35,11 @@ class ShapeTable:
 
     @property
     def total_params(self) -> int:
-        return sum(math.prod(p) for ls in self.layers.values() for p in ls.params)
+        return sum(ls.param_count for ls in self.layers.values())
 
     @property
     def total_macs(self) -> int:
         return sum(ls.macs for ls in self.layers.values())
-
-
-ShapeFn = Callable[[LayerSpec, list[Shape]], LayerShapes]
-SHAPE_FUNCTIONS: dict[str, ShapeFn] = {}
-
-
-def shape_rule(*types: str):
-    """Register the shape function of one or more Caffe layer types."""
-    def register(fn: ShapeFn) -> ShapeFn:
-        for t in types:
-            SHAPE_FUNCTIONS[t] = fn
-        return fn
-    return register
 
 
 class _LayerShapeError(Exception):
@@ -180,11 +158,14 @@ def _same_as_bottom(layer: LayerSpec, shapes: list[Shape]) -> LayerShapes:
     return LayerShapes(tops=[shape] * max(1, len(layer.tops)))
 
 
-shape_rule("ReLU", "Sigmoid", "TanH", "AbsVal", "BNLL", "Power", "ELU", "Threshold",
-           "Clip", "Dropout", "Swish")(_same_as_bottom)
+for _type, _function in (("ReLU", "relu"), ("Sigmoid", "sigmoid"), ("TanH", "tanh"), ("AbsVal", "absval"),
+                         ("BNLL", "bnll"), ("Power", "power"), ("ELU", "elu"), ("Threshold", "threshold"),
+                         ("Clip", "clip"), ("Dropout", "dropout"), ("Swish", "swish")):
+    builtin_layer(_type, converter=f"activation:{_function}")(_same_as_bottom)
 
 
-@shape_rule("Exp", "Log")
+@builtin_layer("Exp", converter="activation:exp")
+@builtin_layer("Log", converter="activation:log")
 def _exp_log(layer, shapes):
     p = layer.proto.exp_param if layer.type == "Exp" else layer.proto.log_param
     if not (p.base > 0 or p.base == -1):
@@ -194,20 +175,27 @@ def _exp_log(layer, shapes):
     return _same_as_bottom(layer, shapes)
 
 
-@shape_rule("LRN")
+@builtin_layer("LRN", converter="normalization:lrn")
 def _lrn(layer, shapes):
     p = layer.proto.lrn_param
     if p.local_size % 2 != 1:
         _fail(f"local_size {p.local_size} must be odd (Caffe's rule)")
     shape = _one_bottom(layer, shapes)
     if len(shape) != 4:
-        _fail(f"expects a 4-D (N, C, H, W) bottom, got shape {list(shape)}")
-    return LayerShapes(tops=[shape])
+        _fail(f"expects a 4-D (N, C, H, W) bottom, got shape {shape_text(shape)}")
+    n, c, h, w = shape
+    size = p.local_size
+    # The converter pads the squared input by (size - 1) / 2 on each side of the window's axes.
+    if p.norm_region == pb2.LRNParameter.WITHIN_CHANNEL:
+        scratch = n * c * (h + size - 1) * (w + size - 1)
+    else:
+        scratch = n * (c + size - 1) * h * w
+    return LayerShapes(tops=[shape], scratch=scratch)
 
 
 def _spatial_4d(layer: LayerSpec, shape: Shape) -> Shape:
     if len(shape) != 4:
-        _fail(f"expects a 4-D (N, C, H, W) bottom, got shape {list(shape)}")
+        _fail(f"expects a 4-D (N, C, H, W) bottom, got shape {shape_text(shape)}")
     return shape
 
 
@@ -228,7 +216,7 @@ def _checked_conv_param(layer, shapes):
     return p, g, groups, (n, c, h, w)
 
 
-@shape_rule("Convolution")
+@builtin_layer("Convolution", converter="convolution:convolution")
 def _convolution(layer, shapes):
     p, g, groups, (n, c, h, w) = _checked_conv_param(layer, shapes)
     out_hw = []
@@ -243,10 +231,11 @@ def _convolution(layer, shapes):
         params.append((p.num_output,))
     top = (n, p.num_output, *out_hw)
     macs = n * p.num_output * out_hw[0] * out_hw[1] * (c // groups) * g.kernel[0] * g.kernel[1]
-    return LayerShapes(tops=[top], params=params, macs=macs)
+    padded = n * c * (h + 2 * g.pad[0]) * (w + 2 * g.pad[1]) if any(g.pad) else 0  # torch may pad a copy
+    return LayerShapes(tops=[top], params=params, macs=macs, scratch=padded)
 
 
-@shape_rule("Deconvolution")
+@builtin_layer("Deconvolution", converter="convolution:deconvolution")
 def _deconvolution(layer, shapes):
     p, g, groups, (n, c, h, w) = _checked_conv_param(layer, shapes)
     out_hw = []
@@ -262,7 +251,7 @@ def _deconvolution(layer, shapes):
     return LayerShapes(tops=[(n, p.num_output, *out_hw)], params=params, macs=macs)
 
 
-@shape_rule("Pooling")
+@builtin_layer("Pooling", converter="pooling:pooling")
 def _pooling(layer, shapes):
     n, c, h, w = _spatial_4d(layer, _one_bottom(layer, shapes))
     p = layer.proto.pooling_param
@@ -284,7 +273,7 @@ def _pooling(layer, shapes):
     return LayerShapes(tops=[(n, c, *geo.out)], scratch=scratch)
 
 
-@shape_rule("InnerProduct")
+@builtin_layer("InnerProduct", converter="inner_product:inner_product")
 def _inner_product(layer, shapes):
     shape = _one_bottom(layer, shapes)
     p = layer.proto.inner_product_param
@@ -298,7 +287,7 @@ def _inner_product(layer, shapes):
     return LayerShapes(tops=[shape[:axis] + (p.num_output,)], params=params, macs=m * k * p.num_output)
 
 
-@shape_rule("BatchNorm")
+@builtin_layer("BatchNorm", converter="normalization:batch_norm")
 def _batch_norm(layer, shapes):
     shape = _one_bottom(layer, shapes)
     c = shape[1] if len(shape) > 1 else 1
@@ -321,10 +310,10 @@ def _scale_param_shape(shape: Shape, axis: int, num_axes: int) -> Shape:
 def _check_broadcast(shape: Shape, other: Shape, axis: int):
     axis = canonical_axis(axis, len(shape))
     if shape[axis:axis + len(other)] != tuple(other):
-        _fail(f"second bottom {list(other)} does not match bottom {list(shape)} at axis {axis}")
+        _fail(f"second bottom {shape_text(other)} does not match bottom {shape_text(shape)} at axis {axis}")
 
 
-@shape_rule("Scale")
+@builtin_layer("Scale", converter="normalization:scale")
 def _scale(layer, shapes):
     p = layer.proto.scale_param
     if len(shapes) not in (1, 2):
@@ -338,7 +327,7 @@ def _scale(layer, shapes):
     return LayerShapes(tops=[shape], params=params)
 
 
-@shape_rule("Bias")
+@builtin_layer("Bias", converter="normalization:bias")
 def _bias(layer, shapes):
     p = layer.proto.bias_param
     if len(shapes) not in (1, 2):
@@ -350,7 +339,7 @@ def _bias(layer, shapes):
     return LayerShapes(tops=[shape], params=[_scale_param_shape(shape, p.axis, p.num_axes)])
 
 
-@shape_rule("PReLU")
+@builtin_layer("PReLU", converter="activation:prelu")
 def _prelu(layer, shapes):
     shape = _one_bottom(layer, shapes)
     if len(shape) < 2:
@@ -359,12 +348,12 @@ def _prelu(layer, shapes):
     return LayerShapes(tops=[shape], params=[(channels,)])
 
 
-@shape_rule("Eltwise")
+@builtin_layer("Eltwise", converter="structure:eltwise")
 def _eltwise(layer, shapes):
     if len(shapes) < 2:
         _fail(f"expects at least 2 bottoms, got {len(shapes)}")
     if any(s != shapes[0] for s in shapes):
-        _fail(f"bottoms must all have the same shape, got {[list(s) for s in shapes]}")
+        _fail(f"bottoms must all have the same shape, got {', '.join(shape_text(s) for s in shapes)}")
     p = layer.proto.eltwise_param
     if len(p.coeff) and len(p.coeff) != len(shapes):
         _fail(f"{len(p.coeff)} coeff values for {len(shapes)} bottoms")
@@ -379,14 +368,14 @@ def concat_axis(p, ndim: int) -> int:
     return canonical_axis(p.axis, ndim)
 
 
-@shape_rule("Concat")
+@builtin_layer("Concat", converter="structure:concat")
 def _concat(layer, shapes):
     if not shapes:
         _fail("expects at least 1 bottom")
     axis = concat_axis(layer.proto.concat_param, len(shapes[0]))
     for s in shapes[1:]:
         if len(s) != len(shapes[0]) or any(s[a] != shapes[0][a] for a in range(len(s)) if a != axis):
-            _fail(f"bottoms {[list(x) for x in shapes]} differ outside the concat axis {axis}")
+            _fail(f"bottoms {', '.join(shape_text(x) for x in shapes)} differ outside the concat axis {axis}")
     top = list(shapes[0])
     top[axis] = sum(s[axis] for s in shapes)
     return LayerShapes(tops=[tuple(top)])
@@ -414,20 +403,20 @@ def slice_sizes(p, shape: Shape, n_tops: int) -> tuple[int, list[int]]:
     return axis, sizes
 
 
-@shape_rule("Slice")
+@builtin_layer("Slice", converter="structure:slice_")
 def _slice(layer, shapes):
     shape = _one_bottom(layer, shapes)
     axis, sizes = slice_sizes(layer.proto.slice_param, shape, len(layer.tops))
     return LayerShapes(tops=[shape[:axis] + (s,) + shape[axis + 1:] for s in sizes])
 
 
-@shape_rule("Split")
+@builtin_layer("Split", converter="structure:split")
 def _split(layer, shapes):
     shape = _one_bottom(layer, shapes)
     return LayerShapes(tops=[shape] * len(layer.tops))
 
 
-@shape_rule("Flatten")
+@builtin_layer("Flatten", converter="structure:flatten")
 def _flatten(layer, shapes):
     shape = _one_bottom(layer, shapes)
     p = layer.proto.flatten_param
@@ -473,11 +462,11 @@ def reshape_output(p, shape: Shape) -> Shape:
             _fail(f"cannot infer the -1 dim: {total} elements do not divide by {known}")
         top[axis + infer_at] = total // known
     if math.prod(top) != total:
-        _fail(f"reshape from {list(shape)} to {top} changes the element count")
+        _fail(f"reshape from {shape_text(shape)} to {shape_text(top)} changes the element count")
     return tuple(top)
 
 
-@shape_rule("Reshape")
+@builtin_layer("Reshape", converter="structure:reshape")
 def _reshape(layer, shapes):
     return LayerShapes(tops=[reshape_output(layer.proto.reshape_param, _one_bottom(layer, shapes))])
 
@@ -497,18 +486,18 @@ def crop_offsets(p, shape: Shape, ref: Shape) -> tuple[int, list[int]]:
     return axis, offsets
 
 
-@shape_rule("Crop")
+@builtin_layer("Crop", converter="structure:crop")
 def _crop(layer, shapes):
     if len(shapes) != 2:
         _fail(f"expects 2 bottoms (data and reference), got {len(shapes)}")
     shape, ref = shapes
     if len(shape) != len(ref):
-        _fail(f"bottoms have different ranks {list(shape)} and {list(ref)}")
+        _fail(f"bottoms have different ranks {shape_text(shape)} and {shape_text(ref)}")
     axis, _ = crop_offsets(layer.proto.crop_param, shape, ref)
     return LayerShapes(tops=[shape[:axis] + ref[axis:]])
 
 
-@shape_rule("Softmax")
+@builtin_layer("Softmax", converter="structure:softmax")
 def _softmax(layer, shapes):
     shape = _one_bottom(layer, shapes)
     canonical_axis(layer.proto.softmax_param.axis, len(shape))
@@ -516,64 +505,110 @@ def _softmax(layer, shapes):
 
 
 def supported_types() -> list[str]:
-    return sorted(SHAPE_FUNCTIONS)
+    return registered_types()
 
 
 def _check_dims(shape: Shape, what: str) -> None:
     if any(int(d) <= 0 for d in shape):
-        _fail(f"{what} has a non-positive dimension: {list(shape)}")
+        _fail(f"{what} has a non-positive dimension: {shape_text(shape)}")
     if math.prod(shape) > MAX_BLOB_ELEMENTS:
-        _fail(f"{what} {list(shape)} has {math.prod(shape):,} elements, more than the "
+        _fail(f"{what} {shape_text(shape)} has {math.prod(shape):,} elements, more than the "
               f"{MAX_BLOB_ELEMENTS:,} ninport accepts; is a number wrong?")
 
 
+def unconvertible_layers(spec: NetSpec) -> list[str]:
+    """One line per layer ninport cannot convert: an unknown type, or fields the schema does not know
+    on a type that does not read them. Empty when every layer is known."""
+    problems = []
+    for layer in spec.layers:
+        record = layer_type(layer.type)
+        unknown = sorted(getattr(layer, "unknown_fields", None) or {})
+        if record is None and layer.type == "Python":
+            p = layer.proto.python_param
+            problems.append(f"{layer.where(spec.source)}: a Python layer runs code that is not in the Caffe "
+                            f"files ({safe_text(p.module or '?')}.{safe_text(p.layer or '?')}); replace it with "
+                            "standard layers, or register a plugin (ninport.register_layer)")
+        elif record is None:
+            extra = f" with fields {', '.join(safe_text(u) for u in unknown)}" if unknown else ""
+            problems.append(f"{layer.where(spec.source)}: unknown layer type {safe_text(layer.type)!r}{extra}")
+        elif unknown and not record.reads_unknown_fields:
+            problems.append(f"{layer.where(spec.source)}: fields this layer type does not have in ninport's "
+                            f"schema: {', '.join(safe_text(u) for u in unknown)}")
+    return problems
+
+
+def _refuse_unconvertible(spec: NetSpec) -> None:
+    problems = unconvertible_layers(spec)
+    if not problems:
+        return
+    shown = problems[:20] + ([f"... and {len(problems) - 20} more"] if len(problems) > 20 else [])
+    count = f"{len(problems)} layer{'s' if len(problems) > 1 else ''}"
+    raise UnsupportedLayerError(f"{count} cannot be converted: " + "; ".join(shown)
+                                + ". Add a type with ninport.register_layer or `--plugin`; supported types: "
+                                + ", ".join(registered_types()))
+
+
 def infer_shapes(spec: NetSpec) -> ShapeTable:
-    """Shapes of every blob of `spec` at its input shapes; ShapeError naming the layer on failure."""
+    """Shapes of every blob of `spec` at its input shapes; ShapeError naming the layer on failure.
+
+    Every layer that cannot be converted is reported in one UnsupportedLayerError before any shape
+    is computed, so a user sees the whole list at once.
+    """
+    _refuse_unconvertible(spec)
     blobs: dict[str, Shape] = {}
     for name, shape in spec.inputs.items():
         shape = tuple(int(d) for d in shape)
-        if any(d <= 0 for d in shape):
-            raise ShapeError(f"{spec.source}: input {name!r} has shape {list(shape)}; every dimension must be "
-                             "positive (for a data layer without crop_size, give --input-shape N,C,H,W)")
+        if not shape or any(d <= 0 for d in shape):
+            raise ShapeError(f"{spec.source}: input {safe_text(name)!r} has shape {shape_text(shape)}; it needs at "
+                             "least one axis and every dimension must be positive (for a data layer without "
+                             "crop_size, give --input-shape N,C,H,W)")
         if math.prod(shape) > MAX_BLOB_ELEMENTS:
-            raise ShapeError(f"{spec.source}: input {name!r} of shape {list(shape)} is implausibly large")
+            raise ShapeError(f"{spec.source}: input {safe_text(name)!r} of shape {shape_text(shape)} is "
+                             "implausibly large")
         blobs[name] = shape
     layers: dict[str, LayerShapes] = {}
     total_params = 0
     total_activations = sum(math.prod(s) for s in blobs.values())
     for layer in spec.layers:
-        fn = SHAPE_FUNCTIONS.get(layer.type)
-        if fn is None and layer.type == "Python":
-            p = layer.proto.python_param
-            raise UnsupportedLayerError(
-                f"{layer.where(spec.source)}: a Python layer runs code that is not in the Caffe files "
-                f"({p.module or '?'}.{p.layer or '?'}); replace it with standard layers or convert without it")
-        if fn is None:
-            raise UnsupportedLayerError(
-                f"{layer.where(spec.source)}: layer type {layer.type!r} is not supported; supported types: "
-                + ", ".join(supported_types()))
+        record = layer_type(layer.type)
         try:
             bottom_shapes = [blobs[b] for b in layer.bottoms]
-            result = fn(layer, bottom_shapes)
+            try:
+                result = record.shapes(layer, bottom_shapes)
+            except (_LayerShapeError, NinportError):
+                raise
+            except Exception as exc:  # noqa: BLE001 - a plugin's shape rule failed
+                if not callable(record.converter):
+                    raise
+                _fail(f"the shape rule of {record.origin} type {layer.type!r} failed: "
+                      f"{type(exc).__name__}: {safe_text(str(exc))}")
             if len(result.tops) != len(layer.tops):
                 if not layer.tops:
                     _fail("has no top")
                 _fail(f"produces {len(result.tops)} tops but {len(layer.tops)} are named")
-            for top, shape in zip(layer.tops, result.tops):
-                _check_dims(shape, f"top {top!r}")
-            for i, pshape in enumerate(result.params):
+            for i, (top, shape) in enumerate(zip(layer.tops, result.tops)):
+                _check_dims(shape, f"top {safe_text(top)!r}")
+                if i < len(layer.bottoms) and layer.bottoms[i] == top and tuple(shape) != bottom_shapes[i]:
+                    _fail(f"computes in place (top {safe_text(top)!r} is its bottom) but changes the shape "
+                          f"{shape_text(bottom_shapes[i])} to {shape_text(shape)}; Caffe refuses this too: "
+                          "give the top another name")
+            for i, pshape in enumerate(result.params or []):
                 _check_dims(pshape, f"weight blob {i}")
                 total_params += math.prod(pshape)
             if total_params > MAX_TOTAL_PARAMS:
-                _fail(f"the net's weights reach {total_params:,} values here, more than ninport accepts")
-            total_activations += sum(math.prod(s) for s in result.tops)
+                _fail(f"the net's weights reach {total_params:,} values here, more than the {MAX_TOTAL_PARAMS:,} "
+                      "ninport accepts; is a number wrong?")
+            if result.scratch > MAX_BLOB_ELEMENTS:
+                _fail(f"converting this layer needs a {result.scratch:,}-element intermediate (a padded input or "
+                      "window table): implausibly large; is a number wrong?")
+            total_activations += sum(math.prod(s) for s in result.tops) + result.scratch
             if total_activations > MAX_TOTAL_ACTIVATIONS:
-                _fail(f"the net's activations reach {total_activations:,} values here, more than ninport "
-                      "accepts; is an input shape or a number wrong?")
+                _fail(f"the net's activations reach {total_activations:,} values here, more than the "
+                      f"{MAX_TOTAL_ACTIVATIONS:,} ninport accepts; is an input shape or a number wrong?")
         except _LayerShapeError as exc:
             raise ShapeError(f"{layer.where(spec.source)}: {exc}") from None
-        except UnsupportedLayerError as exc:
-            raise UnsupportedLayerError(f"{layer.where(spec.source)}: {exc}") from None
+        except NinportError as exc:
+            raise type(exc)(f"{layer.where(spec.source)}: {exc}") from None
         for top, shape in zip(layer.tops, result.tops):
             blobs[top] = tuple(int(d) for d in shape)
         layers[layer.name] = result
@@ -598,7 +633,7 @@ def argmax_top_shape(p, shape: Shape) -> tuple[int | None, Shape]:
         return axis, shape[:axis] + (int(p.top_k),) + shape[axis + 1:]
     per_item = math.prod(shape[1:])
     if p.top_k > per_item:
-        _fail(f"top_k {p.top_k} exceeds the {per_item} values per item of the bottom {list(shape)}")
+        _fail(f"top_k {p.top_k} exceeds the {per_item} values per item of the bottom {shape_text(shape)}")
     top = [1] * max(3, len(shape))
     top[0], top[2] = shape[0], int(p.top_k)
     if p.out_max_val:
@@ -606,7 +641,7 @@ def argmax_top_shape(p, shape: Shape) -> tuple[int | None, Shape]:
     return None, tuple(top)
 
 
-@shape_rule("ArgMax")
+@builtin_layer("ArgMax", converter="reduction:argmax")
 def _argmax(layer, shapes):
     shape = _one_bottom(layer, shapes)
     p = layer.proto.argmax_param
@@ -619,14 +654,14 @@ def _argmax(layer, shapes):
     return LayerShapes(tops=[top], scratch=scratch)
 
 
-@shape_rule("Reduction")
+@builtin_layer("Reduction", converter="reduction:reduction")
 def _reduction(layer, shapes):
     shape = _one_bottom(layer, shapes)
     axis = canonical_axis(layer.proto.reduction_param.axis, len(shape))
     return LayerShapes(tops=[shape[:axis]])  # all axes from `axis` on are reduced; axis 0 gives a scalar
 
 
-@shape_rule("Tile")
+@builtin_layer("Tile", converter="indexing:tile")
 def _tile(layer, shapes):
     shape = _one_bottom(layer, shapes)
     p = layer.proto.tile_param
@@ -638,16 +673,16 @@ def _tile(layer, shapes):
     return LayerShapes(tops=[shape[:axis] + (shape[axis] * p.tiles,) + shape[axis + 1:]])
 
 
-@shape_rule("MVN")
+@builtin_layer("MVN", converter="reduction:mvn")
 def _mvn(layer, shapes):
     shape = _one_bottom(layer, shapes)
     if len(shape) > 4:
-        _fail(f"expects a bottom of at most 4 axes (Caffe's num/channels/height/width), got {list(shape)}")
+        _fail(f"expects a bottom of at most 4 axes (Caffe's num/channels/height/width), got {shape_text(shape)}")
     # Caffe reshapes the top with num(), channels(), height(), width(): always 4-D.
     return LayerShapes(tops=[tuple(shape) + (1,) * (4 - len(shape))])
 
 
-@shape_rule("Embed")
+@builtin_layer("Embed", converter="indexing:embed")
 def _embed(layer, shapes):
     shape = _one_bottom(layer, shapes)
     p = layer.proto.embed_param
@@ -659,7 +694,7 @@ def _embed(layer, shapes):
     return LayerShapes(tops=[tuple(shape) + (int(p.num_output),)], params=params)
 
 
-@shape_rule("Parameter")
+@builtin_layer("Parameter", converter="indexing:parameter")
 def _parameter(layer, shapes):
     if shapes:
         _fail(f"takes no bottom, got {len(shapes)}")
@@ -696,7 +731,7 @@ def spp_pooling_params(p, in_hw: tuple[int, int]) -> list:
     return levels
 
 
-@shape_rule("SPP")
+@builtin_layer("SPP", converter="spp:spp")
 def _spp(layer, shapes):
     n, c, h, w = _spatial_4d(layer, _one_bottom(layer, shapes))
     levels = spp_pooling_params(layer.proto.spp_param, (h, w))

@@ -1,11 +1,16 @@
 """The generic builder: NetSpec (+ weights) -> torch.fx.GraphModule, in Caffe's layer order.
 
-Submodules are named after Caffe layers and graph nodes after the blobs they produce, so the
-generated code reads like the prototxt. In-place Caffe layers become ordinary functional
-nodes; `blob_nodes` remembers which node holds each blob's final value (what Caffe reports).
+Names from the model file are data, never code: torch.fx writes Python source for the module, so
+every submodule and graph node gets a generated identifier (the Caffe name made into a plain ASCII
+identifier, with a counter when two collide, never a Python keyword or an attribute of nn.Module /
+GraphModule). The Caffe names live in the module's NetDescription (`ninport.describe`), built here
+and only here. In-place Caffe layers become ordinary functional nodes; the description records which
+node holds each blob's final value (what Caffe reports).
 """
 from __future__ import annotations
 
+import builtins
+import keyword
 import re
 import warnings
 
@@ -15,39 +20,51 @@ from torch import fx, nn
 
 from ninport.caffe.shapes import ShapeTable, infer_shapes
 from ninport.caffe.spec import NetSpec
-from ninport.convert.registry import CONVERTERS, LayerContext, _load_all, supported_layer_types
-from ninport.errors import NinportError, NinportWarning, UnsupportedLayerError
+from ninport import registry
+from ninport.convert.registry import LayerContext
+from ninport.description import BlobRecord, LayerRecord, NetDescription, attach, describe
+from ninport.errors import NinportError, NinportWarning, UnsupportedLayerError, safe_text
 
-META_KEY = "ninport"
+MAX_IDENTIFIER_CHARS = 64
+# Attribute names a submodule must not take: what nn.Module / GraphModule have or set on instances.
+_RESERVED = (set(dir(fx.GraphModule)) | set(keyword.kwlist) | set(keyword.softkwlist) | set(dir(builtins))
+             | {"training", "graph", "code", "meta", "forward", "self", "torch", "fx", "nn"})
 
 
-def module_name(layer_name: str) -> str:
-    """A submodule name for a Caffe layer: torch forbids '.' and the empty name, nothing else."""
-    name = layer_name.replace(".", "_") or "_unnamed"
-    return name
-
-
-def _node_name(blob: str) -> str:
-    name = re.sub(r"\W", "_", blob)
-    return name if name and not name[0].isdigit() else f"blob_{name}"
+def python_identifier(name: str, used: set[str], fallback: str = "layer") -> str:
+    """A fresh identifier derived from a Caffe name: ASCII letters, digits and '_' only, not reserved,
+    not in `used` (which it is added to). 'cccp8-1024' -> 'cccp8_1024', '' -> 'layer', 'def' -> 'def_'."""
+    base = re.sub(r"[^0-9A-Za-z_]", "_", name)[:MAX_IDENTIFIER_CHARS].lstrip("_") or fallback
+    if base[0].isdigit():
+        base = f"{fallback}_{base}"
+    if base in _RESERVED or keyword.iskeyword(base):
+        base = f"{base}_"
+    candidate, counter = base, 2
+    while candidate in used or candidate in _RESERVED:
+        candidate, counter = f"{base}_{counter}", counter + 1
+    used.add(candidate)
+    return candidate
 
 
 def build_graph_module(spec: NetSpec, weights: dict[str, list[np.ndarray]],
-                       table: ShapeTable | None = None) -> fx.GraphModule:
-    """Build the GraphModule; `weights` maps layer name -> blobs in Caffe layout."""
-    _load_all()
+                       table: ShapeTable | None = None, *, weights_source: str | None = None) -> fx.GraphModule:
+    """Build the GraphModule and attach its NetDescription; `weights` maps layer name -> blobs (Caffe layout)."""
     table = table or infer_shapes(spec)
     root = nn.Module()
     graph = fx.Graph()
     blob_node: dict[str, fx.Node] = {}
-    used_module_names: set[str] = set()
+    blob_layer: dict[str, str | None] = {}
+    module_names: set[str] = set()
+    node_names: set[str] = set()
+    layer_records: list[LayerRecord] = []
     for name in spec.inputs:
-        blob_node[name] = graph.placeholder(_node_name(name))
+        blob_node[name] = graph.placeholder(python_identifier(name, node_names, "blob"))
+        blob_layer[name] = None
     for layer in spec.layers:
-        convert = CONVERTERS.get(layer.type)
-        if convert is None:
-            raise UnsupportedLayerError(f"{layer.where(spec.source)}: layer type {layer.type!r} is not supported; "
-                                        f"supported types: {', '.join(supported_layer_types())}")
+        record = registry.layer_type(layer.type)
+        if record is None:
+            raise UnsupportedLayerError(f"{layer.where(spec.source)}: layer type is not supported")
+        convert = record.convert_function()
         ctx = LayerContext(layer=layer, bottom_shapes=[table.blobs[b] for b in layer.bottoms],
                            top_shapes=[table.blobs[t] for t in layer.tops],
                            weights=weights.get(layer.name, []))
@@ -55,36 +72,38 @@ def build_graph_module(spec: NetSpec, weights: dict[str, list[np.ndarray]],
             module = convert(ctx)
         except NinportError as exc:
             raise type(exc)(f"{layer.where(spec.source)}: {exc}") from None
-        target = module_name(layer.name)
-        if target in used_module_names:  # two layers whose names differ only by '.' vs '_'
-            suffix = 1
-            while f"{target}_{suffix}" in used_module_names:
-                suffix += 1
-            target = f"{target}_{suffix}"
-        used_module_names.add(target)
+        except Exception as exc:  # noqa: BLE001 - a plugin's converter failed: name the layer, not a traceback
+            if not callable(record.converter):  # a built-in converter failing is a bug: let it show
+                raise
+            raise UnsupportedLayerError(f"{layer.where(spec.source)}: the {record.origin} converter failed: "
+                                        f"{type(exc).__name__}: {safe_text(str(exc))}") from exc
+        if not isinstance(module, nn.Module):
+            raise UnsupportedLayerError(f"{layer.where(spec.source)}: the converter returned "
+                                        f"{type(module).__name__}, not a torch.nn.Module")
+        target = python_identifier(layer.name, module_names)
         root.add_module(target, module)
+        layer_records.append(LayerRecord(layer.name, layer.type, target, tuple(layer.bottoms), tuple(layer.tops)))
         args = tuple(blob_node[b] for b in layer.bottoms)
         first_top = layer.tops[0] if layer.tops else layer.name
-        node = graph.create_node("call_module", target, args, name=_node_name(first_top))
+        node = graph.create_node("call_module", target, args, name=python_identifier(first_top, node_names, "blob"))
         if len(layer.tops) == 1:
             blob_node[layer.tops[0]] = node
         else:
             for i, top in enumerate(layer.tops):
-                blob_node[top] = graph.create_node("call_function", _getitem, (node, i), name=_node_name(top))
+                blob_node[top] = graph.create_node("call_function", _getitem, (node, i),
+                                                   name=python_identifier(top, node_names, "blob"))
+        for top in layer.tops:
+            blob_layer[top] = layer.name
     outputs = [blob_node[b] for b in spec.outputs]
     graph.output(outputs[0] if len(outputs) == 1 else tuple(outputs))
     gm = fx.GraphModule(root, graph, class_name=_class_name(spec.name))
-    gm.meta[META_KEY] = {
-        "inputs": {k: tuple(v) for k, v in spec.inputs.items()},
-        "outputs": list(spec.outputs),
-        "blob_nodes": {blob: node.name for blob, node in blob_node.items()},
-        "blob_shapes": dict(table.blobs),
-        # blob -> the Caffe layer that wrote its final value (OpenCV's forward() wants layer names)
-        "blob_layers": {**{name: name for name in spec.inputs},
-                        **{top: layer.name for layer in spec.layers for top in layer.tops}},
-        "source": spec.source,
-        "net_name": spec.name,
-    }
+    attach(gm, NetDescription(
+        name=spec.name, source=spec.source, source_format=spec.source_format,
+        inputs={k: tuple(int(d) for d in v) for k, v in spec.inputs.items()},
+        outputs=tuple(spec.outputs),
+        blobs={blob: BlobRecord(blob, node.name, blob_layer[blob], tuple(table.blobs[blob]))
+               for blob, node in blob_node.items()},
+        layers=tuple(layer_records), weights=weights_source, preprocess=spec.preprocess))
     gm.eval()
     return gm
 
@@ -94,7 +113,7 @@ def _getitem(values, index: int):
 
 
 def _class_name(net_name: str) -> str:
-    words = re.findall(r"[A-Za-z0-9]+", net_name or "caffe")
+    words = re.findall(r"[A-Za-z0-9]+", (net_name or "caffe")[:MAX_IDENTIFIER_CHARS])
     name = "".join(w[:1].upper() + w[1:] for w in words) or "Caffe"
     return name if not name[0].isdigit() else f"Net{name}"
 
@@ -104,9 +123,7 @@ def forward_blobs(module: fx.GraphModule, *inputs: torch.Tensor) -> dict[str, to
 
     In-place blobs hold their value after the last in-place layer, as Caffe reports them.
     """
-    meta = module.meta.get(META_KEY)
-    if meta is None:
-        raise NinportError("forward_blobs needs a module built by ninport.load()")
+    description = describe(module)
     values: dict[str, torch.Tensor] = {}
 
     class Recorder(fx.Interpreter):
@@ -117,7 +134,7 @@ def forward_blobs(module: fx.GraphModule, *inputs: torch.Tensor) -> dict[str, to
 
     with torch.no_grad():
         Recorder(module).run(*inputs)
-    return {blob: values[node] for blob, node in meta["blob_nodes"].items()}
+    return {blob: values[record.node] for blob, record in description.blobs.items()}
 
 
 def warn_random_weights(source: str) -> None:

@@ -1,4 +1,6 @@
-"""The converter registry: one function per Caffe layer family, found by Caffe type name."""
+"""What a converter receives (`LayerContext`) and how the builder finds a type's converter.
+
+The record of each Caffe type (shape rule + converter) lives in `ninport.registry`."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ninport import registry
 from ninport.caffe.spec import LayerSpec
 
 Shape = tuple[int, ...]
@@ -33,30 +36,7 @@ class LayerContext:
         return nn.Parameter(torch.from_numpy(np.array(array, dtype=np.float32, copy=True)), requires_grad=False)
 
 
-ConverterFn = Callable[[LayerContext], nn.Module]
-CONVERTERS: dict[str, ConverterFn] = {}
-
-
-def converter(*caffe_types: str):
-    """Register `fn` as the converter of the given Caffe layer types.
-
-    The module it returns is called with the layer's bottoms as positional tensors and returns
-    one tensor, or a tuple with one tensor per top.
-    """
-    def register(fn: ConverterFn) -> ConverterFn:
-        for t in caffe_types:
-            CONVERTERS[t] = fn
-        return fn
-    return register
-
-
-def supported_layer_types() -> list[str]:
-    _load_all()
-    return sorted(CONVERTERS)
-
-
-def _load_all() -> None:
-    # Importing the family modules runs their @converter decorators.
-    from ninport.convert.layers import (activation, convolution, indexing,  # noqa: F401
-                                        inner_product, normalization, pooling, reduction, spp,
-                                        structure)
+def converter_for(layer_type: str) -> Callable[[LayerContext], nn.Module] | None:
+    """The converter registered for a Caffe type (see `ninport.registry`), or None if unknown."""
+    record = registry.layer_type(layer_type)
+    return record.convert_function() if record is not None else None

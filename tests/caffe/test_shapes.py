@@ -79,3 +79,57 @@ def test_total_activation_memory_is_bounded(tmp_path):
     spec = ninport.load_spec(net)
     with pytest.raises(ninport.ShapeError, match=r'layer "r\d+" \(AbsVal\): the net\'s activations reach'):
         infer_shapes(spec)
+
+
+def _net(tmp_path, body: str, shape=(1, 3, 8, 8)) -> "Path":
+    dims = " ".join(f"dim: {d}" for d in shape)
+    net = tmp_path / "net.prototxt"
+    net.write_text(f'input: "data"\ninput_shape {{ {dims} }}\n' + body)
+    return net
+
+
+def test_every_unconvertible_layer_is_reported_in_one_error(tmp_path):
+    import ninport
+
+    net = _net(tmp_path, 'layer { name: "a" type: "FancyNorm" bottom: "data" top: "a" }\n'
+                         'layer { name: "b" type: "ReLU" bottom: "a" top: "b" }\n'
+                         'layer { name: "c" type: "OtherThing" bottom: "b" top: "c" }\n')
+    with pytest.raises(ninport.UnsupportedLayerError) as info:
+        infer_shapes(ninport.load_spec(net))
+    message = str(info.value)
+    assert message.startswith("2 layers cannot be converted")
+    assert 'net.prototxt:3: layer "a" (FancyNorm)' in message and 'net.prototxt:5: layer "c" (OtherThing)' in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("layer_type, param", [("Flatten", ""), ("Reshape", "reshape_param { shape { dim: 0 dim: -1 } }")])
+def test_in_place_layers_that_change_the_shape_are_refused(tmp_path, layer_type, param):
+    """Caffe refuses Flatten/Reshape in place; converting it silently gave another model."""
+    import ninport
+
+    net = _net(tmp_path, f'layer {{ name: "f" type: "{layer_type}" bottom: "data" top: "data" {param} }}\n')
+    with pytest.raises(ninport.ShapeError, match=r'layer "f" \(\w+\): computes in place .* changes the shape'):
+        infer_shapes(ninport.load_spec(net))
+
+
+@pytest.mark.parametrize("body", [
+    'layer { name: "c" type: "Convolution" bottom: "data" top: "c" '
+    'convolution_param { num_output: 1 kernel_size: 1 pad: 20000 } }',
+    'layer { name: "n" type: "LRN" bottom: "data" top: "n" lrn_param { local_size: 2147483647 } }',
+    'layer { name: "n" type: "LRN" bottom: "data" top: "n" '
+    'lrn_param { local_size: 2147483647 norm_region: WITHIN_CHANNEL } }',
+    'layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" inner_product_param { num_output: 10000000 } }',
+])
+def test_what_conversion_would_allocate_is_bounded_up_front(tmp_path, body):
+    """Refused by shape inference, before any tensor exists (these once allocated up to 19 GB)."""
+    import tracemalloc
+
+    import ninport
+
+    net = _net(tmp_path, body + "\n", shape=(1, 3, 16, 16))
+    tracemalloc.start()
+    with pytest.raises(ninport.ShapeError, match=r"implausibly large|more than the"):
+        infer_shapes(ninport.load_spec(net))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 50 * 2**20

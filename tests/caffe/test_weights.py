@@ -71,7 +71,7 @@ def test_load_with_double_data_and_v1_bias(tmp_path):
 def test_golden_legacy_v1_weights_load():
     case = VENDORED_GOLDEN / "legacy_v1"
     module = ninport.load(case / "net.prototxt", case / "weights.caffemodel")
-    assert module.meta["ninport"]["weights"].endswith("weights.caffemodel")
+    assert ninport.describe(module).weights.endswith("weights.caffemodel")
 
 
 @pytest.mark.parametrize("name", ["nin_v1_224", "nin_v1_227"])
@@ -94,4 +94,4 @@ def test_nin_weights_fit_deploy_at_227():
     if not folder.is_dir():
         pytest.skip("NIN golden cases need ../shared/caffe-golden")
     module = ninport.load(NIN_DEPLOY, folder / "weights.caffemodel", input_shape=(1, 3, 227, 227))
-    assert module.meta["ninport"]["inputs"]["data"] == (1, 3, 227, 227)
+    assert ninport.describe(module).inputs["data"] == (1, 3, 227, 227)

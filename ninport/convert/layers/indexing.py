@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ninport.caffe.shapes import canonical_axis
-from ninport.convert.registry import LayerContext, converter
+from ninport.convert.registry import LayerContext
 
 
 class CaffeEmbed(nn.Module):
@@ -27,7 +27,6 @@ class CaffeEmbed(nn.Module):
         return out if self.bias is None else out + self.bias
 
 
-@converter("Embed")
 def embed(ctx: LayerContext) -> nn.Module:
     p = ctx.proto.embed_param
     return CaffeEmbed(ctx.parameter(0), ctx.parameter(1) if p.bias_term else None)
@@ -44,7 +43,6 @@ class Tile(nn.Module):
         return x.repeat(self.repeats)
 
 
-@converter("Tile")
 def tile(ctx: LayerContext) -> nn.Module:
     p = ctx.proto.tile_param
     ndim = len(ctx.bottom_shapes[0])
@@ -64,6 +62,5 @@ class Parameter(nn.Module):
         return self.weight
 
 
-@converter("Parameter")
 def parameter(ctx: LayerContext) -> nn.Module:
     return Parameter(ctx.parameter(0))

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ninport.caffe.shapes import canonical_axis
-from ninport.convert.registry import LayerContext, converter
+from ninport.convert.registry import LayerContext
 
 
 class InnerProduct(nn.Module):
@@ -20,7 +20,6 @@ class InnerProduct(nn.Module):
         return F.linear(torch.flatten(x, self.axis), self.weight, self.bias)
 
 
-@converter("InnerProduct")
 def inner_product(ctx: LayerContext) -> nn.Module:
     p = ctx.proto.inner_product_param
     axis = canonical_axis(p.axis, len(ctx.bottom_shapes[0]))

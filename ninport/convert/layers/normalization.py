@@ -7,7 +7,7 @@ from torch import nn
 
 from ninport.caffe import caffe_pb2 as pb2
 from ninport.caffe.shapes import canonical_axis
-from ninport.convert.registry import LayerContext, converter
+from ninport.convert.registry import LayerContext
 
 
 class LRNAcrossChannels(nn.Module):
@@ -34,7 +34,6 @@ class LRNWithinChannel(nn.Module):
         return x * torch.pow(1.0 + self.alpha * mean_sq, -self.beta)
 
 
-@converter("LRN")
 def lrn(ctx: LayerContext) -> nn.Module:
     p = ctx.proto.lrn_param
     if p.norm_region == pb2.LRNParameter.WITHIN_CHANNEL:
@@ -61,7 +60,6 @@ class CaffeBatchNorm(nn.Module):
         return (x - mean) / torch.sqrt(var + self.eps)
 
 
-@converter("BatchNorm")
 def batch_norm(ctx: LayerContext) -> nn.Module:
     p = ctx.proto.batch_norm_param
     mean, var, factor = (torch.from_numpy(w.copy()) for w in ctx.weights[:3])
@@ -114,7 +112,6 @@ def _param_view(ctx: LayerContext, axis: int, num_axes: int) -> list[int]:
     return _broadcast_shape(len(shape), axis, pshape)
 
 
-@converter("Scale")
 def scale(ctx: LayerContext) -> nn.Module:
     p = ctx.proto.scale_param
     view = _param_view(ctx, p.axis, p.num_axes)
@@ -126,7 +123,6 @@ def scale(ctx: LayerContext) -> nn.Module:
     return ScaleBias(view, weight, bias)
 
 
-@converter("Bias")
 def bias(ctx: LayerContext) -> nn.Module:
     p = ctx.proto.bias_param
     view = _param_view(ctx, p.axis, p.num_axes)

@@ -16,7 +16,7 @@ from torch import nn
 
 from ninport.caffe import caffe_pb2 as pb2
 from ninport.caffe.shapes import pool_geometry
-from ninport.convert.registry import LayerContext, converter
+from ninport.convert.registry import LayerContext
 
 FLT_MAX = float(np.finfo(np.float32).max)
 
@@ -57,7 +57,6 @@ class CaffePool2d(nn.Module):
         return y
 
 
-@converter("Pooling")
 def pooling(ctx: LayerContext) -> nn.Module:
     p = ctx.proto.pooling_param
     n, c, h, w = ctx.bottom_shapes[0]

@@ -17,7 +17,7 @@ from torch import nn
 
 from ninport.caffe import caffe_pb2 as pb2
 from ninport.caffe.shapes import argmax_top_shape, canonical_axis
-from ninport.convert.registry import LayerContext, converter
+from ninport.convert.registry import LayerContext
 
 
 class CaffeReduction(nn.Module):
@@ -41,7 +41,6 @@ _REDUCTION_OPS = {pb2.ReductionParameter.SUM: "sum", pb2.ReductionParameter.ASUM
                   pb2.ReductionParameter.SUMSQ: "sumsq", pb2.ReductionParameter.MEAN: "mean"}
 
 
-@converter("Reduction")
 def reduction(ctx: LayerContext) -> nn.Module:
     p = ctx.proto.reduction_param
     shape = ctx.bottom_shapes[0]
@@ -94,7 +93,6 @@ class CaffeArgMax(nn.Module):
         return torch.reshape(out, self.top_shape)
 
 
-@converter("ArgMax")
 def argmax(ctx: LayerContext) -> nn.Module:
     p = ctx.proto.argmax_param
     axis, top = argmax_top_shape(p, ctx.bottom_shapes[0])
@@ -123,7 +121,6 @@ class CaffeMVN(nn.Module):
         return x
 
 
-@converter("MVN")
 def mvn(ctx: LayerContext) -> nn.Module:
     p = ctx.proto.mvn_param
     bottom, top = ctx.bottom_shapes[0], ctx.top_shapes[0]

@@ -10,7 +10,7 @@ from ninport.caffe import caffe_pb2 as pb2
 from ninport.caffe.shapes import pool_geometry, spp_pooling_params
 from ninport.caffe.spec import LayerSpec
 from ninport.convert.layers.pooling import pooling
-from ninport.convert.registry import LayerContext, converter
+from ninport.convert.registry import LayerContext
 
 
 class SpatialPyramidPool(nn.Module):
@@ -24,7 +24,6 @@ class SpatialPyramidPool(nn.Module):
         return torch.cat([torch.flatten(level(x), 1) for level in self.levels], dim=1)
 
 
-@converter("SPP")
 def spp(ctx: LayerContext) -> nn.Module:
     shape = ctx.bottom_shapes[0]
     n, c, h, w = shape

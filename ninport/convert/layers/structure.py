@@ -6,7 +6,7 @@ from torch import nn
 
 from ninport.caffe import caffe_pb2 as pb2
 from ninport.caffe.shapes import canonical_axis, concat_axis, crop_offsets, slice_sizes
-from ninport.convert.registry import LayerContext, converter
+from ninport.convert.registry import LayerContext
 
 
 class EltwiseSum(nn.Module):
@@ -37,7 +37,6 @@ class EltwiseMax(nn.Module):
         return out
 
 
-@converter("Eltwise")
 def eltwise(ctx: LayerContext) -> nn.Module:
     p = ctx.proto.eltwise_param
     if p.operation == pb2.EltwiseParameter.PROD:
@@ -56,7 +55,6 @@ class Concat(nn.Module):
         return xs[0] if len(xs) == 1 else torch.cat(xs, dim=self.axis)
 
 
-@converter("Concat")
 def concat(ctx: LayerContext) -> nn.Module:
     return Concat(concat_axis(ctx.proto.concat_param, len(ctx.bottom_shapes[0])))
 
@@ -72,7 +70,6 @@ class Slice(nn.Module):
         return tuple(torch.split(x, self.sizes, dim=self.axis))
 
 
-@converter("Slice")
 def slice_(ctx: LayerContext) -> nn.Module:
     axis, sizes = slice_sizes(ctx.proto.slice_param, ctx.bottom_shapes[0], len(ctx.layer.tops))
     return Slice(axis, sizes)
@@ -87,7 +84,6 @@ class Split(nn.Module):
         return x if self.count == 1 else (x,) * self.count
 
 
-@converter("Split")
 def split(ctx: LayerContext) -> nn.Module:
     return Split(len(ctx.layer.tops))
 
@@ -101,7 +97,6 @@ class Flatten(nn.Module):
         return torch.flatten(x, self.start, self.end)
 
 
-@converter("Flatten")
 def flatten(ctx: LayerContext) -> nn.Module:
     p = ctx.proto.flatten_param
     ndim = len(ctx.bottom_shapes[0])
@@ -121,7 +116,6 @@ class Reshape(nn.Module):
         return torch.reshape(x, [*x.shape[: self.axis], *middle, *x.shape[self.end:]])
 
 
-@converter("Reshape")
 def reshape(ctx: LayerContext) -> nn.Module:
     p = ctx.proto.reshape_param
     ndim = len(ctx.bottom_shapes[0])
@@ -141,7 +135,6 @@ class Crop(nn.Module):
         return x
 
 
-@converter("Crop")
 def crop(ctx: LayerContext) -> nn.Module:
     shape, ref = ctx.bottom_shapes
     axis, offsets = crop_offsets(ctx.proto.crop_param, shape, ref)
@@ -157,6 +150,5 @@ class Softmax(nn.Module):
         return torch.softmax(x, dim=self.axis)
 
 
-@converter("Softmax")
 def softmax(ctx: LayerContext) -> nn.Module:
     return Softmax(canonical_axis(ctx.proto.softmax_param.axis, len(ctx.bottom_shapes[0])))

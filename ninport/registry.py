@@ -1,0 +1,149 @@
+"""One registration record per Caffe layer type: its shape rule and its converter, together.
+
+Built-in types are registered where their shape rules live (`ninport.caffe.shapes`), naming their
+converter lazily as "family:function" in `ninport.convert.layers`, so reading and inspecting a net
+never imports torch. Users' plugins register through the same door, `register_layer`, with a
+callable converter. Registering a type twice is an error unless `replace=True` says it is meant.
+
+Nothing here imports torch.
+"""
+from __future__ import annotations
+
+import importlib
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Sequence, Union
+
+from ninport.errors import NinportError
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from ninport.caffe.spec import LayerSpec
+
+Shape = tuple[int, ...]
+
+
+@dataclass
+class LayerShapes:
+    """What a shape rule says about one layer: top shapes, weight blob shapes (Caffe layout), MACs.
+
+    `params=None` (plugins only) means "whatever blobs the caffemodel holds for this layer".
+    """
+
+    tops: list[Shape]
+    params: list[Shape] | None = field(default_factory=list)
+    macs: int = 0
+    scratch: int = 0  # elements of an intermediate the converter materializes (e.g. a padded input)
+
+    @property
+    def param_count(self) -> int:
+        return sum(math.prod(p) for p in self.params or [])
+
+
+ShapeFn = Callable[["LayerSpec", list[Shape]], Union[LayerShapes, Sequence[Sequence[int]]]]
+ConverterFn = Callable[[Any], Any]  # LayerContext -> torch.nn.Module (see ninport.convert.registry)
+
+
+@dataclass(frozen=True)
+class LayerType:
+    """Everything ninport knows about one Caffe layer type.
+
+    `converter` is a callable, or "family:function" naming one in `ninport.convert.layers`.
+    `origin` says where the type comes from (BVLC Caffe, a fork, a plugin) for docs and messages.
+    `reads_unknown_fields`: the type interprets fields the schema does not know (a fork's params kept
+    in `LayerSpec.unknown_fields`); for other types such fields make the layer unconvertible.
+    """
+
+    name: str
+    shape: ShapeFn
+    converter: ConverterFn | str
+    origin: str = "BVLC Caffe"
+    reads_unknown_fields: bool = False
+
+    def shapes(self, layer: "LayerSpec", bottom_shapes: list[Shape]) -> LayerShapes:
+        """Run the shape rule; a plugin may return a plain list of top shapes."""
+        result = self.shape(layer, bottom_shapes)
+        if isinstance(result, LayerShapes):
+            return result
+        try:
+            tops = [tuple(int(d) for d in shape) for shape in result]
+        except (TypeError, ValueError):
+            raise NinportError(f"the shape rule of layer type {self.name!r} returned {type(result).__name__}, "
+                               "expected LayerShapes or a list of top shapes") from None
+        return LayerShapes(tops=tops, params=None)
+
+    def convert_function(self) -> ConverterFn:
+        if callable(self.converter):
+            return self.converter
+        family, _, function = self.converter.partition(":")
+        module = importlib.import_module(f"ninport.convert.layers.{family}")
+        return getattr(module, function)
+
+
+_TYPES: dict[str, LayerType] = {}
+_BUILTINS_LOADED = False
+
+
+def _add(record: LayerType, replace: bool) -> LayerType:
+    if not isinstance(record.name, str) or not record.name:
+        raise NinportError(f"a layer type name must be a non-empty string, got {record.name!r}")
+    if record.name in _TYPES and not replace:
+        raise NinportError(f"layer type {record.name!r} is already registered ({_TYPES[record.name].origin}); "
+                           "pass replace=True to override it")
+    _TYPES[record.name] = record
+    return record
+
+
+def builtin_layer(*names: str, converter: str, origin: str = "BVLC Caffe", reads_unknown_fields: bool = False):
+    """Decorator for a built-in shape rule: registers one record per named type."""
+    def register(shape: ShapeFn) -> ShapeFn:
+        for name in names:
+            _add(LayerType(name, shape, converter, origin, reads_unknown_fields), replace=False)
+        return shape
+    return register
+
+
+def register_layer(name: str, *, shape: ShapeFn, module: ConverterFn, origin: str = "plugin",
+                   reads_unknown_fields: bool = True, replace: bool = False) -> LayerType:
+    """Teach ninport a layer type from your own code (a fork's layer, a custom op).
+
+    `shape(layer, bottom_shapes)` returns the top shapes (a list of tuples) or a `LayerShapes` with
+    weight blob shapes and MACs; `layer` is a `ninport.caffe.spec.LayerSpec` whose `proto` holds the
+    typed fields and `unknown_fields` the fields the schema does not know, as plain data.
+    `module(ctx)` returns the torch.nn.Module computing the layer: called with the bottoms as
+    tensors, it returns one tensor or a tuple (one per top). `ctx` is a
+    `ninport.convert.registry.LayerContext` (layer, bottom_shapes, top_shapes, weights as numpy).
+    Registering a type ninport already knows raises unless `replace=True`.
+    """
+    _load_builtins()
+    if not callable(shape) or not callable(module):
+        raise NinportError(f"register_layer({name!r}): shape and module must be callables")
+    return _add(LayerType(name, shape, module, origin, reads_unknown_fields), replace=replace)
+
+
+def unregister_layer(name: str) -> None:
+    """Remove a plugin's registration (built-in types stay)."""
+    record = _TYPES.get(name)
+    if record is not None and callable(record.converter):
+        del _TYPES[name]
+
+
+def layer_type(name: str) -> LayerType | None:
+    _load_builtins()
+    return _TYPES.get(name)
+
+
+def registered_types() -> list[str]:
+    _load_builtins()
+    return sorted(_TYPES)
+
+
+def all_layer_types() -> list[LayerType]:
+    _load_builtins()
+    return [_TYPES[name] for name in sorted(_TYPES)]
+
+
+def _load_builtins() -> None:
+    global _BUILTINS_LOADED
+    if not _BUILTINS_LOADED:
+        _BUILTINS_LOADED = True
+        importlib.import_module("ninport.caffe.shapes")  # its @builtin_layer decorators register the types

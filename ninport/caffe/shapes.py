@@ -8,7 +8,7 @@ refused here, with the layer named, before any tensor exists.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ninport.caffe import caffe_pb2 as pb2
 from ninport.caffe.spec import LayerSpec, NetSpec

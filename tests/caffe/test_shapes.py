@@ -81,7 +81,7 @@ def test_total_activation_memory_is_bounded(tmp_path):
         infer_shapes(spec)
 
 
-def _net(tmp_path, body: str, shape=(1, 3, 8, 8)) -> "Path":
+def _net(tmp_path, body: str, shape=(1, 3, 8, 8)):
     dims = " ".join(f"dim: {d}" for d in shape)
     net = tmp_path / "net.prototxt"
     net.write_text(f'input: "data"\ninput_shape {{ {dims} }}\n' + body)

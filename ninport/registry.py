@@ -81,6 +81,11 @@ class LayerType:
 
 _TYPES: dict[str, LayerType] = {}
 _BUILTINS_LOADED = False
+# Torch-free modules whose @builtin_layer shape rules register the built-in types, one per layer family
+# group; a new family adds its module here.
+BUILTIN_RULE_MODULES = (
+    "ninport.caffe.shapes",
+)
 
 
 def _add(record: LayerType, replace: bool) -> LayerType:
@@ -146,4 +151,5 @@ def _load_builtins() -> None:
     global _BUILTINS_LOADED
     if not _BUILTINS_LOADED:
         _BUILTINS_LOADED = True
-        importlib.import_module("ninport.caffe.shapes")  # its @builtin_layer decorators register the types
+        for name in BUILTIN_RULE_MODULES:
+            importlib.import_module(name)  # their @builtin_layer decorators register the types

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from ninport.caffe import io
 from ninport.caffe.shapes import infer_shapes
-from ninport.caffe.spec import NetSpec, load_netspec
+from ninport.caffe.spec import NetSpec, check_unknown_fields, load_netspec
 from ninport.caffe.weights import attach_weights, random_weights
 from ninport.errors import ShapeError
 
@@ -65,6 +65,7 @@ def load(prototxt: str | os.PathLike, weights: str | os.PathLike | None = None, 
     from ninport.convert.graph import build_graph_module, warn_random_weights
 
     spec = load_spec(prototxt, input_shape)
+    check_unknown_fields(spec)  # until a converter declares the fork fields it reads
     table = infer_shapes(spec)
     if weights is None:
         blobs = random_weights(table, spec, seed)

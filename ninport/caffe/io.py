@@ -6,16 +6,25 @@ so a 500 MB model costs one read and no per-float Python objects.
 """
 from __future__ import annotations
 
+import bisect
 import contextlib
 import mmap
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ninport.errors import ParseError
+
+if TYPE_CHECKING:
+    from ninport.caffe.prototxt import ParsedNet
+
+# A prototxt larger than this is refused before it is read (the biggest published nets are ~1 MB).
+MAX_PROTOTXT_BYTES = 64 << 20
 
 # Field numbers from caffe.proto (BVLC), for the wire-level reader.
 _NET_LAYER, _NET_LAYERS_V1 = 100, 2
@@ -34,21 +43,66 @@ def _caffe_pb2():
 
 
 def check_is_file(path: Path) -> None:
-    """One ParseError line for a path that is missing or a directory."""
-    if not path.exists():
-        raise ParseError(f"{path}: no such file")
-    if path.is_dir():
-        raise ParseError(f"{path}: is a directory, expected a file")
-
-
-def _read_input(path: Path, expected: str, *, mapped: bool = False):
-    """The bytes of a user's file (memory-mapped if `mapped`), or one ParseError line naming it:
-    missing, a directory, unreadable or empty."""
-    check_is_file(path)
+    """One ParseError line for a path that is missing or not a regular file (directory, FIFO,
+    device, socket). Uses stat only: a FIFO is never opened, so this never blocks."""
+    path = Path(path)
     try:
-        data = _open_bytes(path) if mapped else path.read_bytes()
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ParseError(f"{path}: no such file") from None
     except OSError as exc:
         raise ParseError(f"{path}: cannot read: {exc.strerror}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ParseError(f"{path}: is a directory, expected a file")
+    if not stat.S_ISREG(st.st_mode):
+        raise ParseError(f"{path}: is not a regular file ({_file_kind(st.st_mode)}); "
+                         "give the path of a file on disk")
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "a special file"
+
+
+def _open_regular(path: Path):
+    """Open a regular file for reading without ever blocking (O_NONBLOCK defeats a FIFO swapped
+    in after the stat check) and check again on the open descriptor."""
+    check_is_file(path)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise ParseError(f"{path}: cannot read: {exc.strerror}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise ParseError(f"{path}: is not a regular file ({_file_kind(st.st_mode)})")
+    return os.fdopen(fd, "rb"), st.st_size
+
+
+def _read_input(path: Path, expected: str, *, mapped: bool = False, limit: int | None = None):
+    """The bytes of a user's file (memory-mapped if `mapped`), or one ParseError line naming it:
+    missing, not a regular file, unreadable, empty or larger than `limit` bytes."""
+    fh, size = _open_regular(path)
+    with fh:
+        if limit is not None and size > limit:
+            raise ParseError(f"{path}: {size:,} bytes is more than the {limit:,} bytes allowed for "
+                             f"{expected}")
+        try:
+            if mapped and size:
+                try:
+                    data = memoryview(mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ))
+                except (OSError, ValueError):
+                    data = fh.read()
+            else:
+                data = fh.read(size + 1 if limit is None else min(size, limit) + 1)
+        except OSError as exc:
+            raise ParseError(f"{path}: cannot read: {exc.strerror}") from None
+    if limit is not None and len(data) > limit:
+        raise ParseError(f"{path}: more than the {limit:,} bytes allowed for {expected}")
     if len(data) == 0:
         raise ParseError(f"{path}: empty file, expected {expected}")
     return data
@@ -69,7 +123,7 @@ def _wire_errors(path: Path, size: int, expected: str):
 def read_prototxt_text(path: str | os.PathLike) -> str:
     """Read a prototxt as text, refusing binary or empty files with a clear message."""
     path = Path(path)
-    raw = _read_input(path, "a Caffe net in prototxt form")
+    raw = _read_input(path, "a Caffe net in prototxt form", limit=MAX_PROTOTXT_BYTES)
     if b"\x00" in raw[:4096]:
         raise ParseError(f"{path}: looks like a binary file, not a text prototxt "
                          "(was a .caffemodel given where a .prototxt was expected?)")
@@ -82,22 +136,18 @@ def read_prototxt_text(path: str | os.PathLike) -> str:
     return text
 
 
-def parse_net_text(text: str, source: str) -> "object":
-    """Parse prototxt text into a raw caffe_pb2.NetParameter (not yet upgraded)."""
-    from google.protobuf import text_format
+def parse_prototxt(text: str, source: str) -> "ParsedNet":
+    """Parse prototxt text: the raw NetParameter (not yet upgraded), each layer's line, and the
+    fields the schema does not know (kept as plain data, see ninport.caffe.prototxt)."""
+    from ninport.caffe.prototxt import parse_net
 
-    pb2 = _caffe_pb2()
-    net = pb2.NetParameter()
-    try:
-        text_format.Parse(text, net, allow_unknown_field=False)
-    except text_format.ParseError as exc:
-        # protobuf reports "line:col : message"; keep it on one line and name the file.
-        # protobuf quotes the offending line; a one-line net would put the whole file in the message.
-        message = re.sub(r"'([^']{80})[^']+'", r"'\1...'", " ".join(str(exc).split()))
-        message = " ".join(w if len(w) <= 80 else w[:77] + "..." for w in message.split())
-        message = re.sub(r"^(\d+:\d+) : ", r"\1: ", message)
-        raise ParseError(f"{source}:{message}" if message[:1].isdigit() else f"{source}: {message}") from None
-    return net
+    return parse_net(text, source)
+
+
+def parse_net_text(text: str, source: str) -> "object":
+    """Parse prototxt text into a raw caffe_pb2.NetParameter (not yet upgraded; unknown fields
+    are skipped here, use parse_prototxt to keep them)."""
+    return parse_prototxt(text, source).net
 
 
 def read_prototxt(path: str | os.PathLike) -> "object":
@@ -112,6 +162,7 @@ def layer_lines(text: str) -> list[int]:
     and comments is enough, and cheaper than a second parse.
     """
     lines: list[int] = []
+    newlines = [m.start() for m in re.finditer("\n", text)]
     depth, line, i, n = 0, 1, 0, len(text)
     while i < n:
         ch = text[i]
@@ -140,7 +191,7 @@ def layer_lines(text: str) -> list[int]:
                 while start >= 0 and (text[start].isalnum() or text[start] == "_"):
                     start -= 1
                 if text[start + 1:word_end] in ("layer", "layers"):
-                    lines.append(text.count("\n", 0, start + 1) + 1)
+                    lines.append(bisect.bisect_left(newlines, start + 1) + 1)
             depth += 1
         elif ch == "}":
             depth = max(0, depth - 1)
@@ -323,17 +374,6 @@ def _read_layer(buf, start: int, end: int, name_no: int, type_no: int, blobs_no:
     return RawLayerWeights(name=name, type=str(type_), blobs=blobs)
 
 
-def _open_bytes(path: Path):
-    size = path.stat().st_size
-    if size == 0:
-        return b""
-    with open(path, "rb") as fh:
-        try:
-            return memoryview(mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ))
-        except (OSError, ValueError):
-            return fh.read()
-
-
 def read_caffemodel(path: str | os.PathLike) -> list[RawLayerWeights]:
     """Read every layer's weight blobs from a binary caffemodel (current, V1 or V0 layout).
 
@@ -361,7 +401,7 @@ def read_caffemodel_proto(path: str | os.PathLike) -> "object":
     from google.protobuf.message import DecodeError
 
     path = Path(path)
-    data = _read_input(path, "a binary .caffemodel")
+    data = bytes(_read_input(path, "a binary .caffemodel", mapped=True))
     net = _caffe_pb2().NetParameter()
     try:
         net.ParseFromString(data)

@@ -33,6 +33,9 @@ _V1_NAME, _V1_TYPE, _V1_BLOBS, _V1_V0LAYER = 4, 5, 6, 1
 _V0_NAME, _V0_TYPE, _V0_BLOBS = 1, 2, 50
 _BLOB_NUM, _BLOB_CHANNELS, _BLOB_HEIGHT, _BLOB_WIDTH = 1, 2, 3, 4
 _BLOB_DATA, _BLOB_SHAPE, _BLOB_DOUBLE_DATA = 5, 7, 8
+_BLOB_RAW_DATA_TYPE, _BLOB_RAW_DATA = 10, 12  # NVCaffe
+# NVCaffe's Type enum -> little-endian numpy dtype of raw_data (INT, UINT, BOOL are not weights).
+_RAW_DTYPES = {0: "<f8", 1: "<f4", 2: "<f2"}
 _SHAPE_DIM = 1
 
 
@@ -325,12 +328,17 @@ def _typed_array(buf, pieces: list, dtype: str) -> np.ndarray | None:
     return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
 
 
-def _read_blob(buf, start: int, end: int) -> RawBlob:
+def _read_blob(buf, start: int, end: int, keep_half: bool = False) -> RawBlob:
     pieces: dict[int, list] = {number: [] for number in _DATA_FIELDS}
     legacy = [None, None, None, None]
     shape = None
+    raw_span, raw_type = None, 0  # NVCaffe: raw_data_type defaults to DOUBLE, the enum's first value
     for number, wire, value in _fields(buf, start, end):
-        if number in _DATA_FIELDS:
+        if number == _BLOB_RAW_DATA and wire == 2:
+            raw_span = value
+        elif number == _BLOB_RAW_DATA_TYPE and wire == 0:
+            raw_type = value
+        elif number in _DATA_FIELDS:
             if wire == 2:
                 pieces[number].append(value)
             elif wire == _DATA_FIELDS[number][1]:
@@ -343,7 +351,17 @@ def _read_blob(buf, start: int, end: int) -> RawBlob:
             shape = tuple(_signed64(d) for d in dims)
         elif number in (_BLOB_NUM, _BLOB_CHANNELS, _BLOB_HEIGHT, _BLOB_WIDTH) and wire == 0:
             legacy[number - 1] = _signed64(value)
-    data = _typed_array(buf, pieces[_BLOB_DATA], "<f4")
+    data = None
+    if raw_span is not None:  # NVCaffe reads raw_data first when present
+        if raw_type not in _RAW_DTYPES:
+            raise ValueError(f"raw_data of type {raw_type} (NVCaffe INT/UINT/BOOL) is not a float blob")
+        data = _typed_array(buf, [raw_span], _RAW_DTYPES[raw_type])
+        if data is None:
+            data = np.zeros(0, dtype=_RAW_DTYPES[raw_type])
+        if data.dtype == np.float16 and not keep_half:
+            data = data.astype(np.float32)
+    if data is None:
+        data = _typed_array(buf, pieces[_BLOB_DATA], "<f4")
     if data is None:
         data = _typed_array(buf, pieces[_BLOB_DOUBLE_DATA], "<f8")
     if data is None:
@@ -358,7 +376,8 @@ def _text(buf, span) -> str:
     return bytes(buf[span[0]:span[1]]).decode("utf-8", errors="replace")
 
 
-def _read_layer(buf, start: int, end: int, name_no: int, type_no: int, blobs_no: int):
+def _read_layer(buf, start: int, end: int, name_no: int, type_no: int, blobs_no: int,
+                keep_half: bool = False):
     name, type_, blobs = "", "", []
     for number, wire, value in _fields(buf, start, end):
         if number == name_no and wire == 2:
@@ -366,19 +385,21 @@ def _read_layer(buf, start: int, end: int, name_no: int, type_no: int, blobs_no:
         elif number == type_no:
             type_ = _text(buf, value) if wire == 2 else value
         elif number == blobs_no and wire == 2:
-            blobs.append(_read_blob(buf, *value))
+            blobs.append(_read_blob(buf, *value, keep_half=keep_half))
         elif number == _V1_V0LAYER and name_no == _V1_NAME and wire == 2:
-            v0 = _read_layer(buf, *value, _V0_NAME, _V0_TYPE, _V0_BLOBS)
+            v0 = _read_layer(buf, *value, _V0_NAME, _V0_TYPE, _V0_BLOBS, keep_half)
             name, type_ = name or v0.name, type_ or v0.type
             blobs.extend(v0.blobs)
     return RawLayerWeights(name=name, type=str(type_), blobs=blobs)
 
 
-def read_caffemodel(path: str | os.PathLike) -> list[RawLayerWeights]:
-    """Read every layer's weight blobs from a binary caffemodel (current, V1 or V0 layout).
+def read_caffemodel(path: str | os.PathLike, *, keep_half: bool = False) -> list[RawLayerWeights]:
+    """Read every layer's weight blobs from a binary caffemodel (current, V1 or V0 layout, and
+    NVCaffe's raw_data blobs).
 
     Layers without blobs are kept too (their names tell us the file's net). The arrays may be
-    read-only views of the mapped file: copy before writing to them.
+    read-only views of the mapped file: copy before writing to them. NVCaffe fp16 blobs become
+    float32 unless `keep_half`.
     """
     path = Path(path)
     buf = _read_input(path, "a binary .caffemodel", mapped=True)
@@ -386,9 +407,9 @@ def read_caffemodel(path: str | os.PathLike) -> list[RawLayerWeights]:
     with _wire_errors(path, len(buf), "a caffemodel"):
         for number, wire, value in _fields(buf, 0, len(buf)):
             if number == _NET_LAYER and wire == 2:
-                layers.append(_read_layer(buf, *value, _LAYER_NAME, _LAYER_TYPE, _LAYER_BLOBS))
+                layers.append(_read_layer(buf, *value, _LAYER_NAME, _LAYER_TYPE, _LAYER_BLOBS, keep_half))
             elif number == _NET_LAYERS_V1 and wire == 2:
-                layers.append(_read_layer(buf, *value, _V1_NAME, _V1_TYPE, _V1_BLOBS))
+                layers.append(_read_layer(buf, *value, _V1_NAME, _V1_TYPE, _V1_BLOBS, keep_half))
     if not layers:
         head = bytes(buf[:64])
         hint = " (it looks like text: was a prototxt given as weights?)" if head.isascii() else ""

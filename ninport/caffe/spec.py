@@ -212,6 +212,9 @@ def build_netspec(net: "pb2.NetParameter", source: str = "<net>", lines: list[in
             if len(shapes) not in (1, len(layer.top)):
                 raise ShapeError(f'{place}: layer "{layer.name}": {len(layer.top)} tops but '
                                  f"{len(shapes)} shapes")
+            if any(len(shape) == 0 for shape in shapes):
+                raise ShapeError(f'{place}: layer "{layer.name}": an input shape with no dimensions (0-D); '
+                                 "give at least one dim")
             for i, top in enumerate(layer.top):
                 inputs[top] = shapes[i if len(shapes) > 1 else 0]
             continue
@@ -243,10 +246,20 @@ def _check_connectivity(inputs, layers: list[LayerSpec], source: str) -> list[st
     produced: set[str] = set(inputs)
     seen_names: set[str] = set()
     for layer in layers:
+        for name in [layer.name, *layer.bottoms, *layer.tops]:
+            if "\x00" in name:
+                place = f"{source}:{layer.line}" if layer.line else source
+                raise ParseError(f"{place}: layer {layer.name[:60]!r} ({layer.type[:60]!r}): the name "
+                                 f"{name[:60]!r} holds a NUL byte; "
+                                 "Caffe layer and blob names are C strings")
         if layer.name in seen_names:
-            raise ParseError(f"{layer.where(source)}: a second layer with this name; "
+            what = "another layer without a name" if not layer.name else "a second layer with this name"
+            raise ParseError(f"{layer.where(source)}: {what}; "
                              "Caffe matches weights by layer name, so names must be unique")
         seen_names.add(layer.name)
+        if not layer.tops:
+            raise ParseError(f"{layer.where(source)}: the layer has no top blob; a {layer.type} layer "
+                             "produces at least one")
         for bottom in layer.bottoms:
             if bottom not in produced:
                 raise ParseError(f"{layer.where(source)}: bottom blob {bottom!r} is not produced by "
@@ -255,6 +268,9 @@ def _check_connectivity(inputs, layers: list[LayerSpec], source: str) -> list[st
             available.discard(bottom)
         for i, top in enumerate(layer.tops):
             in_place = i < len(layer.bottoms) and layer.bottoms[i] == top
+            if top in inputs and not in_place:
+                raise ParseError(f"{layer.where(source)}: top blob {top!r} is a net input; a layer may "
+                                 "only write over an input in place (bottom and top the same)")
             if top in produced and not in_place:
                 raise ParseError(f"{layer.where(source)}: top blob {top!r} is already produced by "
                                  "another layer (only in-place tops may repeat a name)")

@@ -36,7 +36,7 @@ _TOKEN = re.compile(r"""
        |(?P<sym>[{}<>:\[\],;])
        |(?P<end>\Z)
        |(?P<bad>.)
-    )""", re.X | re.S)
+    )""", re.VERBOSE | re.DOTALL)
 
 _INT_TYPES = {FD.TYPE_INT32: (-2**31, 2**31 - 1), FD.TYPE_SINT32: (-2**31, 2**31 - 1),
               FD.TYPE_SFIXED32: (-2**31, 2**31 - 1), FD.TYPE_INT64: (-2**63, 2**63 - 1),
@@ -70,7 +70,7 @@ class ParsedNet:
 
 
 class _Token:
-    __slots__ = ("kind", "text", "pos")
+    __slots__ = ("kind", "pos", "text")
 
     def __init__(self, kind: str, text: str, pos: int):
         self.kind, self.text, self.pos = kind, text, pos
@@ -332,7 +332,7 @@ class _Reader:
             if fd.type == FD.TYPE_MESSAGE:
                 layer_field = parsed is not None and name.text in _LAYER_FIELDS
 
-                def read_message(fd=fd, layer_field=layer_field):
+                def read_message(fd=fd, layer_field=layer_field, name=name):
                     start = self.peek()
                     end = self.open_block(depth + 1)
                     if _is_repeated(fd):
@@ -424,7 +424,7 @@ def _int_value(text: str) -> int:
     negative = text.startswith("-")
     body = text.lstrip("-")
     if body[:2] in ("0x", "0X"):
-        value = int(body[2:], 16)
+        value = int(body, 16)
     elif len(body) > 1 and body.startswith("0"):
         value = int(body, 8) if all(c in "01234567" for c in body) else int(body)
     else:

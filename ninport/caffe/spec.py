@@ -301,7 +301,7 @@ def check_unknown_fields(spec: NetSpec, accepts=None) -> None:
         return
     parts = []
     for layer in refused[:8]:
-        path, (line, col) = next(iter(layer.unknown_field_places.items()), ("", (layer.line or 0, 0)))
+        line, col = next(iter(layer.unknown_field_places.values()), (layer.line or 0, 0))
         names = ", ".join(sorted(layer.unknown_fields)[:6])
         parts.append((f"{line}:{col}", f'layer "{layer.name}" ({layer.type}): {names}'))
     if len(refused) == 1:

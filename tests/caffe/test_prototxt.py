@@ -316,4 +316,5 @@ def test_fifty_thousand_layers_parse_in_linear_time(tmp_path):
 def test_layer_lines_is_linear_and_correct():
     text = _many_layers(3)
     assert io.layer_lines(text) == [1, 2, 8, 14]
-    assert re.search(r"text\.count\(", open(io.__file__).read()) is None
+    from pathlib import Path
+    assert re.search(r"text\.count\(", Path(io.__file__).read_text()) is None

@@ -522,7 +522,11 @@ def unconvertible_layers(spec: NetSpec) -> list[str]:
     problems = []
     for layer in spec.layers:
         record = layer_type(layer.type)
-        unknown = sorted(getattr(layer, "unknown_fields", None) or {})
+        unknown = sorted(layer.unknown_fields)
+        where = layer.where(spec.source)
+        if unknown and layer.unknown_field_places:  # point at the first unknown field: file:line:col
+            line, col = min(layer.unknown_field_places.values())
+            where = where.replace(f"{spec.source}:{layer.line}:", f"{spec.source}:{line}:{col}:", 1)
         if record is None and layer.type == "Python":
             p = layer.proto.python_param
             problems.append(f"{layer.where(spec.source)}: a Python layer runs code that is not in the Caffe "
@@ -530,10 +534,10 @@ def unconvertible_layers(spec: NetSpec) -> list[str]:
                             "standard layers, or register a plugin (ninport.register_layer)")
         elif record is None:
             extra = f" with fields {', '.join(safe_text(u) for u in unknown)}" if unknown else ""
-            problems.append(f"{layer.where(spec.source)}: unknown layer type {safe_text(layer.type)!r}{extra}")
+            problems.append(f"{where}: unknown layer type {safe_text(layer.type)!r}{extra}")
         elif unknown and not record.reads_unknown_fields:
-            problems.append(f"{layer.where(spec.source)}: fields this layer type does not have in ninport's "
-                            f"schema: {', '.join(safe_text(u) for u in unknown)}")
+            problems.append(f"{where}: fields caffe.proto does not define and this layer type does not read: "
+                            f"{', '.join(safe_text(u) for u in unknown)}")
     return problems
 
 
@@ -543,9 +547,11 @@ def _refuse_unconvertible(spec: NetSpec) -> None:
         return
     shown = problems[:20] + ([f"... and {len(problems) - 20} more"] if len(problems) > 20 else [])
     count = f"{len(problems)} layer{'s' if len(problems) > 1 else ''}"
-    raise UnsupportedLayerError(f"{count} cannot be converted: " + "; ".join(shown)
-                                + ". Add a type with ninport.register_layer or `--plugin`; supported types: "
-                                + ", ".join(registered_types()))
+    hint = ""
+    if any(layer_type(layer.type) is None for layer in spec.layers):
+        hint = (". Add a type with ninport.register_layer or `--plugin`; supported types: "
+                + ", ".join(registered_types()))
+    raise UnsupportedLayerError(f"{count} cannot be converted: " + "; ".join(shown) + hint)
 
 
 def infer_shapes(spec: NetSpec) -> ShapeTable:

@@ -76,9 +76,10 @@ def allocates_little(limit: int = 64 << 20):
 # --- prototxt text ----------------------------------------------------------------------------
 
 
-def test_syntax_error_names_file_and_line_col(tmp_path):
+def test_misspelled_field_names_file_line_col_and_field(tmp_path):
+    """A field caffe.proto lacks is kept (forks add fields), then refused by the layer that cannot read it."""
     path = write(tmp_path, NET.replace("kernel_size: 3 group", "kernel_size: 3 grup"))
-    message = load_fails(ParseError, path)
+    message = load_fails(UnsupportedLayerError, path)
     assert str(path) in message
     assert re.search(r"net\.prototxt:4:\d+", message), message
     assert "grup" in message

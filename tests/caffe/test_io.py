@@ -145,3 +145,114 @@ def test_layer_lines_skip_comments_and_strings():
 def test_read_caffemodel_proto_full_parse():
     net = io.read_caffemodel_proto(VENDORED_GOLDEN / "legacy_v1" / "weights.caffemodel")
     assert len(net.layers) > 0
+
+
+# --- NVCaffe raw_data blobs -------------------------------------------------------------------
+
+
+def _raw_blob_model(path, values: np.ndarray, type_value: int, dims) -> None:
+    def setter(blob):
+        blob.shape.dim.extend(dims)
+        blob.raw_data_type = type_value
+        blob.raw_data = values.astype(values.dtype.newbyteorder("<")).tobytes()
+    path.write_bytes(_net_with(setter))
+
+
+def test_nvcaffe_fp16_raw_data_becomes_float32(tmp_path):
+    values = np.array([0.5, -1.25, 3.0, 65504.0, 1e-3, 0], dtype=np.float16)
+    path = tmp_path / "fp16.caffemodel"
+    _raw_blob_model(path, values, pb2.FLOAT16, [2, 3])
+    [layer] = io.read_caffemodel(path)
+    blob = layer.blobs[0]
+    assert blob.data.dtype == np.float32 and blob.shape == (2, 3)
+    np.testing.assert_array_equal(blob.data, values.astype(np.float32))
+    [kept] = io.read_caffemodel(path, keep_half=True)
+    assert kept.blobs[0].data.dtype == np.float16
+    np.testing.assert_array_equal(kept.blobs[0].data, values)
+
+
+def test_nvcaffe_float_raw_data_is_a_view_and_double_reads(tmp_path):
+    values = np.arange(1000, dtype=np.float32) / 7
+    path = tmp_path / "f32.caffemodel"
+    _raw_blob_model(path, values, pb2.FLOAT, [1000])
+    [layer] = io.read_caffemodel(path)
+    assert layer.blobs[0].data.dtype == np.float32 and layer.blobs[0].data.base is not None
+    np.testing.assert_array_equal(layer.blobs[0].data, values)
+    doubles = np.linspace(-1, 1, 5)
+    _raw_blob_model(path, doubles, pb2.DOUBLE, [5])
+    np.testing.assert_array_equal(io.read_caffemodel(path)[0].blobs[0].data, doubles)
+
+
+def test_nvcaffe_raw_data_wins_over_data_and_bad_kinds_are_refused(tmp_path):
+    def setter(blob):
+        blob.shape.dim.append(2)
+        blob.data.extend([9.0, 9.0])
+        blob.raw_data_type = pb2.FLOAT16
+        blob.raw_data = np.array([1, 2], dtype="<f2").tobytes()
+    path = tmp_path / "w.caffemodel"
+    path.write_bytes(_net_with(setter))
+    assert io.read_caffemodel(path)[0].blobs[0].data.tolist() == [1.0, 2.0]
+
+    from ninport.errors import ParseError
+
+    def int_setter(blob):
+        blob.raw_data_type = pb2.INT
+        blob.raw_data = b"\0" * 8
+    path.write_bytes(_net_with(int_setter))
+    with pytest.raises(ParseError, match="raw_data of type 3"):
+        io.read_caffemodel(path)
+
+    def odd_setter(blob):
+        blob.raw_data_type = pb2.FLOAT16
+        blob.raw_data = b"\0" * 3
+    path.write_bytes(_net_with(odd_setter))
+    with pytest.raises(ParseError, match="not a multiple"):
+        io.read_caffemodel(path)
+
+
+# --- inputs that are not regular files --------------------------------------------------------
+
+
+@pytest.fixture
+def no_hang():
+    """Fail instead of hanging when a read blocks (e.g. on a FIFO)."""
+    import signal
+
+    def on_alarm(*_):
+        raise TimeoutError("blocked reading the input")
+    old = signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(10)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
+@pytest.mark.parametrize("reader", [load_netspec, io.read_caffemodel, io.read_mean_binaryproto,
+                                    io.read_caffemodel_proto])
+def test_fifo_is_refused_at_once(tmp_path, no_hang, reader):
+    import os
+
+    from ninport.errors import ParseError
+    fifo = tmp_path / "net.prototxt"
+    os.mkfifo(fifo)
+    with pytest.raises(ParseError, match=r"not a regular file \(a FIFO\)"):
+        reader(fifo)
+
+
+@pytest.mark.parametrize("device", ["/dev/zero", "/dev/null"])
+def test_devices_are_refused(no_hang, device):
+    from ninport.errors import ParseError
+    with pytest.raises(ParseError, match=r"not a regular file \(a character device\)"):
+        load_netspec(device)
+    with pytest.raises(ParseError, match="not a regular file"):
+        io.read_caffemodel(device)
+
+
+def test_symlink_to_fifo_is_refused(tmp_path, no_hang):
+    import os
+
+    from ninport.errors import ParseError
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "link.prototxt").symlink_to(tmp_path / "fifo")
+    with pytest.raises(ParseError, match="FIFO"):
+        load_netspec(tmp_path / "link.prototxt")

@@ -63,3 +63,16 @@ def test_upgraded_nin_train_val_keeps_both_phases(tmp_path):
     text = target.read_text()
     assert text.count('type: "Data"') == 2 and 'type: "SoftmaxWithLoss"' in text and 'type: "Accuracy"' in text
     assert _structure(load_netspec(target)) == _structure(load_netspec(NIN_TRAIN_VAL))
+
+
+def test_upgrade_refuses_to_drop_fork_fields(tmp_path):
+    import pytest
+
+    from ninport.errors import ParseError
+
+    source = tmp_path / "fork.prototxt"
+    source.write_text('input: "data"\ninput_dim: 1\ninput_dim: 3\ninput_dim: 8\ninput_dim: 8\n'
+                      'layers { name: "i" type: RELU bottom: "data" top: "i"\n  interp_param { zoom_factor: 2 } }\n')
+    with pytest.raises(ParseError, match=r"fork\.prototxt:7:3: field 'interp_param' is not in caffe\.proto"):
+        upgrade_file(source, tmp_path / "out.prototxt")
+    assert not (tmp_path / "out.prototxt").exists()

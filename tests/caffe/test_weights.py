@@ -95,3 +95,47 @@ def test_nin_weights_fit_deploy_at_227():
         pytest.skip("NIN golden cases need ../shared/caffe-golden")
     module = ninport.load(NIN_DEPLOY, folder / "weights.caffemodel", input_shape=(1, 3, 227, 227))
     assert ninport.describe(module).inputs["data"] == (1, 3, 227, 227)
+
+
+# --- duplicate layer names in a caffemodel (issue 10) -----------------------------------------
+
+
+def _attach(tmp_path, fill_layers):
+    from ninport.caffe import io
+    from ninport.caffe.shapes import infer_shapes
+    from ninport.caffe.spec import load_netspec
+    from ninport.caffe.weights import attach_weights
+
+    proto = tmp_path / "net.prototxt"
+    proto.write_text(NET)
+    net = pb2.NetParameter()
+    fill_layers(net)
+    weights = tmp_path / "w.caffemodel"
+    weights.write_bytes(net.SerializeToString())
+    spec = load_netspec(proto)
+    return attach_weights(spec, infer_shapes(spec), io.read_caffemodel(weights), str(weights))
+
+
+def _fc(net, value, rows=4):
+    layer = net.layer.add(name="fc", type="InnerProduct")
+    w = layer.blobs.add()
+    w.shape.dim.extend([rows, 3])
+    w.data.extend([value] * rows * 3)
+    b = layer.blobs.add()
+    b.shape.dim.append(rows)
+    b.data.extend([value] * rows)
+
+
+def test_duplicate_named_layers_last_one_wins_like_caffe(tmp_path):
+    """Net::CopyTrainedLayersFrom copies every source layer of a name in order: the last wins."""
+    weights = _attach(tmp_path, lambda net: (_fc(net, 1.0), _fc(net, 2.0)))
+    assert weights["fc"][0].shape == (4, 3) and float(weights["fc"][0][0, 0]) == 2.0
+    assert float(weights["fc"][1][0]) == 2.0
+
+
+def test_every_duplicate_is_shape_checked(tmp_path):
+    """Caffe checks each copy: a wrong shape in the first copy fails even if the last one fits."""
+    with pytest.raises(WeightsError, match=r"copy 1 of 2.*\[5, 3\].*\[4, 3\]"):
+        _attach(tmp_path, lambda net: (_fc(net, 1.0, rows=5), _fc(net, 2.0)))
+    with pytest.raises(WeightsError, match=r"copy 2 of 2 .*blobs"):
+        _attach(tmp_path, lambda net: (_fc(net, 1.0), net.layer.add(name="fc", type="InnerProduct")))

@@ -85,6 +85,7 @@ _BUILTINS_LOADED = False
 # group; a new family adds its module here.
 BUILTIN_RULE_MODULES = (
     "ninport.caffe.shapes",
+    "ninport.caffe.shapes_fork",
 )
 
 
@@ -153,3 +154,84 @@ def _load_builtins() -> None:
         _BUILTINS_LOADED = True
         for name in BUILTIN_RULE_MODULES:
             importlib.import_module(name)  # their @builtin_layer decorators register the types
+
+
+# --- reading a layer's parameters, typed or kept as unknown fields ------------------------------
+
+_MISSING = object()
+
+
+def layer_param(layer: LayerSpec, path: str, default: Any = None) -> Any:
+    """The value of a layer parameter by dotted path ("interp_param.zoom_factor"), from wherever the
+    reader put it: the typed proto when ninport's schema knows the field, else the fields a fork's
+    prototxt added, kept in `layer.unknown_fields`. `default` when the field is not given.
+
+    A field given twice takes the last value, as protobuf does for optional fields (a repeated typed
+    field gives the list); an enum gives its name ("INFERENCE"). The value is plain data from the model file: check
+    its type before using it.
+    """
+    value = _typed_value(layer.proto, path.split("."))
+    if value is _MISSING:
+        value = _unknown_value(getattr(layer, "unknown_fields", None) or {}, path.split("."))
+    return default if value is _MISSING else value
+
+
+def layer_fields(layer: LayerSpec, message: str) -> set[str]:
+    """Names of the fields given inside `message` ("upsample_param"), typed or unknown."""
+    names: set[str] = set()
+    proto = layer.proto
+    if message in proto.DESCRIPTOR.fields_by_name and proto.HasField(message):
+        names.update(fd.name for fd, _ in getattr(proto, message).ListFields())
+    prefix = message + "."
+    for key, values in (getattr(layer, "unknown_fields", None) or {}).items():
+        if key.startswith(prefix):
+            names.add(key[len(prefix):].split(".")[0])
+        elif key == message:
+            for value in values:
+                if isinstance(value, dict):
+                    names.update(k.split(".")[0] for k in value)
+    return names
+
+
+def _typed_value(message, parts: list[str]) -> Any:
+    for i, part in enumerate(parts):
+        fd = message.DESCRIPTOR.fields_by_name.get(part)
+        if fd is None:
+            return _MISSING
+        last = i == len(parts) - 1
+        if fd.label == fd.LABEL_REPEATED:
+            if not last:
+                return _MISSING
+            values = list(getattr(message, part))
+            if not values:
+                return _MISSING
+            if fd.enum_type is not None:
+                return [fd.enum_type.values_by_number[v].name if v in fd.enum_type.values_by_number else v
+                        for v in values]
+            return values
+        if not message.HasField(part):
+            return _MISSING
+        value = getattr(message, part)
+        if last:
+            if fd.enum_type is not None:
+                named = fd.enum_type.values_by_number.get(value)
+                return named.name if named is not None else value
+            return value
+        message = value
+    return _MISSING
+
+
+def _unknown_value(fields: dict, parts: list[str]) -> Any:
+    """Look `parts` up in kept unknown fields: a dotted key, or a message kept as a nested dict."""
+    key = ".".join(parts)
+    if fields.get(key):
+        return fields[key][-1]
+    for cut in range(len(parts) - 1, 0, -1):
+        head = ".".join(parts[:cut])
+        nested = [v for v in fields.get(head, []) if isinstance(v, dict)]
+        if nested:
+            found = _unknown_value(nested[-1], parts[cut:])
+            if found is not _MISSING:
+                return found
+    return _MISSING
+

@@ -117,13 +117,20 @@ def register_layer(name: str, *, shape: ShapeFn, module: ConverterFn, origin: st
     typed fields and `unknown_fields` the fields the schema does not know, as plain data.
     `module(ctx)` returns the torch.nn.Module computing the layer: called with the bottoms as
     tensors, it returns one tensor or a tuple (one per top). `ctx` is a
-    `ninport.convert.registry.LayerContext` (layer, bottom_shapes, top_shapes, weights as numpy).
+    `ninport.convert.registry.LayerContext` (layer, bottom_shapes, top_shapes, weights as numpy,
+    `ctx.parameter(i)`). The module is run once on zeros at the reference input size and must give
+    the tops its shape rule promised. Read parameters with `layer_param(layer, "my_param.alpha",
+    default)`: it finds them typed or among the kept unknown fields.
+    A shape rule or module that raises is reported naming the layer and `origin`.
     Registering a type ninport already knows raises unless `replace=True`.
     """
+    from ninport.plugins import checked_module
+
     _load_builtins()
     if not callable(shape) or not callable(module):
         raise NinportError(f"register_layer({name!r}): shape and module must be callables")
-    return _add(LayerType(name, shape, module, origin, reads_unknown_fields), replace=replace)
+    return _add(LayerType(name, shape, checked_module(module, origin), origin, reads_unknown_fields),
+                replace=replace)
 
 
 def unregister_layer(name: str) -> None:

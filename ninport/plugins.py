@@ -14,11 +14,17 @@ import importlib.util
 import os
 import sys
 import traceback
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from ninport import registry
-from ninport.errors import NinportError, UnsupportedLayerError, one_line, safe_text, shape_text
+from ninport.errors import (
+    NinportError,
+    UnsupportedLayerError,
+    one_line,
+    safe_text,
+    shape_text,
+)
 
 _LOADED: dict[Path, list[str]] = {}
 
@@ -114,7 +120,7 @@ def checked_module(module_fn, origin: str):
         try:
             with torch.no_grad():
                 out = module(*[torch.zeros(shape) for shape in ctx.bottom_shapes])
-        except Exception as exc:  # noqa: BLE001 - user code
+        except Exception as exc:
             shapes = ", ".join(shape_text(s) for s in ctx.bottom_shapes)
             raise UnsupportedLayerError(f"the {origin} module failed on bottoms of shapes {shapes}: "
                                         f"{one_line(exc)}") from exc

@@ -206,7 +206,7 @@ def _typed_value(message, parts: list[str]) -> Any:
         if fd is None:
             return _MISSING
         last = i == len(parts) - 1
-        if fd.label == fd.LABEL_REPEATED:
+        if fd.is_repeated if hasattr(fd, "is_repeated") else fd.label == fd.LABEL_REPEATED:
             if not last:
                 return _MISSING
             values = list(getattr(message, part))

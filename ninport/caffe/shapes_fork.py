@@ -238,7 +238,7 @@ def interp_output_size(rule: InterpRule, shapes: list[Shape]) -> tuple[int, int]
 def _interp(layer, shapes):
     check_unknown_fields(layer, "interp_param")
     rule = interp_rule(layer, len(shapes))
-    n, c, h, w = _spatial_4d(layer, shapes[0])
+    n, c = _spatial_4d(layer, shapes[0])[:2]
     if rule.size_from_second_bottom:
         other = shapes[1]
         if len(other) != 4 or other[0] != n:

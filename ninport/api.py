@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from ninport.caffe import io
 from ninport.caffe.shapes import infer_shapes
-from ninport.caffe.spec import NetSpec, load_netspec
+from ninport.caffe.spec import NetSpec, check_unknown_fields, load_netspec
 from ninport.caffe.weights import attach_weights, random_weights
 from ninport.errors import ShapeError
 
@@ -65,6 +65,7 @@ def load(prototxt: str | os.PathLike, weights: str | os.PathLike | None = None, 
     from ninport.convert.graph import build_graph_module, warn_random_weights
 
     spec = load_spec(prototxt, input_shape)
+    check_unknown_fields(spec, accepts=_reads_unknown_fields)
     table = infer_shapes(spec)
     if weights is None:
         blobs = random_weights(table, spec, seed)
@@ -73,6 +74,14 @@ def load(prototxt: str | os.PathLike, weights: str | os.PathLike | None = None, 
     else:
         blobs = attach_weights(spec, table, io.read_caffemodel(weights), str(weights))
     return build_graph_module(spec, blobs, table, weights_source=str(weights) if weights is not None else None)
+
+
+def _reads_unknown_fields(layer) -> bool:
+    """Whether the layer's registered type interprets fields caffe.proto does not define."""
+    from ninport.registry import layer_type
+
+    record = layer_type(layer.type)
+    return record is not None and record.reads_unknown_fields
 
 
 def default_weights_path(prototxt: str | os.PathLike) -> Path | None:

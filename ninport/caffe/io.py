@@ -6,16 +6,25 @@ so a 500 MB model costs one read and no per-float Python objects.
 """
 from __future__ import annotations
 
+import bisect
 import contextlib
 import mmap
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ninport.errors import ParseError
+
+if TYPE_CHECKING:
+    from ninport.caffe.prototxt import ParsedNet
+
+# A prototxt larger than this is refused before it is read (the biggest published nets are ~1 MB).
+MAX_PROTOTXT_BYTES = 64 << 20
 
 # Field numbers from caffe.proto (BVLC), for the wire-level reader.
 _NET_LAYER, _NET_LAYERS_V1 = 100, 2
@@ -24,6 +33,9 @@ _V1_NAME, _V1_TYPE, _V1_BLOBS, _V1_V0LAYER = 4, 5, 6, 1
 _V0_NAME, _V0_TYPE, _V0_BLOBS = 1, 2, 50
 _BLOB_NUM, _BLOB_CHANNELS, _BLOB_HEIGHT, _BLOB_WIDTH = 1, 2, 3, 4
 _BLOB_DATA, _BLOB_SHAPE, _BLOB_DOUBLE_DATA = 5, 7, 8
+_BLOB_RAW_DATA_TYPE, _BLOB_RAW_DATA = 10, 12  # NVCaffe
+# NVCaffe's Type enum -> little-endian numpy dtype of raw_data (INT, UINT, BOOL are not weights).
+_RAW_DTYPES = {0: "<f8", 1: "<f4", 2: "<f2"}
 _SHAPE_DIM = 1
 
 
@@ -34,21 +46,66 @@ def _caffe_pb2():
 
 
 def check_is_file(path: Path) -> None:
-    """One ParseError line for a path that is missing or a directory."""
-    if not path.exists():
-        raise ParseError(f"{path}: no such file")
-    if path.is_dir():
-        raise ParseError(f"{path}: is a directory, expected a file")
-
-
-def _read_input(path: Path, expected: str, *, mapped: bool = False):
-    """The bytes of a user's file (memory-mapped if `mapped`), or one ParseError line naming it:
-    missing, a directory, unreadable or empty."""
-    check_is_file(path)
+    """One ParseError line for a path that is missing or not a regular file (directory, FIFO,
+    device, socket). Uses stat only: a FIFO is never opened, so this never blocks."""
+    path = Path(path)
     try:
-        data = _open_bytes(path) if mapped else path.read_bytes()
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ParseError(f"{path}: no such file") from None
     except OSError as exc:
         raise ParseError(f"{path}: cannot read: {exc.strerror}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ParseError(f"{path}: is a directory, expected a file")
+    if not stat.S_ISREG(st.st_mode):
+        raise ParseError(f"{path}: is not a regular file ({_file_kind(st.st_mode)}); "
+                         "give the path of a file on disk")
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "a special file"
+
+
+def _open_regular(path: Path):
+    """Open a regular file for reading without ever blocking (O_NONBLOCK defeats a FIFO swapped
+    in after the stat check) and check again on the open descriptor."""
+    check_is_file(path)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise ParseError(f"{path}: cannot read: {exc.strerror}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise ParseError(f"{path}: is not a regular file ({_file_kind(st.st_mode)})")
+    return os.fdopen(fd, "rb"), st.st_size
+
+
+def _read_input(path: Path, expected: str, *, mapped: bool = False, limit: int | None = None):
+    """The bytes of a user's file (memory-mapped if `mapped`), or one ParseError line naming it:
+    missing, not a regular file, unreadable, empty or larger than `limit` bytes."""
+    fh, size = _open_regular(path)
+    with fh:
+        if limit is not None and size > limit:
+            raise ParseError(f"{path}: {size:,} bytes is more than the {limit:,} bytes allowed for "
+                             f"{expected}")
+        try:
+            if mapped and size:
+                try:
+                    data = memoryview(mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ))
+                except (OSError, ValueError):
+                    data = fh.read()
+            else:
+                data = fh.read(size + 1 if limit is None else min(size, limit) + 1)
+        except OSError as exc:
+            raise ParseError(f"{path}: cannot read: {exc.strerror}") from None
+    if limit is not None and len(data) > limit:
+        raise ParseError(f"{path}: more than the {limit:,} bytes allowed for {expected}")
     if len(data) == 0:
         raise ParseError(f"{path}: empty file, expected {expected}")
     return data
@@ -69,7 +126,7 @@ def _wire_errors(path: Path, size: int, expected: str):
 def read_prototxt_text(path: str | os.PathLike) -> str:
     """Read a prototxt as text, refusing binary or empty files with a clear message."""
     path = Path(path)
-    raw = _read_input(path, "a Caffe net in prototxt form")
+    raw = _read_input(path, "a Caffe net in prototxt form", limit=MAX_PROTOTXT_BYTES)
     if b"\x00" in raw[:4096]:
         raise ParseError(f"{path}: looks like a binary file, not a text prototxt "
                          "(was a .caffemodel given where a .prototxt was expected?)")
@@ -82,22 +139,18 @@ def read_prototxt_text(path: str | os.PathLike) -> str:
     return text
 
 
-def parse_net_text(text: str, source: str) -> "object":
-    """Parse prototxt text into a raw caffe_pb2.NetParameter (not yet upgraded)."""
-    from google.protobuf import text_format
+def parse_prototxt(text: str, source: str) -> "ParsedNet":
+    """Parse prototxt text: the raw NetParameter (not yet upgraded), each layer's line, and the
+    fields the schema does not know (kept as plain data, see ninport.caffe.prototxt)."""
+    from ninport.caffe.prototxt import parse_net
 
-    pb2 = _caffe_pb2()
-    net = pb2.NetParameter()
-    try:
-        text_format.Parse(text, net, allow_unknown_field=False)
-    except text_format.ParseError as exc:
-        # protobuf reports "line:col : message"; keep it on one line and name the file.
-        # protobuf quotes the offending line; a one-line net would put the whole file in the message.
-        message = re.sub(r"'([^']{80})[^']+'", r"'\1...'", " ".join(str(exc).split()))
-        message = " ".join(w if len(w) <= 80 else w[:77] + "..." for w in message.split())
-        message = re.sub(r"^(\d+:\d+) : ", r"\1: ", message)
-        raise ParseError(f"{source}:{message}" if message[:1].isdigit() else f"{source}: {message}") from None
-    return net
+    return parse_net(text, source)
+
+
+def parse_net_text(text: str, source: str) -> "object":
+    """Parse prototxt text into a raw caffe_pb2.NetParameter (not yet upgraded; unknown fields
+    are skipped here, use parse_prototxt to keep them)."""
+    return parse_prototxt(text, source).net
 
 
 def read_prototxt(path: str | os.PathLike) -> "object":
@@ -112,6 +165,7 @@ def layer_lines(text: str) -> list[int]:
     and comments is enough, and cheaper than a second parse.
     """
     lines: list[int] = []
+    newlines = [m.start() for m in re.finditer("\n", text)]
     depth, line, i, n = 0, 1, 0, len(text)
     while i < n:
         ch = text[i]
@@ -140,7 +194,7 @@ def layer_lines(text: str) -> list[int]:
                 while start >= 0 and (text[start].isalnum() or text[start] == "_"):
                     start -= 1
                 if text[start + 1:word_end] in ("layer", "layers"):
-                    lines.append(text.count("\n", 0, start + 1) + 1)
+                    lines.append(bisect.bisect_left(newlines, start + 1) + 1)
             depth += 1
         elif ch == "}":
             depth = max(0, depth - 1)
@@ -274,12 +328,17 @@ def _typed_array(buf, pieces: list, dtype: str) -> np.ndarray | None:
     return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
 
 
-def _read_blob(buf, start: int, end: int) -> RawBlob:
+def _read_blob(buf, start: int, end: int, keep_half: bool = False) -> RawBlob:
     pieces: dict[int, list] = {number: [] for number in _DATA_FIELDS}
     legacy = [None, None, None, None]
     shape = None
+    raw_span, raw_type = None, 0  # NVCaffe: raw_data_type defaults to DOUBLE, the enum's first value
     for number, wire, value in _fields(buf, start, end):
-        if number in _DATA_FIELDS:
+        if number == _BLOB_RAW_DATA and wire == 2:
+            raw_span = value
+        elif number == _BLOB_RAW_DATA_TYPE and wire == 0:
+            raw_type = value
+        elif number in _DATA_FIELDS:
             if wire == 2:
                 pieces[number].append(value)
             elif wire == _DATA_FIELDS[number][1]:
@@ -292,7 +351,17 @@ def _read_blob(buf, start: int, end: int) -> RawBlob:
             shape = tuple(_signed64(d) for d in dims)
         elif number in (_BLOB_NUM, _BLOB_CHANNELS, _BLOB_HEIGHT, _BLOB_WIDTH) and wire == 0:
             legacy[number - 1] = _signed64(value)
-    data = _typed_array(buf, pieces[_BLOB_DATA], "<f4")
+    data = None
+    if raw_span is not None:  # NVCaffe reads raw_data first when present
+        if raw_type not in _RAW_DTYPES:
+            raise ValueError(f"raw_data of type {raw_type} (NVCaffe INT/UINT/BOOL) is not a float blob")
+        data = _typed_array(buf, [raw_span], _RAW_DTYPES[raw_type])
+        if data is None:
+            data = np.zeros(0, dtype=_RAW_DTYPES[raw_type])
+        if data.dtype == np.float16 and not keep_half:
+            data = data.astype(np.float32)
+    if data is None:
+        data = _typed_array(buf, pieces[_BLOB_DATA], "<f4")
     if data is None:
         data = _typed_array(buf, pieces[_BLOB_DOUBLE_DATA], "<f8")
     if data is None:
@@ -307,7 +376,8 @@ def _text(buf, span) -> str:
     return bytes(buf[span[0]:span[1]]).decode("utf-8", errors="replace")
 
 
-def _read_layer(buf, start: int, end: int, name_no: int, type_no: int, blobs_no: int):
+def _read_layer(buf, start: int, end: int, name_no: int, type_no: int, blobs_no: int,
+                keep_half: bool = False):
     name, type_, blobs = "", "", []
     for number, wire, value in _fields(buf, start, end):
         if number == name_no and wire == 2:
@@ -315,30 +385,21 @@ def _read_layer(buf, start: int, end: int, name_no: int, type_no: int, blobs_no:
         elif number == type_no:
             type_ = _text(buf, value) if wire == 2 else value
         elif number == blobs_no and wire == 2:
-            blobs.append(_read_blob(buf, *value))
+            blobs.append(_read_blob(buf, *value, keep_half=keep_half))
         elif number == _V1_V0LAYER and name_no == _V1_NAME and wire == 2:
-            v0 = _read_layer(buf, *value, _V0_NAME, _V0_TYPE, _V0_BLOBS)
+            v0 = _read_layer(buf, *value, _V0_NAME, _V0_TYPE, _V0_BLOBS, keep_half)
             name, type_ = name or v0.name, type_ or v0.type
             blobs.extend(v0.blobs)
     return RawLayerWeights(name=name, type=str(type_), blobs=blobs)
 
 
-def _open_bytes(path: Path):
-    size = path.stat().st_size
-    if size == 0:
-        return b""
-    with open(path, "rb") as fh:
-        try:
-            return memoryview(mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ))
-        except (OSError, ValueError):
-            return fh.read()
-
-
-def read_caffemodel(path: str | os.PathLike) -> list[RawLayerWeights]:
-    """Read every layer's weight blobs from a binary caffemodel (current, V1 or V0 layout).
+def read_caffemodel(path: str | os.PathLike, *, keep_half: bool = False) -> list[RawLayerWeights]:
+    """Read every layer's weight blobs from a binary caffemodel (current, V1 or V0 layout, and
+    NVCaffe's raw_data blobs).
 
     Layers without blobs are kept too (their names tell us the file's net). The arrays may be
-    read-only views of the mapped file: copy before writing to them.
+    read-only views of the mapped file: copy before writing to them. NVCaffe fp16 blobs become
+    float32 unless `keep_half`.
     """
     path = Path(path)
     buf = _read_input(path, "a binary .caffemodel", mapped=True)
@@ -346,9 +407,9 @@ def read_caffemodel(path: str | os.PathLike) -> list[RawLayerWeights]:
     with _wire_errors(path, len(buf), "a caffemodel"):
         for number, wire, value in _fields(buf, 0, len(buf)):
             if number == _NET_LAYER and wire == 2:
-                layers.append(_read_layer(buf, *value, _LAYER_NAME, _LAYER_TYPE, _LAYER_BLOBS))
+                layers.append(_read_layer(buf, *value, _LAYER_NAME, _LAYER_TYPE, _LAYER_BLOBS, keep_half))
             elif number == _NET_LAYERS_V1 and wire == 2:
-                layers.append(_read_layer(buf, *value, _V1_NAME, _V1_TYPE, _V1_BLOBS))
+                layers.append(_read_layer(buf, *value, _V1_NAME, _V1_TYPE, _V1_BLOBS, keep_half))
     if not layers:
         head = bytes(buf[:64])
         hint = " (it looks like text: was a prototxt given as weights?)" if head.isascii() else ""
@@ -361,7 +422,7 @@ def read_caffemodel_proto(path: str | os.PathLike) -> "object":
     from google.protobuf.message import DecodeError
 
     path = Path(path)
-    data = _read_input(path, "a binary .caffemodel")
+    data = bytes(_read_input(path, "a binary .caffemodel", mapped=True))
     net = _caffe_pb2().NetParameter()
     try:
         net.ParseFromString(data)

@@ -11,7 +11,7 @@ import numpy as np
 
 from ninport.caffe import caffe_pb2 as pb2
 from ninport.caffe import io
-from ninport.caffe.upgrade import upgrade_net
+from ninport.caffe.upgrade import upgrade_net_with_origins
 from ninport.errors import ParseError, ShapeError
 
 # Layers that only matter while training: dropped from a deploy (TEST) net.
@@ -25,9 +25,17 @@ def is_training_only(layer_type: str) -> bool:
     return layer_type in TRAINING_ONLY_TYPES or layer_type.endswith("Loss")
 
 
+# Fields of a prototxt that caffe.proto does not define, kept as plain data: dotted path (relative
+# to the layer, or to the net) -> every occurrence in file order; an occurrence is an int, float,
+# bool or str (an enum identifier is its bare word), or for a `{ ... }` block a dict of the same form.
+UnknownFields = dict  # dict[str, list[int | float | bool | str | UnknownFields]]
+
+
 @dataclass
 class LayerSpec:
-    """One Caffe layer of the deploy net. `proto` keeps every parameter as Caffe wrote it."""
+    """One Caffe layer of the deploy net. `proto` keeps every parameter as Caffe wrote it;
+    `unknown_fields` keeps what a fork wrote that caffe.proto does not know (see UnknownFields),
+    e.g. {"interp_param": [{"zoom_factor": [8]}], "pooling_param.some_field": [1]}."""
 
     name: str
     type: str
@@ -36,6 +44,9 @@ class LayerSpec:
     proto: "pb2.LayerParameter"
     line: int | None = None
     blobs: list[np.ndarray] = field(default_factory=list)
+    unknown_fields: UnknownFields = field(default_factory=dict)
+    # (line, column) of the first occurrence of each unknown field path, for error messages.
+    unknown_field_places: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def where(self, source: str | None) -> str:
         place = f"{source}:{self.line}" if source and self.line else (source or "<net>")
@@ -64,6 +75,7 @@ class NetSpec:
     outputs: list[str]
     preprocess: Preprocess | None = None
     source_format: str = "current"
+    unknown_fields: UnknownFields = field(default_factory=dict)  # net-level fields caffe.proto lacks
 
     def layer(self, name: str) -> LayerSpec:
         for layer in self.layers:
@@ -80,7 +92,7 @@ class NetSpec:
         for name, shape in shapes.items():
             new_inputs[name] = tuple(int(d) for d in shape)
         return NetSpec(self.name, self.source, new_inputs, self.layers, self.outputs, self.preprocess,
-                       self.source_format)
+                       self.source_format, self.unknown_fields)
 
 
 # --- phase rules -----------------------------------------------------------------------------
@@ -149,24 +161,32 @@ def _preprocess_of(layer) -> Preprocess | None:
 
 
 def build_netspec(net: "pb2.NetParameter", source: str = "<net>", lines: list[int] | None = None,
-                  phase: int = pb2.TEST, stages: set[str] = frozenset(), level: int = 0) -> NetSpec:
+                  phase: int = pb2.TEST, stages: set[str] = frozenset(), level: int = 0,
+                  unknown_fields: list[UnknownFields] | None = None,
+                  net_unknown_fields: UnknownFields | None = None,
+                  unknown_places: list[dict[str, tuple[int, int]]] | None = None) -> NetSpec:
     """Turn a parsed NetParameter (any format) into the deploy NetSpec for `phase`.
 
-    `lines` are the prototxt line numbers of the file's layers, for error messages.
+    `lines` and `unknown_fields` belong to the file's layers (net.layer, or net.layers for V0/V1
+    files) in file order: line numbers for error messages, and the fields caffe.proto lacks.
     """
     from ninport.caffe.upgrade import net_format
 
     fmt = net_format(net)
-    had_input_fields = len(net.input) > 0
-    current = upgrade_net(net, source)
-    # Map each upgraded layer to its line: upgrade may prepend an Input layer and drop V0 padding.
+    current, origins = upgrade_net_with_origins(net, source)
+    # Upgrade may prepend an Input layer and fold V0 padding layers: follow each layer's origin.
     line_of: list[int | None] = [None] * len(current.layer)
-    if lines:
-        offset = 1 if had_input_fields else 0
-        # (V0 padding layers are folded away: then the counts differ and lines stay unknown.)
-        if len(lines) == len(current.layer) - offset:
-            for i, ln in enumerate(lines):
-                line_of[i + offset] = ln
+    unknown_of: list[UnknownFields] = [{} for _ in current.layer]
+    places_of: list[dict[str, tuple[int, int]]] = [{} for _ in current.layer]
+    for i, origin in enumerate(origins):
+        if origin is None:
+            continue
+        if lines and origin < len(lines):
+            line_of[i] = lines[origin]
+        if unknown_fields and origin < len(unknown_fields):
+            unknown_of[i] = unknown_fields[origin]
+        if unknown_places and origin < len(unknown_places):
+            places_of[i] = unknown_places[origin]
 
     inputs: dict[str, tuple[int, ...]] = {}
     preprocess: Preprocess | None = None
@@ -180,6 +200,10 @@ def build_netspec(net: "pb2.NetParameter", source: str = "<net>", lines: list[in
         if not layer_included(layer, phase, level, stages):
             continue
         if not layer.type:
+            if places_of[index]:  # most likely a misspelt `type:`; point at what was written
+                path, (ln, col) = next(iter(places_of[index].items()))
+                raise ParseError(f'{source}:{ln}:{col}: layer "{layer.name}": has no type, and caffe.proto '
+                                 f"has no field {path!r}")
             raise ParseError(f'{place}: layer "{layer.name}": has no type')
         if layer.type == "Input":
             shapes = [tuple(int(d) for d in s.dim) for s in layer.input_param.shape]
@@ -188,6 +212,9 @@ def build_netspec(net: "pb2.NetParameter", source: str = "<net>", lines: list[in
             if len(shapes) not in (1, len(layer.top)):
                 raise ShapeError(f'{place}: layer "{layer.name}": {len(layer.top)} tops but '
                                  f"{len(shapes)} shapes")
+            if any(len(shape) == 0 for shape in shapes):
+                raise ShapeError(f'{place}: layer "{layer.name}": an input shape with no dimensions (0-D); '
+                                 "give at least one dim")
             for i, top in enumerate(layer.top):
                 inputs[top] = shapes[i if len(shapes) > 1 else 0]
             continue
@@ -203,13 +230,14 @@ def build_netspec(net: "pb2.NetParameter", source: str = "<net>", lines: list[in
         if is_training_only(layer.type):
             continue
         layers.append(LayerSpec(name=layer.name, type=layer.type, bottoms=list(layer.bottom),
-                                tops=list(layer.top), proto=layer, line=line))
+                                tops=list(layer.top), proto=layer, line=line,
+                                unknown_fields=unknown_of[index], unknown_field_places=places_of[index]))
     if not inputs:
         raise ParseError(f"{source}: the net has no input (no `input:` field, Input layer or data layer "
                          "in the TEST phase)")
     outputs = _check_connectivity(inputs, layers, source)
     return NetSpec(name=current.name, source=source, inputs=inputs, layers=layers, outputs=outputs,
-                   preprocess=preprocess, source_format=fmt)
+                   preprocess=preprocess, source_format=fmt, unknown_fields=dict(net_unknown_fields or {}))
 
 
 def _check_connectivity(inputs, layers: list[LayerSpec], source: str) -> list[str]:
@@ -218,10 +246,20 @@ def _check_connectivity(inputs, layers: list[LayerSpec], source: str) -> list[st
     produced: set[str] = set(inputs)
     seen_names: set[str] = set()
     for layer in layers:
+        for name in [layer.name, *layer.bottoms, *layer.tops]:
+            if "\x00" in name:
+                place = f"{source}:{layer.line}" if layer.line else source
+                raise ParseError(f"{place}: layer {layer.name[:60]!r} ({layer.type[:60]!r}): the name "
+                                 f"{name[:60]!r} holds a NUL byte; "
+                                 "Caffe layer and blob names are C strings")
         if layer.name in seen_names:
-            raise ParseError(f"{layer.where(source)}: a second layer with this name; "
+            what = "another layer without a name" if not layer.name else "a second layer with this name"
+            raise ParseError(f"{layer.where(source)}: {what}; "
                              "Caffe matches weights by layer name, so names must be unique")
         seen_names.add(layer.name)
+        if not layer.tops:
+            raise ParseError(f"{layer.where(source)}: the layer has no top blob; a {layer.type} layer "
+                             "produces at least one")
         for bottom in layer.bottoms:
             if bottom not in produced:
                 raise ParseError(f"{layer.where(source)}: bottom blob {bottom!r} is not produced by "
@@ -230,6 +268,9 @@ def _check_connectivity(inputs, layers: list[LayerSpec], source: str) -> list[st
             available.discard(bottom)
         for i, top in enumerate(layer.tops):
             in_place = i < len(layer.bottoms) and layer.bottoms[i] == top
+            if top in inputs and not in_place:
+                raise ParseError(f"{layer.where(source)}: top blob {top!r} is a net input; a layer may "
+                                 "only write over an input in place (bottom and top the same)")
             if top in produced and not in_place:
                 raise ParseError(f"{layer.where(source)}: top blob {top!r} is already produced by "
                                  "another layer (only in-place tops may repeat a name)")
@@ -241,5 +282,33 @@ def _check_connectivity(inputs, layers: list[LayerSpec], source: str) -> list[st
 def load_netspec(prototxt: str | os.PathLike, phase: int = pb2.TEST) -> NetSpec:
     """Read a prototxt file (any format) into its deploy NetSpec."""
     text = io.read_prototxt_text(prototxt)
-    net = io.parse_net_text(text, str(prototxt))
-    return build_netspec(net, str(prototxt), io.layer_lines(text), phase=phase)
+    parsed = io.parse_prototxt(text, str(prototxt))
+    field_name = "layers" if len(parsed.net.layers) and not len(parsed.net.layer) else "layer"
+    return build_netspec(parsed.net, str(prototxt), parsed.layer_lines[field_name], phase=phase,
+                         unknown_fields=parsed.layer_unknown_fields[field_name],
+                         net_unknown_fields=parsed.unknown_fields,
+                         unknown_places=parsed.layer_unknown_places[field_name])
+
+
+def check_unknown_fields(spec: NetSpec, accepts=None) -> None:
+    """Refuse, in one ParseError line, every layer that carries fields caffe.proto does not know,
+    unless `accepts(layer)` says its converter reads them. Net-level unknown fields never fail.
+
+    The message names file:line:column, layer, type and the unknown fields of each such layer.
+    """
+    refused = [layer for layer in spec.layers if layer.unknown_fields and not (accepts and accepts(layer))]
+    if not refused:
+        return
+    parts = []
+    for layer in refused[:8]:
+        path, (line, col) = next(iter(layer.unknown_field_places.items()), ("", (layer.line or 0, 0)))
+        names = ", ".join(sorted(layer.unknown_fields)[:6])
+        parts.append((f"{line}:{col}", f'layer "{layer.name}" ({layer.type}): {names}'))
+    if len(refused) == 1:
+        (place, what), = parts
+        raise ParseError(f"{spec.source}:{place}: {what}: caffe.proto does not define this and no "
+                         "converter reads it")
+    more = f"; and {len(refused) - 8} more" if len(refused) > 8 else ""
+    listed = "; ".join(f"line {place} {what}" for place, what in parts)
+    raise ParseError(f"{spec.source}: {len(refused)} layers carry fields that caffe.proto does not define "
+                     f"and no converter reads: {listed}{more}")

@@ -55,23 +55,35 @@ def net_format(net: "pb2.NetParameter") -> str:
 
 def upgrade_net(net: "pb2.NetParameter", source: str = "<net>") -> "pb2.NetParameter":
     """Return a current-format copy of `net` (V0 and V1 layers, input fields, data transforms)."""
+    return upgrade_net_with_origins(net, source)[0]
+
+
+def upgrade_net_with_origins(net: "pb2.NetParameter", source: str = "<net>") \
+        -> tuple["pb2.NetParameter", list[int | None]]:
+    """`upgrade_net`, plus for each upgraded layer the index of the source layer it came from
+    (in net.layer or net.layers), or None for the Input layer made from `input:` fields; so a
+    reader can carry per-layer data (line, unknown fields) across the upgrade."""
     if len(net.layer) and len(net.layers):
         raise ParseError(f"{source}: net uses both `layer` and the legacy `layers` field; "
                          "Caffe refuses this too. Use one of them.")
     out = pb2.NetParameter()
     out.CopyFrom(net)
+    origins: list[int | None] = list(range(len(net.layer)))
     if net_format(net) == "V0":
-        v1_layers = _upgrade_v0_net(net, source)
+        v1_layers, origins = _upgrade_v0_net(net, source)
     else:
         v1_layers = list(net.layers)
+        if v1_layers:
+            origins = list(range(len(v1_layers)))
     if v1_layers:
         del out.layers[:]
         del out.layer[:]
         for v1 in v1_layers:
             _upgrade_v1_layer(v1, out.layer.add(), source)
     _upgrade_data_transform(out)
-    _upgrade_input_fields(out, source)
-    return out
+    if _upgrade_input_fields(out, source):
+        origins = [None] + origins
+    return out, origins
 
 
 # --- V0 -> V1 -------------------------------------------------------------------------------
@@ -80,8 +92,8 @@ def upgrade_net(net: "pb2.NetParameter", source: str = "<net>") -> "pb2.NetParam
 def _upgrade_v0_net(net, source):
     """V0 connections -> V1 layers, folding V0 'padding' layers into the conv/pool after them."""
     padding_of: dict[str, tuple[int, str]] = {}  # padding layer top -> (pad, its bottom)
-    v1_layers = []
-    for conn in net.layers:
+    v1_layers, origins = [], []
+    for index, conn in enumerate(net.layers):
         v0 = conn.layer
         if v0.type == "padding":
             if len(conn.bottom) != 1 or len(conn.top) != 1:
@@ -101,7 +113,8 @@ def _upgrade_v0_net(net, source):
         v1.top.extend(conn.top)
         _upgrade_v0_layer(v0, v1, source)
         v1_layers.append(v1)
-    return v1_layers
+        origins.append(index)
+    return v1_layers, origins
 
 
 def _with_pad(v0, pad):
@@ -227,12 +240,12 @@ def _upgrade_data_transform(net):
                     p.ClearField(f)
 
 
-def _upgrade_input_fields(net, source):
+def _upgrade_input_fields(net, source) -> bool:
     """`input` + `input_dim`/`input_shape` -> an Input layer named "input", first in the net."""
     if not len(net.input):
         if len(net.input_dim) or len(net.input_shape):
             raise ParseError(f"{source}: input_dim/input_shape given without any `input` name")
-        return
+        return False
     names = list(net.input)
     shapes: list[list[int]] = []
     if len(net.input_shape):
@@ -258,3 +271,4 @@ def _upgrade_input_fields(net, source):
     net.ClearField("input")
     net.ClearField("input_dim")
     net.ClearField("input_shape")
+    return True

@@ -29,7 +29,9 @@ def upgrade_file(source: str | Path, output: str | Path | None = None) -> tuple[
     if binary:
         net = io.read_caffemodel_proto(source)
     else:
-        net = io.read_prototxt(source)
+        parsed = io.parse_prototxt(io.read_prototxt_text(source), str(source))
+        _refuse_unknown_fields(parsed, source)
+        net = parsed.net
     fmt = net_format(net)
     upgraded = upgrade_net(net, str(source))
     target = Path(output) if output else source.with_name(f"{source.stem}_upgraded{source.suffix}")
@@ -40,3 +42,16 @@ def upgrade_file(source: str | Path, output: str | Path | None = None) -> tuple[
     data = upgraded.SerializeToString() if binary else text_format.MessageToString(upgraded).encode("utf-8")
     write_bytes_atomic(target, data)
     return target, fmt
+
+
+def _refuse_unknown_fields(parsed, source: Path) -> None:
+    """The rewritten file is printed from caffe.proto's schema: fields it lacks would vanish, so
+    refuse instead of writing a file that silently lost a fork's settings."""
+    from ninport.errors import ParseError
+
+    places = [place for per_layer in parsed.layer_unknown_places.values() for layer in per_layer
+              for place in layer.items()] + list(parsed.unknown_places.items())
+    if places:
+        path, (line, col) = places[0]
+        raise ParseError(f"{source}:{line}:{col}: field {path!r} is not in caffe.proto; upgrading would drop "
+                         f"it ({len(places)} such field(s) in the file)")

@@ -24,8 +24,9 @@ def _legacy_4d(shape: tuple[int, ...]) -> tuple[int, ...] | None:
     return (1,) * (4 - len(shape)) + tuple(shape)
 
 
-def reconcile_blob(blob: RawBlob, expected: tuple[int, ...], what: str) -> np.ndarray:
-    """The blob as a float32 array of `expected` shape, or WeightsError naming both shapes."""
+def reconcile_blob(blob: RawBlob, expected: tuple[int, ...], what: str, keep_half: bool = False) -> np.ndarray:
+    """The blob as a float32 array (float16 if `keep_half` and stored so) of `expected` shape, or
+    WeightsError naming both shapes."""
     recorded = blob.recorded_shape
     fits = tuple(recorded) == tuple(expected)
     if not fits and blob.shape is None and blob.legacy_shape is not None:
@@ -36,15 +37,21 @@ def reconcile_blob(blob: RawBlob, expected: tuple[int, ...], what: str) -> np.nd
     if blob.data.size != math.prod(expected):
         raise WeightsError(f"{what}: shape {list(expected)} needs {math.prod(expected):,} values, "
                            f"the caffemodel holds {blob.data.size:,}")
-    return np.asarray(blob.data, dtype=np.float32).reshape(expected)
+    dtype = np.float16 if keep_half and blob.data.dtype == np.float16 else np.float32
+    return np.asarray(blob.data, dtype=dtype).reshape(expected)
 
 
 def attach_weights(spec: NetSpec, table: ShapeTable, raw_layers: list[RawLayerWeights],
                    weights_source: str) -> dict[str, list[np.ndarray]]:
-    """Weights per layer name, checked against the shapes `table` expects."""
-    by_name: dict[str, RawLayerWeights] = {}
+    """Weights per layer name, checked against the shapes `table` expects.
+
+    Like Caffe's Net::CopyTrainedLayersFrom, every source layer of a name is copied in file order,
+    each one checked, so when a caffemodel repeats a name the last one wins.
+    """
+    all_of_name: dict[str, list[RawLayerWeights]] = {}
     for raw in raw_layers:
-        by_name.setdefault(raw.name, raw)  # Caffe copies from the first layer of a name
+        all_of_name.setdefault(raw.name, []).append(raw)
+    by_name = {name: raws[-1] for name, raws in all_of_name.items()}
     # params None: a plugin takes whatever blobs the caffemodel holds for its layer, as recorded
     wanted = [layer for layer in spec.layers if table.layers[layer.name].params or
               (table.layers[layer.name].params is None and layer.name in by_name)]
@@ -61,16 +68,19 @@ def attach_weights(spec: NetSpec, table: ShapeTable, raw_layers: list[RawLayerWe
         where = f'{weights_source}: layer "{layer.name}" ({layer.type})'
         if raw is None:
             raise WeightsError(f"{where}: no weights for this layer in the caffemodel")
-        blobs = raw.blobs
-        # BatchNorm blobs of some forks carry no scale factor; Caffe always writes three.
-        if len(blobs) != len(expected):
-            raise WeightsError(f"{where}: the caffemodel has {len(blobs)} blobs, the prototxt implies "
-                               f"{len(expected)} ({', '.join(str(list(s)) for s in expected)})")
-        result[layer.name] = [reconcile_blob(b, s, f"{where} blob {i}")
-                              for i, (b, s) in enumerate(zip(blobs, expected))]
+        copies = all_of_name[layer.name]
+        for n, raw in enumerate(copies):
+            blobs = raw.blobs
+            which = where if len(copies) == 1 else f"{where} (copy {n + 1} of {len(copies)} with this name)"
+            # BatchNorm blobs of some forks carry no scale factor; Caffe always writes three.
+            if len(blobs) != len(expected):
+                raise WeightsError(f"{which}: the caffemodel has {len(blobs)} blobs, the prototxt implies "
+                                   f"{len(expected)} ({', '.join(str(list(s)) for s in expected)})")
+            result[layer.name] = [reconcile_blob(b, s, f"{which} blob {i}")
+                                  for i, (b, s) in enumerate(zip(blobs, expected))]
     for layer in spec.layers:
-        raw = by_name.get(layer.name)
-        if raw is not None and raw.blobs and table.layers[layer.name].params == []:
+        raw = next((r for r in all_of_name.get(layer.name, []) if r.blobs), None)
+        if raw is not None and table.layers[layer.name].params == []:
             raw_type = v1_type_name(int(raw.type)) if raw.type.isdigit() else raw.type
             raise WeightsError(f'{weights_source}: layer "{layer.name}": the caffemodel has {len(raw.blobs)} '
                                f"blobs for a {raw_type or 'layer'}, but the prototxt's {layer.type} "

@@ -432,3 +432,23 @@ def test_fork_layers_show_in_the_layer_table_with_their_fork():
     origins = {r.name: r.origin for r in registry.all_layer_types()}
     assert "PSPNet" in origins["BN"] and "YOLO" in origins["Upsample"] and "SENet" in origins["Axpy"]
     assert "ShuffleNet" in origins["ShuffleChannel"] and "DeepLab" in origins["Interp"]
+
+
+def test_fork_prototxt_text_through_the_reader(tmp_path):
+    """The fields as a fork's prototxt writes them: interp/shuffle/upsample params kept by the reader,
+    PSPNet's bn_param typed, SegNet's bn_mode kept inside it."""
+    from tests.caffe_files import write_caffemodel
+
+    body = ('layer { name: "ip" type: "Interp" bottom: "data" top: "a" interp_param { zoom_factor: 2 pad_beg: -1 } }\n'
+            'layer { name: "sh" type: "ShuffleChannel" bottom: "a" top: "b" shuffle_channel_param { group: 3 } }\n'
+            'layer { name: "up" type: "Upsample" bottom: "b" top: "c" upsample_param { scale: 2 } }\n'
+            'layer { name: "bn" type: "BN" bottom: "c" top: "d" bn_param { eps: 0.001 } }\n'
+            'layer { name: "bn2" type: "BN" bottom: "d" top: "e" bn_param { bn_mode: INFERENCE } }\n')
+    proto = tmp_path / "fork.prototxt"
+    proto.write_text('name: "fork"\n' + input_layer(SIZES[0]) + body)
+    psp, segnet = _bn_blobs(6, 4, 1), _bn_blobs(6, 2, 2)
+    model = ninport.load(proto, write_caffemodel(tmp_path / "fork.caffemodel", {"bn": psp, "bn2": segnet}))
+    x = rand(SIZES[0], 14)
+    a = np_interp2(x, -1, (6, 8), (11, 15))
+    expected = np_bn_segnet(np_bn_pspnet(np_upsample(np_shuffle(a, 3), 2), *psp, 1e-3), *segnet)
+    close(run(model, x), expected, 2e-6)

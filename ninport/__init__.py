@@ -22,6 +22,8 @@ _LAZY = {
     "register_layer": "ninport.registry",
     "unregister_layer": "ninport.registry",
     "LayerShapes": "ninport.registry",
+    "layer_param": "ninport.registry",
+    "load_plugin": "ninport.plugins",
     "export_onnx": "ninport.onnx",
     "convert_files": "ninport.artifacts",
     "write_pt2": "ninport.artifacts",

@@ -447,6 +447,23 @@ def cmd_upgrade(args) -> int:
 # --- main ------------------------------------------------------------------------------------
 
 
+def add_plugin_option(p: argparse.ArgumentParser) -> None:
+    """`--plugin FILE` (repeatable): import the user's own layer types (ninport.register_layer) before
+    the subcommand set on `p` runs. Call after `p.set_defaults(func=...)`."""
+    p.add_argument("--plugin", action="append", default=[], metavar="FILE",
+                   help="a Python file of your own that registers layer types with ninport.register_layer "
+                        "(imported as code; repeat for several)")
+    command = p.get_default("func")
+
+    def run_with_plugins(args) -> int:
+        from ninport.plugins import load_plugins
+
+        load_plugins(args.plugin)
+        return command(args)
+
+    p.set_defaults(func=run_with_plugins)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ninport import __version__
 
@@ -478,6 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-check", action="store_true",
                    help="skip running the ONNX file in onnxruntime against the torch model")
     p.set_defaults(func=cmd_convert)
+    add_plugin_option(p)
 
     p = add("inspect", "show the layer table: shapes, parameters, MACs",
             "Print every layer with bottom → top, output shape, parameters and MACs, with totals;\n"
@@ -487,6 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the table as JSON")
     p.add_argument("--input-shape", action="append", metavar="[NAME=]N,C,H,W", help=shape_help)
     p.set_defaults(func=cmd_inspect)
+    add_plugin_option(p)
 
     p = add("verify", "per-blob parity report against Caffe's outputs, OpenCV and onnxruntime",
             "TARGET is a golden folder (case.json, net.prototxt, weights, inputs.npz, blobs.npz written from\n"
@@ -501,6 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-opencv", action="store_true", help="skip the OpenCV cross-check")
     p.add_argument("--no-onnx", action="store_true", help="skip the onnxruntime check")
     p.set_defaults(func=cmd_verify)
+    add_plugin_option(p)
 
     p = add("predict", "classify images with a converted net, preprocessed as Caffe did",
             "Read each image as BGR 0-255 (OpenCV or Pillow; or an HxWxC .npy array), resize it (default: the\n"
@@ -519,6 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=5, help="how many classes to show (default 5)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=cmd_predict)
+    add_plugin_option(p)
 
     p = add("upgrade", "rewrite a V0/V1 prototxt or caffemodel in the current format",
             "Like Caffe's upgrade_net_proto_text / upgrade_net_proto_binary: a .prototxt is written as text,\n"

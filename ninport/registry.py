@@ -85,6 +85,7 @@ _BUILTINS_LOADED = False
 # group; a new family adds its module here.
 BUILTIN_RULE_MODULES = (
     "ninport.caffe.shapes",
+    "ninport.caffe.shapes_fork",
 )
 
 
@@ -116,13 +117,20 @@ def register_layer(name: str, *, shape: ShapeFn, module: ConverterFn, origin: st
     typed fields and `unknown_fields` the fields the schema does not know, as plain data.
     `module(ctx)` returns the torch.nn.Module computing the layer: called with the bottoms as
     tensors, it returns one tensor or a tuple (one per top). `ctx` is a
-    `ninport.convert.registry.LayerContext` (layer, bottom_shapes, top_shapes, weights as numpy).
+    `ninport.convert.registry.LayerContext` (layer, bottom_shapes, top_shapes, weights as numpy,
+    `ctx.parameter(i)`). The module is run once on zeros at the reference input size and must give
+    the tops its shape rule promised. Read parameters with `layer_param(layer, "my_param.alpha",
+    default)`: it finds them typed or among the kept unknown fields.
+    A shape rule or module that raises is reported naming the layer and `origin`.
     Registering a type ninport already knows raises unless `replace=True`.
     """
+    from ninport.plugins import checked_module
+
     _load_builtins()
     if not callable(shape) or not callable(module):
         raise NinportError(f"register_layer({name!r}): shape and module must be callables")
-    return _add(LayerType(name, shape, module, origin, reads_unknown_fields), replace=replace)
+    return _add(LayerType(name, shape, checked_module(module, origin), origin, reads_unknown_fields),
+                replace=replace)
 
 
 def unregister_layer(name: str) -> None:
@@ -153,3 +161,84 @@ def _load_builtins() -> None:
         _BUILTINS_LOADED = True
         for name in BUILTIN_RULE_MODULES:
             importlib.import_module(name)  # their @builtin_layer decorators register the types
+
+
+# --- reading a layer's parameters, typed or kept as unknown fields ------------------------------
+
+_MISSING = object()
+
+
+def layer_param(layer: LayerSpec, path: str, default: Any = None) -> Any:
+    """The value of a layer parameter by dotted path ("interp_param.zoom_factor"), from wherever the
+    reader put it: the typed proto when ninport's schema knows the field, else the fields a fork's
+    prototxt added, kept in `layer.unknown_fields`. `default` when the field is not given.
+
+    A field given twice takes the last value, as protobuf does for optional fields (a repeated typed
+    field gives the list); an enum gives its name ("INFERENCE"). The value is plain data from the model file: check
+    its type before using it.
+    """
+    value = _typed_value(layer.proto, path.split("."))
+    if value is _MISSING:
+        value = _unknown_value(getattr(layer, "unknown_fields", None) or {}, path.split("."))
+    return default if value is _MISSING else value
+
+
+def layer_fields(layer: LayerSpec, message: str) -> set[str]:
+    """Names of the fields given inside `message` ("upsample_param"), typed or unknown."""
+    names: set[str] = set()
+    proto = layer.proto
+    if message in proto.DESCRIPTOR.fields_by_name and proto.HasField(message):
+        names.update(fd.name for fd, _ in getattr(proto, message).ListFields())
+    prefix = message + "."
+    for key, values in (getattr(layer, "unknown_fields", None) or {}).items():
+        if key.startswith(prefix):
+            names.add(key[len(prefix):].split(".")[0])
+        elif key == message:
+            for value in values:
+                if isinstance(value, dict):
+                    names.update(k.split(".")[0] for k in value)
+    return names
+
+
+def _typed_value(message, parts: list[str]) -> Any:
+    for i, part in enumerate(parts):
+        fd = message.DESCRIPTOR.fields_by_name.get(part)
+        if fd is None:
+            return _MISSING
+        last = i == len(parts) - 1
+        if fd.is_repeated if hasattr(fd, "is_repeated") else fd.label == fd.LABEL_REPEATED:
+            if not last:
+                return _MISSING
+            values = list(getattr(message, part))
+            if not values:
+                return _MISSING
+            if fd.enum_type is not None:
+                return [fd.enum_type.values_by_number[v].name if v in fd.enum_type.values_by_number else v
+                        for v in values]
+            return values
+        if not message.HasField(part):
+            return _MISSING
+        value = getattr(message, part)
+        if last:
+            if fd.enum_type is not None:
+                named = fd.enum_type.values_by_number.get(value)
+                return named.name if named is not None else value
+            return value
+        message = value
+    return _MISSING
+
+
+def _unknown_value(fields: dict, parts: list[str]) -> Any:
+    """Look `parts` up in kept unknown fields: a dotted key, or a message kept as a nested dict."""
+    key = ".".join(parts)
+    if fields.get(key):
+        return fields[key][-1]
+    for cut in range(len(parts) - 1, 0, -1):
+        head = ".".join(parts[:cut])
+        nested = [v for v in fields.get(head, []) if isinstance(v, dict)]
+        if nested:
+            found = _unknown_value(nested[-1], parts[cut:])
+            if found is not _MISSING:
+                return found
+    return _MISSING
+

@@ -52,7 +52,9 @@ def attach_weights(spec: NetSpec, table: ShapeTable, raw_layers: list[RawLayerWe
     for raw in raw_layers:
         all_of_name.setdefault(raw.name, []).append(raw)
     by_name = {name: raws[-1] for name, raws in all_of_name.items()}
-    wanted = [layer for layer in spec.layers if table.layers[layer.name].params]
+    # params None: a plugin takes whatever blobs the caffemodel holds for its layer, as recorded
+    wanted = [layer for layer in spec.layers if table.layers[layer.name].params or
+              (table.layers[layer.name].params is None and layer.name in by_name)]
     if wanted and not any(layer.name in by_name for layer in wanted):
         sample = ", ".join(sorted(by_name)[:5])
         raise WeightsError(f"{weights_source}: none of its layers ({sample}, ...) matches a layer of "
@@ -61,6 +63,8 @@ def attach_weights(spec: NetSpec, table: ShapeTable, raw_layers: list[RawLayerWe
     for layer in wanted:
         expected = table.layers[layer.name].params
         raw = by_name.get(layer.name)
+        if expected is None:
+            expected = [tuple(b.recorded_shape) for b in raw.blobs]
         where = f'{weights_source}: layer "{layer.name}" ({layer.type})'
         if raw is None:
             raise WeightsError(f"{where}: no weights for this layer in the caffemodel")
@@ -76,7 +80,7 @@ def attach_weights(spec: NetSpec, table: ShapeTable, raw_layers: list[RawLayerWe
                                   for i, (b, s) in enumerate(zip(blobs, expected))]
     for layer in spec.layers:
         raw = next((r for r in all_of_name.get(layer.name, []) if r.blobs), None)
-        if raw is not None and not table.layers[layer.name].params:
+        if raw is not None and table.layers[layer.name].params == []:
             raw_type = v1_type_name(int(raw.type)) if raw.type.isdigit() else raw.type
             raise WeightsError(f'{weights_source}: layer "{layer.name}": the caffemodel has {len(raw.blobs)} '
                                f"blobs for a {raw_type or 'layer'}, but the prototxt's {layer.type} "
@@ -98,7 +102,9 @@ def random_weights(table: ShapeTable, spec: NetSpec, seed: int = 0) -> dict[str,
             continue
         arrays = []
         for i, shape in enumerate(shapes):
-            if layer.type == "BatchNorm":
+            if layer.type == "BN":  # slope, bias, mean, variance (a positive variance), or SegNet's scale, shift
+                value = rng.uniform(0.5, 1.5, shape) if i in (0, 3) else rng.normal(0, 0.1, shape)
+            elif layer.type == "BatchNorm":
                 value = {0: rng.normal(0, 0.1, shape), 1: rng.uniform(0.5, 1.5, shape), 2: np.ones(shape)}[i]
             elif layer.type in ("Scale",) and i == 0:
                 value = rng.uniform(0.5, 1.5, shape)

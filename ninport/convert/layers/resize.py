@@ -1,0 +1,64 @@
+"""Resizing layers of the forks: Interp (DeepLab v2 / PSPNet, align-corners bilinear) and the YOLO
+ports' nearest-neighbour Upsample. Output sizes are computed from the bottoms' shapes at run time
+with the fork's own rules (`InterpRule`), so the module is right at any input size."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ninport.caffe.shapes_fork import InterpRule, interp_rule, upsample_scale
+from ninport.convert.registry import LayerContext
+
+
+class Interp(nn.Module):
+    """Crop by pad_beg / pad_end, then bilinear with aligned corners (caffe_cpu_interp2: source
+    position = out index * (in - 1) / (out - 1))."""
+
+    def __init__(self, rule: InterpRule):
+        super().__init__()
+        self.rule = rule
+
+    def extra_repr(self) -> str:
+        r = self.rule
+        given = {"pad_beg": r.pad_beg, "pad_end": r.pad_end, "shrink": r.shrink, "zoom": r.zoom,
+                 "height": r.height, "width": r.width}
+        return ", ".join(f"{k}={v}" for k, v in given.items() if v) or "size of the second bottom"
+
+    def forward(self, x: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
+        in_hw = (int(x.shape[2]), int(x.shape[3]))
+        eff_h, eff_w = self.rule.cropped(in_hw)
+        reference_hw = (int(reference.shape[2]), int(reference.shape[3])) if reference is not None else None
+        out_hw = self.rule.output_size(in_hw, reference_hw)
+        if min(eff_h, eff_w, *out_hw) <= 0:
+            raise ValueError(f"Interp: input {in_hw} cropped to {(eff_h, eff_w)} gives output {out_hw}")
+        begin = -self.rule.pad_beg
+        if (eff_h, eff_w) != in_hw:
+            x = x[:, :, begin:begin + eff_h, begin:begin + eff_w]
+        if (eff_h, eff_w) == tuple(out_hw):  # the fork copies: no interpolation
+            return x
+        return F.interpolate(x, size=tuple(out_hw), mode="bilinear", align_corners=True)
+
+
+def interp(ctx: LayerContext) -> nn.Module:
+    return Interp(interp_rule(ctx.layer, len(ctx.bottom_shapes)))
+
+
+class NearestUpsample(nn.Module):
+    """Every pixel repeated scale x scale times: top[h, w] = bottom[h / scale, w / scale]."""
+
+    def __init__(self, scale: int):
+        super().__init__()
+        self.scale = scale
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        s = self.scale
+        return x[:, :, :, None, :, None].expand(n, c, h, s, w, s).reshape(n, c, h * s, w * s)
+
+
+def upsample(ctx: LayerContext) -> nn.Module:
+    return NearestUpsample(upsample_scale(ctx.layer, len(ctx.bottom_shapes)))

@@ -1,0 +1,137 @@
+"""Loading a user's plugin file: their own Python code that teaches ninport layer types.
+
+A plugin file is code the user chose to run (`ninport convert --plugin my_layers.py`), so it is
+imported as a module; model files never are. It registers types with `ninport.register_layer`.
+Whatever goes wrong in it (a syntax error, an exception at import, a type already known, a shape
+rule or module that fails later) is reported as one NinportError naming the plugin (and, once a
+net is read, the layer), never as a raw traceback; a plugin that failed to import leaves no
+registration behind.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+import traceback
+from collections.abc import Iterable
+from pathlib import Path
+
+from ninport import registry
+from ninport.errors import (
+    NinportError,
+    UnsupportedLayerError,
+    one_line,
+    safe_text,
+    shape_text,
+)
+
+_LOADED: dict[Path, list[str]] = {}
+
+
+def load_plugins(paths: Iterable[str | os.PathLike]) -> list[str]:
+    """Load every plugin file in `paths`; returns the layer types they registered."""
+    names: list[str] = []
+    for path in paths:
+        names.extend(load_plugin(path))
+    return names
+
+
+def load_plugin(path: str | os.PathLike) -> list[str]:
+    """Import the plugin file at `path` once per process; returns the layer types it registered."""
+    path = Path(path)
+    if not path.is_file():
+        raise NinportError(f"plugin {safe_text(path)}: no such file")
+    if path.suffix != ".py":
+        raise NinportError(f"plugin {safe_text(path)}: expected a Python file (.py)")
+    key = path.resolve()
+    if key in _LOADED and all(registry.layer_type(name) is not None for name in _LOADED[key]):
+        return list(_LOADED[key])
+    before = {record.name: record for record in registry.all_layer_types()}
+    digest = hashlib.sha256(str(key).encode()).hexdigest()[:12]
+    module_name = f"ninport_plugin_{digest}"
+    spec = importlib.util.spec_from_file_location(module_name, key)
+    if spec is None or spec.loader is None:
+        raise NinportError(f"plugin {safe_text(path)}: cannot be imported as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException as exc:
+        sys.modules.pop(module_name, None)
+        _restore(before)
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        raise NinportError(f"plugin {safe_text(path)}: {_where_in(exc, key)}{_describe(exc)}") from exc
+    added = [record.name for record in registry.all_layer_types() if before.get(record.name) is not record]
+    if not added:
+        sys.modules.pop(module_name, None)
+        raise NinportError(f"plugin {safe_text(path)}: registers no layer type (call ninport.register_layer "
+                           "in it)")
+    for name in added:  # name the file in every message about these types
+        record = registry.layer_type(name)
+        if record.origin == "plugin":
+            registry.register_layer(name, shape=record.shape, module=record.converter,
+                                    origin=f"plugin {path.name}",
+                                    reads_unknown_fields=record.reads_unknown_fields, replace=True)
+    _LOADED[key] = added
+    return list(added)
+
+
+def _restore(before: dict) -> None:
+    """Undo the registrations of a plugin that failed halfway."""
+    for record in registry.all_layer_types():
+        if before.get(record.name) is not record:
+            registry.unregister_layer(record.name)
+    for name, record in before.items():
+        if registry.layer_type(name) is not record:
+            registry._add(record, replace=True)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, NinportError):
+        return str(exc)
+    if isinstance(exc, SyntaxError):
+        return f"SyntaxError: {exc.msg}"
+    return f"importing it failed: {one_line(exc)}"
+
+
+def _where_in(exc: BaseException, path: Path) -> str:
+    """'line N: ' of the deepest frame in the plugin file, if any."""
+    if isinstance(exc, SyntaxError) and exc.lineno:
+        return f"line {exc.lineno}: "
+    lines = [frame.lineno for frame in traceback.extract_tb(exc.__traceback__) if Path(frame.filename) == path]
+    return f"line {lines[-1]}: " if lines else ""
+
+
+def checked_module(module_fn, origin: str):
+    """Wrap a plugin's `module(ctx)` so that what it returns is checked once, at the reference input
+    size, against its own shape rule: a module that fails or disagrees is an error naming the layer
+    and the plugin (the graph builder adds the layer), not a traceback later in a forward pass."""
+
+    def convert(ctx):
+        import torch
+        from torch import nn
+
+        module = module_fn(ctx)
+        if not isinstance(module, nn.Module):
+            raise UnsupportedLayerError(f"the {origin} module function returned {type(module).__name__}, "
+                                        "not a torch.nn.Module")
+        try:
+            with torch.no_grad():
+                out = module(*[torch.zeros(shape) for shape in ctx.bottom_shapes])
+        except Exception as exc:
+            shapes = ", ".join(shape_text(s) for s in ctx.bottom_shapes)
+            raise UnsupportedLayerError(f"the {origin} module failed on bottoms of shapes {shapes}: "
+                                        f"{one_line(exc)}") from exc
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        got = [tuple(o.shape) if isinstance(o, torch.Tensor) else type(o).__name__ for o in outs]
+        if got != [tuple(s) for s in ctx.top_shapes]:
+            raise UnsupportedLayerError(f"the {origin} module computes tops {got}, its shape rule said "
+                                        f"{[tuple(s) for s in ctx.top_shapes]}")
+        return module
+
+    if hasattr(module_fn, "plugin_module"):  # already checked (a plugin's type renamed after loading)
+        module_fn = module_fn.plugin_module
+    convert.plugin_module = module_fn
+    return convert

@@ -88,11 +88,10 @@ def prior_box_layout(p) -> PriorBoxLayout:
         if high is not None:
             side = _f32(math.sqrt(low * high))
             sizes.append((side, side))
-        base = math.sqrt(low * high) if high is not None else float(low)
-        for ar in ratios:
+        for ar in ratios:  # aspect-ratio boxes scale min_size (not sqrt(min*max))
             if abs(ar - 1.0) < 1e-6:
                 continue
-            sizes.append((_f32(base * math.sqrt(ar)), _f32(base / math.sqrt(ar))))
+            sizes.append((_f32(low * math.sqrt(ar)), _f32(low / math.sqrt(ar))))
     if len(p.variance) not in (0, 1, 4):
         _fail(f"variance has {len(p.variance)} values; give 1 or 4 (or none for 0.1)")
     if any(not v > 0 for v in p.variance):
@@ -148,8 +147,8 @@ def _normalize(layer, shapes):
     p = layer.proto.norm_param
     if not p.eps >= 0:
         _fail(f"eps {p.eps} must be non-negative")
-    # A shared scale is a 0-D blob in Caffe (one value); a per-channel scale has one value per channel.
-    return LayerShapes(tops=[shape], params=[() if p.channel_shared else (shape[1],)])
+    # The scale: one value (channel_shared) or one per channel.
+    return LayerShapes(tops=[shape], params=[(1,) if p.channel_shared else (shape[1],)])
 
 
 # --- Permute -------------------------------------------------------------------------------------

@@ -70,8 +70,7 @@ def prior_box(feature_hw, image_hw, *, min_size, max_size=(), aspect_ratio=(), f
                 for ar in ratios:
                     if abs(float(ar) - 1.0) < 1e-6:
                         continue
-                    base = math.sqrt(low * int(max_sizes[s])) if max_sizes else low
-                    put(center_x, center_y, base * math.sqrt(float(ar)), base / math.sqrt(float(ar)))
+                    put(center_x, center_y, low * math.sqrt(float(ar)), low / math.sqrt(float(ar)))
     if clip:
         np.clip(data, 0.0, 1.0, out=data)
     variances = [f32(v) for v in variance] or [f32(0.1)]

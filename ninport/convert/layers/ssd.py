@@ -98,9 +98,10 @@ def prior_box(ctx: LayerContext) -> nn.Module:
 class Normalize(nn.Module):
     """x / sqrt(sum x^2 + eps) over C*H*W (across_spatial) or over C at each position, times a scale."""
 
-    def __init__(self, scale: nn.Parameter, across_spatial: bool, eps: float):
+    def __init__(self, scale: nn.Parameter, across_spatial: bool, channel_shared: bool, eps: float):
         super().__init__()
-        self.scale = scale  # 0-D (channel_shared) or (C,)
+        self.scale = scale  # (1,) when channel_shared, else (C,)
+        self.channel_shared = channel_shared
         self.across_spatial = across_spatial
         self.eps = float(np.float32(eps))
 
@@ -112,13 +113,13 @@ class Normalize(nn.Module):
             out = flat * torch.reciprocal(norm)  # Caffe scales by 1 / norm
         else:
             out = flat / torch.sqrt(squares.sum(dim=1, keepdim=True) + self.eps)
-        scale = self.scale if self.scale.dim() == 0 else self.scale.view(1, -1, 1)
+        scale = self.scale.reshape(()) if self.channel_shared else self.scale.view(1, -1, 1)
         return (out * scale).reshape(x.shape)
 
 
 def normalize(ctx: LayerContext) -> nn.Module:
     p = ctx.proto.norm_param
-    return Normalize(ctx.parameter(0), bool(p.across_spatial), p.eps)
+    return Normalize(ctx.parameter(0), bool(p.across_spatial), bool(p.channel_shared), p.eps)
 
 
 # --- Permute -------------------------------------------------------------------------------------

@@ -231,7 +231,7 @@ def ssd_detections(boxes: torch.Tensor, scores: torch.Tensor, labels: list[int],
     """SSD Caffe's per-class selection, NMS and keep_top_k: decoded boxes (N, P, L, 4) and scores
     (N, P, C) -> rows (1, 1, R, 7) of [image, label, score, xmin, ymin, xmax, ymax]."""
     batch, priors = scores.shape[0], scores.shape[1]
-    if not labels:
+    if not labels or top_k == 0:  # no class, or no candidate kept before NMS
         return _empty_rows(batch, scores.device)
     label_index = torch.tensor(labels, dtype=torch.long, device=scores.device)
     class_scores = scores.index_select(2, label_index).permute(0, 2, 1)  # (N, C', P)
@@ -312,7 +312,7 @@ def _ssd_detections_onnx(boxes, scores, labels, confidence_threshold: float, nms
         op.Unsqueeze(op.Cast(op.Range(op.Constant(value_int=0), op.Squeeze(batch, ints(0)),
                                       op.Constant(value_int=1)), to=1), ints(1)),
         op.Expand(op.Constant(value_floats=[-1.0] * 6), op.Concat(batch, ints(6), axis=0)), axis=1)
-    if not labels:
+    if not labels or top_k == 0:
         return op.Reshape(fake_rows, ints(1, 1, -1, 7))
     label_index = ints(*labels)
     class_scores = op.Transpose(op.Gather(scores, label_index, axis=2), perm=[0, 2, 1])  # (N, C', P)

@@ -172,3 +172,36 @@ def draw_path(path: str | os.PathLike, index: int, count: int) -> Path:
     """Where the drawing of image `index` goes: `path` itself for one image, else path-<index>.suffix."""
     path = Path(path)
     return path if count == 1 else path.with_name(f"{path.stem}-{index}{path.suffix or '.jpg'}")
+
+
+@dataclass(frozen=True)
+class ImageDetections:
+    """What `ninport predict` reports for one image run through a detector."""
+
+    image: str
+    detections: tuple[Detection, ...]
+    drawing: str | None = None
+
+    def __str__(self) -> str:
+        text = format_detections(self.image, self.detections)
+        return text + (f"\n  boxes drawn on {safe_text(self.drawing)}" if self.drawing else "")
+
+    def as_dict(self) -> dict:
+        return {"image": self.image, "detections": [d.as_dict() for d in self.detections],
+                **({"drawing": self.drawing} if self.drawing else {})}
+
+
+def report(image: str, outputs, description: NetDescription, original: np.ndarray, labels: Sequence[str] | None = None,
+           draw: str | os.PathLike | None = None, count: int = 1, index: int = 0) -> ImageDetections:
+    """The detections of one image (the net's outputs for it), drawn on the original image if `draw` is given."""
+    blob = detection_output_blob(description)
+    if blob is None:
+        raise PreprocessError(f"{description.source}: the net has no DetectionOutput output")
+    values = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
+    rows = values[list(description.outputs).index(blob)]
+    rows = rows.detach().cpu().numpy() if hasattr(rows, "detach") else np.asarray(rows)
+    found = detections_from_rows(rows, [tuple(original.shape[:2])], labels=labels)[0]
+    drawing = None
+    if draw is not None:
+        drawing = str(write_image(draw_path(draw, index, count), draw_detections(original, found)))
+    return ImageDetections(image, tuple(found), drawing)

@@ -11,9 +11,9 @@ drawn as ASCII only (OpenCV's fonts have no other glyphs) and printed escaped.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -113,7 +113,7 @@ def draw_detections(image: np.ndarray, detections: Sequence[Detection]) -> np.nd
         cv2 = None
     for d in detections:
         color = _color(d.label)
-        box = [int(round(v)) for v in (d.xmin, d.ymin, d.xmax, d.ymax)]
+        box = [round(v) for v in (d.xmin, d.ymin, d.xmax, d.ymax)]
         caption = _ascii(f"{d.name or d.label} {d.score:.2f}")
         if cv2 is not None:
             cv2.rectangle(canvas, (box[0], box[1]), (box[2], box[3]), color, 2)

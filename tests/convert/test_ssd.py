@@ -50,7 +50,7 @@ def test_all_32_cases_are_here():
 
 @pytest.mark.parametrize("name", CASES)
 def test_every_blob_matches_ssd_caffe(name):
-    folder, info, weights, inputs, expected = _case(name)
+    folder, _info, weights, inputs, expected = _case(name)
     module = ninport.load(folder / "net.prototxt", weights)
     blobs = ninport.forward_blobs(module, *[torch.from_numpy(x) for x in inputs])
     checked = 0
@@ -79,7 +79,7 @@ def test_onnx_in_onnxruntime_matches_ssd_caffe(name, tmp_path):
 
 
 def test_adaptive_nms_is_refused_at_export_naming_the_layer(tmp_path):
-    folder, info, weights, inputs, expected = _case("ssd_detout_eta")
+    folder, _info, weights, inputs, expected = _case("ssd_detout_eta")
     module = ninport.load(folder / "net.prototxt", weights)
     target = tmp_path / "net.onnx"
     with pytest.raises(ExportError, match=r'DetectionOutput layer "detection_out".*eta 0\.9'):
@@ -93,7 +93,7 @@ def test_exported_detector_runs_other_batch_sizes(tmp_path):
     """The batch axis is dynamic: a batch of 2 identical images gives each image's rows twice."""
     import onnxruntime as ort
 
-    folder, info, weights, inputs, expected = _case("ssd_mini_96")
+    folder, _info, weights, inputs, expected = _case("ssd_mini_96")
     module = ninport.load(folder / "net.prototxt", weights)
     session = ort.InferenceSession(str(ninport.export_onnx(module, tmp_path / "net.onnx")))
     (rows,) = session.run(None, {"data": np.concatenate([inputs[0], inputs[0]])})
@@ -114,11 +114,11 @@ def _detection_kwargs(folder: Path) -> dict:
     def field(name, default, kind=float):
         found = re.search(rf"\b{name}: *([-\w.]+)", text)
         return kind(found.group(1)) if found else default
-    return dict(num_classes=field("num_classes", 0, int), share_location=field("share_location", "true", str) == "true",
-                background_label_id=field("background_label_id", 0, int), code_type=field("code_type", "CORNER", str),
-                variance_encoded_in_target=field("variance_encoded_in_target", "false", str) == "true",
-                keep_top_k=field("keep_top_k", -1, int), confidence_threshold=field("confidence_threshold", None),
-                nms_threshold=field("nms_threshold", 0.3), top_k=field("top_k", -1, int), eta=field("eta", 1.0))
+    return {"num_classes": field("num_classes", 0, int), "share_location": field("share_location", "true", str) == "true",
+                "background_label_id": field("background_label_id", 0, int), "code_type": field("code_type", "CORNER", str),
+                "variance_encoded_in_target": field("variance_encoded_in_target", "false", str) == "true",
+                "keep_top_k": field("keep_top_k", -1, int), "confidence_threshold": field("confidence_threshold", None),
+                "nms_threshold": field("nms_threshold", 0.3), "top_k": field("top_k", -1, int), "eta": field("eta", 1.0)}
 
 
 @pytest.mark.parametrize("name", ["ssd_detout_eta", "ssd_detout_no_share_location", "ssd_detout_ties",
@@ -132,16 +132,16 @@ def test_numpy_transcription_of_detection_output_matches_ssd_caffe(name):
 
 PRIOR_CASES = [  # (case, blob, feature hw, image hw, parameters) as the cases' prototxts give them
     ("ssd_priorbox_fractional_dedup", "prior_frac", (2, 3), (40, 40),
-     dict(min_size=[10.5], max_size=[20.7], aspect_ratio=[0.5, 2.0, 1.0], variance=[0.1, 0.1, 0.2, 0.2])),
+     {"min_size": [10.5], "max_size": [20.7], "aspect_ratio": [0.5, 2.0, 1.0], "variance": [0.1, 0.1, 0.2, 0.2]}),
     ("ssd_priorbox_fractional_dedup", "prior_noflip", (2, 3), (40, 40),
-     dict(min_size=[10.5], aspect_ratio=[2.0, 3.0], flip=False, variance=[0.1, 0.1, 0.2, 0.2])),
+     {"min_size": [10.5], "aspect_ratio": [2.0, 3.0], "flip": False, "variance": [0.1, 0.1, 0.2, 0.2]}),
     ("ssd_priorbox_step_offset", "prior_default_step", (19, 19), (300, 300),
-     dict(min_size=[60], max_size=[105], aspect_ratio=[2, 3], variance=[0.1, 0.1, 0.2, 0.2])),
+     {"min_size": [60], "max_size": [105], "aspect_ratio": [2, 3], "variance": [0.1, 0.1, 0.2, 0.2]}),
     ("ssd_priorbox_step_offset", "prior_offset0", (19, 19), (300, 300),
-     dict(min_size=[60], max_size=[105], aspect_ratio=[2, 3], variance=[0.1, 0.1, 0.2, 0.2], offset=0.0)),
+     {"min_size": [60], "max_size": [105], "aspect_ratio": [2, 3], "variance": [0.1, 0.1, 0.2, 0.2], "offset": 0.0}),
     ("ssd_priorbox_img_step_hw", "prior_hw", (6, 8), (72, 96),
-     dict(min_size=[16], max_size=[32], aspect_ratio=[2], variance=[0.1, 0.1, 0.2, 0.2], img_hw=(144, 192),
-          step_hw=(20, 25))),
+     {"min_size": [16], "max_size": [32], "aspect_ratio": [2], "variance": [0.1, 0.1, 0.2, 0.2], "img_hw": (144, 192),
+          "step_hw": (20, 25)}),
 ]
 
 
@@ -152,9 +152,9 @@ def test_numpy_transcription_of_prior_box_matches_ssd_caffe(case, blob, feature,
 
 
 def _settings(**overrides) -> DetectionSettings:
-    values = dict(num_classes=3, share_location=True, background_label_id=0, code_type="CENTER_SIZE",
-                  variance_encoded_in_target=False, keep_top_k=-1, confidence_threshold=-FLT_MAX,
-                  nms_threshold=0.45, top_k=-1, eta=1.0, clip=False)
+    values = {"num_classes": 3, "share_location": True, "background_label_id": 0, "code_type": "CENTER_SIZE",
+                  "variance_encoded_in_target": False, "keep_top_k": -1, "confidence_threshold": -FLT_MAX,
+                  "nms_threshold": 0.45, "top_k": -1, "eta": 1.0, "clip": False}
     values.update(overrides)
     return DetectionSettings(**values)
 
@@ -174,16 +174,16 @@ def _random_head(seed: int, priors: int, num_classes: int, loc_classes: int, bat
 
 
 ORACLE_OPTIONS = [
-    dict(eta=0.7, nms_threshold=0.9, top_k=30),
-    dict(keep_top_k=5, confidence_threshold=0.2),
-    dict(keep_top_k=0, confidence_threshold=0.1),
-    dict(top_k=0),
-    dict(code_type="CORNER", nms_threshold=0.3),  # CORNER decoding makes boxes with xmax < xmin
-    dict(code_type="CORNER_SIZE", variance_encoded_in_target=True),
-    dict(share_location=False, background_label_id=2, keep_top_k=12),
-    dict(num_classes=1, background_label_id=0),  # no foreground class at all: Caffe's -1 rows
-    dict(clip=True, confidence_threshold=0.25),
-    dict(nms_threshold=0.0, confidence_threshold=0.05),
+    {"eta": 0.7, "nms_threshold": 0.9, "top_k": 30},
+    {"keep_top_k": 5, "confidence_threshold": 0.2},
+    {"keep_top_k": 0, "confidence_threshold": 0.1},
+    {"top_k": 0},
+    {"code_type": "CORNER", "nms_threshold": 0.3},  # CORNER decoding makes boxes with xmax < xmin
+    {"code_type": "CORNER_SIZE", "variance_encoded_in_target": True},
+    {"share_location": False, "background_label_id": 2, "keep_top_k": 12},
+    {"num_classes": 1, "background_label_id": 0},  # no foreground class at all: Caffe's -1 rows
+    {"clip": True, "confidence_threshold": 0.25},
+    {"nms_threshold": 0.0, "confidence_threshold": 0.05},
 ]
 
 
@@ -194,8 +194,8 @@ def test_detection_output_matches_the_numpy_transcription(options):
                                     spread=3.0 if settings.code_type == "CORNER" else 1.0)
     kwargs = dict(options)
     threshold = kwargs.pop("confidence_threshold", None)
-    expected = caffe.detection_output(loc, conf, prior, **{**dict(num_classes=3, code_type="CENTER_SIZE",
-                                                                  nms_threshold=0.45), **kwargs},
+    expected = caffe.detection_output(loc, conf, prior, **{"num_classes": 3, "code_type": "CENTER_SIZE",
+                                                                  "nms_threshold": 0.45, **kwargs},
                                       confidence_threshold=threshold)
     module = ssd.DetectionOutput(settings, "det")
     actual = module(torch.from_numpy(loc), torch.from_numpy(conf), torch.from_numpy(prior)).numpy()
@@ -227,9 +227,9 @@ def test_detection_output_onnx_translation_matches_torch(options, tmp_path):
 
 
 @pytest.mark.parametrize("kwargs", [
-    dict(min_size=[30.0], max_size=[60.0], aspect_ratio=[2.0, 3.0], clip=True, variance=[0.2]),
-    dict(min_size=[8.0, 16.7], aspect_ratio=[0.25], flip=False, step=7.5, offset=0.0),
-    dict(min_size=[12.0], img_hw=(50, 70), step_hw=(9.0, 11.0)),
+    {"min_size": [30.0], "max_size": [60.0], "aspect_ratio": [2.0, 3.0], "clip": True, "variance": [0.2]},
+    {"min_size": [8.0, 16.7], "aspect_ratio": [0.25], "flip": False, "step": 7.5, "offset": 0.0},
+    {"min_size": [12.0], "img_hw": (50, 70), "step_hw": (9.0, 11.0)},
 ])
 def test_prior_box_matches_the_numpy_transcription(kwargs):
     from ninport.caffe import caffe_pb2 as pb2
@@ -262,8 +262,8 @@ def test_prior_box_follows_the_run_time_sizes():
         _check("prior", actual, expected)
 
 
-@pytest.mark.parametrize("options", [dict(across_spatial=True, channel_shared=False, eps=1e-10),
-                                     dict(across_spatial=False, channel_shared=True, eps=0.3)])
+@pytest.mark.parametrize("options", [{"across_spatial": True, "channel_shared": False, "eps": 1e-10},
+                                     {"across_spatial": False, "channel_shared": True, "eps": 0.3}])
 def test_normalize_matches_the_numpy_transcription(options):
     rng = np.random.default_rng(3)
     x = rng.normal(0, 0.2, (2, 5, 3, 4)).astype(np.float32)
@@ -295,8 +295,8 @@ def _net(tmp_path, body: str) -> Path:
 @pytest.mark.parametrize("body, message", [
     ('layer { name: "pb" type: "PriorBox" bottom: "feat" bottom: "data" top: "p" prior_box_param { aspect_ratio: 2 } }',
      r'layer "pb" \(PriorBox\).*needs min_size'),
-    ('layer { name: "pb" type: "PriorBox" bottom: "feat" bottom: "data" top: "p" '
-     'prior_box_param { min_size: 8 max_size: 4 } }', r'layer "pb".*max_size 4.* must be greater'),
+    (('layer { name: "pb" type: "PriorBox" bottom: "feat" bottom: "data" top: "p" '
+     'prior_box_param { min_size: 8 max_size: 4 } }'), r'layer "pb".*max_size 4.* must be greater'),
     ('layer { name: "perm" type: "Permute" bottom: "feat" top: "q" permute_param { order: 0 order: 2 order: 2 } }',
      r'layer "perm" \(Permute\).*not a permutation'),
     ('layer { name: "perm" type: "Permute" bottom: "feat" top: "q" permute_param { order: 0 order: 4 } }',

@@ -31,11 +31,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from ninport.caffe.shapes_ssd import (DetectionSettings, PriorBoxLayout, detection_settings, permute_order,
-                                      prior_box_layout)
+from ninport.caffe.shapes_ssd import (
+    DetectionSettings,
+    PriorBoxLayout,
+    detection_settings,
+    permute_order,
+    prior_box_layout,
+)
 from ninport.convert.registry import LayerContext
 from ninport.errors import ExportError, safe_text
-
 
 # --- PriorBox ------------------------------------------------------------------------------------
 

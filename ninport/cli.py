@@ -378,6 +378,7 @@ def cmd_predict(args) -> int:
     from ninport.api import default_weights_path
     from ninport.caffe.io import read_mean_binaryproto
     from ninport.errors import PreprocessError
+    from ninport import detect
     from ninport.predict import read_image, read_labels, resize_image, top_classes
     from ninport.preprocess import caffe_transform
 
@@ -416,8 +417,15 @@ def cmd_predict(args) -> int:
                                   f"{list(input_shape[1:])}; adjust --resize/--crop")
         with torch.no_grad():
             out = module(torch.from_numpy(blob))
+        if detect.detection_output_blob(meta) is not None:  # a detector: boxes in the original image's pixels
+            results.append(detect.report(str(image_path), out, meta, read_image(image_path), labels, args.draw,
+                                         len(args.images), len(results)))
+            continue
         scores = (out[0] if isinstance(out, tuple) else out).numpy()
         results.append((str(image_path), top_classes(scores, args.top)))
+    if results and isinstance(results[0], detect.ImageDetections):
+        print(json.dumps([r.as_dict() for r in results], indent=2) if args.json else "\n".join(map(str, results)))
+        return EXIT_OK
     if args.json:
         print(json.dumps([{"image": img, "top": [{"class": c, "score": sc, **({"label": labels[c]} if labels and
                                                                               c < len(labels) else {})}
@@ -538,6 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", help="class names, one per line (e.g. synset_words.txt)")
     p.add_argument("--top", type=int, default=5, help="how many classes to show (default 5)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument("--draw", metavar="OUT.jpg", help="detectors: draw the boxes on the image(s) and write OUT.jpg")
     p.set_defaults(func=cmd_predict)
     add_plugin_option(p)
 

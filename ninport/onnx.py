@@ -279,10 +279,13 @@ def to_onnx_model(module: fx.GraphModule, *, opset: int = DEFAULT_OPSET, dynamic
         raise ExportError("the net lists an output blob twice")
     layer_names = {name for name, _ in module.named_children()}
     module.eval()
+    from ninport.convert.layers.ssd import onnx_translations
+    for layer in module.modules():  # a layer refuses what ONNX cannot compute exactly, naming itself
+        getattr(layer, "check_onnx_export", lambda: None)()
     with quiet_torch(), torch.no_grad():
         program = torch.onnx.export(
             module, _example_inputs(meta, dynamic_batch), None, dynamo=True, opset_version=opset,
-            input_names=input_names, output_names=output_names,
+            input_names=input_names, output_names=output_names, custom_translation_table=onnx_translations(),
             dynamic_shapes=_dynamic_shapes(meta) if dynamic_batch else None,
             verbose=False, report=False, optimize=False)
         op_layers = _op_layers(program.model.graph, layer_names)

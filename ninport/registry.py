@@ -86,6 +86,7 @@ _BUILTINS_LOADED = False
 BUILTIN_RULE_MODULES = (
     "ninport.caffe.shapes",
     "ninport.caffe.shapes_fork",
+    "ninport.caffe.shapes_ssd",
 )
 
 

@@ -440,3 +440,96 @@ def test_onnx_export_runs_with_torch_numbers(net, tmp_path):
     with torch.no_grad():
         expected = module(torch.from_numpy(x)).numpy()
     assert relative_error(got, expected) <= 1e-4
+
+
+# ---------------------------------------------------------------- SSD detectors (the SSD fork's layers) ----
+
+# (net, feature maps feeding PriorBox with (H, W, priors per cell), classes, DetectionOutput keep_top_k)
+DETECTORS = {
+    # OpenCV's res10 face detector: conv8_2_h and conv9_2_h keep 5x5 (3x3 stride 1 pad 1), so 8,892 priors,
+    # not SSD300's 8,732; mbox_priorbox is 1x2x35568 as OpenCV reports for res10_300x300_ssd_iter_140000.
+    "opencv_face_detector": ([("conv4_3_norm", 38, 38, 4), ("fc7", 19, 19, 6), ("conv6_2_h", 10, 10, 6),
+                              ("conv7_2_h", 5, 5, 6), ("conv8_2_h", 5, 5, 4), ("conv9_2_h", 5, 5, 4)], 2, 200),
+    # chuanqi305's MobileNet-SSD: 1,917 priors.
+    "mobilenet_ssd": ([("conv11", 19, 19, 3), ("conv13", 10, 10, 6), ("conv14_2", 5, 5, 6), ("conv15_2", 3, 3, 6),
+                       ("conv16_2", 2, 2, 6), ("conv17_2", 1, 1, 6)], 21, 100),
+}
+PRIOR_TOTAL = {"opencv_face_detector": 8892, "mobilenet_ssd": 1917}
+
+
+def _without_clip(tmp_path: Path) -> Path:
+    text = deploy("opencv_face_detector").read_text()
+    assert "    clip: 1\n" in text
+    path = tmp_path / "deploy_noclip.prototxt"
+    path.write_text(text.replace("    clip: 1\n", ""))
+    return path
+
+
+@pytest.mark.parametrize("net", sorted(DETECTORS))
+def test_detector_readme_names_input_mean_scale_and_labels(net):
+    text = (MODELS / net / "README.md").read_text()
+    for fact in ("300", "mean", "scale", "label"):
+        assert fact in text.lower(), f"{net}/README.md does not mention {fact}"
+    labels = (MODELS / net / "labels.txt").read_text().splitlines()
+    assert len(labels) == DETECTORS[net][1]
+
+
+@pytest.mark.parametrize("net", sorted(DETECTORS))
+def test_detector_priors_and_head_shapes(net):
+    maps, classes, _ = DETECTORS[net]
+    shapes = infer_shapes(ninport.load_spec(deploy(net))).blobs
+    for source, height, width, per_cell in maps:
+        assert shapes[source][2:] == (height, width), source
+        assert shapes[f"{source}_mbox_priorbox"] == (1, 2, height * width * per_cell * 4)
+        assert shapes[f"{source}_mbox_conf"][1] == per_cell * classes
+        assert shapes[f"{source}_mbox_loc"][1] == per_cell * 4
+    total = sum(h * w * p for _, h, w, p in maps)
+    assert total == PRIOR_TOTAL[net]
+    assert shapes["mbox_priorbox"] == (1, 2, total * 4)
+    assert shapes["mbox_loc"] == (1, total * 4)
+    assert shapes["mbox_conf_flatten"] == (1, total * classes)
+
+
+def _detector_input(seed=0):
+    return torch.from_numpy(np.random.default_rng(seed).uniform(-1, 1, (1, 3, 300, 300)).astype(np.float32))
+
+
+@pytest.mark.parametrize("variant", ["opencv_face_detector", "opencv_face_detector_noclip", "mobilenet_ssd"])
+def test_detector_converts_and_runs_in_onnxruntime(variant, tmp_path):
+    import onnxruntime as ort
+
+    net = variant.replace("_noclip", "")
+    prototxt = _without_clip(tmp_path) if variant.endswith("noclip") else deploy(net)
+    module = quiet_load(prototxt)
+    description = ninport.describe(module)
+    clip = [layer for layer in description.layers if layer.type == "DetectionOutput"]
+    assert len(clip) == 1 and description.outputs == ("detection_out",)
+    assert module.get_submodule(clip[0].module).settings.clip == (variant == "opencv_face_detector")
+    x = _detector_input()
+    with torch.no_grad():
+        rows = module(x).numpy()
+    keep_top_k = DETECTORS[net][2]
+    assert rows.ndim == 4 and rows.shape[:2] == (1, 1) and rows.shape[3] == 7 and 1 <= rows.shape[2] <= keep_top_k
+    path = ninport.export_onnx(module, tmp_path / f"{variant}.onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (onnx_rows,) = session.run(None, {"data": x.numpy()})
+    assert onnx_rows.shape == rows.shape
+    np.testing.assert_allclose(onnx_rows, rows, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("net", sorted(DETECTORS))
+def test_detector_heads_match_opencv(net, tmp_path):
+    """With seeded weights in a caffemodel, the priors and both heads agree with OpenCV 4.x's importer."""
+    _opencv_4x()
+    from ninport.caffe.weights import random_weights
+
+    spec = ninport.load_spec(deploy(net))
+    weights = random_weights(infer_shapes(spec), spec, seed=3)
+    path = write_blobs(tmp_path / "synthetic.caffemodel", weights)
+    module = quiet_load(deploy(net), path)
+    x = _detector_input(1)
+    ours = ninport.forward_blobs(module, x)
+    names = ["mbox_priorbox", "mbox_loc", "mbox_conf_flatten"]
+    theirs = opencv_forward(deploy(net), path, x.numpy(), names)
+    for name in names:
+        assert relative_error(ours[name].numpy(), theirs[name].reshape(ours[name].shape)) <= 1e-4, name

@@ -1,0 +1,338 @@
+"""The SSD fork's layers against SSD Caffe itself (../shared/caffe-golden-ssd, 32 cases), through
+ninport.load and through the exported ONNX in onnxruntime, and against numpy transcriptions of the
+fork's sources (tests/convert/ssd_caffe_numpy.py) for options the fixtures do not cover."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import ninport
+from ninport.caffe.shapes_ssd import FLT_MAX, DetectionSettings
+from ninport.convert.layers import ssd
+from ninport.errors import ExportError, ShapeError
+from tests.conftest import REPO, relative_error
+from tests.convert import ssd_caffe_numpy as caffe
+
+SSD_GOLDEN = REPO.parent / "shared" / "caffe-golden-ssd"
+CASES = sorted(p.name for p in SSD_GOLDEN.glob("ssd_*") if (p / "case.json").is_file()) if SSD_GOLDEN.is_dir() else []
+CAFFE_SPLIT_BLOB = re.compile(r".+_split_\d+$")
+TOLERANCE = 1e-5
+# Adaptive NMS (eta < 1) has no exact standard-ONNX form: refused at export, computed exactly in torch.
+ONNX_REFUSED = {"ssd_detout_eta"}
+
+
+def _case(name: str):
+    folder = SSD_GOLDEN / name
+    if not folder.is_dir():
+        pytest.skip("the SSD golden cases need ../shared/caffe-golden-ssd beside the checkout")
+    info = json.loads((folder / "case.json").read_text())
+    weights = folder / info["weights"] if info.get("weights") else None
+    inputs = np.load(folder / "inputs.npz")
+    return folder, info, weights, [inputs[n] for n in info["inputs"]], np.load(folder / "blobs.npz")
+
+
+def _check(name: str, actual: np.ndarray, expected: np.ndarray) -> None:
+    assert actual.shape == expected.shape, f"blob {name}: shape {actual.shape} != Caffe's {expected.shape}"
+    err = relative_error(actual, expected)
+    assert err <= TOLERANCE, f"blob {name}: relative error {err:.2e} > {TOLERANCE}"
+
+
+def test_all_32_cases_are_here():
+    if not SSD_GOLDEN.is_dir():
+        pytest.skip("no ../shared/caffe-golden-ssd")
+    assert len(CASES) == 32
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_every_blob_matches_ssd_caffe(name):
+    folder, _info, weights, inputs, expected = _case(name)
+    module = ninport.load(folder / "net.prototxt", weights)
+    blobs = ninport.forward_blobs(module, *[torch.from_numpy(x) for x in inputs])
+    checked = 0
+    for blob in expected.files:
+        if CAFFE_SPLIT_BLOB.match(blob) and blob not in blobs:
+            continue
+        _check(blob, blobs[blob].numpy(), expected[blob])
+        checked += 1
+    assert checked >= len(inputs) + 1
+
+
+@pytest.mark.parametrize("name", [c for c in CASES if c not in ONNX_REFUSED])
+def test_onnx_in_onnxruntime_matches_ssd_caffe(name, tmp_path):
+    import onnx
+    import onnxruntime as ort
+
+    folder, info, weights, inputs, expected = _case(name)
+    module = ninport.load(folder / "net.prototxt", weights)
+    path = ninport.export_onnx(module, tmp_path / "net.onnx")
+    model = onnx.load(path)
+    assert {node.domain for node in model.graph.node} <= {"", "ai.onnx"}, "only standard ONNX operators"
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    results = session.run(None, dict(zip(info["inputs"], inputs)))
+    for blob, value in zip(info["outputs"], results):
+        _check(blob, value, expected[blob])
+
+
+def test_adaptive_nms_is_refused_at_export_naming_the_layer(tmp_path):
+    folder, _info, weights, inputs, expected = _case("ssd_detout_eta")
+    module = ninport.load(folder / "net.prototxt", weights)
+    target = tmp_path / "net.onnx"
+    with pytest.raises(ExportError, match=r'DetectionOutput layer "detection_out".*eta 0\.9'):
+        ninport.export_onnx(module, target)
+    assert not target.exists()
+    # ... while the torch module computes it exactly (the fixture's rows, in order)
+    _check("detection_out", module(*[torch.from_numpy(x) for x in inputs]).numpy(), expected["detection_out"])
+
+
+def test_exported_detector_runs_other_batch_sizes(tmp_path):
+    """The batch axis is dynamic: a batch of 2 identical images gives each image's rows twice."""
+    import onnxruntime as ort
+
+    folder, _info, weights, inputs, expected = _case("ssd_mini_96")
+    module = ninport.load(folder / "net.prototxt", weights)
+    session = ort.InferenceSession(str(ninport.export_onnx(module, tmp_path / "net.onnx")))
+    (rows,) = session.run(None, {"data": np.concatenate([inputs[0], inputs[0]])})
+    single = expected["detection_out"][0, 0]
+    assert rows.shape == (1, 1, 2 * len(single), 7)
+    np.testing.assert_allclose(rows[0, 0, :len(single)], single, atol=1e-5)
+    np.testing.assert_allclose(rows[0, 0, len(single):, 1:], single[:, 1:], atol=1e-5)
+    assert (rows[0, 0, len(single):, 0] == 1).all()
+
+
+# --- the numpy transcriptions: first trusted against SSD Caffe, then an oracle for other options ----
+
+
+def _detection_kwargs(folder: Path) -> dict:
+    text = (folder / "net.prototxt").read_text()
+    text = text[text.index("detection_output_param"):]
+
+    def field(name, default, kind=float):
+        found = re.search(rf"\b{name}: *([-\w.]+)", text)
+        return kind(found.group(1)) if found else default
+    return {"num_classes": field("num_classes", 0, int), "share_location": field("share_location", "true", str) == "true",
+                "background_label_id": field("background_label_id", 0, int), "code_type": field("code_type", "CORNER", str),
+                "variance_encoded_in_target": field("variance_encoded_in_target", "false", str) == "true",
+                "keep_top_k": field("keep_top_k", -1, int), "confidence_threshold": field("confidence_threshold", None),
+                "nms_threshold": field("nms_threshold", 0.3), "top_k": field("top_k", -1, int), "eta": field("eta", 1.0)}
+
+
+@pytest.mark.parametrize("name", ["ssd_detout_eta", "ssd_detout_no_share_location", "ssd_detout_ties",
+                                  "ssd_detout_corner_size", "ssd_detout_batch2_one_empty", "ssd_detout_none_batch2"])
+def test_numpy_transcription_of_detection_output_matches_ssd_caffe(name):
+    folder, _, _, _, blobs = _case(name)
+    rows = caffe.detection_output(blobs["mbox_loc"], blobs["mbox_conf_flatten"], blobs["mbox_priorbox"],
+                                  **_detection_kwargs(folder))
+    _check("detection_out", rows, blobs["detection_out"])
+
+
+PRIOR_CASES = [  # (case, blob, feature hw, image hw, parameters) as the cases' prototxts give them
+    ("ssd_priorbox_fractional_dedup", "prior_frac", (2, 3), (40, 40),
+     {"min_size": [10.5], "max_size": [20.7], "aspect_ratio": [0.5, 2.0, 1.0], "variance": [0.1, 0.1, 0.2, 0.2]}),
+    ("ssd_priorbox_fractional_dedup", "prior_noflip", (2, 3), (40, 40),
+     {"min_size": [10.5], "aspect_ratio": [2.0, 3.0], "flip": False, "variance": [0.1, 0.1, 0.2, 0.2]}),
+    ("ssd_priorbox_step_offset", "prior_default_step", (19, 19), (300, 300),
+     {"min_size": [60], "max_size": [105], "aspect_ratio": [2, 3], "variance": [0.1, 0.1, 0.2, 0.2]}),
+    ("ssd_priorbox_step_offset", "prior_offset0", (19, 19), (300, 300),
+     {"min_size": [60], "max_size": [105], "aspect_ratio": [2, 3], "variance": [0.1, 0.1, 0.2, 0.2], "offset": 0.0}),
+    ("ssd_priorbox_img_step_hw", "prior_hw", (6, 8), (72, 96),
+     {"min_size": [16], "max_size": [32], "aspect_ratio": [2], "variance": [0.1, 0.1, 0.2, 0.2], "img_hw": (144, 192),
+          "step_hw": (20, 25)}),
+]
+
+
+@pytest.mark.parametrize("case, blob, feature, image, kwargs", PRIOR_CASES, ids=[c[1] for c in PRIOR_CASES])
+def test_numpy_transcription_of_prior_box_matches_ssd_caffe(case, blob, feature, image, kwargs):
+    _, _, _, _, blobs = _case(case)
+    _check(blob, caffe.prior_box(feature, image, **kwargs), blobs[blob])
+
+
+def _settings(**overrides) -> DetectionSettings:
+    values = {"num_classes": 3, "share_location": True, "background_label_id": 0, "code_type": "CENTER_SIZE",
+                  "variance_encoded_in_target": False, "keep_top_k": -1, "confidence_threshold": -FLT_MAX,
+                  "nms_threshold": 0.45, "top_k": -1, "eta": 1.0, "clip": False}
+    values.update(overrides)
+    return DetectionSettings(**values)
+
+
+def _random_head(seed: int, priors: int, num_classes: int, loc_classes: int, batch: int = 1, spread: float = 1.0):
+    rng = np.random.default_rng(seed)
+    centers = rng.uniform(0, 1, (priors, 2))
+    sizes = rng.uniform(0.05, 0.4, (priors, 2))
+    corners = np.concatenate([centers - sizes / 2, centers + sizes / 2], axis=1)
+    prior = np.stack([corners.reshape(-1), np.tile([0.1, 0.1, 0.2, 0.2], priors)])[None].astype(np.float32)
+    loc = rng.normal(0, spread, (batch, priors * loc_classes * 4)).astype(np.float32)
+    logits = rng.normal(0, 2, (batch, priors, num_classes))
+    conf = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    # a few exact ties, as quantized nets make them
+    conf[:, ::7, -1] = conf[:, 3:4, -1]
+    return loc, conf.reshape(batch, -1).astype(np.float32), prior
+
+
+ORACLE_OPTIONS = [
+    {"eta": 0.7, "nms_threshold": 0.9, "top_k": 30},
+    {"keep_top_k": 5, "confidence_threshold": 0.2},
+    {"keep_top_k": 0, "confidence_threshold": 0.1},
+    {"top_k": 0},
+    {"code_type": "CORNER", "nms_threshold": 0.3},  # CORNER decoding makes boxes with xmax < xmin
+    {"code_type": "CORNER_SIZE", "variance_encoded_in_target": True},
+    {"share_location": False, "background_label_id": 2, "keep_top_k": 12},
+    {"num_classes": 1, "background_label_id": 0},  # no foreground class at all: Caffe's -1 rows
+    {"clip": True, "confidence_threshold": 0.25},
+    {"nms_threshold": 0.0, "confidence_threshold": 0.05},
+]
+
+
+@pytest.mark.parametrize("options", ORACLE_OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
+def test_detection_output_matches_the_numpy_transcription(options):
+    settings = _settings(**options)
+    loc, conf, prior = _random_head(len(str(options)), 60, settings.num_classes, settings.num_loc_classes, batch=2,
+                                    spread=3.0 if settings.code_type == "CORNER" else 1.0)
+    kwargs = dict(options)
+    threshold = kwargs.pop("confidence_threshold", None)
+    expected = caffe.detection_output(loc, conf, prior, **{"num_classes": 3, "code_type": "CENTER_SIZE",
+                                                                  "nms_threshold": 0.45, **kwargs},
+                                      confidence_threshold=threshold)
+    module = ssd.DetectionOutput(settings, "det")
+    actual = module(torch.from_numpy(loc), torch.from_numpy(conf), torch.from_numpy(prior)).numpy()
+    _check("rows", actual, expected)
+
+
+@pytest.mark.parametrize("options", [o for o in ORACLE_OPTIONS if o.get("eta", 1.0) == 1.0],
+                         ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
+def test_detection_output_onnx_translation_matches_torch(options, tmp_path):
+    """The standard-ONNX translation reproduces the torch op on options the fixtures lack."""
+    import onnxruntime as ort
+
+    from ninport.onnx import quiet_torch
+
+    settings = _settings(**options)
+    loc, conf, prior = _random_head(7, 60, settings.num_classes, settings.num_loc_classes, batch=2,
+                                    spread=3.0 if settings.code_type == "CORNER" else 1.0)
+    module = ssd.DetectionOutput(settings, "det").eval()
+    batch = torch.export.Dim("batch")
+    with quiet_torch():
+        program = torch.onnx.export(module, tuple(torch.from_numpy(a) for a in (loc, conf, prior)), None, dynamo=True,
+                                    opset_version=18, custom_translation_table=ssd.onnx_translations(),
+                                    dynamic_shapes=({0: batch}, {0: batch}, {}), report=False)
+    session = ort.InferenceSession(program.model_proto.SerializeToString())
+    names = [i.name for i in session.get_inputs()]
+    (rows,) = session.run(None, dict(zip(names, (loc, conf, prior))))
+    expected = module(torch.from_numpy(loc), torch.from_numpy(conf), torch.from_numpy(prior)).numpy()
+    _check("rows", rows, expected)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"min_size": [30.0], "max_size": [60.0], "aspect_ratio": [2.0, 3.0], "clip": True, "variance": [0.2]},
+    {"min_size": [8.0, 16.7], "aspect_ratio": [0.25], "flip": False, "step": 7.5, "offset": 0.0},
+    {"min_size": [12.0], "img_hw": (50, 70), "step_hw": (9.0, 11.0)},
+])
+def test_prior_box_matches_the_numpy_transcription(kwargs):
+    from ninport.caffe import caffe_pb2 as pb2
+    from ninport.caffe.shapes_ssd import prior_box_layout
+
+    param = pb2.PriorBoxParameter(min_size=kwargs["min_size"], max_size=kwargs.get("max_size", []),
+                                  aspect_ratio=kwargs.get("aspect_ratio", []), flip=kwargs.get("flip", True),
+                                  clip=kwargs.get("clip", False), variance=kwargs.get("variance", []),
+                                  offset=kwargs.get("offset", 0.5))
+    if "step" in kwargs:
+        param.step = kwargs["step"]
+    if "img_hw" in kwargs:
+        param.img_h, param.img_w = kwargs["img_hw"]
+        param.step_h, param.step_w = kwargs["step_hw"]
+    module = ssd.PriorBox(prior_box_layout(param))
+    actual = module(torch.zeros(1, 4, 7, 9), torch.zeros(1, 3, 64, 80)).numpy()
+    _check("prior", actual, caffe.prior_box((7, 9), (64, 80), **kwargs))
+
+
+def test_prior_box_follows_the_run_time_sizes():
+    """The priors come from the bottoms' shapes at run time, not from the build-time table."""
+    from ninport.caffe import caffe_pb2 as pb2
+    from ninport.caffe.shapes_ssd import prior_box_layout
+
+    module = ssd.PriorBox(prior_box_layout(pb2.PriorBoxParameter(min_size=[20.0], max_size=[40.0],
+                                                                 aspect_ratio=[2.0])))
+    for feature, image in (((3, 4), (30, 40)), ((10, 19), (100, 190))):
+        actual = module(torch.zeros((1, 2) + feature), torch.zeros((1, 3) + image)).numpy()
+        expected = caffe.prior_box(feature, image, min_size=[20.0], max_size=[40.0], aspect_ratio=[2.0])
+        _check("prior", actual, expected)
+
+
+@pytest.mark.parametrize("options", [{"across_spatial": True, "channel_shared": False, "eps": 1e-10},
+                                     {"across_spatial": False, "channel_shared": True, "eps": 0.3}])
+def test_normalize_matches_the_numpy_transcription(options):
+    rng = np.random.default_rng(3)
+    x = rng.normal(0, 0.2, (2, 5, 3, 4)).astype(np.float32)
+    scale = rng.uniform(1, 5, (1,) if options["channel_shared"] else (5,)).astype(np.float32)
+    module = ssd.Normalize(torch.nn.Parameter(torch.from_numpy(scale)), options["across_spatial"],
+                           options["channel_shared"], options["eps"])
+    _check("norm", module(torch.from_numpy(x)).detach().numpy(), caffe.normalize(x, scale, **options))
+
+
+def test_permute_matches_the_numpy_transcription():
+    x = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5)
+    for order in ((3, 0), (1, 3, 2), (0, 1, 2, 3)):
+        from ninport.caffe import caffe_pb2 as pb2
+        from ninport.caffe.shapes_ssd import permute_order
+        full = permute_order(pb2.PermuteParameter(order=order), 4)
+        np.testing.assert_array_equal(ssd.Permute(full)(torch.from_numpy(x)).numpy(), caffe.permute(x, list(order)))
+
+
+# --- bad input ---------------------------------------------------------------------------------------------
+
+
+def _net(tmp_path, body: str) -> Path:
+    path = tmp_path / "bad.prototxt"
+    path.write_text('input: "data" input_shape { dim: 1 dim: 3 dim: 32 dim: 32 }\n'
+                    'input: "feat" input_shape { dim: 1 dim: 8 dim: 4 dim: 4 }\n' + body)
+    return path
+
+
+@pytest.mark.parametrize("body, message", [
+    ('layer { name: "pb" type: "PriorBox" bottom: "feat" bottom: "data" top: "p" prior_box_param { aspect_ratio: 2 } }',
+     r'layer "pb" \(PriorBox\).*needs min_size'),
+    (('layer { name: "pb" type: "PriorBox" bottom: "feat" bottom: "data" top: "p" '
+     'prior_box_param { min_size: 8 max_size: 4 } }'), r'layer "pb".*max_size 4.* must be greater'),
+    ('layer { name: "perm" type: "Permute" bottom: "feat" top: "q" permute_param { order: 0 order: 2 order: 2 } }',
+     r'layer "perm" \(Permute\).*not a permutation'),
+    ('layer { name: "perm" type: "Permute" bottom: "feat" top: "q" permute_param { order: 0 order: 4 } }',
+     r'layer "perm" \(Permute\).*not a permutation'),
+])
+def test_bad_ssd_layers_are_one_clear_error(tmp_path, body, message):
+    with pytest.raises(ShapeError, match=message):
+        ninport.load(_net(tmp_path, body))
+
+
+DETECTION_NET = """
+layer {{ name: "pb" type: "PriorBox" bottom: "feat" bottom: "data" top: "prior" prior_box_param {{ min_size: 8 max_size: 16 }} }}
+layer {{ name: "loc" type: "Flatten" bottom: "feat" top: "loc" }}
+layer {{ name: "c" type: "Convolution" bottom: "feat" top: "c" convolution_param {{ num_output: {conf} kernel_size: 1 }} }}
+layer {{ name: "conf" type: "Flatten" bottom: "c" top: "conf" }}
+layer {{ name: "det" type: "DetectionOutput" bottom: "loc" bottom: "conf" bottom: "prior" top: "out"
+         detection_output_param {{ num_classes: {classes} nms_param {{ nms_threshold: 0.45 }} }} }}
+"""
+
+
+def test_a_well_formed_detection_head_loads(tmp_path):
+    # feat 8x4x4 -> loc 128 values = 32 priors (2 per cell) x 4; conf 4 x 16 = 64 values = 32 priors x 2 classes
+    module = ninport.load(_net(tmp_path, DETECTION_NET.format(conf=4, classes=2)))
+    assert ninport.describe(module).blobs["prior"].shape == (1, 2, 128)
+
+
+@pytest.mark.parametrize("conf, classes, message", [
+    (3, 2, r'layer "det" \(DetectionOutput\).*confidence bottom \[1, 48\] does not fit 32 priors x num_classes 2'),
+    (4, 3, r'layer "det" \(DetectionOutput\).*confidence bottom \[1, 64\] does not fit 32 priors x num_classes 3'),
+])
+def test_detection_output_bottoms_must_fit_classes_and_priors(tmp_path, conf, classes, message):
+    with pytest.raises(ShapeError, match=message):
+        ninport.load(_net(tmp_path, DETECTION_NET.format(conf=conf, classes=classes)))
+
+
+def test_detection_output_prior_count_must_fit_the_location_bottom(tmp_path):
+    body = DETECTION_NET.format(conf=4, classes=2).replace("min_size: 8 max_size: 16", "min_size: 8")
+    with pytest.raises(ShapeError, match=r'layer "det".*location bottom \[1, 128\] does not fit 16 priors'):
+        ninport.load(_net(tmp_path, body))

@@ -79,6 +79,54 @@ BVLC_FIELD_NUMBERS = {
 }
 
 
+# (message, field) -> the number the fork that introduced it uses (checked in the fork's caffe.proto:
+# weiliu89/caffe branch ssd, NVIDIA/caffe, rbgirshick/caffe-fast-rcnn, hszhao/PSPNet, OpenCV's
+# opencv-caffe.proto). Binary files written by those forks depend on them.
+FORK_FIELD_NUMBERS = {
+    ("LayerParameter", "permute_param"): 202,
+    ("LayerParameter", "prior_box_param"): 203,
+    ("LayerParameter", "detection_output_param"): 204,
+    ("LayerParameter", "norm_param"): 206,
+    ("LayerParameter", "bn_param"): 152,
+    ("DetectionOutputParameter", "nms_param"): 4,
+    ("DetectionOutputParameter", "save_output_param"): 5,
+    ("DetectionOutputParameter", "code_type"): 6,
+    ("DetectionOutputParameter", "keep_top_k"): 7,
+    ("DetectionOutputParameter", "variance_encoded_in_target"): 8,
+    ("DetectionOutputParameter", "confidence_threshold"): 9,
+    ("DetectionOutputParameter", "clip"): 1000,
+    ("NonMaximumSuppressionParameter", "eta"): 3,
+    ("PriorBoxParameter", "offset"): 13,
+    ("PriorBoxParameter", "step"): 10,
+    ("NormalizeParameter", "eps"): 4,
+    ("DropoutParameter", "scale_train"): 2,
+    ("BlobProto", "raw_data_type"): 10,
+    ("BlobProto", "raw_data"): 12,
+    ("BNParameter", "frozen"): 5,
+}
+
+
+@pytest.mark.parametrize("msg,field", sorted(FORK_FIELD_NUMBERS))
+def test_fork_field_numbers(msg, field):
+    from ninport.caffe import caffe_pb2
+
+    desc = getattr(caffe_pb2, msg).DESCRIPTOR
+    assert desc.fields_by_name[field].number == FORK_FIELD_NUMBERS[(msg, field)]
+
+
+def test_fork_enums_and_defaults():
+    from ninport.caffe import caffe_pb2
+
+    assert caffe_pb2.FLOAT16 == 2 and caffe_pb2.FLOAT == 1 and caffe_pb2.DOUBLE == 0
+    assert caffe_pb2.PriorBoxParameter.CENTER_SIZE == 2
+    assert caffe_pb2.PoolingParameter().ceil_mode is True
+    assert caffe_pb2.DropoutParameter().scale_train is True
+    assert caffe_pb2.DetectionOutputParameter().keep_top_k == -1
+    # ceil_mode must not share PR 3057's number 13 with round_mode (opposite 0/1 meaning).
+    pool = caffe_pb2.PoolingParameter.DESCRIPTOR.fields_by_name
+    assert pool["ceil_mode"].number != pool["round_mode"].number
+
+
 @pytest.mark.parametrize("msg,field", sorted(BVLC_FIELD_NUMBERS))
 def test_bvlc_field_numbers(msg, field):
     from ninport.caffe import caffe_pb2

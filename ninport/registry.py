@@ -85,6 +85,7 @@ _BUILTINS_LOADED = False
 # group; a new family adds its module here.
 BUILTIN_RULE_MODULES = (
     "ninport.caffe.shapes",
+    "ninport.caffe.shapes_loss",
 )
 
 

@@ -375,7 +375,7 @@ def test_readme_fine_tuning_example(tmp_path, monkeypatch):
     loss = nn.functional.cross_entropy(model(images).flatten(1), labels)
     loss.backward()
     with torch.no_grad():
-        features = ninport.forward_blobs(model, images)["cccp7-1024"]
+        features = ninport.forward_blobs(model, images)["cccp7"]  # after relu11 (in place)
     head = nn.Conv2d(1024, 10, kernel_size=1)
     head.load_state_dict(model.cccp8_1024.state_dict())
     logits = torch.relu(head(features)).mean(dim=(2, 3))

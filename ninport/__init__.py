@@ -28,6 +28,7 @@ _LAZY = {
     "convert_files": "ninport.artifacts",
     "write_pt2": "ninport.artifacts",
     "write_safetensors": "ninport.artifacts",
+    "write_python": "ninport.codegen",
 }
 
 __all__ = [*_LAZY, "NinportError", "ParseError", "WeightsError", "UnsupportedLayerError", "ShapeError",

@@ -5,6 +5,8 @@ Which to use when:
   in its metadata.
 - `.pt2` (torch.export): a self-contained PyTorch program; `torch.export.load(p).module()` runs it
   without ninport installed (batch dynamic, spatial size fixed as in the ONNX file).
+- `.py`: the net as a standalone, readable PyTorch file (`ninport.codegen`), with its weights in the
+  `.safetensors` file beside it (written with it).
 - `.safetensors`: the weights only, keyed `<caffe layer>.<weight|bias|...>`, for fine-tuning or
   loading into your own PyTorch model (rebuild the module with `ninport.load(prototxt)`).
 
@@ -26,7 +28,7 @@ from ninport.fileio import write_atomic
 from ninport.description import NetDescription, describe
 from ninport.onnx import _dynamic_shapes, _example_inputs, batch_at_least_2, export_onnx, quiet_torch
 
-FORMATS = ("onnx", "pt2", "safetensors")
+FORMATS = ("onnx", "pt2", "safetensors", "py")
 
 
 def write_safetensors(module: fx.GraphModule, path: str | os.PathLike) -> Path:
@@ -123,6 +125,8 @@ def write_outputs(module: fx.GraphModule, out_dir: str | os.PathLike, stem: str,
     folder is left as it was, and the error propagates.
     """
     formats = check_formats(formats)
+    if "py" in formats and "safetensors" not in formats:  # the .py file loads its weights from there
+        formats.append("safetensors")
     say = progress or (lambda message: None)
     out = Path(out_dir)
     created: list[Path] = []
@@ -143,6 +147,9 @@ def write_outputs(module: fx.GraphModule, out_dir: str | os.PathLike, stem: str,
                     export_onnx(module, staging)
                 elif fmt == "pt2":
                     write_pt2(module, staging)
+                elif fmt == "py":
+                    from ninport.codegen import write_python
+                    write_python(module, staging, weights=False)
                 else:
                     write_safetensors(module, staging)
             except ExportError as exc:  # name the file the user asked for, not the staging file

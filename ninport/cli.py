@@ -499,7 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="the .caffemodel (default: <stem>.caffemodel beside the prototxt)")
     p.add_argument("-o", "--output", default=".", help="output folder (default: current folder)")
     p.add_argument("--input-shape", action="append", metavar="[NAME=]N,C,H,W", help=shape_help)
-    p.add_argument("--format", default="onnx", help="comma-separated: onnx, pt2, safetensors (default: onnx)")
+    p.add_argument("--format", default="onnx", help="comma-separated: onnx, pt2, safetensors, py (default: onnx)")
     p.add_argument("--no-check", action="store_true",
                    help="skip running the ONNX file in onnxruntime against the torch model")
     p.set_defaults(func=cmd_convert)

@@ -87,6 +87,7 @@ BUILTIN_RULE_MODULES = (
     "ninport.caffe.shapes",
     "ninport.caffe.shapes_fork",
     "ninport.caffe.shapes_ssd",
+    "ninport.caffe.shapes_loss",
 )
 
 

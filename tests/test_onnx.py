@@ -201,7 +201,7 @@ def test_nin_onnxruntime_matches_torch_at_batch_1_and_8(crop, tmp_path):
     for batch in (1, 8):
         x = (rng.random((batch, 3, crop, crop), dtype=np.float32) * 255 - 120).astype(np.float32)
         with torch.no_grad():
-            expected = module(torch.from_numpy(x)).numpy()
+            expected = module(torch.from_numpy(x)).detach().numpy()
         (got,) = verify_onnx(path, {"data": x})
         assert got.shape == expected.shape == (batch, 1000, 1, 1)
         err = relative_error(got, expected)

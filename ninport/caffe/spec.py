@@ -21,7 +21,11 @@ DATA_LAYER_TYPES = {"Data", "ImageData", "MemoryData", "HDF5Data", "WindowData",
                     "AnnotatedData", "VideoData"}
 
 
-def is_training_only(layer_type: str) -> bool:
+def is_training_only(layer_type: str, phase: int = pb2.TEST) -> bool:
+    """Whether a layer of this type is left out of the `phase` net: in TEST, losses and Accuracy (a deploy
+    net has no labels); in TRAIN, only layers with no value as a torch op (Silence, HDF5Output)."""
+    if phase == pb2.TRAIN:
+        return layer_type in TRAINING_ONLY_TYPES - {"Accuracy"}
     return layer_type in TRAINING_ONLY_TYPES or layer_type.endswith("Loss")
 
 
@@ -225,9 +229,12 @@ def build_netspec(net: "pb2.NetParameter", source: str = "<net>", lines: list[in
             if shape is None:
                 shape = (1, 3, 0, 0)  # unknown spatial size: must come from --input-shape
             inputs[layer.top[0]] = shape
+            if phase == pb2.TRAIN:  # the labels feed the loss layers: one value per item
+                for top in layer.top[1:]:
+                    inputs[top] = (shape[0],)
             preprocess = preprocess or _preprocess_of(layer)
             continue
-        if is_training_only(layer.type):
+        if is_training_only(layer.type, phase):
             continue
         layers.append(LayerSpec(name=layer.name, type=layer.type, bottoms=list(layer.bottom),
                                 tops=list(layer.top), proto=layer, line=line,

@@ -30,10 +30,12 @@ class LayerContext:
         return self.layer.proto
 
     def parameter(self, index: int, shape: Shape | None = None) -> nn.Parameter:
+        """Weight blob `index` as a trainable parameter (a float32 copy, optionally reshaped);
+        `ninport.load(..., freeze=True)` turns gradients off for the whole net."""
         array = self.weights[index]
         if shape is not None:
             array = array.reshape(shape)
-        return nn.Parameter(torch.from_numpy(np.array(array, dtype=np.float32, copy=True)), requires_grad=False)
+        return nn.Parameter(torch.from_numpy(np.array(array, dtype=np.float32, copy=True)))
 
 
 def converter_for(layer_type: str) -> Callable[[LayerContext], nn.Module] | None:

@@ -54,7 +54,7 @@ def test_upgraded_files_give_caffes_numbers(tmp_path):
     weights, _ = upgrade_file(case.weights, tmp_path / "net.caffemodel")
     module = ninport.load(proto, weights)
     out = module(*[torch.from_numpy(x) for x in case.inputs().values()])
-    assert relative_error(out.numpy(), case.blobs()["prob"]) <= 1e-5
+    assert relative_error(out.detach().numpy(), case.blobs()["prob"]) <= 1e-5
 
 
 def test_upgraded_nin_train_val_keeps_both_phases(tmp_path):

@@ -30,7 +30,7 @@ def _run(tmp_path, body, x, blobs=None, onnx_check=True):
         warnings.simplefilter("ignore")
         module = ninport.load(proto, weights)
     with torch.no_grad():
-        out = module(torch.from_numpy(x)).numpy()
+        out = module(torch.from_numpy(x)).detach().numpy()
     if onnx_check:
         _check_onnx(module, tmp_path, x, out)
     return out

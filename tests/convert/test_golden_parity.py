@@ -56,7 +56,7 @@ def test_nin_reference_deploy_runs_golden_weights(crop):
     x = torch.from_numpy(case.inputs()["data"])
     out = module(x)
     assert out.shape == (1, 1000, 1, 1)
-    assert relative_error(out.numpy(), case.blobs()["pool4"]) <= TOLERANCE
+    assert relative_error(out.detach().numpy(), case.blobs()["pool4"]) <= TOLERANCE
 
 
 def test_nin_train_val_test_phase_matches_caffe():
@@ -66,7 +66,7 @@ def test_nin_train_val_test_phase_matches_caffe():
     assert ninport.describe(module).inputs == {"data": (1, 3, 224, 224)}
     assert list(ninport.describe(module).outputs) == ["pool4"]
     out = module(torch.from_numpy(case.inputs()["data"]))
-    assert relative_error(out.numpy(), case.blobs()["pool4"]) <= TOLERANCE
+    assert relative_error(out.detach().numpy(), case.blobs()["pool4"]) <= TOLERANCE
 
 
 def test_nin_batch_of_eight_equals_eight_single_runs():
@@ -75,7 +75,7 @@ def test_nin_batch_of_eight_equals_eight_single_runs():
     x = torch.from_numpy(np.repeat(case.inputs()["data"], 8, axis=0))
     out = module(x)
     for row in out:
-        assert relative_error(row.numpy()[None], case.blobs()["pool4"]) <= TOLERANCE
+        assert relative_error(row.detach().numpy()[None], case.blobs()["pool4"]) <= TOLERANCE
 
 
 def test_state_dict_keys_follow_caffe_layer_names():

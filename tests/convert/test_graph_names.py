@@ -43,7 +43,7 @@ def test_awkward_layer_and_blob_names_work(tmp_path, name):
         f'layer {{ name: "{escaped}x" type: "AbsVal" bottom: "{escaped or "t"}" top: "y" }}\n')
     module = ninport.load(proto)
     x = torch.randn(1, 2, 3, 3)
-    np.testing.assert_allclose(module(x).numpy(), (2 * x).abs().numpy())
+    np.testing.assert_allclose(module(x).detach().numpy(), (2 * x).abs().detach().numpy())
     assert ninport.describe(module).layers[0].name == name
     for attribute in (r.module for r in ninport.describe(module).layers):
         assert attribute.isidentifier() and attribute.isascii()

@@ -24,7 +24,7 @@ def _x(seed=0):
 def test_swish(tmp_path):
     proto, _ = _write_net(tmp_path, 'layer { name: "s" type: "Swish" bottom: "data" top: "s" swish_param { beta: 1.5 } }')
     x = _x()
-    out = ninport.load(proto)(torch.from_numpy(x)).numpy()
+    out = ninport.load(proto)(torch.from_numpy(x)).detach().numpy()
     np.testing.assert_allclose(out, x / (1 + np.exp(-1.5 * x)), rtol=1e-5, atol=1e-6)
 
 
@@ -36,7 +36,7 @@ def test_scale_with_second_bottom_and_bias(tmp_path):
     bias = np.arange(6, dtype=np.float32).reshape(2, 3)
     proto, weights = _write_net(tmp_path, body, {"sc": [bias]})
     x = _x(1)
-    out = ninport.load(proto, weights)(torch.from_numpy(x)).numpy()
+    out = ninport.load(proto, weights)(torch.from_numpy(x)).detach().numpy()
     factor = x.mean(axis=(2, 3))
     np.testing.assert_allclose(out, x * factor[:, :, None, None] + bias[:, :, None, None], rtol=1e-5, atol=1e-6)
 
@@ -47,7 +47,7 @@ def test_bias_with_second_bottom(tmp_path):
             'layer { name: "b" type: "Bias" bottom: "data" bottom: "f" top: "y" bias_param { axis: 0 } }\n')
     proto, _ = _write_net(tmp_path, body)
     x = _x(2)
-    out = ninport.load(proto)(torch.from_numpy(x)).numpy()
+    out = ninport.load(proto)(torch.from_numpy(x)).detach().numpy()
     np.testing.assert_allclose(out, x + x.max(axis=(2, 3))[:, :, None, None], rtol=1e-6)
 
 
@@ -56,7 +56,7 @@ def test_batchnorm_without_global_stats_uses_batch_statistics(tmp_path):
     ones = np.ones(3, dtype=np.float32)
     proto, weights = _write_net(tmp_path, body, {"bn": [ones * 100, ones * 100, np.ones(1, np.float32)]})
     x = _x(3)
-    out = ninport.load(proto, weights)(torch.from_numpy(x)).numpy()
+    out = ninport.load(proto, weights)(torch.from_numpy(x)).detach().numpy()
     mean = x.mean(axis=(0, 2, 3), keepdims=True)
     var = x.var(axis=(0, 2, 3), keepdims=True)
     np.testing.assert_allclose(out, (x - mean) / np.sqrt(var + 1e-5), rtol=1e-4, atol=1e-5)
@@ -67,7 +67,7 @@ def test_batchnorm_zero_scale_factor_means_zero_statistics(tmp_path):
     ones = np.ones(3, dtype=np.float32)
     proto, weights = _write_net(tmp_path, body, {"bn": [ones * 7, ones * 9, np.zeros(1, np.float32)]})
     x = _x(4)
-    out = ninport.load(proto, weights)(torch.from_numpy(x)).numpy()
+    out = ninport.load(proto, weights)(torch.from_numpy(x)).detach().numpy()
     np.testing.assert_allclose(out, x / np.sqrt(1e-5), rtol=1e-5)
 
 
@@ -76,7 +76,7 @@ def test_max_pool_window_past_the_input_gives_caffes_lowest_float(tmp_path):
     body = 'layer { name: "p" type: "Pooling" bottom: "data" top: "y" pooling_param { pool: MAX kernel_size: 1 stride: 3 } }\n'
     proto, _ = _write_net(tmp_path, body)
     x = _x(5)
-    out = ninport.load(proto)(torch.from_numpy(x)).numpy()
+    out = ninport.load(proto)(torch.from_numpy(x)).detach().numpy()
     assert out.shape == (2, 3, 2, 3)  # ceil((4-1)/3)+1 = 2, ceil((5-1)/3)+1 = 3
     np.testing.assert_array_equal(out[:, :, :, :2], x[:, :, ::3, ::3][:, :, :2, :2])
     assert (out[:, :, :, 2] == -np.finfo(np.float32).max).all()
@@ -101,7 +101,7 @@ def test_multi_top_split_gives_every_top_the_bottom(tmp_path):
     proto, _ = _write_net(tmp_path, body)
     x = _x(3)
     module = ninport.load(proto)
-    np.testing.assert_allclose(module(torch.from_numpy(x)).numpy(), 2 * x + (x + 1) + x, rtol=1e-6)
+    np.testing.assert_allclose(module(torch.from_numpy(x)).detach().numpy(), 2 * x + (x + 1) + x, rtol=1e-6)
     blobs = ninport.forward_blobs(module, torch.from_numpy(x))
     for top in "abc":
         np.testing.assert_array_equal(blobs[top].numpy(), x)
@@ -128,7 +128,7 @@ def test_reshape_axis_and_num_axes_follow_caffe(tmp_path, param, expected):
                                     f'reshape_param {{ {param} }} }}\n')
     x = _x(6)
     module = ninport.load(proto)
-    out = module(torch.from_numpy(x)).numpy()
+    out = module(torch.from_numpy(x)).detach().numpy()
     assert out.shape == expected
     np.testing.assert_array_equal(out.ravel(), x.ravel())
     # the batch stays dynamic: the exported file reshapes a batch of 6 the same way torch does
@@ -137,4 +137,4 @@ def test_reshape_axis_and_num_axes_follow_caffe(tmp_path, param, expected):
 
     big = np.concatenate([x] * 3)
     (got,) = verify_onnx(export_onnx(module, tmp_path / "r.onnx"), {"data": big})
-    np.testing.assert_array_equal(got, module(torch.from_numpy(big)).numpy())
+    np.testing.assert_array_equal(got, module(torch.from_numpy(big)).detach().numpy())

@@ -1,5 +1,5 @@
 """Element-wise layers: ReLU, PReLU, ELU, Sigmoid, TanH, AbsVal, BNLL, Power, Exp, Log,
-Threshold, Clip, Swish and Dropout (identity at test time, as Caffe's TEST phase)."""
+Threshold, Clip, Swish and Dropout (Caffe's TRAIN-phase masking in train(), a copy in eval())."""
 from __future__ import annotations
 
 import math
@@ -123,6 +123,27 @@ def swish(ctx: LayerContext) -> nn.Module:
     return Elementwise("swish", beta=ctx.proto.swish_param.beta)
 
 
+class CaffeDropoutUnscaled(nn.Module):
+    """Dropout with `scale_train: false` (fast-rcnn's fork, OpenCV): train() keeps each value with
+    probability 1 - ratio, unscaled; eval() multiplies by 1 - ratio instead."""
+
+    def __init__(self, ratio: float):
+        super().__init__()
+        self.ratio = ratio
+
+    def extra_repr(self) -> str:
+        return f"ratio={self.ratio}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            return x * torch.bernoulli(torch.full_like(x, 1.0 - self.ratio))
+        return x * (1.0 - self.ratio)
+
+
 def dropout(ctx: LayerContext) -> nn.Module:
-    # Caffe scales by 1/(1 - ratio) while training, so at test time the layer is a copy.
-    return Elementwise("identity")
+    # Caffe's TRAIN phase keeps each value with probability 1 - ratio and scales it by 1 / (1 - ratio),
+    # its TEST phase copies: exactly torch's nn.Dropout.
+    p = ctx.proto.dropout_param
+    if not getattr(p, "scale_train", True):
+        return CaffeDropoutUnscaled(float(p.dropout_ratio))
+    return nn.Dropout(float(p.dropout_ratio))

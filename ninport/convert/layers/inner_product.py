@@ -25,6 +25,6 @@ def inner_product(ctx: LayerContext) -> nn.Module:
     axis = canonical_axis(p.axis, len(ctx.bottom_shapes[0]))
     weight = ctx.parameter(0)
     if p.transpose:  # stored as [K, N]; keep torch's [N, K] so state_dicts look alike
-        weight = nn.Parameter(weight.detach().t().contiguous(), requires_grad=False)
+        weight = nn.Parameter(weight.detach().t().contiguous())
     bias = ctx.parameter(1) if p.bias_term else None
     return InnerProduct(axis, weight, bias)

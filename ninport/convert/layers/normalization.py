@@ -42,19 +42,43 @@ def lrn(ctx: LayerContext) -> nn.Module:
 
 
 class CaffeBatchNorm(nn.Module):
-    """(x - mean) / sqrt(var + eps) over axis 1; with use_global_stats false, the batch's own stats."""
+    """Caffe's BatchNorm over axis 1, TEST and TRAIN phase.
 
-    def __init__(self, mean: torch.Tensor, var: torch.Tensor, eps: float, use_global_stats: bool):
+    Caffe stores sums (mean, variance) and a scale factor s; the statistics are sum / s. Here the
+    buffers hold the statistics themselves and `scale_factor` keeps s, so training continues exactly
+    as Caffe would: each TRAIN step sets s <- maf * s + 1 and the statistics to
+    (maf * s_old * stat + batch_stat) / s_new, with the batch variance times m / (m - 1)
+    (m = values per channel). That is PyTorch's running average with momentum 1 / s_new, which equals
+    1 - moving_average_fraction once s has reached its steady value 1 / (1 - maf) (a long-trained
+    caffemodel); a fresh s (0 or 1) weighs the first batches more, as Caffe does.
+    `use_global_stats` unset means Caffe's phase default: stored statistics in eval(), the batch's own
+    statistics (and the update) in train().
+    """
+
+    def __init__(self, mean: torch.Tensor, var: torch.Tensor, scale_factor: torch.Tensor, eps: float,
+                 moving_average_fraction: float, use_global_stats: bool | None):
         super().__init__()
         self.register_buffer("running_mean", mean)
         self.register_buffer("running_var", var)
+        self.register_buffer("scale_factor", scale_factor)
         self.eps = eps
+        self.moving_average_fraction = moving_average_fraction
         self.use_global_stats = use_global_stats
 
+    def extra_repr(self) -> str:
+        return (f"eps={self.eps}, moving_average_fraction={self.moving_average_fraction}, "
+                f"use_global_stats={self.use_global_stats}")
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.use_global_stats:
+        use_global = self.use_global_stats if self.use_global_stats is not None else not self.training
+        if use_global:
             return F.batch_norm(x, self.running_mean, self.running_var, None, None, False, 0.0, self.eps)
-        dims = [d for d in range(x.dim()) if d != 1]
+        if self.training:  # batch statistics, and Caffe's moving-average update (unbiased variance)
+            s_new = self.moving_average_fraction * float(self.scale_factor[0]) + 1.0
+            y = F.batch_norm(x, self.running_mean, self.running_var, None, None, True, 1.0 / s_new, self.eps)
+            self.scale_factor.fill_(s_new)
+            return y
+        dims = [d for d in range(x.dim()) if d != 1]  # TEST phase with use_global_stats: false
         mean = x.mean(dim=dims, keepdim=True)
         var = ((x - mean) ** 2).mean(dim=dims, keepdim=True)
         return (x - mean) / torch.sqrt(var + self.eps)
@@ -62,10 +86,11 @@ class CaffeBatchNorm(nn.Module):
 
 def batch_norm(ctx: LayerContext) -> nn.Module:
     p = ctx.proto.batch_norm_param
-    mean, var, factor = (torch.from_numpy(w.copy()) for w in ctx.weights[:3])
+    mean, var, factor = (torch.from_numpy(w.astype("float32", copy=True)) for w in ctx.weights[:3])
     scale = 0.0 if float(factor[0]) == 0 else 1.0 / float(factor[0])
-    use_global = p.use_global_stats if p.HasField("use_global_stats") else True  # TEST phase default
-    return CaffeBatchNorm(mean * scale, var * scale, p.eps, use_global)
+    use_global = p.use_global_stats if p.HasField("use_global_stats") else None
+    return CaffeBatchNorm(mean * scale, var * scale, factor.reshape(1).clone(), p.eps,
+                          p.moving_average_fraction, use_global)
 
 
 def _broadcast_shape(ndim: int, axis: int, param_shape) -> list[int]:

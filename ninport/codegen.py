@@ -1,0 +1,478 @@
+"""A converted net as a standalone, readable PyTorch file: `ninport convert --format py`, `write_python`.
+
+The file defines one nn.Module class named after the net, in the style of torchvision's model code: an
+`__init__` that builds one attribute per Caffe layer (named as in `ninport.describe(module).layers`, the
+same identifiers as the fx module, so the state_dict keys match), and a `forward` with one line per layer.
+Plain torch modules are used where they are exact (nn.Conv2d, nn.Linear, nn.ReLU, nn.MaxPool2d when
+Caffe's rounding changes nothing, ...); Caffe's own semantics come as small helper classes copied into
+the same file from ninport's converters (`inspect.getsource`), so the file computes exactly what the fx
+module computes. It imports only torch (and the standard library) and loads its weights from the
+`.safetensors` file written beside it, with a small reader of its own.
+
+Names from the Caffe files are data: code uses only the generated identifiers; the Caffe names appear in
+comments only, escaped (`safe_text`: no newline or other control character survives).
+
+Each module class has an emitter (`EMITTERS`): a function from the module instance to a `Block` (the
+constructor expression and the forward expression). A plugin's module class can be taught with
+`register_emitter`; anything else is refused with the layer named. SSD layers (PriorBox,
+DetectionOutput, ...) have no emitter yet and are refused that way.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+import os
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ninport.convert.graph import _class_name, python_identifier
+from ninport.convert.layers import activation, indexing, inner_product, normalization, pooling, reduction, spp, \
+    structure
+from ninport.description import NetDescription, describe
+from ninport.errors import ExportError, NinportError, safe_text, shape_text
+from ninport.fileio import write_atomic
+
+COMMENT_CHARS = 100
+
+
+@dataclass
+class Block:
+    """How one layer appears in the file.
+
+    `init`: the constructor expression assigned to `self.<attr>` in __init__, or None for an op written
+    inline in forward. `call`: the forward expression, with {attr} (the attribute), {args} (the bottoms,
+    comma-separated) and {x} (the first bottom) filled in.
+    """
+
+    init: str | None
+    call: str = "self.{attr}({args})"
+
+
+class Emitter:
+    """What an emitter function gets besides the module: a way to pull helper classes into the file."""
+
+    def __init__(self) -> None:
+        self.helpers: dict[str, str] = {}
+
+    def copy_class(self, cls: type, preamble: str = "") -> str:
+        """Copy a ninport helper class (self-contained: torch, F, nn, math only) into the file; its name."""
+        if cls.__name__ not in self.helpers:
+            source = textwrap.dedent(inspect.getsource(cls))
+            self.helpers[cls.__name__] = (preamble + "\n\n\n" if preamble else "") + source
+        return cls.__name__
+
+    def child(self, module: nn.Module) -> str:
+        """The constructor expression of a nested module (e.g. a pyramid level)."""
+        block = _emitter_for(module)(module, self)
+        if block.init is None:
+            raise NinportError(f"{type(module).__name__} inside another module has no constructor form")
+        return block.init
+
+
+EmitFn = Callable[[nn.Module, Emitter], Block]
+EMITTERS: dict[type, EmitFn] = {}
+
+
+def register_emitter(module_class: type, emit: EmitFn) -> None:
+    """Teach code generation a module class (a plugin's converter output): `emit(module, emitter) -> Block`."""
+    EMITTERS[module_class] = emit
+
+
+def _emitter_for(module: nn.Module) -> EmitFn:
+    for cls in type(module).__mro__:
+        if cls in EMITTERS:
+            return EMITTERS[cls]
+    raise NinportError(f"no Python source form for {type(module).__name__} modules")
+
+
+# --- literals: only numbers, booleans, None, tuples and lists of them, and ninport's own mode words -----------
+
+
+def lit(value: Any) -> str:
+    """A Python literal for a constructor argument; refuses anything that is not plain data."""
+    if value is None or isinstance(value, bool):
+        return repr(value)
+    if isinstance(value, int):
+        return repr(int(value))
+    if isinstance(value, float):
+        if math.isnan(value):
+            return 'float("nan")'
+        if math.isinf(value):
+            return 'float("inf")' if value > 0 else '-float("inf")'
+        return repr(float(value))
+    if isinstance(value, str) and value.isidentifier():
+        return repr(value)
+    if isinstance(value, tuple):
+        return "(" + ", ".join(lit(v) for v in value) + ("," if len(value) == 1 else "") + ")"
+    if isinstance(value, list):
+        return "[" + ", ".join(lit(v) for v in value) + "]"
+    raise NinportError(f"cannot write {type(value).__name__} as a Python literal")
+
+
+def empty(shape) -> str:
+    """A placeholder tensor the weights file fills (load_state_dict)."""
+    return f"torch.empty({lit([int(d) for d in shape])})"
+
+
+def param(tensor: torch.Tensor | None) -> str:
+    return "None" if tensor is None else f"nn.Parameter({empty(tensor.shape)})"
+
+
+def buffer(tensor: torch.Tensor | None) -> str:
+    return "None" if tensor is None else empty(tensor.shape)
+
+
+# --- emitters -------------------------------------------------------------------------------------------------
+
+
+def _emits(*classes: type):
+    def register(fn: EmitFn) -> EmitFn:
+        for cls in classes:
+            EMITTERS[cls] = fn
+        return fn
+    return register
+
+
+def _pair(value) -> str:
+    """(3, 3) -> 3, as torchvision writes it; (3, 5) stays a tuple."""
+    value = tuple(int(v) for v in value)
+    return lit(value[0]) if len(set(value)) == 1 else lit(value)
+
+
+@_emits(nn.Conv2d, nn.ConvTranspose2d)
+def _conv(m, e: Emitter) -> Block:
+    options = [f"kernel_size={_pair(m.kernel_size)}"]
+    for name, default in (("stride", 1), ("padding", 0), ("output_padding", 0), ("dilation", 1)):
+        value = getattr(m, name, (default,))
+        if any(int(v) != default for v in value):
+            options.append(f"{name}={_pair(value)}")
+    if m.groups != 1:
+        options.append(f"groups={m.groups}")
+    if m.bias is None:
+        options.append("bias=False")
+    return Block(f"nn.{type(m).__name__}({m.in_channels}, {m.out_channels}, {', '.join(options)})")
+
+
+@_emits(inner_product.InnerProduct)
+def _inner_product(m, e: Emitter) -> Block:
+    out_features, in_features = m.weight.shape
+    return Block(f"nn.Linear({in_features}, {out_features}, bias={m.bias is not None})",
+                 f"self.{{attr}}(torch.flatten({{x}}, {m.axis}))")
+
+
+_PLAIN_ELEMENTWISE = {"relu": lambda m: "nn.ReLU()",
+                      "leaky_relu": lambda m: f"nn.LeakyReLU({lit(m.negative_slope)})",
+                      "elu": lambda m: f"nn.ELU({lit(m.alpha)})",
+                      "sigmoid": lambda m: "nn.Sigmoid()", "tanh": lambda m: "nn.Tanh()",
+                      "identity": lambda m: "nn.Identity()"}
+
+
+def _power_call(m) -> str:
+    y = "{x}" if (m.scale == 1 and m.shift == 0) else f"({{x}} * {lit(m.scale)} + {lit(m.shift)})"
+    return y if m.power == 1 else f"torch.pow({y}, {lit(m.power)})"
+
+
+def _log_call(m) -> str:
+    y = f"torch.log({{x}} * {lit(m.scale)} + {lit(m.shift)})"
+    return y if m.inv_log_base == 1 else f"{y} * {lit(m.inv_log_base)}"
+
+
+_INLINE_ELEMENTWISE = {
+    "abs": lambda m: "torch.abs({x})",
+    "power": _power_call,
+    "exp": lambda m: f"torch.exp(({{x}} * {lit(m.scale)} + {lit(m.shift)}) * {lit(m.log_base)})",
+    "log": _log_call,
+    "threshold": lambda m: f"({{x}} > {lit(m.threshold)}).to({{x}}.dtype)",
+    "clip": lambda m: f"torch.clamp({{x}}, {lit(m.min)}, {lit(m.max)})",
+    "swish": lambda m: f"{{x}} * torch.sigmoid({{x}} * {lit(m.beta)})",
+}
+
+
+@_emits(activation.Elementwise)
+def _elementwise(m, e: Emitter) -> Block:
+    if m.kind in _PLAIN_ELEMENTWISE:
+        return Block(_PLAIN_ELEMENTWISE[m.kind](m))
+    if m.kind in _INLINE_ELEMENTWISE:
+        return Block(None, _INLINE_ELEMENTWISE[m.kind](m))
+    if m.kind == "bnll":  # log(1 + e^x), computed stably as Caffe does
+        return Block(None, "torch.where({x} > 0, {x} + torch.log1p(torch.exp(-{x})), torch.log1p(torch.exp({x})))")
+    raise NinportError(f"no Python source form for the element-wise op {m.kind!r}")
+
+
+@_emits(nn.PReLU)
+def _prelu(m, e: Emitter) -> Block:
+    return Block(f"nn.PReLU(num_parameters={m.num_parameters})")
+
+
+@_emits(nn.Dropout)
+def _dropout(m, e: Emitter) -> Block:
+    return Block(f"nn.Dropout(p={lit(float(m.p))})")
+
+
+@_emits(activation.CaffeDropoutUnscaled)
+def _dropout_unscaled(m, e: Emitter) -> Block:
+    return Block(f"{e.copy_class(type(m))}({lit(m.ratio)})")
+
+
+@_emits(normalization.LRNAcrossChannels)
+def _lrn_across(m, e: Emitter) -> Block:
+    return Block(f"nn.LocalResponseNorm({m.size}, alpha={lit(m.alpha)}, beta={lit(m.beta)}, k={lit(m.k)})")
+
+
+@_emits(normalization.LRNWithinChannel)
+def _lrn_within(m, e: Emitter) -> Block:
+    return Block(f"{e.copy_class(type(m))}({m.size}, alpha={lit(m.alpha)}, beta={lit(m.beta)})")
+
+
+@_emits(normalization.CaffeBatchNorm)
+def _batch_norm(m, e: Emitter) -> Block:
+    return Block(f"{e.copy_class(type(m))}({buffer(m.running_mean)}, {buffer(m.running_var)}, "
+                 f"{buffer(m.scale_factor)}, eps={lit(m.eps)}, "
+                 f"moving_average_fraction={lit(m.moving_average_fraction)}, "
+                 f"use_global_stats={lit(m.use_global_stats)})")
+
+
+@_emits(normalization.ScaleBias)
+def _scale_bias(m, e: Emitter) -> Block:
+    return Block(f"{e.copy_class(type(m))}({lit(list(m.view_shape))}, {param(m.weight)}, {param(m.bias)})")
+
+
+@_emits(normalization.AddSecondBottom)
+def _add_second_bottom(m, e: Emitter) -> Block:
+    return Block(f"{e.copy_class(type(m))}({lit(list(m.view_shape))})")
+
+
+@_emits(pooling.CaffePool2d)
+def _pool(m, e: Emitter) -> Block:
+    if not any(m.padding) and m.crop is None and m.ave_correction is None:  # Caffe's rounding changes nothing
+        kind = "MaxPool2d" if m.mode == "max" else "AvgPool2d"
+        return Block(f"nn.{kind}({_pair(m.kernel)}, stride={_pair(m.stride)})")
+    name = e.copy_class(type(m), preamble="FLT_MAX = float(torch.finfo(torch.float32).max)")
+    w_left, w_right, h_top, h_bottom = m.padding
+    crop = None if m.crop is None else tuple(int(c) for c in m.crop)
+    return Block(f"{name}({lit(m.mode)}, {lit(tuple(m.kernel))}, {lit(tuple(m.stride))}, "
+                 f"pad_left={lit((h_top, w_left))}, pad_right={lit((h_bottom, w_right))}, "
+                 f"ave_correction={buffer(m.ave_correction)}, crop={lit(crop)})")
+
+
+@_emits(spp.SpatialPyramidPool)
+def _spp(m, e: Emitter) -> Block:
+    levels = ", ".join(e.child(level) for level in m.levels)
+    return Block(f"{e.copy_class(type(m))}([{levels}])")
+
+
+@_emits(structure.EltwiseSum)
+def _eltwise_sum(m, e: Emitter) -> Block:
+    return Block(f"{e.copy_class(type(m))}({lit([float(c) for c in m.coeffs])})")
+
+
+@_emits(structure.EltwiseProd, structure.EltwiseMax)
+def _eltwise_other(m, e: Emitter) -> Block:
+    return Block(f"{e.copy_class(type(m))}()")
+
+
+@_emits(structure.Concat)
+def _concat(m, e: Emitter) -> Block:
+    return Block(None, f"torch.cat([{{args}}], dim={m.axis})")
+
+
+@_emits(structure.Slice)
+def _slice(m, e: Emitter) -> Block:
+    if len(m.sizes) == 1:
+        return Block(None, "{x}")
+    return Block(None, f"torch.split({{x}}, {lit(list(m.sizes))}, dim={m.axis})")
+
+
+@_emits(structure.Split)
+def _split(m, e: Emitter) -> Block:
+    return Block(None, ", ".join(["{x}"] * m.count))
+
+
+@_emits(structure.Flatten)
+def _flatten(m, e: Emitter) -> Block:
+    return Block(None, f"torch.flatten({{x}}, {m.start}, {m.end})")
+
+
+@_emits(structure.Reshape)
+def _reshape(m, e: Emitter) -> Block:
+    return Block(f"{e.copy_class(type(m))}({m.axis}, {m.end}, {lit(list(m.spec))})")
+
+
+@_emits(structure.Crop)
+def _crop(m, e: Emitter) -> Block:
+    return Block(f"{e.copy_class(type(m))}({m.axis}, {lit(list(m.offsets))}, {lit(list(m.sizes))})")
+
+
+@_emits(structure.Softmax)
+def _softmax(m, e: Emitter) -> Block:
+    return Block(None, f"torch.softmax({{x}}, dim={m.axis})")
+
+
+@_emits(reduction.CaffeReduction)
+def _reduction(m, e: Emitter) -> Block:
+    return Block(f"{e.copy_class(type(m))}({lit(m.op)}, {m.axis}, {lit(float(m.factor))})")
+
+
+@_emits(reduction.CaffeArgMax)
+def _argmax(m, e: Emitter) -> Block:
+    return Block(f"{e.copy_class(type(m))}({lit(m.axis)}, {m.top_k}, {lit(bool(m.out_max_val))}, "
+                 f"{lit(list(m.top_shape))})")
+
+
+@_emits(reduction.CaffeMVN)
+def _mvn(m, e: Emitter) -> Block:
+    top_shape = None if m.top_shape is None else list(m.top_shape)
+    return Block(f"{e.copy_class(type(m))}({lit(bool(m.normalize_variance))}, {lit(m.dims == [1, 2, 3])}, "
+                 f"{lit(float(m.eps))}, {lit(top_shape)})")
+
+
+@_emits(indexing.CaffeEmbed)
+def _embed(m, e: Emitter) -> Block:
+    return Block(f"{e.copy_class(type(m))}({param(m.weight)}, {param(m.bias)})")
+
+
+@_emits(indexing.Tile)
+def _tile(m, e: Emitter) -> Block:
+    return Block(None, f"{{x}}.repeat({lit(list(m.repeats))})")
+
+
+@_emits(indexing.Parameter)
+def _parameter(m, e: Emitter) -> Block:
+    return Block(f"{e.copy_class(type(m))}({param(m.weight)})")
+
+
+# --- the file -------------------------------------------------------------------------------------------------
+
+
+def comment(text: object) -> str:
+    """File text made safe for a `#` comment: escaped, one line, bounded."""
+    return safe_text(text, COMMENT_CHARS)
+
+
+_FORWARD_NAMES = {"self", "torch", "nn", "F", "math"}
+
+_READER = '''
+SAFETENSORS_DTYPES = {"F32": torch.float32, "F64": torch.float64, "F16": torch.float16, "BF16": torch.bfloat16,
+                      "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+                      "U8": torch.uint8, "BOOL": torch.bool}
+
+
+def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of a .safetensors file: an 8-byte little-endian header size, a JSON header naming
+    each tensor's dtype, shape and byte range, then the raw little-endian data. No code runs."""
+    data = Path(path).read_bytes()
+    if len(data) < 8:
+        raise ValueError(f"{path}: not a safetensors file")
+    (size,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + size])
+    header.pop("__metadata__", None)
+    body = memoryview(data)[8 + size:]
+    tensors = {}
+    for name, info in header.items():
+        start, end = info["data_offsets"]
+        dtype = SAFETENSORS_DTYPES[info["dtype"]]
+        if end > start:
+            tensor = torch.frombuffer(bytearray(body[start:end]), dtype=dtype)
+            if sys.byteorder != "little":
+                tensor = tensor.view(torch.uint8).view(-1, tensor.element_size()).flip(1).view(dtype)
+        else:
+            tensor = torch.empty(0, dtype=dtype)
+        tensors[name] = tensor.reshape(info["shape"])
+    return tensors
+'''
+
+
+def python_source(module: nn.Module, description: NetDescription | None = None) -> str:
+    """The standalone Python source of a module built by `ninport.load` (see the module docstring)."""
+    meta = description or describe(module)
+    emitter = Emitter()
+    class_name = _class_name(meta.name)
+    init_lines: list[str] = []
+    forward_lines: list[str] = []
+    names: set[str] = set(_FORWARD_NAMES)
+
+    def variable(blob: str) -> str:
+        """The local name of a blob in forward: an identifier made from the blob name, as fx does."""
+        return python_identifier(blob, names, "blob")
+
+    variables: dict[str, str] = {}
+    for blob in meta.inputs:
+        variables[blob] = variable(blob)
+    submodules = dict(module.named_children())
+    for record in meta.layers:
+        label = f"{comment(record.name)} ({comment(record.type)})"
+        sub = submodules.get(record.module)
+        if sub is None:
+            raise ExportError(f'layer "{safe_text(record.name)}": the module has no submodule {record.module!r}')
+        try:
+            block = _emitter_for(sub)(sub, emitter)
+        except NinportError as exc:
+            raise ExportError(f'{meta.source}: layer "{safe_text(record.name)}" ({safe_text(record.type)}): '
+                              f"cannot write it as Python: {exc}") from None
+        args = [variables[b] for b in record.bottoms]
+        for top in record.tops:
+            if top not in variables:
+                variables[top] = variable(top)
+        call = (block.call.replace("{attr}", record.module).replace("{args}", ", ".join(args))
+                .replace("{x}", args[0] if args else ""))
+        targets = ", ".join(variables[t] for t in record.tops)
+        if block.init is not None:
+            init_lines += [f"        # {label}", f"        self.{record.module} = {block.init}"]
+            forward_lines.append(f"        {targets} = {call}")
+        else:
+            forward_lines.append(f"        {targets} = {call}  # {label}")
+    outputs = [variables[b] for b in meta.outputs]
+    forward_lines.append(f"        return {outputs[0] if len(outputs) == 1 else '(' + ', '.join(outputs) + ')'}")
+    inputs = ", ".join(variables[b] for b in meta.inputs)
+    shapes = ", ".join(f"{comment(name)} {shape_text(shape)}" for name, shape in meta.inputs.items())
+    output_names = ", ".join(comment(b) for b in meta.outputs)
+
+    import ninport
+
+    returns = "its output" if len(outputs) == 1 else "a tuple of its outputs in Caffe's order"
+    parts = [
+        f'"""A Caffe net as plain PyTorch, written by ninport {ninport.__version__}.\n\n'
+        "`load()` builds the model with the weights of the .safetensors file beside this file, in eval\n"
+        "mode; `model.train()` gives Caffe's TRAIN-phase behaviour (Dropout, BatchNorm statistics).\n"
+        "Needs only torch.\n"
+        '"""',
+        f"# Caffe net: {comment(meta.name)}\n# From: {comment(Path(meta.source).name)}"
+        + (f" with weights {comment(Path(meta.weights).name)}" if meta.weights else " (random weights)")
+        + f"\n# Inputs (reference shapes): {shapes}\n# Outputs: {output_names}",
+        "from __future__ import annotations\n\nimport json\nimport math  # noqa: F401 - used by some helpers\n"
+        "import os\nimport struct\nimport sys\nfrom pathlib import Path\n\nimport torch\n"
+        "import torch.nn.functional as F  # noqa: F401 - used by some helpers\nfrom torch import nn",
+        *emitter.helpers.values(),
+        f"class {class_name}(nn.Module):\n"
+        f'    """forward takes the inputs in the net\'s order and returns {returns}."""\n\n'
+        "    def __init__(self) -> None:\n        super().__init__()\n" + "\n".join(init_lines)
+        + ("\n" if init_lines else "")
+        + f"\n    def forward(self, {inputs}):\n" + "\n".join(forward_lines),
+        _READER.strip(),
+        f"def load(weights: str | os.PathLike | None = None) -> {class_name}:\n"
+        '    """The model with its weights (default: the .safetensors file beside this file), in eval mode."""\n'
+        '    path = Path(weights) if weights is not None else Path(__file__).with_suffix(".safetensors")\n'
+        '    with torch.device("meta"):  # no random init: every tensor comes from the file\n'
+        f"        model = {class_name}()\n"
+        "    model.load_state_dict(read_safetensors(path), assign=True)\n"
+        "    return model.eval()",
+    ]
+    return "\n\n\n".join(part.strip("\n") for part in parts) + "\n"
+
+
+def write_python(module: nn.Module, path: str | os.PathLike, *, description: NetDescription | None = None,
+                 weights: bool = True) -> Path:
+    """Write the module as a standalone Python file (atomically) and, with `weights`, its state dict as
+    `<path stem>.safetensors` beside it (what the file's `load()` reads)."""
+    from ninport.artifacts import write_safetensors
+
+    source = python_source(module, description)
+    target = Path(path)
+    if weights:
+        write_safetensors(module, target.with_suffix(".safetensors"))
+    return write_atomic(target, lambda tmp: Path(tmp).write_text(source, encoding="utf-8"), "writing Python")

@@ -1,0 +1,204 @@
+"""The generated .py file: standalone (no ninport), exact (Caffe's numbers), readable, and safe with hostile names."""
+from __future__ import annotations
+
+import ast
+import importlib.util
+import io
+import json
+import subprocess
+import sys
+import tokenize
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from google.protobuf import text_format
+from torch import nn
+
+import ninport
+from ninport.caffe import caffe_pb2 as pb2
+from ninport.codegen import python_source, register_emitter, write_python, EMITTERS, Block
+from ninport.errors import ExportError
+from tests.conftest import REPO, golden_case_names, load_golden, relative_error
+
+TOLERANCE = 1e-5
+REFERENCE_MODELS = REPO / "reference_models"
+# Inputs small enough to keep the weights small (fc layers shrink with the input); large enough for each
+# net's fixed-size final pooling.
+REFERENCE_SHAPES = {"bvlc_alexnet": (1, 3, 67, 67), "vgg16": (1, 3, 32, 32)}
+
+RUNNER = """
+import importlib.util, json, sys
+sys.modules['ninport'] = None  # any import of ninport fails
+import numpy as np, torch
+for case in json.loads(open(sys.argv[1]).read()):
+    spec = importlib.util.spec_from_file_location(case['name'], case['py'])
+    code = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(code)
+    model = code.load()
+    inputs = np.load(case['inputs'])
+    with torch.no_grad():
+        out = model(*[torch.from_numpy(inputs[name]) for name in case['input_names']])
+    out = out if isinstance(out, tuple) else (out,)
+    np.savez(case['outputs'], *[o.numpy() for o in out])
+"""
+
+
+def _import_file(path: Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
+    code = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(code)
+    return code
+
+
+def _run_without_ninport(cases: list[dict], tmp_path: Path) -> None:
+    listing = tmp_path / "cases.json"
+    listing.write_text(json.dumps(cases))
+    result = subprocess.run([sys.executable, "-c", RUNNER, str(listing)], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_every_golden_case_matches_caffe_through_the_generated_file(tmp_path):
+    """All golden cases in one fresh process where `import ninport` fails."""
+    cases, expected = [], {}
+    for name in golden_case_names():
+        try:
+            case = load_golden(name)
+        except pytest.skip.Exception:
+            continue
+        module = ninport.load(case.prototxt, case.weights)
+        folder = tmp_path / name
+        folder.mkdir()
+        write_python(module, folder / "net.py")
+        np.savez(folder / "inputs.npz", **case.inputs())
+        cases.append({"name": f"case_{len(cases)}", "py": str(folder / "net.py"), "inputs": str(folder / "inputs.npz"),
+                      "input_names": list(case.info["inputs"]), "outputs": str(folder / "outputs.npz")})
+        expected[name] = (folder / "outputs.npz", case)
+    assert len(cases) >= 40
+    _run_without_ninport(cases, tmp_path)
+    for name, (path, case) in expected.items():
+        got = np.load(path)
+        blobs = case.blobs()
+        assert len(got.files) == len(case.info["outputs"]), name
+        for i, blob in enumerate(case.info["outputs"]):
+            err = relative_error(got[f"arr_{i}"], blobs[blob])
+            assert err <= TOLERANCE, f"{name}: output {blob}: relative error {err:.2e}"
+
+
+@pytest.mark.parametrize("model", sorted(p.name for p in REFERENCE_MODELS.iterdir() if p.is_dir()))
+def test_reference_model_source_builds_and_matches_fx(model, tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        module = ninport.load(REFERENCE_MODELS / model / "deploy.prototxt", input_shape=REFERENCE_SHAPES.get(model))
+    path = tmp_path / f"{model}.py"
+    path.write_text(python_source(module))
+    code = _import_file(path, f"generated_{model}")
+    net = getattr(code, type(module).__name__)()
+    net.load_state_dict(module.state_dict())  # strict: the keys are the fx module's keys
+    net.eval()
+    torch.manual_seed(0)
+    shape = next(iter(ninport.describe(module).inputs.values()))
+    x = torch.rand(2, *shape[1:]) * 255
+    with torch.no_grad():
+        expected, got = module(x), net(x)
+    expected = expected if isinstance(expected, tuple) else (expected,)
+    got = got if isinstance(got, tuple) else (got,)
+    for e, g in zip(expected, got):
+        assert torch.equal(e, g)
+
+
+def test_generated_file_reads_like_model_code(tmp_path):
+    case = load_golden("mini_resnet")
+    source = python_source(ninport.load(case.prototxt, case.weights))
+    tree = ast.parse(source)
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))
+                for alias in node.names} | {node.module.split(".")[0] for node in ast.walk(tree)
+                                            if isinstance(node, ast.ImportFrom) and node.module}
+    assert imported <= {"__future__", "json", "math", "os", "struct", "sys", "pathlib", "torch", "nn", "F",
+                        "annotations", "Path", "functional"}, imported
+    called = {node.func.id for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)}
+    assert not called & {"eval", "exec", "compile", "__import__"}
+    assert "nn.Conv2d(" in source and "def forward(self, " in source and "def load(" in source
+    for record in ninport.describe(ninport.load(case.prototxt, case.weights)).layers:
+        assert f"# {record.name} ({record.type})" in source
+
+
+def test_hostile_names_stay_comments(tmp_path):
+    """Layer, blob and net names with quotes, newlines, triple quotes and backslashes: the file still
+    compiles and runs, and the names appear only inside comments."""
+    evil = 'x"""\n__import__("os").system("touch PWNED")\n#\\\' \'\'\' \r\\n'
+    net = pb2.NetParameter(name=evil + "net")
+    net.layer.add(name=evil + "in", type="Input", top=[evil]).input_param.shape.add(dim=[1, 2, 5, 5])
+    conv = net.layer.add(name=evil, type="Convolution", bottom=[evil], top=[evil + "c"])
+    conv.convolution_param.num_output = 3
+    conv.convolution_param.kernel_size.append(3)
+    net.layer.add(name=evil + "relu", type="ReLU", bottom=[evil + "c"], top=[evil + "c"])
+    net.layer.add(name="concat" + evil, type="Concat", bottom=[evil + "c", evil + "c"], top=["out" + evil])
+    prototxt = tmp_path / "evil.prototxt"
+    prototxt.write_text(text_format.MessageToString(net))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        module = ninport.load(prototxt)
+    path = write_python(module, tmp_path / "evil.py")
+    source = path.read_text()
+    compile(source, str(path), "exec")
+    class_name = type(module).__name__  # letters and digits of the net name, as fx names the class
+    assert class_name.isidentifier() and class_name.isalnum()
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        if "PWNED" in token.string or "system" in token.string:
+            # in comments, escaped; or inside identifiers made of its letters and digits (inert names)
+            assert token.type in (tokenize.COMMENT, tokenize.NAME), token
+        if token.type == tokenize.STRING:
+            assert "PWNED" not in token.string and "system" not in token.string, token
+    calls = {getattr(node.func, "attr", getattr(node.func, "id", None)) for node in ast.walk(ast.parse(source))
+             if isinstance(node, ast.Call)}
+    assert not calls & {"system", "popen", "__import__", "exec"}
+    x = np.random.default_rng(0).random((1, 2, 5, 5), dtype=np.float32)
+    np.savez(tmp_path / "in.npz", x=x)
+    _run_without_ninport([{"name": "evil", "py": str(path), "inputs": str(tmp_path / "in.npz"), "input_names": ["x"],
+                           "outputs": str(tmp_path / "out.npz")}], tmp_path)
+    assert not (tmp_path / "PWNED").exists()
+    got = np.load(tmp_path / "out.npz")["arr_0"]
+    with torch.no_grad():
+        assert np.array_equal(got, module(torch.from_numpy(x)).numpy())
+
+
+class _Doubler(nn.Module):
+    def forward(self, x):
+        return x * 2
+
+
+def test_unknown_module_is_refused_naming_the_layer_then_taught(tmp_path):
+    ninport.register_layer("Doubler", shape=lambda layer, shapes: [shapes[0]], module=lambda ctx: _Doubler())
+    try:
+        prototxt = tmp_path / "p.prototxt"
+        prototxt.write_text('name: "p"\ninput: "data"\ninput_shape { dim: 1 dim: 1 dim: 2 dim: 2 }\n'
+                            'layer { name: "twice" type: "Doubler" bottom: "data" top: "y" }\n')
+        module = ninport.load(prototxt)
+        with pytest.raises(ExportError, match='layer "twice" \\(Doubler\\).*_Doubler'):
+            write_python(module, tmp_path / "p.py")
+        assert not (tmp_path / "p.py").exists()
+        register_emitter(_Doubler, lambda m, e: Block(None, "{x} * 2"))
+        source = python_source(module)
+        assert "y = data * 2  # twice (Doubler)" in source
+    finally:
+        ninport.unregister_layer("Doubler")
+        EMITTERS.pop(_Doubler, None)
+
+
+def test_convert_format_py_writes_the_file_and_its_weights(tmp_path):
+    case = load_golden("conv_rect")
+    from ninport.artifacts import convert_files
+
+    written = convert_files(case.prototxt, case.weights, tmp_path, formats=("py",))
+    stem = case.prototxt.stem
+    assert written == {"py": tmp_path / f"{stem}.py", "safetensors": tmp_path / f"{stem}.safetensors"}
+    code = _import_file(written["py"], "generated_conv_rect")
+    model = code.load()
+    assert all(p.requires_grad for p in model.parameters())
+    with torch.no_grad():
+        out = model(torch.from_numpy(case.inputs()["data"]))
+    assert relative_error(out.numpy(), case.blobs()[case.info["outputs"][0]]) <= TOLERANCE

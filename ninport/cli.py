@@ -40,8 +40,12 @@ def _console(stderr: bool = False):
     """A rich console that never interprets markup or emoji codes: file text is shown as it is."""
     from rich.console import Console
 
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:  # rich exits 1 here; ninport's main handles it (exit 141)
+            raise BrokenPipeError
+
     file = sys.stderr if stderr else sys.stdout
-    return Console(file=file, width=None if file.isatty() else 160, highlight=False, markup=False, emoji=False)
+    return _Console(file=file, width=None if file.isatty() else 160, highlight=False, markup=False, emoji=False)
 
 
 def _text(value: object, limit: int = 200):

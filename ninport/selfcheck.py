@@ -22,6 +22,7 @@ from ninport.errors import NinportError, safe_text
 from ninport.parity import relative_error
 
 DEFAULT_TOLERANCE = 1e-4
+NONFINITE = "non-finite"
 
 
 @dataclass(frozen=True)
@@ -170,9 +171,9 @@ def compare_one(blob: str, role: str, got: np.ndarray, expected: np.ndarray, tol
     finite = np.isfinite(got) & np.isfinite(expected)
     note = ""
     if not finite.all():
-        if not _nonfinite_pattern_equal(got, expected):
-            return BlobCheck(blob, role, tuple(expected.shape), float("nan"), float("nan"), False, "non-finite")
-        note = f"{int((~finite).sum()):,} NaN/inf values, the same in both"
+        if not finite.any() or not _nonfinite_pattern_equal(got, expected):
+            return BlobCheck(blob, role, tuple(expected.shape), float("nan"), float("nan"), False, NONFINITE)
+        note = f"{int((~finite).sum()):,} NaN/inf values, the same in both; the rest compared"
     max_abs, rel = relative_error(got[finite], expected[finite])
     return BlobCheck(blob, role, tuple(expected.shape), max_abs, rel, bool(rel <= tolerance), note)
 
@@ -208,13 +209,13 @@ def check_onnx(module: Any, path: str | os.PathLike, *, tolerance: float = DEFAU
         if blob in got_logits and got_logits[blob].shape == expected[node].shape:
             checks.append(compare_one(blob, f"logits of Softmax layer {layer}", got_logits[blob], expected[node],
                                       tolerance))
-    nonfinite = [c for c in checks if c.note == "non-finite"]
+    nonfinite = [c for c in checks if c.note == NONFINITE]
     if nonfinite:
         names = ", ".join(safe_text(c.blob, 60) for c in nonfinite)
         return SelfCheck(str(path), "inconclusive", tolerance, tuple(checks), message=(
-            f"the seeded check input makes {names} overflow to NaN/inf, differently in torch and onnxruntime "
-            "(random weights or inputs out of range); this proves nothing either way: run `ninport verify` "
-            "with real weights and inputs"))
+            f"on the seeded check input, {names} holds NaN/inf values (an overflow: random weights, or inputs "
+            "outside the net's range) that the two runtimes do not place alike; this proves nothing either "
+            "way: run `ninport verify` with real weights and inputs"))
     missing = [f"{safe_text(blob, 60)} (logits of Softmax layer {safe_text(layer, 60)})"
                for node, blob, layer in logits.values()
                if blob not in got_logits or got_logits[blob].shape != expected[node].shape]

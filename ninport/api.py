@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numbers
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence, Union
 
@@ -52,7 +53,7 @@ def parse_input_shape(text: str | Sequence[int]) -> Shape:
     """
     if isinstance(text, str):
         try:
-            dims = tuple(int(part) for part in text.replace("x", ",").split(",") if part.strip())
+            dims = tuple(int(part) for part in re.split(r"[,x]", text))  # int() allows the spaces around
         except ValueError:
             raise ShapeError(f"input shape {safe_text(repr(text), 60)}: expected comma-separated integers "
                              "like 1,3,224,224") from None

@@ -98,12 +98,13 @@ def _working(args) -> Iterator[Callable[[str], None]]:
             yield progress
         finally:
             progress.stop()
-            seen = set()
-            for w in caught:
-                line = safe_text(w.message, 1000)
-                if issubclass(w.category, NinportWarning) and line not in seen:
-                    seen.add(line)
-                    _err(f"warning: {line}")
+        # only when the command got through: an error stays the one line it is
+        seen = set()
+        for w in caught:
+            line = safe_text(w.message, 1000)
+            if issubclass(w.category, NinportWarning) and line not in seen:
+                seen.add(line)
+                _err(f"warning: {line}")
 
 
 def _shape(shape) -> str:

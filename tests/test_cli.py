@@ -238,3 +238,27 @@ def test_inspect_json_has_the_nin_table():
     assert info["total_parameters"] == 7_595_176 and info["total_statistics"] == 0 and info["outputs"] == ["pool4"]
     relu0 = next(row for row in info["layers"] if row["layer"] == "relu0")
     assert relu0["in_place"] and relu0["parameters"] == 0
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["inspect", str(NIN_DEPLOY), "--input-shape", "1,3,x"], "--input-shape"),
+    (["inspect", str(NIN_DEPLOY), "--input-shape", "1,3,0,5"], "positive"),
+    (["verify", str(VENDORED_GOLDEN / "mini_resnet"), "--tolerance", "nan"], "--tolerance"),
+    (["verify", str(VENDORED_GOLDEN / "mini_resnet"), "--seed", "-3"], "--seed"),
+    (["convert", str(NIN_DEPLOY), "--format", "onnx,tflite", "-o", "/nonexistent/out"], "tflite"),
+    (["inspect"], "prototxt"),
+])
+def test_bad_values_are_exit_1_with_one_line(args, needle):
+    _assert_one_line_error(run_cli(*args), needle)
+
+
+def test_warnings_are_one_line_each_and_escaped(tmp_path):
+    """A NinportWarning carrying file text (here the prototxt path) is printed on one line, escaped."""
+    folder = tmp_path / "we\x1bird"
+    folder.mkdir()
+    net = folder / "net.prototxt"
+    net.write_text((VENDORED_GOLDEN / "conv_group2" / "net.prototxt").read_text())
+    result = run_cli("convert", str(net), "-o", str(tmp_path / "o"), "--no-check")
+    assert result.returncode == 0, result.stderr
+    [warning] = messages(result.stderr)
+    assert warning.startswith("ninport: warning: ") and "we\\x1bird" in warning and "\x1b" not in result.stderr

@@ -460,11 +460,22 @@ def test_missing_layer_weights(tmp_path, v1_case):
 
 
 def test_weights_for_a_layer_that_has_none(tmp_path, v1_case):
-    _, weights = v1_case
-    proto = write(tmp_path, V1_NET.replace('name: "fc" type: INNER_PRODUCT', 'name: "fc0" type: INNER_PRODUCT')
-                  .replace('name: "norm1"', 'name: "fc"'))
-    message = load_fails(WeightsError, proto, write(tmp_path, weights, "w.caffemodel"))
-    assert 'layer "fc' in message
+    """The caffemodel holds blobs for `norm1`, an LRN (no weights in Caffe): refused, naming both types.
+    Every weighted layer still finds its weights, so only the weightless-layer check can fire."""
+    from ninport.caffe import caffe_pb2 as pb2
+
+    proto, weights = v1_case
+    net = pb2.NetParameter.FromString(weights)
+    layers = net.layers if len(net.layers) else net.layer
+    conv = next(layer for layer in layers if layer.name == "conv1")
+    norm = next((layer for layer in layers if layer.name == "norm1"), None)
+    if norm is None:
+        norm = layers.add()
+        norm.name = "norm1"
+        norm.type = pb2.V1LayerParameter.LRN if layers is net.layers else "LRN"
+    norm.blobs.extend(conv.blobs)
+    message = load_fails(WeightsError, proto, write(tmp_path, net.SerializeToString(), "w.caffemodel"))
+    assert 'layer "norm1"' in message and "2 blobs" in message and "has no weights" in message
 
 
 def test_blob_data_count_disagrees_with_its_shape(tmp_path):

@@ -10,8 +10,16 @@ from __future__ import annotations
 
 import importlib
 
-from ninport.errors import (ExportError, NinportError, NinportWarning, ParseError, PreprocessError, ShapeError,
-                            UnsupportedLayerError, WeightsError)
+from ninport.errors import (
+    ExportError,
+    NinportError,
+    NinportWarning,
+    ParseError,
+    PreprocessError,
+    ShapeError,
+    UnsupportedLayerError,
+    WeightsError,
+)
 
 __version__ = "0.1.0"
 

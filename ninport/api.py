@@ -9,7 +9,7 @@ import numbers
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence, Union
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ninport.caffe import io
 from ninport.caffe.shapes import infer_shapes
@@ -20,9 +20,9 @@ from ninport.errors import NinportError, ShapeError, safe_text
 if TYPE_CHECKING:  # torch is imported by load() only, so reading and inspecting nets stays light
     from torch import fx
 
-PathLike = Union[str, "os.PathLike[str]"]
+PathLike = str | os.PathLike
 Shape = tuple[int, ...]
-InputShape = Union[str, Sequence[int], Mapping[str, Union[str, Sequence[int]]], Sequence[str], None]
+InputShape = str | Sequence[int] | Mapping[str, str | Sequence[int]] | Sequence[str] | None
 
 
 def check_path(value: Any, argument: str, *, optional: bool = False) -> Path | None:

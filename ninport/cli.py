@@ -21,7 +21,8 @@ from typing import Callable, Iterator
 from ninport.errors import NinportError, safe_text
 
 EXAMPLES = {
-    "convert": "ninport convert reference_models/nin_imagenet/deploy.prototxt --weights nin_imagenet.caffemodel -o out/",
+    "convert": "ninport convert reference_models/nin_imagenet/deploy.prototxt --weights nin_imagenet.caffemodel "
+               "-o out/",
     "inspect": "ninport inspect reference_models/nin_imagenet/deploy.prototxt --input-shape 1,3,227,227",
     "verify": "ninport verify tests/fixtures/caffe-golden/mini_resnet",
     "upgrade": "ninport upgrade reference_models/nin_imagenet/train_val.prototxt -o train_val_new.prototxt",

@@ -205,7 +205,7 @@ def check_onnx(module: Any, path: str | os.PathLike, *, tolerance: float = DEFAU
     for output in description.outputs:
         checks.append(compare_one(output, "output", got_outputs[output],
                                   expected[description.blobs[output].node], tolerance))
-    for output, (node, blob, layer) in logits.items():
+    for node, blob, layer in logits.values():
         if blob in got_logits and got_logits[blob].shape == expected[node].shape:
             checks.append(compare_one(blob, f"logits of Softmax layer {layer}", got_logits[blob], expected[node],
                                       tolerance))

@@ -149,9 +149,8 @@ def test_absurd_num_output_fails_before_allocating_naming_the_layer(tmp_path):
     net.write_text('input: "data"\ninput_dim: 1\ninput_dim: 3\ninput_dim: 8\ninput_dim: 8\n'
                    'layer { name: "big" type: "Convolution" bottom: "data" top: "big"\n'
                    '  convolution_param { num_output: 2000000000 kernel_size: 1 } }\n')
-    from ninport.errors import ShapeError
-
     import ninport
+    from ninport.errors import ShapeError
     with pytest.raises(ShapeError, match='layer "big"'):
         ninport.load(net)
     _assert_one_line_error(run_cli("inspect", str(net)), str(net), '"big"')

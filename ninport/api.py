@@ -1,46 +1,95 @@
-"""The public Python API: load a Caffe net as a torch module."""
+"""The public Python API: load a Caffe net as a torch module, and check what callers pass in.
+
+Arguments are checked here, before any file is read, so a wrong type is a NinportError naming the
+argument (`ninport.load(123)`), never a TypeError from deep inside protobuf or numpy.
+"""
 from __future__ import annotations
 
-import dataclasses
+import numbers
 import os
+import re
 from pathlib import Path
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ninport.caffe import caffe_pb2 as pb2
 from ninport.caffe import io
 from ninport.caffe.shapes import infer_shapes
 from ninport.caffe.spec import NetSpec, load_netspec
 from ninport.caffe.weights import attach_weights, random_weights
-from ninport.description import attach, describe
-from ninport.errors import NinportError, ShapeError
+from ninport.errors import NinportError, ShapeError, safe_text
 
 if TYPE_CHECKING:  # torch is imported by load() only, so reading and inspecting nets stays light
     from torch import fx
 
+PathLike = str | os.PathLike
+Shape = tuple[int, ...]
+InputShape = str | Sequence[int] | Mapping[str, str | Sequence[int]] | Sequence[str] | None
 
-def parse_input_shape(text: str | tuple[int, ...] | list[int]) -> tuple[int, ...]:
-    """'1,3,227,227' (or a tuple) -> (1, 3, 227, 227), refusing non-positive values."""
+
+def check_path(value: Any, argument: str, *, optional: bool = False) -> Path | None:
+    """`value` as a Path, or NinportError naming `argument` when it is not a str / os.PathLike."""
+    if value is None and optional:
+        return None
+    if isinstance(value, (str, os.PathLike)) and not isinstance(value, bytes):
+        text = os.fspath(value)
+        if isinstance(text, str) and text:
+            return Path(text)
+    raise NinportError(f"{argument} must be a file path (str or os.PathLike), got "
+                       f"{'an empty string' if value == '' else type(value).__name__}")
+
+
+def check_int(value: Any, argument: str, *, minimum: int | None = None) -> int:
+    """An integer argument (a bool or a float is refused, not truncated)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise NinportError(f"{argument} must be an integer, got {type(value).__name__} {safe_text(repr(value), 40)}")
+    if minimum is not None and value < minimum:
+        raise NinportError(f"{argument} must be at least {minimum}, got {value}")
+    return int(value)
+
+
+def parse_input_shape(text: str | Sequence[int]) -> Shape:
+    """'1,3,227,227' / '1x3x227x227' (or a sequence of integers) -> (1, 3, 227, 227).
+
+    Every dimension must be a positive integer: a float such as 2.5 is an error, never truncated.
+    """
     if isinstance(text, str):
         try:
-            dims = tuple(int(part) for part in text.replace("x", ",").split(",") if part.strip())
+            dims = tuple(int(part) for part in re.split(r"[,x]", text))  # int() allows the spaces around
         except ValueError:
-            raise ShapeError(f"input shape {text!r}: expected comma-separated integers like 1,3,224,224") from None
+            raise ShapeError(f"input shape {safe_text(repr(text), 60)}: expected comma-separated integers "
+                             "like 1,3,224,224") from None
+    elif isinstance(text, Sequence) or _is_array(text):
+        dims = tuple(text)
+        bad = next((d for d in dims if isinstance(d, bool) or not isinstance(d, numbers.Integral)), None)
+        if bad is not None:
+            raise ShapeError(f"input shape {safe_text(repr(text), 60)}: dimensions must be integers, got "
+                             f"{type(bad).__name__} {safe_text(repr(bad), 20)}")
+        dims = tuple(int(d) for d in dims)
     else:
-        dims = tuple(int(d) for d in text)
+        raise ShapeError(f"input_shape must be a string like '1,3,224,224', a sequence of integers or a dict "
+                         f"per input name, got {type(text).__name__}")
     if not dims or any(d <= 0 for d in dims):
-        raise ShapeError(f"input shape {text!r}: every dimension must be a positive integer")
+        raise ShapeError(f"input shape {safe_text(repr(text), 60)}: every dimension must be a positive integer")
     return dims
 
 
-def input_shapes_for(spec: NetSpec, input_shape) -> dict[str, tuple[int, ...]]:
+def _is_array(value: Any) -> bool:
+    return hasattr(value, "shape") and hasattr(value, "tolist") and getattr(value, "ndim", None) == 1
+
+
+def input_shapes_for(spec: NetSpec, input_shape: InputShape) -> dict[str, Shape]:
     """Per-input shapes from what a caller gave: a shape or "1,3,227,227" (the first input), a dict
     {input: shape}, or a list of "name=1,3,227,227" / "1,3,227,227" strings (the CLI's repeated flag)."""
     first = next(iter(spec.inputs))
-    if isinstance(input_shape, dict):
-        return {name: parse_input_shape(shape) for name, shape in input_shape.items()}
-    if isinstance(input_shape, list) and input_shape and all(isinstance(v, str) for v in input_shape):
-        shapes: dict[str, tuple[int, ...]] = {}
+    if isinstance(input_shape, Mapping):
+        shapes = {}
+        for name, shape in input_shape.items():
+            if not isinstance(name, str):
+                raise ShapeError(f"input_shape: keys must be input names (str), got {type(name).__name__}")
+            shapes[name] = parse_input_shape(shape)
+        return shapes
+    if isinstance(input_shape, (list, tuple)) and input_shape and all(isinstance(v, str) for v in input_shape):
+        shapes = {}
         for item in input_shape:
             name, _, dims = item.rpartition("=")
             shapes[name.strip() or first] = parse_input_shape(dims)
@@ -48,16 +97,16 @@ def input_shapes_for(spec: NetSpec, input_shape) -> dict[str, tuple[int, ...]]:
     return {first: parse_input_shape(input_shape)}
 
 
-def load_spec(prototxt: str | os.PathLike, input_shape=None) -> NetSpec:
+def load_spec(prototxt: PathLike, input_shape: InputShape = None) -> NetSpec:
     """The deploy NetSpec of a prototxt, with `input_shape` (see `input_shapes_for`) applied."""
-    spec = load_netspec(prototxt)
+    spec = load_netspec(check_path(prototxt, "prototxt"))
     if input_shape is not None:
         spec = spec.with_input_shapes(input_shapes_for(spec, input_shape))
     return spec
 
 
-def load(prototxt: str | os.PathLike, weights: str | os.PathLike | None = None, *,
-         input_shape=None, seed: int = 0, phase: str = "TEST", freeze: bool = False) -> "fx.GraphModule":
+def load(prototxt: PathLike, weights: PathLike | None = None, *, input_shape: InputShape = None, seed: int = 0,
+         phase: str = "TEST", freeze: bool = False) -> fx.GraphModule:
     """Convert a Caffe net to a torch.fx.GraphModule (in eval mode for the TEST phase).
 
     `input_shape` (N, C, H, W, or a "1,3,227,227" string, or a dict per input name) overrides the
@@ -69,6 +118,9 @@ def load(prototxt: str | os.PathLike, weights: str | os.PathLike | None = None, 
     TRAIN net of a train_val prototxt in train mode: its data layer's other tops (the labels) become
     inputs and its loss and Accuracy layers are kept, with Caffe's semantics.
     """
+    prototxt = check_path(prototxt, "prototxt")
+    weights = check_path(weights, "weights", optional=True)
+    seed = check_int(seed, "seed", minimum=0)
     from ninport.convert.graph import build_graph_module, warn_random_weights
 
     if phase not in ("TEST", "TRAIN"):
@@ -84,16 +136,16 @@ def load(prototxt: str | os.PathLike, weights: str | os.PathLike | None = None, 
             warn_random_weights(str(prototxt))
     else:
         blobs = attach_weights(spec, table, io.read_caffemodel(weights), str(weights))
-    module = build_graph_module(spec, blobs, table, weights_source=str(weights) if weights is not None else None)
+    module = build_graph_module(spec, blobs, table, weights_source=str(weights) if weights is not None else None,
+                                phase=phase)
     if freeze:
         module.requires_grad_(False)
     if phase == "TRAIN":
-        attach(module, dataclasses.replace(describe(module), phase="TRAIN"))
         module.train()
     return module
 
 
-def _train_spec(prototxt: str | os.PathLike, input_shape) -> NetSpec:
+def _train_spec(prototxt: PathLike, input_shape: InputShape) -> NetSpec:
     """The TRAIN NetSpec; a label input follows the batch size given for the first input."""
     spec = load_netspec(prototxt, phase=pb2.TRAIN)
     if input_shape is None:
@@ -106,7 +158,7 @@ def _train_spec(prototxt: str | os.PathLike, input_shape) -> NetSpec:
     return spec.with_input_shapes(shapes)
 
 
-def default_weights_path(prototxt: str | os.PathLike) -> Path | None:
+def default_weights_path(prototxt: PathLike) -> Path | None:
     """`<stem>.caffemodel` beside the prototxt, if it exists."""
     candidate = Path(prototxt).with_suffix(".caffemodel")
     return candidate if candidate.is_file() else None

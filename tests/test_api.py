@@ -45,3 +45,54 @@ def test_reading_and_inspecting_do_not_import_torch():
                             cwd=REPO, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("call,needle", [
+    (lambda: ninport.load(123), "prototxt must be a file path"),
+    (lambda: ninport.load(NIN_DEPLOY, weights=b"x.caffemodel"), "weights must be a file path"),
+    (lambda: ninport.load(NIN_DEPLOY, seed=1.5), "seed must be an integer"),
+    (lambda: ninport.load_spec(None), "prototxt must be a file path"),
+    (lambda: ninport.load_spec(NIN_DEPLOY, (1, 3, 2.5, 4)), "dimensions must be integers, got float"),
+    (lambda: ninport.load_spec(NIN_DEPLOY, (1, 3, True, 4)), "dimensions must be integers, got bool"),
+    (lambda: ninport.load_spec(NIN_DEPLOY, 224), "input_shape must be"),
+    (lambda: ninport.convert_files(NIN_DEPLOY, out_dir=5), "out_dir must be a file path"),
+])
+def test_wrong_argument_types_name_the_argument(call, needle):
+    with pytest.raises(ninport.NinportError, match=needle):
+        call()
+
+
+def test_float_input_shape_is_refused_not_truncated():
+    """(1, 3, 227.9, 227.9) once became 227x227 silently."""
+    with pytest.raises(ninport.ShapeError):
+        ninport.load_spec(NIN_DEPLOY, (1, 3, 227.9, 227.9))
+    assert ninport.load_spec(NIN_DEPLOY, "1,3,227,227").inputs["data"] == (1, 3, 227, 227)
+    import numpy as np
+
+    assert ninport.load_spec(NIN_DEPLOY, np.array([1, 3, 227, 227])).inputs["data"] == (1, 3, 227, 227)
+
+
+def test_a_missing_optional_package_is_refused_before_the_export(tmp_path, monkeypatch):
+    """--format safetensors must not fail after a long export: the package is checked first."""
+    import importlib.util
+
+    import ninport.conversion
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "safetensors" else real(name, *a))
+    monkeypatch.setattr(ninport, "load", lambda *a, **k: pytest.fail("the net was loaded first"))
+    with pytest.raises(ninport.ExportError, match="needs the `safetensors` package"):
+        ninport.convert_files(NIN_DEPLOY, out_dir=tmp_path, formats=("onnx", "safetensors"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_convert_files_returns_what_it_did(tmp_path):
+    pytest.importorskip("onnxruntime")
+    case = VENDORED_GOLDEN / "conv_group2"
+    stages = []
+    result = ninport.convert_files(case / "net.prototxt", case / "weights.caffemodel", tmp_path,
+                                   progress=stages.append)
+    assert isinstance(result, ninport.ConversionResult)
+    assert result.written == {"onnx": tmp_path / "net.onnx"} and result.weights == case / "weights.caffemodel"
+    assert result.description.outputs == ("out",) and result.check.passed
+    assert [s.split()[0] for s in stages] == ["reading", "exporting", "checking"]

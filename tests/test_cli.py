@@ -17,6 +17,17 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
+def is_progress(line: str) -> bool:
+    """A stage line (`ninport: exporting ONNX to out/net.onnx...`), logged on stderr when not on a terminal."""
+    return line.startswith("ninport: ") and line.endswith("...") and not line.startswith(
+        ("ninport: error", "ninport: warning", "ninport: internal error"))
+
+
+def messages(stderr: str) -> list[str]:
+    """stderr without the progress lines: errors and warnings."""
+    return [line for line in stderr.strip().splitlines() if not is_progress(line)]
+
+
 def test_version_and_help():
     assert run_cli("--version").stdout.startswith("ninport ")
     for verb in ("convert", "inspect", "verify", "upgrade", "predict"):
@@ -68,7 +79,7 @@ def test_error_is_one_line_without_traceback(tmp_path):
     bad.write_text('name: "x"\nlayer { name: "a" type: "ReLU" bottom: "nothing" top: "a" \n')
     result = run_cli("inspect", str(bad))
     assert result.returncode == 1
-    lines = result.stderr.strip().splitlines()
+    lines = messages(result.stderr)
     assert len(lines) == 1 and lines[0].startswith("ninport: error: ") and str(bad) in lines[0]
     assert "Traceback" not in result.stderr
 
@@ -101,7 +112,7 @@ def test_upgrade_refuses_to_overwrite_its_input():
 
 def _assert_one_line_error(result, *needles):
     assert result.returncode == 1, result.stdout + result.stderr
-    lines = result.stderr.strip().splitlines()
+    lines = messages(result.stderr)
     assert len(lines) == 1 and lines[0].startswith("ninport: error: "), result.stderr
     for needle in needles:
         assert needle in lines[0], lines[0]
@@ -138,9 +149,8 @@ def test_absurd_num_output_fails_before_allocating_naming_the_layer(tmp_path):
     net.write_text('input: "data"\ninput_dim: 1\ninput_dim: 3\ninput_dim: 8\ninput_dim: 8\n'
                    'layer { name: "big" type: "Convolution" bottom: "data" top: "big"\n'
                    '  convolution_param { num_output: 2000000000 kernel_size: 1 } }\n')
-    from ninport.errors import ShapeError
-
     import ninport
+    from ninport.errors import ShapeError
     with pytest.raises(ShapeError, match='layer "big"'):
         ninport.load(net)
     _assert_one_line_error(run_cli("inspect", str(net)), str(net), '"big"')
@@ -153,8 +163,16 @@ def test_convert_reports_and_checks_the_onnx_file(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "inputs data [1, 8, 12, 12] (batch dynamic), outputs prob" in result.stdout
     assert f"wrote {tmp_path / 'net.onnx'}" in result.stdout
-    assert "checked: onnxruntime runs net.onnx with the torch model's numbers" in result.stdout
-    assert result.stderr == ""
+    # the self-check says what it compared: the output and the logits the final Softmax reads
+    assert ("checked: onnxruntime runs net.onnx with the torch model's numbers on prob (output), "
+            "fc (logits of Softmax layer prob)") in result.stdout
+    # not on a terminal, the stages are logged on stderr, one line each, and nothing else is
+    stages = result.stderr.strip().splitlines()
+    assert all(is_progress(line) for line in stages), stages
+    assert any("exporting ONNX to" in line for line in stages) and any("onnxruntime" in line for line in stages)
+    quiet = run_cli("convert", str(case / "net.prototxt"), "--weights", str(case / "weights.caffemodel"),
+                    "-o", str(tmp_path), "--quiet", "--no-check")
+    assert quiet.returncode == 0 and quiet.stderr == ""
 
 
 def test_convert_without_weights_says_random(tmp_path):
@@ -216,6 +234,30 @@ def test_inspect_json_has_the_nin_table():
     info = json.loads(result.stdout)
     shapes = {row["layer"]: row["output_shapes"][0] for row in info["layers"]}
     assert [shapes[l][2] for l in ("conv1", "pool0", "pool2", "pool3", "pool4")] == [55, 27, 13, 6, 1]
-    assert info["total_weights"] == 7_595_176 and info["outputs"] == ["pool4"]
+    assert info["total_parameters"] == 7_595_176 and info["total_statistics"] == 0 and info["outputs"] == ["pool4"]
     relu0 = next(row for row in info["layers"] if row["layer"] == "relu0")
-    assert relu0["in_place"] and relu0["weights"] == 0
+    assert relu0["in_place"] and relu0["parameters"] == 0
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["inspect", str(NIN_DEPLOY), "--input-shape", "1,3,x"], "--input-shape"),
+    (["inspect", str(NIN_DEPLOY), "--input-shape", "1,3,0,5"], "positive"),
+    (["verify", str(VENDORED_GOLDEN / "mini_resnet"), "--tolerance", "nan"], "--tolerance"),
+    (["verify", str(VENDORED_GOLDEN / "mini_resnet"), "--seed", "-3"], "--seed"),
+    (["convert", str(NIN_DEPLOY), "--format", "onnx,tflite", "-o", "/nonexistent/out"], "tflite"),
+    (["inspect"], "prototxt"),
+])
+def test_bad_values_are_exit_1_with_one_line(args, needle):
+    _assert_one_line_error(run_cli(*args), needle)
+
+
+def test_warnings_are_one_line_each_and_escaped(tmp_path):
+    """A NinportWarning carrying file text (here the prototxt path) is printed on one line, escaped."""
+    folder = tmp_path / "we\x1bird"
+    folder.mkdir()
+    net = folder / "net.prototxt"
+    net.write_text((VENDORED_GOLDEN / "conv_group2" / "net.prototxt").read_text())
+    result = run_cli("convert", str(net), "-o", str(tmp_path / "o"), "--no-check")
+    assert result.returncode == 0, result.stderr
+    [warning] = messages(result.stderr)
+    assert warning.startswith("ninport: warning: ") and "we\\x1bird" in warning and "\x1b" not in result.stderr

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -33,7 +34,9 @@ def test_predict_matches_transform_plus_model(tmp_path):
     result = run_cli("predict", str(CASE / "net.prototxt"), str(path), "--weights", str(CASE / "weights.caffemodel"),
                      "--mean-values", "104,117,123", "--json")
     assert result.returncode == 0, result.stderr
-    [entry] = json.loads(result.stdout)
+    report = json.loads(result.stdout)
+    [entry] = report["predictions"]
+    assert report["preprocessing"]["mean_values"] == [104, 117, 123] and report["preprocessing"]["crop"] == 0
     blob = caffe_transform(image, mean_values=(104, 117, 123))
     expected = _expected_top(CASE / "net.prototxt", CASE / "weights.caffemodel", blob)
     assert [t["class"] for t in entry["top"]] == [c for c, _ in expected]
@@ -51,7 +54,8 @@ def test_predict_reads_image_files_with_labels(tmp_path):
     from_png = run_cli("predict", str(CASE / "net.prototxt"), str(png), *args)
     from_npy = run_cli("predict", str(CASE / "net.prototxt"), str(npy), *args)
     assert from_png.returncode == 0, from_png.stderr
-    assert from_png.stdout.splitlines()[1:] == from_npy.stdout.splitlines()[1:]
+    assert from_png.stdout.splitlines()[2:] == from_npy.stdout.splitlines()[2:]
+    assert from_png.stdout.startswith("preprocessing: resize to 10x10 (the net's input size); no crop; no mean")
     assert "1. class" in from_png.stdout and "class-" in from_png.stdout and "3. class" not in from_png.stdout
 
 
@@ -65,7 +69,7 @@ def test_predict_nin_resize_crop_and_mean(tmp_path):
     blob = caffe_transform(cv2.resize(image, (256, 256), interpolation=cv2.INTER_LINEAR), crop_size=224,
                            mean_values=(104, 117, 123))
     expected = _expected_top(case.prototxt, case.weights, blob)
-    assert [t["class"] for t in json.loads(result.stdout)[0]["top"]] == [c for c, _ in expected]
+    assert [t["class"] for t in json.loads(result.stdout)["predictions"][0]["top"]] == [c for c, _ in expected]
 
 
 def test_predict_errors_are_one_line(tmp_path):
@@ -76,3 +80,110 @@ def test_predict_errors_are_one_line(tmp_path):
     too_small = run_cli("predict", str(CASE / "net.prototxt"), str(path), "--weights", str(CASE / "weights.caffemodel"),
                         "--crop", "12")
     assert too_small.returncode == 1 and len(too_small.stderr.strip().splitlines()) == 1
+
+
+# --- the preprocessing rules: said, and warned about where they are a guess -------------------------
+
+MEMORY_DATA = """layer { name: "data" type: "MemoryData" top: "data" top: "label"
+        memory_data_param { batch_size: 1 channels: 3 height: 8 width: 8 }
+        %s }
+layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" inner_product_param { num_output: 4 } }
+"""
+
+
+def _prototxt(tmp_path, transform: str = ""):
+    path = tmp_path / "net.prototxt"
+    path.write_text(MEMORY_DATA % transform)
+    return path
+
+
+def _resolve(tmp_path, transform: str = "", **kwargs):
+    spec = ninport.load_spec(_prototxt(tmp_path, transform))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pre = ninport.resolve_preprocessing(spec.source, spec.inputs["data"], spec.preprocess, **kwargs)
+    return pre, [str(w.message) for w in caught if issubclass(w.category, ninport.NinportWarning)]
+
+
+def test_no_mean_anywhere_warns_raw_pixels(tmp_path):
+    pre, said = _resolve(tmp_path)
+    assert not pre.subtracts_mean and "no mean (raw 0-255 pixels)" in pre.describe()
+    assert len(said) == 1 and "raw 0-255 pixels" in said[0]
+    pre, said = _resolve(tmp_path, mean_values=[1, 2, 3])
+    assert pre.mean_values == (1.0, 2.0, 3.0) and not said
+
+
+def test_the_prototxt_mean_values_are_used_and_said(tmp_path):
+    pre, said = _resolve(tmp_path, "transform_param { mean_value: 104 mean_value: 117 mean_value: 123 scale: 0.5 }")
+    assert pre.mean_values == (104.0, 117.0, 123.0) and pre.scale == 0.5 and not said
+    assert "mean values 104,117,123 (the prototxt's transform_param)" in pre.describe()
+    assert "scale 0.5 (the prototxt's transform_param)" in pre.describe()
+
+
+def test_missing_mean_file_of_the_prototxt_warns(tmp_path):
+    pre, said = _resolve(tmp_path, 'transform_param { mean_file: "missing.binaryproto" }')
+    assert not pre.subtracts_mean and len(said) == 1 and "missing.binaryproto" in said[0] and "NO mean" in said[0]
+
+
+def test_mean_file_beside_the_prototxt_is_read(tmp_path):
+    from ninport.caffe import caffe_pb2
+
+    blob = caffe_pb2.BlobProto()
+    blob.shape.dim.extend([1, 3, 9, 9])
+    blob.data.extend([7.0] * 3 * 81)
+    (tmp_path / "mean.binaryproto").write_bytes(blob.SerializeToString())
+    pre, said = _resolve(tmp_path, 'transform_param { mean_file: "mean.binaryproto" }', crop=8)
+    assert not said and pre.resize == (9, 9) and pre.crop == 8 and pre.mean.shape == (3, 9, 9)
+    assert pre.describe().startswith("resize to 9x9 (the mean image's size); center crop 8 (given); mean image")
+
+
+def test_non_square_image_squashed_without_crop_warns(tmp_path):
+    image = np.random.default_rng(3).integers(0, 256, (8, 16, 3), dtype=np.uint8)
+    path = tmp_path / "wide.npy"
+    np.save(path, image)
+    pytest.importorskip("cv2")
+    with pytest.warns(ninport.NinportWarning) as caught:
+        result = ninport.classify(_prototxt(tmp_path), [path], mean_values=[100.0], top=2)
+    said = [str(w.message) for w in caught]
+    assert any("8x16 image is squashed to 8x8 without a crop" in m for m in said), said
+    assert [c.index for c in result.predictions[0].top] == [c for c, _ in top_classes(
+        ninport.load(_prototxt(tmp_path))(torch.from_numpy(caffe_transform(
+            __import__("cv2").resize(image, (8, 8), interpolation=1), mean_values=[100.0]))).detach().numpy(), 2)]
+    square = tmp_path / "square.npy"
+    np.save(square, image[:, :8])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ninport.classify(_prototxt(tmp_path), [square], mean_values=[100.0])
+    assert not [str(w.message) for w in caught if "is squashed to" in str(w.message)]
+
+
+def test_arguments_are_checked_before_the_net_is_loaded(tmp_path, monkeypatch):
+    import ninport.api
+
+    def never(*args, **kwargs):
+        raise AssertionError("the net was loaded before the arguments were checked")
+
+    monkeypatch.setattr(ninport.api, "load", never)
+    _, image = _image(tmp_path)
+    with pytest.raises(ninport.ParseError, match="nope.jpg: no such file"):
+        ninport.classify(CASE / "net.prototxt", [tmp_path / "nope.jpg"], mean_values=[1.0])
+    with pytest.raises(ninport.ParseError, match="labels"):
+        ninport.classify(CASE / "net.prototxt", [image], mean_values=[1.0], labels=tmp_path / "labels.txt")
+    with pytest.raises(ninport.NinportError, match="top must be at least 1"):
+        ninport.classify(CASE / "net.prototxt", [image], top=0)
+    with pytest.raises(ninport.PreprocessError, match="crop must be a positive integer"):
+        ninport.classify(CASE / "net.prototxt", [image], crop=2.5)
+    with pytest.raises(ninport.PreprocessError, match="the net takes 10x10"):
+        ninport.classify(CASE / "net.prototxt", [image], crop=8)
+
+
+@pytest.mark.parametrize("flag,value,needle", [
+    ("--mean-values", "104,abc", "--mean-values"), ("--top", "-1", "--top"), ("--crop", "0", "--crop"),
+    ("--scale", "nan", "--scale"), ("--resize", "0,5", "--resize"),
+])
+def test_bad_flag_values_are_exit_1_naming_the_flag(tmp_path, flag, value, needle):
+    _, image = _image(tmp_path)
+    result = run_cli("predict", str(CASE / "net.prototxt"), str(image), flag, value)
+    assert result.returncode == 1, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("ninport: error: ") and needle in line and "Traceback" not in result.stderr

@@ -47,7 +47,8 @@ def python_identifier(name: str, used: set[str], fallback: str = "layer") -> str
 
 
 def build_graph_module(spec: NetSpec, weights: dict[str, list[np.ndarray]],
-                       table: ShapeTable | None = None, *, weights_source: str | None = None) -> fx.GraphModule:
+                       table: ShapeTable | None = None, *, weights_source: str | None = None,
+                       phase: str = "TEST") -> fx.GraphModule:
     """Build the GraphModule and attach its NetDescription; `weights` maps layer name -> blobs (Caffe layout)."""
     table = table or infer_shapes(spec)
     root = nn.Module()
@@ -103,7 +104,7 @@ def build_graph_module(spec: NetSpec, weights: dict[str, list[np.ndarray]],
         outputs=tuple(spec.outputs),
         blobs={blob: BlobRecord(blob, node.name, blob_layer[blob], tuple(table.blobs[blob]))
                for blob, node in blob_node.items()},
-        layers=tuple(layer_records), weights=weights_source, preprocess=spec.preprocess))
+        layers=tuple(layer_records), weights=weights_source, preprocess=spec.preprocess, phase=phase))
     gm.eval()
     return gm
 

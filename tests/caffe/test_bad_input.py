@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import re
 import tracemalloc
-from contextlib import contextmanager
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -278,7 +278,8 @@ def test_output_shape_collapses_to_zero(tmp_path):
 
 
 def test_reshape_to_zero_elements(tmp_path):
-    text = NET + 'layer { name: "r" type: "Reshape" bottom: "fc" top: "r" reshape_param { shape { dim: 0 dim: 0 dim: 0 } } }\n'
+    text = NET + ('layer { name: "r" type: "Reshape" bottom: "fc" top: "r" '
+                  'reshape_param { shape { dim: 0 dim: 0 dim: 0 } } }\n')
     message = load_fails(ShapeError, write(tmp_path, text))
     assert 'layer "r"' in message
 
@@ -388,7 +389,7 @@ def test_random_bytes_caffemodel(tmp_path, v1_case):
 
     proto, _ = v1_case
     rng = np.random.default_rng(7)
-    for i in range(20):
+    for _ in range(20):
         weights = write(tmp_path, rng.integers(0, 256, int(rng.integers(1, 4000)), dtype=np.uint8).tobytes(),
                         "w.caffemodel")
         message = load_fails(NinportError, proto, weights)
@@ -447,7 +448,8 @@ def test_weights_shapes_after_input_change(tmp_path, v1_case):
 
 def test_blob_count_mismatch(tmp_path, v1_case):
     _, weights = v1_case
-    proto = write(tmp_path, V1_NET.replace("num_output: 6 kernel_size: 3", "num_output: 6 bias_term: false kernel_size: 3"))
+    proto = write(tmp_path, V1_NET.replace("num_output: 6 kernel_size: 3",
+                                           "num_output: 6 bias_term: false kernel_size: 3"))
     message = load_fails(WeightsError, proto, write(tmp_path, weights, "w.caffemodel"))
     assert 'layer "conv1"' in message and "2 blobs" in message and "implies 1" in message
 
@@ -461,11 +463,22 @@ def test_missing_layer_weights(tmp_path, v1_case):
 
 
 def test_weights_for_a_layer_that_has_none(tmp_path, v1_case):
-    _, weights = v1_case
-    proto = write(tmp_path, V1_NET.replace('name: "fc" type: INNER_PRODUCT', 'name: "fc0" type: INNER_PRODUCT')
-                  .replace('name: "norm1"', 'name: "fc"'))
-    message = load_fails(WeightsError, proto, write(tmp_path, weights, "w.caffemodel"))
-    assert 'layer "fc' in message
+    """The caffemodel holds blobs for `norm1`, an LRN (no weights in Caffe): refused, naming both types.
+    Every weighted layer still finds its weights, so only the weightless-layer check can fire."""
+    from ninport.caffe import caffe_pb2 as pb2
+
+    proto, weights = v1_case
+    net = pb2.NetParameter.FromString(weights)
+    layers = net.layers if len(net.layers) else net.layer
+    conv = next(layer for layer in layers if layer.name == "conv1")
+    norm = next((layer for layer in layers if layer.name == "norm1"), None)
+    if norm is None:
+        norm = layers.add()
+        norm.name = "norm1"
+        norm.type = pb2.V1LayerParameter.LRN if layers is net.layers else "LRN"
+    norm.blobs.extend(conv.blobs)
+    message = load_fails(WeightsError, proto, write(tmp_path, net.SerializeToString(), "w.caffemodel"))
+    assert 'layer "norm1"' in message and "2 blobs" in message and "has no weights" in message
 
 
 def test_blob_data_count_disagrees_with_its_shape(tmp_path):
@@ -480,7 +493,8 @@ def test_blob_data_count_disagrees_with_its_shape(tmp_path):
     layer.blobs.add().data.extend([0.0, 0.0])
     layer.blobs[1].shape.dim.append(2)
     text = ('layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 } } }\n'
-            'layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" inner_product_param { num_output: 2 } }\n')
+            'layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" '
+            'inner_product_param { num_output: 2 } }\n')
     message = load_fails(WeightsError, write(tmp_path, text),
                          write(tmp_path, net.SerializeToString(), "w.caffemodel"))
     assert 'layer "fc"' in message and "6" in message and "5" in message

@@ -1,0 +1,89 @@
+"""`ninport.verify`: a typed report; blobs present on one side only fail instead of being skipped."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+import ninport
+from ninport.verification import CAFFE_SPLIT_BLOB, compare_all
+from tests.conftest import VENDORED_GOLDEN
+
+
+def test_golden_folder_report_is_typed_and_passes():
+    report = ninport.verify(VENDORED_GOLDEN / "mini_resnet", opencv=False, onnx=False)
+    assert report.passed and len(report.comparisons) == 1
+    [caffe] = report.comparisons
+    assert caffe.reference == "Caffe (golden mini_resnet)" and not caffe.uncompared
+    # Caffe's own split copies are the only blobs left out, and they exist in the golden file
+    assert [r.name for r in caffe.rows] == ["data", "a", "b", "proj", "add"]
+    assert caffe.verdict() == "5 blobs compared: PASS"
+
+
+def _golden_copy(tmp_path, case: str, drop: str | None = None, add: str | None = None):
+    folder = tmp_path / case
+    shutil.copytree(VENDORED_GOLDEN / case, folder)
+    with np.load(folder / "blobs.npz") as data:
+        blobs = {k: data[k] for k in data.files}
+    if drop:
+        del blobs[drop]
+    if add:
+        blobs[add] = np.zeros(3, np.float32)
+    np.savez(folder / "blobs.npz", **blobs)
+    return folder
+
+
+def test_a_blob_missing_from_the_golden_file_fails(tmp_path):
+    report = ninport.verify(_golden_copy(tmp_path, "mini_resnet", drop="proj"), opencv=False, onnx=False)
+    [caffe] = report.comparisons
+    assert not report.passed and caffe.missing_in_reference == ("proj",)
+    assert all(r.passed for r in caffe.rows)  # every compared blob agrees: only the gap fails
+    assert caffe.verdict() == "4 blobs compared, 1 uncompared: FAIL: not in the reference: 'proj'"
+
+
+def test_a_golden_blob_ninport_does_not_compute_fails(tmp_path):
+    report = ninport.verify(_golden_copy(tmp_path, "mini_resnet", add="extra"), opencv=False, onnx=False)
+    [caffe] = report.comparisons
+    assert not report.passed and caffe.missing_in_ninport == ("extra",)
+    assert "not computed by ninport: 'extra'" in caffe.verdict()
+
+
+def test_caffe_split_blobs_are_the_only_exception():
+    assert CAFFE_SPLIT_BLOB.search("data_data_0_split_1") and not CAFFE_SPLIT_BLOB.search("split_layer")
+    ours = {"a": np.ones(2)}
+    comparison = compare_all(ours, {"a": np.ones(2), "a_a_0_split_0": np.ones(2), "b": np.ones(2)}, ["a"], "r", 1e-5)
+    assert comparison.missing_in_ninport == ("b",)
+
+
+def test_cli_verify_fails_with_exit_3_on_an_uncompared_blob(tmp_path):
+    from tests.test_cli import run_cli
+
+    result = run_cli("verify", str(_golden_copy(tmp_path, "mini_resnet", drop="proj")), "--no-opencv", "--no-onnx")
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "not in the reference: 'proj'" in result.stdout and "PASS" not in result.stdout.splitlines()[-1]
+
+
+def test_golden_inputs_must_match_the_net(tmp_path):
+    folder = _golden_copy(tmp_path, "mini_resnet")
+    np.savez(folder / "inputs.npz", other=np.zeros((1, 3), np.float32))
+    with pytest.raises(ninport.NinportError, match="no array for the net's input 'data'"):
+        ninport.verify(folder, opencv=False, onnx=False)
+
+
+def test_opencv_and_onnxruntime_without_golden():
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("cv2")
+    case = VENDORED_GOLDEN / "legacy_v0"
+    report = ninport.verify(case / "net.prototxt", weights=case / "weights.caffemodel")
+    assert report.passed and report.inputs_source == "seeded random inputs (seed 0)"
+    assert [c.reference for c in report.comparisons] == ["OpenCV 4.x dnn", "onnxruntime (exported ONNX)"]
+
+
+@pytest.mark.parametrize("kwargs,needle", [
+    ({"tolerance": float("nan")}, "tolerance"), ({"tolerance": -1.0}, "tolerance"), ({"seed": 1.5}, "seed"),
+    ({"weights": 7}, "weights"),
+])
+def test_bad_arguments_name_the_argument(kwargs, needle):
+    with pytest.raises(ninport.NinportError, match=needle):
+        ninport.verify(VENDORED_GOLDEN / "mini_resnet", opencv=False, onnx=False, **kwargs)

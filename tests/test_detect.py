@@ -86,7 +86,7 @@ def test_predict_on_a_detector_prints_boxes_in_image_pixels_and_draws(tmp_path, 
                  "--mean-values", "127.5,127.5,127.5", "--scale", "0.007843", "--labels", str(labels),
                  "--draw", str(drawing), "--json"])
     assert code == 0
-    (report,) = json.loads(capsys.readouterr().out)
+    (report,) = json.loads(capsys.readouterr().out)["predictions"]
     rows = np.load(MINI_SSD / "blobs.npz")["detection_out"][0, 0]
     assert len(report["detections"]) == len(rows)
     for found, row in zip(report["detections"], rows):
@@ -103,4 +103,5 @@ def test_predict_on_a_detector_text_output(tmp_path, capsys):
                  "--mean-values", "127.5,127.5,127.5", "--scale", "0.007843"])
     assert code == 0
     lines = capsys.readouterr().out.splitlines()
+    assert lines.pop(0).startswith("preprocessing: ")
     assert lines[0].endswith("image.npy") and lines[1].strip().startswith("label ") and " score " in lines[1]

@@ -21,7 +21,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.models import DEFAULT_CACHE, MODELS, REPO, exported_onnx, generated_caffemodel
+from benchmarks.models import (
+    DEFAULT_CACHE,
+    MODELS,
+    REPO,
+    exported_onnx,
+    generated_caffemodel,
+)
 
 LOAD_PEERS = {"ninport_load": "ninport.load", "protobuf_naive": "protobuf ParseFromString + np.array",
               "opencv": "cv2.dnn.readNetFromCaffe", "read_file": "read file from page cache"}
@@ -172,23 +178,25 @@ def format_table(result: dict) -> str:
     lines.append(f"machine: {m['cpu']}, {m['cores']} cores; torch {m['torch']}, onnxruntime {m['onnxruntime']}, "
                  f"OpenCV {m['opencv']}; fp32 matmul peak "
                  + ", ".join(f"{v:.0f} GFLOP/s @ {k.split('_')[-1]}" for k, v in m.items()
-                             if k.startswith("matmul_peak")))
+                             if k.startswith("matmul_peak"))
+                 + (f" (nominal {m['nominal_fp32_gflops_per_core']:.0f} GFLOP/s per core at the reported clock)"
+                    if m.get("nominal_fp32_gflops_per_core") else ""))
     lines.append("ratios are ninport time / peer time (< 1 means ninport is faster); medians of interleaved rounds")
     load = [r for r in rows if r["section"] == "load"]
     if load:
         lines += ["", "LOAD (fresh process each; peak RSS: operation's own / whole process)",
-                  f"{'model':6s} {'method':38s} {'median s':>9s} {'ninport/this':>12s} {'op peak MiB':>11s} "
-                  f"{'proc peak MiB':>13s}"]
+                  (f"{'model':6s} {'method':38s} {'median s':>9s} {'ninport/this':>12s} {'op peak MiB':>11s} "
+                  f"{'proc peak MiB':>13s}")]
         for r in load:
             ratio = "" if r["ninport_over_this"] is None else f"{r['ninport_over_this']:.2f}"
             lines.append(f"{r['model']:6s} {r['method']:38s} {r['median_s']:9.3f} {ratio:>12s} "
                          f"{r['op_peak_rss_mib']:11.0f} {r['process_peak_rss_mib']:13.0f}")
     run = [r for r in rows if r["section"] == "runtime"]
     if run:
-        lines += ["", f"RUNTIME NIN 224x224 ({m.get('nin_gflop_per_image', 0):.2f} GFLOP/image; "
-                  "% of the measured matmul peak at the same thread count)",
-                  f"{'thr':>3s} {'batch':>5s} {'engine':34s} {'ms/batch':>9s} {'img/s':>7s} {'GFLOP/s':>8s} "
-                  f"{'%peak':>6s} {'/onnxrt':>8s} {'/OpenCV':>8s} {'max rel diff':>12s}"]
+        lines += ["", (f"RUNTIME NIN 224x224 ({m.get('nin_gflop_per_image', 0):.2f} GFLOP/image; "
+                  "% of the measured matmul peak at the same thread count)"),
+                  (f"{'thr':>3s} {'batch':>5s} {'engine':34s} {'ms/batch':>9s} {'img/s':>7s} {'GFLOP/s':>8s} "
+                  f"{'%peak':>6s} {'/onnxrt':>8s} {'/OpenCV':>8s} {'max rel diff':>12s}")]
         for r in sorted(run, key=lambda r: (r["threads"], r["batch"])):
             lines.append(f"{r['threads']:3d} {r['batch']:5d} {r['engine']:34s} {r['median_s'] * 1e3:9.1f} "
                          f"{r['images_per_s']:7.1f} {r['gflops']:8.1f} {r['pct_of_matmul_peak']:6.1f} "
@@ -210,6 +218,19 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _nominal_peak_per_core() -> float | None:
+    """32 FLOP/cycle (two 8-wide fp32 FMA pipes, AVX2+FMA as on Zen 3 / Skylake client) x the
+    clock /proc/cpuinfo reports; None when the CPU lacks AVX2/FMA or the clock is unknown."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            text = f.read()
+        mhz = float(next(line.split(":")[1] for line in text.splitlines() if line.startswith("cpu MHz")))
+        flags = next(line.split(":")[1].split() for line in text.splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration, ValueError):
+        return None
+    return 32 * mhz / 1000 if "avx2" in flags and "fma" in flags else None
+
+
 def machine_info() -> dict:
     import cv2
     import onnxruntime
@@ -221,7 +242,7 @@ def machine_info() -> dict:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+    return {"cpu": cpu, "cores": os.cpu_count(), "nominal_fp32_gflops_per_core": _nominal_peak_per_core(), "python": platform.python_version(), "torch": torch.__version__,
             "onnxruntime": onnxruntime.__version__, "opencv": cv2.__version__,
             "load_average_at_start": os.getloadavg()[0]}
 
@@ -259,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         onnx = exported_onnx("NIN", models["NIN"], args.cache)
         rows, machine = bench_runtime(models["NIN"], onnx, [int(t) for t in args.threads.split(",")],
                                       args.batches, args.runtime_rounds or (2 if quick else 9),
-                                      args.matmul_n or (512 if quick else 2048), options=not args.no_options,
+                                      args.matmul_n or (1024 if quick else 2048), options=not args.no_options,
                                       compile_=args.compile, say=say)
         result["rows"] += rows
         result["machine"].update(machine)

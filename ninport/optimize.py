@@ -1,0 +1,167 @@
+"""Opt-in CPU inference speed-ups for a converted net: `optimize(module)`.
+
+Kept because they pay off on NIN at batch 8 (measured against onnxruntime in the same run, see
+benchmarks/README.md):
+- each Conv2d runs as one oneDNN convolution (`torch.ops.mkldnn._convolution_pointwise`) on
+  channels_last activations, with its weights reordered once into oneDNN's blocked layout
+  (re-packed if the weights change);
+- a ReLU that is the convolution's only user is fused into it as a oneDNN post-op, and its graph
+  node is dropped (its submodule stays, unused, so submodule and state-dict names are unchanged).
+Measured and dropped: channels_last alone, ReLU in place after an unfused conv, and
+torch.fx.experimental.optimization.optimize_for_inference (slower than the above); torch.compile
+(its compile time does not pay back within one benchmark run on a 2-core CPU).
+
+The result is still a torch.fx.GraphModule named after the Caffe layers, sharing the original's
+parameters. Anything not recognised is left as it was. The fast path runs only where it applies
+(CPU, float32, 4-D input, no autograd); elsewhere each layer computes exactly what it did before.
+Export ONNX / .pt2 from the unoptimized module: the oneDNN op is CPU-runtime only.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from ninport.convert.layers.activation import Elementwise
+
+_POST_OPS = ("relu", "none")
+
+
+def onednn_available() -> bool:
+    """Whether this torch build has oneDNN (mkldnn) and the fused convolution op."""
+    return bool(torch.backends.mkldnn.is_available()) and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+
+
+class OneDNNConv2d(nn.Conv2d):
+    """A Conv2d (same `weight` / `bias`) computed by oneDNN, optionally with a fused ReLU."""
+
+    def __init__(self, conv: nn.Conv2d, post_op: str):
+        if post_op not in _POST_OPS:
+            raise ValueError(f"post_op must be one of {_POST_OPS}, not {post_op!r}")
+        super().__init__(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+                         padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
+                         bias=conv.bias is not None, device="meta")
+        self.weight = conv.weight  # shared with the unoptimized module, not copied
+        self.bias = conv.bias
+        self.post_op = post_op
+        self._packed: torch.Tensor | None = None
+        self._packed_key: tuple | None = None
+        self._onednn_failed = False
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", post_op={self.post_op}, onednn"
+
+    def _reference(self, x: torch.Tensor) -> torch.Tensor:
+        y = self._conv_forward(x, self.weight, self.bias)
+        return F.relu(y) if self.post_op == "relu" else y
+
+    def _use_onednn(self, x: torch.Tensor) -> bool:
+        grad = torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad
+                                            or (self.bias is not None and self.bias.requires_grad))
+        return (not self._onednn_failed and not grad and x.dim() == 4 and x.device.type == "cpu"
+                and x.dtype == torch.float32 and self.weight.dtype == torch.float32
+                and self.weight.device.type == "cpu")
+
+    def _packed_weight(self) -> torch.Tensor:
+        """The weight reordered for oneDNN; packed again when the parameter changes."""
+        key = (self.weight.data_ptr(), self.weight._version, tuple(self.weight.shape))
+        if self._packed is None or self._packed_key != key:
+            with torch.no_grad():
+                dense = self.weight.detach().contiguous(memory_format=torch.channels_last)
+                self._packed = torch._C._nn.mkldnn_reorder_conv2d_weight(
+                    dense.to_mkldnn(), list(self.padding), list(self.stride), list(self.dilation), self.groups)
+            self._packed_key = key
+        return self._packed
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self._use_onednn(x):
+            return self._reference(x)
+        try:
+            return torch.ops.mkldnn._convolution_pointwise(
+                x.contiguous(memory_format=torch.channels_last), self._packed_weight(), self.bias,
+                list(self.padding), list(self.stride), list(self.dilation), self.groups, self.post_op, [], "")
+        except RuntimeError:  # a shape or build oneDNN refuses: compute it the plain way from now on
+            self._onednn_failed = True
+            return self._reference(x)
+
+
+def _eligible_conv(module: nn.Module) -> bool:
+    return (type(module) is nn.Conv2d and module.padding_mode == "zeros"
+            and isinstance(module.padding, tuple) and module.weight.dim() == 4)
+
+
+def _is_relu(node: fx.Node, owner: fx.GraphModule) -> bool:
+    """A node computing a plain ReLU of its single argument (module or function form)."""
+    if len(node.args) != 1 or node.kwargs:
+        return False
+    if node.op == "call_module":
+        module = owner.get_submodule(node.target)
+        return type(module) is nn.ReLU or (type(module) is Elementwise and module.kind == "relu")
+    if node.op == "call_function":
+        return node.target in (F.relu, torch.relu)
+    return False
+
+
+def optimize(module: fx.GraphModule) -> fx.GraphModule:
+    """A faster CPU-inference copy of `module` (a ninport.load() result or any fx GraphModule).
+
+    Parameters are shared with `module`, which is left unchanged. Numbers match the unoptimized
+    module to float32 rounding (different summation order inside oneDNN).
+    """
+    if not isinstance(module, fx.GraphModule):
+        raise TypeError(f"optimize() needs a torch.fx.GraphModule, not {type(module).__name__}")
+    fast = fx.GraphModule(module, copy.deepcopy(module.graph), class_name=type(module).__name__)
+    fast.meta = copy.deepcopy(module.meta)
+    fast.train(module.training)
+    if not onednn_available():
+        return fast
+    ninport_meta = fast.meta.get("ninport") or {}
+    blob_nodes: dict[str, str] = ninport_meta.get("blob_nodes") or {}
+    exposed = set(blob_nodes.values())  # nodes whose value forward_blobs reports as a Caffe blob
+    graph = fast.graph
+    for node in list(graph.nodes):
+        if node.op != "call_module" or not _eligible_conv(fast.get_submodule(node.target)):
+            continue
+        users = list(node.users)
+        relu = users[0] if len(users) == 1 and _is_relu(users[0], fast) else None
+        if relu is not None and node.name in exposed:
+            relu = None  # the pre-ReLU value is a Caffe blob of its own (not an in-place ReLU)
+        conv = fast.get_submodule(node.target)
+        _set_submodule(fast, node.target, OneDNNConv2d(conv, "relu" if relu is not None else "none"))
+        if relu is not None:
+            relu.replace_all_uses_with(node)
+            for blob, name in blob_nodes.items():
+                if name == relu.name:
+                    blob_nodes[blob] = node.name
+            graph.erase_node(relu)
+    _contiguous_outputs(graph)
+    graph.lint()
+    fast.recompile()
+    return fast
+
+
+def _set_submodule(root: nn.Module, target: str, module: nn.Module) -> None:
+    parent_name, _, name = target.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, name, module)
+
+
+def _contiguous_outputs(graph: fx.Graph) -> None:
+    """Hand back outputs in the default (contiguous) layout, whatever layout was used inside."""
+    output = graph.output_node()
+
+    def wrap(value):
+        if isinstance(value, fx.Node):
+            with graph.inserting_before(output):
+                return graph.call_function(_contiguous, (value,))
+        if isinstance(value, (tuple, list)):
+            return type(value)(wrap(v) for v in value)
+        return value
+
+    output.args = (wrap(output.args[0]),)
+
+
+def _contiguous(value):
+    return value.contiguous() if isinstance(value, torch.Tensor) else value

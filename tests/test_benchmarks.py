@@ -1,0 +1,72 @@
+"""The benchmark harness runs end to end (--quick, tiny rounds) and writes every row; its model generator
+writes real V1-layout caffemodels. No speed is asserted here: targets live in the benchmark's own table."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from benchmarks.models import MODELS, generated_caffemodel
+from tests.conftest import REPO
+
+LOAD_METHODS = {"ninport.load", "protobuf ParseFromString + np.array", "cv2.dnn.readNetFromCaffe",
+                "read file from page cache"}
+ENGINES = {"ninport torch", "ninport torch + optimize()", "onnxruntime", "OpenCV dnn"}
+
+
+def test_generated_nin_is_v1_and_loads_as_its_seeded_weights(tmp_path):
+    from ninport.caffe import caffe_pb2
+
+    path = generated_caffemodel("NIN", tmp_path, seed=3)
+    net = caffe_pb2.NetParameter.FromString(path.read_bytes())
+    assert len(net.layer) == 0 and len(net.layers) == 12  # V1: NetParameter.layers, 12 convolutions
+    bias = net.layers[0].blobs[1]
+    assert (bias.num, bias.channels, bias.height, bias.width) == (1, 1, 1, 96) and not bias.shape.dim
+
+    import torch
+
+    import ninport
+
+    with pytest.warns(ninport.NinportWarning):
+        seeded = ninport.load(MODELS["NIN"], seed=3)
+    loaded = ninport.load(MODELS["NIN"], path)
+    for key, value in seeded.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+
+
+def test_quick_benchmark_writes_every_row(tmp_path):
+    out = tmp_path / "latest.json"
+    cmd = [sys.executable, "-m", "benchmarks", "--quick", "--json", str(out), "--load-rounds", "1",
+           "--runtime-rounds", "1", "--convert-rounds", "1", "--threads", "1", "--batches", "2", "--no-options",
+           "--matmul-n", "256"]
+    proc = subprocess.run(cmd, check=False, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    rows = result["rows"]
+    assert {r["method"] for r in rows if r["section"] == "load" and r["model"] == "NIN"} == LOAD_METHODS
+    runtime = [r for r in rows if r["section"] == "runtime"]
+    assert {r["engine"] for r in runtime} == ENGINES
+    assert {(r["threads"], r["batch"]) for r in runtime} == {(1, 2)}
+    assert [r["model"] for r in rows if r["section"] == "convert"] == ["NIN"]
+    assert not any(r["model"] == "VGG16" for r in rows)  # --quick skips it
+    for r in rows:
+        assert np.isfinite(r["median_s"]) and r["median_s"] > 0, r
+    load = {r["method"]: r for r in rows if r["section"] == "load"}
+    for method, r in load.items():
+        assert r["op_peak_rss_mib"] >= 0 and r["process_peak_rss_mib"] > r["weights_mib"] > 28
+        if method != "ninport.load":
+            assert r["ninport_over_this"] == pytest.approx(load["ninport.load"]["median_s"] / r["median_s"])
+    for r in runtime:
+        assert r["images_per_s"] == pytest.approx(2 / r["median_s"])
+        assert r["gflops"] > 0 and r["pct_of_matmul_peak"] > 0
+        assert r["max_rel_diff_vs_torch"] < 1e-4  # every engine computed the same net
+    assert {r["engine"]: r["over_onnxruntime"] for r in runtime}["onnxruntime"] == 1.0
+    convert = next(r for r in rows if r["section"] == "convert")
+    assert convert["process_peak_rss_mib"] > convert["weights_mib"]
+    assert 2.0 < result["machine"]["nin_gflop_per_image"] < 2.4  # NIN at 224: 1.10 GMAC
+    assert result["machine"]["matmul_peak_gflops_1t"] > 0
+    assert {t["target"].split(" ")[0] for t in result["targets"]} >= {"ninport"}
+    assert "ninport time / peer time" in proc.stdout and "TARGETS" in proc.stdout

@@ -118,7 +118,7 @@ def runtime_child(args) -> dict:
     import torch
 
     import ninport
-    from ninport.optimize import optimize
+    from ninport.speedup import optimize
 
     warnings.simplefilter("ignore")
     threads = args.threads

@@ -29,6 +29,7 @@ _LAZY = {
     "parse_input_shape": "ninport.api",
     "forward_blobs": "ninport.convert.graph",
     "describe": "ninport.description",
+    "optimize": "ninport.speedup",
     "NetDescription": "ninport.description",
     "register_layer": "ninport.registry",
     "unregister_layer": "ninport.registry",

@@ -1,4 +1,4 @@
-"""ninport.optimize: same numbers as the unoptimized module and as Caffe, same names, faster path used."""
+"""ninport.optimize (ninport/speedup.py): same numbers as the unoptimized module and as Caffe, same names, faster path used."""
 from __future__ import annotations
 
 import re
@@ -9,7 +9,7 @@ import torch
 from torch import fx, nn
 
 import ninport
-from ninport.optimize import OneDNNConv2d, onednn_available, optimize
+from ninport.speedup import OneDNNConv2d, onednn_available, optimize
 from tests.conftest import load_golden, relative_error
 
 TOLERANCE = 1e-5

@@ -19,10 +19,13 @@ Export ONNX / .pt2 from the unoptimized module: the oneDNN op is CPU-runtime onl
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
+
+from ninport.description import META_KEY, NetDescription
 
 from ninport.convert.layers.activation import Elementwise
 
@@ -117,8 +120,9 @@ def optimize(module: fx.GraphModule) -> fx.GraphModule:
     fast.train(module.training)
     if not onednn_available():
         return fast
-    ninport_meta = fast.meta.get("ninport") or {}
-    blob_nodes: dict[str, str] = ninport_meta.get("blob_nodes") or {}
+    description = fast.meta.get(META_KEY)
+    blob_nodes: dict[str, str] = ({blob: r.node for blob, r in description.blobs.items()}
+                                  if isinstance(description, NetDescription) else {})
     exposed = set(blob_nodes.values())  # nodes whose value forward_blobs reports as a Caffe blob
     graph = fast.graph
     for node in list(graph.nodes):
@@ -136,6 +140,9 @@ def optimize(module: fx.GraphModule) -> fx.GraphModule:
                 if name == relu.name:
                     blob_nodes[blob] = node.name
             graph.erase_node(relu)
+    if isinstance(description, NetDescription):  # the fused ReLU's blob is now the conv node's value
+        fast.meta[META_KEY] = dataclasses.replace(description, blobs={
+            blob: dataclasses.replace(record, node=blob_nodes[blob]) for blob, record in description.blobs.items()})
     _contiguous_outputs(graph)
     graph.lint()
     fast.recompile()

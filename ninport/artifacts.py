@@ -56,6 +56,7 @@ def write_pt2(module: fx.GraphModule, path: str | os.PathLike, example_inputs=No
     smallest input the convolutions take) when called; ninport's own per-layer checks are not in it.
     """
     meta = describe(module)
+    asked = dynamic_size
     if dynamic_size is None:
         dynamic_size = runs_at_other_sizes(module, meta)
     if example_inputs is None:
@@ -64,10 +65,18 @@ def write_pt2(module: fx.GraphModule, path: str | os.PathLike, example_inputs=No
     if dynamic_batch:
         example_inputs = batch_at_least_2(example_inputs)
     module.eval()
-    try:
+    def trace(dynamic: bool):
         with quiet_torch(), torch.no_grad(), size_oblivious_tracing():
-            program = torch.export.export(module, example_inputs,
-                                          dynamic_shapes=_dynamic_shapes(meta, dynamic_batch, bool(dynamic_size)))
+            return torch.export.export(module, example_inputs,
+                                       dynamic_shapes=_dynamic_shapes(meta, dynamic_batch, dynamic))
+
+    try:
+        try:
+            program = trace(bool(dynamic_size))
+        except Exception:
+            if not (dynamic_size and asked is None):
+                raise
+            program = trace(False)  # torch could not keep the sizes symbolic: fixed sizes
     except Exception as exc:  # noqa: BLE001
         raise ExportError(f"{path}: torch.export failed: {one_line(exc)}") from exc
     return write_atomic(path, lambda tmp: torch.export.save(program, tmp), "writing .pt2")
@@ -123,7 +132,7 @@ def check_formats(formats: Iterable[str]) -> list[str]:
 
 
 def write_outputs(module: fx.GraphModule, out_dir: str | os.PathLike, stem: str, formats: Iterable[str],
-                  progress: Callable[[str], None] | None = None) -> dict[str, Path]:
+                  progress: Callable[[str], None] | None = None, dynamic_size: bool | None = None) -> dict[str, Path]:
     """Write `<out_dir>/<stem>.<format>` for each format, all or nothing.
 
     Files go to staging names first and replace their targets only once every one is complete;
@@ -148,9 +157,9 @@ def write_outputs(module: fx.GraphModule, out_dir: str | os.PathLike, stem: str,
             say(f"writing {target}")
             try:
                 if fmt == "onnx":
-                    export_onnx(module, staging)
+                    export_onnx(module, staging, dynamic_size=dynamic_size)
                 elif fmt == "pt2":
-                    write_pt2(module, staging)
+                    write_pt2(module, staging, dynamic_size=dynamic_size)
                 else:
                     write_safetensors(module, staging)
             except ExportError as exc:  # name the file the user asked for, not the staging file

@@ -74,7 +74,8 @@ def cmd_convert(args) -> int:
     print(f"net {meta.name or prototxt.stem!r}: inputs {', '.join(f'{k} {list(v)}' for k, v in meta.inputs.items())}"
           f" (batch dynamic), outputs {', '.join(meta.outputs)}; weights: {weights or 'RANDOM (none given)'}")
     with _progress("writing..."):
-        written = write_outputs(module, args.output, prototxt.stem, formats)
+        written = write_outputs(module, args.output, prototxt.stem, formats,
+                                dynamic_size=False if args.static else None)
     for kind, path in written.items():
         print(f"wrote {path}  ({kind})")
     if "onnx" in written and not args.no_check:
@@ -475,6 +476,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default=".", help="output folder (default: current folder)")
     p.add_argument("--input-shape", action="append", metavar="[NAME=]N,C,H,W", help=shape_help)
     p.add_argument("--format", default="onnx", help="comma-separated: onnx, pt2, safetensors (default: onnx)")
+    p.add_argument("--static", action="store_true", help="fix height and width at the input shape in ONNX/.pt2 "
+                   "(default: symbolic when the net runs at other sizes)")
     p.add_argument("--no-check", action="store_true",
                    help="skip running the ONNX file in onnxruntime against the torch model")
     p.set_defaults(func=cmd_convert)

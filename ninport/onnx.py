@@ -228,15 +228,15 @@ def size_oblivious_tracing():
 
 def runs_at_other_sizes(module: fx.GraphModule, description: NetDescription | None = None) -> bool:
     """Whether the net runs at input sizes other than its reference size: tried (without computing,
-    on fake tensors) at H+1 x W+1 and 2H x 2W. A net whose InnerProduct follows spatial layers
-    without SPP fixes its size: its layer modules refuse both."""
+    on fake tensors) at 2H x 2W, as `ninport.caffe.shapes.size_fixing_layers` does. A net whose
+    InnerProduct follows spatial layers without SPP fixes its size: its layer modules refuse it."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     meta = _description(module, description)
     spatial = _spatial_axes(meta)
     if not any(spatial.values()):
         return False
-    for grow in (lambda d: d + 1, lambda d: 2 * d):
+    for grow in (lambda d: 2 * d,):
         with FakeTensorMode(allow_non_fake_inputs=True) as mode:
             inputs = [mode.from_tensor(torch.empty(0)).new_empty(
                 [grow(d) if a in spatial[name] else d for a, d in enumerate(shape)])
@@ -376,6 +376,7 @@ def to_onnx_model(module: fx.GraphModule, *, opset: int = DEFAULT_OPSET, dynamic
     import onnx
 
     meta = _description(module, description)
+    asked = dynamic_size
     if dynamic_size is None:
         dynamic_size = runs_at_other_sizes(module, meta)
     dynamic_size = bool(dynamic_size) and any(_spatial_axes(meta).values())
@@ -385,29 +386,40 @@ def to_onnx_model(module: fx.GraphModule, *, opset: int = DEFAULT_OPSET, dynamic
         raise ExportError("the net lists an output blob twice")
     layer_names = {name for name, _ in module.named_children()}
     module.eval()
-    with quiet_torch(), torch.no_grad(), size_oblivious_tracing():
-        program = torch.onnx.export(
-            module, _example_inputs(meta, dynamic_batch), None, dynamo=True, opset_version=opset,
-            input_names=input_names, output_names=output_names,
-            dynamic_shapes=_dynamic_shapes(meta, dynamic_batch, dynamic_size),
-            verbose=False, report=False, optimize=False)
-        op_layers = _op_layers(program.model.graph, layer_names)
-        _optimize(program.model)
-        # An output that is an input (e.g. a net of Dropout only) shares its value with the input until
-        # OutputFixPass adds an Identity; name the boundary values by position, as Caffe does.
-        graph = program.model.graph
-        for value, name in [*zip(graph.inputs, input_names), *zip(graph.outputs, output_names)]:
-            value.name = name
-        _rename_nodes(program.model.graph, layer_names, op_layers)
-        model = program.model_proto
+
+    def trace(dynamic: bool):
+        with quiet_torch(), torch.no_grad(), size_oblivious_tracing():
+            program = torch.onnx.export(
+                module, _example_inputs(meta, dynamic_batch), None, dynamo=True, opset_version=opset,
+                input_names=input_names, output_names=output_names,
+                dynamic_shapes=_dynamic_shapes(meta, dynamic_batch, dynamic),
+                verbose=False, report=False, optimize=False)
+            op_layers = _op_layers(program.model.graph, layer_names)
+            _optimize(program.model)
+            # An output that is an input (e.g. a net of Dropout only) shares its value with the input until
+            # OutputFixPass adds an Identity; name the boundary values by position, as Caffe does.
+            graph = program.model.graph
+            for value, name in [*zip(graph.inputs, input_names), *zip(graph.outputs, output_names)]:
+                value.name = name
+            _rename_nodes(program.model.graph, layer_names, op_layers)
+            model = program.model_proto
+        if dynamic and not _rename_size_dims(model, meta, dynamic_batch):
+            raise ExportError("the net fixes its input size (torch specialized height or width); "
+                              "export with dynamic_size=False (`ninport convert --static`)")
+        return model
+
+    try:
+        model = trace(dynamic_size)
+    except Exception:
+        if not (dynamic_size and asked is None):
+            raise
+        dynamic_size = False  # the probe found other sizes, torch could not keep them symbolic: fixed sizes
+        model = trace(False)
     if [i.name for i in model.graph.input] != input_names:
         raise ExportError(f"graph inputs came out as {[i.name for i in model.graph.input]}, expected {input_names}")
     if [o.name for o in model.graph.output] != output_names:
         raise ExportError(f"graph outputs came out as {[o.name for o in model.graph.output]}, "
                           f"expected {output_names}")
-    if dynamic_size and not _rename_size_dims(model, meta, dynamic_batch):
-        raise ExportError("the net fixes its input size (torch specialized height or width); "
-                          "export with dynamic_size=False (`ninport convert --static`)")
     model.producer_name = "ninport"
     import ninport
     model.producer_version = ninport.__version__

@@ -568,3 +568,64 @@ def _spp(layer, shapes):
     if len(levels) == 1:  # Caffe runs the single pooling layer straight into the top: no flatten
         return LayerShapes(tops=[(n, c, *outs[0])])
     return LayerShapes(tops=[(n, spp_output_features(c, p.pyramid_height))])
+
+
+# --- which layers fix the input size ------------------------------------------------------------
+
+
+def _probe_sizes(spec: NetSpec) -> list[dict[str, Shape]]:
+    """Input shapes other than the reference one: every 4-D input grown to 2H x 2W."""
+    probes = []
+    for grow in (lambda d: 2 * d,):
+        probe = {name: tuple(shape[:2]) + tuple(grow(int(d)) for d in shape[2:]) if len(shape) == 4 else tuple(shape)
+                 for name, shape in spec.inputs.items()}
+        if probe != {k: tuple(v) for k, v in spec.inputs.items()}:
+            probes.append(probe)
+    return probes
+
+
+def _fixing_at(spec: NetSpec, reference: ShapeTable, inputs: dict[str, Shape]) -> list[tuple[str, str]]:
+    """The layers that refuse `inputs`, or whose weights would need other shapes there."""
+    blobs = dict(inputs)
+    found = []
+    at = ", ".join(shape_text(s) for s in inputs.values())
+    for layer in spec.layers:
+        record = layer_type(layer.type)
+        bottoms = [blobs[b] for b in layer.bottoms]
+        try:
+            result = record.shapes(layer, bottoms)
+        except Exception as exc:  # noqa: BLE001 - any refusal of the size, from a rule or a plugin
+            found.append((layer.name, f"refuses bottom {', '.join(shape_text(s) for s in bottoms)} (input {at}): "
+                                      f"{safe_text(str(exc))}"))
+            return found
+        ref = reference.layers.get(layer.name)
+        if ref is not None and result.params is not None and ref.params is not None and \
+                [tuple(p) for p in result.params] != [tuple(p) for p in ref.params]:
+            found.append((layer.name, f"its weights {', '.join(shape_text(p) for p in ref.params)} take only "
+                                      f"bottom {', '.join(shape_text(reference.blobs[b]) for b in layer.bottoms)}; "
+                                      f"input {at} gives {', '.join(shape_text(s) for s in bottoms)}"))
+            result = ref  # the weights are what they are: carry on with the reference tops
+            if any(tuple(t) != tuple(reference.blobs[top]) for t, top in zip(result.tops, layer.tops)):
+                return found
+        for top, shape in zip(layer.tops, result.tops):
+            blobs[top] = tuple(int(d) for d in shape)
+    return found
+
+
+def size_fixing_layers(spec: NetSpec, table: ShapeTable | None = None) -> list[tuple[str, str]]:
+    """[(Caffe layer name, reason)] for the layers that fix the net's input size, [] when it runs at
+    other sizes too, as Caffe reshapes a net to its input.
+
+    Probed at 2H x 2W of every 4-D input: if the net takes it, nothing fixes its size (some sizes may
+    still be refused: an Eltwise whose bottoms only meet at multiples of 16, or AlexNet's fc6, which
+    takes 227 to 230 only); otherwise the layers that refuse it, or whose weights would need other
+    shapes there (an InnerProduct after spatial layers), are returned. Torch-free: used by `inspect`.
+    """
+    reference = table or infer_shapes(spec)
+    first: list[tuple[str, str]] | None = None
+    for probe in _probe_sizes(spec):
+        found = _fixing_at(spec, reference, probe)
+        if not found:
+            return []
+        first = found if first is None else first
+    return first or []

@@ -334,6 +334,12 @@ def _op_layers(graph, layer_names: set[str]) -> dict[str, str]:
     return found
 
 
+def _size_arithmetic(node) -> bool:
+    """A node computing sizes from a dynamic shape (int64 outputs): not one of the layer's own ops."""
+    outputs = list(node.outputs)
+    return bool(outputs) and all(str(getattr(v, "dtype", "")).endswith("INT64") for v in outputs)
+
+
 def _rename_nodes(graph, layer_names: set[str], op_layers: dict[str, str]) -> None:
     """Name nodes after the Caffe layer (submodule) that produced them; drop torch's node metadata.
 
@@ -342,6 +348,7 @@ def _rename_nodes(graph, layer_names: set[str], op_layers: dict[str, str]) -> No
     """
     by_length = sorted(op_layers, key=len, reverse=True)
     groups: dict[str, list] = {}
+    hoisted_in_layer: list[tuple[object, str]] = []
     for node in graph:
         scopes = _scopes(node)
         layer = next((s for s in scopes if s in layer_names), None)
@@ -350,10 +357,25 @@ def _rename_nodes(graph, layer_names: set[str], op_layers: dict[str, str]) -> No
             outs = [v.name or "" for v in node.outputs]
             op = next((o for o in by_length if outs and all(n.startswith(o) for n in outs)), None)
             layer = op_layers.get(op) if op else None
-        if layer is not None:
+        if layer is not None and _size_arithmetic(node):
+            hoisted_in_layer.append((node, f"{layer}/size/{node.op_type}"))
+        elif layer is not None:
             groups.setdefault(layer, []).append((node, op or node.op_type))
         node.metadata_props.clear()
-    renamed = {id(node) for nodes in groups.values() for node, _ in nodes}
+    # Shape arithmetic torch hoists out of the layers (a dynamic size's Shape/Gather/Div feeding a
+    # layer's Pad, Slice or Range) belongs to the first layer that uses it.
+    layer_of = {id(node): layer for layer, nodes in groups.items() for node, _ in nodes}
+    layer_of.update({id(node): name.split("/")[0] for node, name in hoisted_in_layer})
+    hoisted: list[tuple[object, str]] = list(hoisted_in_layer)
+    for node in reversed(list(graph)):
+        if id(node) in layer_of:
+            continue
+        users = [user for value in node.outputs for user, _ in value.uses()]
+        layer = next((layer_of[id(u)] for u in users if id(u) in layer_of), None)
+        if layer is not None:
+            layer_of[id(node)] = layer
+            hoisted.append((node, f"{layer}/size/{node.op_type}"))
+    renamed = {id(node) for nodes in groups.values() for node, _ in nodes} | {id(node) for node, _ in hoisted}
     used = {node.name for node in graph if id(node) not in renamed}
     for layer, nodes in groups.items():
         candidates = [layer] if len(nodes) == 1 else [f"{layer}/{op}" for _, op in nodes]
@@ -363,6 +385,12 @@ def _rename_nodes(graph, layer_names: set[str], op_layers: dict[str, str]) -> No
                 unique, k = f"{name}_{k}", k + 1
             node.name = unique
             used.add(unique)
+    for node, name in reversed(hoisted):
+        unique, k = name, 1
+        while unique in used:
+            unique, k = f"{name}_{k}", k + 1
+        node.name = unique
+        used.add(unique)
 
 
 def to_onnx_model(module: fx.GraphModule, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool = True,

@@ -166,10 +166,10 @@ class PoolParams:
 
     def check_fits(self, in_hw: Sequence[Size]) -> None:
         """Refuse an input smaller than one window (the kernel is larger than the padded input)."""
-        if self.kernel is None:
+        if self.kernel is None or not is_static(*in_hw):
             return
         fits = [in_hw[a] + 2 * self.pad[a] >= self.kernel[a] for a in (0, 1)]
-        if is_static(*in_hw) and not all(fits):
+        if not all(fits):
             fail(f"pooling kernel {self.kernel[0]}x{self.kernel[1]} (pad {self.pad[0]}x{self.pad[1]}) is larger "
                  f"than the padded input {in_hw[0] + 2 * self.pad[0]}x{in_hw[1] + 2 * self.pad[1]}")
 

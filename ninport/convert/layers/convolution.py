@@ -11,12 +11,14 @@ from torch import nn
 
 from ninport.caffe.geometry import ConvGeometry, conv_geometry
 from ninport.convert.registry import LayerContext
-from ninport.convert.size_checks import SizeCheckedLayer
+from ninport.convert.size_checks import SizeCheckedLayer, static_shape
 
 
 class _CheckedBottom(SizeCheckedLayer):
     def check_bottom(self, x: torch.Tensor, g: ConvGeometry, channels: int, deconv: bool) -> None:
         shapes = [x.shape]
+        if not static_shape(x.shape):  # tracing: no check, and no symbolic arithmetic left in the graph
+            return
         self.check(shapes, x.dim() == 4, lambda: "needs a 4-D (N, C, H, W) bottom")
         self.check(shapes, x.shape[1] == channels, lambda: f"the weights take {channels} input channels")
         if not deconv:

@@ -4,7 +4,7 @@ Which to use when:
 - `.onnx`: deployment in onnxruntime, TensorRT, OpenVINO, browsers; carries Caffe's preprocessing
   in its metadata.
 - `.pt2` (torch.export): a self-contained PyTorch program; `torch.export.load(p).module()` runs it
-  without ninport installed (batch dynamic, spatial size fixed as in the ONNX file).
+  without ninport installed (batch dynamic, height and width dynamic as in the ONNX file).
 - `.py`: the net as a standalone, readable PyTorch file (`ninport.codegen`), with its weights in the
   `.safetensors` file beside it (written with it).
 - `.safetensors`: the weights only, keyed `<caffe layer>.<weight|bias|...>`, for fine-tuning or
@@ -26,7 +26,8 @@ from torch import fx
 from ninport.errors import ExportError, NinportError, one_line
 from ninport.fileio import write_atomic
 from ninport.description import NetDescription, describe
-from ninport.onnx import _dynamic_shapes, _example_inputs, batch_at_least_2, export_onnx, quiet_torch
+from ninport.onnx import (_dynamic_shapes, _example_inputs, batch_at_least_2, export_onnx, quiet_torch,
+                          runs_at_other_sizes, size_oblivious_tracing)
 
 FORMATS = ("onnx", "pt2", "safetensors", "py")
 
@@ -49,19 +50,35 @@ def write_safetensors(module: fx.GraphModule, path: str | os.PathLike) -> Path:
 
 
 def write_pt2(module: fx.GraphModule, path: str | os.PathLike, example_inputs=None, *,
-              dynamic_batch: bool = True) -> Path:
-    """A torch.export program (`torch.export.load(path).module()` runs it without ninport), atomically."""
+              dynamic_batch: bool = True, dynamic_size: bool | None = None) -> Path:
+    """A torch.export program (`torch.export.load(path).module()` runs it without ninport), atomically.
+
+    `dynamic_size` as in `export_onnx`: symbolic height and width when the net runs at other sizes
+    (None), always (True) or never (False). The program checks the sizes torch derived (e.g. the
+    smallest input the convolutions take) when called; ninport's own per-layer checks are not in it.
+    """
     meta = describe(module)
+    asked = dynamic_size
+    if dynamic_size is None:
+        dynamic_size = runs_at_other_sizes(module, meta)
     if example_inputs is None:
         example_inputs = _example_inputs(meta, dynamic_batch)
     example_inputs = tuple(example_inputs)
     if dynamic_batch:
         example_inputs = batch_at_least_2(example_inputs)
     module.eval()
+    def trace(dynamic: bool):
+        with quiet_torch(), torch.no_grad(), size_oblivious_tracing():
+            return torch.export.export(module, example_inputs,
+                                       dynamic_shapes=_dynamic_shapes(meta, dynamic_batch, dynamic))
+
     try:
-        with quiet_torch(), torch.no_grad():
-            program = torch.export.export(module, example_inputs,
-                                          dynamic_shapes=_dynamic_shapes(meta) if dynamic_batch else None)
+        try:
+            program = trace(bool(dynamic_size))
+        except Exception:
+            if not (dynamic_size and asked is None):
+                raise
+            program = trace(False)  # torch could not keep the sizes symbolic: fixed sizes
     except Exception as exc:  # noqa: BLE001
         raise ExportError(f"{path}: torch.export failed: {one_line(exc)}") from exc
     return write_atomic(path, lambda tmp: torch.export.save(program, tmp), "writing .pt2")
@@ -117,7 +134,7 @@ def check_formats(formats: Iterable[str]) -> list[str]:
 
 
 def write_outputs(module: fx.GraphModule, out_dir: str | os.PathLike, stem: str, formats: Iterable[str],
-                  progress: Callable[[str], None] | None = None) -> dict[str, Path]:
+                  progress: Callable[[str], None] | None = None, dynamic_size: bool | None = None) -> dict[str, Path]:
     """Write `<out_dir>/<stem>.<format>` for each format, all or nothing.
 
     Files go to staging names first and replace their targets only once every one is complete;
@@ -144,9 +161,9 @@ def write_outputs(module: fx.GraphModule, out_dir: str | os.PathLike, stem: str,
             say(f"writing {target}")
             try:
                 if fmt == "onnx":
-                    export_onnx(module, staging)
+                    export_onnx(module, staging, dynamic_size=dynamic_size)
                 elif fmt == "pt2":
-                    write_pt2(module, staging)
+                    write_pt2(module, staging, dynamic_size=dynamic_size)
                 elif fmt == "py":
                     from ninport.codegen import write_python
                     write_python(module, staging, weights=False)

@@ -213,7 +213,8 @@ def cmd_convert(args) -> int:
 
     with _working(args) as progress:
         result = ninport.convert_files(args.prototxt, args.weights, args.output, input_shape=args.input_shape,
-                                       formats=args.format, check=not args.no_check, progress=progress)
+                                       formats=args.format, check=not args.no_check, progress=progress,
+                                       dynamic_size=False if args.static else None)
     meta = result.description
     weights = safe_text(result.weights) if result.weights else "RANDOM (none given)"
     print(f"net {safe_text(meta.name or result.prototxt.stem)!r}: inputs {_inputs_line(meta.inputs)} (batch dynamic), "
@@ -406,6 +407,8 @@ def add_convert(sub) -> argparse.ArgumentParser:
     p.add_argument("--input-shape", action="append", type=input_shape, metavar="[NAME=]N,C,H,W", help=SHAPE_HELP)
     p.add_argument("--format", default=["onnx"], type=format_list, metavar="FORMATS",
                    help="comma-separated: onnx, pt2, safetensors, py (default: onnx)")
+    p.add_argument("--static", action="store_true", help="fix height and width at the input shape in ONNX/.pt2 "
+                   "(default: symbolic when the net runs at other sizes)")
     p.add_argument("--no-check", action="store_true",
                    help="skip running the ONNX file in onnxruntime against the torch model")
     p.set_defaults(func=cmd_convert)

@@ -13,17 +13,19 @@ Opset 18, deliberately:
   TensorRT >= 8.6, OpenVINO 2023+, onnxruntime-web);
 - the opset-19 change that matters for Caffe (AveragePool/MaxPool ceil_mode with pads, where
   runtimes disagreed at the overhanging edge) is irrelevant here: the pooling converter emits an
-  explicit Pad followed by a floor-mode, unpadded pool and a constant divisor correction, so no
+  explicit Pad followed by a floor-mode, unpadded pool and Caffe's divisor computed from the shape, so no
   ceil_mode and no pool padding ever reach the file. Tests run every golden case in onnxruntime
   against real Caffe's numbers.
 
 Graph inputs and outputs carry the Caffe blob names (outputs in Caffe's order); the batch axis is
-the symbolic dimension `batch` (or fixed with `dynamic_batch=False`), the other axes are fixed,
-because Caffe's pooling rounding depends on the spatial size.
+the symbolic dimension `batch` (or fixed with `dynamic_batch=False`). Height and width are the
+symbolic `height` and `width` when the net runs at other sizes than its reference one (the graph
+computes Caffe's geometry from the input's shape), fixed otherwise or with `dynamic_size=False`.
 
 `metadata_props` (all values strings, JSON where structured):
   source, weights, weights_sha256, ninport_version, exporter, net_name,
-  input_names, input_layout, input_shapes, output_names,
+  input_names, input_layout, input_shapes (symbolic axes by name), output_names,
+  input_size (`dynamic`: height and width symbolic; `static`: fixed), reference_input_shapes,
   and, when the prototxt has a data layer with transform_param:
   channel_order (BGR), value_range (0-255), mean_values, mean_file, scale, crop_size,
   and mean_file_channel_means (per-channel means, BGR) when the mean file exists (absolute, or
@@ -72,7 +74,7 @@ def _description(module: fx.GraphModule, description: NetDescription | None = No
         raise ExportError(str(exc)) from None
 
 
-def build_metadata(module: fx.GraphModule, *, dynamic_batch: bool = True,
+def build_metadata(module: fx.GraphModule, *, dynamic_batch: bool = True, dynamic_size: bool = False,
                    extra: dict[str, str] | None = None, description: NetDescription | None = None) -> dict[str, str]:
     """The metadata_props ninport writes for `module` (see the module docstring)."""
     import ninport
@@ -95,8 +97,12 @@ def build_metadata(module: fx.GraphModule, *, dynamic_batch: bool = True,
     props["input_names"] = json.dumps(list(inputs))
     props["input_layout"] = json.dumps({k: _LAYOUTS.get(len(v), "N" + "?" * (len(v) - 1))
                                         for k, v in inputs.items()})
-    props["input_shapes"] = json.dumps({k: [BATCH_DIM if (dynamic_batch and i == 0) else int(d)
+    size_names = _size_names(meta) if dynamic_size else {}
+    props["input_shapes"] = json.dumps({k: [BATCH_DIM if (dynamic_batch and i == 0) else
+                                            size_names.get(k, {}).get(i, int(d))
                                             for i, d in enumerate(v)] for k, v in inputs.items()})
+    props["input_size"] = "dynamic" if dynamic_size else "static"
+    props["reference_input_shapes"] = json.dumps({k: [int(d) for d in v] for k, v in inputs.items()})
     props["output_names"] = json.dumps(list(meta.outputs))
     pre = meta.preprocess
     if pre is not None:
@@ -170,13 +176,105 @@ def batch_at_least_2(inputs) -> tuple[torch.Tensor, ...]:
     return tuple(torch.cat([x, x]) if x.dim() and x.shape[0] == 1 else x for x in inputs)
 
 
-def _dynamic_shapes(meta: NetDescription):
+def _spatial_axes(meta: NetDescription) -> dict[str, tuple[int, ...]]:
+    """Per input, the axes an export makes symbolic besides the batch: H and W of a 4-D input whose
+    reference size is at least 2 (torch.export specializes a dimension it sees as 1)."""
+    return {name: tuple(a for a in (2, 3) if shape[a] >= 2) if len(shape) == 4 else ()
+            for name, shape in meta.inputs.items()}
+
+
+def _size_names(meta: NetDescription) -> dict[str, dict[int, str]]:
+    """The names of the symbolic spatial dimensions: `height`/`width` (`height_<i>` with several inputs)."""
+    several = sum(1 for axes in _spatial_axes(meta).values() if axes) > 1
+    names = {}
+    for i, (name, axes) in enumerate(_spatial_axes(meta).items()):
+        suffix = f"_{i}" if several else ""
+        names[name] = {a: ("height" if a == 2 else "width") + suffix for a in axes}
+    return names
+
+
+def _dynamic_shapes(meta: NetDescription, dynamic_batch: bool = True, dynamic_size: bool = False):
+    """torch.export's dynamic_shapes: the batch (one `batch` Dim when all inputs share it) and, with
+    `dynamic_size`, height and width (Dim.DYNAMIC: torch derives the smallest size the layers take)."""
     shapes = list(meta.inputs.values())
+    spatial = list(_spatial_axes(meta).values())
     batches = {s[0] for s in shapes if len(s)}
-    if len(batches) <= 1:
-        shared = torch.export.Dim(BATCH_DIM)
-        return tuple({0: shared} if len(s) else {} for s in shapes)
-    return tuple({0: torch.export.Dim(f"{BATCH_DIM}_{i}")} if len(s) else {} for i, s in enumerate(shapes))
+    shared = torch.export.Dim(BATCH_DIM) if len(batches) <= 1 else None
+    result = []
+    for i, (shape, axes) in enumerate(zip(shapes, spatial)):
+        dims = {}
+        if dynamic_batch and len(shape):
+            dims[0] = shared if shared is not None else torch.export.Dim(f"{BATCH_DIM}_{i}")
+        if dynamic_size:
+            dims.update({a: torch.export.Dim.DYNAMIC for a in axes})
+        result.append(dims)
+    if not any(result):
+        return None
+    return tuple(result)
+
+
+@contextlib.contextmanager
+def size_oblivious_tracing():
+    """Trace sizes as if never 0 or 1, so an intermediate blob of size 1 at the example size (a 1x1
+    score map) does not turn into a guard that the size stays 1 (or stays not 1)."""
+    try:
+        from torch.fx.experimental import _config as shape_config
+        patch = shape_config.patch(backed_size_oblivious=True)
+    except (ImportError, AttributeError):  # an older/newer torch without the switch: trace as it is
+        patch = contextlib.nullcontext()
+    with patch:
+        yield
+
+
+def runs_at_other_sizes(module: fx.GraphModule, description: NetDescription | None = None) -> bool:
+    """Whether the net runs at input sizes other than its reference size: tried (without computing,
+    on fake tensors) at 2H x 2W, as `ninport.caffe.shapes.size_fixing_layers` does. A net whose
+    InnerProduct follows spatial layers without SPP fixes its size: its layer modules refuse it."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    meta = _description(module, description)
+    spatial = _spatial_axes(meta)
+    if not any(spatial.values()):
+        return False
+    for grow in (lambda d: 2 * d,):
+        with FakeTensorMode(allow_non_fake_inputs=True) as mode:
+            inputs = [mode.from_tensor(torch.empty(0)).new_empty(
+                [grow(d) if a in spatial[name] else d for a, d in enumerate(shape)])
+                for name, shape in meta.inputs.items()]
+            try:
+                with torch.no_grad():
+                    module(*inputs)
+                return True
+            except Exception:  # noqa: BLE001 - a ShapeError from a layer, or torch refusing the size
+                continue
+    return False
+
+
+def _rename_size_dims(model, meta: NetDescription, dynamic_batch: bool) -> bool:
+    """Name the graph inputs' symbolic dims batch/height/width (everywhere the same symbol occurs);
+    True when every spatial axis asked for stayed symbolic."""
+    import re
+
+    names = _size_names(meta)
+    mapping: dict[str, str] = {}
+    dynamic = True
+    for value in model.graph.input:
+        dims = value.type.tensor_type.shape.dim
+        wanted = dict(names.get(value.name, {}))
+        for axis, new in wanted.items():
+            if axis < len(dims):
+                if dims[axis].HasField("dim_param"):
+                    mapping.setdefault(dims[axis].dim_param, new)
+                else:
+                    dynamic = False
+    if not mapping:
+        return dynamic and not any(names.values())
+    pattern = re.compile(r"\b(" + "|".join(re.escape(k) for k in mapping) + r")\b")
+    for value in [*model.graph.input, *model.graph.output, *model.graph.value_info]:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.HasField("dim_param"):
+                dim.dim_param = pattern.sub(lambda m: mapping[m.group(1)], dim.dim_param)
+    return dynamic
 
 
 def _scopes(node) -> list[str]:
@@ -236,6 +334,12 @@ def _op_layers(graph, layer_names: set[str]) -> dict[str, str]:
     return found
 
 
+def _size_arithmetic(node) -> bool:
+    """A node computing sizes from a dynamic shape (int64 outputs): not one of the layer's own ops."""
+    outputs = list(node.outputs)
+    return bool(outputs) and all(str(getattr(v, "dtype", "")).endswith("INT64") for v in outputs)
+
+
 def _rename_nodes(graph, layer_names: set[str], op_layers: dict[str, str]) -> None:
     """Name nodes after the Caffe layer (submodule) that produced them; drop torch's node metadata.
 
@@ -244,6 +348,7 @@ def _rename_nodes(graph, layer_names: set[str], op_layers: dict[str, str]) -> No
     """
     by_length = sorted(op_layers, key=len, reverse=True)
     groups: dict[str, list] = {}
+    hoisted_in_layer: list[tuple[object, str]] = []
     for node in graph:
         scopes = _scopes(node)
         layer = next((s for s in scopes if s in layer_names), None)
@@ -252,10 +357,25 @@ def _rename_nodes(graph, layer_names: set[str], op_layers: dict[str, str]) -> No
             outs = [v.name or "" for v in node.outputs]
             op = next((o for o in by_length if outs and all(n.startswith(o) for n in outs)), None)
             layer = op_layers.get(op) if op else None
-        if layer is not None:
+        if layer is not None and _size_arithmetic(node):
+            hoisted_in_layer.append((node, f"{layer}/size/{node.op_type}"))
+        elif layer is not None:
             groups.setdefault(layer, []).append((node, op or node.op_type))
         node.metadata_props.clear()
-    renamed = {id(node) for nodes in groups.values() for node, _ in nodes}
+    # Shape arithmetic torch hoists out of the layers (a dynamic size's Shape/Gather/Div feeding a
+    # layer's Pad, Slice or Range) belongs to the first layer that uses it.
+    layer_of = {id(node): layer for layer, nodes in groups.items() for node, _ in nodes}
+    layer_of.update({id(node): name.split("/")[0] for node, name in hoisted_in_layer})
+    hoisted: list[tuple[object, str]] = list(hoisted_in_layer)
+    for node in reversed(list(graph)):
+        if id(node) in layer_of:
+            continue
+        users = [user for value in node.outputs for user, _ in value.uses()]
+        layer = next((layer_of[id(u)] for u in users if id(u) in layer_of), None)
+        if layer is not None:
+            layer_of[id(node)] = layer
+            hoisted.append((node, f"{layer}/size/{node.op_type}"))
+    renamed = {id(node) for nodes in groups.values() for node, _ in nodes} | {id(node) for node, _ in hoisted}
     used = {node.name for node in graph if id(node) not in renamed}
     for layer, nodes in groups.items():
         candidates = [layer] if len(nodes) == 1 else [f"{layer}/{op}" for _, op in nodes]
@@ -265,14 +385,29 @@ def _rename_nodes(graph, layer_names: set[str], op_layers: dict[str, str]) -> No
                 unique, k = f"{name}_{k}", k + 1
             node.name = unique
             used.add(unique)
+    for node, name in reversed(hoisted):
+        unique, k = name, 1
+        while unique in used:
+            unique, k = f"{name}_{k}", k + 1
+        node.name = unique
+        used.add(unique)
 
 
 def to_onnx_model(module: fx.GraphModule, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool = True,
-                  metadata: dict[str, str] | None = None, description: NetDescription | None = None):
-    """The checked onnx.ModelProto for `module` (what `export_onnx` writes)."""
+                  dynamic_size: bool | None = None, metadata: dict[str, str] | None = None,
+                  description: NetDescription | None = None):
+    """The checked onnx.ModelProto for `module` (what `export_onnx` writes).
+
+    `dynamic_size`: True gives symbolic height and width (ExportError when the net fixes its size),
+    False fixed ones, None (default) symbolic when the net runs at other sizes (`runs_at_other_sizes`).
+    """
     import onnx
 
     meta = _description(module, description)
+    asked = dynamic_size
+    if dynamic_size is None:
+        dynamic_size = runs_at_other_sizes(module, meta)
+    dynamic_size = bool(dynamic_size) and any(_spatial_axes(meta).values())
     input_names = list(meta.inputs)
     output_names = list(meta.outputs)
     if len(set(output_names)) != len(output_names):
@@ -282,21 +417,35 @@ def to_onnx_model(module: fx.GraphModule, *, opset: int = DEFAULT_OPSET, dynamic
     from ninport.convert.layers.ssd import onnx_translations
     for layer in module.modules():  # a layer refuses what ONNX cannot compute exactly, naming itself
         getattr(layer, "check_onnx_export", lambda: None)()
-    with quiet_torch(), torch.no_grad():
-        program = torch.onnx.export(
-            module, _example_inputs(meta, dynamic_batch), None, dynamo=True, opset_version=opset,
-            input_names=input_names, output_names=output_names, custom_translation_table=onnx_translations(),
-            dynamic_shapes=_dynamic_shapes(meta) if dynamic_batch else None,
-            verbose=False, report=False, optimize=False)
-        op_layers = _op_layers(program.model.graph, layer_names)
-        _optimize(program.model)
-        # An output that is an input (e.g. a net of Dropout only) shares its value with the input until
-        # OutputFixPass adds an Identity; name the boundary values by position, as Caffe does.
-        graph = program.model.graph
-        for value, name in [*zip(graph.inputs, input_names), *zip(graph.outputs, output_names)]:
-            value.name = name
-        _rename_nodes(program.model.graph, layer_names, op_layers)
-        model = program.model_proto
+
+    def trace(dynamic: bool):
+        with quiet_torch(), torch.no_grad(), size_oblivious_tracing():
+            program = torch.onnx.export(
+                module, _example_inputs(meta, dynamic_batch), None, dynamo=True, opset_version=opset,
+                input_names=input_names, output_names=output_names, custom_translation_table=onnx_translations(),
+                dynamic_shapes=_dynamic_shapes(meta, dynamic_batch, dynamic),
+                verbose=False, report=False, optimize=False)
+            op_layers = _op_layers(program.model.graph, layer_names)
+            _optimize(program.model)
+            # An output that is an input (e.g. a net of Dropout only) shares its value with the input until
+            # OutputFixPass adds an Identity; name the boundary values by position, as Caffe does.
+            graph = program.model.graph
+            for value, name in [*zip(graph.inputs, input_names), *zip(graph.outputs, output_names)]:
+                value.name = name
+            _rename_nodes(program.model.graph, layer_names, op_layers)
+            model = program.model_proto
+        if dynamic and not _rename_size_dims(model, meta, dynamic_batch):
+            raise ExportError("the net fixes its input size (torch specialized height or width); "
+                              "export with dynamic_size=False (`ninport convert --static`)")
+        return model
+
+    try:
+        model = trace(dynamic_size)
+    except Exception:
+        if not (dynamic_size and asked is None):
+            raise
+        dynamic_size = False  # the probe found other sizes, torch could not keep them symbolic: fixed sizes
+        model = trace(False)
     if [i.name for i in model.graph.input] != input_names:
         raise ExportError(f"graph inputs came out as {[i.name for i in model.graph.input]}, expected {input_names}")
     if [o.name for o in model.graph.output] != output_names:
@@ -308,7 +457,9 @@ def to_onnx_model(module: fx.GraphModule, *, opset: int = DEFAULT_OPSET, dynamic
     if meta.name:
         model.graph.name = str(meta.name)
     del model.metadata_props[:]
-    for key, value in build_metadata(module, dynamic_batch=dynamic_batch, extra=metadata, description=meta).items():
+    props = build_metadata(module, dynamic_batch=dynamic_batch, dynamic_size=dynamic_size, extra=metadata,
+                           description=meta)
+    for key, value in props.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.checker.check_model(model, full_check=True)
@@ -316,10 +467,12 @@ def to_onnx_model(module: fx.GraphModule, *, opset: int = DEFAULT_OPSET, dynamic
 
 
 def export_onnx(module: fx.GraphModule, path: str | os.PathLike, *, opset: int = DEFAULT_OPSET,
-                dynamic_batch: bool = True, metadata: dict[str, str] | None = None,
-                description: NetDescription | None = None) -> Path:
+                dynamic_batch: bool = True, dynamic_size: bool | None = None,
+                metadata: dict[str, str] | None = None, description: NetDescription | None = None) -> Path:
     """Export `module` (from `ninport.load`) to an ONNX file at `path`; returns the path.
 
+    `dynamic_size`: symbolic height and width (True), fixed at the reference size (False), or symbolic
+    when the net runs at other sizes (None, the default); the file's `input_size` metadata says which.
     The model is checked with `onnx.checker.check_model(full_check=True)` before it is written;
     the file appears atomically or not at all (ExportError on any failure).
     """
@@ -329,8 +482,8 @@ def export_onnx(module: fx.GraphModule, path: str | os.PathLike, *, opset: int =
     if not path.parent.is_dir():
         raise ExportError(f"{path}: ONNX export failed: folder {path.parent} does not exist")
     try:
-        model = to_onnx_model(module, opset=opset, dynamic_batch=dynamic_batch, metadata=metadata,
-                              description=description)
+        model = to_onnx_model(module, opset=opset, dynamic_batch=dynamic_batch, dynamic_size=dynamic_size,
+                              metadata=metadata, description=description)
     except ExportError as exc:
         raise ExportError(f"{path}: ONNX export failed: {exc}") from None
     except Exception as exc:  # noqa: BLE001

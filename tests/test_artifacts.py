@@ -1,6 +1,7 @@
 """The other artifacts (.pt2, safetensors) and convert_files' all-or-nothing folder handling."""
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -121,8 +122,11 @@ def test_convert_files_without_weights_warns(tmp_path):
     shutil.copy(case.prototxt, tmp_path / "model.prototxt")
     with pytest.warns(UserWarning, match="RANDOM"):
         written = convert_files(tmp_path / "model.prototxt", out_dir=tmp_path, input_shape="3,3,9,11")
-    shape = onnx.load(str(written["onnx"])).graph.input[0].type.tensor_type.shape
-    assert [d.dim_value for d in shape.dim[1:]] == [3, 9, 11]
+    model = onnx.load(str(written["onnx"]))
+    shape = model.graph.input[0].type.tensor_type.shape
+    assert [d.dim_value or d.dim_param for d in shape.dim[1:]] == [3, "height", "width"]  # any input size
+    props = {p.key: p.value for p in model.metadata_props}
+    assert json.loads(props["reference_input_shapes"]) == {"data": [3, 3, 9, 11]}
 
 
 def test_convert_files_is_all_or_nothing(tmp_path, monkeypatch):

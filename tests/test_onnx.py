@@ -78,7 +78,8 @@ def test_node_names_follow_caffe_layers(tmp_path):
         assert not node.metadata_props  # torch's stack traces are not shipped
     assert len(set(names)) == len(names)
     assert "b1" in names and "prob" in names
-    assert {n.op_type for n in model.graph.node if n.name.startswith("b4p/")} == {"Pad", "MaxPool"}
+    pool_ops = {n.op_type for n in model.graph.node if n.name.startswith("b4p/")}
+    assert {"Pad", "MaxPool"} <= pool_ops and not pool_ops & {"AveragePool", "Conv"}  # + shape arithmetic
 
 
 def test_batchnorm_is_not_fused_into_conv(tmp_path):
@@ -100,7 +101,8 @@ def test_metadata_props(tmp_path):
     assert json.loads(props["input_names"]) == list(case.info["inputs"])
     assert json.loads(props["input_layout"]) == {"data": "NCHW"}
     shape = case.info["inputs"]["data"]
-    assert json.loads(props["input_shapes"]) == {"data": ["batch", *shape[1:]]}
+    assert json.loads(props["input_shapes"]) == {"data": ["batch", shape[1], "height", "width"]}
+    assert props["input_size"] == "dynamic" and json.loads(props["reference_input_shapes"]) == {"data": shape}
     assert json.loads(props["output_names"]) == case.info["outputs"]
     assert props["license"] == "BSD"
     assert "channel_order" not in props  # this prototxt says nothing about preprocessing

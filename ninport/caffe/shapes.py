@@ -11,14 +11,16 @@ import math
 from dataclasses import dataclass
 
 from ninport.caffe import caffe_pb2 as pb2
+from ninport.caffe.geometry import (INT32_MAX, GeometryError, broadcast_view, canonical_axis,  # noqa: F401 - re-exported
+                                    check_crop, conv_geometry, fail, inner_product_k, pool_geometry,
+                                    pool_output_size, pool_params, reshape_output, scale_param_shape,
+                                    spp_levels, spp_output_features, spp_pooling_param)
 from ninport.caffe.spec import LayerSpec, NetSpec
 from ninport.errors import NinportError, ShapeError, UnsupportedLayerError, safe_text, shape_text
 from ninport.registry import LayerShapes, Shape, builtin_layer, layer_type, registered_types
 
 # A single blob (activation or weight) above this many elements is refused as implausible.
 MAX_BLOB_ELEMENTS = 2 ** 31 - 1
-# Caffe keeps kernel, pad, stride and dilation in C ints: larger values turn negative there.
-INT32_MAX = 2 ** 31 - 1
 # All weights together above this many elements (4 GiB of float32, 7x VGG16) are refused.
 MAX_TOTAL_PARAMS = 2 ** 30
 # All activations and converter intermediates of one forward pass at the reference input size above this
@@ -42,106 +44,10 @@ class ShapeTable:
         return sum(ls.macs for ls in self.layers.values())
 
 
-class _LayerShapeError(Exception):
-    """Raised inside shape functions; the caller adds file and layer to the message."""
-
-
-def _fail(message: str):
-    raise _LayerShapeError(message)
-
-
-def canonical_axis(axis: int, ndim: int) -> int:
-    if not -ndim <= axis < ndim:
-        _fail(f"axis {axis} out of range for a {ndim}-D blob")
-    return axis % ndim
-
-
-# --- geometry helpers shared with the converters ----------------------------------------------
-
-
-@dataclass
-class ConvGeometry:
-    kernel: tuple[int, int]
-    pad: tuple[int, int]
-    stride: tuple[int, int]
-    dilation: tuple[int, int]
-
-
-def _pair(repeated, h_value, w_value, has_hw: bool, default: int, what: str) -> tuple[int, int]:
-    if has_hw:
-        return int(h_value), int(w_value)
-    values = list(repeated)
-    if not values:
-        return default, default
-    if len(values) == 1:
-        return int(values[0]), int(values[0])
-    if len(values) == 2:
-        return int(values[0]), int(values[1])
-    _fail(f"{what} has {len(values)} values; only 2-D spatial convolution is supported")
-
-
-def conv_geometry(p) -> ConvGeometry:
-    """Kernel/pad/stride/dilation of a ConvolutionParameter, with kernel_h/_w style overrides."""
-    has_k = p.HasField("kernel_h") or p.HasField("kernel_w")
-    if has_k and not (p.HasField("kernel_h") and p.HasField("kernel_w")):
-        _fail("kernel_h and kernel_w must be given together")
-    if not has_k and not len(p.kernel_size):
-        _fail("convolution needs kernel_size or kernel_h/kernel_w")
-    kernel = _pair(p.kernel_size, p.kernel_h, p.kernel_w, has_k, 0, "kernel_size")
-    pad = _pair(p.pad, p.pad_h, p.pad_w, p.HasField("pad_h") or p.HasField("pad_w"), 0, "pad")
-    stride = _pair(p.stride, p.stride_h, p.stride_w, p.HasField("stride_h") or p.HasField("stride_w"), 1, "stride")
-    dilation = _pair(p.dilation, 0, 0, False, 1, "dilation")
-    if min(kernel) <= 0 or min(stride) <= 0 or min(dilation) <= 0 or min(pad) < 0 or \
-            max(kernel + pad + stride + dilation) > INT32_MAX:
-        _fail(f"invalid geometry kernel {kernel} pad {pad} stride {stride} dilation {dilation}")
-    return ConvGeometry(kernel, pad, stride, dilation)
-
-
-@dataclass
-class PoolGeometry:
-    kernel: tuple[int, int]
-    pad: tuple[int, int]
-    stride: tuple[int, int]
-    out: tuple[int, int]
-    ceil: bool
-
-
-def pool_output_size(size: int, kernel: int, pad: int, stride: int, ceil: bool) -> int:
-    """Caffe's pooling output size: ceil by default, then drop a last window starting in the padding."""
-    span = size + 2 * pad - kernel
-    out = (-(-span // stride) if ceil else span // stride) + 1
-    if pad > 0 and (out - 1) * stride >= size + pad:
-        out -= 1
-    return out
-
-
-def pool_geometry(p, in_hw: tuple[int, int]) -> PoolGeometry:
-    if p.global_pooling:
-        if p.HasField("kernel_size") or p.HasField("kernel_h"):
-            _fail("global_pooling given together with a kernel size")
-        kernel, pad, stride = tuple(in_hw), (0, 0), (1, 1)
-    else:
-        if p.HasField("kernel_h") != p.HasField("kernel_w"):
-            _fail("kernel_h and kernel_w must be given together")
-        if p.HasField("kernel_h"):
-            kernel = (p.kernel_h, p.kernel_w)
-        elif p.HasField("kernel_size"):
-            kernel = (p.kernel_size, p.kernel_size)
-        else:
-            _fail("pooling needs kernel_size, kernel_h/kernel_w or global_pooling")
-        pad = (p.pad_h, p.pad_w) if (p.HasField("pad_h") or p.HasField("pad_w")) else (p.pad, p.pad)
-        stride = (p.stride_h, p.stride_w) if (p.HasField("stride_h") or p.HasField("stride_w")) else (p.stride, p.stride)
-    if min(kernel) <= 0 or min(stride) <= 0 or min(pad) < 0 or max(kernel + pad + stride) > INT32_MAX:
-        _fail(f"invalid pooling geometry kernel {kernel} pad {pad} stride {stride}")
-    if pad[0] >= kernel[0] or pad[1] >= kernel[1]:
-        _fail(f"pad {pad} must be smaller than kernel {kernel} (Caffe's rule)")
-    for axis in (0, 1):
-        if kernel[axis] > in_hw[axis] + 2 * pad[axis]:
-            _fail(f"pooling kernel {kernel} is larger than the padded input "
-                  f"{in_hw[0] + 2 * pad[0]}x{in_hw[1] + 2 * pad[1]}")
-    ceil = not (p.HasField("round_mode") and p.round_mode == pb2.PoolingParameter.FLOOR)
-    out = tuple(pool_output_size(in_hw[a], kernel[a], pad[a], stride[a], ceil) for a in (0, 1))
-    return PoolGeometry(tuple(kernel), tuple(pad), tuple(stride), out, ceil)
+# Failures inside shape rules: the driver adds file and layer to the message. Shape rules (and plugins'
+# rules) raise it through `_fail`; the geometry module raises the same class.
+_LayerShapeError = GeometryError
+_fail = fail
 
 
 # --- shape functions -------------------------------------------------------------------------
@@ -219,13 +125,9 @@ def _checked_conv_param(layer, shapes):
 @builtin_layer("Convolution", converter="convolution:convolution")
 def _convolution(layer, shapes):
     p, g, groups, (n, c, h, w) = _checked_conv_param(layer, shapes)
-    out_hw = []
-    for a, size in enumerate((h, w)):
-        extent = g.dilation[a] * (g.kernel[a] - 1) + 1
-        out = (size + 2 * g.pad[a] - extent) // g.stride[a] + 1
-        if out <= 0:
-            _fail(f"kernel {g.kernel} (dilation {g.dilation}) does not fit the padded input {h}x{w}")
-        out_hw.append(out)
+    out_hw = [g.output_size(a, size) for a, size in enumerate((h, w))]
+    if min(out_hw) <= 0:
+        _fail(f"kernel {g.kernel} (dilation {g.dilation}) does not fit the padded input {h}x{w}")
     params = [(p.num_output, c // groups) + g.kernel]
     if p.bias_term:
         params.append((p.num_output,))
@@ -238,12 +140,9 @@ def _convolution(layer, shapes):
 @builtin_layer("Deconvolution", converter="convolution:deconvolution")
 def _deconvolution(layer, shapes):
     p, g, groups, (n, c, h, w) = _checked_conv_param(layer, shapes)
-    out_hw = []
-    for a, size in enumerate((h, w)):
-        out = g.stride[a] * (size - 1) + g.dilation[a] * (g.kernel[a] - 1) + 1 - 2 * g.pad[a]
-        if out <= 0:
-            _fail(f"output size {out} is not positive")
-        out_hw.append(out)
+    out_hw = [g.deconv_output_size(a, size) for a, size in enumerate((h, w))]
+    if min(out_hw) <= 0:
+        _fail(f"output size {out_hw[0]}x{out_hw[1]} is not positive")
     params = [(c, p.num_output // groups) + g.kernel]
     if p.bias_term:
         params.append((p.num_output,))
@@ -265,7 +164,7 @@ def _pooling(layer, shapes):
         raise UnsupportedLayerError("a second top (MAX pooling's argmax mask) is not supported")
     # The converter pads the input to the extent the windows cover (a last window may start
     # far past the input when stride > kernel): that padded blob must be plausible too.
-    extent = [(geo.out[a] - 1) * geo.stride[a] + geo.kernel[a] for a in (0, 1)]
+    extent = [geo.extent(a) for a in (0, 1)]
     scratch = n * c * max(extent[0], h) * max(extent[1], w)
     if scratch > MAX_BLOB_ELEMENTS:
         _fail(f"the windows (kernel {geo.kernel}, stride {geo.stride}, pad {geo.pad}) cover "
@@ -278,7 +177,7 @@ def _inner_product(layer, shapes):
     shape = _one_bottom(layer, shapes)
     p = layer.proto.inner_product_param
     axis = canonical_axis(p.axis, len(shape))
-    k = math.prod(shape[axis:])
+    k = inner_product_k(shape, axis)
     if p.num_output <= 0:
         _fail(f"num_output must be positive, got {p.num_output}")
     weight = (k, p.num_output) if p.transpose else (p.num_output, k)
@@ -297,14 +196,7 @@ def _batch_norm(layer, shapes):
     return LayerShapes(tops=[shape], params=[(c,), (c,), (1,)])
 
 
-def _scale_param_shape(shape: Shape, axis: int, num_axes: int) -> Shape:
-    axis = canonical_axis(axis, len(shape)) if shape else 0
-    if num_axes < -1:
-        _fail(f"num_axes must be >= -1, got {num_axes}")
-    end = len(shape) if num_axes == -1 else axis + num_axes
-    if end > len(shape):
-        _fail(f"axis {axis} + num_axes {num_axes} exceeds the bottom's {len(shape)} axes")
-    return shape[axis:end]
+_scale_param_shape = scale_param_shape
 
 
 def _check_broadcast(shape: Shape, other: Shape, axis: int):
@@ -427,63 +319,14 @@ def _flatten(layer, shapes):
     return LayerShapes(tops=[shape[:start] + (math.prod(shape[start:end + 1]),) + shape[end + 1:]])
 
 
-def reshape_output(p, shape: Shape) -> Shape:
-    """Caffe's Reshape: 0 copies the bottom's dim, -1 is inferred, over axes [axis, axis+num_axes)."""
-    ndim = len(shape)
-    axis = p.axis if p.axis >= 0 else ndim + 1 + p.axis
-    if not 0 <= axis <= ndim:
-        _fail(f"reshape axis {p.axis} out of range for {ndim}-D bottom")
-    num_axes = p.num_axes
-    end = ndim if num_axes == -1 else axis + num_axes
-    if num_axes < -1 or end > ndim:
-        _fail(f"reshape num_axes {num_axes} out of range")
-    spec = list(p.shape.dim)
-    new: list[int] = []
-    infer_at = None
-    for i, d in enumerate(spec):
-        if d == 0:
-            if axis + i >= ndim:
-                _fail(f"dim {i} is 0 (copy) but the bottom has no axis {axis + i}")
-            new.append(shape[axis + i])
-        elif d == -1:
-            if infer_at is not None:
-                _fail("more than one -1 in reshape_param.shape")
-            infer_at = len(new)
-            new.append(1)
-        elif d < 0:
-            _fail(f"invalid reshape dim {d}")
-        else:
-            new.append(int(d))
-    top = list(shape[:axis]) + new + list(shape[end:])
-    total = math.prod(shape)
-    if infer_at is not None:
-        known = math.prod(top) or 1
-        if total % known:
-            _fail(f"cannot infer the -1 dim: {total} elements do not divide by {known}")
-        top[axis + infer_at] = total // known
-    if math.prod(top) != total:
-        _fail(f"reshape from {shape_text(shape)} to {shape_text(top)} changes the element count")
-    return tuple(top)
-
-
 @builtin_layer("Reshape", converter="structure:reshape")
 def _reshape(layer, shapes):
     return LayerShapes(tops=[reshape_output(layer.proto.reshape_param, _one_bottom(layer, shapes))])
 
 
 def crop_offsets(p, shape: Shape, ref: Shape) -> tuple[int, list[int]]:
-    axis = canonical_axis(p.axis, len(shape))
-    n_crop = len(shape) - axis
-    offsets = list(p.offset)
-    if len(offsets) > 1 and len(offsets) != n_crop:
-        _fail(f"{len(offsets)} offsets for {n_crop} cropped axes")
-    if len(offsets) <= 1:
-        offsets = [offsets[0] if offsets else 0] * n_crop
-    for i, off in enumerate(offsets):
-        a = axis + i
-        if off < 0 or off + ref[a] > shape[a]:
-            _fail(f"crop of size {ref[a]} at offset {off} does not fit axis {a} of size {shape[a]}")
-    return axis, offsets
+    """Axis and offsets of a Crop at these bottom shapes (see `geometry.check_crop`)."""
+    return check_crop(p, shape, ref)
 
 
 @builtin_layer("Crop", converter="structure:crop")
@@ -712,36 +555,83 @@ def _parameter(layer, shapes):
 
 
 def spp_pooling_params(p, in_hw: tuple[int, int]) -> list:
-    """The PoolingParameter of each SPP pyramid level, as Caffe's SPPLayer builds them.
-
-    Level i has 2^i bins per side: kernel = stride = ceil(size / bins), pad = (kernel·bins − size + 1) / 2.
-    """
-    if p.pyramid_height < 1:
-        _fail(f"pyramid_height must be at least 1, got {p.pyramid_height}")
+    """The PoolingParameter of each SPP pyramid level, as Caffe's SPPLayer builds them at `in_hw`."""
     if p.pool == pb2.SPPParameter.STOCHASTIC:
         raise UnsupportedLayerError("STOCHASTIC pooling is not supported (its TEST-phase weighted "
                                     "average has no exact torch twin); use AVE or MAX")
     pool = pb2.PoolingParameter.MAX if p.pool == pb2.SPPParameter.MAX else pb2.PoolingParameter.AVE
-    levels = []
-    for level in range(p.pyramid_height):
-        bins = 2 ** level
-        kernel = [-(-size // bins) for size in in_hw]
-        pad = [(k * bins - size + 1) // 2 for k, size in zip(kernel, in_hw)]
-        pp = pb2.PoolingParameter(pool=pool, kernel_h=kernel[0], kernel_w=kernel[1], pad_h=pad[0],
-                                  pad_w=pad[1], stride_h=kernel[0], stride_w=kernel[1])
-        try:
-            pool_geometry(pp, in_hw)
-        except _LayerShapeError as exc:
-            _fail(f"pyramid level {level} ({bins}x{bins} bins) of a {in_hw[0]}x{in_hw[1]} input: {exc}")
-        levels.append(pp)
-    return levels
+    return [spp_pooling_param(level, pool) for level in spp_levels(p, in_hw)]
 
 
 @builtin_layer("SPP", converter="spp:spp")
 def _spp(layer, shapes):
     n, c, h, w = _spatial_4d(layer, _one_bottom(layer, shapes))
-    levels = spp_pooling_params(layer.proto.spp_param, (h, w))
+    p = layer.proto.spp_param
+    levels = spp_pooling_params(p, (h, w))
     outs = [pool_geometry(pp, (h, w)).out for pp in levels]
+    if any(out != (2 ** i, 2 ** i) for i, out in enumerate(outs)):  # geometry.SPPLevel says this cannot happen
+        _fail(f"pyramid levels give {outs} windows at {h}x{w}")
     if len(levels) == 1:  # Caffe runs the single pooling layer straight into the top: no flatten
         return LayerShapes(tops=[(n, c, *outs[0])])
-    return LayerShapes(tops=[(n, c * sum(oh * ow for oh, ow in outs))])
+    return LayerShapes(tops=[(n, spp_output_features(c, p.pyramid_height))])
+
+
+# --- which layers fix the input size ------------------------------------------------------------
+
+
+def _probe_sizes(spec: NetSpec) -> list[dict[str, Shape]]:
+    """Input shapes other than the reference one: every 4-D input grown to 2H x 2W."""
+    probes = []
+    for grow in (lambda d: 2 * d,):
+        probe = {name: tuple(shape[:2]) + tuple(grow(int(d)) for d in shape[2:]) if len(shape) == 4 else tuple(shape)
+                 for name, shape in spec.inputs.items()}
+        if probe != {k: tuple(v) for k, v in spec.inputs.items()}:
+            probes.append(probe)
+    return probes
+
+
+def _fixing_at(spec: NetSpec, reference: ShapeTable, inputs: dict[str, Shape]) -> list[tuple[str, str]]:
+    """The layers that refuse `inputs`, or whose weights would need other shapes there."""
+    blobs = dict(inputs)
+    found = []
+    at = ", ".join(shape_text(s) for s in inputs.values())
+    for layer in spec.layers:
+        record = layer_type(layer.type)
+        bottoms = [blobs[b] for b in layer.bottoms]
+        try:
+            result = record.shapes(layer, bottoms)
+        except Exception as exc:  # noqa: BLE001 - any refusal of the size, from a rule or a plugin
+            found.append((layer.name, f"refuses bottom {', '.join(shape_text(s) for s in bottoms)} (input {at}): "
+                                      f"{safe_text(str(exc))}"))
+            return found
+        ref = reference.layers.get(layer.name)
+        if ref is not None and result.params is not None and ref.params is not None and \
+                [tuple(p) for p in result.params] != [tuple(p) for p in ref.params]:
+            found.append((layer.name, f"its weights {', '.join(shape_text(p) for p in ref.params)} take only "
+                                      f"bottom {', '.join(shape_text(reference.blobs[b]) for b in layer.bottoms)}; "
+                                      f"input {at} gives {', '.join(shape_text(s) for s in bottoms)}"))
+            result = ref  # the weights are what they are: carry on with the reference tops
+            if any(tuple(t) != tuple(reference.blobs[top]) for t, top in zip(result.tops, layer.tops)):
+                return found
+        for top, shape in zip(layer.tops, result.tops):
+            blobs[top] = tuple(int(d) for d in shape)
+    return found
+
+
+def size_fixing_layers(spec: NetSpec, table: ShapeTable | None = None) -> list[tuple[str, str]]:
+    """[(Caffe layer name, reason)] for the layers that fix the net's input size, [] when it runs at
+    other sizes too, as Caffe reshapes a net to its input.
+
+    Probed at 2H x 2W of every 4-D input: if the net takes it, nothing fixes its size (some sizes may
+    still be refused: an Eltwise whose bottoms only meet at multiples of 16, or AlexNet's fc6, which
+    takes 227 to 230 only); otherwise the layers that refuse it, or whose weights would need other
+    shapes there (an InnerProduct after spatial layers), are returned. Torch-free: used by `inspect`.
+    """
+    reference = table or infer_shapes(spec)
+    first: list[tuple[str, str]] | None = None
+    for probe in _probe_sizes(spec):
+        found = _fixing_at(spec, reference, probe)
+        if not found:
+            return []
+        first = found if first is None else first
+    return first or []

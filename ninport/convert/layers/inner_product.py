@@ -1,22 +1,35 @@
-"""InnerProduct: flatten from `axis`, then a linear map (Caffe's `transpose` flips the stored weight)."""
+"""InnerProduct: flatten from `axis`, then a linear map (Caffe's `transpose` flips the stored weight).
+
+Its weights fix K, the bottom's size from `axis` on: a net with an InnerProduct after spatial layers
+runs only at the sizes that keep K (e.g. any size after SPP, one size after a plain Pooling); any
+other size is refused naming the layer and both shapes.
+"""
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ninport.caffe.shapes import canonical_axis
+from ninport.caffe.geometry import canonical_axis
 from ninport.convert.registry import LayerContext
+from ninport.convert.size_checks import SizeCheckedLayer, static_shape
 
 
-class InnerProduct(nn.Module):
-    def __init__(self, axis: int, weight: nn.Parameter, bias: nn.Parameter | None):
-        super().__init__()
+class InnerProduct(SizeCheckedLayer):
+    def __init__(self, axis: int, weight: nn.Parameter, bias: nn.Parameter | None, ctx: LayerContext | None = None):
+        super().__init__(ctx.layer if ctx else None, ctx.bottom_shapes if ctx else ())
         self.axis = axis
         self.weight = weight
         self.bias = bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if static_shape(x.shape):
+            k = self.weight.shape[1]
+            self.check([x.shape], x.dim() > self.axis and math.prod(x.shape[self.axis:]) == k,
+                       lambda: f"flattened from axis {self.axis} it gives K = {math.prod(x.shape[self.axis:])}, "
+                               f"and the weights take K = {k}")
         return F.linear(torch.flatten(x, self.axis), self.weight, self.bias)
 
 
@@ -27,4 +40,4 @@ def inner_product(ctx: LayerContext) -> nn.Module:
     if p.transpose:  # stored as [K, N]; keep torch's [N, K] so state_dicts look alike
         weight = nn.Parameter(weight.detach().t().contiguous())
     bias = ctx.parameter(1) if p.bias_term else None
-    return InnerProduct(axis, weight, bias)
+    return InnerProduct(axis, weight, bias, ctx)

@@ -1,85 +1,58 @@
-"""Pooling with Caffe's exact geometry.
+"""Pooling with Caffe's exact geometry, recomputed from the input's size in every forward.
 
-Caffe rounds the output size up and clips windows at the padded edge; PyTorch's ceil_mode
-differs at the edges, refuses pad > kernel/2, and runtimes disagree on ceil_mode in ONNX.
-So the padding is done explicitly (with -FLT_MAX for MAX, as Caffe's empty windows give, and
-zeros for AVE), followed by a plain floor-mode pool without padding, and AVE's divisor is
-corrected where Caffe's clipped window differs from the full kernel. The exported ONNX then
-holds only Pad + MaxPool/AveragePool without ceil_mode, which every runtime executes alike.
+Caffe rounds the output size up and clips windows at the padded edge; PyTorch's ceil_mode differs
+at the edges, refuses pad > kernel/2, and runtimes disagree on ceil_mode in ONNX. So the input is
+padded explicitly (-FLT_MAX for MAX, as Caffe's empty windows give; zeros for AVE): `pad` before, and
+after by the static bound pad + stride - 1, which always covers the windows Caffe keeps; a plain
+floor-mode pool without padding follows and its output is cut to Caffe's size (`geometry.PoolWindow`,
+computed from `x.shape`, so it stays symbolic in exported programs). AVE divides by Caffe's clipped
+window, computed from the same geometry at run time. The exported ONNX holds Pad + MaxPool/AveragePool
+without ceil_mode or pads, and a Slice whose ends come from the input's shape.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from ninport.caffe import caffe_pb2 as pb2
-from ninport.caffe.shapes import pool_geometry
+from ninport.caffe.geometry import PoolParams, pool_params
 from ninport.convert.registry import LayerContext
+from ninport.convert.size_checks import SizeCheckedLayer
 
 FLT_MAX = float(np.finfo(np.float32).max)
 
 
-def _caffe_ave_divisors(size: int, kernel: int, pad: int, stride: int, out: int) -> np.ndarray:
-    """Per output position, the divisor Caffe uses: the window clipped to [-pad, size + pad)."""
-    starts = np.arange(out) * stride - pad
-    ends = np.minimum(starts + kernel, size + pad)
-    return (ends - starts).astype(np.float64)
-
-
-class CaffePool2d(nn.Module):
-    def __init__(self, mode: str, kernel, stride, pad_left, pad_right, ave_correction: torch.Tensor | None,
-                 crop: tuple[int, int] | None):
-        super().__init__()
-        self.mode = mode
-        self.kernel = tuple(kernel)
-        self.stride = tuple(stride)
-        # F.pad order: (w_left, w_right, h_top, h_bottom)
-        self.padding = (pad_left[1], pad_right[1], pad_left[0], pad_right[0])
-        self.crop = crop
-        if ave_correction is not None:
-            self.register_buffer("ave_correction", ave_correction)
-        else:
-            self.ave_correction = None
+class CaffePool2d(SizeCheckedLayer):
+    def __init__(self, params: PoolParams, ctx: LayerContext | None = None):
+        super().__init__(ctx.layer if ctx else None, ctx.bottom_shapes if ctx else ())
+        self.params = params
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.crop is not None:  # input rows/cols Caffe never reaches (floor rounding)
-            x = x[:, :, : self.crop[0], : self.crop[1]]
-        if any(self.padding):
-            fill = -FLT_MAX if self.mode == "max" else 0.0
-            x = F.pad(x, self.padding, mode="constant", value=fill)
-        if self.mode == "max":
-            return F.max_pool2d(x, self.kernel, self.stride)
-        y = F.avg_pool2d(x, self.kernel, self.stride)
-        if self.ave_correction is not None:
-            y = y * self.ave_correction
+        p = self.params
+        self.check([x.shape], x.dim() == 4, lambda: "pooling needs a 4-D (N, C, H, W) bottom")
+        size = (x.shape[2], x.shape[3])
+        self.geometry([x.shape], lambda: p.check_fits(size))
+        if p.kernel is None:  # global pooling: one window over the whole plane
+            if p.mode == "max":
+                return torch.amax(x, dim=(2, 3), keepdim=True)
+            return torch.mean(x, dim=(2, 3), keepdim=True)
+        win = p.window(size)
+        # F.pad order: (w before, w after, h before, h after); "after" is a static bound, see the docstring
+        padding = (p.pad[1], p.pad[1] + p.stride[1] - 1, p.pad[0], p.pad[0] + p.stride[0] - 1)
+        if any(padding):
+            x = F.pad(x, padding, mode="constant", value=-FLT_MAX if p.mode == "max" else 0.0)
+        if p.mode == "max":
+            y = F.max_pool2d(x, p.kernel, p.stride)
+        else:
+            y = F.avg_pool2d(x, p.kernel, p.stride)
+        y = y[:, :, : win.out[0], : win.out[1]]
+        if p.mode == "ave":
+            divisors = [win.ave_divisor(a, torch.arange(win.out[a], device=x.device) * p.stride[a] - p.pad[a])
+                        for a in (0, 1)]
+            count = (divisors[0].unsqueeze(1) * divisors[1].unsqueeze(0)).to(y.dtype)
+            y = y * ((p.kernel[0] * p.kernel[1]) / count)  # 1 where Caffe's window is a full kernel
         return y
 
 
-def pooling(ctx: LayerContext) -> nn.Module:
-    p = ctx.proto.pooling_param
-    n, c, h, w = ctx.bottom_shapes[0]
-    geo = pool_geometry(p, (h, w))
-    sizes = (h, w)
-    pad_right, crop = [], [h, w]
-    for a in (0, 1):
-        needed = (geo.out[a] - 1) * geo.stride[a] + geo.kernel[a]  # extent the windows cover
-        right = needed - sizes[a] - geo.pad[a]
-        if right < 0:
-            crop[a] = sizes[a] + right
-            right = 0
-        pad_right.append(right)
-    crop_hw = None if tuple(crop) == (h, w) else tuple(crop)
-    mode = "max" if p.pool == pb2.PoolingParameter.MAX else "ave"
-    correction = None
-    if mode == "ave":
-        div_h = _caffe_ave_divisors(h, geo.kernel[0], geo.pad[0], geo.stride[0], geo.out[0])
-        div_w = _caffe_ave_divisors(w, geo.kernel[1], geo.pad[1], geo.stride[1], geo.out[1])
-        divisors = np.outer(div_h, div_w)
-        full = geo.kernel[0] * geo.kernel[1]
-        if not np.all(divisors == full):
-            with np.errstate(divide="ignore", invalid="ignore"):
-                factor = (full / divisors).astype(np.float32)
-            correction = torch.from_numpy(factor).reshape(1, 1, *geo.out)
-    return CaffePool2d(mode, geo.kernel, geo.stride, geo.pad, pad_right, correction, crop_hw)
+def pooling(ctx: LayerContext) -> CaffePool2d:
+    return CaffePool2d(pool_params(ctx.proto.pooling_param), ctx)

@@ -1,38 +1,54 @@
-"""Spatial pyramid pooling: Caffe's SPP layer is a Pooling layer per pyramid level (2^i bins a side,
-geometry from `spp_pooling_params`), each flattened, concatenated along axis 1; with one level the
-pooled blob is the top as it is. Each level is the Pooling converter's own module."""
+"""Spatial pyramid pooling, with the bins recomputed from the input's size in every forward.
+
+Caffe's SPP layer is a Pooling layer per pyramid level (2^i bins a side; kernel, stride and pad from
+`geometry.spp_level` at the actual size), each flattened and concatenated along axis 1; with one
+level the pooled blob is the top as it is. Whenever Caffe accepts the size, a level's windows tile the
+padded input exactly (see `geometry.SPPLevel`), so a level is: pad to kernel x bins, view it as
+(bins, kernel) per axis and reduce over the kernel axes. No pooling op has a kernel that depends on
+the input, so this exports with symbolic height and width (ONNX: Pad, Reshape, ReduceMax/ReduceMean).
+"""
 from __future__ import annotations
 
+import numpy as np
 import torch
-from torch import nn
+import torch.nn.functional as F
 
 from ninport.caffe import caffe_pb2 as pb2
-from ninport.caffe.shapes import pool_geometry, spp_pooling_params
-from ninport.caffe.spec import LayerSpec
-from ninport.convert.layers.pooling import pooling
+from ninport.caffe.geometry import spp_levels
 from ninport.convert.registry import LayerContext
+from ninport.convert.size_checks import SizeCheckedLayer
+
+FLT_MAX = float(np.finfo(np.float32).max)
 
 
-class SpatialPyramidPool(nn.Module):
-    def __init__(self, levels: list[nn.Module]):
-        super().__init__()
-        self.levels = nn.ModuleList(levels)
+class SpatialPyramidPool(SizeCheckedLayer):
+    def __init__(self, pyramid: pb2.SPPParameter, mode: str, ctx: LayerContext | None = None):
+        super().__init__(ctx.layer if ctx else None, ctx.bottom_shapes if ctx else ())
+        self.pyramid = pyramid  # a protobuf message: plain data
+        self.mode = mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if len(self.levels) == 1:
-            return self.levels[0](x)
-        return torch.cat([torch.flatten(level(x), 1) for level in self.levels], dim=1)
+        self.check([x.shape], x.dim() == 4, lambda: "SPP needs a 4-D (N, C, H, W) bottom")
+        n, c, h, w = x.shape
+        levels = self.geometry([x.shape], lambda: spp_levels(self.pyramid, (h, w)))
+        pooled = []
+        for lv in levels:
+            padding = (lv.pad[1], lv.right_pad(1), lv.pad[0], lv.right_pad(0))
+            fill = -FLT_MAX if self.mode == "max" else 0.0
+            tiles = F.pad(x, padding, mode="constant", value=fill)
+            tiles = tiles.reshape(n, c, lv.bins, lv.kernel[0], lv.bins, lv.kernel[1])
+            if self.mode == "max":
+                y = torch.amax(tiles, dim=(3, 5))
+            else:  # every window lies inside [-pad, in + pad): Caffe divides by the whole kernel
+                y = torch.mean(tiles, dim=(3, 5))
+            pooled.append(y)
+        if len(pooled) == 1:
+            return pooled[0]
+        return torch.cat([torch.flatten(y, 1) for y in pooled], dim=1)
 
 
-def spp(ctx: LayerContext) -> nn.Module:
-    shape = ctx.bottom_shapes[0]
-    n, c, h, w = shape
-    modules = []
-    for i, pp in enumerate(spp_pooling_params(ctx.proto.spp_param, (h, w))):
-        out = pool_geometry(pp, (h, w)).out
-        proto = pb2.LayerParameter(name=f"{ctx.layer.name}/level{i}", type="Pooling", pooling_param=pp)
-        level = LayerSpec(name=proto.name, type="Pooling", bottoms=list(ctx.layer.bottoms),
-                          tops=[proto.name], proto=proto)
-        modules.append(pooling(LayerContext(layer=level, bottom_shapes=[shape],
-                                            top_shapes=[(n, c, *out)], weights=[])))
-    return SpatialPyramidPool(modules)
+def spp(ctx: LayerContext) -> SpatialPyramidPool:
+    p = ctx.proto.spp_param
+    pyramid = pb2.SPPParameter()
+    pyramid.CopyFrom(p)
+    return SpatialPyramidPool(pyramid, "max" if p.pool == pb2.SPPParameter.MAX else "ave", ctx)

@@ -1,0 +1,113 @@
+"""Caffe's geometry in one place (ninport/caffe/geometry.py), against transcriptions of Caffe's C++."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ninport.api import load_spec
+from ninport.caffe import caffe_pb2 as pb2
+from ninport.caffe import geometry
+from ninport.caffe.shapes import size_fixing_layers
+from tests.conftest import REPO, VENDORED_GOLDEN
+
+SIZES_DIR = REPO.parent / "shared" / "caffe-golden-sizes"
+
+
+def caffe_pooled_size(size, kernel, pad, stride, ceil=True):
+    """PoolingLayer::Reshape (BVLC), transcribed: ceil (or floor), then drop a window starting in the padding."""
+    span = size + 2 * pad - kernel
+    out = (int(np.ceil(span / stride)) if ceil else span // stride) + 1
+    if pad and (out - 1) * stride >= size + pad:
+        out -= 1
+    return out
+
+
+@pytest.mark.parametrize("ceil", [True, False])
+def test_pool_output_size_is_caffes_rule(ceil):
+    checked = 0
+    for kernel in range(1, 8):
+        for pad in range(kernel):
+            for stride in range(1, 9):
+                for size in range(max(1, kernel - 2 * pad), 40):
+                    got = geometry.pool_output_size(size, kernel, pad, stride, ceil)
+                    assert got == caffe_pooled_size(size, kernel, pad, stride, ceil), (size, kernel, pad, stride)
+                    checked += 1
+    assert checked > 5000
+
+
+def test_ave_divisor_is_caffes_pool_size_including_the_empty_last_window():
+    """AVE: pool_size = min(hstart + k, in + pad) - hstart, zero or negative past the input (pad 0, stride > k)."""
+    for kernel, pad, stride, size in [(3, 1, 2, 8), (2, 1, 2, 5), (1, 0, 3, 5), (3, 2, 1, 4), (6, 0, 1, 8)]:
+        p = pb2.PoolingParameter(pool=pb2.PoolingParameter.AVE, kernel_size=kernel, pad=pad, stride=stride)
+        win = geometry.pool_geometry(p, (size, size))
+        starts = np.arange(win.out[0]) * stride - pad
+        expected = np.minimum(starts + kernel, size + pad) - starts
+        np.testing.assert_array_equal(win.ave_divisor(0, starts), expected)
+        assert [win.ave_divisor(0, int(s)) for s in starts] == list(expected)
+    # the corner: kernel 1, stride 3 over 5 keeps a window at 6, past the input: divisor -1 as in Caffe
+    assert geometry.pool_geometry(pb2.PoolingParameter(kernel_size=1, stride=3), (5, 5)).out == (3, 3)
+
+
+def test_spp_levels_always_tile_exactly_bins_windows_when_caffe_accepts_them():
+    """geometry.SPPLevel's claim: pad < kernel implies Caffe's pooling gives `bins` windows inside [-pad, in + pad)."""
+    accepted = refused = 0
+    for level in range(6):
+        for size in range(1, 600):
+            lv = geometry.spp_level(level, (size, size))
+            if not lv.accepted(0):
+                refused += 1
+                continue
+            accepted += 1
+            k, pad = lv.kernel[0], lv.pad[0]
+            assert caffe_pooled_size(size, k, pad, k) == lv.bins
+            assert lv.right_pad(0) >= 0 and k * lv.bins - pad <= size + pad
+    assert accepted > 3000 and refused > 10
+    with pytest.raises(geometry.GeometryError, match="pyramid level 2"):
+        geometry.spp_levels(pb2.SPPParameter(pyramid_height=3), (5, 5))
+
+
+def test_conv_and_deconv_sizes():
+    g = geometry.conv_geometry(pb2.ConvolutionParameter(kernel_size=[3], pad=[1], stride=[2], dilation=[2]))
+    assert g.output_size(0, 10) == (10 + 2 - 5) // 2 + 1
+    assert g.deconv_output_size(0, 4) == 2 * 3 + 5 - 2
+    assert g.smallest_input(0) == 3
+
+
+def test_crop_and_reshape_and_broadcast():
+    p = pb2.CropParameter(axis=2, offset=[2])
+    assert geometry.check_crop(p, (1, 5, 36, 48), (1, 3, 33, 45)) == (2, [2, 2])
+    with pytest.raises(geometry.GeometryError, match="does not fit axis 3"):
+        geometry.check_crop(p, (1, 5, 36, 40), (1, 3, 33, 45))
+    r = pb2.ReshapeParameter(shape=pb2.BlobShape(dim=[0, -1]))
+    assert geometry.reshape_output(r, (2, 3, 4, 5)) == (2, 60)
+    assert geometry.reshape_axes(pb2.ReshapeParameter(axis=-1, num_axes=0), 4) == (4, 4)
+    assert geometry.broadcast_view(4, 1, (3,)) == [1, 3, 1, 1]
+    assert geometry.scale_param_shape((2, 3, 4, 5), 1, 2) == (3, 4)
+
+
+def test_smin_and_runtime_check_on_ints():
+    assert geometry.smin(3, 5) == 3 and geometry.smin(7, 2) == 2
+    geometry.runtime_check(True, lambda: "never")
+    with pytest.raises(geometry.GeometryError, match="too small"):
+        geometry.runtime_check(False, lambda: "too small")
+
+
+def test_geometry_never_imports_torch():
+    code = "import sys, ninport.caffe.geometry, ninport.caffe.shapes; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def test_size_fixing_layers_names_the_inner_product_after_pooling():
+    fixing = size_fixing_layers(load_spec(VENDORED_GOLDEN / "innerproduct_softmax" / "net.prototxt"))
+    assert [name for name, _ in fixing] == ["fc"]
+    assert "weights [10, 48]" in fixing[0][1]
+
+
+@pytest.mark.parametrize("net", ["fcn_mini_32x32", "pnet_like_12x12", "nin_mini_35x35", "spp_fc_13x13"])
+def test_size_agnostic_nets_have_no_size_fixing_layer(net):
+    if not SIZES_DIR.is_dir():
+        pytest.skip("needs ../shared/caffe-golden-sizes beside the checkout")
+    assert size_fixing_layers(load_spec(SIZES_DIR / f"sz_{net}" / "net.prototxt")) == []

@@ -315,7 +315,7 @@ def _softmax(m, e: Emitter) -> Block:
 
 @_emits(reduction.CaffeReduction)
 def _reduction(m, e: Emitter) -> Block:
-    return Block(f"{e.copy_class(type(m))}({lit(m.op)}, {m.axis}, {lit(float(m.factor))})")
+    return Block(f"{e.copy_class(type(m))}({lit(m.op)}, {m.axis}, {lit(float(m.coeff))})")
 
 
 @_emits(reduction.CaffeArgMax)

@@ -363,3 +363,17 @@ def test_spp(tmp_path, method, height, shape, top):
 def test_spp_bad_parameters(tmp_path, params, shape, error, words):
     _expect_error(tmp_path, f'layer {{ name: "L" type: "SPP" bottom: "data" top: "y" spp_param {{ {params} }} }}\n',
                   error=error, shape=shape, words=words)
+
+
+def test_reduction_mean_divides_by_the_actual_input_size(tmp_path):
+    """Built at one size, run at another: MEAN's divisor follows the input (it once stayed the build size's)."""
+    proto = tmp_path / "net.prototxt"
+    proto.write_text('input: "data"\ninput_shape { dim: 2 dim: 3 dim: 4 dim: 5 }\n'
+                     'layer { name: "r" type: "Reduction" bottom: "data" top: "r" '
+                     'reduction_param { operation: MEAN axis: 1 coeff: 2 } }\n')
+    module = ninport.load(proto)
+    for shape in [(2, 3, 4, 5), (1, 3, 7, 9)]:
+        x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+        with torch.no_grad():
+            out = module(torch.from_numpy(x)).numpy()
+        np.testing.assert_allclose(out, 2 * x.reshape(shape[0], -1).mean(axis=1), rtol=1e-5)

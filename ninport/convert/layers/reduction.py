@@ -21,11 +21,15 @@ from ninport.convert.registry import LayerContext
 
 
 class CaffeReduction(nn.Module):
-    """SUM / ASUM / SUMSQ / MEAN over every axis from `axis` on, times coeff (MEAN: coeff / count)."""
+    """SUM / ASUM / SUMSQ / MEAN over every axis from `axis` on, times `coeff`.
 
-    def __init__(self, op: str, axis: int, factor: float):
+    MEAN divides coeff by the number of values reduced, counted on the actual input (so the module is
+    right at any input size), in float32 as Caffe's `coeff_ /= dim_` does.
+    """
+
+    def __init__(self, op: str, axis: int, coeff: float):
         super().__init__()
-        self.op, self.axis, self.factor = op, axis, factor
+        self.op, self.axis, self.coeff = op, axis, coeff
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dims = list(range(self.axis, x.dim()))
@@ -34,7 +38,12 @@ class CaffeReduction(nn.Module):
         elif self.op == "sumsq":
             x = x * x
         y = torch.sum(x, dim=dims)
-        return y if self.factor == 1.0 else y * self.factor
+        if self.op == "mean":
+            count = 1
+            for d in x.shape[self.axis:]:
+                count = count * d
+            return y * (torch.tensor(self.coeff, dtype=torch.float32) / count).to(y.dtype)
+        return y if self.coeff == 1.0 else y * self.coeff
 
 
 _REDUCTION_OPS = {pb2.ReductionParameter.SUM: "sum", pb2.ReductionParameter.ASUM: "asum",
@@ -43,17 +52,8 @@ _REDUCTION_OPS = {pb2.ReductionParameter.SUM: "sum", pb2.ReductionParameter.ASUM
 
 def reduction(ctx: LayerContext) -> nn.Module:
     p = ctx.proto.reduction_param
-    shape = ctx.bottom_shapes[0]
-    axis = canonical_axis(p.axis, len(shape))
-    op = _REDUCTION_OPS[p.operation]
-    factor = float(p.coeff)
-    if op == "mean":
-        count = 1
-        for d in shape[axis:]:
-            count *= d
-        factor = float(torch.tensor(factor, dtype=torch.float32) / count)  # Caffe: coeff_ /= dim_ in float
-        op = "sum"
-    return CaffeReduction(op, axis, factor)
+    axis = canonical_axis(p.axis, len(ctx.bottom_shapes[0]))
+    return CaffeReduction(_REDUCTION_OPS[p.operation], axis, float(p.coeff))
 
 
 class CaffeArgMax(nn.Module):

@@ -14,7 +14,7 @@ import torch
 import ninport
 from ninport.caffe.shapes_ssd import FLT_MAX, DetectionSettings
 from ninport.convert.layers import ssd
-from ninport.errors import ExportError, ShapeError
+from ninport.errors import ShapeError
 from tests.conftest import REPO, relative_error
 from tests.convert import ssd_caffe_numpy as caffe
 
@@ -22,8 +22,6 @@ SSD_GOLDEN = REPO.parent / "shared" / "caffe-golden-ssd"
 CASES = sorted(p.name for p in SSD_GOLDEN.glob("ssd_*") if (p / "case.json").is_file()) if SSD_GOLDEN.is_dir() else []
 CAFFE_SPLIT_BLOB = re.compile(r".+_split_\d+$")
 TOLERANCE = 1e-5
-# Adaptive NMS (eta < 1) has no exact standard-ONNX form: refused at export, computed exactly in torch.
-ONNX_REFUSED = {"ssd_detout_eta"}
 
 
 def _case(name: str):
@@ -34,6 +32,31 @@ def _case(name: str):
     weights = folder / info["weights"] if info.get("weights") else None
     inputs = np.load(folder / "inputs.npz")
     return folder, info, weights, [inputs[n] for n in info["inputs"]], np.load(folder / "blobs.npz")
+
+
+def _all_nodes(graph):
+    """Every node of an ONNX graph, those inside Loop/If/Scan bodies included."""
+    import onnx
+
+    for node in graph.node:
+        yield node
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.GRAPH:
+                yield from _all_nodes(attribute.g)
+            for subgraph in attribute.graphs:
+                yield from _all_nodes(subgraph)
+
+
+def _assert_standard_onnx(model) -> set[str]:
+    """Only standard ONNX operators, subgraphs included, and no model-local function; returns the op types."""
+    import onnx
+
+    onnx.checker.check_model(model, full_check=True)
+    nodes = list(_all_nodes(model.graph))
+    assert {node.domain for node in nodes} <= {"", "ai.onnx"}, "only standard ONNX operators"
+    assert {entry.domain for entry in model.opset_import} <= {"", "ai.onnx"}
+    assert not model.functions, "no model-local function"
+    return {node.op_type for node in nodes}
 
 
 def _check(name: str, actual: np.ndarray, expected: np.ndarray) -> None:
@@ -62,7 +85,7 @@ def test_every_blob_matches_ssd_caffe(name):
     assert checked >= len(inputs) + 1
 
 
-@pytest.mark.parametrize("name", [c for c in CASES if c not in ONNX_REFUSED])
+@pytest.mark.parametrize("name", CASES)
 def test_onnx_in_onnxruntime_matches_ssd_caffe(name, tmp_path):
     import onnx
     import onnxruntime as ort
@@ -70,23 +93,45 @@ def test_onnx_in_onnxruntime_matches_ssd_caffe(name, tmp_path):
     folder, info, weights, inputs, expected = _case(name)
     module = ninport.load(folder / "net.prototxt", weights)
     path = ninport.export_onnx(module, tmp_path / "net.onnx")
-    model = onnx.load(path)
-    assert {node.domain for node in model.graph.node} <= {"", "ai.onnx"}, "only standard ONNX operators"
+    _assert_standard_onnx(onnx.load(path))
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     results = session.run(None, dict(zip(info["inputs"], inputs)))
     for blob, value in zip(info["outputs"], results):
         _check(blob, value, expected[blob])
 
 
-def test_adaptive_nms_is_refused_at_export_naming_the_layer(tmp_path):
-    folder, _info, weights, inputs, expected = _case("ssd_detout_eta")
+def test_adaptive_nms_exports_exactly_caffes_rows(tmp_path):
+    """eta < 1 (the threshold shrinks after each kept box) runs as an ONNX Loop: Caffe's rows, count and
+    order included, in onnxruntime; the fixture's adaptive threshold does change what is kept."""
+    import onnx
+    import onnxruntime as ort
+
+    folder, info, weights, inputs, expected = _case("ssd_detout_eta")
     module = ninport.load(folder / "net.prototxt", weights)
-    target = tmp_path / "net.onnx"
-    with pytest.raises(ExportError, match=r'DetectionOutput layer "detection_out".*eta 0\.9'):
-        ninport.export_onnx(module, target)
-    assert not target.exists()
-    # ... while the torch module computes it exactly (the fixture's rows, in order)
-    _check("detection_out", module(*[torch.from_numpy(x) for x in inputs]).numpy(), expected["detection_out"])
+    path = ninport.export_onnx(module, tmp_path / "net.onnx")
+    ops = _assert_standard_onnx(onnx.load(path))
+    assert "Loop" in ops and "NonMaxSuppression" not in ops
+    (rows,) = ort.InferenceSession(str(path)).run(None, dict(zip(info["inputs"], inputs)))
+    caffe_rows = expected["detection_out"]
+    assert rows.shape == caffe_rows.shape
+    np.testing.assert_array_equal(rows[..., :2], caffe_rows[..., :2])  # image and label of every row, in order
+    _check("detection_out", rows, caffe_rows)
+    # the fixture would fail with a fixed threshold: eta matters here
+    fixed = caffe.detection_output(expected["mbox_loc"], expected["mbox_conf_flatten"], expected["mbox_priorbox"],
+                                   **{**_detection_kwargs(folder), "eta": 1.0})
+    assert fixed.shape != caffe_rows.shape or relative_error(fixed, caffe_rows) > TOLERANCE
+    # ... and the torch module computes it too
+    _check("detection_out", module(*[torch.from_numpy(x) for x in inputs]).detach().numpy(), caffe_rows)
+
+
+def test_fixed_threshold_keeps_the_non_max_suppression_path(tmp_path):
+    """eta == 1 still exports as one NonMaxSuppression, without a Loop."""
+    import onnx
+
+    folder, _info, weights, _inputs, _expected = _case("ssd_detout_ties")
+    ops = _assert_standard_onnx(onnx.load(ninport.export_onnx(ninport.load(folder / "net.prototxt", weights),
+                                                              tmp_path / "net.onnx")))
+    assert "NonMaxSuppression" in ops and "Loop" not in ops
 
 
 def test_exported_detector_runs_other_batch_sizes(tmp_path):
@@ -114,11 +159,12 @@ def _detection_kwargs(folder: Path) -> dict:
     def field(name, default, kind=float):
         found = re.search(rf"\b{name}: *([-\w.]+)", text)
         return kind(found.group(1)) if found else default
-    return {"num_classes": field("num_classes", 0, int), "share_location": field("share_location", "true", str) == "true",
-                "background_label_id": field("background_label_id", 0, int), "code_type": field("code_type", "CORNER", str),
-                "variance_encoded_in_target": field("variance_encoded_in_target", "false", str) == "true",
-                "keep_top_k": field("keep_top_k", -1, int), "confidence_threshold": field("confidence_threshold", None),
-                "nms_threshold": field("nms_threshold", 0.3), "top_k": field("top_k", -1, int), "eta": field("eta", 1.0)}
+    return {"num_classes": field("num_classes", 0, int),
+            "share_location": field("share_location", "true", str) == "true",
+            "background_label_id": field("background_label_id", 0, int), "code_type": field("code_type", "CORNER", str),
+            "variance_encoded_in_target": field("variance_encoded_in_target", "false", str) == "true",
+            "keep_top_k": field("keep_top_k", -1, int), "confidence_threshold": field("confidence_threshold", None),
+            "nms_threshold": field("nms_threshold", 0.3), "top_k": field("top_k", -1, int), "eta": field("eta", 1.0)}
 
 
 @pytest.mark.parametrize("name", ["ssd_detout_eta", "ssd_detout_no_share_location", "ssd_detout_ties",
@@ -202,18 +248,12 @@ def test_detection_output_matches_the_numpy_transcription(options):
     _check("rows", actual, expected)
 
 
-@pytest.mark.parametrize("options", [o for o in ORACLE_OPTIONS if o.get("eta", 1.0) == 1.0],
-                         ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
-def test_detection_output_onnx_translation_matches_torch(options, tmp_path):
-    """The standard-ONNX translation reproduces the torch op on options the fixtures lack."""
+def _onnx_rows(module, loc, conf, prior) -> np.ndarray:
+    """The module exported alone (dynamic batch, ninport's translation table) and run in onnxruntime."""
     import onnxruntime as ort
 
     from ninport.onnx import quiet_torch
 
-    settings = _settings(**options)
-    loc, conf, prior = _random_head(7, 60, settings.num_classes, settings.num_loc_classes, batch=2,
-                                    spread=3.0 if settings.code_type == "CORNER" else 1.0)
-    module = ssd.DetectionOutput(settings, "det").eval()
     batch = torch.export.Dim("batch")
     with quiet_torch():
         program = torch.onnx.export(module, tuple(torch.from_numpy(a) for a in (loc, conf, prior)), None, dynamo=True,
@@ -222,7 +262,44 @@ def test_detection_output_onnx_translation_matches_torch(options, tmp_path):
     session = ort.InferenceSession(program.model_proto.SerializeToString())
     names = [i.name for i in session.get_inputs()]
     (rows,) = session.run(None, dict(zip(names, (loc, conf, prior))))
+    return rows
+
+
+@pytest.mark.parametrize("options", ORACLE_OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
+def test_detection_output_onnx_translation_matches_torch(options, tmp_path):
+    """The standard-ONNX translation reproduces the torch op on options the fixtures lack."""
+    settings = _settings(**options)
+    loc, conf, prior = _random_head(7, 60, settings.num_classes, settings.num_loc_classes, batch=2,
+                                    spread=3.0 if settings.code_type == "CORNER" else 1.0)
+    module = ssd.DetectionOutput(settings, "det").eval()
     expected = module(torch.from_numpy(loc), torch.from_numpy(conf), torch.from_numpy(prior)).numpy()
+    _check("rows", _onnx_rows(module, loc, conf, prior), expected)
+
+
+ETA_OPTIONS = [  # adaptive NMS: the threshold shrinks by eta after each kept box while it is > 0.5
+    {"eta": 0.5, "nms_threshold": 0.95},
+    {"eta": 0.7, "nms_threshold": 0.9, "top_k": 50, "keep_top_k": 30},
+    {"eta": 0.9, "nms_threshold": 0.8, "code_type": "CORNER"},  # boxes with xmax < xmin: zero area
+    {"eta": 0.3, "nms_threshold": 0.99, "share_location": False, "confidence_threshold": 0.05},
+]
+
+
+@pytest.mark.parametrize("options", ETA_OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
+def test_adaptive_nms_in_onnx_matches_the_numpy_transcription(options):
+    """The ONNX Loop against Caffe's ApplyNMSFast loop for other eta values; each case keeps other
+    boxes than a fixed threshold would."""
+    settings = _settings(**options)
+    loc, conf, prior = _random_head(11, 120, settings.num_classes, settings.num_loc_classes, batch=2,
+                                    spread=3.0 if settings.code_type == "CORNER" else 0.3)
+    kwargs = dict(options)
+    threshold = kwargs.pop("confidence_threshold", None)
+    oracle = {"num_classes": 3, "code_type": "CENTER_SIZE", **kwargs, "confidence_threshold": threshold}
+    expected = caffe.detection_output(loc, conf, prior, **oracle)
+    fixed = caffe.detection_output(loc, conf, prior, **{**oracle, "eta": 1.0})
+    assert fixed.shape != expected.shape or relative_error(fixed, expected) > TOLERANCE, "eta changes nothing here"
+    rows = _onnx_rows(ssd.DetectionOutput(settings, "det").eval(), loc, conf, prior)
+    assert rows.shape == expected.shape
+    np.testing.assert_array_equal(rows[..., :2], expected[..., :2])
     _check("rows", rows, expected)
 
 
@@ -308,9 +385,11 @@ def test_bad_ssd_layers_are_one_clear_error(tmp_path, body, message):
 
 
 DETECTION_NET = """
-layer {{ name: "pb" type: "PriorBox" bottom: "feat" bottom: "data" top: "prior" prior_box_param {{ min_size: 8 max_size: 16 }} }}
+layer {{ name: "pb" type: "PriorBox" bottom: "feat" bottom: "data" top: "prior"
+         prior_box_param {{ min_size: 8 max_size: 16 }} }}
 layer {{ name: "loc" type: "Flatten" bottom: "feat" top: "loc" }}
-layer {{ name: "c" type: "Convolution" bottom: "feat" top: "c" convolution_param {{ num_output: {conf} kernel_size: 1 }} }}
+layer {{ name: "c" type: "Convolution" bottom: "feat" top: "c"
+         convolution_param {{ num_output: {conf} kernel_size: 1 }} }}
 layer {{ name: "conf" type: "Flatten" bottom: "c" top: "conf" }}
 layer {{ name: "det" type: "DetectionOutput" bottom: "loc" bottom: "conf" bottom: "prior" top: "out"
          detection_output_param {{ num_classes: {classes} nms_param {{ nms_threshold: 0.45 }} }} }}

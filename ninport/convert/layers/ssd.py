@@ -18,13 +18,16 @@ in onnxruntime, TensorRT and OpenVINO. The translation reproduces Caffe exactly:
   would reorder its corners;
 - keep_top_k keeps the best rows of each image over all classes; rows come out image, then label,
   then score order.
-Adaptive NMS (eta < 1) changes the threshold after every kept box: NonMaxSuppression cannot do that,
-so such a layer is refused at export (`check_onnx_export`); the torch module computes it exactly.
+Adaptive NMS (eta < 1) changes the threshold after every kept box, which NonMaxSuppression cannot do:
+there the translation runs Caffe's greedy loop itself, an ONNX Loop over the candidate ranks (all images
+and classes at once) with Caffe's overlap formula and the threshold carried per class; eta == 1 keeps
+the NonMaxSuppression path.
 Exact score ties straddling the keep_top_k cut are ordered by Caffe's std::sort, which leaves them
 unspecified; ninport keeps the lower (label, rank) first, in torch and in ONNX alike.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -39,7 +42,6 @@ from ninport.caffe.shapes_ssd import (
     prior_box_layout,
 )
 from ninport.convert.registry import LayerContext
-from ninport.errors import ExportError, safe_text
 
 # --- PriorBox ------------------------------------------------------------------------------------
 
@@ -288,13 +290,6 @@ class DetectionOutput(nn.Module):
         return torch.ops.ninport.ssd_detections(boxes, scores, list(s.foreground_labels), s.confidence_threshold,
                                                 s.nms_threshold, s.top_k, s.eta, s.keep_top_k)
 
-    def check_onnx_export(self) -> None:
-        """Refuse what standard ONNX operators cannot compute exactly."""
-        if self.settings.eta < 1:
-            raise ExportError(f'DetectionOutput layer "{safe_text(self.layer_name)}": adaptive NMS (eta '
-                              f"{self.settings.eta:g} < 1) has no exact ONNX form (NonMaxSuppression keeps one "
-                              "threshold); the torch module computes it, or set eta: 1 to export")
-
 
 def detection_output(ctx: LayerContext) -> nn.Module:
     return DetectionOutput(detection_settings(ctx.proto.detection_output_param), ctx.layer.name)
@@ -333,21 +328,28 @@ def _ssd_detections_onnx(boxes, scores, labels, confidence_threshold: float, nms
     valid = op.Greater(values, threshold)
     gather_index = op.Expand(op.Unsqueeze(order, ints(3)), op.Concat(op.Shape(order), ints(4), axis=0))
     chosen = op.GatherElements(class_boxes, gather_index, axis=2)  # (N, C', K, 4) in Caffe's order
-    xmin, ymin, xmax, ymax = op.Split(chosen, axis=3, num_outputs=4)
-    proper = op.And(op.GreaterOrEqual(xmax, xmin), op.GreaterOrEqual(ymax, ymin))
-    nms_boxes = op.Where(proper, chosen, op.Constant(value_float=0.0))
-    rank = op.Cast(op.Range(op.Constant(value_int=0), op.Squeeze(count, ints(0)), op.Constant(value_int=1)), to=1)
-    synthetic = op.Where(valid, op.Sub(op.Cast(count, to=1), rank), op.Constant(value_float=-1.0))
     group_shape = op.Concat(ints(-1), count, axis=0)
-    selected = op.NonMaxSuppression(
-        op.Reshape(nms_boxes, op.Concat(ints(-1), count, ints(4), axis=0)),
-        op.Reshape(synthetic, op.Concat(ints(-1, 1), count, axis=0)),
-        count, op.Constant(value_floats=[nms_threshold]), op.Constant(value_floats=[0.0]))
-    group_rank = op.Gather(selected, ints(0, 2), axis=1)
-    zeros = op.ConstantOfShape(op.Shape(op.Reshape(values, group_shape)))
-    ones = op.ConstantOfShape(op.Shape(selected, start=0, end=1), value=_float_tensor(1.0))
-    kept = op.Reshape(op.Greater(op.ScatterND(zeros, group_rank, ones), op.Constant(value_float=0.5)),
-                      op.Shape(values))
+    if eta < 1:  # Caffe's greedy loop with the adaptive threshold, all groups at once
+        kept = op.Reshape(_adaptive_nms_function()(op.Reshape(chosen, op.Concat(ints(-1), count, ints(4), axis=0)),
+                                                   op.Reshape(valid, group_shape),
+                                                   op.Constant(value_float=nms_threshold),
+                                                   op.Constant(value_float=eta)), op.Shape(values))
+    else:
+        xmin, ymin, xmax, ymax = op.Split(chosen, axis=3, num_outputs=4)
+        proper = op.And(op.GreaterOrEqual(xmax, xmin), op.GreaterOrEqual(ymax, ymin))
+        nms_boxes = op.Where(proper, chosen, op.Constant(value_float=0.0))
+        rank = op.Cast(op.Range(op.Constant(value_int=0), op.Squeeze(count, ints(0)), op.Constant(value_int=1)),
+                       to=1)
+        synthetic = op.Where(valid, op.Sub(op.Cast(count, to=1), rank), op.Constant(value_float=-1.0))
+        selected = op.NonMaxSuppression(
+            op.Reshape(nms_boxes, op.Concat(ints(-1), count, ints(4), axis=0)),
+            op.Reshape(synthetic, op.Concat(ints(-1, 1), count, axis=0)),
+            count, op.Constant(value_floats=[nms_threshold]), op.Constant(value_floats=[0.0]))
+        group_rank = op.Gather(selected, ints(0, 2), axis=1)
+        zeros = op.ConstantOfShape(op.Shape(op.Reshape(values, group_shape)))
+        ones = op.ConstantOfShape(op.Shape(selected, start=0, end=1), value=_float_tensor(1.0))
+        kept = op.Reshape(op.Greater(op.ScatterND(zeros, group_rank, ones), op.Constant(value_float=0.5)),
+                          op.Shape(values))
     if keep_top_k > -1:
         ranked = op.Reshape(op.Where(kept, values, op.Constant(value_float=-math.inf)), op.Concat(batch, ints(-1),
                                                                                                   axis=0))
@@ -367,6 +369,64 @@ def _ssd_detections_onnx(boxes, scores, labels, confidence_threshold: float, nms
     fake_count = op.Where(op.Equal(found, ints(0)), batch, ints(0))
     rows = op.Concat(rows, op.Slice(fake_rows, ints(0), fake_count, ints(0)), axis=0)
     return op.Reshape(rows, ints(1, 1, -1, 7))
+
+
+@functools.cache
+def _adaptive_nms_function():
+    """`greedy_nms` with eta < 1 as an onnxscript function holding one ONNX Loop (standard operators only;
+    the exporter's function call is inlined by ninport's ONNX optimization). Built on first use so that
+    loading a detector does not import onnxscript.
+
+    boxes (G, K, 4) and valid (G, K) are the candidates of each group (image, class) in Caffe's order,
+    valid a prefix; step k keeps candidate k when its Caffe overlap with every kept box is <= the group's
+    threshold, then multiplies that threshold by eta while it is > 0.5. Returns kept (G, K).
+    """
+    import onnxscript
+    from onnxscript import BOOL, FLOAT
+    from onnxscript import opset18 as op
+
+    @onnxscript.script(default_opset=op)
+    def ssd_adaptive_nms(boxes, valid, nms_threshold, eta):
+        axis1 = op.Constant(value_ints=[1])
+        xmin = op.Gather(boxes, op.Constant(value_int=0), axis=2)  # (G, K)
+        ymin = op.Gather(boxes, op.Constant(value_int=1), axis=2)
+        xmax = op.Gather(boxes, op.Constant(value_int=2), axis=2)
+        ymax = op.Gather(boxes, op.Constant(value_int=3), axis=2)
+        zero = op.Constant(value_float=0.0)
+        areas = op.Where(op.Or(op.Less(xmax, xmin), op.Less(ymax, ymin)), zero,
+                         op.Mul(op.Sub(xmax, xmin), op.Sub(ymax, ymin)))  # Caffe's BBoxSize
+        kept = op.Cast(op.ConstantOfShape(op.Shape(valid)), to=9)  # all False
+        threshold = op.Expand(nms_threshold, op.Shape(valid, start=0, end=1))  # (G,)
+        half = op.Constant(value_float=0.5)
+        rank = op.Range(op.Constant(value_int=0), op.Squeeze(op.Shape(valid, start=1, end=2)),
+                        op.Constant(value_int=1))
+        trips = op.ReduceMax(op.ReduceSum(op.Cast(valid, to=7), axis1, keepdims=0), keepdims=0)
+        for k in range(trips):
+            b_xmin = op.Gather(xmin, op.Unsqueeze(k, op.Constant(value_ints=[0])), axis=1)  # (G, 1)
+            b_ymin = op.Gather(ymin, op.Unsqueeze(k, op.Constant(value_ints=[0])), axis=1)
+            b_xmax = op.Gather(xmax, op.Unsqueeze(k, op.Constant(value_ints=[0])), axis=1)
+            b_ymax = op.Gather(ymax, op.Unsqueeze(k, op.Constant(value_ints=[0])), axis=1)
+            b_area = op.Gather(areas, op.Unsqueeze(k, op.Constant(value_ints=[0])), axis=1)
+            apart = op.Or(op.Or(op.Greater(xmin, b_xmax), op.Less(xmax, b_xmin)),
+                          op.Or(op.Greater(ymin, b_ymax), op.Less(ymax, b_ymin)))
+            width = op.Sub(op.Min(b_xmax, xmax), op.Max(b_xmin, xmin))
+            height = op.Sub(op.Min(b_ymax, ymax), op.Max(b_ymin, ymin))
+            inter = op.Mul(width, height)
+            overlap = op.Div(inter, op.Sub(op.Add(b_area, areas), inter))
+            overlaps = op.And(op.Not(apart), op.And(op.Greater(width, zero), op.Greater(height, zero)))
+            overlap = op.Where(overlaps, overlap, zero)  # Caffe's JaccardOverlap with every candidate
+            too_close = op.And(kept, op.Greater(overlap, op.Unsqueeze(threshold, axis1)))
+            suppressed = op.Greater(op.ReduceMax(op.Cast(too_close, to=1), axis1, keepdims=0), zero)
+            keep = op.And(op.Gather(valid, k, axis=1), op.Not(suppressed))  # (G,)
+            kept = op.Or(kept, op.And(op.Unsqueeze(keep, axis1), op.Equal(rank, k)))
+            threshold = op.Where(op.And(keep, op.Greater(threshold, half)), op.Mul(threshold, eta), threshold)
+        return kept
+
+    # torch's exporter reads the function's outputs from its type hints; written here because string
+    # annotations (this module's `from __future__ import annotations`) would not resolve in this scope
+    ssd_adaptive_nms.__annotations__ = {"boxes": FLOAT, "valid": BOOL, "nms_threshold": FLOAT, "eta": FLOAT,
+                                        "return": BOOL}
+    return ssd_adaptive_nms
 
 
 def _float_tensor(value: float):

@@ -294,6 +294,11 @@ def cmd_inspect(args) -> int:
     console.print(f"total: {len(net.layers)} layers, {net.parameters:,} parameters (learnable){statistics}; "
                   f"{net.macs_per_image / 1e9:.3f} GMAC per image, {net.macs / 1e9:.3f} GMAC per forward at "
                   f"batch {net.batch}")
+    if net.size_fixed_by:
+        console.print("input size: fixed by " + "; ".join(f"{safe_text(layer, 80)} ({safe_text(reason, 200)})"
+                                                         for layer, reason in net.size_fixed_by))
+    else:
+        console.print("input size: any size the layers allow (every size-dependent quantity is computed at run time)")
     if net.weights:
         console.print(f"weights: {safe_text(net.weights.path)} fits the net: {net.weights.layers} layers, "
                       f"{net.weights.values:,} values")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ninport.api import InputShape, PathLike, check_path, load_spec
-from ninport.caffe.shapes import infer_shapes
+from ninport.caffe.shapes import infer_shapes, size_fixing_layers
 from ninport.caffe.spec import LayerSpec
 
 # Layer types whose caffemodel blobs are statistics gathered in training, not learned by gradient.
@@ -61,6 +61,7 @@ class NetSummary:
     macs: int                # per forward pass at the reference batch
     batch: int               # the first input's batch size at the reference shape
     weights: WeightsFit | None = None
+    size_fixed_by: tuple[tuple[str, str], ...] = ()  # (layer, reason) for layers that fix the input size
 
     @property
     def stored_values(self) -> int:
@@ -82,6 +83,8 @@ class NetSummary:
                         "macs": r.macs} for r in self.layers],
             "total_parameters": self.parameters, "total_statistics": self.statistics,
             "total_macs": self.macs, "batch": self.batch, "macs_per_image": self.macs_per_image,
+            "input_size": "fixed" if self.size_fixed_by else "any",
+            "size_fixed_by": [{"layer": layer, "reason": reason} for layer, reason in self.size_fixed_by],
             "weights": None if self.weights is None else {
                 "file": self.weights.path, "layers": self.weights.layers, "values": self.weights.values},
         }
@@ -123,7 +126,8 @@ def summary(prototxt: PathLike, input_shape: InputShape = None, weights: PathLik
         name=spec.name or Path(prototxt).stem, source=spec.source, source_format=spec.source_format,
         inputs={k: tuple(v) for k, v in spec.inputs.items()}, outputs=tuple(spec.outputs), layers=tuple(rows),
         parameters=sum(r.parameters for r in rows), statistics=sum(r.statistics for r in rows),
-        macs=sum(r.macs for r in rows), batch=int(first[0]) if first else 1, weights=fit)
+        macs=sum(r.macs for r in rows), batch=int(first[0]) if first else 1, weights=fit,
+        size_fixed_by=tuple(size_fixing_layers(spec, table)))
 
 
 def layer_settings(layer: LayerSpec) -> str:

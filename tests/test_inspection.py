@@ -116,3 +116,13 @@ def test_inspect_output_piped_into_head_exits_quietly(tmp_path):
         assert len(result.stdout.splitlines()) == 2
         assert result.stderr == "", result.stderr  # no traceback, no "internal error"
         assert result.returncode == 141  # 128 + SIGPIPE, as Unix tools report a closed pipe
+
+
+def test_summary_says_which_layers_fix_the_input_size():
+    from tests.conftest import NIN_DEPLOY, VENDORED_GOLDEN
+
+    fixed = ninport.summary(VENDORED_GOLDEN / "innerproduct_softmax" / "net.prototxt")
+    assert [layer for layer, _ in fixed.size_fixed_by] == ["fc"] and fixed.to_json()["input_size"] == "fixed"
+    nin = ninport.summary(NIN_DEPLOY, input_shape=(1, 3, 231, 231))
+    assert nin.size_fixed_by == () and nin.to_json()["input_size"] == "any"
+    assert nin.layers[-1].output_shapes == ((1, 1000, 2, 2),)  # Caffe's pool4 at 231: 2x2

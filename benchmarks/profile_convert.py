@@ -141,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
              f"timers around library calls; share = of imports + first convert"),
              f"{'stage':52s} {'wall s':>7s} {'share':>6s} {'CPU s':>7s}" +
              "".join(f" {'run ' + str(i + 1) + ' wall':>11s}" for i in range(1, len(runs)))]
-    lines.append(f"{'imports (before any work)':52s} {import_wall:7.2f} {import_wall / total_wall:6.0%} {import_cpu:7.2f}")
+    lines.append(f"{'imports (before any work)':52s} {import_wall:7.2f} {import_wall / total_wall:6.0%} "
+                 f"{import_cpu:7.2f}")
     for label, w, c in imports:
         lines.append(f"{'  ' + label:52s} {w:7.2f} {w / total_wall:6.0%} {c:7.2f}")
     lines.append(f"{'convert (cli.main, imports done)':52s} {first['wall']:7.2f} {first['wall'] / total_wall:6.0%} "

@@ -206,7 +206,8 @@ def format_table(result: dict) -> str:
     conv = [r for r in rows if r["section"] == "convert"]
     if conv:
         lines += ["", "CONVERT (python -m ninport.cli convert, onnxruntime check on; fresh process)",
-                  f"{'model':6s} {'median wall s':>13s} {'peak RSS MiB':>12s} {'weights MiB':>11s} {'peak/weights':>12s}"]
+                  f"{'model':6s} {'median wall s':>13s} {'peak RSS MiB':>12s} {'weights MiB':>11s} "
+                  f"{'peak/weights':>12s}"]
         for r in conv:
             lines.append(f"{r['model']:6s} {r['median_s']:13.1f} {r['process_peak_rss_mib']:12.0f} "
                          f"{r['weights_mib']:11.0f} {r['peak_over_weights']:12.2f}")
@@ -242,7 +243,8 @@ def machine_info() -> dict:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "nominal_fp32_gflops_per_core": _nominal_peak_per_core(), "python": platform.python_version(), "torch": torch.__version__,
+    return {"cpu": cpu, "cores": os.cpu_count(), "nominal_fp32_gflops_per_core": _nominal_peak_per_core(),
+            "python": platform.python_version(), "torch": torch.__version__,
             "onnxruntime": onnxruntime.__version__, "opencv": cv2.__version__,
             "load_average_at_start": os.getloadavg()[0]}
 

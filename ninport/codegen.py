@@ -31,8 +31,16 @@ import torch
 from torch import nn
 
 from ninport.convert.graph import _class_name, python_identifier
-from ninport.convert.layers import activation, indexing, inner_product, normalization, pooling, reduction, spp, \
-    structure
+from ninport.convert.layers import (
+    activation,
+    indexing,
+    inner_product,
+    normalization,
+    pooling,
+    reduction,
+    spp,
+    structure,
+)
 from ninport.description import NetDescription, describe
 from ninport.errors import ExportError, NinportError, safe_text, shape_text
 from ninport.fileio import write_atomic

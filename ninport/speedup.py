@@ -25,9 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from ninport.description import META_KEY, NetDescription
-
 from ninport.convert.layers.activation import Elementwise
+from ninport.description import META_KEY, NetDescription
 
 _POST_OPS = ("relu", "none")
 

@@ -19,7 +19,7 @@ from torch import nn
 
 import ninport
 from ninport.caffe import caffe_pb2 as pb2
-from ninport.codegen import python_source, register_emitter, write_python, EMITTERS, Block
+from ninport.codegen import EMITTERS, Block, python_source, register_emitter, write_python
 from ninport.errors import ExportError
 from tests.conftest import REPO, golden_case_names, load_golden, relative_error
 

@@ -82,7 +82,8 @@ def test_predict_on_a_detector_prints_boxes_in_image_pixels_and_draws(tmp_path, 
     labels = tmp_path / "labels.txt"
     labels.write_text("background\nalpha\nbeta\ngamma\ndelta\n")
     drawing = tmp_path / "boxes.png"
-    code = main(["predict", str(MINI_SSD / "net.prototxt"), str(image), "--weights", str(MINI_SSD / "weights.caffemodel"),
+    code = main(["predict", str(MINI_SSD / "net.prototxt"), str(image),
+                 "--weights", str(MINI_SSD / "weights.caffemodel"),
                  "--mean-values", "127.5,127.5,127.5", "--scale", "0.007843", "--labels", str(labels),
                  "--draw", str(drawing), "--json"])
     assert code == 0
@@ -99,7 +100,8 @@ def test_predict_on_a_detector_prints_boxes_in_image_pixels_and_draws(tmp_path, 
 
 def test_predict_on_a_detector_text_output(tmp_path, capsys):
     image = _mini_ssd_image(tmp_path)
-    code = main(["predict", str(MINI_SSD / "net.prototxt"), str(image), "--weights", str(MINI_SSD / "weights.caffemodel"),
+    code = main(["predict", str(MINI_SSD / "net.prototxt"), str(image),
+                 "--weights", str(MINI_SSD / "weights.caffemodel"),
                  "--mean-values", "127.5,127.5,127.5", "--scale", "0.007843"])
     assert code == 0
     lines = capsys.readouterr().out.splitlines()

@@ -1,4 +1,5 @@
-"""ninport.optimize (ninport/speedup.py): same numbers as the unoptimized module and as Caffe, same names, faster path used."""
+"""ninport.optimize (ninport/speedup.py): same numbers as the unoptimized module and as Caffe, same names,
+faster path used."""
 from __future__ import annotations
 
 import re
@@ -71,7 +72,8 @@ def test_names_kept_and_relu_fused_on_nin():
 @needs_onednn
 def test_separate_relu_top_is_not_fused(tmp_path):
     """A ReLU writing a new blob leaves the conv's own blob visible: that conv must not fuse."""
-    prototxt = ('layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 dim: 8 dim: 8 } } }\n'
+    prototxt = ('layer { name: "data" type: "Input" top: "data" '
+                'input_param { shape { dim: 2 dim: 3 dim: 8 dim: 8 } } }\n'
                 'layer { name: "c" type: "Convolution" bottom: "data" top: "c" '
                 'convolution_param { num_output: 4 kernel_size: 3 } }\n'
                 'layer { name: "r" type: "ReLU" bottom: "c" top: "r" }\n')

@@ -160,7 +160,8 @@ def test_cli_runs_plugin_in_a_fresh_process_without_importing_model_code(tmp_pat
     net = tmp_path / "net.prototxt"
     net.write_text(NET.read_text().replace('name: "act"', 'name: "__import__(\'os\').system(\'touch pwned\')"'))
     result = subprocess.run([sys.executable, "-m", "ninport.cli", "convert", str(net), "--plugin", str(PLUGIN),
-                             "-o", str(tmp_path)], cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
+                             "-o", str(tmp_path)], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                            check=False,
                             env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stderr
     assert not (tmp_path / "pwned").exists()

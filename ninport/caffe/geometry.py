@@ -158,7 +158,7 @@ class PoolParams:
     ceil: bool
     mode: str  # "max" or "ave"
 
-    def window(self, in_hw: Sequence[Size]) -> "PoolWindow":
+    def window(self, in_hw: Sequence[Size]) -> PoolWindow:
         """The windows at an input size (ints or SymInts): kernel, pad, stride, output size."""
         kernel = tuple(in_hw) if self.kernel is None else self.kernel
         out = tuple(pool_output_size(in_hw[a], kernel[a], self.pad[a], self.stride[a], self.ceil) for a in (0, 1))
@@ -227,7 +227,8 @@ def pool_params(p) -> PoolParams:
         else:
             fail("pooling needs kernel_size, kernel_h/kernel_w or global_pooling")
         pad = (p.pad_h, p.pad_w) if (p.HasField("pad_h") or p.HasField("pad_w")) else (p.pad, p.pad)
-        stride = (p.stride_h, p.stride_w) if (p.HasField("stride_h") or p.HasField("stride_w")) else (p.stride, p.stride)
+        has_hw = p.HasField("stride_h") or p.HasField("stride_w")
+        stride = (p.stride_h, p.stride_w) if has_hw else (p.stride, p.stride)
         pad, stride = (int(pad[0]), int(pad[1])), (int(stride[0]), int(stride[1]))
         if min(kernel) <= 0 or min(stride) <= 0 or min(pad) < 0 or max(kernel + pad + stride) > INT32_MAX:
             fail(f"invalid pooling geometry kernel {kernel} pad {pad} stride {stride}")

@@ -11,10 +11,24 @@ import math
 from dataclasses import dataclass
 
 from ninport.caffe import caffe_pb2 as pb2
-from ninport.caffe.geometry import (INT32_MAX, GeometryError, broadcast_view, canonical_axis,  # noqa: F401 - re-exported
-                                    check_crop, conv_geometry, fail, inner_product_k, pool_geometry,
-                                    pool_output_size, pool_params, reshape_output, scale_param_shape,
-                                    spp_levels, spp_output_features, spp_pooling_param)
+from ninport.caffe.geometry import (  # noqa: F401 - re-exported
+    INT32_MAX,
+    GeometryError,
+    broadcast_view,
+    canonical_axis,
+    check_crop,
+    conv_geometry,
+    fail,
+    inner_product_k,
+    pool_geometry,
+    pool_output_size,
+    pool_params,
+    reshape_output,
+    scale_param_shape,
+    spp_levels,
+    spp_output_features,
+    spp_pooling_param,
+)
 from ninport.caffe.spec import LayerSpec, NetSpec
 from ninport.errors import NinportError, ShapeError, UnsupportedLayerError, safe_text, shape_text
 from ninport.registry import LayerShapes, Shape, builtin_layer, layer_type, registered_types

@@ -242,7 +242,8 @@ def _interp(layer, shapes):
     if rule.size_from_second_bottom:
         other = shapes[1]
         if len(other) != 4 or other[0] != n:
-            _fail(f"the second bottom {shape_text(other)} must be 4-D with the batch of the first {shape_text(shapes[0])}")
+            _fail(f"the second bottom {shape_text(other)} must be 4-D with the batch of the first "
+                  f"{shape_text(shapes[0])}")
     out = interp_output_size(rule, shapes)
     return LayerShapes(tops=[(n, c, *out)], macs=4 * n * c * out[0] * out[1])
 

@@ -238,7 +238,8 @@ def test_axpy_scales_x_per_channel_and_adds_y(tmp_path, shape):
 
 
 @pytest.mark.parametrize("shapes,message", [
-    ({"a": (2, 6, 1, 1), "x": (2, 6, 4, 4), "y": (2, 6, 4, 5)}, r"x \[2, 6, 4, 4\] and y \[2, 6, 4, 5\] must have the same"),
+    ({"a": (2, 6, 1, 1), "x": (2, 6, 4, 4), "y": (2, 6, 4, 5)},
+     r"x \[2, 6, 4, 4\] and y \[2, 6, 4, 5\] must have the same"),
     ({"a": (2, 5, 1, 1), "x": (2, 6, 4, 4), "y": (2, 6, 4, 4)}, r"scale a \[2, 5, 1, 1\] must be N x C x 1 x 1"),
     ({"a": (2, 6, 2, 1), "x": (2, 6, 4, 4), "y": (2, 6, 4, 4)}, r"scale a \[2, 6, 2, 1\]"),
 ])
@@ -324,11 +325,13 @@ def test_interp_takes_the_size_of_a_second_bottom(tmp_path):
 
 
 @pytest.mark.parametrize("fields,bottoms,error,message", [
-    ({"interp_param.height": [0], "interp_param.width": [5]}, 1, ninport.ShapeError, "target size 0x5 must be positive"),
+    ({"interp_param.height": [0], "interp_param.width": [5]}, 1, ninport.ShapeError,
+     "target size 0x5 must be positive"),
     ({"interp_param.height": [4]}, 1, ninport.ShapeError, "needs zoom_factor, shrink_factor, or both height and width"),
     ({}, 1, ninport.ShapeError, "needs zoom_factor"),
     ({"interp_param.zoom_factor": [0]}, 1, ninport.ShapeError, "zoom_factor 0 must be at least 1"),
-    ({"interp_param.zoom_factor": [2], "interp_param.pad_beg": [1]}, 1, ninport.ShapeError, "only non-positive padding"),
+    ({"interp_param.zoom_factor": [2], "interp_param.pad_beg": [1]}, 1, ninport.ShapeError,
+     "only non-positive padding"),
     ({"interp_param.zoom_factor": [2], "interp_param.pad_beg": [-4], "interp_param.pad_end": [-4]}, 1,
      ninport.ShapeError, "leaves nothing of the 7x9 input"),
     ({"interp_param.zoom_factor": [2.5]}, 1, ninport.ShapeError, "zoom_factor must be an integer"),

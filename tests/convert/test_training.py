@@ -106,8 +106,9 @@ def _batch_norm_net(tmp_path, shape, params: str):
     text = _input(shape) + f'layer {{ name: "bn" type: "BatchNorm" bottom: "data" top: "bn" {params} }}\n'
     path = tmp_path / "bn.prototxt"
     path.write_text(text)
-    from ninport.caffe import caffe_pb2 as pb2
     from google.protobuf import text_format
+
+    from ninport.caffe import caffe_pb2 as pb2
 
     channels = shape[1]
     rng = np.random.default_rng(1)
@@ -124,11 +125,12 @@ def _batch_norm_net(tmp_path, shape, params: str):
 
 @pytest.mark.parametrize("maf", [0.999, 0.9])
 def test_batch_norm_train_step_follows_caffes_moving_average(tmp_path, maf):
-    module, (mean, var, factor) = _batch_norm_net(tmp_path, (4, 3, 5, 5), f"batch_norm_param {{ moving_average_fraction: {maf} }}")
+    module, (mean, var, factor) = _batch_norm_net(tmp_path, (4, 3, 5, 5),
+                                                       f"batch_norm_param {{ moving_average_fraction: {maf} }}")
     oracle = CaffeBatchNormOracle(mean, var, factor[0], 1e-5, np.float32(maf), use_global_stats=False)
     module.train()
     rng = np.random.default_rng(2)
-    for step in range(3):
+    for _step in range(3):
         x = rng.normal(2, 3, (4, 3, 5, 5)).astype(np.float32)
         np.testing.assert_allclose(module(torch.from_numpy(x)).detach().numpy(), oracle.forward(x), atol=2e-5)
         expected_mean, expected_var = oracle.statistics
@@ -145,7 +147,8 @@ def test_batch_norm_train_step_follows_caffes_moving_average(tmp_path, maf):
 def test_batch_norm_at_steady_state_is_torch_momentum(tmp_path):
     """With Caffe's scale factor at its steady value 1 / (1 - maf), the update is PyTorch's with momentum 1 - maf."""
     maf = 0.9
-    module, (mean, var, _) = _batch_norm_net(tmp_path, (4, 3, 5, 5), f"batch_norm_param {{ moving_average_fraction: {maf} }}")
+    module, (mean, var, _) = _batch_norm_net(tmp_path, (4, 3, 5, 5),
+                                                       f"batch_norm_param {{ moving_average_fraction: {maf} }}")
     module.bn.scale_factor.fill_(1 / (1 - np.float32(maf)))
     reference = nn.BatchNorm2d(3, eps=1e-5, momentum=1 - maf, affine=False)
     reference.running_mean.copy_(module.bn.running_mean)
@@ -205,7 +208,8 @@ def _loss_net(tmp_path, shape, label_shape, layer: str, **kwargs):
 
 
 @pytest.mark.parametrize("loss_param, mode", [("", "VALID"), ("normalization: FULL", "FULL"),
-                                              ("normalization: BATCH_SIZE", "BATCH_SIZE"), ("normalization: NONE", "NONE"),
+                                              ("normalization: BATCH_SIZE", "BATCH_SIZE"),
+                                              ("normalization: NONE", "NONE"),
                                               ("normalize: false", "BATCH_SIZE"), ("normalize: true", "VALID")])
 @pytest.mark.parametrize("ignore", [None, 2])
 def test_softmax_with_loss(tmp_path, loss_param, mode, ignore):
@@ -229,7 +233,8 @@ def test_softmax_with_loss_clamps_like_caffe_and_other_axis(tmp_path):
     layer = ('layer { name: "loss" type: "SoftmaxWithLoss" bottom: "data" bottom: "label" top: "loss" top: "prob" '
              "softmax_param { axis: 2 } }\n")
     module = _loss_net(tmp_path, (2, 3, 4), (2, 3), layer)
-    x = np.array([[[0, 200, 0, 0], [1, 2, 3, 4], [0, 0, 0, 0]], [[5, 1, 0, -1], [0, 0, 0, 0], [9, 0, 0, 0]]], np.float32)
+    x = np.array([[[0, 200, 0, 0], [1, 2, 3, 4], [0, 0, 0, 0]],
+                  [[5, 1, 0, -1], [0, 0, 0, 0], [9, 0, 0, 0]]], np.float32)
     label = np.array([[0, 3, 1], [2, 0, 0]], np.float32)
     expected_loss, expected_diff = caffe_softmax_loss(x, label, 2, None, "VALID")
     xt = torch.from_numpy(x).requires_grad_()

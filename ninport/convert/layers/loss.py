@@ -165,7 +165,8 @@ class Accuracy(nn.Module):
                                torch.zeros((), dtype=x.dtype))
         if not self.per_class:
             return accuracy
-        seen = torch.zeros(channels, dtype=x.dtype).index_add_(0, safe[valid], torch.ones_like(safe[valid], dtype=x.dtype))
+        ones = torch.ones_like(safe[valid], dtype=x.dtype)
+        seen = torch.zeros(channels, dtype=x.dtype).index_add_(0, safe[valid], ones)
         right = torch.zeros(channels, dtype=x.dtype).index_add_(0, safe[hit], torch.ones_like(safe[hit], dtype=x.dtype))
         return accuracy, torch.where(seen > 0, right / seen.clamp(min=1), torch.zeros_like(seen))
 

@@ -175,8 +175,9 @@ class Crop(SizeCheckedLayer):
         if static_shape(x.shape) and static_shape(reference.shape):  # tracing: no check (see size_checks)
             for i, fits in enumerate(crop_fits(self.axis, self.offsets, x.shape, reference.shape)):
                 a = self.axis + i
-                self.check(shapes, fits, lambda: f"a crop of size {reference.shape[a]} at offset {self.offsets[i]} "
-                                                 f"does not fit axis {a} of size {x.shape[a]}")
+                self.check(shapes, fits, lambda a=a, i=i: (
+                    f"a crop of size {reference.shape[a]} at offset {self.offsets[i]} does not fit axis {a} "
+                    f"of size {x.shape[a]}"))
         index = [slice(None)] * self.axis + [slice(off, off + reference.shape[self.axis + i])
                                              for i, off in enumerate(self.offsets)]
         return x[tuple(index)]

@@ -126,7 +126,7 @@ def runtime_child(args) -> dict:
     cv2.setNumThreads(threads)
     batches = [int(b) for b in args.batches.split(",")]
     base = ninport.load(args.prototxt, args.weights)
-    chw = tuple(base.meta["ninport"]["inputs"][next(iter(base.meta["ninport"]["inputs"]))][1:])
+    chw = tuple(next(iter(ninport.describe(base).inputs.values()))[1:])
     flops = conv_flops_per_image(base, (1, *chw))
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads

@@ -90,7 +90,7 @@ class OneDNNConv2d(nn.Conv2d):
 
 
 def _eligible_conv(module: nn.Module) -> bool:
-    return (type(module) is nn.Conv2d and module.padding_mode == "zeros"
+    return (isinstance(module, nn.Conv2d) and module.padding_mode == "zeros"
             and isinstance(module.padding, tuple) and module.weight.dim() == 4)
 
 

@@ -41,7 +41,7 @@ def test_phase_rules(rules, phase, stages, level, included):
     assert layer_included(rule_layer(rules), phase, level, stages) is included
 
 
-def test_train_only_and_training_layers_are_dropped():
+def test_train_only_layers_are_dropped_at_test_and_losses_kept_at_train():
     text = INPUT + (
         'layer { name: "r" type: "ReLU" bottom: "data" top: "r" }\n'
         'layer { name: "t" type: "Sigmoid" bottom: "r" top: "t" include { phase: TRAIN } }\n'
@@ -50,7 +50,7 @@ def test_train_only_and_training_layers_are_dropped():
     spec = spec_of(text)
     assert [layer.name for layer in spec.layers] == ["r"]
     assert spec.outputs == ["r"]
-    assert [layer.name for layer in spec_of(text, phase=pb2.TRAIN).layers] == ["r", "t"]
+    assert [layer.name for layer in spec_of(text, phase=pb2.TRAIN).layers] == ["r", "t", "acc", "loss"]
 
 
 def test_data_layer_becomes_input_with_crop_size():

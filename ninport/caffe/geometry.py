@@ -235,6 +235,10 @@ def pool_params(p) -> PoolParams:
         if pad[0] >= kernel[0] or pad[1] >= kernel[1]:
             fail(f"pad {pad} must be smaller than kernel {kernel} (Caffe's rule)")
     ceil = not (p.HasField("round_mode") and p.round_mode == pb2.PoolingParameter.FLOOR)
+    if p.HasField("ceil_mode"):  # the DenseNet/ResNeXt forks (BVLC PR 3057): false means floor rounding
+        if p.HasField("round_mode") and p.ceil_mode != ceil:
+            fail("ceil_mode and round_mode disagree")
+        ceil = bool(p.ceil_mode)
     mode = "max" if p.pool == pb2.PoolingParameter.MAX else "ave"
     return PoolParams(kernel, pad, stride, ceil, mode)
 

@@ -111,3 +111,22 @@ def test_size_agnostic_nets_have_no_size_fixing_layer(net):
     if not SIZES_DIR.is_dir():
         pytest.skip("needs ../shared/caffe-golden-sizes beside the checkout")
     assert size_fixing_layers(load_spec(SIZES_DIR / f"sz_{net}" / "net.prototxt")) == []
+
+
+@pytest.mark.parametrize("fields, expected", [("", 27), ("ceil_mode: true", 27), ("ceil_mode: false", 26),
+                                              ("round_mode: FLOOR", 26)])
+def test_ceil_mode_of_the_densenet_forks_switches_rounding(tmp_path, fields, expected):
+    """PoolingParameter.ceil_mode (BVLC PR 3057): false floors the output size, like round_mode FLOOR."""
+    import ninport
+    from ninport.caffe.shapes import infer_shapes
+
+    net = tmp_path / "net.prototxt"
+    net.write_text('input: "data"\ninput_shape { dim: 1 dim: 2 dim: 54 dim: 54 }\n'
+                   f'layer {{ name: "p" type: "Pooling" bottom: "data" top: "p" '
+                   f'pooling_param {{ pool: MAX kernel_size: 3 stride: 2 {fields} }} }}\n')
+    spec = ninport.load_spec(net)
+    assert infer_shapes(spec).blobs["p"] == (1, 2, expected, expected)
+    import torch
+
+    with torch.no_grad():
+        assert tuple(ninport.load(net)(torch.rand(1, 2, 54, 54)).shape) == (1, 2, expected, expected)

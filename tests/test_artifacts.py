@@ -134,9 +134,12 @@ def test_convert_files_is_all_or_nothing(tmp_path, monkeypatch):
     (out / "unrelated.txt").write_text("keep")
 
     def broken(module, path):
-        raise ExportError(f"{path}: writing safetensors failed: boom")
+        def write(staged):
+            staged.write_bytes(b"half")
+            raise ExportError(f"{staged}: writing safetensors failed: boom")
+        return write
 
-    monkeypatch.setattr(artifacts, "write_safetensors", broken)
+    monkeypatch.setattr(artifacts, "_safetensors_writer", broken)
     with pytest.raises(ExportError, match="boom") as info:
         convert_files(case.prototxt, case.weights, out, formats=("onnx", "pt2", "safetensors"))
     assert "staging" not in str(info.value)
@@ -147,10 +150,10 @@ def test_convert_files_is_all_or_nothing(tmp_path, monkeypatch):
 def test_convert_files_removes_folder_it_created(tmp_path, monkeypatch):
     case = load_golden("conv_rect")
 
-    def broken(module, path, *args, **kwargs):
+    def broken(program, path):
         raise ExportError("no")
 
-    monkeypatch.setattr(artifacts, "write_pt2", broken)
+    monkeypatch.setattr(artifacts, "save_pt2", broken)
     with pytest.raises(ExportError):
         convert_files(case.prototxt, case.weights, tmp_path / "a" / "b", formats=("onnx", "pt2"))
     assert list(tmp_path.iterdir()) == []

@@ -27,7 +27,7 @@ import torch
 from torch import fx
 
 from ninport.description import NetDescription, describe
-from ninport.errors import ExportError, NinportError
+from ninport.errors import ExportError, NinportError, one_line
 from ninport.fileio import LatchingWriter, write_atomic, write_files
 from ninport.onnx import (
     _dynamic_shapes,
@@ -61,7 +61,13 @@ def _safetensors_writer(module: fx.GraphModule, path: str | os.PathLike) -> Call
         info["source"] = Path(meta.source).name
         # the module's attribute names are identifiers made from Caffe's layer names: keep the mapping
         info["caffe_layers"] = json.dumps(meta.module_layers)
-    return lambda staged: save_file(tensors, os.fspath(staged), metadata=info)
+
+    def write(staged: Path) -> None:
+        try:
+            save_file(tensors, os.fspath(staged), metadata=info)
+        except Exception as exc:  # safetensors reports I/O errors (a full disk) as SafetensorError
+            raise ExportError(f"{path}: writing safetensors failed: {one_line(exc)}") from exc
+    return write
 
 
 def write_pt2(module: fx.GraphModule, path: str | os.PathLike, example_inputs=None, *,

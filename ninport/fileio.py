@@ -357,6 +357,17 @@ class Staging:
     def file(self, name: str) -> Path:
         return self.path / name
 
+    def plain_file_mode(self) -> int:
+        """The permissions a plain open() gives a new file here (0o666 less the umask), read from a probe
+        file rather than by setting the process-wide umask."""
+        probe = self.path / ".mode-probe"
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            return stat.S_IMODE(os.fstat(fd).st_mode)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
 
@@ -417,8 +428,10 @@ def write_files(folder: str | os.PathLike, writers: Mapping[str, Callable[[Path]
         try:
             staging = Staging(folder)
             staged = {name: staging.file(name) for name in writers}
+            mode = staging.plain_file_mode()
             for name, write in writers.items():
                 write(staged[name])
+                os.chmod(staged[name], mode)  # some writers (safetensors) create files 0600
             if check is not None:
                 check(dict(staged))
             backups = staging.path / ".backups"
@@ -452,7 +465,9 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     with _terminate_after_cleanup():
         staging = Staging(folder)
         try:
+            mode = staging.plain_file_mode()
             yield staging.file(target.name)
+            os.chmod(staging.file(target.name), mode)
             os.replace(staging.file(target.name), target)
         finally:
             staging.remove()

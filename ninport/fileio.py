@@ -69,7 +69,7 @@ def check_regular_file(path: str | os.PathLike, what: str = "file", error: type[
     except OSError as exc:
         raise error(f"{path}: cannot read {what}: {exc.strerror}") from None
     if not stat.S_ISREG(mode):
-        raise error(f"{path}: is {_kind(mode)}, expected a {what}")
+        raise error(f"{path}: is {_kind(mode)}; expected a regular file ({what})")
     return path
 
 
@@ -88,7 +88,7 @@ def open_regular(path: str | os.PathLike, what: str = "file", error: type[Ninpor
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)
-        raise error(f"{path}: is {_kind(mode)}, expected a {what}")
+        raise error(f"{path}: is {_kind(mode)}; expected a regular file ({what})")
     if hasattr(os, "set_blocking"):
         os.set_blocking(fd, True)
     return os.fdopen(fd, "rb")
@@ -100,10 +100,10 @@ def read_bounded(path: str | os.PathLike, limit: int, what: str = "file",
     with open_regular(path, what, error) as fh:
         size = os.fstat(fh.fileno()).st_size
         if size > limit:
-            raise error(f"{path}: {size:,} bytes, more than the {limit:,} ninport reads for a {what}")
+            raise error(f"{path}: {size:,} bytes, more than the {limit:,} ninport reads ({what})")
         data = fh.read(limit + 1)
     if len(data) > limit:  # the file grew while being read
-        raise error(f"{path}: more than the {limit:,} bytes ninport reads for a {what}")
+        raise error(f"{path}: more than the {limit:,} bytes ninport reads ({what})")
     return data
 
 

@@ -38,6 +38,7 @@ from ninport.onnx import (
     onnx_model_for_file,
     quiet_torch,
     save_onnx_model,
+    strip_ansi,
 )
 
 FORMATS = ("onnx", "pt2", "safetensors")
@@ -128,8 +129,7 @@ def verify_onnx(path: str | os.PathLike, inputs: dict[str, np.ndarray]) -> list[
         feed = {name: np.ascontiguousarray(value, dtype=np.float32) for name, value in inputs.items()}
         return [np.asarray(out) for out in session.run(None, feed)]
     except Exception as exc:  # noqa: BLE001
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise NinportError(f"{path}: onnxruntime failed: {first}") from exc
+        raise NinportError(f"{path}: onnxruntime failed: {strip_ansi(one_line(exc))}") from exc
 
 
 def convert_files(prototxt: str | os.PathLike, weights: str | os.PathLike | None = None,

@@ -61,6 +61,8 @@ ONNX_TOLERANCE = 1e-4
 OUTCOMES: dict[str, Counter] = {}
 # Seconds one example may take before it counts as a hang (checked by hang_guard, not a speed target).
 HANG_SECONDS = 20
+# The ONNX export of an example gets longer (the first one in a process pays for torch.onnx's imports).
+ONNX_HANG_SECONDS = 180
 # Above this many elements (activations + weights) a mutated net that loaded is not run:
 # the check is that loading failed cleanly or succeeded, not how fast torch convolves.
 RUN_LIMIT = 20_000_000
@@ -214,31 +216,41 @@ def check_outcome(prototxt: Path, weights: Path | None, *, kind: str = "other", 
 
 
 def _outcome(prototxt: Path, weights: Path | None, onnx: bool) -> str:
-    with hang_guard(), warnings.catch_warnings():
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        try:
-            spec = ninport.load_spec(prototxt)
-            table = infer_shapes(spec)
-            size = (sum(math.prod(s) for s in table.blobs.values()) + table.total_params
-                    + sum(ls.scratch for ls in table.layers.values()))
-            if size > RUN_LIMIT:
-                return "error"  # loads cleanly so far; too big to build in a test
-            if weights is not None:
-                io.read_caffemodel(weights)
-            module = ninport.load(prototxt, weights)
-        except NinportError as exc:
-            message = str(exc)
-            assert "\n" not in message.strip(), f"error message spans lines: {message!r}"
-            assert message, "empty error message"
+        with hang_guard():
+            result = _build_and_run(prototxt, weights)
+        if result is None:
             return "error"
-        inputs = _random_inputs(module)
-        with torch.no_grad():
-            out = module(*inputs)
-        outs = out if isinstance(out, tuple) else (out,)
-        assert all(isinstance(t, torch.Tensor) for t in outs)
         if onnx:
-            check_onnx(module, inputs, outs)
+            with hang_guard(ONNX_HANG_SECONDS):
+                check_onnx(*result)
         return "ok"
+
+
+def _build_and_run(prototxt: Path, weights: Path | None):
+    """(module, inputs, outputs) when the net loads and runs; None for a NinportError."""
+    try:
+        spec = ninport.load_spec(prototxt)
+        table = infer_shapes(spec)
+        size = (sum(math.prod(s) for s in table.blobs.values()) + table.total_params
+                + sum(ls.scratch for ls in table.layers.values()))
+        if size > RUN_LIMIT:
+            return None  # loads cleanly so far; too big to build in a test
+        if weights is not None:
+            io.read_caffemodel(weights)
+        module = ninport.load(prototxt, weights)
+    except NinportError as exc:
+        message = str(exc)
+        assert "\n" not in message.strip(), f"error message spans lines: {message!r}"
+        assert message, "empty error message"
+        return None
+    inputs = _random_inputs(module)
+    with torch.no_grad():
+        out = module(*inputs)
+    outs = out if isinstance(out, tuple) else (out,)
+    assert all(isinstance(t, torch.Tensor) for t in outs)
+    return module, inputs, outs
 
 
 # --- plausible mutations: edits of the parsed net that keep most nets valid ---------------------
@@ -289,7 +301,7 @@ def _mutate_layer(draw, net, layer) -> bool:
         return False
     if t in ("Convolution", "Deconvolution"):
         c = layer.convolution_param
-        choice = draw(st.sampled_from(["stride", "pad", "dilation", "kernel", "num_output", "bias_term"]))
+        choice = draw(st.sampled_from(["stride", "pad", "dilation", "kernel", "num_output", "bias_term", "group"]))
         if choice == "stride":
             c.ClearField("stride_h"), c.ClearField("stride_w")
             _spatial(draw, c.stride, 1, 3)
@@ -305,16 +317,22 @@ def _mutate_layer(draw, net, layer) -> bool:
         elif choice == "num_output":
             c.num_output = max(c.group, 1) * draw(st.integers(1, 6))
             return True
+        elif choice == "group":
+            c.group = draw(st.sampled_from([1, 2, 3, 4]))
+            return True
         else:
             c.bias_term = not c.bias_term
             return True
         return False
     if t == "InnerProduct":
         ip = layer.inner_product_param
-        if draw(st.booleans()):
+        choice = draw(st.sampled_from(["num_output", "transpose", "axis"]))
+        if choice == "num_output":
             ip.num_output = draw(st.integers(1, 24))
-        else:
+        elif choice == "transpose":
             ip.transpose = not ip.transpose
+        else:
+            ip.axis = draw(st.integers(-3, 3))
         return True
     if t == "LRN":
         lrn = layer.lrn_param
@@ -365,6 +383,48 @@ def _mutate_layer(draw, net, layer) -> bool:
     if t == "BatchNorm":
         layer.batch_norm_param.eps = draw(st.sampled_from([1e-5, 1e-3, 0.1]))
         return False
+    if t == "Crop":
+        cp = layer.crop_param
+        cp.axis = draw(st.integers(0, 3))
+        del cp.offset[:]
+        cp.offset.extend(draw(st.lists(st.integers(0, 3), max_size=3)))
+        return False
+    if t == "Slice":
+        sp = layer.slice_param
+        sp.axis = draw(st.integers(0, 3))
+        del sp.slice_point[:]
+        points = sorted(set(draw(st.lists(st.integers(1, 6), min_size=len(layer.top) - 1,
+                                          max_size=len(layer.top) - 1))))
+        sp.slice_point.extend(points)
+        return False
+    if t == "Reshape":
+        rp = layer.reshape_param
+        choice = draw(st.sampled_from(["dim", "axis", "num_axes"]))
+        if choice == "dim" and rp.shape.dim:
+            i = draw(st.integers(0, len(rp.shape.dim) - 1))
+            rp.shape.dim[i] = draw(st.sampled_from([-1, 0, 1, 2, 3, 4, 6, 8]))
+        elif choice == "axis":
+            rp.axis = draw(st.integers(-3, 3))
+        else:
+            rp.num_axes = draw(st.integers(-1, 3))
+        return False
+    if t == "Flatten":
+        layer.flatten_param.axis = draw(st.integers(-3, 3))
+        layer.flatten_param.end_axis = draw(st.integers(-3, 3))
+        return False
+    if t in ("Scale", "Bias"):
+        param = layer.scale_param if t == "Scale" else layer.bias_param
+        choice = draw(st.sampled_from(["axis", "num_axes"] + (["bias_term"] if t == "Scale" else [])))
+        if choice == "axis":
+            param.axis = draw(st.integers(-3, 3))
+        elif choice == "num_axes":
+            param.num_axes = draw(st.integers(-1, 3))
+        else:
+            param.bias_term = not param.bias_term
+        return True
+    if t == "PReLU":
+        layer.prelu_param.channel_shared = not layer.prelu_param.channel_shared
+        return True
     if t == "Input":
         shape = layer.input_param.shape[0] if layer.input_param.shape else None
         if shape is None or len(shape.dim) < 1:
@@ -384,7 +444,13 @@ def plausible_case(draw):
     weights_kept = True
     for _ in range(draw(st.integers(1, 3))):
         layer = draw(st.sampled_from(list(net.layer)))
-        weights_kept &= not _mutate_layer(draw, net, layer)
+        if layer.bottom and draw(st.integers(0, 9)) == 0:  # rewire: another blob of the net as input
+            blobs = sorted({top for other in net.layer for top in other.top})
+            i = draw(st.integers(0, len(layer.bottom) - 1))
+            layer.bottom[i] = draw(st.sampled_from(blobs))
+            weights_kept = False
+        else:
+            weights_kept &= not _mutate_layer(draw, net, layer)
     return name, text_format.MessageToString(net), weights_kept
 
 

@@ -279,11 +279,25 @@ def test_full_disk_is_a_clean_export_error(tmp_path, fmt, limit):
     assert list(out.iterdir()) == []
 
 
-def test_no_torch_chatter_on_pt2_and_onnx_writes(module, tmp_path, capfd):
-    write_outputs(module, tmp_path, "net", FORMATS)
-    write_pt2(module, tmp_path / "other.pt2")
-    captured = capfd.readouterr()
-    assert captured.out == "" and captured.err == ""  # e.g. "Expect archive file to be a file ending in .pt2"
+_WRITE_ALL = textwrap.dedent("""
+    import sys
+    import ninport
+    from ninport.artifacts import write_outputs, write_pt2
+    module = ninport.load(sys.argv[1], sys.argv[2])
+    write_outputs(module, sys.argv[3], "net", ["onnx", "pt2", "safetensors"])
+    write_pt2(module, sys.argv[3] + "/other.pt2")
+""")
+
+
+def test_no_torch_chatter_on_pt2_and_onnx_writes(tmp_path):
+    """In a plain process (no pytest log capture): nothing on stdout or stderr, e.g. no
+    "Expect archive file to be a file ending in .pt2" from torch's logger."""
+    case = load_golden("conv_rect")
+    result = subprocess.run([sys.executable, "-c", _WRITE_ALL, str(case.prototxt), str(case.weights), str(tmp_path)],
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout == "" and result.stderr == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["net.onnx", "net.pt2", "net.safetensors", "other.pt2"]
 
 
 def test_pt2_holds_no_pickle(module, tmp_path):

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -128,7 +128,7 @@ def verify_onnx(path: str | os.PathLike, inputs: dict[str, np.ndarray]) -> list[
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         feed = {name: np.ascontiguousarray(value, dtype=np.float32) for name, value in inputs.items()}
         return [np.asarray(out) for out in session.run(None, feed)]
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise NinportError(f"{path}: onnxruntime failed: {strip_ansi(one_line(exc))}") from exc
 
 

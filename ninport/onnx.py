@@ -57,7 +57,13 @@ import torch
 from torch import fx
 
 from ninport.description import NetDescription, describe
-from ninport.errors import ExportError, NinportError, NinportWarning, one_line, safe_message
+from ninport.errors import (
+    ExportError,
+    NinportError,
+    NinportWarning,
+    one_line,
+    safe_message,
+)
 from ninport.fileio import write_atomic
 
 DEFAULT_OPSET = 18
@@ -402,7 +408,7 @@ def onnx_model_for_file(module: fx.GraphModule, path: str | os.PathLike, **optio
         raise ExportError(f"{path}: ONNX export failed: {exc}") from None
     except NinportError:
         raise
-    except Exception as exc:  # noqa: BLE001 - a failure inside torch/onnx: see the module docstring
+    except Exception as exc:  # a failure inside torch/onnx: see the module docstring
         if options.get("dynamic_batch", True) and "Constraints violated" in str(exc):
             raise ExportError(f"{path}: ONNX export failed: the net fixes its batch size; export with "
                               "dynamic_batch=False") from None

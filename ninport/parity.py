@@ -81,7 +81,7 @@ class GoldenFolder:
     info: dict
 
     @classmethod
-    def open(cls, folder: str | Path) -> "GoldenFolder":
+    def open(cls, folder: str | Path) -> GoldenFolder:
         from ninport.errors import ParseError, safe_text
         from ninport.fileio import confined_path, read_text_bounded
 

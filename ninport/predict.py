@@ -15,7 +15,6 @@ import numpy as np
 
 from ninport.errors import ParseError, PreprocessError
 
-
 MAX_IMAGE_PIXELS = 2 ** 27          # width x height of one image (e.g. 11,585 x 11,585)
 MAX_IMAGE_FILE_BYTES = 2 ** 30
 

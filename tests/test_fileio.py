@@ -104,7 +104,7 @@ def test_oversized_mean_file_refused_before_reading(tmp_path, monkeypatch):
 
 def test_labels_must_be_utf8_text(tmp_path):
     path = tmp_path / "labels.txt"
-    path.write_bytes("chat\nchien\n".encode())
+    path.write_bytes(b"chat\nchien\n")
     assert read_labels(path) == ["chat", "chien"]
     path.write_bytes(b"\xff\xfe\x00")
     with pytest.raises(ParseError, match="not UTF-8"):

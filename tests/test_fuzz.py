@@ -35,20 +35,17 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
 from google.protobuf import text_format
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import ninport
-from ninport.caffe import caffe_pb2
-from ninport.caffe import io
+from ninport.caffe import caffe_pb2, io
 from ninport.caffe.shapes import infer_shapes
 from ninport.caffe.spec import load_netspec
 from ninport.errors import NinportError
-
 
 VENDORED_GOLDEN = Path(__file__).resolve().parent / "fixtures" / "caffe-golden"
 TOTAL_EXAMPLES = int(os.environ.get("NINPORT_FUZZ_EXAMPLES", "150"))

@@ -20,7 +20,8 @@ tests below). A longer campaign:
 
     NINPORT_FUZZ_EXAMPLES=5000 NINPORT_FUZZ_RANDOM=1 PYTHONPATH=. python -m pytest -q tests/test_fuzz.py
 
-Crashes it finds are kept in tests/test_fuzz_regressions.py.
+A crash a campaign finds is kept as a regression test beside the code it concerns (e.g.
+tests/caffe/test_bad_input.py for the readers and shape rules).
 """
 from __future__ import annotations
 

@@ -18,7 +18,9 @@ exception type, never a hang, never a huge allocation.
 CI runs a bounded number of examples (NINPORT_FUZZ_EXAMPLES, default 150, split across the
 tests below). A longer campaign:
 
-    NINPORT_FUZZ_EXAMPLES=5000 NINPORT_FUZZ_RANDOM=1 PYTHONPATH=. python -m pytest -q tests/test_fuzz.py
+    NINPORT_FUZZ_EXAMPLES=5000 NINPORT_FUZZ_RANDOM=1 PYTHONPATH=. python -m pytest -q -s tests/test_fuzz.py
+
+(NINPORT_FUZZ_ONNX_SHARE=1 sends every plausible example that builds through onnxruntime.)
 
 A crash a campaign finds is kept as a regression test beside the code it concerns (e.g.
 tests/caffe/test_bad_input.py for the readers and shape rules).
@@ -53,7 +55,7 @@ TOTAL_EXAMPLES = int(os.environ.get("NINPORT_FUZZ_EXAMPLES", "150"))
 # Share of the total per test: plausible mutations reach the converters, so they get the most.
 SHARES = {"plausible": 0.45, "text": 0.25, "caffemodel": 0.12, "both": 0.08, "bytes": 0.1}
 # Share of plausible examples that also go through the ONNX exporter and onnxruntime.
-ONNX_SHARE = 0.2
+ONNX_SHARE = float(os.environ.get("NINPORT_FUZZ_ONNX_SHARE", "0.2"))
 ONNX_TOLERANCE = 1e-4
 # Outcomes per test ("ok": a module was built and ran; "error": a NinportError), for the share check.
 OUTCOMES: dict[str, Counter] = {}

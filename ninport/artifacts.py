@@ -10,30 +10,50 @@ Which to use when:
 - `.safetensors`: the weights only, keyed `<caffe layer>.<weight|bias|...>`, for fine-tuning or
   loading into your own PyTorch model (rebuild the module with `ninport.load(prototxt)`).
 
-Every file is written to a temporary name and renamed; `convert_files` is all-or-nothing.
+Every file is staged in a private folder beside its target and renamed into place; `write_outputs`
+(and `convert_files`) is all-or-nothing, even when a later rename fails (see ninport.fileio).
+
+A `.pt2` file holds no pickle: torch.export.save pickles the program's sample inputs (torch.save
+format) unless there are none, so they are dropped before saving (`torch.export.load` does not need
+them); the weights and constants are stored as raw bytes with a JSON index.
 """
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 import torch
 from torch import fx
 
-from ninport.errors import ExportError, NinportError, one_line
-from ninport.fileio import write_atomic
 from ninport.description import NetDescription, describe
-from ninport.onnx import (_dynamic_shapes, _example_inputs, batch_at_least_2, export_onnx, quiet_torch,
-                          runs_at_other_sizes, size_oblivious_tracing)
+from ninport.errors import ExportError, NinportError, one_line
+from ninport.fileio import LatchingWriter, write_atomic, write_files
+from ninport.onnx import (
+    _dynamic_shapes,
+    _example_inputs,
+    batch_at_least_2,
+    evaluating,
+    exporter_failure,
+    onnx_model_for_file,
+    quiet_torch,
+    runs_at_other_sizes,
+    save_onnx_model,
+    size_oblivious_tracing,
+    strip_ansi,
+)
 
 FORMATS = ("onnx", "pt2", "safetensors", "py")
 
 
 def write_safetensors(module: fx.GraphModule, path: str | os.PathLike) -> Path:
     """The module's state dict (keys like `conv1.weight`) as a safetensors file, atomically."""
+    return write_atomic(path, _safetensors_writer(module, path), "writing safetensors")
+
+
+def _safetensors_writer(module: fx.GraphModule, path: str | os.PathLike) -> Callable[[Path], None]:
     try:
         from safetensors.torch import save_file
     except ImportError:
@@ -46,7 +66,13 @@ def write_safetensors(module: fx.GraphModule, path: str | os.PathLike) -> Path:
         info["source"] = Path(meta.source).name
         # the module's attribute names are identifiers made from Caffe's layer names: keep the mapping
         info["caffe_layers"] = json.dumps(meta.module_layers)
-    return write_atomic(path, lambda tmp: save_file(tensors, tmp, metadata=info), "writing safetensors")
+
+    def write(staged: Path) -> None:
+        try:
+            save_file(tensors, os.fspath(staged), metadata=info)
+        except Exception as exc:  # safetensors reports I/O errors (a full disk) as SafetensorError
+            raise ExportError(f"{path}: writing safetensors failed: {one_line(exc)}") from exc
+    return write
 
 
 def write_pt2(module: fx.GraphModule, path: str | os.PathLike, example_inputs=None, *,
@@ -56,7 +82,14 @@ def write_pt2(module: fx.GraphModule, path: str | os.PathLike, example_inputs=No
     `dynamic_size` as in `export_onnx`: symbolic height and width when the net runs at other sizes
     (None), always (True) or never (False). The program checks the sizes torch derived (e.g. the
     smallest input the convolutions take) when called; ninport's own per-layer checks are not in it.
-    """
+    The file holds no pickle (see the module docstring); a full disk is an ExportError."""
+    program = export_program(module, path, example_inputs, dynamic_batch=dynamic_batch, dynamic_size=dynamic_size)
+    return write_atomic(path, lambda staged: save_pt2(program, staged), "writing .pt2")
+
+
+def export_program(module: fx.GraphModule, path: str | os.PathLike, example_inputs=None, *,
+                   dynamic_batch: bool = True, dynamic_size: bool | None = None) -> torch.export.ExportedProgram:
+    """torch.export of `module` (training flags unchanged), its failures named after `path`."""
     meta = describe(module)
     asked = dynamic_size
     if dynamic_size is None:
@@ -66,9 +99,9 @@ def write_pt2(module: fx.GraphModule, path: str | os.PathLike, example_inputs=No
     example_inputs = tuple(example_inputs)
     if dynamic_batch:
         example_inputs = batch_at_least_2(example_inputs)
-    module.eval()
+
     def trace(dynamic: bool):
-        with quiet_torch(), torch.no_grad(), size_oblivious_tracing():
+        with evaluating(module), quiet_torch(), torch.no_grad(), size_oblivious_tracing():
             return torch.export.export(module, example_inputs,
                                        dynamic_shapes=_dynamic_shapes(meta, dynamic_batch, dynamic))
 
@@ -79,9 +112,27 @@ def write_pt2(module: fx.GraphModule, path: str | os.PathLike, example_inputs=No
             if not (dynamic_size and asked is None):
                 raise
             program = trace(False)  # torch could not keep the sizes symbolic: fixed sizes
-    except Exception as exc:  # noqa: BLE001
-        raise ExportError(f"{path}: torch.export failed: {one_line(exc)}") from exc
-    return write_atomic(path, lambda tmp: torch.export.save(program, tmp), "writing .pt2")
+    except Exception as exc:
+        if dynamic_batch and "Constraints violated" in str(exc):
+            raise ExportError(f"{path}: torch.export failed: the net fixes its batch size; export with "
+                              "dynamic_batch=False") from None
+        raise exporter_failure(str(path), "torch.export", exc) from exc
+    program.example_inputs = None  # torch.export.save would pickle them
+    return program
+
+
+def save_pt2(program: torch.export.ExportedProgram, path: str | os.PathLike) -> None:
+    """torch.export.save into `path` (no staging: callers stage).
+
+    torch's zip writer aborts the process (a C++ exception in a destructor) when a write fails, e.g.
+    on a full disk; it writes here through a stream that takes the error and reports it afterwards.
+    """
+    with open(path, "wb") as fh:
+        stream = LatchingWriter(fh)
+        with quiet_torch():
+            torch.export.save(program, stream)
+        stream.flush()
+        stream.raise_error(path)
 
 
 def verify_onnx(path: str | os.PathLike, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -96,31 +147,8 @@ def verify_onnx(path: str | os.PathLike, inputs: dict[str, np.ndarray]) -> list[
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         feed = {name: np.ascontiguousarray(value, dtype=np.float32) for name, value in inputs.items()}
         return [np.asarray(out) for out in session.run(None, feed)]
-    except Exception as exc:  # noqa: BLE001
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise NinportError(f"{path}: onnxruntime failed: {first}") from exc
-
-
-def convert_files(prototxt: str | os.PathLike, weights: str | os.PathLike | None = None,
-                  out_dir: str | os.PathLike = ".", *, input_shape=None,
-                  formats: Iterable[str] = ("onnx",),
-                  progress: Callable[[str], None] | None = None) -> dict[str, Path]:
-    """Load a Caffe net and write `<out_dir>/<prototxt stem>.<format>` for each format.
-
-    `weights=None` uses `<stem>.caffemodel` beside the prototxt when it exists, else seeded random
-    weights (ninport.load warns). All-or-nothing: see `write_outputs`.
-    """
-    import ninport
-    from ninport.api import default_weights_path
-
-    formats = check_formats(formats)
-    prototxt = Path(prototxt)
-    if weights is None:
-        weights = default_weights_path(prototxt)
-    say = progress or (lambda message: None)
-    say(f"loading {prototxt}" + (f" with {weights}" if weights else ""))
-    module = ninport.load(prototxt, weights, input_shape=input_shape)
-    return write_outputs(module, out_dir, prototxt.stem, formats, progress=say)
+    except Exception as exc:
+        raise NinportError(f"{path}: onnxruntime failed: {strip_ansi(one_line(exc))}") from exc
 
 
 def check_formats(formats: Iterable[str]) -> list[str]:
@@ -134,58 +162,52 @@ def check_formats(formats: Iterable[str]) -> list[str]:
 
 
 def write_outputs(module: fx.GraphModule, out_dir: str | os.PathLike, stem: str, formats: Iterable[str],
-                  progress: Callable[[str], None] | None = None, dynamic_size: bool | None = None) -> dict[str, Path]:
-    """Write `<out_dir>/<stem>.<format>` for each format, all or nothing.
+                  progress: Callable[[str], None] | None = None,
+                  check: Callable[[dict[str, Path]], None] | None = None,
+                  dynamic_size: bool | None = None) -> dict[str, Path]:
+    """Write `<out_dir>/<stem>.<format>` for each format, all or nothing; returns format -> path.
 
-    Files go to staging names first and replace their targets only once every one is complete;
-    on failure the staging files are removed (and `out_dir`, if this call created it), so the
-    folder is left as it was, and the error propagates.
+
+    Files are staged in a private folder inside `out_dir` and replace their targets only once every
+    one is complete and `check` (if given) has accepted them: `check` gets format -> STAGED path
+    (e.g. to run the staged ONNX file in onnxruntime) and raises to abandon the write. On any
+    failure, including a failed rename after others succeeded, the folder is left as it was (and
+    `out_dir` removed if this call created it); see `ninport.fileio.write_files`.
     """
     formats = check_formats(formats)
     if "py" in formats and "safetensors" not in formats:  # the .py file loads its weights from there
         formats.append("safetensors")
     say = progress or (lambda message: None)
     out = Path(out_dir)
-    created: list[Path] = []
-    parent = out
-    while not parent.exists():
-        created.append(parent)
-        parent = parent.parent
-    staged: dict[str, tuple[Path, Path]] = {}  # format -> (staging file, final target)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        for fmt in formats:
-            target = out / f"{stem}.{fmt}"
-            staging = out / f".{stem}.{fmt}.staging-{os.getpid()}"
-            staged[fmt] = (staging, target)
+    names = {fmt: f"{stem}.{fmt}" for fmt in formats}
+    if not stem or any(c in stem for c in ("/", os.sep, "\x00")):
+        raise ExportError(f"{stem!r}: not usable as an output file name")
+
+    def writer(fmt: str) -> Callable[[Path], None]:
+        target = out / names[fmt]
+
+        def write(staged: Path) -> None:
             say(f"writing {target}")
             try:
                 if fmt == "onnx":
-                    export_onnx(module, staging, dynamic_size=dynamic_size)
+                    save_onnx_model(onnx_model_for_file(module, target, dynamic_size=dynamic_size), staged)
                 elif fmt == "pt2":
-                    write_pt2(module, staging, dynamic_size=dynamic_size)
+                    save_pt2(export_program(module, target, dynamic_size=dynamic_size), staged)
                 elif fmt == "py":
                     from ninport.codegen import write_python
-                    write_python(module, staging, weights=False)
+                    write_python(module, staged, weights=False)
                 else:
-                    write_safetensors(module, staging)
-            except ExportError as exc:  # name the file the user asked for, not the staging file
-                raise ExportError(str(exc).replace(str(staging), str(target))) from exc.__cause__
-        # Every file is complete: only now do they replace what the folder held.
-        for staging, target in staged.values():
-            os.replace(staging, target)
-    except BaseException as exc:
-        for staging, _ in staged.values():
-            try:
-                staging.unlink()
-            except OSError:
-                pass
-        for folder in created:  # innermost first
-            try:
-                folder.rmdir()
-            except OSError:
-                break
-        if isinstance(exc, OSError):
-            raise ExportError(f"{out}: writing outputs failed: {exc}") from exc
-        raise
-    return {fmt: target for fmt, (_, target) in staged.items()}
+                    _safetensors_writer(module, target)(staged)
+            except NinportError as exc:  # name the file the user asked for, not the staging file
+                raise type(exc)(str(exc).replace(str(staged), str(target))) from exc.__cause__
+            except OSError as exc:
+                raise ExportError(f"{target}: writing failed: {exc.strerror or exc}") from exc
+        return write
+
+    staged_check = None
+    if check is not None:
+        def staged_check(staged: dict[str, Path]) -> None:
+            check({fmt: staged[names[fmt]] for fmt in formats})
+
+    written = write_files(out, {names[fmt]: writer(fmt) for fmt in formats}, staged_check)
+    return {fmt: written[names[fmt]] for fmt in formats}

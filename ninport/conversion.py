@@ -6,6 +6,7 @@ callback (the CLI logs each stage), since a large net takes a minute to export.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,12 +67,17 @@ def convert_files(prototxt: PathLike, weights: PathLike | None = None, out_dir: 
         weights = default_weights_path(prototxt)
     say(f"reading {prototxt}" + (f" and {weights}" if weights else " (no caffemodel: random weights)"))
     module = ninport.load(prototxt, weights, input_shape=input_shape)
+    checked: list = []
+
+    def check_staged(staged: dict[str, Path]) -> None:
+        # The STAGED file is run (never the final path, which another process may be writing); a
+        # mismatch is reported in the result, the files are still written (exit code 3 in the CLI).
+        say(f"checking {prototxt.stem}.onnx in onnxruntime")
+        checked.append(check_onnx(module, staged["onnx"], tolerance=tolerance))
+
     written = write_outputs(module, out_dir, prototxt.stem, formats, progress=_export_stages(say),
-                            dynamic_size=dynamic_size)
-    result = None
-    if check and "onnx" in written:
-        say(f"checking {written['onnx'].name} in onnxruntime")
-        result = check_onnx(module, written["onnx"], tolerance=tolerance)
+                            check=check_staged if check and "onnx" in formats else None, dynamic_size=dynamic_size)
+    result = dataclasses.replace(checked[0], path=str(written["onnx"])) if checked else None
     return ConversionResult(prototxt, weights, ninport.describe(module), written, result)
 
 

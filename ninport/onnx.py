@@ -27,20 +27,31 @@ computes Caffe's geometry from the input's shape), fixed otherwise or with `dyna
   input_names, input_layout, input_shapes (symbolic axes by name), output_names,
   input_size (`dynamic`: height and width symbolic; `static`: fixed), reference_input_shapes,
   and, when the prototxt has a data layer with transform_param:
-  channel_order (BGR), value_range (0-255), mean_values, mean_file, scale, crop_size,
+  channel_order (BGR), value_range (0-255), mean_values, mean_file, scale,
   and mean_file_channel_means (per-channel means, BGR) when the mean file exists (absolute, or
-  relative to the prototxt's folder).
+  relative to the prototxt's folder);
+  crop_size only when it equals the exported input's height and width (it then says what size to
+  crop images to before feeding this file); when the net was exported at another size (e.g.
+  `input_shape=227` for a prototxt that crops 224) the metadata must not contradict the graph's
+  input, so the prototxt's value is recorded as prototxt_crop_size instead, for reference only.
+
+Errors: ExportError (a NinportError) is for what the user can fix: a missing or unwritable folder,
+a net whose batch size is fixed exported with a dynamic batch. Anything else that fails inside
+torch's exporter or onnx's checker is a bug in ninport or torch and raises ExporterFailure (not a
+NinportError, so the CLI reports an internal error); its message is one line, without the ANSI
+colour codes torch puts in some messages.
 """
 from __future__ import annotations
 
 import ast
 import contextlib
 import hashlib
-import io
 import json
 import logging
 import os
+import re
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -48,13 +59,65 @@ import torch
 from torch import fx
 
 from ninport.description import NetDescription, describe
-from ninport.errors import ExportError, NinportError, one_line
+from ninport.errors import (
+    ExportError,
+    NinportError,
+    NinportWarning,
+    one_line,
+    safe_message,
+)
 from ninport.fileio import write_atomic
 
 DEFAULT_OPSET = 18
 BATCH_DIM = "batch"
 _LAYOUTS = {1: "N", 2: "NC", 3: "NCW", 4: "NCHW", 5: "NCDHW"}
 _TORCH_SCOPE_KEY = "pkg.torch.onnx.name_scopes"
+# Terminal escape sequences (CSI colour codes, OSC titles/links) some torch messages carry.
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-_]")
+# onnxscript rewrite rules applied after export (public names in onnxscript.rewriter.rules.common):
+# ones that remove no-ops or tidy shape arithmetic, never ones that merge two nodes into one
+# (Conv+BatchNorm, Pad+Conv, ReLU+Clip), so every Caffe layer keeps its own node and name.
+KEPT_REWRITE_RULES = (
+    "mul_by_1_rule", "add_0_rule", "sub_0_rule", "div_by_1_rule", "dropout_zero_rule", "dropout_inference_rule",
+    "two_reshapes_matmul_reshape_rule", "one_reshape_matmul_reshape_rule", "cast_constant_of_shape_rule",
+    "cast_constant_of_shape_without_value_rule", "collapse_slice_rule", "collapse_slice2_rule",
+    "materialize_reshape_shape_rule", "min_min_rule", "max_max_rule", "min_max_rule", "max_min_rule",
+    "cast_cast_rule", "no_op_cast_rule", "no_op_expand_rule", "flatten_to_reshape_rule", "reshape_reshape_rule",
+    "slice_split_rule", "no_op_transpose_rule", "transpose_transpose_rule", "unsqueeze_unsqueeze_rule",
+    "squeeze_reshape_1d_rule", "no_op_dynamic_scatter_nd_rule", "no_op_static_scatter_nd_rule",
+    "remove_optional_bias_from_conv_rule", "remove_optional_bias_from_conv_transpose_rule",
+    "remove_optional_bias_from_gemm_rule",
+)
+# Loggers whose chatter quiet_torch lowers to errors, and the packages whose own warnings it hides.
+_QUIET_LOGGERS = ("torch.onnx", "torch.export", "torch._export", "torch._dynamo", "torch.fx", "onnxscript",
+                  "onnx_ir")
+# (torch's pytree deprecations are attributed to copyreg / typing_extensions, which call back into torch.)
+_QUIET_WARNING_MODULES = r"(torch|onnx|onnxscript|onnx_ir|copyreg|typing_extensions)(\.|$)"
+
+
+class ExporterFailure(RuntimeError):
+    """torch's exporter or onnx's checker failed on a net ninport built: a bug, not bad input."""
+
+
+def strip_ansi(text: str) -> str:
+    return _ANSI.sub("", text)
+
+
+def exporter_failure(where: str, what: str, exc: BaseException) -> ExporterFailure:
+    """An ExporterFailure with one safe line: `where: what failed: Type: first line` (no colour codes)."""
+    return ExporterFailure(safe_message(f"{where}: {what} failed: {strip_ansi(one_line(exc))}"))
+
+
+@contextlib.contextmanager
+def evaluating(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """`module` in eval mode for the duration; every submodule's training flag is restored after."""
+    flags = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield module
+    finally:
+        for m, training in flags:
+            m.training = training
 
 
 def sha256_of(path: str | os.PathLike) -> str:
@@ -117,7 +180,9 @@ def build_metadata(module: fx.GraphModule, *, dynamic_batch: bool = True, dynami
                 props["mean_file_channel_means"] = json.dumps(means)
         props["scale"] = repr(float(pre.scale))
         if pre.crop_size:
-            props["crop_size"] = str(int(pre.crop_size))
+            image = next((v for v in inputs.values() if len(v) == 4), None)
+            same = image is not None and tuple(image[2:]) == (int(pre.crop_size),) * 2
+            props["crop_size" if same else "prototxt_crop_size"] = str(int(pre.crop_size))
     for key, value in (extra or {}).items():
         props[str(key)] = str(value)
     return props
@@ -145,16 +210,16 @@ def _mean_file_channel_means(mean_file: str, source: str | None) -> list[float] 
 
 @contextlib.contextmanager
 def quiet_torch():
-    """Silence torch.onnx / torch.export chatter: prints, warnings and torch's log records."""
-    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "torch._export",
-                                                     "torch._dynamo", "torch.fx", "onnxscript")]
+    """Silence torch.onnx / torch.export chatter: their loggers below ERROR and the warnings raised from
+    torch, onnx and onnxscript's own modules. Nothing else: the process's stdout, stderr and other
+    warnings are left alone."""
+    loggers = [logging.getLogger(name) for name in _QUIET_LOGGERS]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)
-    sink = io.StringIO()
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-            warnings.simplefilter("ignore")
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module=_QUIET_WARNING_MODULES)
             yield
     finally:
         for lg, level in zip(loggers, levels):
@@ -242,7 +307,7 @@ def runs_at_other_sizes(module: fx.GraphModule, description: NetDescription | No
                 [grow(d) if a in spatial[name] else d for a, d in enumerate(shape)])
                 for name, shape in meta.inputs.items()]
             try:
-                with torch.no_grad():
+                with evaluating(module), torch.no_grad():
                     module(*inputs)
                 return True
             except Exception:  # noqa: BLE001 - a ShapeError from a layer, or torch refusing the size
@@ -311,16 +376,22 @@ def _optimize(model) -> None:
 
 
 def _rewrite_rules() -> list:
-    """onnxscript's default rewrite rules (reshape materialization, no-op removal, ...) without
-    the ones that merge two Caffe layers into one node. Empty if onnxscript's layout changed."""
+    """The rewrite rules named in KEPT_REWRITE_RULES that this onnxscript has; a NinportWarning if none
+    (the export stays correct, only less tidy)."""
     try:
-        from onnxscript import rewriter
-        from onnxscript.rewriter.rules.common import _fuse_batchnorm, _fuse_pad_into_conv, _fuse_relus_clips
-
-        fusing = {id(r) for mod in (_fuse_batchnorm, _fuse_pad_into_conv, _fuse_relus_clips) for r in mod.rules}
-        return [r for r in rewriter._DEFAULT_REWRITE_RULES if id(r) not in fusing]
-    except (ImportError, AttributeError):
-        return []
+        from onnxscript.rewriter.rules import common
+    except ImportError:
+        common = None
+    rules = []
+    for name in KEPT_REWRITE_RULES:
+        found = getattr(common, name, None)
+        if found is None:
+            continue
+        rules.extend(getattr(found, "rules", [found]))
+    if not rules:
+        warnings.warn("none of ninport's onnxscript rewrite rules exist in this onnxscript version; "
+                      "the ONNX graph is exported without them", NinportWarning, stacklevel=3)
+    return rules
 
 
 def _op_layers(graph, layer_names: set[str]) -> dict[str, str]:
@@ -413,13 +484,12 @@ def to_onnx_model(module: fx.GraphModule, *, opset: int = DEFAULT_OPSET, dynamic
     if len(set(output_names)) != len(output_names):
         raise ExportError("the net lists an output blob twice")
     layer_names = {name for name, _ in module.named_children()}
-    module.eval()
     from ninport.convert.layers.ssd import onnx_translations
     for layer in module.modules():  # a layer refuses what ONNX cannot compute exactly, naming itself
         getattr(layer, "check_onnx_export", lambda: None)()
 
     def trace(dynamic: bool):
-        with quiet_torch(), torch.no_grad(), size_oblivious_tracing():
+        with evaluating(module), quiet_torch(), torch.no_grad(), size_oblivious_tracing():
             program = torch.onnx.export(
                 module, _example_inputs(meta, dynamic_batch), None, dynamo=True, opset_version=opset,
                 input_names=input_names, output_names=output_names, custom_translation_table=onnx_translations(),
@@ -474,21 +544,35 @@ def export_onnx(module: fx.GraphModule, path: str | os.PathLike, *, opset: int =
     `dynamic_size`: symbolic height and width (True), fixed at the reference size (False), or symbolic
     when the net runs at other sizes (None, the default); the file's `input_size` metadata says which.
     The model is checked with `onnx.checker.check_model(full_check=True)` before it is written;
-    the file appears atomically or not at all (ExportError on any failure).
+    the file appears atomically or not at all. ExportError for what the user can fix (missing
+    folder, unwritable folder, a fixed batch exported as dynamic); ExporterFailure when torch's
+    exporter or onnx's checker fails otherwise (a bug). The module's training flags are unchanged.
     """
-    import onnx
-
     path = Path(path)
     if not path.parent.is_dir():
         raise ExportError(f"{path}: ONNX export failed: folder {path.parent} does not exist")
+    model = onnx_model_for_file(module, path, opset=opset, dynamic_batch=dynamic_batch, dynamic_size=dynamic_size,
+                                metadata=metadata, description=description)
+    return write_atomic(path, lambda tmp: save_onnx_model(model, tmp), "writing ONNX")
+
+
+def onnx_model_for_file(module: fx.GraphModule, path: str | os.PathLike, **options):
+    """`to_onnx_model(module, **options)` with its failures named after `path` (see `export_onnx`)."""
     try:
-        model = to_onnx_model(module, opset=opset, dynamic_batch=dynamic_batch, dynamic_size=dynamic_size,
-                              metadata=metadata, description=description)
+        return to_onnx_model(module, **options)
     except ExportError as exc:
         raise ExportError(f"{path}: ONNX export failed: {exc}") from None
-    except Exception as exc:  # noqa: BLE001
-        hint = ""
-        if dynamic_batch and "Constraints violated" in str(exc):
-            hint = " (the net fixes its batch size; export with dynamic_batch=False)"
-        raise ExportError(f"{path}: ONNX export failed: {one_line(exc)}{hint}") from exc
-    return write_atomic(path, lambda tmp: onnx.save_model(model, tmp), "writing ONNX")
+    except NinportError:
+        raise
+    except Exception as exc:  # a failure inside torch/onnx: see the module docstring
+        if options.get("dynamic_batch", True) and "Constraints violated" in str(exc):
+            raise ExportError(f"{path}: ONNX export failed: the net fixes its batch size; export with "
+                              "dynamic_batch=False") from None
+        raise exporter_failure(str(path), "ONNX export", exc) from exc
+
+
+def save_onnx_model(model, path: str | os.PathLike) -> None:
+    """Write a ModelProto to `path` (no staging: callers stage)."""
+    import onnx
+
+    onnx.save_model(model, os.fspath(path))

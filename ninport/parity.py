@@ -68,41 +68,87 @@ def compare_blobs(actual: dict[str, np.ndarray], reference: dict[str, np.ndarray
 
 @dataclass
 class GoldenFolder:
-    """A folder of Caffe outputs: case.json, the prototxt, weights, inputs.npz and blobs.npz."""
+    """A folder of Caffe outputs: case.json, the prototxt, weights, inputs.npz and blobs.npz.
+
+    The folder may come from someone else, so everything in it is checked as data: case.json must be
+    a JSON object whose `prototxt` and `weights` name files INSIDE the folder (no absolute path, no
+    `..`, no symlink leading out), the npz files are read with their headers checked before anything
+    is allocated (ninport.fileio.load_npz), and hold numeric arrays only. Every problem is one
+    ParseError line naming the file.
+    """
 
     folder: Path
     info: dict
 
     @classmethod
-    def open(cls, folder: str | Path) -> "GoldenFolder":
-        from ninport.errors import ParseError
+    def open(cls, folder: str | Path) -> GoldenFolder:
+        from ninport.errors import ParseError, safe_text
+        from ninport.fileio import confined_path, read_text_bounded
 
         folder = Path(folder)
         case = folder / "case.json"
         if not case.is_file():
             raise ParseError(f"{folder}: not a golden folder (no case.json with inputs.npz and blobs.npz)")
+        text = read_text_bounded(confined_path(folder, "case.json", "case.json"), "case.json")
         try:
-            info = json.loads(case.read_text())
-        except (OSError, ValueError) as exc:
-            raise ParseError(f"{case}: unreadable ({exc})") from None
+            info = json.loads(text)
+        except ValueError as exc:
+            raise ParseError(f"{case}: not valid JSON ({exc})") from None
+        if not isinstance(info, dict):
+            raise ParseError(f"{case}: expected a JSON object, got {type(info).__name__}")
+        for key in ("prototxt", "weights"):
+            value = info.get(key)
+            if value is not None and not isinstance(value, str):
+                raise ParseError(f"{case}: {key!r} must be a file name (a string), got {type(value).__name__}")
+        golden = cls(folder, info)
         for needed in ("inputs.npz", "blobs.npz"):
             if not (folder / needed).is_file():
                 raise ParseError(f"{folder}: golden folder without {needed}")
-        return cls(folder, info)
+            confined_path(folder, needed, needed)
+        prototxt = confined_path(folder, info.get("prototxt") or "net.prototxt", "case.json's prototxt")
+        if not prototxt.is_file():
+            raise ParseError(f"{case}: its prototxt {safe_text(prototxt.name, 120)!r} is not in the folder")
+        if info.get("weights"):
+            confined_path(folder, info["weights"], "case.json's weights")
+        return golden
 
     @property
     def prototxt(self) -> Path:
-        return self.folder / self.info.get("prototxt", "net.prototxt")
+        from ninport.fileio import confined_path
+
+        return confined_path(self.folder, self.info.get("prototxt") or "net.prototxt", "case.json's prototxt")
 
     @property
     def weights(self) -> Path | None:
+        from ninport.fileio import confined_path
+
         name = self.info.get("weights")
-        return self.folder / name if name else None
+        return confined_path(self.folder, name, "case.json's weights") if name else None
+
+    def _arrays(self, name: str) -> dict[str, np.ndarray]:
+        from ninport.errors import ParseError
+        from ninport.fileio import confined_path, load_npz
+
+        path = confined_path(self.folder, name, name)
+        arrays = load_npz(path)
+        for key, value in arrays.items():
+            if not (np.issubdtype(value.dtype, np.number) or value.dtype == np.bool_):
+                raise ParseError(f"{path}: array {key!r} has dtype {value.dtype}; expected numbers")
+        return arrays
 
     def inputs(self) -> dict[str, np.ndarray]:
-        with np.load(self.folder / "inputs.npz", allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
+        return self._arrays("inputs.npz")
+
+    def input_arrays(self, names) -> dict[str, np.ndarray]:
+        """The inputs the net needs, by blob name; a ParseError names any inputs.npz lacks."""
+        from ninport.errors import ParseError
+
+        arrays = self.inputs()
+        missing = [n for n in names if n not in arrays]
+        if missing:
+            raise ParseError(f"{self.folder / 'inputs.npz'}: no array for the net's input(s) "
+                             f"{', '.join(map(repr, missing))} (it has {', '.join(map(repr, arrays)) or 'none'})")
+        return {n: arrays[n] for n in names}
 
     def blobs(self) -> dict[str, np.ndarray]:
-        with np.load(self.folder / "blobs.npz", allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
+        return self._arrays("blobs.npz")

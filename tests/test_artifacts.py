@@ -14,7 +14,7 @@ import torch
 
 import ninport
 from ninport import artifacts
-from ninport.artifacts import convert_files, verify_onnx, write_pt2, write_safetensors
+from ninport.artifacts import verify_onnx, write_pt2, write_safetensors
 from ninport.errors import ExportError
 from tests.conftest import load_golden, relative_error
 
@@ -93,8 +93,8 @@ def test_convert_files_writes_all_formats(tmp_path):
     case = load_golden("mini_inception")
     out = tmp_path / "out" / "nested"
     messages = []
-    written = convert_files(case.prototxt, case.weights, out, formats=("onnx", "pt2", "safetensors"),
-                            progress=messages.append)
+    written = ninport.convert_files(case.prototxt, case.weights, out, formats=("onnx", "pt2", "safetensors"),
+                                    progress=messages.append, check=False).written
     stem = case.prototxt.stem
     assert written == {f: out / f"{stem}.{f}" for f in ("onnx", "pt2", "safetensors")}
     assert sorted(p.name for p in out.iterdir()) == sorted(f"{stem}.{f}" for f in written)
@@ -110,7 +110,7 @@ def test_convert_files_finds_caffemodel_beside_prototxt(tmp_path):
     shutil.copy(case.weights, tmp_path / "model.caffemodel")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no random-weights warning: the caffemodel was found
-        written = convert_files(tmp_path / "model.prototxt", out_dir=tmp_path / "o")
+        written = ninport.convert_files(tmp_path / "model.prototxt", out_dir=tmp_path / "o", check=False).written
     props = {p.key: p.value for p in onnx.load(str(written["onnx"])).metadata_props}
     assert props["weights"] == "model.caffemodel"
     (got,) = verify_onnx(written["onnx"], case.inputs())
@@ -121,7 +121,8 @@ def test_convert_files_without_weights_warns(tmp_path):
     case = load_golden("conv_rect")
     shutil.copy(case.prototxt, tmp_path / "model.prototxt")
     with pytest.warns(UserWarning, match="RANDOM"):
-        written = convert_files(tmp_path / "model.prototxt", out_dir=tmp_path, input_shape="3,3,9,11")
+        written = ninport.convert_files(tmp_path / "model.prototxt", out_dir=tmp_path, input_shape="3,3,9,11",
+                                        check=False).written
     model = onnx.load(str(written["onnx"]))
     shape = model.graph.input[0].type.tensor_type.shape
     assert [d.dim_value or d.dim_param for d in shape.dim[1:]] == [3, "height", "width"]  # any input size
@@ -138,11 +139,14 @@ def test_convert_files_is_all_or_nothing(tmp_path, monkeypatch):
     (out / "unrelated.txt").write_text("keep")
 
     def broken(module, path):
-        raise ExportError(f"{path}: writing safetensors failed: boom")
+        def write(staged):
+            staged.write_bytes(b"half")
+            raise ExportError(f"{staged}: writing safetensors failed: boom")
+        return write
 
-    monkeypatch.setattr(artifacts, "write_safetensors", broken)
+    monkeypatch.setattr(artifacts, "_safetensors_writer", broken)
     with pytest.raises(ExportError, match="boom") as info:
-        convert_files(case.prototxt, case.weights, out, formats=("onnx", "pt2", "safetensors"))
+        ninport.convert_files(case.prototxt, case.weights, out, formats=("onnx", "pt2", "safetensors"))
     assert "staging" not in str(info.value)
     assert sorted(p.name for p in out.iterdir()) == sorted([f"{stem}.onnx", "unrelated.txt"])
     assert (out / f"{stem}.onnx").read_bytes() == b"old onnx"
@@ -151,16 +155,16 @@ def test_convert_files_is_all_or_nothing(tmp_path, monkeypatch):
 def test_convert_files_removes_folder_it_created(tmp_path, monkeypatch):
     case = load_golden("conv_rect")
 
-    def broken(module, path, *args, **kwargs):
+    def broken(program, path):
         raise ExportError("no")
 
-    monkeypatch.setattr(artifacts, "write_pt2", broken)
+    monkeypatch.setattr(artifacts, "save_pt2", broken)
     with pytest.raises(ExportError):
-        convert_files(case.prototxt, case.weights, tmp_path / "a" / "b", formats=("onnx", "pt2"))
+        ninport.convert_files(case.prototxt, case.weights, tmp_path / "a" / "b", formats=("onnx", "pt2"))
     assert list(tmp_path.iterdir()) == []
 
 
 def test_unknown_format(tmp_path):
     case = load_golden("conv_rect")
     with pytest.raises(ExportError, match="unknown output format"):
-        convert_files(case.prototxt, case.weights, tmp_path, formats=("tflite",))
+        ninport.convert_files(case.prototxt, case.weights, tmp_path, formats=("tflite",))

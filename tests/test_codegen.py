@@ -191,9 +191,7 @@ def test_unknown_module_is_refused_naming_the_layer_then_taught(tmp_path):
 
 def test_convert_format_py_writes_the_file_and_its_weights(tmp_path):
     case = load_golden("conv_rect")
-    from ninport.artifacts import convert_files
-
-    written = convert_files(case.prototxt, case.weights, tmp_path, formats=("py",))
+    written = ninport.convert_files(case.prototxt, case.weights, tmp_path, formats=("py",), check=False).written
     stem = case.prototxt.stem
     assert written == {"py": tmp_path / f"{stem}.py", "safetensors": tmp_path / f"{stem}.safetensors"}
     code = _import_file(written["py"], "generated_conv_rect")

@@ -1,14 +1,29 @@
 """Fuzz: mutated prototxts and caffemodels end in a working module or one NinportError.
 
-Every example mutates a golden (real-Caffe) prototxt and/or its caffemodel: truncation, flipped
-bytes, numbers replaced by 0, -1, 2**31, huge values, deleted lines and fields, swapped layer
-types. The outcome must be either a module that runs on a zero input of its input shapes, or a
-`ninport.NinportError` — never another exception type, never a hang, never a huge allocation.
+Two kinds of mutation of the golden (real-Caffe) nets:
+- *plausible* ones (`test_plausible_mutations`) edit the parsed net the way a user might: numbers
+  within plausible ranges (kernel, stride, pad, dilation, num_output, LRN and activation
+  parameters, input sizes), fields toggled, compatible layer swaps (ReLU <-> TanH <-> Sigmoid <->
+  AbsVal <-> BNLL, MAX <-> AVE pooling, Eltwise SUM <-> PROD <-> MAX). Most of these nets are
+  valid, so they reach the converters: the module is run, and a share of them is exported to
+  ONNX and run in onnxruntime against the torch module (the convert self-check).
+  `test_plausible_mutations_mostly_build` asserts that at least half of them built a model;
+- *hostile* ones: truncation, flipped bytes, numbers replaced by 0, -1, 2**31, huge values,
+  deleted lines and fields, swapped layer types, for prototxt and caffemodel.
+
+The outcome must be either a module that runs on a random input of its input shapes (and, when
+exported, an ONNX file whose outputs match it), or a `ninport.NinportError` — never another
+exception type, never a hang, never a huge allocation.
 
 CI runs a bounded number of examples (NINPORT_FUZZ_EXAMPLES, default 150, split across the
 tests below). A longer campaign:
 
-    NINPORT_FUZZ_EXAMPLES=5000 PYTHONPATH=. python -m pytest -q tests/test_fuzz.py
+    NINPORT_FUZZ_EXAMPLES=5000 NINPORT_FUZZ_RANDOM=1 PYTHONPATH=. python -m pytest -q -s tests/test_fuzz.py
+
+(NINPORT_FUZZ_ONNX_SHARE=1 sends every plausible example that builds through onnxruntime.)
+
+A crash a campaign finds is kept as a regression test beside the code it concerns (e.g.
+tests/caffe/test_bad_input.py for the readers and shape rules).
 """
 from __future__ import annotations
 
@@ -16,28 +31,38 @@ import math
 import os
 import re
 import signal
+import tempfile
 import warnings
+from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from google.protobuf import text_format
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import ninport
-from ninport.caffe import io
+from ninport.caffe import caffe_pb2, io
 from ninport.caffe.shapes import infer_shapes
 from ninport.caffe.spec import load_netspec
 from ninport.errors import NinportError
 
-
 VENDORED_GOLDEN = Path(__file__).resolve().parent / "fixtures" / "caffe-golden"
 TOTAL_EXAMPLES = int(os.environ.get("NINPORT_FUZZ_EXAMPLES", "150"))
-# Share of the total per test: text mutations find the most, so they get the most.
-SHARES = {"text": 0.4, "caffemodel": 0.25, "both": 0.15, "bytes": 0.2}
+# Share of the total per test: plausible mutations reach the converters, so they get the most.
+SHARES = {"plausible": 0.45, "text": 0.25, "caffemodel": 0.12, "both": 0.08, "bytes": 0.1}
+# Share of plausible examples that also go through the ONNX exporter and onnxruntime.
+ONNX_SHARE = float(os.environ.get("NINPORT_FUZZ_ONNX_SHARE", "0.2"))
+ONNX_TOLERANCE = 1e-4
+# Outcomes per test ("ok": a module was built and ran; "error": a NinportError), for the share check.
+OUTCOMES: dict[str, Counter] = {}
 # Seconds one example may take before it counts as a hang (checked by hang_guard, not a speed target).
 HANG_SECONDS = 20
+# The ONNX export of an example gets longer (the first one in a process pays for torch.onnx's imports).
+ONNX_HANG_SECONDS = 180
 # Above this many elements (activations + weights) a mutated net that loaded is not run:
 # the check is that loading failed cleanly or succeeded, not how fast torch convolves.
 RUN_LIMIT = 20_000_000
@@ -152,37 +177,312 @@ def mutated_bytes(draw, data: bytes) -> bytes:
 # --- the property ----------------------------------------------------------------------------
 
 
-def check_outcome(prototxt: Path, weights: Path | None) -> str:
-    """Load; a loaded module must run on zeros. Returns 'error' or 'ok'; anything else fails."""
-    with hang_guard(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+def _random_inputs(module) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    return [torch.randn(shape, generator=gen) for shape in ninport.describe(module).inputs.values()]
+
+
+def check_onnx(module, inputs: list[torch.Tensor], expected: tuple) -> None:
+    """The convert self-check: export, run in onnxruntime, compare with torch (NaNs in the same places)."""
+    from ninport.artifacts import verify_onnx
+    from ninport.onnx import export_onnx
+    from ninport.parity import relative_error
+
+    names = list(ninport.describe(module).inputs)
+    with tempfile.TemporaryDirectory() as tmp:
         try:
-            spec = ninport.load_spec(prototxt)
-            table = infer_shapes(spec)
-            size = (sum(math.prod(s) for s in table.blobs.values()) + table.total_params
-                    + sum(ls.scratch for ls in table.layers.values()))
-            if size > RUN_LIMIT:
-                return "error"  # loads cleanly so far; too big to build in a test
-            if weights is not None:
-                io.read_caffemodel(weights)
-            module = ninport.load(prototxt, weights)
-        except NinportError as exc:
-            message = str(exc)
-            assert "\n" not in message.strip(), f"error message spans lines: {message!r}"
-            assert message, "empty error message"
+            path = export_onnx(module, Path(tmp) / "fuzz.onnx")
+        except NinportError as exc:  # e.g. a net whose batch is fixed: a clear error is fine
+            assert "\n" not in str(exc)
+            return
+        got = verify_onnx(path, {n: t.numpy() for n, t in zip(names, inputs)})
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected):
+        e = e.detach().numpy()
+        assert g.shape == e.shape, (g.shape, e.shape)
+        finite = np.isfinite(e) & np.isfinite(g)
+        assert np.array_equal(np.isnan(g), np.isnan(e)) or not finite.all(), "NaNs differ"
+        if finite.any():
+            _, rel = relative_error(np.where(finite, g, 0), np.where(finite, e, 0))
+            assert rel <= ONNX_TOLERANCE, f"onnxruntime differs from torch: relative error {rel:.3g}"
+
+
+def check_outcome(prototxt: Path, weights: Path | None, *, kind: str = "other", onnx: bool = False) -> str:
+    """Load; a loaded module must run on random inputs (and match onnxruntime when `onnx`).
+    Returns 'error' or 'ok' (also counted in OUTCOMES[kind]); anything else fails."""
+    outcome = _outcome(prototxt, weights, onnx)
+    OUTCOMES.setdefault(kind, Counter())[outcome] += 1
+    return outcome
+
+
+def _outcome(prototxt: Path, weights: Path | None, onnx: bool) -> str:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with hang_guard():
+            result = _build_and_run(prototxt, weights)
+        if result is None:
             return "error"
-        inputs = [torch.zeros(shape) for shape in ninport.describe(module).inputs.values()]
-        with torch.no_grad():
-            out = module(*inputs)
-        outs = out if isinstance(out, tuple) else (out,)
-        assert all(isinstance(t, torch.Tensor) for t in outs)
+        if onnx:
+            with hang_guard(ONNX_HANG_SECONDS):
+                check_onnx(*result)
+            OUTCOMES.setdefault("onnx", Counter())["ok"] += 1  # exported and matched in onnxruntime
         return "ok"
+
+
+def _build_and_run(prototxt: Path, weights: Path | None):
+    """(module, inputs, outputs) when the net loads and runs; None for a NinportError."""
+    try:
+        spec = ninport.load_spec(prototxt)
+        table = infer_shapes(spec)
+        size = (sum(math.prod(s) for s in table.blobs.values()) + table.total_params
+                + sum(ls.scratch for ls in table.layers.values()))
+        if size > RUN_LIMIT:
+            return None  # loads cleanly so far; too big to build in a test
+        if weights is not None:
+            io.read_caffemodel(weights)
+        module = ninport.load(prototxt, weights)
+    except NinportError as exc:
+        message = str(exc)
+        assert "\n" not in message.strip(), f"error message spans lines: {message!r}"
+        assert message, "empty error message"
+        return None
+    inputs = _random_inputs(module)
+    with torch.no_grad():
+        out = module(*inputs)
+    outs = out if isinstance(out, tuple) else (out,)
+    assert all(isinstance(t, torch.Tensor) for t in outs)
+    return module, inputs, outs
+
+
+# --- plausible mutations: edits of the parsed net that keep most nets valid ---------------------
+
+
+def _parse(text: str):
+    try:
+        net = text_format.Parse(text, caffe_pb2.NetParameter())
+    except text_format.ParseError:
+        return None
+    return net if net.layer and not net.layers else None  # legacy V0/V1 nets: hostile mutations only
+
+
+NETS = {name: net for name in CASES if (net := _parse(PROTOTXTS[name])) is not None}
+ACTIVATIONS = ["ReLU", "TanH", "Sigmoid", "AbsVal", "BNLL"]
+
+
+def _spatial(draw, values, low: int, high: int) -> None:
+    """Replace a repeated spatial field's values (or set one) with a number in [low, high]."""
+    del values[:]
+    values.append(draw(st.integers(low, high)))
+
+
+def _mutate_layer(draw, net, layer) -> bool:
+    """Mutate one layer plausibly; True when the change alters its weight shapes."""
+    t = layer.type
+    if t in ACTIVATIONS:
+        layer.type = draw(st.sampled_from(ACTIVATIONS))
+        if layer.type == "ReLU" and draw(st.booleans()):
+            layer.relu_param.negative_slope = draw(st.sampled_from([0.0, 0.01, 0.1, 0.5, 1.0]))
+        return False
+    if t == "Pooling":
+        p = layer.pooling_param
+        choice = draw(st.sampled_from(["pool", "kernel", "stride", "pad", "global"]))
+        if choice == "pool":
+            p.pool = draw(st.sampled_from([caffe_pb2.PoolingParameter.MAX, caffe_pb2.PoolingParameter.AVE]))
+        elif choice == "kernel":
+            p.ClearField("kernel_h"), p.ClearField("kernel_w")
+            p.kernel_size = draw(st.integers(1, 5))
+        elif choice == "stride":
+            p.ClearField("stride_h"), p.ClearField("stride_w")
+            p.stride = draw(st.integers(1, 3))
+        elif choice == "pad":
+            p.ClearField("pad_h"), p.ClearField("pad_w")
+            p.pad = draw(st.integers(0, 2))
+        else:
+            p.global_pooling = not p.global_pooling
+        return False
+    if t in ("Convolution", "Deconvolution"):
+        c = layer.convolution_param
+        choice = draw(st.sampled_from(["stride", "pad", "dilation", "kernel", "num_output", "bias_term", "group"]))
+        if choice == "stride":
+            c.ClearField("stride_h"), c.ClearField("stride_w")
+            _spatial(draw, c.stride, 1, 3)
+        elif choice == "pad":
+            c.ClearField("pad_h"), c.ClearField("pad_w")
+            _spatial(draw, c.pad, 0, 3)
+        elif choice == "dilation":
+            _spatial(draw, c.dilation, 1, 3)
+        elif choice == "kernel":
+            c.ClearField("kernel_h"), c.ClearField("kernel_w")
+            _spatial(draw, c.kernel_size, 1, 5)
+            return True
+        elif choice == "num_output":
+            c.num_output = max(c.group, 1) * draw(st.integers(1, 6))
+            return True
+        elif choice == "group":
+            c.group = draw(st.sampled_from([1, 2, 3, 4]))
+            return True
+        else:
+            c.bias_term = not c.bias_term
+            return True
+        return False
+    if t == "InnerProduct":
+        ip = layer.inner_product_param
+        choice = draw(st.sampled_from(["num_output", "transpose", "axis"]))
+        if choice == "num_output":
+            ip.num_output = draw(st.integers(1, 24))
+        elif choice == "transpose":
+            ip.transpose = not ip.transpose
+        else:
+            ip.axis = draw(st.integers(-3, 3))
+        return True
+    if t == "LRN":
+        lrn = layer.lrn_param
+        choice = draw(st.sampled_from(["local_size", "alpha", "beta", "k", "region"]))
+        if choice == "local_size":
+            lrn.local_size = draw(st.sampled_from([1, 3, 5, 7, 9]))
+        elif choice == "alpha":
+            lrn.alpha = draw(st.sampled_from([1e-5, 1e-4, 0.01, 0.5, 1.0]))
+        elif choice == "beta":
+            lrn.beta = draw(st.sampled_from([0.5, 0.75, 1.0]))
+        elif choice == "k":
+            lrn.k = draw(st.sampled_from([0.5, 1.0, 2.0]))
+        else:
+            lrn.norm_region = 1 - lrn.norm_region
+        return False
+    if t == "Eltwise":
+        e = layer.eltwise_param
+        e.operation = draw(st.sampled_from([0, 1, 2]))  # PROD, SUM, MAX
+        if e.operation != 1:
+            e.ClearField("coeff")
+        return False
+    if t == "Power":
+        pw = layer.power_param
+        pw.power = draw(st.sampled_from([0.5, 1.0, 2.0, 3.0]))
+        pw.scale = draw(st.sampled_from([-2.0, -1.0, 0.5, 1.0, 2.0]))
+        pw.shift = draw(st.sampled_from([-1.0, 0.0, 1.0]))
+        return False
+    if t in ("Exp", "Log"):
+        param = layer.exp_param if t == "Exp" else layer.log_param
+        param.base = draw(st.sampled_from([-1.0, 2.0, 10.0]))
+        param.scale = draw(st.sampled_from([0.5, 1.0, -1.0]))
+        return False
+    if t == "ELU":
+        layer.elu_param.alpha = draw(st.sampled_from([0.1, 1.0, 2.0]))
+        return False
+    if t == "Threshold":
+        layer.threshold_param.threshold = draw(st.sampled_from([-1.0, 0.0, 0.5]))
+        return False
+    if t == "Dropout":
+        layer.dropout_param.dropout_ratio = draw(st.sampled_from([0.0, 0.3, 0.5, 0.9]))
+        return False
+    if t == "Softmax":
+        layer.softmax_param.axis = draw(st.integers(-2, 3))
+        return False
+    if t == "Concat":
+        layer.concat_param.axis = draw(st.integers(0, 3))
+        return False
+    if t == "BatchNorm":
+        layer.batch_norm_param.eps = draw(st.sampled_from([1e-5, 1e-3, 0.1]))
+        return False
+    if t == "Crop":
+        cp = layer.crop_param
+        cp.axis = draw(st.integers(0, 3))
+        del cp.offset[:]
+        cp.offset.extend(draw(st.lists(st.integers(0, 3), max_size=3)))
+        return False
+    if t == "Slice":
+        sp = layer.slice_param
+        sp.axis = draw(st.integers(0, 3))
+        del sp.slice_point[:]
+        points = sorted(set(draw(st.lists(st.integers(1, 6), min_size=len(layer.top) - 1,
+                                          max_size=len(layer.top) - 1))))
+        sp.slice_point.extend(points)
+        return False
+    if t == "Reshape":
+        rp = layer.reshape_param
+        choice = draw(st.sampled_from(["dim", "axis", "num_axes"]))
+        if choice == "dim" and rp.shape.dim:
+            i = draw(st.integers(0, len(rp.shape.dim) - 1))
+            rp.shape.dim[i] = draw(st.sampled_from([-1, 0, 1, 2, 3, 4, 6, 8]))
+        elif choice == "axis":
+            rp.axis = draw(st.integers(-3, 3))
+        else:
+            rp.num_axes = draw(st.integers(-1, 3))
+        return False
+    if t == "Flatten":
+        layer.flatten_param.axis = draw(st.integers(-3, 3))
+        layer.flatten_param.end_axis = draw(st.integers(-3, 3))
+        return False
+    if t in ("Scale", "Bias"):
+        param = layer.scale_param if t == "Scale" else layer.bias_param
+        choice = draw(st.sampled_from(["axis", "num_axes"] + (["bias_term"] if t == "Scale" else [])))
+        if choice == "axis":
+            param.axis = draw(st.integers(-3, 3))
+        elif choice == "num_axes":
+            param.num_axes = draw(st.integers(-1, 3))
+        else:
+            param.bias_term = not param.bias_term
+        return True
+    if t == "PReLU":
+        layer.prelu_param.channel_shared = not layer.prelu_param.channel_shared
+        return True
+    if t == "Input":
+        shape = layer.input_param.shape[0] if layer.input_param.shape else None
+        if shape is None or len(shape.dim) < 1:
+            return False
+        axis = draw(st.integers(0, len(shape.dim) - 1))
+        shape.dim[axis] = max(1, draw(st.integers(1, max(2, 2 * shape.dim[axis]))))
+        return axis != 0 and len(shape.dim) >= 2
+    return False
+
+
+@st.composite
+def plausible_case(draw):
+    """(case name, mutated prototxt text, weight shapes unchanged?)."""
+    name = draw(st.sampled_from(sorted(NETS)))
+    net = caffe_pb2.NetParameter()
+    net.CopyFrom(NETS[name])
+    weights_kept = True
+    for _ in range(draw(st.integers(1, 3))):
+        layer = draw(st.sampled_from(list(net.layer)))
+        if layer.bottom and draw(st.integers(0, 9)) == 0:  # rewire: another blob of the net as input
+            blobs = sorted({top for other in net.layer for top in other.top})
+            i = draw(st.integers(0, len(layer.bottom) - 1))
+            layer.bottom[i] = draw(st.sampled_from(blobs))
+            weights_kept = False
+        else:
+            weights_kept &= not _mutate_layer(draw, net, layer)
+    return name, text_format.MessageToString(net), weights_kept
 
 
 def _write(tmp_path: Path, name: str, data: str | bytes) -> Path:
     path = tmp_path / name
     path.write_bytes(data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data)
     return path
+
+
+@fuzz_settings("plausible")
+@given(case=plausible_case(), with_weights=st.integers(0, 9), onnx=st.floats(0, 1))
+def test_plausible_mutations(tmp_path_factory, case, with_weights, onnx):
+    name, text, weights_kept = case
+    tmp = tmp_path_factory.mktemp("fuzz")
+    # the golden weights when they still fit (most of the time), else random weights (mostly) or the
+    # golden weights anyway (a WeightsError is the right outcome then)
+    use_weights = name in CAFFEMODELS and (with_weights < 8 if weights_kept else with_weights == 9)
+    weights = VENDORED_GOLDEN / name / "weights.caffemodel" if use_weights else None
+    check_outcome(_write(tmp, "net.prototxt", text), weights, kind="plausible", onnx=onnx < ONNX_SHARE)
+
+
+def test_plausible_mutations_mostly_build():
+    """The plausible mutations reach the converters: at least half of them built a model that ran.
+    (Runs after test_plausible_mutations, in file order.)"""
+    counts = OUTCOMES.get("plausible")
+    if not counts or sum(counts.values()) < 10:
+        pytest.skip("run with test_plausible_mutations (at least 10 examples)")
+    total = sum(counts.values())
+    print(f"plausible mutations: {counts['ok']} of {total} built a model; outcomes so far: "
+          + ", ".join(f"{kind} {dict(c)}" for kind, c in OUTCOMES.items()))
+    assert counts["ok"] >= 0.5 * total, dict(counts)
 
 
 @st.composite
@@ -197,7 +497,7 @@ def test_mutated_prototxt(tmp_path_factory, case, with_weights):
     name, text = case
     tmp = tmp_path_factory.mktemp("fuzz")
     weights = VENDORED_GOLDEN / name / "weights.caffemodel" if with_weights and name in CAFFEMODELS else None
-    check_outcome(_write(tmp, "net.prototxt", text), weights)
+    check_outcome(_write(tmp, "net.prototxt", text), weights, kind="text")
 
 
 @st.composite
@@ -211,7 +511,7 @@ def caffemodel_case(draw):
 def test_mutated_caffemodel(tmp_path_factory, case):
     name, data = case
     tmp = tmp_path_factory.mktemp("fuzz")
-    check_outcome(VENDORED_GOLDEN / name / "net.prototxt", _write(tmp, "w.caffemodel", data))
+    check_outcome(VENDORED_GOLDEN / name / "net.prototxt", _write(tmp, "w.caffemodel", data), kind="caffemodel")
 
 
 @st.composite
@@ -226,7 +526,7 @@ def both_case(draw):
 def test_mutated_prototxt_and_caffemodel(tmp_path_factory, case):
     text, data = case
     tmp = tmp_path_factory.mktemp("fuzz")
-    check_outcome(_write(tmp, "net.prototxt", text), _write(tmp, "w.caffemodel", data))
+    check_outcome(_write(tmp, "net.prototxt", text), _write(tmp, "w.caffemodel", data), kind="both")
 
 
 @fuzz_settings("bytes")
@@ -241,7 +541,7 @@ def test_arbitrary_bytes_as_either_file(tmp_path_factory, data):
                 read(path)
             except NinportError as exc:
                 assert str(exc)
-    check_outcome(path, None)
+    check_outcome(path, None, kind="bytes")
 
 
 def test_fuzz_budget_is_bounded():
@@ -251,5 +551,9 @@ def test_fuzz_budget_is_bounded():
     assert CASES, "no golden cases found"
 
 
-if __name__ == "__main__":  # pragma: no cover
-    pytest.main([__file__, "-q"])
+def test_outcome_counts_reported():
+    """Prints how many examples of each kind built a model (run with -s to see it)."""
+    for kind, counts in OUTCOMES.items():
+        what = "exported to ONNX and matched torch in onnxruntime" if kind == "onnx" else "built a model"
+        print(f"fuzz {kind}: {counts['ok']} of {sum(counts.values())} {what}")
+    assert all(set(c) <= {"ok", "error"} for c in OUTCOMES.values())

@@ -14,7 +14,7 @@ import torch
 import ninport
 from ninport.artifacts import verify_onnx
 from ninport.errors import ExportError
-from ninport.onnx import DEFAULT_OPSET, export_onnx
+from ninport.onnx import DEFAULT_OPSET, ExporterFailure, export_onnx
 from tests.conftest import load_golden, relative_error
 
 pytest.importorskip("onnxruntime")
@@ -120,9 +120,59 @@ def test_metadata_preprocessing_from_data_layer(tmp_path):
     assert props["value_range"] == "0-255"
     assert props["mean_file"] == "/path/to/imagenet-train-mean"
     assert props["crop_size"] == "224"
+    assert "prototxt_crop_size" not in props
     assert float(props["scale"]) == 1.0
     assert props["weights"].startswith("(none")
     assert "weights_sha256" not in props
+
+
+def test_metadata_crop_size_never_contradicts_the_input(tmp_path):
+    """NIN's train_val crops 224; exported at 227 the file must not say crop_size 224."""
+    from tests.conftest import NIN_TRAIN_VAL
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        module = ninport.load(NIN_TRAIN_VAL, input_shape=(1, 3, 227, 227))
+    model = onnx.load(str(export_onnx(module, tmp_path / "nin227.onnx")))
+    props = {p.key: p.value for p in model.metadata_props}
+    assert "crop_size" not in props
+    assert props["prototxt_crop_size"] == "224"
+    dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[2:]]
+    assert dims == [227, 227]
+
+
+def test_quiet_torch_leaves_stdout_and_other_warnings_alone(capsys):
+    import sys
+
+    from ninport.onnx import quiet_torch
+
+    stdout, stderr = sys.stdout, sys.stderr
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with quiet_torch():
+            assert sys.stdout is stdout and sys.stderr is stderr
+            print("the caller's own output")
+            warnings.warn("the caller's own warning", UserWarning, stacklevel=1)
+            warnings.warn_explicit("torch's chatter", FutureWarning, "x.py", 1, module="torch.onnx._internal")
+    assert "the caller's own output" in capsys.readouterr().out
+    assert [str(w.message) for w in caught] == ["the caller's own warning"]
+
+
+def test_rewrite_rules_are_a_whitelist_that_warns_when_empty(monkeypatch):
+    from onnxscript.rewriter.rules import common
+
+    from ninport import onnx as ninport_onnx
+
+    rules = ninport_onnx._rewrite_rules()
+    fusing = set()
+    for name in ("fuse_batchnorm_into_conv_rule", "fuse_pad_into_conv_rule", "successive_relu_rule"):
+        rule = getattr(common, name)
+        fusing |= {id(r) for r in getattr(rule, "rules", [rule])}
+    assert rules and not fusing & {id(r) for r in rules}
+    assert len(rules) >= len(ninport_onnx.KEPT_REWRITE_RULES)
+    monkeypatch.setattr(ninport_onnx, "KEPT_REWRITE_RULES", ("no_such_rule",))
+    with pytest.warns(ninport.NinportWarning, match="rewrite rules"):
+        assert ninport_onnx._rewrite_rules() == []
 
 
 def test_static_batch_when_asked(tmp_path):
@@ -133,6 +183,8 @@ def test_static_batch_when_asked(tmp_path):
 
 
 def test_failure_mid_export_leaves_no_file(tmp_path, monkeypatch):
+    """A checker failure on a net ninport built is a bug: an internal error (not an ExportError, which
+    would tell the user to fix something), on one line, and no file."""
     case = load_golden("conv_rect")
     module = _load(case)
     target = tmp_path / "out.onnx"
@@ -141,10 +193,38 @@ def test_failure_mid_export_leaves_no_file(tmp_path, monkeypatch):
         raise onnx.checker.ValidationError("boom\nsecond line")
 
     monkeypatch.setattr(onnx.checker, "check_model", broken_check)
-    with pytest.raises(ExportError) as info:
+    with pytest.raises(ExporterFailure) as info:
         export_onnx(module, target)
-    assert "\n" not in str(info.value) and "boom" in str(info.value)
+    assert not isinstance(info.value, ninport.NinportError)
+    assert "\n" not in str(info.value) and "boom" in str(info.value) and str(target) in str(info.value)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_exporter_failure_is_internal_and_without_colour_codes(tmp_path, monkeypatch):
+    module = _load(load_golden("conv_rect"))
+
+    def broken_export(*args, **kwargs):
+        raise RuntimeError("Failed to decompose. \x1b[96mThis is step 2/3\x1b[0m of exporting\x1b]8;;http://x\x07link"
+                           "\x1b]8;;\x07\nnext line")
+
+    monkeypatch.setattr(torch.onnx, "export", broken_export)
+    with pytest.raises(ExporterFailure) as info:
+        export_onnx(module, tmp_path / "x.onnx")
+    message = str(info.value)
+    assert "This is step 2/3 of exporting" in message and "link" in message
+    assert "\x1b" not in message and "[96m" not in message and "\\x1b" not in message and "\n" not in message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_fixed_batch_exported_as_dynamic_is_a_user_error(tmp_path, monkeypatch):
+    module = _load(load_golden("conv_rect"))
+
+    def constrained(*args, **kwargs):
+        raise RuntimeError("Constraints violated (batch)! ...")
+
+    monkeypatch.setattr(torch.onnx, "export", constrained)
+    with pytest.raises(ExportError, match="dynamic_batch=False"):
+        export_onnx(module, tmp_path / "x.onnx")
 
 
 def test_failure_while_writing_keeps_the_old_file(tmp_path, monkeypatch):

@@ -433,16 +433,24 @@ def read_caffemodel_proto(path: str | os.PathLike) -> "object":
     return net
 
 
+MAX_MEAN_FILE_BYTES = 2 ** 28  # a 3 x 4096 x 4096 float mean image is 200 MB
+
+
 def read_mean_binaryproto(path: str | os.PathLike) -> np.ndarray:
     """Read a Caffe mean file (`.binaryproto`: one serialized BlobProto) as a float32 (C, H, W) array.
 
     The channels are in the file's order, which for Caffe means is BGR. The shape comes from the
     blob's `shape` or, in older files, its legacy num/channels/height/width (num must be 1). Empty,
     truncated or garbage files, and blobs that are not one image (e.g. a weight blob), raise a
-    ParseError naming the file. Like Caffe, `double_data` is used when `data` is absent.
+    ParseError naming the file. Like Caffe, `double_data` is used when `data` is absent. Only a
+    regular file of at most MAX_MEAN_FILE_BYTES is read (a FIFO or /dev/zero is refused at once).
     """
+    from ninport.fileio import read_bounded
+
     path = Path(path)
-    buf = _read_input(path, "a .binaryproto mean file")
+    buf = read_bounded(path, MAX_MEAN_FILE_BYTES, ".binaryproto mean file")
+    if not buf:
+        raise ParseError(f"{path}: empty file, expected a .binaryproto mean file")
     with _wire_errors(path, len(buf), "a .binaryproto mean file"):
         blob = _read_blob(buf, 0, len(buf))
     if blob.data.size == 0:

@@ -133,12 +133,15 @@ def test_metadata_crop_size_never_contradicts_the_input(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         module = ninport.load(NIN_TRAIN_VAL, input_shape=(1, 3, 227, 227))
-    model = onnx.load(str(export_onnx(module, tmp_path / "nin227.onnx")))
+    model = onnx.load(str(export_onnx(module, tmp_path / "nin227.onnx", dynamic_size=False)))
     props = {p.key: p.value for p in model.metadata_props}
     assert "crop_size" not in props
     assert props["prototxt_crop_size"] == "224"
     dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[2:]]
     assert dims == [227, 227]
+    dynamic = onnx.load(str(export_onnx(module, tmp_path / "nin_any.onnx")))  # reference size 227: same rule
+    props = {p.key: p.value for p in dynamic.metadata_props}
+    assert "crop_size" not in props and props["input_size"] == "dynamic"
 
 
 def test_quiet_torch_leaves_stdout_and_other_warnings_alone(capsys):

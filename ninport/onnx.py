@@ -24,7 +24,8 @@ computes Caffe's geometry from the input's shape), fixed otherwise or with `dyna
 
 `metadata_props` (all values strings, JSON where structured):
   source, weights, weights_sha256, ninport_version, exporter, net_name,
-  input_names, input_layout, input_shapes (symbolic axes by name), output_names,
+  input_names, input_layout, input_shapes (symbolic axes by name), output_names (Caffe's; and
+  onnx_output_names when an output computed in place over an input had to be renamed `<blob>/output`),
   input_size (`dynamic`: height and width symbolic; `static`: fixed), reference_input_shapes,
   and, when the prototxt has a data layer with transform_param:
   channel_order (BGR), value_range (0-255), mean_values, mean_file, scale,
@@ -167,6 +168,8 @@ def build_metadata(module: fx.GraphModule, *, dynamic_batch: bool = True, dynami
     props["input_size"] = "dynamic" if dynamic_size else "static"
     props["reference_input_shapes"] = json.dumps({k: [int(d) for d in v] for k, v in inputs.items()})
     props["output_names"] = json.dumps(list(meta.outputs))
+    if onnx_output_names(meta) != list(meta.outputs):
+        props["onnx_output_names"] = json.dumps(onnx_output_names(meta))
     pre = meta.preprocess
     if pre is not None:
         props["channel_order"] = pre.channel_order
@@ -289,6 +292,12 @@ def size_oblivious_tracing():
         patch = contextlib.nullcontext()
     with patch:
         yield
+
+
+def onnx_output_names(meta: NetDescription) -> list[str]:
+    """The graph's output names: the Caffe blob names, except that an output computed in place over a net
+    input (`bottom: "data" top: "data"`) is named `<blob>/output`, since ONNX names each value once."""
+    return [f"{name}/output" if name in meta.inputs else name for name in meta.outputs]
 
 
 def runs_at_other_sizes(module: fx.GraphModule, description: NetDescription | None = None) -> bool:
@@ -480,7 +489,7 @@ def to_onnx_model(module: fx.GraphModule, *, opset: int = DEFAULT_OPSET, dynamic
         dynamic_size = runs_at_other_sizes(module, meta)
     dynamic_size = bool(dynamic_size) and any(_spatial_axes(meta).values())
     input_names = list(meta.inputs)
-    output_names = list(meta.outputs)
+    output_names = onnx_output_names(meta)
     if len(set(output_names)) != len(output_names):
         raise ExportError("the net lists an output blob twice")
     layer_names = {name for name, _ in module.named_children()}

@@ -202,8 +202,10 @@ def check_onnx(module: Any, path: str | os.PathLike, *, tolerance: float = DEFAU
         raise
     got_outputs, got_logits = _onnx_values(path, inputs, {blob: layer for _, blob, layer in logits.values()})
     checks = []
-    for output in description.outputs:
-        checks.append(compare_one(output, "output", got_outputs[output],
+    from ninport.onnx import onnx_output_names
+
+    for output, onnx_name in zip(description.outputs, onnx_output_names(description)):
+        checks.append(compare_one(output, "output", got_outputs[onnx_name],
                                   expected[description.blobs[output].node], tolerance))
     for node, blob, layer in logits.values():
         if blob in got_logits and got_logits[blob].shape == expected[node].shape:

@@ -294,3 +294,18 @@ def test_nin_onnxruntime_matches_torch_at_batch_1_and_8(crop, tmp_path):
     if crop == 224:  # and real Caffe's numbers at its own input
         (got,) = verify_onnx(path, case.inputs())
         assert relative_error(got, case.blobs()[case.info["outputs"][0]]) <= TOLERANCE
+
+
+def test_output_computed_in_place_over_the_input_exports(tmp_path):
+    """`bottom: "data" top: "data"`: Caffe's output is named like the input; ONNX names each value once."""
+    proto = tmp_path / "ip.prototxt"
+    proto.write_text('input: "data"\ninput_shape { dim: 1 dim: 3 dim: 4 dim: 4 }\n'
+                     'layer { name: "r" type: "ReLU" bottom: "data" top: "data" }\n')
+    module = ninport.load(proto)
+    model = onnx.load(str(export_onnx(module, tmp_path / "ip.onnx")))
+    assert [o.name for o in model.graph.output] == ["data/output"]
+    props = {p.key: p.value for p in model.metadata_props}
+    assert json.loads(props["output_names"]) == ["data"] and json.loads(props["onnx_output_names"]) == ["data/output"]
+    x = np.random.default_rng(0).normal(size=(1, 3, 4, 4)).astype(np.float32)
+    (got,) = verify_onnx(tmp_path / "ip.onnx", {"data": x})
+    np.testing.assert_array_equal(got, np.maximum(x, 0))

@@ -3,10 +3,12 @@
 The file defines one nn.Module class named after the net, in the style of torchvision's model code: an
 `__init__` that builds one attribute per Caffe layer (named as in `ninport.describe(module).layers`, the
 same identifiers as the fx module, so the state_dict keys match), and a `forward` with one line per layer.
-Plain torch modules are used where they are exact (nn.Conv2d, nn.Linear, nn.ReLU, nn.MaxPool2d when
-Caffe's rounding changes nothing, ...); Caffe's own semantics come as small helper classes copied into
-the same file from ninport's converters (`inspect.getsource`), so the file computes exactly what the fx
-module computes. It imports only torch (and the standard library) and loads its weights from the
+Plain torch modules are used where they are exact at every input size (nn.Conv2d, nn.Linear, nn.ReLU,
+nn.MaxPool2d when Caffe's rounding changes nothing, ...); Caffe's own semantics come as small helper
+classes copied into the same file (`inspect.getsource`): ninport's converter modules where they are
+self-contained, else the plain versions defined below (pooling, SPP, Eltwise, Reshape, Crop: the same
+computation without ninport's size checks), so the file computes what the fx module computes, at any
+input size the net takes. It imports only torch (and the standard library) and loads its weights from the
 `.safetensors` file written beside it, with a small reader of its own.
 
 Names from the Caffe files are data: code uses only the generated identifiers; the Caffe names appear in
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ninport.convert.graph import _class_name, python_identifier
@@ -135,6 +138,142 @@ def buffer(tensor: torch.Tensor | None) -> str:
     return "None" if tensor is None else empty(tensor.shape)
 
 
+# --- helper classes written into the file (copied with inspect.getsource: torch, F, nn, math only) ----------
+# ninport's own layer modules check sizes and name Caffe layers through ninport's geometry; these are the
+# same computations as plain model code, at whatever size the input has.
+
+_FLT_MAX_LINE = "FLT_MAX = float(torch.finfo(torch.float32).max)"
+FLT_MAX = float(torch.finfo(torch.float32).max)
+
+
+class CaffePool2d(nn.Module):
+    """Caffe's MAX or AVE pooling at the input's size.
+
+    Caffe rounds the output size up (down with round_mode FLOOR) and, with padding, drops a last window
+    that would start at or past in + pad. MAX pads with -FLT_MAX; AVE pads with zeros and divides by the
+    window clipped to [-pad, in + pad): edge windows count the padding, not what lies past it.
+    """
+
+    def __init__(self, mode: str, kernel, stride=(1, 1), pad=(0, 0), ceil: bool = True):
+        super().__init__()
+        self.mode, self.ceil = mode, ceil
+        self.kernel, self.stride, self.pad = tuple(kernel), tuple(stride), tuple(pad)
+
+    def output_size(self, size: int, axis: int) -> int:
+        k, s, p = self.kernel[axis], self.stride[axis], self.pad[axis]
+        out = (-(-(size + 2 * p - k) // s) if self.ceil else (size + 2 * p - k) // s) + 1
+        if p > 0 and (out - 1) * s >= size + p:
+            out -= 1
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[2:]
+        out = [self.output_size(size[a], a) for a in (0, 1)]
+        # pad before by `pad`, after up to the end of the last window; then every window is a full kernel
+        after = [max(0, (out[a] - 1) * self.stride[a] + self.kernel[a] - self.pad[a] - size[a]) for a in (0, 1)]
+        fill = -FLT_MAX if self.mode == "max" else 0.0
+        x = F.pad(x, (self.pad[1], after[1], self.pad[0], after[0]), value=fill)
+        pool = F.max_pool2d if self.mode == "max" else F.avg_pool2d
+        y = pool(x, self.kernel, self.stride)[:, :, : out[0], : out[1]]
+        if self.mode == "ave":  # avg_pool2d divided by the whole kernel; Caffe divides by the clipped window
+            counts = []
+            for a in (0, 1):
+                start = torch.arange(out[a], device=x.device) * self.stride[a] - self.pad[a]
+                counts.append(torch.clamp(start + self.kernel[a], max=size[a] + self.pad[a]) - start)
+            count = (counts[0].unsqueeze(1) * counts[1].unsqueeze(0)).to(y.dtype)
+            y = y * ((self.kernel[0] * self.kernel[1]) / count)
+        return y
+
+
+class SpatialPyramidPool(nn.Module):
+    """Caffe's SPP: level i pools into 2^i x 2^i bins with kernel = stride = ceil(in / bins) and
+    (kernel * bins - in + 1) // 2 padding before; the levels are flattened and concatenated (a single
+    level stays as it is). A level's windows tile the padded input, so it is a reshape and a reduction."""
+
+    def __init__(self, mode: str, pyramid_height: int):
+        super().__init__()
+        self.mode, self.pyramid_height = mode, pyramid_height
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        pooled = []
+        for level in range(self.pyramid_height):
+            bins = 2 ** level
+            kh, kw = -(-h // bins), -(-w // bins)
+            ph, pw = (kh * bins - h + 1) // 2, (kw * bins - w + 1) // 2
+            if ph >= kh or pw >= kw:
+                raise ValueError(f"SPP level {level} of a {h}x{w} input needs pad {ph}x{pw} with kernel "
+                                 f"{kh}x{kw}, and Caffe refuses a pad that is not smaller than the kernel")
+            fill = -FLT_MAX if self.mode == "max" else 0.0
+            tiles = F.pad(x, (pw, kw * bins - pw - w, ph, kh * bins - ph - h), value=fill)
+            tiles = tiles.reshape(n, c, bins, kh, bins, kw)
+            pooled.append(torch.amax(tiles, dim=(3, 5)) if self.mode == "max" else torch.mean(tiles, dim=(3, 5)))
+        if len(pooled) == 1:
+            return pooled[0]
+        return torch.cat([torch.flatten(y, 1) for y in pooled], dim=1)
+
+
+class EltwiseSum(nn.Module):
+    """Caffe's Eltwise SUM: the inputs times their coefficients, added in order."""
+
+    def __init__(self, coeffs: list[float]):
+        super().__init__()
+        self.coeffs = coeffs
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        out = xs[0] if self.coeffs[0] == 1 else xs[0] * self.coeffs[0]
+        for x, c in zip(xs[1:], self.coeffs[1:]):
+            out = out + (x if c == 1 else x * c)
+        return out
+
+
+class EltwiseProd(nn.Module):
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        out = xs[0]
+        for x in xs[1:]:
+            out = out * x
+        return out
+
+
+class EltwiseMax(nn.Module):
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        out = xs[0]
+        for x in xs[1:]:
+            out = torch.maximum(out, x)
+        return out
+
+
+class Reshape(nn.Module):
+    """Caffe's Reshape: axes [axis, end) become `spec`, where 0 copies the input's size on that axis and
+    -1 is inferred."""
+
+    def __init__(self, axis: int, end: int, spec: list[int]):
+        super().__init__()
+        self.axis, self.end, self.spec = axis, end, spec
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        middle = [x.shape[self.axis + i] if d == 0 else d for i, d in enumerate(self.spec)]
+        return torch.reshape(x, [*x.shape[: self.axis], *middle, *x.shape[self.end:]])
+
+
+class Crop(nn.Module):
+    """Caffe's Crop: from `axis` on, the reference input's sizes, cut from x at fixed offsets."""
+
+    def __init__(self, axis: int, offsets: list[int]):
+        super().__init__()
+        self.axis, self.offsets = axis, offsets
+
+    def forward(self, x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        index = [slice(None)] * self.axis
+        for i, offset in enumerate(self.offsets):
+            a = self.axis + i
+            if offset + reference.shape[a] > x.shape[a]:
+                raise ValueError(f"a crop of size {reference.shape[a]} at offset {offset} does not fit axis {a} "
+                                 f"of size {x.shape[a]}")
+            index.append(slice(offset, offset + reference.shape[a]))
+        return x[tuple(index)]
+
+
 # --- emitters -------------------------------------------------------------------------------------------------
 
 
@@ -154,6 +293,8 @@ def _pair(value) -> str:
 
 @_emits(nn.Conv2d, nn.ConvTranspose2d)
 def _conv(m, e: Emitter) -> Block:
+    """ninport's CaffeConv2d / CaffeConvTranspose2d only add size checks: the torch class is exact."""
+    torch_class = nn.ConvTranspose2d if isinstance(m, nn.ConvTranspose2d) else nn.Conv2d
     options = [f"kernel_size={_pair(m.kernel_size)}"]
     for name, default in (("stride", 1), ("padding", 0), ("output_padding", 0), ("dilation", 1)):
         value = getattr(m, name, (default,))
@@ -163,7 +304,7 @@ def _conv(m, e: Emitter) -> Block:
         options.append(f"groups={m.groups}")
     if m.bias is None:
         options.append("bias=False")
-    return Block(f"nn.{type(m).__name__}({m.in_channels}, {m.out_channels}, {', '.join(options)})")
+    return Block(f"nn.{torch_class.__name__}({m.in_channels}, {m.out_channels}, {', '.join(options)})")
 
 
 @_emits(inner_product.InnerProduct)
@@ -257,31 +398,40 @@ def _add_second_bottom(m, e: Emitter) -> Block:
 
 @_emits(pooling.CaffePool2d)
 def _pool(m, e: Emitter) -> Block:
-    if not any(m.padding) and m.crop is None and m.ave_correction is None:  # Caffe's rounding changes nothing
-        kind = "MaxPool2d" if m.mode == "max" else "AvgPool2d"
-        return Block(f"nn.{kind}({_pair(m.kernel)}, stride={_pair(m.stride)})")
-    name = e.copy_class(type(m), preamble="FLT_MAX = float(torch.finfo(torch.float32).max)")
-    w_left, w_right, h_top, h_bottom = m.padding
-    crop = None if m.crop is None else tuple(int(c) for c in m.crop)
-    return Block(f"{name}({lit(m.mode)}, {lit(tuple(m.kernel))}, {lit(tuple(m.stride))}, "
-                 f"pad_left={lit((h_top, w_left))}, pad_right={lit((h_bottom, w_right))}, "
-                 f"ave_correction={buffer(m.ave_correction)}, crop={lit(crop)})")
+    p = m.params
+    if p.kernel is None:  # global pooling: one window over the whole plane
+        reduce = "torch.amax" if p.mode == "max" else "torch.mean"
+        return Block(None, f"{reduce}({{x}}, dim=(2, 3), keepdim=True)")
+    kind = "MaxPool2d" if p.mode == "max" else "AvgPool2d"
+    if not any(p.pad) and (not p.ceil or p.stride == (1, 1)):  # floor rounding, no padding: torch's pool
+        return Block(f"nn.{kind}({_pair(p.kernel)}, stride={_pair(p.stride)})")
+    if p.mode == "max" and not any(p.pad) and all(s <= k for s, k in zip(p.stride, p.kernel)):
+        # ceil rounding without padding, and no window can start past the input: torch's ceil_mode is Caffe's
+        return Block(f"nn.MaxPool2d({_pair(p.kernel)}, stride={_pair(p.stride)}, ceil_mode=True)")
+    name = e.copy_class(CaffePool2d, preamble=_FLT_MAX_LINE)
+    return Block(f"{name}({lit(p.mode)}, {lit(tuple(p.kernel))}, stride={lit(tuple(p.stride))}, "
+                 f"pad={lit(tuple(p.pad))}, ceil={lit(bool(p.ceil))})")
 
 
 @_emits(spp.SpatialPyramidPool)
 def _spp(m, e: Emitter) -> Block:
-    levels = ", ".join(e.child(level) for level in m.levels)
-    return Block(f"{e.copy_class(type(m))}([{levels}])")
+    name = e.copy_class(SpatialPyramidPool, preamble=_FLT_MAX_LINE)
+    return Block(f"{name}({lit(m.mode)}, pyramid_height={int(m.pyramid.pyramid_height)})")
 
 
 @_emits(structure.EltwiseSum)
 def _eltwise_sum(m, e: Emitter) -> Block:
-    return Block(f"{e.copy_class(type(m))}({lit([float(c) for c in m.coeffs])})")
+    return Block(f"{e.copy_class(EltwiseSum)}({lit([float(c) for c in m.coeffs])})")
 
 
-@_emits(structure.EltwiseProd, structure.EltwiseMax)
-def _eltwise_other(m, e: Emitter) -> Block:
-    return Block(f"{e.copy_class(type(m))}()")
+@_emits(structure.EltwiseProd)
+def _eltwise_prod(m, e: Emitter) -> Block:
+    return Block(f"{e.copy_class(EltwiseProd)}()")
+
+
+@_emits(structure.EltwiseMax)
+def _eltwise_max(m, e: Emitter) -> Block:
+    return Block(f"{e.copy_class(EltwiseMax)}()")
 
 
 @_emits(structure.Concat)
@@ -308,12 +458,12 @@ def _flatten(m, e: Emitter) -> Block:
 
 @_emits(structure.Reshape)
 def _reshape(m, e: Emitter) -> Block:
-    return Block(f"{e.copy_class(type(m))}({m.axis}, {m.end}, {lit(list(m.spec))})")
+    return Block(f"{e.copy_class(Reshape)}({m.axis}, {m.end}, {lit([int(d) for d in m.spec])})")
 
 
 @_emits(structure.Crop)
 def _crop(m, e: Emitter) -> Block:
-    return Block(f"{e.copy_class(type(m))}({m.axis}, {lit(list(m.offsets))}, {lit(list(m.sizes))})")
+    return Block(f"{e.copy_class(Crop)}({m.axis}, {lit([int(o) for o in m.offsets])})")
 
 
 @_emits(structure.Softmax)

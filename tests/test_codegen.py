@@ -20,13 +20,14 @@ from torch import nn
 import ninport
 from ninport.caffe import caffe_pb2 as pb2
 from ninport.codegen import EMITTERS, Block, python_source, register_emitter, write_python
-from ninport.errors import ExportError
+from ninport.errors import ExportError, ShapeError
 from tests.conftest import REPO, golden_case_names, load_golden, relative_error
 
 TOLERANCE = 1e-5
 REFERENCE_MODELS = REPO / "reference_models"
 # Inputs small enough to keep the weights small (fc layers shrink with the input); large enough for each
 # net's fixed-size final pooling.
+SSD_TYPES = {"Normalize", "Permute", "PriorBox", "DetectionOutput"}
 REFERENCE_SHAPES = {"bvlc_alexnet": (1, 3, 67, 67), "vgg16": (1, 3, 32, 32)}
 
 RUNNER = """
@@ -93,6 +94,12 @@ def test_reference_model_source_builds_and_matches_fx(model, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         module = ninport.load(REFERENCE_MODELS / model / "deploy.prototxt", input_shape=REFERENCE_SHAPES.get(model))
+    types = {record.type for record in ninport.describe(module).layers}
+    if types & SSD_TYPES:  # documented: SSD layers have no source form yet, refused with the layer named
+        with pytest.raises(ExportError, match=r'layer ".+" \((Normalize|Permute|PriorBox|DetectionOutput)\): '
+                                              "cannot write it as Python"):
+            python_source(module)
+        return
     path = tmp_path / f"{model}.py"
     path.write_text(python_source(module))
     code = _import_file(path, f"generated_{model}")
@@ -108,6 +115,59 @@ def test_reference_model_source_builds_and_matches_fx(model, tmp_path):
     got = got if isinstance(got, tuple) else (got,)
     for e, g in zip(expected, got):
         assert torch.equal(e, g)
+
+
+# sizes other than the reference one: Caffe's pooling rounding, SPP bins, Crop and Reshape follow the input
+OTHER_SIZES = [(0, 1), (1, 0), (2, 3), (5, 4), (-1, -2)]
+
+
+def test_generated_file_runs_at_other_input_sizes_like_the_fx_module(tmp_path):
+    """Every golden case's file at several other input sizes: the same outputs as the fx module wherever
+    the fx module accepts the size (pooling, SPP, Crop, Reshape recompute their geometry per forward)."""
+    compared = 0
+    for name in golden_case_names():
+        try:
+            case = load_golden(name)
+        except pytest.skip.Exception:
+            continue
+        module = ninport.load(case.prototxt, case.weights)
+        path = tmp_path / f"{name}.py"
+        path.write_text(python_source(module))
+        code = _import_file(path, f"sized_{name}")
+        net = getattr(code, type(module).__name__)()
+        net.load_state_dict(module.state_dict())
+        net.eval()
+        inputs = case.inputs()
+        for dh, dw in OTHER_SIZES:
+            resized = []
+            for x in inputs.values():
+                x = torch.from_numpy(x)
+                if x.dim() == 4:
+                    x = _resized(x, x.shape[2] + dh, x.shape[3] + dw)
+                resized.append(x)
+            with torch.no_grad():
+                try:
+                    expected = module(*resized)
+                except (ShapeError, RuntimeError):  # a size the net cannot take (e.g. weights over H, W)
+                    continue
+                got = net(*resized)
+            expected = expected if isinstance(expected, tuple) else (expected,)
+            got = got if isinstance(got, tuple) else (got,)
+            for e, g in zip(expected, got):
+                assert e.shape == g.shape, (name, dh, dw)
+                assert torch.allclose(e, g, rtol=1e-6, atol=1e-6, equal_nan=True), (name, dh, dw)
+            compared += 1
+    assert compared >= 100
+
+
+def _resized(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """x cut or extended (reflected values) to h x w, so new rows hold real data."""
+    x = x[:, :, :h, :w]
+    while x.shape[2] < h or x.shape[3] < w:
+        x = torch.cat([x, x.flip(2)], 2)[:, :, :max(h, x.shape[2])] if x.shape[2] < h else x
+        x = torch.cat([x, x.flip(3)], 3)[:, :, :, :max(w, x.shape[3])] if x.shape[3] < w else x
+        x = x[:, :, :h, :w]
+    return x.contiguous()
 
 
 def test_generated_file_reads_like_model_code(tmp_path):

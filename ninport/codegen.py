@@ -16,8 +16,12 @@ comments only, escaped (`safe_text`: no newline or other control character survi
 
 Each module class has an emitter (`EMITTERS`): a function from the module instance to a `Block` (the
 constructor expression and the forward expression). A plugin's module class can be taught with
-`register_emitter`; anything else is refused with the layer named. SSD layers (PriorBox,
-DetectionOutput, ...) have no emitter yet and are refused that way.
+`register_emitter`; anything else is refused with the layer named.
+
+SSD's DetectionOutput becomes a small class calling ninport's own box decoding and selection functions,
+copied into the file (`ninport.convert.layers.ssd`: plain torch, the eager computation behind the
+`ninport::ssd_detections` op that ONNX export translates): the file reproduces SSD Caffe's rows without
+the custom op.
 """
 from __future__ import annotations
 
@@ -42,8 +46,10 @@ from ninport.convert.layers import (
     pooling,
     reduction,
     spp,
+    ssd,
     structure,
 )
+from ninport.convert.layers.ssd import decode_boxes, select_detections
 from ninport.description import NetDescription, describe
 from ninport.errors import ExportError, NinportError, safe_text, shape_text
 from ninport.fileio import write_atomic
@@ -70,8 +76,9 @@ class Emitter:
     def __init__(self) -> None:
         self.helpers: dict[str, str] = {}
 
-    def copy_class(self, cls: type, preamble: str = "") -> str:
-        """Copy a ninport helper class (self-contained: torch, F, nn, math only) into the file; its name."""
+    def copy_class(self, cls: type | Callable, preamble: str = "") -> str:
+        """Copy a ninport helper class or function (self-contained: torch, F, nn, math only) into the file;
+        its name."""
         if cls.__name__ not in self.helpers:
             source = textwrap.dedent(inspect.getsource(cls))
             self.helpers[cls.__name__] = (preamble + "\n\n\n" if preamble else "") + source
@@ -504,6 +511,62 @@ def _parameter(m, e: Emitter) -> Block:
     return Block(f"{e.copy_class(type(m))}({param(m.weight)})")
 
 
+class DetectionOutput(nn.Module):
+    """SSD Caffe's DetectionOutput: rows (1, 1, R, 7) of [image, label, score, xmin, ymin, xmax, ymax],
+    [image, -1, -1, -1, -1, -1, -1] per image when the batch has no detection."""
+
+    def __init__(self, num_classes: int, labels: list[int], share_location: bool, code_type: str,
+                 variance_encoded_in_target: bool, clip: bool, confidence_threshold: float, nms_threshold: float,
+                 top_k: int, eta: float, keep_top_k: int):
+        super().__init__()
+        self.num_classes = num_classes
+        self.labels = labels  # the classes other than the background
+        self.num_loc_classes = 1 if share_location else num_classes
+        self.code_type = code_type
+        self.variance_encoded_in_target = variance_encoded_in_target
+        self.clip = clip
+        self.selection = (confidence_threshold, nms_threshold, top_k, eta, keep_top_k)
+
+    def forward(self, loc: torch.Tensor, conf: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+        boxes = decode_boxes(loc, prior, self.num_loc_classes, self.code_type, self.variance_encoded_in_target,
+                             self.clip)
+        scores = conf.reshape(conf.shape[0], -1, self.num_classes)
+        return select_detections(boxes, scores, self.labels, *self.selection)
+
+
+@_emits(ssd.PriorBox)
+def _prior_box(m, e: Emitter) -> Block:
+    e.copy_class(ssd._legacy_hw)
+    return Block(f"{e.copy_class(ssd.PriorBox)}({lit(m.box_sizes)}, variance={lit(m.variance)}, "
+                 f"offset={lit(m.offset)}, clip={lit(m.clip)}, step={lit(m.step)}, image_size={lit(m.image_size)})")
+
+
+@_emits(ssd.Normalize)
+def _normalize(m, e: Emitter) -> Block:
+    return Block(f"{e.copy_class(ssd.Normalize)}({param(m.scale)}, across_spatial={lit(m.across_spatial)}, "
+                 f"channel_shared={lit(m.channel_shared)}, eps={lit(m.eps)})")
+
+
+@_emits(ssd.Permute)
+def _permute(m, e: Emitter) -> Block:
+    order = tuple(int(v) for v in m.order)
+    return Block(None, "{x}" if order == tuple(range(len(order))) else f"{{x}}.permute({lit(order)})")
+
+
+@_emits(ssd.DetectionOutput)
+def _detection_output(m, e: Emitter) -> Block:
+    for function in (ssd.decode_boxes, ssd.select_detections, ssd.greedy_nms, ssd.caffe_overlap, ssd.box_areas,
+                     ssd.empty_detection_rows):
+        e.copy_class(function)
+    s = m.settings
+    return Block(f"{e.copy_class(DetectionOutput)}({s.num_classes}, {lit(list(s.foreground_labels))}, "
+                 f"share_location={lit(s.share_location)}, code_type={lit(s.code_type)}, "
+                 f"variance_encoded_in_target={lit(s.variance_encoded_in_target)}, clip={lit(s.clip)}, "
+                 f"confidence_threshold={lit(float(s.confidence_threshold))}, "
+                 f"nms_threshold={lit(float(s.nms_threshold))}, top_k={int(s.top_k)}, eta={lit(float(s.eta))}, "
+                 f"keep_top_k={int(s.keep_top_k)})")
+
+
 # --- the file -------------------------------------------------------------------------------------------------
 
 
@@ -513,6 +576,9 @@ def comment(text: object) -> str:
 
 
 _FORWARD_NAMES = {"self", "torch", "nn", "F", "math"}
+# the file's own module-level names besides the helpers: the net's class must not shadow them
+_MODULE_NAMES = {"annotations", "json", "math", "os", "struct", "sys", "Path", "torch", "F", "nn", "FLT_MAX",
+                 "SAFETENSORS_DTYPES", "read_safetensors", "load"}
 
 _READER = '''
 SAFETENSORS_DTYPES = {"F32": torch.float32, "F64": torch.float64, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -549,7 +615,6 @@ def python_source(module: nn.Module, description: NetDescription | None = None) 
     """The standalone Python source of a module built by `ninport.load` (see the module docstring)."""
     meta = description or describe(module)
     emitter = Emitter()
-    class_name = _class_name(meta.name)
     init_lines: list[str] = []
     forward_lines: list[str] = []
     names: set[str] = set(_FORWARD_NAMES)
@@ -584,6 +649,9 @@ def python_source(module: nn.Module, description: NetDescription | None = None) 
             forward_lines.append(f"        {targets} = {call}")
         else:
             forward_lines.append(f"        {targets} = {call}  # {label}")
+    class_name = _class_name(meta.name)
+    while class_name in emitter.helpers or class_name in _MODULE_NAMES:  # a net named "f", "path", "priorbox"...
+        class_name += "Net"
     outputs = [variables[b] for b in meta.outputs]
     forward_lines.append(f"        return {outputs[0] if len(outputs) == 1 else '(' + ', '.join(outputs) + ')'}")
     inputs = ", ".join(variables[b] for b in meta.inputs)

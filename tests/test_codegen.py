@@ -25,9 +25,10 @@ from tests.conftest import REPO, golden_case_names, load_golden, relative_error
 
 TOLERANCE = 1e-5
 REFERENCE_MODELS = REPO / "reference_models"
+SSD_GOLDEN = REPO.parent / "shared" / "caffe-golden-ssd"
+SIZES_GOLDEN = REPO.parent / "shared" / "caffe-golden-sizes"
 # Inputs small enough to keep the weights small (fc layers shrink with the input); large enough for each
 # net's fixed-size final pooling.
-SSD_TYPES = {"Normalize", "Permute", "PriorBox", "DetectionOutput"}
 REFERENCE_SHAPES = {"bvlc_alexnet": (1, 3, 67, 67), "vgg16": (1, 3, 32, 32)}
 
 RUNNER = """
@@ -94,12 +95,6 @@ def test_reference_model_source_builds_and_matches_fx(model, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         module = ninport.load(REFERENCE_MODELS / model / "deploy.prototxt", input_shape=REFERENCE_SHAPES.get(model))
-    types = {record.type for record in ninport.describe(module).layers}
-    if types & SSD_TYPES:  # documented: SSD layers have no source form yet, refused with the layer named
-        with pytest.raises(ExportError, match=r'layer ".+" \((Normalize|Permute|PriorBox|DetectionOutput)\): '
-                                              "cannot write it as Python"):
-            python_source(module)
-        return
     path = tmp_path / f"{model}.py"
     path.write_text(python_source(module))
     code = _import_file(path, f"generated_{model}")
@@ -115,6 +110,67 @@ def test_reference_model_source_builds_and_matches_fx(model, tmp_path):
     got = got if isinstance(got, tuple) else (got,)
     for e, g in zip(expected, got):
         assert torch.equal(e, g)
+
+
+def _shared_cases(folder: Path, pattern: str) -> list[Path]:
+    if not folder.is_dir():
+        pytest.skip(f"needs ../shared/{folder.name} beside the checkout")
+    return sorted(p for p in folder.glob(pattern) if (p / "case.json").is_file())
+
+
+def test_every_ssd_golden_case_matches_ssd_caffe_through_the_generated_file(tmp_path):
+    """The 32 cases SSD Caffe computed (PriorBox, Normalize, Permute, DetectionOutput and a small SSD net):
+    the generated file reproduces every output, detection rows included, where ninport is not importable."""
+    cases, expected = [], {}
+    for folder in _shared_cases(SSD_GOLDEN, "ssd_*"):
+        info = json.loads((folder / "case.json").read_text())
+        weights = folder / info["weights"] if info.get("weights") else None
+        module = ninport.load(folder / "net.prototxt", weights)
+        target = tmp_path / folder.name
+        target.mkdir()
+        write_python(module, target / "net.py")
+        cases.append({"name": f"ssd_{len(cases)}", "py": str(target / "net.py"), "inputs": str(folder / "inputs.npz"),
+                      "input_names": list(info["inputs"]), "outputs": str(target / "outputs.npz")})
+        expected[folder.name] = (target / "outputs.npz", info["outputs"], np.load(folder / "blobs.npz"))
+    assert len(cases) == 32
+    _run_without_ninport(cases, tmp_path)
+    for name, (path, outputs, blobs) in expected.items():
+        got = np.load(path)
+        assert len(got.files) == len(outputs), name
+        for i, blob in enumerate(outputs):
+            assert got[f"arr_{i}"].shape == blobs[blob].shape, f"{name}: output {blob}"
+            err = relative_error(got[f"arr_{i}"], blobs[blob])
+            assert err <= TOLERANCE, f"{name}: output {blob}: relative error {err:.2e}"
+
+
+def test_one_generated_file_per_net_matches_caffe_at_every_size(tmp_path):
+    """../shared/caffe-golden-sizes: Caffe ran each net at four sizes; one generated file per net, run
+    without ninport, reproduces Caffe's outputs at all of them (pooling, Deconvolution, Crop, SPP follow)."""
+    from tests.convert.test_any_size import _tolerance
+
+    cases, expected = [], []
+    folders = _shared_cases(SIZES_GOLDEN, "sz_*")
+    for declared in (f for f in folders if (f / "weights.caffemodel").is_file()):
+        net = declared.name.split("_")[1] + "_" + declared.name.split("_")[2]
+        module = ninport.load(declared / "net.prototxt", declared / "weights.caffemodel")
+        path = write_python(module, tmp_path / f"{net}.py")
+        for folder in (f for f in folders if f.name.startswith(f"sz_{net}_")):
+            info = json.loads((folder / "case.json").read_text())
+            outputs = tmp_path / f"{folder.name}.npz"
+            cases.append({"name": f"sized_{len(cases)}", "py": str(path), "inputs": str(folder / "inputs.npz"),
+                          "input_names": list(info["inputs"]), "outputs": str(outputs)})
+            expected.append((folder, module, info, outputs))
+    assert len(cases) == 16
+    _run_without_ninport(cases, tmp_path)
+    for folder, module, info, outputs in expected:
+        got = np.load(outputs)
+        caffe = dict(np.load(folder / "blobs.npz"))
+        inputs = np.load(folder / "inputs.npz")
+        ours = ninport.forward_blobs(module, *[torch.from_numpy(inputs[n]) for n in info["inputs"]])
+        for i, blob in enumerate(info["outputs"]):
+            assert got[f"arr_{i}"].shape == caffe[blob].shape, f"{folder.name}: output {blob}"
+            err = relative_error(got[f"arr_{i}"], caffe[blob])
+            assert err <= _tolerance(module, blob, ours, caffe), f"{folder.name}: output {blob}: {err:.2e}"
 
 
 # sizes other than the reference one: Caffe's pooling rounding, SPP bins, Crop and Reshape follow the input
@@ -224,6 +280,27 @@ def test_hostile_names_stay_comments(tmp_path):
     got = np.load(tmp_path / "out.npz")["arr_0"]
     with torch.no_grad():
         assert np.array_equal(got, module(torch.from_numpy(x)).numpy())
+
+
+@pytest.mark.parametrize("net_name", ["f", "path", "nn", "torch", "load", "caffe_pool2d", "eltwise_sum",
+                                      "detection_output"])
+def test_the_net_class_never_shadows_a_name_the_file_uses(net_name, tmp_path):
+    """The class is named after the net; a net called like an import, a helper class or `load` gets a
+    suffix, so the file still runs (the SSD fixtures' net "detection_output" once broke this)."""
+    prototxt = tmp_path / "net.prototxt"
+    prototxt.write_text(f'name: "{net_name}"\ninput: "data"\ninput_shape {{ dim: 1 dim: 2 dim: 7 dim: 7 }}\n'
+                        'layer { name: "pool" type: "Pooling" bottom: "data" top: "pool" '
+                        'pooling_param { pool: AVE kernel_size: 3 stride: 2 pad: 1 } }\n'
+                        'layer { name: "sum" type: "Eltwise" bottom: "pool" bottom: "pool" top: "sum" '
+                        'eltwise_param { coeff: 1 coeff: -0.5 } }\n')
+    module = ninport.load(prototxt)
+    path = write_python(module, tmp_path / "net.py")
+    source = path.read_text()
+    assert "class CaffePool2d(" in source and "class EltwiseSum(" in source
+    code = _import_file(path, f"named_{net_name}")
+    x = torch.rand(1, 2, 7, 7)
+    with torch.no_grad():
+        assert torch.equal(code.load()(x), module(x))
 
 
 class _Doubler(nn.Module):

@@ -321,7 +321,7 @@ def test_prior_box_matches_the_numpy_transcription(kwargs):
     if "img_hw" in kwargs:
         param.img_h, param.img_w = kwargs["img_hw"]
         param.step_h, param.step_w = kwargs["step_hw"]
-    module = ssd.PriorBox(prior_box_layout(param))
+    module = ssd.prior_box_module(prior_box_layout(param))
     actual = module(torch.zeros(1, 4, 7, 9), torch.zeros(1, 3, 64, 80)).numpy()
     _check("prior", actual, caffe.prior_box((7, 9), (64, 80), **kwargs))
 
@@ -331,7 +331,7 @@ def test_prior_box_follows_the_run_time_sizes():
     from ninport.caffe import caffe_pb2 as pb2
     from ninport.caffe.shapes_ssd import prior_box_layout
 
-    module = ssd.PriorBox(prior_box_layout(pb2.PriorBoxParameter(min_size=[20.0], max_size=[40.0],
+    module = ssd.prior_box_module(prior_box_layout(pb2.PriorBoxParameter(min_size=[20.0], max_size=[40.0],
                                                                  aspect_ratio=[2.0])))
     for feature, image in (((3, 4), (30, 40)), ((10, 19), (100, 190))):
         actual = module(torch.zeros((1, 2) + feature), torch.zeros((1, 3) + image)).numpy()

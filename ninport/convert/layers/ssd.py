@@ -55,47 +55,58 @@ class PriorBox(nn.Module):
     """SSD prior boxes for the feature map's and the image's run-time sizes: (1, 2, H*W*P*4).
 
     Channel 0 holds (xmin, ymin, xmax, ymax) normalised by the image size, channel 1 the variances.
+    The arguments are `PriorBoxLayout`'s fields as plain numbers (so the generated .py copies this class):
+    `box_sizes` (width, height) pairs in pixels, `variance` 1 or 4 values, `step` and `image_size` (h, w)
+    or None for Caffe's run-time values.
     """
 
-    def __init__(self, layout: PriorBoxLayout):
+    def __init__(self, box_sizes, variance, offset: float, clip: bool, step=None, image_size=None):
         super().__init__()
-        self.layout = layout
-        half = np.array(layout.box_sizes, dtype=np.float64).reshape(-1, 2) / 2.0
-        self.register_buffer("half_width", torch.from_numpy(half[:, 0].copy()), persistent=False)
-        self.register_buffer("half_height", torch.from_numpy(half[:, 1].copy()), persistent=False)
-        self.register_buffer("variance", torch.tensor(layout.variance, dtype=torch.float32), persistent=False)
+        self.box_sizes = tuple((float(w), float(h)) for w, h in box_sizes)
+        self.variance = tuple(float(v) for v in variance)
+        self.offset = float(offset)
+        self.clip = bool(clip)
+        self.step = None if step is None else (float(step[0]), float(step[1]))
+        self.image_size = None if image_size is None else (int(image_size[0]), int(image_size[1]))
 
     def forward(self, feature: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-        layout = self.layout
         height, width = _legacy_hw(feature.shape)
-        img_h, img_w = layout.image_size if layout.image_size is not None else _legacy_hw(image.shape)
+        img_h, img_w = self.image_size if self.image_size is not None else _legacy_hw(image.shape)
         device = feature.device
-        if layout.step is not None:
-            step_h = torch.tensor(layout.step[0], dtype=torch.float32, device=device)
-            step_w = torch.tensor(layout.step[1], dtype=torch.float32, device=device)
+        if self.step is not None:
+            step_h = torch.tensor(self.step[0], dtype=torch.float32, device=device)
+            step_w = torch.tensor(self.step[1], dtype=torch.float32, device=device)
         else:  # float(image size) / feature size, in float as Caffe computes it
             step_h = torch.full((), img_h, dtype=torch.float32, device=device) / height
             step_w = torch.full((), img_w, dtype=torch.float32, device=device) / width
-        offset = torch.tensor(layout.offset, dtype=torch.float32, device=device)
+        offset = torch.tensor(self.offset, dtype=torch.float32, device=device)
+        # the corners in double, as Caffe's C++ promotes them, from float centers
         center_x = ((torch.arange(width, dtype=torch.float32, device=device) + offset) * step_w).double()
         center_y = ((torch.arange(height, dtype=torch.float32, device=device) + offset) * step_h).double()
         center_x = center_x.view(1, -1, 1)
         center_y = center_y.view(-1, 1, 1)
-        shape = (height, width, self.half_width.shape[0])
-        corners = torch.stack([((center_x - self.half_width) / img_w).expand(shape),
-                               ((center_y - self.half_height) / img_h).expand(shape),
-                               ((center_x + self.half_width) / img_w).expand(shape),
-                               ((center_y + self.half_height) / img_h).expand(shape)], dim=-1).float()
-        if layout.clip:
+        half = torch.tensor(self.box_sizes, dtype=torch.float64, device=device) / 2.0
+        half_width, half_height = half[:, 0], half[:, 1]
+        shape = (height, width, len(self.box_sizes))
+        corners = torch.stack([((center_x - half_width) / img_w).expand(shape),
+                               ((center_y - half_height) / img_h).expand(shape),
+                               ((center_x + half_width) / img_w).expand(shape),
+                               ((center_y + half_height) / img_h).expand(shape)], dim=-1).float()
+        if self.clip:
             corners = corners.clamp(0.0, 1.0)
         boxes = corners.reshape(1, 1, -1)
-        variances = self.variance.expand(shape + (4,)) if len(layout.variance) == 4 else \
-            self.variance.reshape(()).expand(shape + (4,))
+        variance = torch.tensor(self.variance, dtype=torch.float32, device=device)  # 4 values, or 1 for all
+        variances = variance.expand(shape + (4,)) if len(self.variance) == 4 else variance.reshape(()).expand(
+            shape + (4,))
         return torch.cat([boxes, variances.reshape(1, 1, -1)], dim=1)
 
 
+def prior_box_module(layout: PriorBoxLayout) -> PriorBox:
+    return PriorBox(layout.box_sizes, layout.variance, layout.offset, layout.clip, layout.step, layout.image_size)
+
+
 def prior_box(ctx: LayerContext) -> nn.Module:
-    return PriorBox(prior_box_layout(ctx.proto.prior_box_param))
+    return prior_box_module(prior_box_layout(ctx.proto.prior_box_param))
 
 
 # --- Normalize -----------------------------------------------------------------------------------
@@ -109,7 +120,7 @@ class Normalize(nn.Module):
         self.scale = scale  # (1,) when channel_shared, else (C,)
         self.channel_shared = channel_shared
         self.across_spatial = across_spatial
-        self.eps = float(np.float32(eps))
+        self.eps = float(eps)  # Caffe's float: the converter rounds it
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(x.shape[0], x.shape[1], -1)
@@ -125,7 +136,7 @@ class Normalize(nn.Module):
 
 def normalize(ctx: LayerContext) -> nn.Module:
     p = ctx.proto.norm_param
-    return Normalize(ctx.parameter(0), bool(p.across_spatial), bool(p.channel_shared), p.eps)
+    return Normalize(ctx.parameter(0), bool(p.across_spatial), bool(p.channel_shared), float(np.float32(p.eps)))
 
 
 # --- Permute -------------------------------------------------------------------------------------
@@ -149,24 +160,25 @@ def permute(ctx: LayerContext) -> nn.Module:
 # --- DetectionOutput -----------------------------------------------------------------------------
 
 
-def decode_boxes(loc: torch.Tensor, prior: torch.Tensor, settings: DetectionSettings) -> torch.Tensor:
+def decode_boxes(loc: torch.Tensor, prior: torch.Tensor, num_loc_classes: int, code_type: str,
+                 variance_encoded_in_target: bool, clip: bool) -> torch.Tensor:
     """SSD Caffe's DecodeBBox for every image, prior and location class: (N, P, L, 4) corners in float32."""
     batch = loc.shape[0]
-    boxes = loc.reshape(batch, -1, settings.num_loc_classes, 4)
+    boxes = loc.reshape(batch, -1, num_loc_classes, 4)
     priors = prior[0, 0].reshape(1, -1, 1, 4)
     variances = prior[0, 1].reshape(1, -1, 1, 4)
     p_xmin, p_ymin, p_xmax, p_ymax = priors.unbind(-1)
     v0, v1, v2, v3 = variances.unbind(-1)
     l0, l1, l2, l3 = boxes.unbind(-1)
-    if settings.variance_encoded_in_target:
+    if variance_encoded_in_target:
         v0 = v1 = v2 = v3 = None
     scaled = [value if var is None else var * value for var, value in ((v0, l0), (v1, l1), (v2, l2), (v3, l3))]
-    if settings.code_type == "CORNER":
+    if code_type == "CORNER":
         corners = [p_xmin + scaled[0], p_ymin + scaled[1], p_xmax + scaled[2], p_ymax + scaled[3]]
     else:
         p_width = p_xmax - p_xmin
         p_height = p_ymax - p_ymin
-        if settings.code_type == "CORNER_SIZE":
+        if code_type == "CORNER_SIZE":
             corners = [p_xmin + scaled[0] * p_width, p_ymin + scaled[1] * p_height,
                        p_xmax + scaled[2] * p_width, p_ymax + scaled[3] * p_height]
         else:  # CENTER_SIZE
@@ -176,7 +188,7 @@ def decode_boxes(loc: torch.Tensor, prior: torch.Tensor, settings: DetectionSett
             half_height = torch.exp(scaled[3]) * p_height / 2
             corners = [center_x - half_width, center_y - half_height, center_x + half_width, center_y + half_height]
     decoded = torch.stack(corners, dim=-1)
-    if settings.clip:
+    if clip:
         decoded = decoded.clamp(0.0, 1.0)
     return decoded
 
@@ -224,21 +236,20 @@ def greedy_nms(boxes: torch.Tensor, valid: torch.Tensor, nms_threshold: float, e
     return kept
 
 
-def _empty_rows(batch: int, device) -> torch.Tensor:
+def empty_detection_rows(batch: int, device) -> torch.Tensor:
     """Caffe's rows when the whole batch has no detection: [i, -1, -1, -1, -1, -1, -1] per image."""
     rows = torch.full((batch, 7), -1.0, dtype=torch.float32, device=device)
     rows[:, 0] = torch.arange(batch, dtype=torch.float32, device=device)
     return rows.reshape(1, 1, batch, 7)
 
 
-@torch.library.custom_op("ninport::ssd_detections", mutates_args=())
-def ssd_detections(boxes: torch.Tensor, scores: torch.Tensor, labels: list[int], confidence_threshold: float,
-                   nms_threshold: float, top_k: int, eta: float, keep_top_k: int) -> torch.Tensor:
+def select_detections(boxes: torch.Tensor, scores: torch.Tensor, labels: list[int], confidence_threshold: float,
+                      nms_threshold: float, top_k: int, eta: float, keep_top_k: int) -> torch.Tensor:
     """SSD Caffe's per-class selection, NMS and keep_top_k: decoded boxes (N, P, L, 4) and scores
     (N, P, C) -> rows (1, 1, R, 7) of [image, label, score, xmin, ymin, xmax, ymax]."""
     batch, priors = scores.shape[0], scores.shape[1]
     if not labels or top_k == 0:  # no class, or no candidate kept before NMS
-        return _empty_rows(batch, scores.device)
+        return empty_detection_rows(batch, scores.device)
     label_index = torch.tensor(labels, dtype=torch.long, device=scores.device)
     class_scores = scores.index_select(2, label_index).permute(0, 2, 1)  # (N, C', P)
     class_boxes = boxes.permute(0, 2, 1, 3)  # (N, L, P, 4)
@@ -263,10 +274,18 @@ def ssd_detections(boxes: torch.Tensor, scores: torch.Tensor, labels: list[int],
         kept = kept & top.reshape(kept.shape)
     image, klass, rank = kept.nonzero(as_tuple=True)  # row-major: image, then label, then score
     if image.numel() == 0:
-        return _empty_rows(batch, scores.device)
+        return empty_detection_rows(batch, scores.device)
     rows = torch.cat([image.to(torch.float32).unsqueeze(1), label_index[klass].to(torch.float32).unsqueeze(1),
                       values[image, klass, rank].unsqueeze(1), chosen[image, klass, rank]], dim=1)
     return rows.reshape(1, 1, -1, 7)
+
+
+@torch.library.custom_op("ninport::ssd_detections", mutates_args=())
+def ssd_detections(boxes: torch.Tensor, scores: torch.Tensor, labels: list[int], confidence_threshold: float,
+                   nms_threshold: float, top_k: int, eta: float, keep_top_k: int) -> torch.Tensor:
+    """`select_detections` as one op whose row count depends on the data: torch.export keeps it whole and
+    the ONNX exporter translates it (`onnx_translations`)."""
+    return select_detections(boxes, scores, labels, confidence_threshold, nms_threshold, top_k, eta, keep_top_k)
 
 
 @ssd_detections.register_fake
@@ -285,7 +304,7 @@ class DetectionOutput(nn.Module):
 
     def forward(self, loc: torch.Tensor, conf: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
         s = self.settings
-        boxes = decode_boxes(loc, prior, s)
+        boxes = decode_boxes(loc, prior, s.num_loc_classes, s.code_type, s.variance_encoded_in_target, s.clip)
         scores = conf.reshape(conf.shape[0], -1, s.num_classes)
         return torch.ops.ninport.ssd_detections(boxes, scores, list(s.foreground_labels), s.confidence_threshold,
                                                 s.nms_threshold, s.top_k, s.eta, s.keep_top_k)

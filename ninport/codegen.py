@@ -37,14 +37,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ninport.caffe import shapes_fork
 from ninport.convert.graph import _class_name, python_identifier
 from ninport.convert.layers import (
     activation,
+    fork,
     indexing,
     inner_product,
+    loss,
     normalization,
     pooling,
     reduction,
+    resize,
     spp,
     ssd,
     structure,
@@ -567,6 +571,70 @@ def _detection_output(m, e: Emitter) -> Block:
                  f"keep_top_k={int(s.keep_top_k)})")
 
 
+@_emits(fork.Axpy)
+def _axpy(m, e: Emitter) -> Block:
+    return Block(f"{e.copy_class(fork.Axpy)}()")
+
+
+@_emits(fork.ShuffleChannel)
+def _shuffle_channel(m, e: Emitter) -> Block:
+    return Block(f"{e.copy_class(fork.ShuffleChannel)}({int(m.groups)})")
+
+
+@_emits(fork.ChannelAffine)
+def _channel_affine(m, e: Emitter) -> Block:
+    return Block(f"{e.copy_class(fork.ChannelAffine)}({buffer(m.scale)}, {buffer(m.shift)}, {buffer(m.mean)}, "
+                 f"{buffer(m.inv_std)})")
+
+
+@_emits(resize.Interp)
+def _interp(m, e: Emitter) -> Block:
+    e.copy_class(shapes_fork.interp_size)
+    return Block(f"{e.copy_class(resize.Interp)}({int(m.pad_beg)}, {int(m.pad_end)}, shrink={lit(m.shrink)}, "
+                 f"zoom={lit(m.zoom)}, height={lit(m.height)}, width={lit(m.width)})")
+
+
+@_emits(resize.NearestUpsample)
+def _nearest_upsample(m, e: Emitter) -> Block:
+    return Block(f"{e.copy_class(resize.NearestUpsample)}({int(m.scale)})")
+
+
+# TRAIN-phase layers: ninport's loss modules are plain torch; they and their two helpers are copied
+_FLT_MIN_LINE = "FLT_MIN = float(torch.finfo(torch.float32).tiny)"
+
+
+def _loss_helpers(e: Emitter) -> None:
+    e.copy_class(loss.loss_normalizer)
+    e.copy_class(loss.integer_labels)
+
+
+@_emits(loss.SoftmaxWithLoss)
+def _softmax_with_loss(m, e: Emitter) -> Block:
+    _loss_helpers(e)
+    name = e.copy_class(loss.SoftmaxWithLoss, preamble=_FLT_MIN_LINE)
+    return Block(f"{name}({int(m.axis)}, {lit(m.ignore_label)}, {lit(m.normalization)}, "
+                 f"{lit(float(m.loss_weight))}, {lit(bool(m.with_prob))})")
+
+
+@_emits(loss.EuclideanLoss)
+def _euclidean_loss(m, e: Emitter) -> Block:
+    return Block(f"{e.copy_class(loss.EuclideanLoss)}({lit(float(m.loss_weight))})")
+
+
+@_emits(loss.SigmoidCrossEntropyLoss)
+def _sigmoid_cross_entropy_loss(m, e: Emitter) -> Block:
+    _loss_helpers(e)
+    return Block(f"{e.copy_class(loss.SigmoidCrossEntropyLoss)}({lit(m.ignore_label)}, {lit(m.normalization)}, "
+                 f"{lit(float(m.loss_weight))})")
+
+
+@_emits(loss.Accuracy)
+def _accuracy(m, e: Emitter) -> Block:
+    _loss_helpers(e)
+    return Block(f"{e.copy_class(loss.Accuracy)}({int(m.axis)}, {int(m.top_k)}, {lit(m.ignore_label)}, "
+                 f"{lit(bool(m.per_class))})")
+
+
 # --- the file -------------------------------------------------------------------------------------------------
 
 
@@ -578,7 +646,7 @@ def comment(text: object) -> str:
 _FORWARD_NAMES = {"self", "torch", "nn", "F", "math"}
 # the file's own module-level names besides the helpers: the net's class must not shadow them
 _MODULE_NAMES = {"annotations", "json", "math", "os", "struct", "sys", "Path", "torch", "F", "nn", "FLT_MAX",
-                 "SAFETENSORS_DTYPES", "read_safetensors", "load"}
+                 "FLT_MIN", "SAFETENSORS_DTYPES", "read_safetensors", "load"}
 
 _READER = '''
 SAFETENSORS_DTYPES = {"F32": torch.float32, "F64": torch.float64, "F16": torch.float16, "BF16": torch.bfloat16,

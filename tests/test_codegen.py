@@ -303,6 +303,24 @@ def test_the_net_class_never_shadows_a_name_the_file_uses(net_name, tmp_path):
         assert torch.equal(code.load()(x), module(x))
 
 
+def test_every_layer_module_class_has_a_source_form():
+    """Guard: a new converter module class without an emitter would make `--format py` refuse that layer."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    from ninport.convert import layers
+
+    missing = []
+    for info in pkgutil.iter_modules(layers.__path__):
+        family = importlib.import_module(f"ninport.convert.layers.{info.name}")
+        for name, cls in vars(family).items():
+            if (inspect.isclass(cls) and issubclass(cls, nn.Module) and cls.__module__ == family.__name__
+                    and not name.startswith("_") and not any(base in EMITTERS for base in cls.__mro__)):
+                missing.append(f"{info.name}.{name}")
+    assert not missing
+
+
 class _Doubler(nn.Module):
     def forward(self, x):
         return x * 2

@@ -173,17 +173,23 @@ class InterpRule:
         return in_hw[0] + self.pad_beg + self.pad_end, in_hw[1] + self.pad_beg + self.pad_end
 
     def output_size(self, in_hw: tuple[int, int], reference_hw: tuple[int, int] | None = None) -> tuple[int, int]:
-        eff = self.cropped(in_hw)
-        if self.size_from_second_bottom:
-            return tuple(reference_hw)
-        if self.shrink is not None and self.zoom is None:
-            return tuple((d - 1) // self.shrink + 1 for d in eff)
-        if self.zoom is not None and self.shrink is None:
-            return tuple(d + (d - 1) * (self.zoom - 1) for d in eff)
-        if self.height is not None and self.width is not None:
-            return self.height, self.width
-        shrunk = [(d - 1) // self.shrink + 1 for d in eff]
-        return tuple(d + (d - 1) * (self.zoom - 1) for d in shrunk)
+        return interp_size(self.cropped(in_hw), reference_hw if self.size_from_second_bottom else None,
+                                  self.shrink, self.zoom, self.height, self.width)
+
+
+def interp_size(cropped_hw, reference_hw, shrink, zoom, height, width) -> tuple[int, int]:
+    """Interp's output (h, w) from the cropped input size (`InterpRule`'s rules; plain Python, so the
+    generated .py file copies it): the second bottom's size when there is one (`reference_hw`)."""
+    if reference_hw is not None:
+        return int(reference_hw[0]), int(reference_hw[1])
+    if shrink is not None and zoom is None:
+        return (cropped_hw[0] - 1) // shrink + 1, (cropped_hw[1] - 1) // shrink + 1
+    if zoom is not None and shrink is None:
+        return cropped_hw[0] + (cropped_hw[0] - 1) * (zoom - 1), cropped_hw[1] + (cropped_hw[1] - 1) * (zoom - 1)
+    if height is not None and width is not None:
+        return height, width
+    shrunk = [(d - 1) // shrink + 1 for d in cropped_hw]
+    return shrunk[0] + (shrunk[0] - 1) * (zoom - 1), shrunk[1] + (shrunk[1] - 1) * (zoom - 1)
 
 
 def interp_rule(layer: LayerSpec, bottoms: int) -> InterpRule:

@@ -19,6 +19,7 @@ from ninport.caffe.weights import random_weights
 from ninport.convert.graph import build_graph_module
 from ninport.onnx import export_onnx
 from tests.caffe_files import input_layer
+from tests.generated import generated_twin
 
 # --- numpy transcriptions of the forks' Forward_cpu -------------------------------------------------
 
@@ -151,8 +152,11 @@ def rand(shape, seed=0):
 
 
 def run(module, *xs):
+    """The module's output, after checking that its generated .py file computes exactly the same."""
+    inputs = [torch.from_numpy(x) for x in xs]
     with torch.no_grad():
-        out = module(*[torch.from_numpy(x) for x in xs])
+        out = module(*inputs)
+        assert torch.equal(generated_twin(module)(*inputs), out), "the generated .py differs"
     return out.numpy()
 
 

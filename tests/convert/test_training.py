@@ -13,6 +13,7 @@ from torch import nn
 
 import ninport
 from tests.conftest import NIN_TRAIN_VAL, REPO, load_golden
+from tests.generated import generated_twin
 
 FLT_MIN = np.finfo(np.float32).tiny
 
@@ -203,8 +204,15 @@ def caffe_softmax_loss(x: np.ndarray, label: np.ndarray, axis: int, ignore, mode
     return loss / normalizer, (diff / normalizer).reshape(x.shape)
 
 
-def _loss_net(tmp_path, shape, label_shape, layer: str, **kwargs):
-    return _load(tmp_path, _input(shape) + _input(label_shape, "label") + layer, phase="TRAIN", **kwargs)
+@pytest.fixture(params=["fx", "py"])
+def form(request) -> str:
+    """Each loss test runs on the fx module and on its generated .py file (TRAIN nets are written too)."""
+    return request.param
+
+
+def _loss_net(tmp_path, shape, label_shape, layer: str, form: str = "fx", **kwargs):
+    module = _load(tmp_path, _input(shape) + _input(label_shape, "label") + layer, phase="TRAIN", **kwargs)
+    return generated_twin(module) if form == "py" else module
 
 
 @pytest.mark.parametrize("loss_param, mode", [("", "VALID"), ("normalization: FULL", "FULL"),
@@ -212,11 +220,11 @@ def _loss_net(tmp_path, shape, label_shape, layer: str, **kwargs):
                                               ("normalization: NONE", "NONE"),
                                               ("normalize: false", "BATCH_SIZE"), ("normalize: true", "VALID")])
 @pytest.mark.parametrize("ignore", [None, 2])
-def test_softmax_with_loss(tmp_path, loss_param, mode, ignore):
+def test_softmax_with_loss(tmp_path, form, loss_param, mode, ignore):
     ignore_text = f"ignore_label: {ignore}" if ignore is not None else ""
     layer = ('layer { name: "loss" type: "SoftmaxWithLoss" bottom: "data" bottom: "label" top: "loss" loss_weight: 0.5 '
              f"loss_param {{ {loss_param} {ignore_text} }} }}\n")
-    module = _loss_net(tmp_path, (3, 5, 2, 4), (3, 1, 2, 4), layer)
+    module = _loss_net(tmp_path, (3, 5, 2, 4), (3, 1, 2, 4), layer, form)
     rng = np.random.default_rng(4)
     x = rng.normal(0, 3, (3, 5, 2, 4)).astype(np.float32)
     label = rng.integers(0, 5, (3, 1, 2, 4)).astype(np.float32)
@@ -229,10 +237,10 @@ def test_softmax_with_loss(tmp_path, loss_param, mode, ignore):
     np.testing.assert_allclose(xt.grad.numpy(), 0.5 * expected_diff, rtol=1e-5, atol=1e-7)
 
 
-def test_softmax_with_loss_clamps_like_caffe_and_other_axis(tmp_path):
+def test_softmax_with_loss_clamps_like_caffe_and_other_axis(tmp_path, form):
     layer = ('layer { name: "loss" type: "SoftmaxWithLoss" bottom: "data" bottom: "label" top: "loss" top: "prob" '
              "softmax_param { axis: 2 } }\n")
-    module = _loss_net(tmp_path, (2, 3, 4), (2, 3), layer)
+    module = _loss_net(tmp_path, (2, 3, 4), (2, 3), layer, form)
     x = np.array([[[0, 200, 0, 0], [1, 2, 3, 4], [0, 0, 0, 0]],
                   [[5, 1, 0, -1], [0, 0, 0, 0], [9, 0, 0, 0]]], np.float32)
     label = np.array([[0, 3, 1], [2, 0, 0]], np.float32)
@@ -245,9 +253,9 @@ def test_softmax_with_loss_clamps_like_caffe_and_other_axis(tmp_path):
     np.testing.assert_allclose(xt.grad.numpy(), expected_diff, rtol=1e-5, atol=1e-7)
 
 
-def test_euclidean_loss(tmp_path):
+def test_euclidean_loss(tmp_path, form):
     layer = 'layer { name: "loss" type: "EuclideanLoss" bottom: "data" bottom: "label" top: "loss" loss_weight: 2 }\n'
-    module = _loss_net(tmp_path, (4, 6), (4, 6), layer)
+    module = _loss_net(tmp_path, (4, 6), (4, 6), layer, form)
     rng = np.random.default_rng(5)
     a, b = rng.normal(size=(2, 4, 6)).astype(np.float32)
     at, bt = torch.from_numpy(a).requires_grad_(), torch.from_numpy(b).requires_grad_()
@@ -276,11 +284,11 @@ def caffe_sigmoid_cross_entropy(x: np.ndarray, target: np.ndarray, ignore, mode:
 
 @pytest.mark.parametrize("loss_param, mode, ignore", [("", "BATCH_SIZE", None), ("normalize: true", "VALID", -1),
                                                       ("normalization: FULL", "FULL", -1)])
-def test_sigmoid_cross_entropy_loss(tmp_path, loss_param, mode, ignore):
+def test_sigmoid_cross_entropy_loss(tmp_path, form, loss_param, mode, ignore):
     ignore_text = f"ignore_label: {ignore}" if ignore is not None else ""
     layer = ('layer { name: "loss" type: "SigmoidCrossEntropyLoss" bottom: "data" bottom: "label" top: "loss" '
              f"loss_param {{ {loss_param} {ignore_text} }} }}\n")
-    module = _loss_net(tmp_path, (3, 7), (3, 7), layer)
+    module = _loss_net(tmp_path, (3, 7), (3, 7), layer, form)
     rng = np.random.default_rng(6)
     x = rng.normal(0, 4, (3, 7)).astype(np.float32)
     target = rng.integers(0, 2, (3, 7)).astype(np.float32)
@@ -314,19 +322,20 @@ def caffe_accuracy(x: np.ndarray, label: np.ndarray, axis: int, top_k: int, igno
 
 
 @pytest.mark.parametrize("top_k, ignore, axis", [(1, None, 1), (2, 0, 1), (3, None, 2)])
-def test_accuracy(tmp_path, top_k, ignore, axis):
+def test_accuracy(tmp_path, form, top_k, ignore, axis):
     ignore_text = f"ignore_label: {ignore}" if ignore is not None else ""
     shape = (4, 5, 3) if axis == 1 else (4, 3, 5)
     label_shape = (4, 3)
     layer = ('layer { name: "acc" type: "Accuracy" bottom: "data" bottom: "label" top: "acc" top: "per_class" '
              f"accuracy_param {{ top_k: {top_k} axis: {axis} {ignore_text} }} }}\n")
-    module = _loss_net(tmp_path, shape, label_shape, layer)
+    module = _loss_net(tmp_path, shape, label_shape, layer, form)
+    if form == "fx":
+        assert ninport.describe(module).outputs == ("acc", "per_class")
     rng = np.random.default_rng(7)
     x = rng.integers(0, 3, shape).astype(np.float32)  # many ties
     label = rng.integers(0, 5, label_shape).astype(np.float32)
     expected, expected_per_class = caffe_accuracy(x, label, axis, top_k, ignore)
     acc, per_class = module(torch.from_numpy(x), torch.from_numpy(label))
-    assert ninport.describe(module).outputs == ("acc", "per_class")
     np.testing.assert_allclose(float(acc), expected, rtol=1e-6)
     np.testing.assert_allclose(per_class.numpy(), expected_per_class, rtol=1e-6)
 
@@ -353,6 +362,23 @@ def test_nin_train_val_train_phase_has_labels_and_loss():
     assert ninport.describe(test).outputs == ("pool4",) and not test.training
     loss = train(torch.rand(2, 3, 224, 224) * 255, torch.tensor([3.0, 7.0]))
     assert loss.shape == () and torch.isfinite(loss)
+
+
+def test_nin_train_net_as_a_generated_file_gives_the_same_loss_and_gradients():
+    """`write_python` of a TRAIN net: the file takes data and label, returns Caffe's loss, and backpropagates
+    like the fx module (Dropout off on both sides through eval, so the comparison is deterministic)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        train = ninport.load(NIN_TRAIN_VAL, phase="TRAIN", input_shape=(2, 3, 224, 224))
+    twin = generated_twin(train.eval())
+    x, label = torch.rand(2, 3, 224, 224) * 255, torch.tensor([3.0, 7.0])
+    ours, theirs = train(x, label), twin(x, label)
+    assert torch.equal(ours, theirs)
+    ours.backward()
+    theirs.backward()
+    assert train.get_submodule(ninport.describe(train).layers[0].module).weight.grad.abs().max() > 0
+    for (name, a), (_, b) in zip(train.named_parameters(), twin.named_parameters(), strict=True):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-5, atol=1e-7, msg=name)
 
 
 # --- the README example ---------------------------------------------------------------------------------

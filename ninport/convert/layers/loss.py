@@ -7,7 +7,8 @@ static_cast does (truncation toward zero) and never receive gradients.
 """
 from __future__ import annotations
 
-import numpy as np
+import math
+
 import torch
 from torch import nn
 
@@ -16,12 +17,12 @@ from ninport.caffe.shapes import canonical_axis
 from ninport.caffe.shapes_loss import loss_weights
 from ninport.convert.registry import LayerContext
 
-FLT_MIN = float(np.finfo(np.float32).tiny)
+FLT_MIN = float(torch.finfo(torch.float32).tiny)
 NORMALIZATIONS = {pb2.LossParameter.FULL: "full", pb2.LossParameter.VALID: "valid",
                   pb2.LossParameter.BATCH_SIZE: "batch_size", pb2.LossParameter.NONE: "none"}
 
 
-def _normalizer(mode: str, outer: int, inner: int, valid: torch.Tensor) -> torch.Tensor:
+def loss_normalizer(mode: str, outer: int, inner: int, valid: torch.Tensor) -> torch.Tensor:
     """Caffe's LossLayer::GetNormalizer, never below 1."""
     if mode == "full":
         value = torch.tensor(float(outer * inner))
@@ -43,7 +44,7 @@ def _normalization(p, default: str) -> str:
     return default
 
 
-def _labels(label: torch.Tensor, outer: int, inner: int) -> torch.Tensor:
+def integer_labels(label: torch.Tensor, outer: int, inner: int) -> torch.Tensor:
     return label.detach().reshape(outer, inner).to(torch.int64)  # static_cast<int>: toward zero
 
 
@@ -66,17 +67,17 @@ class SoftmaxWithLoss(nn.Module):
 
     def forward(self, x: torch.Tensor, label: torch.Tensor):
         channels = x.shape[self.axis]
-        outer = int(np.prod(x.shape[: self.axis]))
-        inner = int(np.prod(x.shape[self.axis + 1:]))
+        outer = int(math.prod(x.shape[: self.axis]))
+        inner = int(math.prod(x.shape[self.axis + 1:]))
         log_prob = torch.log_softmax(x, dim=self.axis).reshape(outer, channels, inner)
-        clamped = log_prob + (torch.clamp(log_prob, min=float(np.log(FLT_MIN))) - log_prob).detach()
-        labels = _labels(label, outer, inner)
+        clamped = log_prob + (torch.clamp(log_prob, min=math.log(FLT_MIN)) - log_prob).detach()
+        labels = integer_labels(label, outer, inner)
         valid = torch.ones_like(labels, dtype=torch.bool)
         if self.ignore_label is not None:
             valid = labels != self.ignore_label
         picked = torch.gather(clamped, 1, torch.where(valid, labels, 0).unsqueeze(1)).squeeze(1)
         loss = -torch.sum(torch.where(valid, picked, 0.0))
-        loss = loss / _normalizer(self.normalization, outer, inner, valid.sum()) * self.loss_weight
+        loss = loss / loss_normalizer(self.normalization, outer, inner, valid.sum()) * self.loss_weight
         if self.with_prob:
             return loss, torch.softmax(x, dim=self.axis)
         return loss
@@ -126,7 +127,7 @@ class SigmoidCrossEntropyLoss(nn.Module):
         if self.ignore_label is not None:
             valid = target.to(torch.int64) != self.ignore_label
         loss = -torch.sum(torch.where(valid, terms, 0.0))
-        return loss / _normalizer(self.normalization, outer, inner, valid.sum()) * self.loss_weight
+        return loss / loss_normalizer(self.normalization, outer, inner, valid.sum()) * self.loss_weight
 
 
 def sigmoid_cross_entropy_loss(ctx: LayerContext) -> nn.Module:
@@ -149,10 +150,10 @@ class Accuracy(nn.Module):
     @torch.no_grad()
     def forward(self, x: torch.Tensor, label: torch.Tensor):
         channels = x.shape[self.axis]
-        outer = int(np.prod(x.shape[: self.axis]))
-        inner = int(np.prod(x.shape[self.axis + 1:]))
+        outer = int(math.prod(x.shape[: self.axis]))
+        inner = int(math.prod(x.shape[self.axis + 1:]))
         scores = x.reshape(outer, channels, inner)
-        labels = _labels(label, outer, inner)
+        labels = integer_labels(label, outer, inner)
         valid = torch.ones_like(labels, dtype=torch.bool)
         if self.ignore_label is not None:
             valid = labels != self.ignore_label

@@ -1,38 +1,40 @@
 """Resizing layers of the forks: Interp (DeepLab v2 / PSPNet, align-corners bilinear) and the YOLO
 ports' nearest-neighbour Upsample. Output sizes are computed from the bottoms' shapes at run time
-with the fork's own rules (`InterpRule`), so the module is right at any input size."""
+with the fork's own rules (`interp_size`), so the module is right at any input size."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ninport.caffe.shapes_fork import InterpRule, interp_rule, upsample_scale
+from ninport.caffe.shapes_fork import interp_rule, interp_size, upsample_scale
 from ninport.convert.registry import LayerContext
 
 
 class Interp(nn.Module):
     """Crop by pad_beg / pad_end, then bilinear with aligned corners (caffe_cpu_interp2: source
-    position = out index * (in - 1) / (out - 1))."""
+    position = out index * (in - 1) / (out - 1)). The output size follows `interp_size`: from the
+    second bottom when there is one, else from shrink_factor, zoom_factor, height and width."""
 
-    def __init__(self, rule: InterpRule):
+    def __init__(self, pad_beg: int = 0, pad_end: int = 0, shrink: int | None = None, zoom: int | None = None,
+                 height: int | None = None, width: int | None = None):
         super().__init__()
-        self.rule = rule
+        self.pad_beg, self.pad_end = pad_beg, pad_end
+        self.shrink, self.zoom, self.height, self.width = shrink, zoom, height, width
 
     def extra_repr(self) -> str:
-        r = self.rule
-        given = {"pad_beg": r.pad_beg, "pad_end": r.pad_end, "shrink": r.shrink, "zoom": r.zoom,
-                 "height": r.height, "width": r.width}
+        given = {"pad_beg": self.pad_beg, "pad_end": self.pad_end, "shrink": self.shrink, "zoom": self.zoom,
+                 "height": self.height, "width": self.width}
         return ", ".join(f"{k}={v}" for k, v in given.items() if v) or "size of the second bottom"
 
     def forward(self, x: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
         in_hw = (int(x.shape[2]), int(x.shape[3]))
-        eff_h, eff_w = self.rule.cropped(in_hw)
+        eff_h, eff_w = in_hw[0] + self.pad_beg + self.pad_end, in_hw[1] + self.pad_beg + self.pad_end
         reference_hw = (int(reference.shape[2]), int(reference.shape[3])) if reference is not None else None
-        out_hw = self.rule.output_size(in_hw, reference_hw)
+        out_hw = interp_size((eff_h, eff_w), reference_hw, self.shrink, self.zoom, self.height, self.width)
         if min(eff_h, eff_w, *out_hw) <= 0:
             raise ValueError(f"Interp: input {in_hw} cropped to {(eff_h, eff_w)} gives output {out_hw}")
-        begin = -self.rule.pad_beg
+        begin = -self.pad_beg
         if (eff_h, eff_w) != in_hw:
             x = x[:, :, begin:begin + eff_h, begin:begin + eff_w]
         if (eff_h, eff_w) == tuple(out_hw):  # the fork copies: no interpolation
@@ -41,7 +43,8 @@ class Interp(nn.Module):
 
 
 def interp(ctx: LayerContext) -> nn.Module:
-    return Interp(interp_rule(ctx.layer, len(ctx.bottom_shapes)))
+    rule = interp_rule(ctx.layer, len(ctx.bottom_shapes))
+    return Interp(rule.pad_beg, rule.pad_end, rule.shrink, rule.zoom, rule.height, rule.width)
 
 
 class NearestUpsample(nn.Module):

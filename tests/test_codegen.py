@@ -173,6 +173,36 @@ def test_one_generated_file_per_net_matches_caffe_at_every_size(tmp_path):
             assert err <= _tolerance(module, blob, ours, caffe), f"{folder.name}: output {blob}: {err:.2e}"
 
 
+def test_every_reference_model_file_runs_without_ninport(tmp_path):
+    """Each reference model's .py and safetensors (seeded random weights: no published weights here), run
+    in one fresh process where `import ninport` fails, gives the fx module's outputs."""
+    cases, expected = [], {}
+    for model in sorted(p.name for p in REFERENCE_MODELS.iterdir() if p.is_dir()):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            module = ninport.load(REFERENCE_MODELS / model / "deploy.prototxt",
+                                  input_shape=REFERENCE_SHAPES.get(model))
+        folder = tmp_path / model
+        folder.mkdir()
+        write_python(module, folder / "net.py")
+        shape = next(iter(ninport.describe(module).inputs.values()))
+        x = np.random.default_rng(1).uniform(-1, 1, shape).astype(np.float32) * 100
+        np.savez(folder / "inputs.npz", data=x)
+        with torch.no_grad():
+            out = module(torch.from_numpy(x))
+        expected[model] = (folder / "outputs.npz", out if isinstance(out, tuple) else (out,))
+        cases.append({"name": f"model_{len(cases)}", "py": str(folder / "net.py"), "inputs": str(folder / "inputs.npz"),
+                      "input_names": ["data"], "outputs": str(folder / "outputs.npz")})
+    assert len(cases) == 9
+    _run_without_ninport(cases, tmp_path)
+    for model, (path, outputs) in expected.items():
+        got = np.load(path)
+        assert len(got.files) == len(outputs), model
+        for i, out in enumerate(outputs):
+            assert got[f"arr_{i}"].shape == tuple(out.shape), model
+            assert relative_error(got[f"arr_{i}"], out.numpy()) <= 1e-6, model
+
+
 # sizes other than the reference one: Caffe's pooling rounding, SPP bins, Crop and Reshape follow the input
 OTHER_SIZES = [(0, 1), (1, 0), (2, 3), (5, 4), (-1, -2)]
 

@@ -125,14 +125,17 @@ def _batch_norm_net(tmp_path, shape, params: str):
 
 
 @pytest.mark.parametrize("maf", [0.999, 0.9])
-def test_batch_norm_train_step_follows_caffes_moving_average(tmp_path, maf):
-    module, (mean, var, factor) = _batch_norm_net(tmp_path, (4, 3, 5, 5),
-                                                       f"batch_norm_param {{ moving_average_fraction: {maf} }}")
+@pytest.mark.parametrize("shape", [(4, 3, 5, 5), (1, 3, 1, 1), (1, 3)])  # one value per channel: variance 0
+def test_batch_norm_train_step_follows_caffes_moving_average(tmp_path, form, maf, shape):
+    module, (mean, var, factor) = _batch_norm_net(tmp_path, shape,
+                                                  f"batch_norm_param {{ moving_average_fraction: {maf} }}")
+    if form == "py":
+        module = generated_twin(module)
     oracle = CaffeBatchNormOracle(mean, var, factor[0], 1e-5, np.float32(maf), use_global_stats=False)
     module.train()
     rng = np.random.default_rng(2)
     for _step in range(3):
-        x = rng.normal(2, 3, (4, 3, 5, 5)).astype(np.float32)
+        x = rng.normal(2, 3, shape).astype(np.float32)
         np.testing.assert_allclose(module(torch.from_numpy(x)).detach().numpy(), oracle.forward(x), atol=2e-5)
         expected_mean, expected_var = oracle.statistics
         bn = module.bn
@@ -140,7 +143,7 @@ def test_batch_norm_train_step_follows_caffes_moving_average(tmp_path, maf):
         np.testing.assert_allclose(bn.running_var.numpy(), expected_var, rtol=1e-5)
         np.testing.assert_allclose(bn.scale_factor.numpy(), [oracle.blobs[2]], rtol=1e-6)
     module.eval()  # the TEST phase uses the updated statistics
-    x = rng.normal(size=(2, 3, 5, 5)).astype(np.float32)
+    x = rng.normal(size=(2,) + shape[1:]).astype(np.float32)
     test_oracle = CaffeBatchNormOracle(*oracle.blobs, 1e-5, maf, use_global_stats=True)
     np.testing.assert_allclose(module(torch.from_numpy(x)).detach().numpy(), test_oracle.forward(x), atol=2e-5)
 

@@ -73,13 +73,17 @@ class CaffeBatchNorm(nn.Module):
         use_global = self.use_global_stats if self.use_global_stats is not None else not self.training
         if use_global:
             return F.batch_norm(x, self.running_mean, self.running_var, None, None, False, 0.0, self.eps)
+        dims = [d for d in range(x.dim()) if d != 1]
         if self.training:  # batch statistics, and Caffe's moving-average update (unbiased variance)
             s_new = self.moving_average_fraction * float(self.scale_factor[0]) + 1.0
-            y = F.batch_norm(x, self.running_mean, self.running_var, None, None, True, 1.0 / s_new, self.eps)
             self.scale_factor.fill_(s_new)
-            return y
-        dims = [d for d in range(x.dim()) if d != 1]  # TEST phase with use_global_stats: false
-        mean = x.mean(dim=dims, keepdim=True)
+            if x.numel() > x.shape[1]:
+                return F.batch_norm(x, self.running_mean, self.running_var, None, None, True, 1.0 / s_new, self.eps)
+            # one value per channel: torch's batch_norm refuses it; Caffe's variance is 0, uncorrected
+            with torch.no_grad():
+                self.running_mean.mul_(1.0 - 1.0 / s_new).add_(x.detach().reshape(-1) / s_new)
+                self.running_var.mul_(1.0 - 1.0 / s_new)
+        mean = x.mean(dim=dims, keepdim=True)  # the batch's statistics (TEST phase with use_global_stats: false)
         var = ((x - mean) ** 2).mean(dim=dims, keepdim=True)
         return (x - mean) / torch.sqrt(var + self.eps)
 

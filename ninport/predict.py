@@ -15,9 +15,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ninport.caffe.io import check_is_file
 from ninport.caffe.spec import Preprocess
 from ninport.errors import NinportWarning, ParseError, PreprocessError, safe_text
+from ninport.fileio import check_regular_file
 from ninport.preprocess import caffe_transform
 
 MAX_IMAGE_PIXELS = 2 ** 27          # width x height of one image (e.g. 11,585 x 11,585)
@@ -315,7 +315,7 @@ def classify(prototxt: str | os.PathLike, images: Sequence[str | os.PathLike], w
     pre = resolve_preprocessing(prototxt, input_shape, spec.preprocess, mean_file=mean_file,
                                 mean_values=mean_values, scale=scale, crop=crop, resize=resize)
     for path in image_paths:
-        check_is_file(path)
+        check_regular_file(path, "image")
     label_names = read_labels(check_path(labels, "labels")) if labels is not None else None
     weights = weights or default_weights_path(prototxt)
 

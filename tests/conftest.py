@@ -1,7 +1,10 @@
-"""Shared fixtures: where the real-Caffe golden cases live."""
+"""Shared fixtures: where the real-Caffe golden cases live, and a guard against hangs."""
 from __future__ import annotations
 
 import json
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +17,24 @@ SHARED_GOLDEN = REPO.parent / "shared" / "caffe-golden"
 NIN_CASES = ("nin_v1_224", "nin_v1_227")
 NIN_DEPLOY = REPO / "reference_models" / "nin_imagenet" / "deploy.prototxt"
 NIN_TRAIN_VAL = REPO / "reference_models" / "nin_imagenet" / "train_val.prototxt"
+
+
+@contextmanager
+def within(seconds: float, what: str = "the read") -> Iterator[None]:
+    """Fail with TimeoutError instead of hanging CI when `what` runs longer than `seconds` (a blocked
+    read on a FIFO, a runaway example); SIGALRM, so the main thread of a POSIX process only."""
+    def on_alarm(signum, frame):
+        raise TimeoutError(f"{what} ran longer than {seconds} s: a hang")
+    if not hasattr(signal, "setitimer"):  # pragma: no cover - Windows
+        yield
+        return
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 @dataclass

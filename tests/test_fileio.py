@@ -6,11 +6,9 @@ import io
 import json
 import os
 import shutil
-import signal
 import struct
 import zipfile
 import zlib
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -21,21 +19,7 @@ from ninport.caffe.io import read_mean_binaryproto
 from ninport.errors import NinportError, ParseError, PreprocessError
 from ninport.parity import GoldenFolder
 from ninport.predict import MAX_IMAGE_PIXELS, read_image, read_labels, resize_image
-from tests.conftest import VENDORED_GOLDEN
-
-
-@contextmanager
-def within(seconds: float):
-    """Fail instead of hanging when a read blocks (e.g. opening a FIFO with no writer)."""
-    def on_alarm(signum, frame):
-        raise TimeoutError(f"blocked for {seconds} s")
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+from tests.conftest import VENDORED_GOLDEN, within
 
 
 def _fifo(tmp_path: Path, name: str) -> Path:

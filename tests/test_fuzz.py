@@ -30,11 +30,9 @@ from __future__ import annotations
 import math
 import os
 import re
-import signal
 import tempfile
 import warnings
 from collections import Counter
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -49,8 +47,8 @@ from ninport.caffe import caffe_pb2, io
 from ninport.caffe.shapes import infer_shapes
 from ninport.caffe.spec import load_netspec
 from ninport.errors import NinportError
+from tests.conftest import VENDORED_GOLDEN, within
 
-VENDORED_GOLDEN = Path(__file__).resolve().parent / "fixtures" / "caffe-golden"
 TOTAL_EXAMPLES = int(os.environ.get("NINPORT_FUZZ_EXAMPLES", "150"))
 # Share of the total per test: plausible mutations reach the converters, so they get the most.
 SHARES = {"plausible": 0.45, "text": 0.25, "caffemodel": 0.12, "both": 0.08, "bytes": 0.1}
@@ -59,7 +57,7 @@ ONNX_SHARE = float(os.environ.get("NINPORT_FUZZ_ONNX_SHARE", "0.2"))
 ONNX_TOLERANCE = 1e-4
 # Outcomes per test ("ok": a module was built and ran; "error": a NinportError), for the share check.
 OUTCOMES: dict[str, Counter] = {}
-# Seconds one example may take before it counts as a hang (checked by hang_guard, not a speed target).
+# Seconds one example may take before it counts as a hang (checked by `within`, not a speed target).
 HANG_SECONDS = 20
 # The ONNX export of an example gets longer (the first one in a process pays for torch.onnx's imports).
 ONNX_HANG_SECONDS = 180
@@ -86,25 +84,8 @@ TYPE_NAMES = ['"Convolution"', '"Deconvolution"', '"Pooling"', '"InnerProduct"',
               '"conv"', '"pool"', '"innerproduct"', '"padding"', '"relu"']
 
 
-@contextmanager
-def hang_guard(seconds: int = HANG_SECONDS):
-    """Fail (instead of hanging CI) when one example runs for `seconds`."""
-    def on_alarm(signum, frame):
-        raise TimeoutError(f"example ran longer than {seconds} s: a hang")
-    if not hasattr(signal, "setitimer"):  # pragma: no cover - Windows
-        yield
-        return
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 def fuzz_settings(share: str):
-    # No per-example deadline (a timing assertion that flakes on a loaded machine); `hang_guard`
+    # No per-example deadline (a timing assertion that flakes on a loaded machine); `within`
     # catches real hangs.
     return settings(max_examples=max(1, math.ceil(TOTAL_EXAMPLES * SHARES[share])), deadline=None,
                     derandomize=os.environ.get("NINPORT_FUZZ_RANDOM") is None, database=None,
@@ -218,12 +199,12 @@ def check_outcome(prototxt: Path, weights: Path | None, *, kind: str = "other", 
 def _outcome(prototxt: Path, weights: Path | None, onnx: bool) -> str:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with hang_guard():
+        with within(HANG_SECONDS, "one example"):
             result = _build_and_run(prototxt, weights)
         if result is None:
             return "error"
         if onnx:
-            with hang_guard(ONNX_HANG_SECONDS):
+            with within(ONNX_HANG_SECONDS, "one example in onnxruntime"):
                 check_onnx(*result)
             OUTCOMES.setdefault("onnx", Counter())["ok"] += 1  # exported and matched in onnxruntime
         return "ok"
@@ -535,7 +516,7 @@ def test_mutated_prototxt_and_caffemodel(tmp_path_factory, case):
 def test_arbitrary_bytes_as_either_file(tmp_path_factory, data):
     tmp = tmp_path_factory.mktemp("fuzz")
     path = _write(tmp, "blob", data)
-    with hang_guard():
+    with within(HANG_SECONDS, "one example"):
         for read in (load_netspec, io.read_caffemodel):
             try:
                 read(path)

@@ -11,7 +11,6 @@ import contextlib
 import mmap
 import os
 import re
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ninport.errors import ParseError
+from ninport.fileio import open_regular
 
 if TYPE_CHECKING:
     from ninport.caffe.prototxt import ParsedNet
@@ -45,51 +45,11 @@ def _caffe_pb2():
     return caffe_pb2
 
 
-def check_is_file(path: Path) -> None:
-    """One ParseError line for a path that is missing or not a regular file (directory, FIFO,
-    device, socket). Uses stat only: a FIFO is never opened, so this never blocks."""
-    path = Path(path)
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise ParseError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise ParseError(f"{path}: cannot read: {exc.strerror}") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise ParseError(f"{path}: is a directory, expected a file")
-    if not stat.S_ISREG(st.st_mode):
-        raise ParseError(f"{path}: is not a regular file ({_file_kind(st.st_mode)}); "
-                         "give the path of a file on disk")
-
-
-def _file_kind(mode: int) -> str:
-    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
-        if test(mode):
-            return name
-    return "a special file"
-
-
-def _open_regular(path: Path):
-    """Open a regular file for reading without ever blocking (O_NONBLOCK defeats a FIFO swapped
-    in after the stat check) and check again on the open descriptor."""
-    check_is_file(path)
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
-    try:
-        fd = os.open(path, flags)
-    except OSError as exc:
-        raise ParseError(f"{path}: cannot read: {exc.strerror}") from None
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
-        os.close(fd)
-        raise ParseError(f"{path}: is not a regular file ({_file_kind(st.st_mode)})")
-    return os.fdopen(fd, "rb"), st.st_size
-
-
 def _read_input(path: Path, expected: str, *, mapped: bool = False, limit: int | None = None):
     """The bytes of a user's file (memory-mapped if `mapped`), or one ParseError line naming it:
     missing, not a regular file, unreadable, empty or larger than `limit` bytes."""
-    fh, size = _open_regular(path)
+    fh = open_regular(path, expected)
+    size = os.fstat(fh.fileno()).st_size
     with fh:
         if limit is not None and size > limit:
             raise ParseError(f"{path}: {size:,} bytes is more than the {limit:,} bytes allowed for "

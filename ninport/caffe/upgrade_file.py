@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ninport.caffe import io
 from ninport.caffe.upgrade import net_format, upgrade_net
-from ninport.fileio import write_bytes_atomic
+from ninport.fileio import check_regular_file, write_bytes_atomic
 
 
 def is_binary_caffemodel(path: Path) -> bool:
@@ -24,7 +24,7 @@ def upgrade_file(source: str | Path, output: str | Path | None = None) -> tuple[
     from google.protobuf import text_format
 
     source = Path(source)
-    io.check_is_file(source)
+    check_regular_file(source, "Caffe net or weights")
     binary = is_binary_caffemodel(source)
     if binary:
         net = io.read_caffemodel_proto(source)

@@ -19,7 +19,8 @@ MODELS = {
 _V1_TYPES = {"Convolution": 4, "InnerProduct": 14}
 
 
-def _varint(n: int) -> bytes:
+def varint(n: int) -> bytes:
+    """A protobuf base-128 varint (tests/caffe_files.py writes its caffemodels with it too)."""
     out = bytearray()
     while True:
         byte, n = n & 0x7F, n >> 7
@@ -29,11 +30,12 @@ def _varint(n: int) -> bytes:
 
 
 def _tag(number: int, wire: int) -> bytes:
-    return _varint(number << 3 | wire)
+    return varint(number << 3 | wire)
 
 
-def _delimited(number: int, length: int) -> bytes:
-    return _tag(number, 2) + _varint(length)
+def delimited_head(number: int, length: int) -> bytes:
+    """Tag and length of a length-delimited protobuf field (wire type 2)."""
+    return _tag(number, 2) + varint(length)
 
 
 def _legacy_dims(shape: tuple[int, ...]) -> tuple[int, int, int, int]:
@@ -49,21 +51,21 @@ def write_v1_caffemodel(path: Path, net_name: str, layers: list[tuple[str, str, 
     tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
     with open(tmp, "wb") as f:
         name = net_name.encode()
-        f.write(_delimited(1, len(name)) + name)
+        f.write(delimited_head(1, len(name)) + name)
         for layer_name, layer_type, arrays in layers:
             raw_name = layer_name.encode()
-            head = _delimited(4, len(raw_name)) + raw_name + _tag(5, 0) + _varint(_V1_TYPES[layer_type])
+            head = delimited_head(4, len(raw_name)) + raw_name + _tag(5, 0) + varint(_V1_TYPES[layer_type])
             blobs: list[tuple[bytes, np.ndarray]] = []
             for array in arrays:
                 array = np.ascontiguousarray(array, dtype="<f4")
-                blob_head = b"".join(_tag(field, 0) + _varint(d)
+                blob_head = b"".join(_tag(field, 0) + varint(d)
                                      for field, d in zip((1, 2, 3, 4), _legacy_dims(array.shape)))
-                blob_head += _delimited(5, array.nbytes)  # packed float `data`
+                blob_head += delimited_head(5, array.nbytes)  # packed float `data`
                 blobs.append((blob_head, array))
-            body = len(head) + sum(len(_delimited(6, len(h) + a.nbytes)) + len(h) + a.nbytes for h, a in blobs)
-            f.write(_delimited(2, body) + head)
+            body = len(head) + sum(len(delimited_head(6, len(h) + a.nbytes)) + len(h) + a.nbytes for h, a in blobs)
+            f.write(delimited_head(2, body) + head)
             for blob_head, array in blobs:
-                f.write(_delimited(6, len(blob_head) + array.nbytes) + blob_head)
+                f.write(delimited_head(6, len(blob_head) + array.nbytes) + blob_head)
                 f.write(memoryview(array.reshape(-1)).cast("B"))
     os.replace(tmp, path)
     return path

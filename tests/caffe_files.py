@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.models import delimited_head
 from ninport.caffe import caffe_pb2
 
 
@@ -12,20 +13,6 @@ def input_layer(shape, name: str = "data") -> str:
     """A current-format Input layer producing blob `name` of `shape`."""
     dims = " ".join(f"dim: {d}" for d in shape)
     return f'layer {{ name: "{name}" type: "Input" top: "{name}" input_param {{ shape {{ {dims} }} }} }}\n'
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _field_head(number: int, length: int) -> bytes:
-    """Tag and length of a length-delimited protobuf field (wire type 2)."""
-    return _varint(number << 3 | 2) + _varint(length)
 
 
 def write_caffemodel(path: Path, weights: dict[str, list[np.ndarray]], types: dict[str, str] | None = None,
@@ -48,9 +35,9 @@ def write_caffemodel(path: Path, weights: dict[str, list[np.ndarray]], types: di
                 array = np.ascontiguousarray(array, dtype="<f4")
                 blob = caffe_pb2.BlobProto()
                 blob.shape.dim.extend(array.shape)
-                head = blob.SerializeToString() + _field_head(5, array.nbytes)
-                pieces += [_field_head(7, len(head) + array.nbytes) + head, array]
-            f.write(_field_head(100, sum(len(p) if isinstance(p, bytes) else p.nbytes for p in pieces)))
+                head = blob.SerializeToString() + delimited_head(5, array.nbytes)
+                pieces += [delimited_head(7, len(head) + array.nbytes) + head, array]
+            f.write(delimited_head(100, sum(len(p) if isinstance(p, bytes) else p.nbytes for p in pieces)))
             for piece in pieces:
                 f.write(piece if isinstance(piece, bytes) else memoryview(piece.reshape(-1)).cast("B"))
     return Path(path)

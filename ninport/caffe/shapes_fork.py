@@ -227,7 +227,7 @@ def interp_rule(layer: LayerSpec, bottoms: int) -> InterpRule:
     return InterpRule(pad_beg, pad_end, shrink, zoom, height, width, False)
 
 
-def interp_output_size(rule: InterpRule, shapes: list[Shape]) -> tuple[int, int]:
+def _checked_interp_size(rule: InterpRule, shapes: list[Shape]) -> tuple[int, int]:
     in_hw = tuple(shapes[0][2:])
     eff = rule.cropped(in_hw)
     if min(eff) <= 0:
@@ -250,7 +250,7 @@ def _interp(layer, shapes):
         if len(other) != 4 or other[0] != n:
             _fail(f"the second bottom {shape_text(other)} must be 4-D with the batch of the first "
                   f"{shape_text(shapes[0])}")
-    out = interp_output_size(rule, shapes)
+    out = _checked_interp_size(rule, shapes)
     return LayerShapes(tops=[(n, c, *out)], macs=4 * n * c * out[0] * out[1])
 
 

@@ -6,7 +6,8 @@ Two kinds of mutation of the golden (real-Caffe) nets:
   parameters, input sizes), fields toggled, compatible layer swaps (ReLU <-> TanH <-> Sigmoid <->
   AbsVal <-> BNLL, MAX <-> AVE pooling, Eltwise SUM <-> PROD <-> MAX). Most of these nets are
   valid, so they reach the converters: the module is run, and a share of them is exported to
-  ONNX and run in onnxruntime against the torch module (the convert self-check).
+  ONNX and run in onnxruntime against the torch module (the convert self-check) and written as a
+  generated .py file whose model must give the same outputs (`--format py`).
   `test_plausible_mutations_mostly_build` asserts that at least half of them built a model;
 - *hostile* ones: truncation, flipped bytes, numbers replaced by 0, -1, 2**31, huge values,
   deleted lines and fields, swapped layer types, for prototxt and caffemodel.
@@ -20,7 +21,7 @@ tests below). A longer campaign:
 
     NINPORT_FUZZ_EXAMPLES=5000 NINPORT_FUZZ_RANDOM=1 PYTHONPATH=. python -m pytest -q -s tests/test_fuzz.py
 
-(NINPORT_FUZZ_ONNX_SHARE=1 sends every plausible example that builds through onnxruntime.)
+(NINPORT_FUZZ_ONNX_SHARE=1 sends every plausible example that builds through onnxruntime and codegen.)
 
 A crash a campaign finds is kept as a regression test beside the code it concerns (e.g.
 tests/caffe/test_bad_input.py for the readers and shape rules).
@@ -48,6 +49,7 @@ from ninport.caffe.shapes import infer_shapes
 from ninport.caffe.spec import load_netspec
 from ninport.errors import NinportError
 from tests.conftest import VENDORED_GOLDEN, within
+from tests.generated import generated_twin
 
 TOTAL_EXAMPLES = int(os.environ.get("NINPORT_FUZZ_EXAMPLES", "150"))
 # Share of the total per test: plausible mutations reach the converters, so they get the most.
@@ -167,7 +169,6 @@ def check_onnx(module, inputs: list[torch.Tensor], expected: tuple) -> None:
     """The convert self-check: export, run in onnxruntime, compare with torch (NaNs in the same places)."""
     from ninport.artifacts import verify_onnx
     from ninport.onnx import export_onnx
-    from ninport.parity import relative_error
 
     names = list(ninport.describe(module).inputs)
     with tempfile.TemporaryDirectory() as tmp:
@@ -177,6 +178,27 @@ def check_onnx(module, inputs: list[torch.Tensor], expected: tuple) -> None:
             assert "\n" not in str(exc)
             return
         got = verify_onnx(path, {n: t.numpy() for n, t in zip(names, inputs)})
+    _assert_same_outputs(got, expected, "onnxruntime")
+
+
+def check_python(module, inputs: list[torch.Tensor], expected: tuple) -> None:
+    """`--format py`: the generated file, built by its own load(), gives the fx module's outputs."""
+    from ninport.codegen import python_source
+
+    try:
+        python_source(module)
+    except NinportError as exc:  # a layer without a source form must be a clear one-line refusal
+        assert "\n" not in str(exc)
+        return
+    with torch.no_grad():
+        got = generated_twin(module)(*inputs)
+    _assert_same_outputs([t.numpy() for t in (got if isinstance(got, tuple) else (got,))], expected,
+                         "the generated .py")
+
+
+def _assert_same_outputs(got: list[np.ndarray], expected: tuple, what: str) -> None:
+    from ninport.parity import relative_error
+
     assert len(got) == len(expected)
     for g, e in zip(got, expected):
         e = e.detach().numpy()
@@ -185,7 +207,7 @@ def check_onnx(module, inputs: list[torch.Tensor], expected: tuple) -> None:
         assert np.array_equal(np.isnan(g), np.isnan(e)) or not finite.all(), "NaNs differ"
         if finite.any():
             _, rel = relative_error(np.where(finite, g, 0), np.where(finite, e, 0))
-            assert rel <= ONNX_TOLERANCE, f"onnxruntime differs from torch: relative error {rel:.3g}"
+            assert rel <= ONNX_TOLERANCE, f"{what} differs from torch: relative error {rel:.3g}"
 
 
 def check_outcome(prototxt: Path, weights: Path | None, *, kind: str = "other", onnx: bool = False) -> str:
@@ -207,6 +229,9 @@ def _outcome(prototxt: Path, weights: Path | None, onnx: bool) -> str:
             with within(ONNX_HANG_SECONDS, "one example in onnxruntime"):
                 check_onnx(*result)
             OUTCOMES.setdefault("onnx", Counter())["ok"] += 1  # exported and matched in onnxruntime
+            with within(HANG_SECONDS, "one example as a generated .py"):
+                check_python(*result)
+            OUTCOMES.setdefault("py", Counter())["ok"] += 1
         return "ok"
 
 
@@ -535,6 +560,7 @@ def test_fuzz_budget_is_bounded():
 def test_outcome_counts_reported():
     """Prints how many examples of each kind built a model (run with -s to see it)."""
     for kind, counts in OUTCOMES.items():
-        what = "exported to ONNX and matched torch in onnxruntime" if kind == "onnx" else "built a model"
+        what = {"onnx": "exported to ONNX and matched torch in onnxruntime",
+                "py": "written as a .py file that matched torch"}.get(kind, "built a model")
         print(f"fuzz {kind}: {counts['ok']} of {sum(counts.values())} {what}")
     assert all(set(c) <= {"ok", "error"} for c in OUTCOMES.values())

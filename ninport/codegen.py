@@ -399,12 +399,13 @@ def _batch_norm(m, e: Emitter) -> Block:
 
 @_emits(normalization.ScaleBias)
 def _scale_bias(m, e: Emitter) -> Block:
-    return Block(f"{e.copy_class(type(m))}({lit(list(m.view_shape))}, {param(m.weight)}, {param(m.bias)})")
+    return Block(f"{e.copy_class(normalization.ScaleBias)}({int(m.axis)}, {lit(list(m.param_shape))}, "
+                 f"{param(m.weight)}, {param(m.bias)})")
 
 
 @_emits(normalization.AddSecondBottom)
 def _add_second_bottom(m, e: Emitter) -> Block:
-    return Block(f"{e.copy_class(type(m))}({lit(list(m.view_shape))})")
+    return Block(f"{e.copy_class(normalization.AddSecondBottom)}({int(m.axis)})")
 
 
 @_emits(pooling.CaffePool2d)

@@ -92,6 +92,9 @@ KEPT_REWRITE_RULES = (
 # Loggers whose chatter quiet_torch lowers to errors, and the packages whose own warnings it hides.
 _QUIET_LOGGERS = ("torch.onnx", "torch.export", "torch._export", "torch._dynamo", "torch.fx", "onnxscript",
                   "onnx_ir")
+# Loggers silenced altogether: the fake-tensor logger reports at ERROR level the exception that a size
+# probe on fake tensors (`runs_at_other_sizes`) or a symbolic-size export raises, which ninport catches.
+_SILENT_LOGGERS = ("torch._subclasses.fake_tensor",)
 # (torch's pytree deprecations are attributed to copyreg / typing_extensions, which call back into torch.)
 _QUIET_WARNING_MODULES = r"(torch|onnx|onnxscript|onnx_ir|copyreg|typing_extensions)(\.|$)"
 
@@ -216,10 +219,10 @@ def quiet_torch():
     """Silence torch.onnx / torch.export chatter: their loggers below ERROR and the warnings raised from
     torch, onnx and onnxscript's own modules. Nothing else: the process's stdout, stderr and other
     warnings are left alone."""
-    loggers = [logging.getLogger(name) for name in _QUIET_LOGGERS]
+    loggers = [logging.getLogger(name) for name in _QUIET_LOGGERS + _SILENT_LOGGERS]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
-        lg.setLevel(logging.ERROR)
+        lg.setLevel(logging.CRITICAL + 1 if lg.name in _SILENT_LOGGERS else logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", module=_QUIET_WARNING_MODULES)
@@ -316,7 +319,7 @@ def runs_at_other_sizes(module: fx.GraphModule, description: NetDescription | No
                 [grow(d) if a in spatial[name] else d for a, d in enumerate(shape)])
                 for name, shape in meta.inputs.items()]
             try:
-                with evaluating(module), torch.no_grad():
+                with evaluating(module), torch.no_grad(), quiet_torch():
                     module(*inputs)
                 return True
             except Exception:  # noqa: BLE001 - a ShapeError from a layer, or torch refusing the size

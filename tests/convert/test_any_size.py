@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import warnings
 from pathlib import Path
@@ -16,10 +17,13 @@ import ninport
 from ninport.artifacts import verify_onnx, write_pt2
 from ninport.errors import NinportError, ShapeError
 from tests.conftest import REPO, load_golden, relative_error
+from tests.generated import generated_twin
 
 TOLERANCE = 1e-5
 SIZES_DIR = REPO.parent / "shared" / "caffe-golden-sizes"
 NETS = ("fcn_mini", "pnet_like", "nin_mini", "spp_fc")
+# Made with BVLC Caffe by its make_*.py (../shared/oracles): committed, so CI needs no Caffe.
+SECOND_BOTTOMS = REPO / "tests" / "fixtures" / "caffe-sizes-extra" / "scale_bias_second_bottom"
 CAFFE_SPLIT_BLOB = re.compile(r".+_split_\d+$")
 
 
@@ -137,6 +141,86 @@ def test_a_net_that_fixes_its_size_exports_static_by_default(tmp_path):
     assert relative_error(out, case.blobs()[case.info["outputs"][0]]) <= TOLERANCE
     with pytest.raises(NinportError, match="onnxruntime failed"):
         verify_onnx(forced, {"data": np.zeros((2, 3, 5, 5), np.float32)})
+
+
+def test_scale_and_bias_second_bottoms_follow_the_input_like_caffe(tmp_path):
+    """Scale/Bias whose scale or bias is a second bottom (SENet's channel attention, a full-size mask):
+    Caffe ran the net at 3 sizes and batches; one module, one ONNX file and the generated .py reproduce
+    every blob (the scale once kept its build-time shape and failed at any other size or batch)."""
+    info = json.loads((SECOND_BOTTOMS / "case.json").read_text())
+    module = ninport.load(SECOND_BOTTOMS / "net.prototxt", SECOND_BOTTOMS / "weights.caffemodel")
+    path = ninport.export_onnx(module, tmp_path / "net.onnx")
+    twin = generated_twin(module)
+    assert len(info["sizes"]) == 3
+    for size in info["sizes"]:
+        x = np.load(SECOND_BOTTOMS / f"inputs_{size}.npz")["data"]
+        caffe = np.load(SECOND_BOTTOMS / f"blobs_{size}.npz")
+        blobs = ninport.forward_blobs(module, torch.from_numpy(x))
+        compared = [name for name in caffe.files if not CAFFE_SPLIT_BLOB.match(name)]
+        assert len(compared) == 9
+        for name in compared:
+            assert relative_error(blobs[name].numpy(), caffe[name]) <= TOLERANCE, (size, name)
+        (onnx_out,) = verify_onnx(path, {"data": x})
+        with torch.no_grad():
+            py_out = twin(torch.from_numpy(x)).numpy()
+        for what, out in (("onnxruntime", onnx_out), ("generated .py", py_out)):
+            assert relative_error(out, caffe["affine"]) <= TOLERANCE, (size, what)
+
+
+def test_a_scale_spanning_height_fixes_the_size(tmp_path):
+    """Learned Scale parameters over C and H: another height is one ShapeError naming the layer, as
+    Caffe's CHECK; `inspect` names it, and the ONNX file has the fixed size."""
+    prototxt = tmp_path / "net.prototxt"
+    prototxt.write_text('name: "s"\ninput: "data"\ninput_shape { dim: 1 dim: 4 dim: 4 dim: 5 }\n'
+                        'layer { name: "sc" type: "Scale" bottom: "data" top: "sc" '
+                        'scale_param { axis: 1 num_axes: 2 } }\n')
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        module = ninport.load(prototxt)
+        fixed_by = ninport.summary(prototxt).size_fixed_by
+    assert [name for name, _ in fixed_by] == ["sc"]
+    message = _shape_error(module, torch.rand(1, 4, 8, 10))
+    assert "layer 'sc' (Scale)" in message and "[1, 4, 8, 10]" in message and "[4, 4]" in message
+    path = ninport.export_onnx(module, tmp_path / "net.onnx")
+    dims = [d.dim_value for d in onnx.load(path).graph.input[0].type.tensor_type.shape.dim[2:]]
+    assert dims == [4, 5]
+
+
+class _TimesFixedMap(torch.nn.Module):
+    """A plugin layer that only takes its build size (torch itself refuses other sizes, no ShapeError)."""
+
+    def __init__(self, shape):
+        super().__init__()
+        self.register_buffer("weight", torch.ones(shape))
+
+    def forward(self, x):
+        return x * self.weight
+
+
+def test_probing_other_sizes_prints_no_torch_log(tmp_path):
+    """Trying 2H x 2W on fake tensors makes torch log the failed op at ERROR level; ninport expects that
+    failure (the net fixes its size), so the export stays quiet and static."""
+    ninport.register_layer("TimesFixedMap", shape=lambda layer, shapes: [shapes[0]],
+                           module=lambda ctx: _TimesFixedMap(ctx.bottom_shapes[0]))
+    try:
+        prototxt = tmp_path / "net.prototxt"
+        prototxt.write_text('name: "p"\ninput: "data"\ninput_shape { dim: 1 dim: 2 dim: 4 dim: 5 }\n'
+                            'layer { name: "m" type: "TimesFixedMap" bottom: "data" top: "y" }\n')
+        module = ninport.load(prototxt)
+        records: list[logging.LogRecord] = []
+        handler = logging.Handler()
+        handler.emit = records.append
+        fake_tensor_log = logging.getLogger("torch._subclasses.fake_tensor")
+        fake_tensor_log.addHandler(handler)
+        try:
+            path = ninport.export_onnx(module, tmp_path / "net.onnx")
+        finally:
+            fake_tensor_log.removeHandler(handler)
+    finally:
+        ninport.unregister_layer("TimesFixedMap")
+    assert not records, [r.getMessage() for r in records]
+    dims = [d.dim_value for d in onnx.load(path).graph.input[0].type.tensor_type.shape.dim[2:]]
+    assert dims == [4, 5]
 
 
 def _shape_error(module, *inputs) -> str:

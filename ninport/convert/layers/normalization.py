@@ -8,6 +8,8 @@ from torch import nn
 from ninport.caffe import caffe_pb2 as pb2
 from ninport.caffe.shapes import canonical_axis
 from ninport.convert.registry import LayerContext
+from ninport.convert.size_checks import SizeCheckedLayer, static_shape
+from ninport.errors import shape_text
 
 
 class LRNAcrossChannels(nn.Module):
@@ -97,64 +99,99 @@ def batch_norm(ctx: LayerContext) -> nn.Module:
                           p.moving_average_fraction, use_global)
 
 
-def _broadcast_shape(ndim: int, axis: int, param_shape) -> list[int]:
-    return [1] * axis + list(param_shape) + [1] * (ndim - axis - len(param_shape))
-
-
 class ScaleBias(nn.Module):
-    """x * weight + bias with Caffe's axis/num_axes broadcasting; the scale may be a second bottom."""
+    """x * scale + bias with Caffe's axis/num_axes broadcasting: the scale and bias cover axes
+    [axis, axis + n) of x. A scale given as a second bottom broadcasts at its run-time shape (it
+    follows the input, e.g. an attention map); the learned parameters have `param_shape`."""
 
-    def __init__(self, view_shape: list[int], weight: nn.Parameter | None, bias: nn.Parameter | None):
+    def __init__(self, axis: int, param_shape: list[int], weight: nn.Parameter | None, bias: nn.Parameter | None):
         super().__init__()
-        self.view_shape = view_shape
+        self.axis = axis
+        self.param_shape = tuple(param_shape)
         self.weight = weight
         self.bias = bias
 
+    def broadcast(self, x: torch.Tensor, value: torch.Tensor, shape) -> torch.Tensor:
+        """`value` (of Caffe shape `shape`) viewed against x: ones before `axis` and after its axes."""
+        return value.reshape((1,) * self.axis + tuple(shape) + (1,) * (x.dim() - self.axis - len(shape)))
+
     def forward(self, x: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
         if scale is not None:
-            x = x * scale.reshape(self.view_shape)
+            x = x * self.broadcast(x, scale, scale.shape)
         elif self.weight is not None:
-            x = x * self.weight.reshape(self.view_shape)
+            x = x * self.broadcast(x, self.weight, self.param_shape)
         if self.bias is not None:
-            x = x + self.bias.reshape(self.view_shape)
+            x = x + self.broadcast(x, self.bias, self.param_shape)
         return x
 
 
 class AddSecondBottom(nn.Module):
-    def __init__(self, view_shape: list[int]):
+    """Bias given as a second bottom: x + bias over axes [axis, axis + bias.dim()), at its run-time shape."""
+
+    def __init__(self, axis: int):
         super().__init__()
-        self.view_shape = view_shape
+        self.axis = axis
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        return x + bias.reshape(self.view_shape)
+        return x + bias.reshape((1,) * self.axis + tuple(bias.shape) + (1,) * (x.dim() - self.axis - bias.dim()))
 
 
-def _param_view(ctx: LayerContext, axis: int, num_axes: int) -> list[int]:
-    """The shape that broadcasts a Scale/Bias parameter (or second bottom) against the first bottom."""
+class _SpanChecked(SizeCheckedLayer):
+    """Caffe's Scale and Bias CHECK that axes [axis, axis + n) of the first bottom have the shape of the
+    scale/bias (parameter or second bottom); a size that breaks it is one ShapeError naming the layer
+    (a Scale whose parameters span H or W fixes the net's size)."""
+
+    def check_span(self, x: torch.Tensor, span, bottoms: list) -> None:
+        if not (static_shape(x.shape) and static_shape(span)):
+            return
+        end = self.axis + len(span)
+        self.check([tuple(b) for b in bottoms], x.dim() >= end and tuple(x.shape[self.axis:end]) == tuple(span),
+                   lambda: f"its axes {self.axis} to {end - 1} must be {shape_text(tuple(span))}, "
+                           "the scale/bias shape")
+
+
+class CaffeScaleBias(ScaleBias, _SpanChecked):
+    def forward(self, x: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+        span = tuple(scale.shape) if scale is not None else self.param_shape
+        self.check_span(x, span, [x.shape] if scale is None else [x.shape, scale.shape])
+        return super().forward(x, scale)
+
+
+class CaffeAddSecondBottom(AddSecondBottom, _SpanChecked):
+    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        self.check_span(x, tuple(bias.shape), [x.shape, bias.shape])
+        return super().forward(x, bias)
+
+
+def _param_span(ctx: LayerContext, axis: int, num_axes: int) -> tuple[int, tuple[int, ...]]:
+    """The first bottom's axis where a Scale/Bias parameter (or second bottom) starts, and its shape."""
     shape = ctx.bottom_shapes[0]
     axis = canonical_axis(axis, len(shape))
     if len(ctx.bottom_shapes) == 2:
-        pshape = tuple(ctx.bottom_shapes[1])
-    else:
-        end = len(shape) if num_axes == -1 else axis + num_axes
-        pshape = tuple(shape[axis:end])
-    return _broadcast_shape(len(shape), axis, pshape)
+        return axis, tuple(ctx.bottom_shapes[1])
+    end = len(shape) if num_axes == -1 else axis + num_axes
+    return axis, tuple(shape[axis:end])
+
+
+def _labelled(module: _SpanChecked, ctx: LayerContext) -> nn.Module:
+    module.label(ctx.layer, ctx.bottom_shapes)
+    return module
 
 
 def scale(ctx: LayerContext) -> nn.Module:
     p = ctx.proto.scale_param
-    view = _param_view(ctx, p.axis, p.num_axes)
+    axis, span = _param_span(ctx, p.axis, p.num_axes)
     if len(ctx.bottom_shapes) == 2:
         bias = ctx.parameter(0) if p.bias_term else None
-        return ScaleBias(view, None, bias)
+        return _labelled(CaffeScaleBias(axis, span, None, bias), ctx)
     weight = ctx.parameter(0)
     bias = ctx.parameter(1) if p.bias_term else None
-    return ScaleBias(view, weight, bias)
+    return _labelled(CaffeScaleBias(axis, span, weight, bias), ctx)
 
 
 def bias(ctx: LayerContext) -> nn.Module:
     p = ctx.proto.bias_param
-    view = _param_view(ctx, p.axis, p.num_axes)
+    axis, span = _param_span(ctx, p.axis, p.num_axes)
     if len(ctx.bottom_shapes) == 2:
-        return AddSecondBottom(view)
-    return ScaleBias(view, None, ctx.parameter(0))
+        return _labelled(CaffeAddSecondBottom(axis), ctx)
+    return _labelled(CaffeScaleBias(axis, span, None, ctx.parameter(0)), ctx)

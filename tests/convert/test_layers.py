@@ -11,9 +11,9 @@ import ninport
 from ninport import registry
 from tests.caffe_files import input_layer, write_caffemodel
 
-def _write_net(tmp_path, body: str, blobs: dict[str, list[np.ndarray]] | None = None):
+def _write_net(tmp_path, body: str, blobs: dict[str, list[np.ndarray]] | None = None, shape=(2, 3, 4, 5)):
     proto = tmp_path / "net.prototxt"
-    proto.write_text('name: "t"\n' + input_layer((2, 3, 4, 5)) + body)
+    proto.write_text('name: "t"\n' + input_layer(shape) + body)
     return proto, (write_caffemodel(tmp_path / "net.caffemodel", blobs) if blobs is not None else None)
 
 
@@ -80,6 +80,18 @@ def test_max_pool_window_past_the_input_gives_caffes_lowest_float(tmp_path):
     assert out.shape == (2, 3, 2, 3)  # ceil((4-1)/3)+1 = 2, ceil((5-1)/3)+1 = 3
     np.testing.assert_array_equal(out[:, :, :, :2], x[:, :, ::3, ::3][:, :, :2, :2])
     assert (out[:, :, :, 2] == -np.finfo(np.float32).max).all()
+
+
+def test_a_huge_stride_pads_only_to_the_last_window(tmp_path):
+    """Found by a fuzz campaign: stride 65536 once padded 65536 columns and rows (51 GB) for a 7x7 input.
+    Caffe keeps one window, [-1, 1) on each axis, and AVE divides by its 2x2 size."""
+    body = ('layer { name: "p" type: "Pooling" bottom: "data" top: "y" '
+            'pooling_param { pool: AVE kernel_size: 2 stride: 65536 pad: 1 } }\n')
+    proto, _ = _write_net(tmp_path, body, shape=(1, 3, 7, 7))
+    x = np.random.default_rng(0).normal(size=(1, 3, 7, 7)).astype(np.float32)
+    out = ninport.load(proto)(torch.from_numpy(x)).detach().numpy()
+    assert out.shape == (1, 3, 1, 1)
+    np.testing.assert_allclose(out[:, :, 0, 0], x[:, :, 0, 0] / 4, rtol=1e-6)
 
 
 def test_every_builtin_record_names_a_converter_that_exists():

@@ -176,6 +176,15 @@ class PoolParams:
     def smallest_input(self, axis: int) -> int:
         return 1 if self.kernel is None else max(1, self.kernel[axis] - 2 * self.pad[axis])
 
+    def right_pad_bound(self, axis: int) -> int:
+        """How far past the input's end the windows can reach at ANY input size (for a traced, symbolic
+        size): floor rounding keeps them within `pad`; ceil rounding within pad + stride - 1, and with
+        padding Caffe drops a last window starting at or past in + pad, so within kernel - 1 too."""
+        k, p, s = self.kernel[axis], self.pad[axis], self.stride[axis]
+        if not self.ceil:
+            return p
+        return min(k - 1, p + s - 1) if p > 0 else s - 1
+
 
 @dataclass(frozen=True)
 class PoolWindow:

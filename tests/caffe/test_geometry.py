@@ -38,6 +38,19 @@ def test_pool_output_size_is_caffes_rule(ceil):
     assert checked > 5000
 
 
+@pytest.mark.parametrize("ceil", [True, False])
+def test_right_pad_bound_covers_the_last_window_at_every_size(ceil):
+    """The padding a traced (symbolic-size) pooling adds after the input: enough at every size Caffe
+    takes, and tight (reached at some size), so a huge stride with padding does not pad hugely."""
+    for kernel in range(1, 8):
+        for pad in range(kernel):
+            for stride in range(1, 12):
+                params = geometry.PoolParams((kernel, kernel), (pad, pad), (stride, stride), ceil, "max")
+                reach = [params.window((size, size)).right_pad(0) for size in range(max(1, kernel - 2 * pad), 60)]
+                assert max(reach) <= params.right_pad_bound(0), (kernel, pad, stride)
+                assert max(reach) == params.right_pad_bound(0) or max(reach) <= 0, (kernel, pad, stride)
+
+
 def test_ave_divisor_is_caffes_pool_size_including_the_empty_last_window():
     """AVE: pool_size = min(hstart + k, in + pad) - hstart, zero or negative past the input (pad 0, stride > k)."""
     for kernel, pad, stride, size in [(3, 1, 2, 8), (2, 1, 2, 5), (1, 0, 3, 5), (3, 2, 1, 4), (6, 0, 1, 8)]:

@@ -3,8 +3,8 @@
 Caffe rounds the output size up and clips windows at the padded edge; PyTorch's ceil_mode differs
 at the edges, refuses pad > kernel/2, and runtimes disagree on ceil_mode in ONNX. So the input is
 padded explicitly (-FLT_MAX for MAX, as Caffe's empty windows give; zeros for AVE): `pad` before, and
-after to the end of the last window (while an exporter traces symbolic sizes, by the static bound
-pad + stride - 1, which always covers the windows Caffe keeps); a plain
+after to the end of the last window (while an exporter traces symbolic sizes, by a bound that covers
+the windows Caffe keeps at every size, `PoolParams.right_pad_bound`); a plain
 floor-mode pool without padding follows and its output is cut to Caffe's size (`geometry.PoolWindow`,
 computed from `x.shape`, so it stays symbolic in exported programs). AVE divides by Caffe's clipped
 window, computed from the same geometry at run time. The exported ONNX holds Pad + MaxPool/AveragePool
@@ -40,8 +40,8 @@ class CaffePool2d(SizeCheckedLayer):
         win = p.window(size)
         if is_static(*size):  # exactly to the end of the last window (a huge stride must not pad hugely)
             after = [max(0, win.right_pad(a)) for a in (0, 1)]
-        else:  # tracing: the static bound, see the docstring
-            after = [p.pad[a] + p.stride[a] - 1 for a in (0, 1)]
+        else:  # tracing: a bound that holds at every size, see the docstring
+            after = [p.right_pad_bound(a) for a in (0, 1)]
         padding = (p.pad[1], after[1], p.pad[0], after[0])  # F.pad order: w before, w after, h before, h after
         if any(padding):
             x = F.pad(x, padding, mode="constant", value=-FLT_MAX if p.mode == "max" else 0.0)

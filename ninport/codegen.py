@@ -18,9 +18,9 @@ Each module class has an emitter (`EMITTERS`): a function from the module instan
 constructor expression and the forward expression). A plugin's module class can be taught with
 `register_emitter`; anything else is refused with the layer named.
 
-SSD's DetectionOutput becomes a small class calling ninport's own box decoding and selection functions,
-copied into the file (`ninport.convert.layers.ssd`: plain torch, the eager computation behind the
-`ninport::ssd_detections` op that ONNX export translates): the file reproduces SSD Caffe's rows without
+SSD's DetectionOutput is `ninport.convert.layers.ssd.DetectionOutput` with its box decoding and selection
+functions, copied into the file: plain torch, the eager computation behind the `ninport::ssd_detections`
+op that ninport's `CaffeDetectionOutput` calls for export, so the file reproduces SSD Caffe's rows without
 the custom op.
 """
 from __future__ import annotations
@@ -53,7 +53,6 @@ from ninport.convert.layers import (
     ssd,
     structure,
 )
-from ninport.convert.layers.ssd import decode_boxes, select_detections
 from ninport.description import NetDescription, describe
 from ninport.errors import ExportError, NinportError, safe_text, shape_text
 from ninport.fileio import write_atomic
@@ -516,29 +515,6 @@ def _parameter(m, e: Emitter) -> Block:
     return Block(f"{e.copy_class(type(m))}({param(m.weight)})")
 
 
-class DetectionOutput(nn.Module):
-    """SSD Caffe's DetectionOutput: rows (1, 1, R, 7) of [image, label, score, xmin, ymin, xmax, ymax],
-    [image, -1, -1, -1, -1, -1, -1] per image when the batch has no detection."""
-
-    def __init__(self, num_classes: int, labels: list[int], share_location: bool, code_type: str,
-                 variance_encoded_in_target: bool, clip: bool, confidence_threshold: float, nms_threshold: float,
-                 top_k: int, eta: float, keep_top_k: int):
-        super().__init__()
-        self.num_classes = num_classes
-        self.labels = labels  # the classes other than the background
-        self.num_loc_classes = 1 if share_location else num_classes
-        self.code_type = code_type
-        self.variance_encoded_in_target = variance_encoded_in_target
-        self.clip = clip
-        self.selection = (confidence_threshold, nms_threshold, top_k, eta, keep_top_k)
-
-    def forward(self, loc: torch.Tensor, conf: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
-        boxes = decode_boxes(loc, prior, self.num_loc_classes, self.code_type, self.variance_encoded_in_target,
-                             self.clip)
-        scores = conf.reshape(conf.shape[0], -1, self.num_classes)
-        return select_detections(boxes, scores, self.labels, *self.selection)
-
-
 @_emits(ssd.PriorBox)
 def _prior_box(m, e: Emitter) -> Block:
     e.copy_class(ssd._legacy_hw)
@@ -563,13 +539,13 @@ def _detection_output(m, e: Emitter) -> Block:
     for function in (ssd.decode_boxes, ssd.select_detections, ssd.greedy_nms, ssd.caffe_overlap, ssd.box_areas,
                      ssd.empty_detection_rows):
         e.copy_class(function)
-    s = m.settings
-    return Block(f"{e.copy_class(DetectionOutput)}({s.num_classes}, {lit(list(s.foreground_labels))}, "
-                 f"share_location={lit(s.share_location)}, code_type={lit(s.code_type)}, "
-                 f"variance_encoded_in_target={lit(s.variance_encoded_in_target)}, clip={lit(s.clip)}, "
-                 f"confidence_threshold={lit(float(s.confidence_threshold))}, "
-                 f"nms_threshold={lit(float(s.nms_threshold))}, top_k={int(s.top_k)}, eta={lit(float(s.eta))}, "
-                 f"keep_top_k={int(s.keep_top_k)})")
+    confidence_threshold, nms_threshold, top_k, eta, keep_top_k = m.selection
+    return Block(f"{e.copy_class(ssd.DetectionOutput)}({int(m.num_classes)}, {lit([int(v) for v in m.labels])}, "
+                 f"share_location={lit(bool(m.share_location))}, code_type={lit(m.code_type)}, "
+                 f"variance_encoded_in_target={lit(bool(m.variance_encoded_in_target))}, clip={lit(bool(m.clip))}, "
+                 f"confidence_threshold={lit(float(confidence_threshold))}, "
+                 f"nms_threshold={lit(float(nms_threshold))}, top_k={int(top_k)}, eta={lit(float(eta))}, "
+                 f"keep_top_k={int(keep_top_k)})")
 
 
 @_emits(fork.Axpy)

@@ -243,7 +243,7 @@ def test_detection_output_matches_the_numpy_transcription(options):
     expected = caffe.detection_output(loc, conf, prior, **{"num_classes": 3, "code_type": "CENTER_SIZE",
                                                                   "nms_threshold": 0.45, **kwargs},
                                       confidence_threshold=threshold)
-    module = ssd.DetectionOutput(settings, "det")
+    module = ssd.CaffeDetectionOutput(settings)
     actual = module(torch.from_numpy(loc), torch.from_numpy(conf), torch.from_numpy(prior)).numpy()
     _check("rows", actual, expected)
 
@@ -271,7 +271,7 @@ def test_detection_output_onnx_translation_matches_torch(options, tmp_path):
     settings = _settings(**options)
     loc, conf, prior = _random_head(7, 60, settings.num_classes, settings.num_loc_classes, batch=2,
                                     spread=3.0 if settings.code_type == "CORNER" else 1.0)
-    module = ssd.DetectionOutput(settings, "det").eval()
+    module = ssd.CaffeDetectionOutput(settings).eval()
     expected = module(torch.from_numpy(loc), torch.from_numpy(conf), torch.from_numpy(prior)).numpy()
     _check("rows", _onnx_rows(module, loc, conf, prior), expected)
 
@@ -297,7 +297,7 @@ def test_adaptive_nms_in_onnx_matches_the_numpy_transcription(options):
     expected = caffe.detection_output(loc, conf, prior, **oracle)
     fixed = caffe.detection_output(loc, conf, prior, **{**oracle, "eta": 1.0})
     assert fixed.shape != expected.shape or relative_error(fixed, expected) > TOLERANCE, "eta changes nothing here"
-    rows = _onnx_rows(ssd.DetectionOutput(settings, "det").eval(), loc, conf, prior)
+    rows = _onnx_rows(ssd.CaffeDetectionOutput(settings).eval(), loc, conf, prior)
     assert rows.shape == expected.shape
     np.testing.assert_array_equal(rows[..., :2], expected[..., :2])
     _check("rows", rows, expected)

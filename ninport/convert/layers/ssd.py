@@ -295,23 +295,49 @@ def _ssd_detections_fake(boxes, scores, labels, confidence_threshold, nms_thresh
 
 
 class DetectionOutput(nn.Module):
-    """SSD Caffe's DetectionOutput: (1, 1, R, 7) rows [image, label, score, xmin, ymin, xmax, ymax]."""
+    """SSD Caffe's DetectionOutput: rows (1, 1, R, 7) of [image, label, score, xmin, ymin, xmax, ymax],
+    [image, -1, -1, -1, -1, -1, -1] per image when the batch has no detection. Plain torch (the
+    generated .py copies it); ninport's module is `CaffeDetectionOutput`."""
 
-    def __init__(self, settings: DetectionSettings, layer_name: str):
+    def __init__(self, num_classes: int, labels: list[int], share_location: bool, code_type: str,
+                 variance_encoded_in_target: bool, clip: bool, confidence_threshold: float, nms_threshold: float,
+                 top_k: int, eta: float, keep_top_k: int):
         super().__init__()
-        self.settings = settings
-        self.layer_name = layer_name
+        self.num_classes = num_classes
+        self.labels = labels  # the classes other than the background
+        self.share_location = share_location  # one box per prior for all classes, else one per class
+        self.code_type = code_type
+        self.variance_encoded_in_target = variance_encoded_in_target
+        self.clip = clip
+        self.selection = (confidence_threshold, nms_threshold, top_k, eta, keep_top_k)
+
+    def select(self, boxes: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        return select_detections(boxes, scores, self.labels, *self.selection)
 
     def forward(self, loc: torch.Tensor, conf: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
-        s = self.settings
-        boxes = decode_boxes(loc, prior, s.num_loc_classes, s.code_type, s.variance_encoded_in_target, s.clip)
-        scores = conf.reshape(conf.shape[0], -1, s.num_classes)
-        return torch.ops.ninport.ssd_detections(boxes, scores, list(s.foreground_labels), s.confidence_threshold,
-                                                s.nms_threshold, s.top_k, s.eta, s.keep_top_k)
+        boxes = decode_boxes(loc, prior, 1 if self.share_location else self.num_classes, self.code_type,
+                             self.variance_encoded_in_target, self.clip)
+        scores = conf.reshape(conf.shape[0], -1, self.num_classes)
+        return self.select(boxes, scores)
+
+
+class CaffeDetectionOutput(DetectionOutput):
+    """DetectionOutput built from the checked DetectionOutputParameter, whose selection is the
+    `ninport::ssd_detections` op: torch.export keeps it whole and ONNX export translates it."""
+
+    def __init__(self, settings: DetectionSettings):
+        s = settings
+        super().__init__(s.num_classes, list(s.foreground_labels), s.share_location, s.code_type,
+                         s.variance_encoded_in_target, s.clip, s.confidence_threshold, s.nms_threshold, s.top_k,
+                         s.eta, s.keep_top_k)
+        self.settings = settings
+
+    def select(self, boxes: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        return torch.ops.ninport.ssd_detections(boxes, scores, self.labels, *self.selection)
 
 
 def detection_output(ctx: LayerContext) -> nn.Module:
-    return DetectionOutput(detection_settings(ctx.proto.detection_output_param), ctx.layer.name)
+    return CaffeDetectionOutput(detection_settings(ctx.proto.detection_output_param))
 
 
 # --- ONNX ----------------------------------------------------------------------------------------

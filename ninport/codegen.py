@@ -398,12 +398,14 @@ def _batch_norm(m, e: Emitter) -> Block:
 
 @_emits(normalization.ScaleBias)
 def _scale_bias(m, e: Emitter) -> Block:
+    e.copy_class(normalization.broadcast_from)
     return Block(f"{e.copy_class(normalization.ScaleBias)}({int(m.axis)}, {lit(list(m.param_shape))}, "
                  f"{param(m.weight)}, {param(m.bias)})")
 
 
 @_emits(normalization.AddSecondBottom)
 def _add_second_bottom(m, e: Emitter) -> Block:
+    e.copy_class(normalization.broadcast_from)
     return Block(f"{e.copy_class(normalization.AddSecondBottom)}({int(m.axis)})")
 
 

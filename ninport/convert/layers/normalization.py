@@ -99,6 +99,11 @@ def batch_norm(ctx: LayerContext) -> nn.Module:
                           p.moving_average_fraction, use_global)
 
 
+def broadcast_from(x: torch.Tensor, value: torch.Tensor, axis: int, shape) -> torch.Tensor:
+    """`value` (of Caffe shape `shape`, covering axes [axis, axis + len(shape)) of x) viewed against x."""
+    return value.reshape((1,) * axis + tuple(shape) + (1,) * (x.dim() - axis - len(shape)))
+
+
 class ScaleBias(nn.Module):
     """x * scale + bias with Caffe's axis/num_axes broadcasting: the scale and bias cover axes
     [axis, axis + n) of x. A scale given as a second bottom broadcasts at its run-time shape (it
@@ -111,17 +116,13 @@ class ScaleBias(nn.Module):
         self.weight = weight
         self.bias = bias
 
-    def broadcast(self, x: torch.Tensor, value: torch.Tensor, shape) -> torch.Tensor:
-        """`value` (of Caffe shape `shape`) viewed against x: ones before `axis` and after its axes."""
-        return value.reshape((1,) * self.axis + tuple(shape) + (1,) * (x.dim() - self.axis - len(shape)))
-
     def forward(self, x: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
         if scale is not None:
-            x = x * self.broadcast(x, scale, scale.shape)
+            x = x * broadcast_from(x, scale, self.axis, scale.shape)
         elif self.weight is not None:
-            x = x * self.broadcast(x, self.weight, self.param_shape)
+            x = x * broadcast_from(x, self.weight, self.axis, self.param_shape)
         if self.bias is not None:
-            x = x + self.broadcast(x, self.bias, self.param_shape)
+            x = x + broadcast_from(x, self.bias, self.axis, self.param_shape)
         return x
 
 
@@ -133,7 +134,7 @@ class AddSecondBottom(nn.Module):
         self.axis = axis
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        return x + bias.reshape((1,) * self.axis + tuple(bias.shape) + (1,) * (x.dim() - self.axis - bias.dim()))
+        return x + broadcast_from(x, bias, self.axis, bias.shape)
 
 
 class _SpanChecked(SizeCheckedLayer):

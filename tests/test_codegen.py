@@ -55,38 +55,49 @@ def _import_file(path: Path, name: str):
     return code
 
 
-def _run_without_ninport(cases: list[dict], tmp_path: Path) -> None:
+def _run_without_ninport(runs: list[tuple[Path, Path, list[str]]], tmp_path: Path) -> list[list[np.ndarray]]:
+    """Run each (generated .py, inputs .npz, input names) in ONE fresh process where `import ninport`
+    fails; the outputs of each run, in the net's order."""
+    cases = [{"name": f"generated_{i}", "py": str(py), "inputs": str(inputs), "input_names": list(names),
+              "outputs": str(tmp_path / f"outputs_{i}.npz")} for i, (py, inputs, names) in enumerate(runs)]
     listing = tmp_path / "cases.json"
     listing.write_text(json.dumps(cases))
     result = subprocess.run([sys.executable, "-c", RUNNER, str(listing)], cwd=tmp_path, capture_output=True,
                             text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+    outputs = []
+    for case in cases:
+        saved = np.load(case["outputs"])
+        outputs.append([saved[f"arr_{i}"] for i in range(len(saved.files))])
+    return outputs
+
+
+def _golden_cases():
+    """(name, case) of every golden case present (the big NIN ones need ../shared/caffe-golden)."""
+    for name in golden_case_names():
+        try:
+            yield name, load_golden(name)
+        except pytest.skip.Exception:
+            continue
 
 
 def test_every_golden_case_matches_caffe_through_the_generated_file(tmp_path):
     """All golden cases in one fresh process where `import ninport` fails."""
-    cases, expected = [], {}
-    for name in golden_case_names():
-        try:
-            case = load_golden(name)
-        except pytest.skip.Exception:
-            continue
+    runs, cases = [], []
+    for name, case in _golden_cases():
         module = ninport.load(case.prototxt, case.weights)
         folder = tmp_path / name
         folder.mkdir()
         write_python(module, folder / "net.py")
         np.savez(folder / "inputs.npz", **case.inputs())
-        cases.append({"name": f"case_{len(cases)}", "py": str(folder / "net.py"), "inputs": str(folder / "inputs.npz"),
-                      "input_names": list(case.info["inputs"]), "outputs": str(folder / "outputs.npz")})
-        expected[name] = (folder / "outputs.npz", case)
-    assert len(cases) >= 40
-    _run_without_ninport(cases, tmp_path)
-    for name, (path, case) in expected.items():
-        got = np.load(path)
+        runs.append((folder / "net.py", folder / "inputs.npz", list(case.info["inputs"])))
+        cases.append((name, case))
+    assert len(runs) >= 40
+    for (name, case), got in zip(cases, _run_without_ninport(runs, tmp_path), strict=True):
         blobs = case.blobs()
-        assert len(got.files) == len(case.info["outputs"]), name
-        for i, blob in enumerate(case.info["outputs"]):
-            err = relative_error(got[f"arr_{i}"], blobs[blob])
+        assert len(got) == len(case.info["outputs"]), name
+        for value, blob in zip(got, case.info["outputs"]):
+            err = relative_error(value, blobs[blob])
             assert err <= TOLERANCE, f"{name}: output {blob}: relative error {err:.2e}"
 
 
@@ -121,25 +132,19 @@ def _shared_cases(folder: Path, pattern: str) -> list[Path]:
 def test_every_ssd_golden_case_matches_ssd_caffe_through_the_generated_file(tmp_path):
     """The 32 cases SSD Caffe computed (PriorBox, Normalize, Permute, DetectionOutput and a small SSD net):
     the generated file reproduces every output, detection rows included, where ninport is not importable."""
-    cases, expected = [], {}
+    runs, expected = [], []
     for folder in _shared_cases(SSD_GOLDEN, "ssd_*"):
         info = json.loads((folder / "case.json").read_text())
         weights = folder / info["weights"] if info.get("weights") else None
-        module = ninport.load(folder / "net.prototxt", weights)
-        target = tmp_path / folder.name
-        target.mkdir()
-        write_python(module, target / "net.py")
-        cases.append({"name": f"ssd_{len(cases)}", "py": str(target / "net.py"), "inputs": str(folder / "inputs.npz"),
-                      "input_names": list(info["inputs"]), "outputs": str(target / "outputs.npz")})
-        expected[folder.name] = (target / "outputs.npz", info["outputs"], np.load(folder / "blobs.npz"))
-    assert len(cases) == 32
-    _run_without_ninport(cases, tmp_path)
-    for name, (path, outputs, blobs) in expected.items():
-        got = np.load(path)
-        assert len(got.files) == len(outputs), name
-        for i, blob in enumerate(outputs):
-            assert got[f"arr_{i}"].shape == blobs[blob].shape, f"{name}: output {blob}"
-            err = relative_error(got[f"arr_{i}"], blobs[blob])
+        py = write_python(ninport.load(folder / "net.prototxt", weights), tmp_path / f"{folder.name}.py")
+        runs.append((py, folder / "inputs.npz", list(info["inputs"])))
+        expected.append((folder.name, info["outputs"], np.load(folder / "blobs.npz")))
+    assert len(runs) == 32
+    for (name, outputs, blobs), got in zip(expected, _run_without_ninport(runs, tmp_path), strict=True):
+        assert len(got) == len(outputs), name
+        for value, blob in zip(got, outputs):
+            assert value.shape == blobs[blob].shape, f"{name}: output {blob}"
+            err = relative_error(value, blobs[blob])
             assert err <= TOLERANCE, f"{name}: output {blob}: relative error {err:.2e}"
 
 
@@ -148,7 +153,7 @@ def test_one_generated_file_per_net_matches_caffe_at_every_size(tmp_path):
     without ninport, reproduces Caffe's outputs at all of them (pooling, Deconvolution, Crop, SPP follow)."""
     from tests.convert.test_any_size import _tolerance
 
-    cases, expected = [], []
+    runs, expected = [], []
     folders = _shared_cases(SIZES_GOLDEN, "sz_*")
     for declared in (f for f in folders if (f / "weights.caffemodel").is_file()):
         net = declared.name.split("_")[1] + "_" + declared.name.split("_")[2]
@@ -156,51 +161,42 @@ def test_one_generated_file_per_net_matches_caffe_at_every_size(tmp_path):
         path = write_python(module, tmp_path / f"{net}.py")
         for folder in (f for f in folders if f.name.startswith(f"sz_{net}_")):
             info = json.loads((folder / "case.json").read_text())
-            outputs = tmp_path / f"{folder.name}.npz"
-            cases.append({"name": f"sized_{len(cases)}", "py": str(path), "inputs": str(folder / "inputs.npz"),
-                          "input_names": list(info["inputs"]), "outputs": str(outputs)})
-            expected.append((folder, module, info, outputs))
-    assert len(cases) == 16
-    _run_without_ninport(cases, tmp_path)
-    for folder, module, info, outputs in expected:
-        got = np.load(outputs)
+            runs.append((path, folder / "inputs.npz", list(info["inputs"])))
+            expected.append((folder, module, info))
+    assert len(runs) == 16
+    for (folder, module, info), got in zip(expected, _run_without_ninport(runs, tmp_path), strict=True):
         caffe = dict(np.load(folder / "blobs.npz"))
         inputs = np.load(folder / "inputs.npz")
         ours = ninport.forward_blobs(module, *[torch.from_numpy(inputs[n]) for n in info["inputs"]])
-        for i, blob in enumerate(info["outputs"]):
-            assert got[f"arr_{i}"].shape == caffe[blob].shape, f"{folder.name}: output {blob}"
-            err = relative_error(got[f"arr_{i}"], caffe[blob])
+        for value, blob in zip(got, info["outputs"], strict=True):
+            assert value.shape == caffe[blob].shape, f"{folder.name}: output {blob}"
+            err = relative_error(value, caffe[blob])
             assert err <= _tolerance(module, blob, ours, caffe), f"{folder.name}: output {blob}: {err:.2e}"
 
 
 def test_every_reference_model_file_runs_without_ninport(tmp_path):
     """Each reference model's .py and safetensors (seeded random weights: no published weights here), run
     in one fresh process where `import ninport` fails, gives the fx module's outputs."""
-    cases, expected = [], {}
+    runs, expected = [], []
     for model in sorted(p.name for p in REFERENCE_MODELS.iterdir() if p.is_dir()):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             module = ninport.load(REFERENCE_MODELS / model / "deploy.prototxt",
                                   input_shape=REFERENCE_SHAPES.get(model))
-        folder = tmp_path / model
-        folder.mkdir()
-        write_python(module, folder / "net.py")
+        py = write_python(module, tmp_path / f"{model}.py")
         shape = next(iter(ninport.describe(module).inputs.values()))
         x = np.random.default_rng(1).uniform(-1, 1, shape).astype(np.float32) * 100
-        np.savez(folder / "inputs.npz", data=x)
+        np.savez(tmp_path / f"{model}_inputs.npz", data=x)
         with torch.no_grad():
             out = module(torch.from_numpy(x))
-        expected[model] = (folder / "outputs.npz", out if isinstance(out, tuple) else (out,))
-        cases.append({"name": f"model_{len(cases)}", "py": str(folder / "net.py"), "inputs": str(folder / "inputs.npz"),
-                      "input_names": ["data"], "outputs": str(folder / "outputs.npz")})
-    assert len(cases) == 9
-    _run_without_ninport(cases, tmp_path)
-    for model, (path, outputs) in expected.items():
-        got = np.load(path)
-        assert len(got.files) == len(outputs), model
-        for i, out in enumerate(outputs):
-            assert got[f"arr_{i}"].shape == tuple(out.shape), model
-            assert relative_error(got[f"arr_{i}"], out.numpy()) <= 1e-6, model
+        runs.append((py, tmp_path / f"{model}_inputs.npz", ["data"]))
+        expected.append((model, out if isinstance(out, tuple) else (out,)))
+    assert len(runs) == 9
+    for (model, outputs), got in zip(expected, _run_without_ninport(runs, tmp_path), strict=True):
+        assert len(got) == len(outputs), model
+        for value, out in zip(got, outputs):
+            assert value.shape == tuple(out.shape), model
+            assert relative_error(value, out.numpy()) <= 1e-6, model
 
 
 # sizes other than the reference one: Caffe's pooling rounding, SPP bins, Crop and Reshape follow the input
@@ -211,11 +207,7 @@ def test_generated_file_runs_at_other_input_sizes_like_the_fx_module(tmp_path):
     """Every golden case's file at several other input sizes: the same outputs as the fx module wherever
     the fx module accepts the size (pooling, SPP, Crop, Reshape recompute their geometry per forward)."""
     compared = 0
-    for name in golden_case_names():
-        try:
-            case = load_golden(name)
-        except pytest.skip.Exception:
-            continue
+    for name, case in _golden_cases():
         module = ninport.load(case.prototxt, case.weights)
         path = tmp_path / f"{name}.py"
         path.write_text(python_source(module))
@@ -304,10 +296,8 @@ def test_hostile_names_stay_comments(tmp_path):
     assert not calls & {"system", "popen", "__import__", "exec"}
     x = np.random.default_rng(0).random((1, 2, 5, 5), dtype=np.float32)
     np.savez(tmp_path / "in.npz", x=x)
-    _run_without_ninport([{"name": "evil", "py": str(path), "inputs": str(tmp_path / "in.npz"), "input_names": ["x"],
-                           "outputs": str(tmp_path / "out.npz")}], tmp_path)
+    [[got]] = _run_without_ninport([(path, tmp_path / "in.npz", ["x"])], tmp_path)
     assert not (tmp_path / "PWNED").exists()
-    got = np.load(tmp_path / "out.npz")["arr_0"]
     with torch.no_grad():
         assert np.array_equal(got, module(torch.from_numpy(x)).numpy())
 

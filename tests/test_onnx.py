@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import warnings
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -248,18 +248,26 @@ def test_failure_while_writing_keeps_the_old_file(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["out.onnx"]
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can write into read-only folders")
-def test_unwritable_folder(tmp_path):
+@pytest.mark.parametrize("refusal", ["access", "create"])
+def test_unwritable_folder(tmp_path, monkeypatch, refusal):
+    """A folder the OS will not write into is an ExportError and stays empty. CI runs as root, where
+    chmod 0o500 refuses nothing, so the OS's refusal is simulated at the two places it shows: the
+    writability check (a read-only folder) and the staging folder's creation (a read-only filesystem)."""
+    import tempfile
+
+    from ninport import fileio
     module = _load(load_golden("conv_rect"))
     folder = tmp_path / "ro"
     folder.mkdir()
-    folder.chmod(0o500)
-    try:
-        with pytest.raises(ExportError):
-            export_onnx(module, folder / "x.onnx")
-        assert list(folder.iterdir()) == []
-    finally:
-        folder.chmod(0o700)
+    if refusal == "access":
+        monkeypatch.setattr(fileio.os, "access", lambda path, mode: Path(path) != folder)
+    else:
+        def refuse(*args, **kwargs):
+            raise PermissionError(13, "Permission denied")
+        monkeypatch.setattr(tempfile, "mkdtemp", refuse)
+    with pytest.raises(ExportError, match="ro"):
+        export_onnx(module, folder / "x.onnx")
+    assert list(folder.iterdir()) == []
 
 
 def test_missing_folder_is_an_export_error(tmp_path):

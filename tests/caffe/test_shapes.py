@@ -52,7 +52,9 @@ def test_batch_size_override_scales_blobs_not_params():
     (55, 3, 0, 2, True, 27),
     (13, 3, 0, 2, True, 6),
     (6, 6, 0, 1, True, 1),
-    (5, 3, 1, 2, True, 3),     # a window starting in the padding is dropped
+    (5, 3, 1, 2, True, 3),     # padded, nothing to drop
+    (3, 2, 1, 2, True, 2),     # ceil gives 3 windows; the last starts at in + pad (in the padding): dropped
+    (7, 3, 2, 3, True, 3),     # ceil gives 4; the last starts at 9 >= in + pad = 9: dropped
     (54, 3, 0, 2, False, 26),
 ])
 def test_pool_output_size(size, kernel, pad, stride, ceil, expected):

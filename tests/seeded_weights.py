@@ -115,6 +115,7 @@ def ensure_seeded_caffemodel(path: Path, prototxt: Path, seed: int, sha256: str)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(temporary, 0o644)  # mkstemp's 0600 would make it the only private file of the checkout
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

@@ -1,4 +1,4 @@
-"""Shared fixtures: where the real-Caffe golden cases live, and a guard against hangs."""
+"""Shared fixtures: where the real-Caffe golden cases live (all in the repository), and a guard against hangs."""
 from __future__ import annotations
 
 import json
@@ -11,10 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.seeded_weights import NIN_GOLDEN, nin_weights
+
 REPO = Path(__file__).resolve().parents[1]
-VENDORED_GOLDEN = REPO / "tests" / "fixtures" / "caffe-golden"
-SHARED_GOLDEN = REPO.parent / "shared" / "caffe-golden"
-NIN_CASES = ("nin_v1_224", "nin_v1_227")
+FIXTURES = REPO / "tests" / "fixtures"
+VENDORED_GOLDEN = FIXTURES / "caffe-golden"  # small BVLC Caffe cases, one folder each
+NIN_CASES = ("nin_v1_224", "nin_v1_227")     # in NIN_GOLDEN: big, their caffemodel rebuilt from its seed
+SIZES_GOLDEN = FIXTURES / "caffe-golden-sizes"  # BVLC Caffe: one net at four input sizes
+SSD_GOLDEN = FIXTURES / "caffe-golden-ssd"      # SSD Caffe (weiliu89's fork): PriorBox ... DetectionOutput
 NIN_DEPLOY = REPO / "reference_models" / "nin_imagenet" / "deploy.prototxt"
 NIN_TRAIN_VAL = REPO / "reference_models" / "nin_imagenet" / "train_val.prototxt"
 
@@ -69,11 +73,11 @@ def golden_case_names() -> list[str]:
 
 
 def load_golden(name: str) -> GoldenCase:
-    folder = VENDORED_GOLDEN / name
-    if not folder.is_dir():
-        folder = SHARED_GOLDEN / name
-        if not folder.is_dir():
-            pytest.skip(f"golden case {name} (38 MB, not vendored) needs ../shared/caffe-golden beside the checkout")
+    if name in NIN_CASES:
+        folder = NIN_GOLDEN / name
+        nin_weights()  # written on first use, sha256-checked: case.json's weights path then holds it
+    else:
+        folder = VENDORED_GOLDEN / name
     return GoldenCase(name, folder, json.loads((folder / "case.json").read_text()))
 
 

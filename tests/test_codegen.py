@@ -21,12 +21,10 @@ import ninport
 from ninport.caffe import caffe_pb2 as pb2
 from ninport.codegen import EMITTERS, Block, python_source, register_emitter, write_python
 from ninport.errors import ExportError, ShapeError
-from tests.conftest import REPO, golden_case_names, load_golden, relative_error
+from tests.conftest import REPO, SIZES_GOLDEN, SSD_GOLDEN, golden_case_names, load_golden, relative_error
 
 TOLERANCE = 1e-5
 REFERENCE_MODELS = REPO / "reference_models"
-SSD_GOLDEN = REPO.parent / "shared" / "caffe-golden-ssd"
-SIZES_GOLDEN = REPO.parent / "shared" / "caffe-golden-sizes"
 # Inputs small enough to keep the weights small (fc layers shrink with the input); large enough for each
 # net's fixed-size final pooling.
 REFERENCE_SHAPES = {"bvlc_alexnet": (1, 3, 67, 67), "vgg16": (1, 3, 32, 32)}
@@ -72,19 +70,11 @@ def _run_without_ninport(runs: list[tuple[Path, Path, list[str]]], tmp_path: Pat
     return outputs
 
 
-def _golden_cases():
-    """(name, case) of every golden case present (the big NIN ones need ../shared/caffe-golden)."""
-    for name in golden_case_names():
-        try:
-            yield name, load_golden(name)
-        except pytest.skip.Exception:
-            continue
-
-
 def test_every_golden_case_matches_caffe_through_the_generated_file(tmp_path):
     """All golden cases in one fresh process where `import ninport` fails."""
     runs, cases = [], []
-    for name, case in _golden_cases():
+    for name in golden_case_names():
+        case = load_golden(name)
         module = ninport.load(case.prototxt, case.weights)
         folder = tmp_path / name
         folder.mkdir()
@@ -123,9 +113,7 @@ def test_reference_model_source_builds_and_matches_fx(model, tmp_path):
         assert torch.equal(e, g)
 
 
-def _shared_cases(folder: Path, pattern: str) -> list[Path]:
-    if not folder.is_dir():
-        pytest.skip(f"needs ../shared/{folder.name} beside the checkout")
+def _cases(folder: Path, pattern: str) -> list[Path]:
     return sorted(p for p in folder.glob(pattern) if (p / "case.json").is_file())
 
 
@@ -133,7 +121,7 @@ def test_every_ssd_golden_case_matches_ssd_caffe_through_the_generated_file(tmp_
     """The 32 cases SSD Caffe computed (PriorBox, Normalize, Permute, DetectionOutput and a small SSD net):
     the generated file reproduces every output, detection rows included, where ninport is not importable."""
     runs, expected = [], []
-    for folder in _shared_cases(SSD_GOLDEN, "ssd_*"):
+    for folder in _cases(SSD_GOLDEN, "ssd_*"):
         info = json.loads((folder / "case.json").read_text())
         weights = folder / info["weights"] if info.get("weights") else None
         py = write_python(ninport.load(folder / "net.prototxt", weights), tmp_path / f"{folder.name}.py")
@@ -149,12 +137,12 @@ def test_every_ssd_golden_case_matches_ssd_caffe_through_the_generated_file(tmp_
 
 
 def test_one_generated_file_per_net_matches_caffe_at_every_size(tmp_path):
-    """../shared/caffe-golden-sizes: Caffe ran each net at four sizes; one generated file per net, run
+    """tests/fixtures/caffe-golden-sizes: Caffe ran each net at four sizes; one generated file per net, run
     without ninport, reproduces Caffe's outputs at all of them (pooling, Deconvolution, Crop, SPP follow)."""
     from tests.convert.test_any_size import _tolerance
 
     runs, expected = [], []
-    folders = _shared_cases(SIZES_GOLDEN, "sz_*")
+    folders = _cases(SIZES_GOLDEN, "sz_*")
     for declared in (f for f in folders if (f / "weights.caffemodel").is_file()):
         net = declared.name.split("_")[1] + "_" + declared.name.split("_")[2]
         module = ninport.load(declared / "net.prototxt", declared / "weights.caffemodel")
@@ -207,7 +195,8 @@ def test_generated_file_runs_at_other_input_sizes_like_the_fx_module(tmp_path):
     """Every golden case's file at several other input sizes: the same outputs as the fx module wherever
     the fx module accepts the size (pooling, SPP, Crop, Reshape recompute their geometry per forward)."""
     compared = 0
-    for name, case in _golden_cases():
+    for name in golden_case_names():
+        case = load_golden(name)
         module = ninport.load(case.prototxt, case.weights)
         path = tmp_path / f"{name}.py"
         path.write_text(python_source(module))

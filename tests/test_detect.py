@@ -9,9 +9,9 @@ import pytest
 from ninport import detect
 from ninport.cli import main
 from ninport.errors import PreprocessError
-from tests.conftest import REPO
+from tests.conftest import SSD_GOLDEN
 
-MINI_SSD = REPO.parent / "shared" / "caffe-golden-ssd" / "ssd_mini_96"
+MINI_SSD = SSD_GOLDEN / "ssd_mini_96"
 
 
 def test_rows_become_pixel_boxes_of_each_original_image():
@@ -67,8 +67,6 @@ def test_draw_path_numbers_several_images(tmp_path):
 
 
 def _mini_ssd_image(tmp_path):
-    if not MINI_SSD.is_dir():
-        pytest.skip("needs ../shared/caffe-golden-ssd")
     # the fixture's input is (U(0,255) - 127.5) * 0.007843: undo it to get the image it came from
     blob = np.load(MINI_SSD / "inputs.npz")["data"][0]
     image = (blob / 0.007843 + 127.5).transpose(1, 2, 0).astype(np.float32)

@@ -11,9 +11,7 @@ from ninport.api import load_spec
 from ninport.caffe import caffe_pb2 as pb2
 from ninport.caffe import geometry
 from ninport.caffe.shapes import size_fixing_layers
-from tests.conftest import REPO, VENDORED_GOLDEN
-
-SIZES_DIR = REPO.parent / "shared" / "caffe-golden-sizes"
+from tests.conftest import REPO, SIZES_GOLDEN, VENDORED_GOLDEN
 
 
 def caffe_pooled_size(size, kernel, pad, stride, ceil=True):
@@ -121,9 +119,7 @@ def test_size_fixing_layers_names_the_inner_product_after_pooling():
 
 @pytest.mark.parametrize("net", ["fcn_mini_32x32", "pnet_like_12x12", "nin_mini_35x35", "spp_fc_13x13"])
 def test_size_agnostic_nets_have_no_size_fixing_layer(net):
-    if not SIZES_DIR.is_dir():
-        pytest.skip("needs ../shared/caffe-golden-sizes beside the checkout")
-    assert size_fixing_layers(load_spec(SIZES_DIR / f"sz_{net}" / "net.prototxt")) == []
+    assert size_fixing_layers(load_spec(SIZES_GOLDEN / f"sz_{net}" / "net.prototxt")) == []
 
 
 @pytest.mark.parametrize("fields, expected", [("", 27), ("ceil_mode: true", 27), ("ceil_mode: false", 26),

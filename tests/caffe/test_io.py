@@ -11,26 +11,18 @@ from ninport.caffe import caffe_pb2 as pb2
 from ninport.caffe import io
 from ninport.caffe.spec import load_netspec
 
-from tests.conftest import SHARED_GOLDEN, VENDORED_GOLDEN, within
+from tests.conftest import VENDORED_GOLDEN, golden_case_names, load_golden, within
 
 
-def golden_folders() -> list[Path]:
-    folders = sorted(p for p in VENDORED_GOLDEN.iterdir() if (p / "case.json").is_file())
-    if SHARED_GOLDEN.is_dir():
-        folders += sorted(p for p in SHARED_GOLDEN.glob("nin_*") if (p / "case.json").is_file())
-    return folders
-
-
-@pytest.mark.parametrize("folder", golden_folders(), ids=lambda p: p.name)
-def test_every_golden_prototxt_and_caffemodel_reads(folder):
-    import json
-
-    info = json.loads((folder / "case.json").read_text())
-    spec = load_netspec(folder / info["prototxt"])
+@pytest.mark.parametrize("name", golden_case_names())
+def test_every_golden_prototxt_and_caffemodel_reads(name):
+    case = load_golden(name)
+    info = case.info
+    spec = load_netspec(case.prototxt)
     assert spec.outputs == info["outputs"]
     assert {k: list(v) for k, v in spec.inputs.items()} == {k: list(v) for k, v in info["inputs"].items()}
-    if info.get("weights"):
-        raw = io.read_caffemodel(folder / info["weights"])
+    if case.weights:
+        raw = io.read_caffemodel(case.weights)
         assert raw and all(isinstance(layer.name, str) for layer in raw)
         for layer in raw:
             for blob in layer.blobs:
@@ -38,7 +30,7 @@ def test_every_golden_prototxt_and_caffemodel_reads(folder):
 
 
 def test_all_three_formats_occur_in_the_golden_set():
-    formats = {load_netspec(p / "net.prototxt").source_format for p in golden_folders()}
+    formats = {load_netspec(load_golden(name).prototxt).source_format for name in golden_case_names()}
     assert formats == {"V0", "V1", "current"}
 
 

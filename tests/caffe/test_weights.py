@@ -12,7 +12,7 @@ from ninport.caffe.io import RawBlob
 from ninport.caffe.weights import reconcile_blob
 from ninport.errors import WeightsError
 
-from tests.conftest import NIN_DEPLOY, SHARED_GOLDEN, VENDORED_GOLDEN
+from tests.conftest import NIN_DEPLOY, VENDORED_GOLDEN, load_golden
 
 NET = ('layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 } } }\n'
        'layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" inner_product_param { num_output: 4 } }\n')
@@ -76,24 +76,16 @@ def test_golden_legacy_v1_weights_load():
 
 @pytest.mark.parametrize("name", ["nin_v1_224", "nin_v1_227"])
 def test_nin_caffemodel_loads(name):
-    import json
-
-    folder = SHARED_GOLDEN / name
-    if not folder.is_dir():
-        pytest.skip("NIN golden cases (38 MB) need ../shared/caffe-golden beside the checkout")
-    info = json.loads((folder / "case.json").read_text())
+    case = load_golden(name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        module = ninport.load(folder / info["prototxt"], folder / info["weights"])
+        module = ninport.load(case.prototxt, case.weights)
     params = sum(p.numel() for p in module.parameters()) + sum(b.numel() for b in module.buffers())
     assert params >= 7_595_176
 
 
 def test_nin_weights_fit_deploy_at_227():
-    folder = SHARED_GOLDEN / "nin_v1_224"
-    if not folder.is_dir():
-        pytest.skip("NIN golden cases need ../shared/caffe-golden")
-    module = ninport.load(NIN_DEPLOY, folder / "weights.caffemodel", input_shape=(1, 3, 227, 227))
+    module = ninport.load(NIN_DEPLOY, load_golden("nin_v1_224").weights, input_shape=(1, 3, 227, 227))
     assert ninport.describe(module).inputs["data"] == (1, 3, 227, 227)
 
 

@@ -1,5 +1,5 @@
 """Any input size (issue 11): one module and one ONNX file per net reproduce real Caffe at every size
-(../shared/caffe-golden-sizes), and a size the net cannot take is refused naming the layer."""
+(tests/fixtures/caffe-golden-sizes), and a size the net cannot take is refused naming the layer."""
 from __future__ import annotations
 
 import json
@@ -16,11 +16,10 @@ import torch
 import ninport
 from ninport.artifacts import verify_onnx, write_pt2
 from ninport.errors import NinportError, ShapeError
-from tests.conftest import REPO, load_golden, relative_error
+from tests.conftest import REPO, SIZES_GOLDEN, load_golden, relative_error
 from tests.generated import generated_twin
 
 TOLERANCE = 1e-5
-SIZES_DIR = REPO.parent / "shared" / "caffe-golden-sizes"
 NETS = ("fcn_mini", "pnet_like", "nin_mini", "spp_fc")
 # Made with BVLC Caffe by its make_*.py (../shared/oracles): committed, so CI needs no Caffe.
 SECOND_BOTTOMS = REPO / "tests" / "fixtures" / "caffe-sizes-extra" / "scale_bias_second_bottom"
@@ -28,9 +27,7 @@ CAFFE_SPLIT_BLOB = re.compile(r".+_split_\d+$")
 
 
 def _cases(net: str) -> list[Path]:
-    if not SIZES_DIR.is_dir():
-        pytest.skip("needs ../shared/caffe-golden-sizes beside the checkout")
-    folders = sorted(SIZES_DIR.glob(f"sz_{net}_*"))
+    folders = sorted(SIZES_GOLDEN.glob(f"sz_{net}_*"))
     assert len(folders) == 4
     return folders
 

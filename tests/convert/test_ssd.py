@@ -1,4 +1,4 @@
-"""The SSD fork's layers against SSD Caffe itself (../shared/caffe-golden-ssd, 32 cases), through
+"""The SSD fork's layers against SSD Caffe itself (tests/fixtures/caffe-golden-ssd, 32 cases), through
 ninport.load and through the exported ONNX in onnxruntime, and against numpy transcriptions of the
 fork's sources (tests/convert/ssd_caffe_numpy.py) for options the fixtures do not cover."""
 from __future__ import annotations
@@ -15,19 +15,16 @@ import ninport
 from ninport.caffe.shapes_ssd import FLT_MAX, DetectionSettings
 from ninport.convert.layers import ssd
 from ninport.errors import ShapeError
-from tests.conftest import REPO, relative_error
+from tests.conftest import SSD_GOLDEN, relative_error
 from tests.convert import ssd_caffe_numpy as caffe
 
-SSD_GOLDEN = REPO.parent / "shared" / "caffe-golden-ssd"
-CASES = sorted(p.name for p in SSD_GOLDEN.glob("ssd_*") if (p / "case.json").is_file()) if SSD_GOLDEN.is_dir() else []
+CASES = sorted(p.name for p in SSD_GOLDEN.glob("ssd_*") if (p / "case.json").is_file())
 CAFFE_SPLIT_BLOB = re.compile(r".+_split_\d+$")
 TOLERANCE = 1e-5
 
 
 def _case(name: str):
     folder = SSD_GOLDEN / name
-    if not folder.is_dir():
-        pytest.skip("the SSD golden cases need ../shared/caffe-golden-ssd beside the checkout")
     info = json.loads((folder / "case.json").read_text())
     weights = folder / info["weights"] if info.get("weights") else None
     inputs = np.load(folder / "inputs.npz")
@@ -66,8 +63,6 @@ def _check(name: str, actual: np.ndarray, expected: np.ndarray) -> None:
 
 
 def test_all_32_cases_are_here():
-    if not SSD_GOLDEN.is_dir():
-        pytest.skip("no ../shared/caffe-golden-ssd")
     assert len(CASES) == 32
 
 

@@ -94,7 +94,7 @@ def read_prototxt_text(path: str | os.PathLike) -> str:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ParseError(f"{path}: not UTF-8 text at byte {exc.start}; is this a prototxt?") from None
-    if not text.strip():
+    if text.isspace():  # (strip() would copy the whole text)
         raise ParseError(f"{path}: only whitespace, expected a Caffe net in prototxt form")
     return text
 

@@ -11,7 +11,9 @@ from ninport.caffe import caffe_pb2 as pb2
 from ninport.caffe import io
 from ninport.caffe.spec import load_netspec
 
+from benchmarks.models import delimited_head, varint
 from tests.conftest import SHARED_GOLDEN, VENDORED_GOLDEN, within
+from tests.peak_rss import peak_rss_growth
 
 
 def golden_folders() -> list[Path]:
@@ -76,6 +78,67 @@ def test_unpacked_float_data(tmp_path):
     [raw] = io.read_caffemodel(path)
     np.testing.assert_array_equal(raw.blobs[0].data, np.array(values, dtype=np.float32))
     assert raw.blobs[0].shape == (3,)
+
+
+def _unpacked(number: int, values: np.ndarray) -> bytes:
+    """`values` as unpacked fields: one (key, value) per value, as old writers emitted `data`."""
+    wire = 5 if values.dtype == np.float32 else 1
+    records = np.zeros(values.size, dtype=[("key", "u1"), ("value", values.dtype.newbyteorder("<"))])
+    records["key"], records["value"] = number << 3 | wire, values
+    return records.tobytes()
+
+
+def _blob_model(blob: bytes) -> bytes:
+    layer = delimited_head(1, 2) + b"fc" + delimited_head(2, 12) + b"InnerProduct" + delimited_head(7, len(blob)) + blob
+    return delimited_head(100, len(layer)) + layer
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_mixed_packed_and_unpacked_data_reads_as_protobuf_does(tmp_path, seed):
+    """Runs of unpacked values of every length (around the run finder's windows too), lone ones
+    between other fields, a non-minimal key, packed spans: all in file order, as protobuf merges them."""
+    rng = np.random.default_rng(seed)
+    pieces = []
+    for _ in range(rng.integers(1, 12)):
+        number, dtype = [(5, np.float32), (8, np.float64)][rng.integers(2)]
+        values = rng.normal(size=int(rng.choice([1, 2, 3, 63, 64, 65, 127, 128, 129, 1000]))).astype(dtype)
+        little = values.astype(values.dtype.newbyteorder("<")).tobytes()
+        form = rng.integers(4)
+        if form == 0:
+            pieces.append(delimited_head(number, len(little)) + little)
+        elif form == 1:
+            pieces.append(_unpacked(number, values))
+        elif form == 2:  # lone values between other fields (num, then a legacy width)
+            pieces += [_unpacked(number, values[:1]) + b"\x08\x01", b"\x20" + varint(int(rng.integers(1, 300)))]
+        else:  # the key written in two bytes (0xad 0x00 is 0x2d): not a run of one-byte keys
+            key = varint(number << 3 | (5 if dtype == np.float32 else 1))
+            pieces.append(bytes([key[0] | 0x80, 0]) + little[:values.itemsize])
+    blob = b"".join(pieces)
+    expected = pb2.BlobProto.FromString(blob)
+    path = tmp_path / "w.caffemodel"
+    path.write_bytes(_blob_model(blob))
+    [layer] = io.read_caffemodel(path)
+    want = np.array(expected.data, np.float32) if len(expected.data) else np.array(expected.double_data)
+    np.testing.assert_array_equal(layer.blobs[0].data, want)
+    assert layer.blobs[0].data.dtype == want.dtype and layer.blobs[0].legacy_shape == (
+        (expected.num, 0, 0, expected.width) if expected.HasField("num") else None)
+
+
+def test_reading_unpacked_floats_costs_a_small_multiple_of_the_file_size(tmp_path):
+    """A 25 MB caffemodel of unpacked floats took 495 MB (a Python int per value, then an int64
+    index per byte): runs are now strided views of the file, copied once into the blob's array."""
+    values = np.arange(5_000_000, dtype=np.float32)
+    shape = delimited_head(7, 1 + len(varint(values.size))) + b"\x08" + varint(values.size)
+    path = tmp_path / "w.caffemodel"
+    path.write_bytes(_blob_model(shape + _unpacked(5, values)))
+    tiny = tmp_path / "tiny.caffemodel"
+    tiny.write_bytes(_blob_model(_unpacked(5, values[:3])))
+    size = path.stat().st_size
+    measured = peak_rss_growth("ninport.caffe.io:read_caffemodel", path, cap=8 * size)
+    baseline = peak_rss_growth("ninport.caffe.io:read_caffemodel", tiny).growth
+    assert measured.error != "MemoryError", f"more than 8x the file size ({size:,} bytes)"
+    assert measured.error is None, measured.error
+    assert measured.growth - baseline <= 3 * size, f"{(measured.growth - baseline) / size:.1f}x the file size"
 
 
 def test_double_data(tmp_path):

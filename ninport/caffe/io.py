@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import math
 import mmap
 import os
 import re
@@ -477,8 +478,8 @@ def read_mean_binaryproto(path: str | os.PathLike) -> np.ndarray:
     if len(shape) != 3 or any(d <= 0 for d in shape):
         raise ParseError(f"{path}: the blob has shape {list(blob.recorded_shape)}; "
                          "a mean file holds one (1, C, H, W) or (C, H, W) image")
-    count = int(np.prod(shape))
+    count = math.prod(shape)  # Python ints: np.prod wraps around (2**62+1 x 4 "is" 4)
     if blob.data.size != count:
-        raise ParseError(f"{path}: the blob has shape {list(blob.recorded_shape)} ({count} values) "
-                         f"but holds {blob.data.size} values")
+        raise ParseError(f"{path}: the blob has shape {list(blob.recorded_shape)} ({count:,} values) "
+                         f"but holds {blob.data.size:,} values")
     return np.array(blob.data, dtype=np.float32).reshape(shape)

@@ -311,3 +311,49 @@ def test_symlink_to_fifo_is_refused(tmp_path, no_hang):
     (tmp_path / "link.prototxt").symlink_to(tmp_path / "fifo")
     with pytest.raises(ParseError, match="FIFO"):
         load_netspec(tmp_path / "link.prototxt")
+
+
+# --- mean files ---------------------------------------------------------------------------------
+
+
+def _mean_blob(dims, values) -> bytes:
+    shape = b"".join(b"\x08" + varint(d) for d in dims)  # BlobShape.dim, unpacked
+    data = np.asarray(values, dtype="<f4").tobytes()
+    return delimited_head(7, len(shape)) + shape + delimited_head(5, len(data)) + data
+
+
+@pytest.mark.parametrize("dims,count", [
+    ([1, 2**62 + 1, 4, 1], "18,446,744,073,709,551,620"),  # np.prod wrapped to 4: the check passed
+    ([1, 3, 6148914691236517205, 1], "18,446,744,073,709,551,615"),  # wrapped to -1: "(-1 values)"
+])
+def test_mean_blob_shape_products_do_not_wrap(tmp_path, dims, count):
+    path = tmp_path / "mean.binaryproto"
+    path.write_bytes(_mean_blob(dims, [1, 2, 3, 4]))
+    from ninport.errors import ParseError
+    with pytest.raises(ParseError) as info:
+        io.read_mean_binaryproto(path)
+    assert str(info.value) == f"{path}: the blob has shape {dims} ({count} values) but holds 4 values"
+
+
+def test_a_prototxts_overflowing_mean_file_is_a_one_line_error_or_warning(tmp_path):
+    """predict needs the mean: exit 1, one line. convert only records the mean's channel means in the
+    ONNX metadata, so it warns, naming the file, and writes a complete model (exit 0)."""
+    import cv2
+
+    from tests.test_cli import messages, run_cli
+    (tmp_path / "mean.binaryproto").write_bytes(_mean_blob([1, 2**62 + 1, 4, 1], [1, 2, 3, 4]))
+    net = tmp_path / "net.prototxt"
+    net.write_text('layer { name: "data" type: "MemoryData" top: "data" top: "label" transform_param { '
+                   'mean_file: "mean.binaryproto" } memory_data_param { batch_size: 1 channels: 3 height: 8 '
+                   'width: 8 } }\nlayer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" '
+                   "inner_product_param { num_output: 4 } }\n")
+    cv2.imwrite(str(tmp_path / "image.png"), np.zeros((8, 8, 3), np.uint8))
+    said = f"mean.binaryproto: the blob has shape [1, {2**62 + 1}, 4, 1] (18,446,744,073,709,551,620 values)"
+    predict = run_cli("predict", str(net), str(tmp_path / "image.png"), cwd=tmp_path)
+    assert predict.returncode == 1 and messages(predict.stderr) == [f"ninport: error: {tmp_path}/{said} but holds 4 "
+                                                                    "values"], predict.stderr
+    convert = run_cli("convert", str(net), "-o", str(tmp_path / "out"), cwd=tmp_path)
+    assert convert.returncode == 0, convert.stderr
+    assert any(line.startswith("ninport: warning: mean_file_channel_means not recorded:") and said in line
+               for line in messages(convert.stderr)), convert.stderr
+    assert (tmp_path / "out" / "net.onnx").is_file()

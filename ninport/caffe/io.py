@@ -1,16 +1,18 @@
 """Reading Caffe files: prototxt as protobuf text, caffemodel weights straight from the wire.
 
 The caffemodel reader does not let protobuf decode the weights: it walks the wire format
-message by message and hands every packed float field to numpy as a view of the file's bytes,
-so a 500 MB model costs one read and no per-float Python objects.
+message by message and hands every packed float field, and every run of unpacked ones, to numpy
+as a view of the file's bytes, so a 500 MB model costs one read and no per-float Python objects.
 """
 from __future__ import annotations
 
 import bisect
 import contextlib
+import math
 import mmap
 import os
 import re
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -94,7 +96,7 @@ def read_prototxt_text(path: str | os.PathLike) -> str:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ParseError(f"{path}: not UTF-8 text at byte {exc.start}; is this a prototxt?") from None
-    if not text.strip():
+    if text.isspace():  # (strip() would copy the whole text)
         raise ParseError(f"{path}: only whitespace, expected a Caffe net in prototxt form")
     return text
 
@@ -209,35 +211,36 @@ def _varint(buf, pos: int, end: int) -> tuple[int, int]:
             raise ValueError(f"varint too long at byte {pos}")
 
 
+def _field_at(buf, pos: int, end: int) -> tuple[int, int, int | tuple[int, int], int]:
+    """The field whose key starts at `pos`: (field_number, wire_type, value, position after it),
+    where value is an int or a (start, end) span."""
+    key, pos = _varint(buf, pos, end)
+    number, wire = key >> 3, key & 7
+    if number == 0:
+        raise ValueError(f"field number 0 at byte {pos}")
+    if wire == 0:
+        value, pos = _varint(buf, pos, end)
+        return number, wire, value, pos
+    if wire == 2:
+        length, pos = _varint(buf, pos, end)
+    elif wire in _FIXED_WIDTHS:
+        length = _FIXED_WIDTHS[wire]
+    else:
+        raise ValueError(f"invalid wire type {wire} at byte {pos}")
+    if pos + length > end:
+        raise _Truncated(pos)
+    return number, wire, (pos, pos + length), pos + length
+
+
+_FIXED_WIDTHS = {5: 4, 1: 8}  # wire type -> bytes of a fixed32 / fixed64 value
+
+
 def _fields(buf, start: int, end: int):
     """Yield (field_number, wire_type, value) where value is an int or a (start, end) span."""
     pos = start
     while pos < end:
-        key, pos = _varint(buf, pos, end)
-        number, wire = key >> 3, key & 7
-        if number == 0:
-            raise ValueError(f"field number 0 at byte {pos}")
-        if wire == 0:
-            value, pos = _varint(buf, pos, end)
-            yield number, wire, value
-        elif wire == 2:
-            length, pos = _varint(buf, pos, end)
-            if pos + length > end:
-                raise _Truncated(pos)
-            yield number, wire, (pos, pos + length)
-            pos += length
-        elif wire == 5:
-            if pos + 4 > end:
-                raise _Truncated(pos)
-            yield number, wire, (pos, pos + 4)
-            pos += 4
-        elif wire == 1:
-            if pos + 8 > end:
-                raise _Truncated(pos)
-            yield number, wire, (pos, pos + 8)
-            pos += 8
-        else:
-            raise ValueError(f"invalid wire type {wire} at byte {pos}")
+        number, wire, value, pos = _field_at(buf, pos, end)
+        yield number, wire, value
 
 
 def _packed_varints(buf, span) -> list[int]:
@@ -254,55 +257,102 @@ def _signed64(value: int) -> int:
 
 # Blob data fields: field number -> (numpy dtype, wire type of one unpacked value).
 _DATA_FIELDS = {_BLOB_DATA: ("<f4", 5), _BLOB_DOUBLE_DATA: ("<f8", 1)}
+# Single unpacked values are gathered this many at a time (bounds the index array's memory).
+_GATHER_CHUNK = 1 << 16
 
 
-def _typed_array(buf, pieces: list, dtype: str) -> np.ndarray | None:
-    """Join a data field's occurrences, in file order, into one array without a loop per value.
+class _DataPieces:
+    """Where one data field's values lie, in file order, noted without a Python object per value.
 
-    `pieces` holds (start, end) spans of packed data, viewed in place, and byte offsets of
-    single unpacked values, gathered with one numpy indexing operation per run.
+    Old writers emit `data` unpacked: one field (key byte, 4 bytes) per float. A run of such
+    fields is noted as (first value's offset, count) and later viewed in place with a stride; a
+    lone unpacked value costs 8 bytes (its offset in an int64 array); a packed span is viewed as is.
     """
-    width = np.dtype(dtype).itemsize
+
+    def __init__(self, dtype: str):
+        self.dtype = np.dtype(dtype)
+        self.parts: list[tuple[str, int, int]] = []  # ("packed", start, end) | ("run", offset, count)
+        self.singles = array("q")                    # | ("singles", first index, end index)
+
+    def add_packed(self, start: int, end: int) -> None:
+        self.parts.append(("packed", start, end))
+
+    def add_run(self, offset: int, count: int) -> None:
+        self.parts.append(("run", offset, count))
+
+    def add_single(self, offset: int) -> None:
+        n = len(self.singles)
+        if self.parts and self.parts[-1][0] == "singles":
+            self.parts[-1] = ("singles", self.parts[-1][1], n + 1)
+        else:
+            self.parts.append(("singles", n, n + 1))
+        self.singles.append(offset)
+
+
+def _unpacked_run(buf, start: int, end: int, stride: int) -> int:
+    """How many fields of `stride` bytes (one key byte, then the value) that repeat the key byte at
+    `start` follow each other from there; looks ahead in doubling windows, so the cost is linear in
+    the run's length, not in what is left of the blob."""
+    key, limit = buf[start], (end - start) // stride
+    keys = np.frombuffer(buf, dtype=np.uint8, count=limit * stride, offset=start)[::stride]
+    count, window = 0, 64
+    while count < limit:
+        other = np.flatnonzero(keys[count:count + window] != key)
+        if other.size:
+            return count + int(other[0])
+        count, window = min(limit, count + window), window * 2
+    return limit
+
+
+def _typed_array(buf, pieces: _DataPieces) -> np.ndarray | None:
+    """Join a data field's occurrences, in file order, into one array without a loop per value:
+    packed spans and runs are views of the file, lone unpacked values one numpy gather per chunk."""
+    dtype, width = pieces.dtype, pieces.dtype.itemsize
     arrays: list[np.ndarray] = []
-    singles: list[int] = []
-
-    def gather_singles():
-        if singles:
+    for kind, a, b in pieces.parts:
+        if kind == "packed":
+            if (b - a) % width:
+                raise ValueError(f"packed {dtype.name} data length not a multiple of {width}")
+            arrays.append(np.frombuffer(buf, dtype=dtype, count=(b - a) // width, offset=a))
+        elif kind == "run":
+            arrays.append(np.ndarray((b,), dtype=dtype, buffer=buf, offset=a, strides=(width + 1,)))
+        else:
             raw = np.frombuffer(buf, dtype=np.uint8)
-            index = np.asarray(singles)[:, None] + np.arange(width)
-            arrays.append(raw[index].reshape(-1).view(dtype))
-            singles.clear()
-
-    for piece in pieces:
-        if isinstance(piece, int):
-            singles.append(piece)
-            continue
-        gather_singles()
-        start, end = piece
-        if (end - start) % width:
-            raise ValueError(f"packed {np.dtype(dtype).name} data length not a multiple of {width}")
-        arrays.append(np.frombuffer(buf, dtype=dtype, count=(end - start) // width, offset=start))
-    gather_singles()
+            offsets = np.frombuffer(pieces.singles, dtype=np.int64)[a:b]
+            for i in range(0, offsets.size, _GATHER_CHUNK):
+                index = offsets[i:i + _GATHER_CHUNK, None] + np.arange(width)
+                arrays.append(raw[index].reshape(-1).view(dtype))
     if not arrays:
         return None
-    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+    if len(arrays) == 1 and arrays[0].flags.c_contiguous:
+        return arrays[0]
+    return np.concatenate(arrays)
 
 
 def _read_blob(buf, start: int, end: int, keep_half: bool = False) -> RawBlob:
-    pieces: dict[int, list] = {number: [] for number in _DATA_FIELDS}
+    pieces = {number: _DataPieces(dtype) for number, (dtype, _) in _DATA_FIELDS.items()}
     legacy = [None, None, None, None]
     shape = None
     raw_span, raw_type = None, 0  # NVCaffe: raw_data_type defaults to DOUBLE, the enum's first value
-    for number, wire, value in _fields(buf, start, end):
+    pos = start
+    while pos < end:
+        key_pos = pos
+        number, wire, value, pos = _field_at(buf, pos, end)
         if number == _BLOB_RAW_DATA and wire == 2:
             raw_span = value
         elif number == _BLOB_RAW_DATA_TYPE and wire == 0:
             raw_type = value
         elif number in _DATA_FIELDS:
             if wire == 2:
-                pieces[number].append(value)
+                pieces[number].add_packed(*value)
             elif wire == _DATA_FIELDS[number][1]:
-                pieces[number].append(value[0])
+                stride = pos - key_pos
+                if pos < end and buf[pos] == buf[key_pos] and stride == 1 + pieces[number].dtype.itemsize:
+                    count = _unpacked_run(buf, key_pos, end, stride)  # the same one-byte key follows
+                    pieces[number].add_run(value[0], count)
+                    pos = key_pos + count * stride
+                else:
+                    pieces[number].add_single(value[0])
         elif number == _BLOB_SHAPE and wire == 2:
             dims: list[int] = []
             for n2, w2, v2 in _fields(buf, *value):
@@ -315,15 +365,17 @@ def _read_blob(buf, start: int, end: int, keep_half: bool = False) -> RawBlob:
     if raw_span is not None:  # NVCaffe reads raw_data first when present
         if raw_type not in _RAW_DTYPES:
             raise ValueError(f"raw_data of type {raw_type} (NVCaffe INT/UINT/BOOL) is not a float blob")
-        data = _typed_array(buf, [raw_span], _RAW_DTYPES[raw_type])
+        raw_pieces = _DataPieces(_RAW_DTYPES[raw_type])
+        raw_pieces.add_packed(*raw_span)
+        data = _typed_array(buf, raw_pieces)
         if data is None:
             data = np.zeros(0, dtype=_RAW_DTYPES[raw_type])
         if data.dtype == np.float16 and not keep_half:
             data = data.astype(np.float32)
     if data is None:
-        data = _typed_array(buf, pieces[_BLOB_DATA], "<f4")
+        data = _typed_array(buf, pieces[_BLOB_DATA])
     if data is None:
-        data = _typed_array(buf, pieces[_BLOB_DOUBLE_DATA], "<f8")
+        data = _typed_array(buf, pieces[_BLOB_DOUBLE_DATA])
     if data is None:
         data = np.zeros(0, dtype=np.float32)
     legacy_shape = None
@@ -426,8 +478,8 @@ def read_mean_binaryproto(path: str | os.PathLike) -> np.ndarray:
     if len(shape) != 3 or any(d <= 0 for d in shape):
         raise ParseError(f"{path}: the blob has shape {list(blob.recorded_shape)}; "
                          "a mean file holds one (1, C, H, W) or (C, H, W) image")
-    count = int(np.prod(shape))
+    count = math.prod(shape)  # Python ints: np.prod wraps around (2**62+1 x 4 "is" 4)
     if blob.data.size != count:
-        raise ParseError(f"{path}: the blob has shape {list(blob.recorded_shape)} ({count} values) "
-                         f"but holds {blob.data.size} values")
+        raise ParseError(f"{path}: the blob has shape {list(blob.recorded_shape)} ({count:,} values) "
+                         f"but holds {blob.data.size:,} values")
     return np.array(blob.data, dtype=np.float32).reshape(shape)

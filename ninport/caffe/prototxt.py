@@ -3,15 +3,16 @@
 protobuf's own text parser refuses a field it does not know, so a prototxt written for a Caffe
 fork (SSD's `norm_param`, PSPNet's `interp_param`, ...) would not even open. This reader fills
 the caffe_pb2 messages from the descriptors and keeps every unknown field as plain data, per
-layer, keyed by its dotted path relative to the layer. One regex pass tokenizes; a recursive
-descent (bounded depth) fills the messages; line:column comes from a bisect on newline offsets,
-so the cost is linear in the file size.
+layer, keyed by its dotted path relative to the layer. A tokenizer hands out one token at a
+time; a recursive descent (bounded depth) fills the messages; line:column comes from counting
+newlines onward from the last position asked. Time is linear in the file size, and the reader
+needs little memory beyond the text and the messages it fills.
 """
 from __future__ import annotations
 
-import bisect
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from google.protobuf.descriptor import FieldDescriptor as FD
@@ -27,16 +28,21 @@ _QUOTE_LIMIT = 60
 
 UnknownFields = dict  # dict[str, list[int | float | bool | str | UnknownFields]]
 
-_TOKEN = re.compile(r"""
-    (?:[ \t\r\n\f\v]|\#[^\n]*)*
-    (?:
-        (?P<str>"(?:[^"\\\n]|\\[^\n])*"|'(?:[^'\\\n]|\\[^\n])*')
-       |(?P<num>-?(?:0[xX][0-9a-fA-F]+|(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?[fF]?)(?![A-Za-z0-9_]))
-       |(?P<id>-?[A-Za-z_][A-Za-z0-9_]*)
-       |(?P<sym>[{}<>:\[\],;])
-       |(?P<end>\Z)
-       |(?P<bad>.)
-    )""", re.VERBOSE | re.DOTALL)
+# The tokenizer uses no repeated regex group over input of unbounded length: Python's `re` keeps a
+# backtracking record per iteration of a repeated group (~130 bytes per character for a
+# whitespace run or a string body), so runs of blanks use single-character repeats, and comment
+# lines and string escapes are taken at most _CHUNK group iterations per match, in a loop.
+_CHUNK = 1024
+_BLANKS = re.compile(r"[ \t\r\n\f\v]*")
+_COMMENT_LINES = re.compile(rf"(?:\#[^\n]*[ \t\r\n\f\v]*){{1,{_CHUNK}}}")
+_STRING_BODY = {quote: re.compile(rf"[^{quote}\\\n]*(?:\\[^\n][^{quote}\\\n]*){{0,{_CHUNK}}}")
+                for quote in "\"'"}
+# No lookahead after a number: a greedy match followed by a letter is refused in one step (the
+# lookahead made the regex backtrack over every shorter prefix: quadratic in a run of digits).
+_NUMBER = re.compile(r"-?(?:0[xX][0-9a-fA-F]+|(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?[fF]?)")
+_WORD_CHAR = re.compile(r"[A-Za-z0-9_]")
+_IDENTIFIER = re.compile(r"-?[A-Za-z_][A-Za-z0-9_]*")
+_SYMBOLS = frozenset("{}<>:[],;")
 
 _INT_TYPES = {FD.TYPE_INT32: (-2**31, 2**31 - 1), FD.TYPE_SINT32: (-2**31, 2**31 - 1),
               FD.TYPE_SFIXED32: (-2**31, 2**31 - 1), FD.TYPE_INT64: (-2**63, 2**63 - 1),
@@ -70,59 +76,104 @@ class ParsedNet:
 
 
 class _Token:
-    __slots__ = ("kind", "pos", "text")
+    """One token; a string's `text` is only its start (enough to quote it), `pos`/`end` span it all."""
 
-    def __init__(self, kind: str, text: str, pos: int):
-        self.kind, self.text, self.pos = kind, text, pos
+    __slots__ = ("end", "kind", "pos", "text")
+
+    def __init__(self, kind: str, text: str, pos: int, end: int):
+        self.kind, self.text, self.pos, self.end = kind, text, pos, end
 
 
-def _tokens(text: str) -> list[_Token]:
-    out: list[_Token] = []
-    append = out.append
-    for match in _TOKEN.finditer(text):
-        kind = match.lastgroup
-        start = match.start(kind)
-        append(_Token(kind, match.group(kind), start))
-        if kind in ("end", "bad"):
+def _tokens(text: str) -> Iterator[_Token]:
+    """The tokens of `text`, one at a time (a list of them would cost ~100 bytes per token), ending
+    with an "end" or a "bad" token. Memory is constant whatever the input."""
+    pos, n = 0, len(text)
+    while True:
+        pos = _BLANKS.match(text, pos).end()
+        while pos < n and text[pos] == "#":
+            pos = _COMMENT_LINES.match(text, pos).end()
+        if pos >= n:
+            yield _Token("end", "", n, n)
+            return
+        ch = text[pos]
+        if ch in "\"'":
+            end = _string_end(text, pos)
+            if end is None:
+                yield _Token("bad", ch, pos, pos + 1)
+                return
+            yield _Token("str", text[pos:min(end, pos + _QUOTE_LIMIT + 1)], pos, end)
+            pos = end
+            continue
+        match = _NUMBER.match(text, pos) or _IDENTIFIER.match(text, pos)
+        if match is not None:
+            end = match.end()
+            if match.re is _NUMBER and _WORD_CHAR.match(text, end):
+                yield _Token("bad", ch, pos, pos + 1)  # a number run into a word: 1abc, 0x, 1.5e
+                return
+            yield _Token("num" if match.re is _NUMBER else "id", match.group(), pos, end)
+            pos = end
+        elif ch in _SYMBOLS:
+            yield _Token("sym", ch, pos, pos + 1)
+            pos += 1
+        else:
+            yield _Token("bad", ch, pos, pos + 1)
+            return
+
+
+def _string_end(text: str, start: int) -> int | None:
+    """The offset just past the string literal opening at `start`, or None if it is unterminated
+    (no closing quote before the end of the line)."""
+    quote = text[start]
+    body = _STRING_BODY[quote]
+    pos, n = start + 1, len(text)
+    while True:
+        pos = body.match(text, pos).end()
+        # a match stops early only after _CHUNK escapes, at the backslash of the next one
+        if not (pos + 1 < n and text[pos] == "\\" and text[pos + 1] != "\n"):
             break
-    return out
+    return pos + 1 if pos < n and text[pos] == quote else None
 
 
-def _unescape(body: str) -> bytes:
-    """C-style escapes of protobuf text strings (\\n, \\x41, \\101, \\u00e9 ...) to bytes."""
-    if "\\" not in body:
-        return body.encode("utf-8")
-    out = bytearray()
-    i, n = 0, len(body)
-    while i < n:
-        ch = body[i]
-        if ch != "\\":
-            j = body.find("\\", i)
-            j = n if j < 0 else j
-            out += body[i:j].encode("utf-8")
+_OCTAL_ESCAPE = re.compile(r"[0-7]{1,3}")
+_HEX_ESCAPE = re.compile(r"[0-9a-fA-F]{1,2}")
+_HEX_DIGITS = re.compile(r"[0-9a-fA-F]*")
+
+
+def _unescape(text: str, start: int, end: int) -> bytes:
+    """The bytes of the string body text[start:end], C-style escapes (\\n, \\x41, \\101, \\u00e9 ...)
+    decoded. Reads in place: no copy of the rest of the body per escape."""
+    i = text.find("\\", start, end)
+    if i < 0:
+        return text[start:end].encode("utf-8")
+    out = bytearray(text[start:i].encode("utf-8"))
+    while i < end:
+        if text[i] != "\\":
+            j = text.find("\\", i, end)
+            j = end if j < 0 else j
+            out += text[i:j].encode("utf-8")
             i = j
             continue
-        esc = body[i + 1]
+        esc = text[i + 1]  # the tokenizer ends no string body on a lone backslash
         if esc in _ESCAPES:
             out.append(_ESCAPES[esc])
             i += 2
         elif esc in "01234567":
-            m = re.match(r"[0-7]{1,3}", body[i + 1:])
+            m = _OCTAL_ESCAPE.match(text, i + 1, end)
             out.append(int(m.group(), 8) & 0xFF)
-            i += 1 + len(m.group())
+            i = m.end()
         elif esc in "xX":
-            m = re.match(r"[0-9a-fA-F]{1,2}", body[i + 2:])
+            m = _HEX_ESCAPE.match(text, i + 2, end)
             if not m:
                 raise ValueError("\\x with no hex digits")
             out.append(int(m.group(), 16))
-            i += 2 + len(m.group())
+            i = m.end()
         elif esc in "uU":
             width = 4 if esc == "u" else 8
-            digits = body[i + 2:i + 2 + width]
-            if len(digits) != width or not re.fullmatch(r"[0-9a-fA-F]+", digits):
+            m = _HEX_DIGITS.match(text, i + 2, min(end, i + 2 + width))
+            if m.end() - m.start() != width:
                 raise ValueError(f"\\{esc} needs {width} hex digits")
-            out += chr(int(digits, 16)).encode("utf-8", errors="surrogatepass")
-            i += 2 + width
+            out += chr(int(m.group(), 16)).encode("utf-8", errors="surrogatepass")
+            i = m.end()
         else:
             raise ValueError(f"unknown escape \\{esc}")
     return bytes(out)
@@ -136,18 +187,24 @@ def _shown(text: str) -> str:
 class _Reader:
     def __init__(self, text: str, source: str):
         self.text, self.source = text, source
-        self.tokens = _tokens(text)
-        self.i = 0
-        self._newlines: list[int] | None = None
+        self._stream = _tokens(text)
+        self.current = next(self._stream)
+        # line_col counts newlines from the last position asked (asked in about file order: linear)
+        self._line_at = (0, 1, 0)  # position, its line, the offset where that line starts
 
     # --- positions and errors ----------------------------------------------------------------
 
     def line_col(self, pos: int) -> tuple[int, int]:
-        if self._newlines is None:
-            self._newlines = [m.start() for m in re.finditer("\n", self.text)]
-        line = bisect.bisect_left(self._newlines, pos)
-        start = self._newlines[line - 1] + 1 if line else 0
-        return line + 1, pos - start + 1
+        last_pos, line, line_start = self._line_at
+        if pos >= last_pos:
+            crossed = self.text.count("\n", last_pos, pos)
+            if crossed:
+                line, line_start = line + crossed, self.text.rfind("\n", last_pos, pos) + 1
+        else:  # an error pointing back: rare, so a scan back to the line's start is fine
+            line -= self.text.count("\n", pos, last_pos)
+            line_start = self.text.rfind("\n", 0, pos) + 1
+        self._line_at = (pos, line, line_start)
+        return line, pos - line_start + 1
 
     def line_of(self, pos: int) -> int:
         return self.line_col(pos)[0]
@@ -166,14 +223,17 @@ class _Reader:
     # --- token stream ------------------------------------------------------------------------
 
     def peek(self) -> _Token:
-        return self.tokens[self.i]
+        return self.current
+
+    def advance(self) -> None:
+        if self.current.kind not in ("end", "bad"):
+            self.current = next(self._stream)
 
     def take(self) -> _Token:
-        token = self.tokens[self.i]
+        token = self.current
         if token.kind == "bad":
             raise self.error(token, f"syntax error: {self.describe(token)}")
-        if token.kind != "end":
-            self.i += 1
+        self.advance()
         return token
 
     def expect(self, symbol: str) -> _Token:
@@ -183,12 +243,12 @@ class _Reader:
         return token
 
     def at(self, symbol: str) -> bool:
-        token = self.tokens[self.i]
+        token = self.current
         return token.kind == "sym" and token.text == symbol
 
     def skip_separator(self) -> None:
         if self.at(",") or self.at(";"):
-            self.i += 1
+            self.advance()
 
     # --- structure ---------------------------------------------------------------------------
 
@@ -213,14 +273,14 @@ class _Reader:
         """The value(s) after a field name: `: v`, `: [v, ...]`, or (messages) `{...}` / `: {...}`."""
         has_colon = self.at(":")
         if has_colon:
-            self.i += 1
+            self.advance()
         elif not (is_message and (self.at("{") or self.at("<") or self.at("["))):
             raise self.error(self.peek(), f"expected ':' after {name.text!r}, found {self.describe(self.peek())}")
         if self.at("["):
-            self.i += 1
+            self.advance()
             out = []
             if self.at("]"):
-                self.i += 1
+                self.advance()
                 return out
             while True:
                 out.append(read_one())
@@ -232,19 +292,27 @@ class _Reader:
                                             f"found {self.describe(token)}")
         return [read_one()]
 
-    def string_bytes(self) -> bytes:
+    def string_value(self, as_text: bool, errors: str = "strict") -> bytes | str:
+        """The value of one or more adjacent string literals: bytes, or text if `as_text` (decoded
+        with `errors`). A lone literal without escapes is sliced straight from the file's text."""
         token = self.take()
         if token.kind != "str":
             raise self.error(token, f"expected a string, found {self.describe(token)}")
+        start, end = token.pos + 1, token.end - 1
+        if as_text and self.peek().kind != "str" and self.text.find("\\", start, end) < 0:
+            return self.text[start:end]
         parts = []
         while True:
             try:
-                parts.append(_unescape(token.text[1:-1]))
+                parts.append(_unescape(self.text, token.pos + 1, token.end - 1))
             except (ValueError, IndexError) as exc:
                 raise self.error(token, f"bad string escape: {exc}") from None
             if self.peek().kind != "str":
-                return b"".join(parts)
+                break
             token = self.take()
+        data = b"".join(parts)
+        del parts
+        return data.decode("utf-8", errors) if as_text else data
 
     # --- known fields ------------------------------------------------------------------------
 
@@ -252,11 +320,8 @@ class _Reader:
         t = fd.type
         if t in (FD.TYPE_STRING, FD.TYPE_BYTES):
             token = self.peek()
-            data = self.string_bytes()
-            if t == FD.TYPE_BYTES:
-                return data
             try:
-                return data.decode("utf-8")
+                return self.string_value(as_text=t == FD.TYPE_STRING)
             except UnicodeDecodeError:
                 raise self.error(token, f"field {fd.name!r}: string is not valid UTF-8") from None
         token = self.take()
@@ -309,7 +374,7 @@ class _Reader:
             if closer is None and token.kind == "end":
                 break
             if closer is not None and token.kind == "sym" and token.text == closer:
-                self.i += 1
+                self.advance()
                 break
             if token.kind == "end":
                 raise self.error(token, f"end of file inside a block: expected {closer!r}")
@@ -380,7 +445,7 @@ class _Reader:
             while True:
                 token = self.peek()
                 if token.kind == "sym" and token.text == closer:
-                    self.i += 1
+                    self.advance()
                     return block
                 if token.kind == "end":
                     raise self.error(token, f"end of file inside a block: expected {closer!r}")
@@ -389,7 +454,7 @@ class _Reader:
                 block.setdefault(name.text, []).extend(values)
                 self.skip_separator()
         if token.kind == "str":
-            return self.string_bytes().decode("utf-8", errors="replace")
+            return self.string_value(as_text=True, errors="replace")
         token = self.take()
         if token.kind == "num":
             if _is_int_literal(token.text) and len(token.text) <= _MAX_INT_CHARS:

@@ -11,7 +11,9 @@ from ninport.caffe import caffe_pb2 as pb2
 from ninport.caffe import io
 from ninport.caffe.spec import load_netspec
 
+from benchmarks.models import delimited_head, varint
 from tests.conftest import VENDORED_GOLDEN, golden_case_names, load_golden, within
+from tests.peak_rss import peak_rss_growth
 
 
 @pytest.mark.parametrize("name", golden_case_names())
@@ -68,6 +70,67 @@ def test_unpacked_float_data(tmp_path):
     [raw] = io.read_caffemodel(path)
     np.testing.assert_array_equal(raw.blobs[0].data, np.array(values, dtype=np.float32))
     assert raw.blobs[0].shape == (3,)
+
+
+def _unpacked(number: int, values: np.ndarray) -> bytes:
+    """`values` as unpacked fields: one (key, value) per value, as old writers emitted `data`."""
+    wire = 5 if values.dtype == np.float32 else 1
+    records = np.zeros(values.size, dtype=[("key", "u1"), ("value", values.dtype.newbyteorder("<"))])
+    records["key"], records["value"] = number << 3 | wire, values
+    return records.tobytes()
+
+
+def _blob_model(blob: bytes) -> bytes:
+    layer = delimited_head(1, 2) + b"fc" + delimited_head(2, 12) + b"InnerProduct" + delimited_head(7, len(blob)) + blob
+    return delimited_head(100, len(layer)) + layer
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_mixed_packed_and_unpacked_data_reads_as_protobuf_does(tmp_path, seed):
+    """Runs of unpacked values of every length (around the run finder's windows too), lone ones
+    between other fields, a non-minimal key, packed spans: all in file order, as protobuf merges them."""
+    rng = np.random.default_rng(seed)
+    pieces = []
+    for _ in range(rng.integers(1, 12)):
+        number, dtype = [(5, np.float32), (8, np.float64)][rng.integers(2)]
+        values = rng.normal(size=int(rng.choice([1, 2, 3, 63, 64, 65, 127, 128, 129, 1000]))).astype(dtype)
+        little = values.astype(values.dtype.newbyteorder("<")).tobytes()
+        form = rng.integers(4)
+        if form == 0:
+            pieces.append(delimited_head(number, len(little)) + little)
+        elif form == 1:
+            pieces.append(_unpacked(number, values))
+        elif form == 2:  # lone values between other fields (num, then a legacy width)
+            pieces += [_unpacked(number, values[:1]) + b"\x08\x01", b"\x20" + varint(int(rng.integers(1, 300)))]
+        else:  # the key written in two bytes (0xad 0x00 is 0x2d): not a run of one-byte keys
+            key = varint(number << 3 | (5 if dtype == np.float32 else 1))
+            pieces.append(bytes([key[0] | 0x80, 0]) + little[:values.itemsize])
+    blob = b"".join(pieces)
+    expected = pb2.BlobProto.FromString(blob)
+    path = tmp_path / "w.caffemodel"
+    path.write_bytes(_blob_model(blob))
+    [layer] = io.read_caffemodel(path)
+    want = np.array(expected.data, np.float32) if len(expected.data) else np.array(expected.double_data)
+    np.testing.assert_array_equal(layer.blobs[0].data, want)
+    assert layer.blobs[0].data.dtype == want.dtype and layer.blobs[0].legacy_shape == (
+        (expected.num, 0, 0, expected.width) if expected.HasField("num") else None)
+
+
+def test_reading_unpacked_floats_costs_a_small_multiple_of_the_file_size(tmp_path):
+    """A 25 MB caffemodel of unpacked floats took 495 MB (a Python int per value, then an int64
+    index per byte): runs are now strided views of the file, copied once into the blob's array."""
+    values = np.arange(5_000_000, dtype=np.float32)
+    shape = delimited_head(7, 1 + len(varint(values.size))) + b"\x08" + varint(values.size)
+    path = tmp_path / "w.caffemodel"
+    path.write_bytes(_blob_model(shape + _unpacked(5, values)))
+    tiny = tmp_path / "tiny.caffemodel"
+    tiny.write_bytes(_blob_model(_unpacked(5, values[:3])))
+    size = path.stat().st_size
+    measured = peak_rss_growth("ninport.caffe.io:read_caffemodel", path, cap=8 * size)
+    baseline = peak_rss_growth("ninport.caffe.io:read_caffemodel", tiny).growth
+    assert measured.error != "MemoryError", f"more than 8x the file size ({size:,} bytes)"
+    assert measured.error is None, measured.error
+    assert measured.growth - baseline <= 3 * size, f"{(measured.growth - baseline) / size:.1f}x the file size"
 
 
 def test_double_data(tmp_path):
@@ -240,3 +303,49 @@ def test_symlink_to_fifo_is_refused(tmp_path, no_hang):
     (tmp_path / "link.prototxt").symlink_to(tmp_path / "fifo")
     with pytest.raises(ParseError, match="FIFO"):
         load_netspec(tmp_path / "link.prototxt")
+
+
+# --- mean files ---------------------------------------------------------------------------------
+
+
+def _mean_blob(dims, values) -> bytes:
+    shape = b"".join(b"\x08" + varint(d) for d in dims)  # BlobShape.dim, unpacked
+    data = np.asarray(values, dtype="<f4").tobytes()
+    return delimited_head(7, len(shape)) + shape + delimited_head(5, len(data)) + data
+
+
+@pytest.mark.parametrize("dims,count", [
+    ([1, 2**62 + 1, 4, 1], "18,446,744,073,709,551,620"),  # np.prod wrapped to 4: the check passed
+    ([1, 3, 6148914691236517205, 1], "18,446,744,073,709,551,615"),  # wrapped to -1: "(-1 values)"
+])
+def test_mean_blob_shape_products_do_not_wrap(tmp_path, dims, count):
+    path = tmp_path / "mean.binaryproto"
+    path.write_bytes(_mean_blob(dims, [1, 2, 3, 4]))
+    from ninport.errors import ParseError
+    with pytest.raises(ParseError) as info:
+        io.read_mean_binaryproto(path)
+    assert str(info.value) == f"{path}: the blob has shape {dims} ({count} values) but holds 4 values"
+
+
+def test_a_prototxts_overflowing_mean_file_is_a_one_line_error_or_warning(tmp_path):
+    """predict needs the mean: exit 1, one line. convert only records the mean's channel means in the
+    ONNX metadata, so it warns, naming the file, and writes a complete model (exit 0)."""
+    import cv2
+
+    from tests.test_cli import messages, run_cli
+    (tmp_path / "mean.binaryproto").write_bytes(_mean_blob([1, 2**62 + 1, 4, 1], [1, 2, 3, 4]))
+    net = tmp_path / "net.prototxt"
+    net.write_text('layer { name: "data" type: "MemoryData" top: "data" top: "label" transform_param { '
+                   'mean_file: "mean.binaryproto" } memory_data_param { batch_size: 1 channels: 3 height: 8 '
+                   'width: 8 } }\nlayer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" '
+                   "inner_product_param { num_output: 4 } }\n")
+    cv2.imwrite(str(tmp_path / "image.png"), np.zeros((8, 8, 3), np.uint8))
+    said = f"mean.binaryproto: the blob has shape [1, {2**62 + 1}, 4, 1] (18,446,744,073,709,551,620 values)"
+    predict = run_cli("predict", str(net), str(tmp_path / "image.png"), cwd=tmp_path)
+    assert predict.returncode == 1 and messages(predict.stderr) == [f"ninport: error: {tmp_path}/{said} but holds 4 "
+                                                                    "values"], predict.stderr
+    convert = run_cli("convert", str(net), "-o", str(tmp_path / "out"), cwd=tmp_path)
+    assert convert.returncode == 0, convert.stderr
+    assert any(line.startswith("ninport: warning: mean_file_channel_means not recorded:") and said in line
+               for line in messages(convert.stderr)), convert.stderr
+    assert (tmp_path / "out" / "net.onnx").is_file()

@@ -14,6 +14,9 @@ from ninport.caffe import io
 from ninport.caffe.prototxt import MAX_NESTING_DEPTH, parse_message
 from ninport.caffe.spec import load_netspec
 from ninport.errors import ParseError
+from tests.caffe_files import input_layer
+from tests.conftest import within
+from tests.peak_rss import peak_rss_growth
 
 # An excerpt in the style of OpenCV's res10 SSD face detector deploy.prototxt (written from the
 # published architecture: conv4_3 → Normalize → loc/conf heads → Permute/Flatten, PriorBox,
@@ -220,6 +223,29 @@ def test_syntax_forms_match_protobuf():
     assert parsed.net.layer[0].name == "n\tAAé" and parsed.net.name == "abc"
 
 
+def test_long_comment_runs_and_escape_runs_match_protobuf():
+    """The tokenizer takes comment lines and string escapes in chunks (bounded regex memory): runs
+    longer than a chunk, and a lone backslash right after one, read as protobuf reads them."""
+    escapes = '\\"\\101\\x42\\n' * 3000  # 4 escapes each: many chunks
+    text = "# a\n  \n" * 3000 + f'name: "{escapes}" \'{escapes}\'\n' + "#\n" * 2049 + 'input: "data"\n'
+    expected = text_format.Parse(text, pb2.NetParameter())
+    assert io.parse_prototxt(text, "t.prototxt").net == expected
+    for body in ["\\n" * 1024 + "\\", "\\n" * 1023 + "\\", "\\n" * 1025 + "x\\"]:
+        with pytest.raises(ParseError, match=r"^t\.prototxt:2:7: syntax error: an unterminated string$"):
+            io.parse_prototxt(f'# x\nname: "{body}\n"', "t.prototxt")
+
+
+def test_runs_of_digits_and_escapes_parse_in_linear_time():
+    """A number's lookahead made the regex retry every shorter prefix of a digit run (8,000 digits
+    took 1.4 s, quadratic), and each escape copied the rest of its string: both now take one pass."""
+    with within(20, "a 2 MB digit run"):
+        with pytest.raises(ParseError, match=r"^t\.prototxt:1:7: syntax error: unexpected character '1'$"):
+            io.parse_prototxt("name: " + "1" * 2_000_000 + "a", "t.prototxt")
+    with within(20, "a string of 500,000 escapes"):
+        net = io.parse_prototxt('name: "' + "\\101" * 500_000 + '"', "t.prototxt").net
+    assert net.name == "A" * 500_000
+
+
 @pytest.mark.parametrize("text,where,needle", [
     ('layer {\n  name: "a"\n  type: "ReLU"\n', "4:1", "end of file"),
     ('layer {\n  name: "a" }\n}\n', "3:1", "expected a field name"),
@@ -320,3 +346,51 @@ def test_layer_lines_is_linear_and_correct():
     assert io.layer_lines(text) == [1, 2, 8, 14]
     from pathlib import Path
     assert re.search(r"text\.count\(", Path(io.__file__).read_text()) is None
+
+
+# --- memory: a small multiple of the file size, whatever the text holds --------------------------
+
+_BIG = 60_000_000  # bytes: under the 64 MiB prototxt cap
+
+
+def _write_repeated(path, head: str, unit: str, count: int, tail: str = ""):
+    """head + unit * count + tail, written in pieces (the test process never holds the text)."""
+    with open(path, "w") as f:
+        f.write(head)
+        piece = unit * max(1, (1 << 20) // len(unit))
+        per_piece = len(piece) // len(unit)
+        for _ in range(count // per_piece):
+            f.write(piece)
+        f.write(unit * (count % per_piece) + tail)
+    return path
+
+
+_HUGE = {  # kind -> (head, unit, tail, the error, None if the file reads)
+    "spaces": ('name: "x"\n', " ", input_layer((1, 3)), None),
+    "one string": ('name: "', "a", '"\n' + input_layer((1, 3)), None),
+    "an unterminated string": ('name: "x"\nlayer {\n  name: "', "a", "", "{path}:3:9: syntax error: "
+                               "an unterminated string"),
+    "comment lines": ("", "#\n", 'name: "x" ?\n', f"{{path}}:{_BIG // 2 + 1}:11: syntax error: "
+                                                  "unexpected character '?'"),
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_prototxt_growth(tmp_path_factory):
+    path = write(tmp_path_factory.mktemp("tiny"), 'name: "x"\n')
+    return peak_rss_growth("ninport.caffe.io:read_prototxt", path).growth
+
+
+@pytest.mark.parametrize("kind", list(_HUGE))
+def test_reading_a_huge_prototxt_costs_a_small_multiple_of_its_size(tmp_path, kind, tiny_prototxt_growth):
+    """The old tokenizer's regex kept a backtracking record per character of a blank run, a comment
+    run or a string (~130 bytes per byte: 8 GB for a 60 MB file). Now the file's bytes and its
+    text, and nothing per character, stay within 4x the file size (the error still says line:col)."""
+    head, unit, tail, error = _HUGE[kind]
+    path = _write_repeated(tmp_path / "net.prototxt", head, unit, _BIG // len(unit), tail)
+    size = path.stat().st_size
+    measured = peak_rss_growth("ninport.caffe.io:read_prototxt", path, cap=8 * size)
+    assert measured.error != "MemoryError", f"more than 8x the file size ({size:,} bytes)"
+    assert measured.error == (error and error.format(path=path))
+    assert measured.growth - tiny_prototxt_growth <= 4 * size, \
+        f"{(measured.growth - tiny_prototxt_growth) / size:.1f}x the file size"

@@ -21,6 +21,9 @@ from ninport.errors import ParseError
 
 # Deeper nesting than this is refused (protobuf's own parsers stop at 100 too).
 MAX_NESTING_DEPTH = 100
+# More message blocks than this are refused: each costs ~750 bytes in protobuf, so 60 MB of `layer{}`
+# took 5.6 GB. Real nets open a few per layer (layer, param, *_param, fillers): tens of thousands at most.
+MAX_MESSAGE_BLOCKS = 200_000
 # Longer integer literals are out of range for every field (and never reach int()).
 _MAX_INT_CHARS = 40
 # Error messages quote at most this much of an offending token.
@@ -191,6 +194,7 @@ class _Reader:
         self.current = next(self._stream)
         # line_col counts newlines from the last position asked (asked in about file order: linear)
         self._line_at = (0, 1, 0)  # position, its line, the offset where that line starts
+        self._blocks = 0
 
     # --- positions and errors ----------------------------------------------------------------
 
@@ -267,6 +271,9 @@ class _Reader:
             raise self.error(token, f"expected '{{', found {self.describe(token)}")
         if depth >= MAX_NESTING_DEPTH:
             raise self.error(token, f"nesting deeper than {MAX_NESTING_DEPTH} levels")
+        self._blocks += 1
+        if self._blocks > MAX_MESSAGE_BLOCKS:
+            raise self.error(token, f"more than {MAX_MESSAGE_BLOCKS:,} message blocks (no real net has that many)")
         return "}" if token.text == "{" else ">"
 
     def values(self, name: _Token, is_message: bool, read_one):

@@ -394,3 +394,16 @@ def test_reading_a_huge_prototxt_costs_a_small_multiple_of_its_size(tmp_path, ki
     assert measured.error == (error and error.format(path=path))
     assert measured.growth - tiny_prototxt_growth <= 4 * size, \
         f"{(measured.growth - tiny_prototxt_growth) / size:.1f}x the file size"
+
+
+def test_a_flood_of_message_blocks_is_refused_within_a_small_multiple_of_its_size(tmp_path, tiny_prototxt_growth):
+    """Each message block costs protobuf ~750 bytes: 60 MB of `layer{}` took 5.6 GB. Past
+    MAX_MESSAGE_BLOCKS the reader stops with a line:col error, long before memory grows."""
+    from ninport.caffe.prototxt import MAX_MESSAGE_BLOCKS
+
+    path = _write_repeated(tmp_path / "net.prototxt", "", "layer{}\n", _BIG // 8, "")
+    size = path.stat().st_size
+    measured = peak_rss_growth("ninport.caffe.io:read_prototxt", path, cap=8 * size)
+    assert measured.error == (f"{path}:{MAX_MESSAGE_BLOCKS + 1}:6: more than "
+                              f"{MAX_MESSAGE_BLOCKS:,} message blocks (no real net has that many)")
+    assert measured.growth - tiny_prototxt_growth <= 4 * size

@@ -265,6 +265,7 @@ class PredictionStream:
         self._top, self._draw, self._read_ahead = top, draw, read_ahead
         self._batched = batch > 1
         self._started = False
+        self._outcomes: Iterator[ImageOutcome] | None = None
         self._warned: list[str] = []     # per-image preprocessing warnings, said once at the end
 
     def __len__(self) -> int:
@@ -274,7 +275,21 @@ class PredictionStream:
         if self._started:
             raise NinportError("a PredictionStream can be iterated only once")
         self._started = True
+        self._outcomes = self._run_all()
+        return self._outcomes
 
+    def close(self) -> None:
+        """Stop early: the read-ahead thread ends (it also ends when the stream is garbage collected)."""
+        if self._outcomes is not None:
+            self._outcomes.close()
+
+    def __enter__(self) -> PredictionStream:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _run_all(self) -> Iterator[ImageOutcome]:
         def read(index: int, path: Path) -> _Read:
             return _read(index, path, self.preprocessing, self.detector)
 

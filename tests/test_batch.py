@@ -211,6 +211,16 @@ def test_a_net_without_a_batch_axis_runs_images_one_at_a_time(tmp_path):
     _assert_same_classes(outcomes, _classify_one_by_one(prototxt, paths, mean_values=[100]))
 
 
+def test_stopping_early_ends_the_read_ahead_thread(tmp_path):
+    import threading
+
+    _write_images(tmp_path / "photos", [f"img{i:02d}.png" for i in range(30)], shape=(10, 10, 3))
+    with batch.predict_many(NET, [tmp_path / "photos"], WEIGHTS, batch=2, mean_values=[1]) as stream:
+        assert next(iter(stream)).ok
+        assert any(t.name == "ninport-read-ahead" for t in threading.enumerate())
+    assert not any(t.name == "ninport-read-ahead" for t in threading.enumerate())
+
+
 def test_images_of_another_input_shape_start_a_new_batch(tmp_path, monkeypatch):
     """Every image is preprocessed to the net's size today; if sizes ever differ, a batch holds one size."""
     paths = _write_images(tmp_path / "photos", [f"img{i}.png" for i in range(6)])

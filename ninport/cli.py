@@ -429,8 +429,9 @@ def cmd_predict(args) -> int:
     many = batch.needs_many(args.images) or args.recursive
     if not args.json and (many or args.jsonl or args.csv or args.output or args.batch):
         return cmd_predict_many(args)
-    if args.output:
-        raise ninport.NinportError("-o/--output writes --jsonl or --csv results; redirect --json's output instead")
+    if args.output or args.batch:
+        raise ninport.NinportError("--json prints one document at the end; -o and --batch stream results: use "
+                                   "--jsonl (or redirect --json's output)")
     images = [str(p) for p in batch.find_images(args.images, recursive=args.recursive).paths] if many else args.images
     with _working(args) as progress:
         result = ninport.classify(args.prototxt, images, args.weights, mean_file=args.mean_file,
@@ -563,9 +564,9 @@ def add_predict(sub) -> argparse.ArgumentParser:
 
 def add_predict_many_options(p: argparse.ArgumentParser) -> None:
     many = p.add_argument_group(
-        "many images", "Folders, patterns, or any option below: each image's result is written as soon as it is "
-        "ready, with a progress bar on stderr and a summary at the end. An image that cannot be read gets an "
-        "error in the results and the run goes on; the exit code is then 4.")
+        "many images", "Folders, patterns, or any option below: each image's result is written as soon as it\n"
+        "is ready, with a progress bar on stderr and a summary at the end. An image that cannot be read\n"
+        "gets an error in the results and the run goes on; the exit code is then 4.")
     many.add_argument("-r", "--recursive", action="store_true", help="also read the image files in subfolders")
     many.add_argument("--batch", type=positive_int, metavar="N",
                       help="images per forward pass (default 8); the results are those of one image at a time")

@@ -302,6 +302,10 @@ def test_a_run_that_fails_leaves_no_output_file(tmp_path):
     assert os.listdir(tmp_path) == ["photos"]
     bad_format = run_cli("predict", str(NET), str(tmp_path / "photos"), "-o", str(tmp_path / "out.txt"))
     assert bad_format.returncode == 1 and "--jsonl or --csv" in bad_format.stderr
+    for extra in (["--batch", "4"], ["-o", str(out)], ["--jsonl"]):
+        clash = run_cli("predict", str(NET), str(tmp_path / "photos"), "--json", *extra)
+        assert clash.returncode == 1 and len(clash.stderr.splitlines()) == 1 and "--json" in clash.stderr
+    assert os.listdir(tmp_path) == ["photos"]
 
 
 def test_progress_lines_on_a_pipe_and_quiet(tmp_path):

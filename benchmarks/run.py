@@ -1,4 +1,4 @@
-"""ninport's benchmark: load, runtime and convert, side by side with peers, in ONE run.
+"""ninport's benchmark: load, runtime, convert and predict, side by side with peers, in ONE run.
 
     python -m benchmarks [--quick] [--json benchmarks/results/latest.json] [--cache benchmarks/.cache]
 
@@ -6,7 +6,8 @@ Every ratio is ninport's time / the peer's time (< 1: ninport is faster), from m
 interleaved rounds (the engines take turns, so machine drift hits them alike). Load and convert
 run each measurement in a fresh process and record its peak RSS (wait4's ru_maxrss); runtime runs
 one process per thread count. Models: seeded random weights in the published V1 layout, generated
-once into the cache folder (NIN 29 MiB; VGG16 528 MiB, skipped by --quick).
+once into the cache folder (NIN 29 MiB; VGG16 528 MiB, skipped by --quick). The predict section
+(benchmarks/predict_folder.py) times `ninport predict` on a folder against a plain Python loop.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from benchmarks.models import (
     exported_onnx,
     generated_caffemodel,
 )
+from benchmarks.predict_folder import bench_predict, format_rows
 
 LOAD_PEERS = {"ninport_load": "ninport.load", "protobuf_naive": "protobuf ParseFromString + np.array",
               "opencv": "cv2.dnn.readNetFromCaffe", "read_file": "read file from page cache"}
@@ -211,6 +213,7 @@ def format_table(result: dict) -> str:
         for r in conv:
             lines.append(f"{r['model']:6s} {r['median_s']:13.1f} {r['process_peak_rss_mib']:12.0f} "
                          f"{r['weights_mib']:11.0f} {r['peak_over_weights']:12.2f}")
+    lines += format_rows([r for r in rows if r["section"] == "predict"])
     if result["targets"]:
         lines += ["", "TARGETS (issue 14)"]
         for t in result["targets"]:
@@ -255,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="few rounds, NIN only (no VGG16)")
     ap.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "latest.json")
     ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where generated models are kept")
-    ap.add_argument("--sections", default="load,runtime,convert")
+    ap.add_argument("--sections", default="load,runtime,convert,predict")
     ap.add_argument("--load-rounds", type=int)
     ap.add_argument("--runtime-rounds", type=int)
     ap.add_argument("--convert-rounds", type=int)
@@ -264,6 +267,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--matmul-n", type=int)
     ap.add_argument("--no-options", action="store_true", help="skip the optimize() alternatives")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile)")
+    ap.add_argument("--predict-images", type=int, help="images in the predict folder (default 64, --quick 16)")
+    ap.add_argument("--predict-rounds", type=int)
+    ap.add_argument("--predict-batch", type=int, default=8)
+    ap.add_argument("--predict-threads", type=int, default=1, help="torch threads in the predict section (the "
+                    "read-ahead thread comes on top)")
     args = ap.parse_args(argv)
     sections = set(args.sections.split(","))
     quick = args.quick
@@ -289,6 +297,11 @@ def main(argv: list[str] | None = None) -> int:
     if "convert" in sections:
         rounds = {"NIN": args.convert_rounds or (1 if quick else 3), "VGG16": 1}
         result["rows"] += bench_convert(models, rounds, say)
+    if "predict" in sections:
+        result["rows"] += bench_predict(run_child, models["NIN"], MODELS["NIN"], args.cache,
+                                        images=args.predict_images or (16 if quick else 64),
+                                        rounds=args.predict_rounds or (1 if quick else 3), batch=args.predict_batch,
+                                        threads=args.predict_threads, say=say)
     result["targets"] = targets(result["rows"])
     result["machine"]["benchmark_seconds"] = time.perf_counter() - start
     table = format_table(result)

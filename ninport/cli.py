@@ -4,8 +4,9 @@ A thin layer over the library (`ninport.convert_files`, `summary`, `verify`, `cl
 `caffe.upgrade_file`): it parses arguments, logs progress on stderr and prints results.
 
 Exit codes: 0 success, 1 bad input (one line on stderr, no traceback; `--debug` shows it), 2 an
-internal error (a bug: please report it), 3 a parity mismatch, 130 interrupted, 141 output pipe
-closed (e.g. `| head`). Text from model files is printed escaped (`safe_text`) and never as rich markup.
+internal error (a bug: please report it), 3 a parity mismatch, 4 `predict` ran but some images could
+not be read (each has an error in the results), 130 interrupted, 141 output pipe closed (e.g. `| head`).
+Text from model files is printed escaped (`safe_text`) and never as rich markup.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ EXAMPLES = {
 }
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERNAL, EXIT_FAILED_PARITY = 0, 1, 2, 3
+EXIT_SOME_IMAGES_FAILED = 4  # predict on many images: some could not be read; the others' results are out
 EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 130, 141
 
 
@@ -340,6 +342,79 @@ def cmd_verify(args) -> int:
     return EXIT_OK if report.passed else EXIT_FAILED_PARITY
 
 
+# --- predict on many images (ninport.batch) ---------------------------------------------------
+
+
+@contextlib.contextmanager
+def _results_stream(output: str | None):
+    """stdout, or a file written under a temporary name and renamed into place when the run ends."""
+    if output is None:
+        yield sys.stdout
+        return
+    from ninport.fileio import atomic_path
+
+    with atomic_path(output) as tmp, open(tmp, "w", encoding="utf-8", newline="", errors="surrogateescape") as fh:
+        yield fh
+
+
+def _results_format(args) -> str:
+    if args.jsonl or args.csv:
+        return "jsonl" if args.jsonl else "csv"
+    if args.output is None:
+        return "text"
+    kind = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}.get(Path(args.output).suffix.lower())
+    if kind is None:
+        raise NinportError(f"{safe_text(args.output)}: give --jsonl or --csv (or name the file .jsonl or .csv)")
+    return kind
+
+
+def cmd_predict_many(args) -> int:
+    """Folders, patterns, --jsonl/--csv/-o/--batch: each image's result streamed as it is ready, a progress
+    bar on stderr, a summary at the end; exit 4 when some images could not be read."""
+    import time
+
+    from ninport import batch
+
+    kind = _results_format(args)
+    failed, first_failure = 0, None
+    with _working(args) as progress, _results_stream(args.output) as stream:
+        run = batch.predict_many(args.prototxt, args.images, args.weights, recursive=args.recursive,
+                                 batch=args.batch or batch.DEFAULT_BATCH, mean_file=args.mean_file,
+                                 mean_values=args.mean_values, scale=args.scale, crop=args.crop, resize=args.resize,
+                                 top=args.top, labels=args.labels, draw=args.draw, progress=progress)
+        progress.stop()
+        found = run.found
+        preprocessing = f"preprocessing: {safe_text(run.preprocessing.describe(), 1000)}"
+        if kind == "text":
+            print(preprocessing)
+        elif not args.quiet:
+            _err(preprocessing)
+        if not args.quiet and (found.skipped or found.unsearched):
+            _err(f"{len(run):,} images; left out: {found.skipped:,} other files" + (
+                f", {found.unsearched:,} subfolders (--recursive searches them)" if found.unsearched else ""))
+        bar = None if args.quiet else batch.ProgressBar(len(run))
+        shares_terminal = bar is not None and bar.live and stream is sys.stdout and sys.stdout.isatty()
+        writer = batch.OutcomeWriter(stream, kind, run.detector)
+        start = time.monotonic()
+        for done, outcome in enumerate(run, 1):
+            if not outcome.ok:
+                failed += 1
+                first_failure = first_failure or outcome.error
+            if shares_terminal:
+                bar.clear()
+            writer.write(outcome)
+            if shares_terminal:
+                stream.flush()
+            if bar is not None:
+                bar.update(done, failed)
+        if bar is not None:
+            bar.close()
+        summary = batch.RunSummary(len(run), failed, time.monotonic() - start, first_failure)
+    if failed or not args.quiet:
+        _err(summary.line())
+    return EXIT_SOME_IMAGES_FAILED if failed else EXIT_OK
+
+
 # --- predict ---------------------------------------------------------------------------------
 
 
@@ -347,9 +422,19 @@ def cmd_predict(args) -> int:
     import json
 
     import ninport
+    from ninport import batch
 
+    if args.json + args.jsonl + args.csv > 1:
+        raise ninport.NinportError("give one of --json, --jsonl and --csv")
+    many = batch.needs_many(args.images) or args.recursive
+    if not args.json and (many or args.jsonl or args.csv or args.output or args.batch):
+        return cmd_predict_many(args)
+    if args.output or args.batch:
+        raise ninport.NinportError("--json prints one document at the end; -o and --batch stream results: use "
+                                   "--jsonl (or redirect --json's output)")
+    images = [str(p) for p in batch.find_images(args.images, recursive=args.recursive).paths] if many else args.images
     with _working(args) as progress:
-        result = ninport.classify(args.prototxt, args.images, args.weights, mean_file=args.mean_file,
+        result = ninport.classify(args.prototxt, images, args.weights, mean_file=args.mean_file,
                                   mean_values=args.mean_values, scale=args.scale, crop=args.crop,
                                   resize=args.resize, top=args.top, labels=args.labels, draw=args.draw,
                                   progress=progress)
@@ -458,7 +543,8 @@ def add_predict(sub) -> argparse.ArgumentParser:
                  "DataTransformer; the net's data layer supplies crop/mean/scale unless given here. Says what was\n"
                  "used, and warns when no mean is subtracted. Prints the top classes of the first output.")
     p.add_argument("prototxt")
-    p.add_argument("images", nargs="+", help="image files (.jpg, .png, ...) or HxWxC BGR .npy arrays")
+    p.add_argument("images", nargs="+", help="image files (.jpg, .png, ...) or HxWxC BGR .npy arrays, folders of "
+                   "them, or quoted glob patterns ('photos/**/*.jpg')")
     p.add_argument("--weights", help="the .caffemodel (default: <stem>.caffemodel beside the prototxt)")
     mean = p.add_mutually_exclusive_group()
     mean.add_argument("--mean-file", help="a .binaryproto mean image")
@@ -471,8 +557,25 @@ def add_predict(sub) -> argparse.ArgumentParser:
     p.add_argument("--top", type=positive_int, default=5, help="how many classes to show (default 5)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.add_argument("--draw", metavar="OUT.jpg", help="detectors: draw the boxes on the image(s) and write OUT.jpg")
+    add_predict_many_options(p)
     p.set_defaults(func=cmd_predict)
     return p
+
+
+def add_predict_many_options(p: argparse.ArgumentParser) -> None:
+    many = p.add_argument_group(
+        "many images", "Folders, patterns, or any option below: each image's result is written as soon as it\n"
+        "is ready, with a progress bar on stderr and a summary at the end. An image that cannot be read\n"
+        "gets an error in the results and the run goes on; the exit code is then 4.")
+    many.add_argument("-r", "--recursive", action="store_true", help="also read the image files in subfolders")
+    many.add_argument("--batch", type=positive_int, metavar="N",
+                      help="images per forward pass (default 8); the results are those of one image at a time")
+    many.add_argument("--jsonl", action="store_true", help="one JSON object per image: image, then top, "
+                      "detections or error")
+    many.add_argument("--csv", action="store_true", help="CSV with a header: a row per top class (or "
+                      "detection) of each image")
+    many.add_argument("-o", "--output", metavar="FILE", help="write the results to FILE (renamed into place when "
+                      "the run ends) instead of stdout")
 
 
 def add_upgrade(sub) -> argparse.ArgumentParser:

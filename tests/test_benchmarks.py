@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from benchmarks.models import MODELS, generated_caffemodel
+from benchmarks.predict_folder import METHODS as PREDICT_METHODS
 from tests.conftest import REPO
 
 LOAD_METHODS = {"ninport.load", "protobuf ParseFromString + np.array", "cv2.dnn.readNetFromCaffe",
@@ -41,7 +42,7 @@ def test_quick_benchmark_writes_every_row(tmp_path):
     out = tmp_path / "latest.json"
     cmd = [sys.executable, "-m", "benchmarks", "--quick", "--json", str(out), "--load-rounds", "1",
            "--runtime-rounds", "1", "--convert-rounds", "1", "--threads", "1", "--batches", "2", "--no-options",
-           "--matmul-n", "256"]
+           "--matmul-n", "256", "--predict-images", "8"]
     proc = subprocess.run(cmd, check=False, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
@@ -70,3 +71,12 @@ def test_quick_benchmark_writes_every_row(tmp_path):
     assert result["machine"]["matmul_peak_gflops_1t"] > 0
     assert {t["target"].split(" ")[0] for t in result["targets"]} >= {"ninport"}
     assert "ninport time / peer time" in proc.stdout and "TARGETS" in proc.stdout
+    predict = {r["method"]: r for r in rows if r["section"] == "predict"}
+    assert set(predict) == {m.replace("batch B", "batch 8") for m in PREDICT_METHODS.values()}
+    batched = predict["ninport predict folder (batch 8, read-ahead)"]
+    for r in predict.values():
+        assert r["images"] == 8 and r["images_per_s"] == pytest.approx(8 / r["median_s"])
+        assert r["same_top5_as_classify"]  # batches gave the results of one image at a time
+        if r is not batched:
+            assert r["batched_over_this"] == pytest.approx(batched["median_s"] / r["median_s"])
+    assert "PREDICT NIN on a folder of 8 JPEGs" in proc.stdout

@@ -450,3 +450,27 @@ def test_detector_heads_match_opencv(net, tmp_path):
     for name in names:
         assert relative_error(ours[name].numpy(), theirs[name].reshape(ours[name].shape)) <= 1e-4, name
 
+
+# ---------------------------------------------------------------- declared preprocessing ----
+
+ALL_MODELS = sorted(p.parent.name for p in MODELS.glob("*/deploy.prototxt"))
+
+
+@pytest.mark.parametrize("net", ALL_MODELS)
+def test_preprocess_file_fits_the_net_and_says_what_the_readme_says(net):
+    """Each reference model declares its preprocessing, so `predict` has nothing to guess and nothing to warn."""
+    from ninport.detect import is_detector
+    from ninport.preprocess import preprocess_file_for, read_preprocess_file
+
+    declared = read_preprocess_file(preprocess_file_for(deploy(net)))
+    spec = ninport.load_spec(deploy(net))
+    (shape,) = spec.inputs.values()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pre = ninport.resolve_preprocessing(deploy(net), shape, spec.preprocess, declared=declared,
+                                            detector=is_detector(spec))
+    assert pre.subtracts_mean and pre.declared and not pre.warn_on_squash
+    readme = (MODELS / net / "README.md").read_text()
+    assert "deploy.preprocess.json" in readme
+    for value in (*pre.mean_values, pre.scale, pre.crop or pre.resize[0]):
+        assert f"{value:g}" in readme or str(value) in readme, f"{net}: {value} is not in its README"

@@ -477,9 +477,10 @@ def add_predict(sub) -> argparse.ArgumentParser:
     mean = p.add_mutually_exclusive_group()
     mean.add_argument("--mean-file", help="a .binaryproto mean image")
     mean.add_argument("--mean-values", type=mean_values, metavar="B,G,R",
-                      help="per-channel means in BGR order, e.g. 104,117,123")
+                      help="per-channel means in the net's channel order (BGR for Caffe), e.g. 104,117,123")
     p.add_argument("--scale", type=finite_float, help="multiply after mean subtraction (transform_param.scale)")
-    p.add_argument("--crop", type=positive_int, help="center crop size (default: the data layer's crop_size)")
+    p.add_argument("--crop", type=positive_int,
+                   help="center crop size (default: the preprocess file's, else the data layer's crop_size)")
     p.add_argument("--resize", type=image_size, metavar="H,W", help="resize to H,W before cropping, e.g. 256,256")
     p.add_argument("--channel-order", choices=("BGR", "RGB"),
                    help="the channel order the net takes (default: the preprocess file's, else BGR as Caffe)")

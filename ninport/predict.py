@@ -11,7 +11,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
@@ -19,6 +19,9 @@ from ninport.caffe.spec import Preprocess
 from ninport.errors import NinportWarning, ParseError, PreprocessError, safe_text
 from ninport.fileio import check_regular_file
 from ninport.preprocess import CHANNEL_ORDERS, DeclaredPreprocessing, caffe_transform, preprocess_file_for
+
+if TYPE_CHECKING:
+    from ninport.detect import DetectionSelection
 
 MAX_IMAGE_PIXELS = 2 ** 27          # width x height of one image (e.g. 11,585 x 11,585)
 MAX_IMAGE_FILE_BYTES = 2 ** 30
@@ -155,7 +158,7 @@ class Prediction:
     top: tuple[ClassScore, ...]   # best first; empty for a detector
     detections: tuple | None = None  # a detector's kept boxes (ninport.detect.Detection), in the image's pixels
     drawing: str | None = None        # where the boxes were drawn, if asked
-    selection: object | None = field(default=None, repr=False)  # detectors: ninport.detect.DetectionSelection
+    selection: DetectionSelection | None = field(default=None, repr=False)  # detectors: kept, left out, raw rows
 
 
 @dataclass(frozen=True)

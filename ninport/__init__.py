@@ -48,6 +48,8 @@ _LAZY = {
     "classify": "ninport.predict",
     "resolve_preprocessing": "ninport.predict",
     "PredictResult": "ninport.predict",
+    "select_detections": "ninport.detect",
+    "DetectionSelection": "ninport.detect",
     "write_pt2": "ninport.artifacts",
     "write_safetensors": "ninport.artifacts",
     "write_python": "ninport.codegen",

@@ -39,18 +39,7 @@ from typing import Callable, Iterator, Sequence, TextIO
 import numpy as np
 
 from ninport.errors import NinportError, NinportWarning, PreprocessError, one_line, safe_text
-from ninport.predict import (
-    ClassScore,
-    Prediction,
-    Preprocessing,
-    _warn_if_squashed,
-    read_image,
-    read_labels,
-    resize_image,
-    resolve_preprocessing,
-    top_classes,
-)
-from ninport.preprocess import caffe_transform
+from ninport.predict import Prediction, PredictSetup, prepare_prediction, read_image, warn_if_squashed
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".gif", ".webp", ".tif", ".tiff",
                             ".pbm", ".pgm", ".ppm", ".pnm", ".pam", ".npy"})
@@ -174,11 +163,11 @@ class _Read:
     error: str | None = None
 
 
-def _read(index: int, path: Path, pre: Preprocessing, keep_original: bool) -> _Read:
+def _read(index: int, path: Path, setup: PredictSetup) -> _Read:
+    keep_original = setup.detector
     try:
         image = read_image(path)
-        blob = caffe_transform(resize_image(image, *pre.resize), crop_size=pre.crop, mean=pre.mean,
-                               mean_values=pre.mean_values, scale=pre.scale)
+        blob = setup.blob(path, image)
     except NinportError as exc:
         return _Read(index, path, error=str(exc))
     except OSError as exc:
@@ -252,17 +241,16 @@ class _NotBatched(Exception):
 class PredictionStream:
     """A `predict_many` run, set up: iterate it (once) for each image's ImageOutcome, in order."""
 
-    def __init__(self, *, prototxt: Path, weights: Path | None, input_name: str, preprocessing: Preprocessing,
-                 found: FoundImages, module, description, detector: bool, labels: list[str] | None, top: int,
-                 draw: Path | None, batch: int, read_ahead: bool):
-        self.prototxt, self.weights, self.input = prototxt, weights, input_name
-        self.preprocessing = preprocessing
+    def __init__(self, setup: PredictSetup, found: FoundImages, *, batch: int, read_ahead: bool):
+        self.setup = setup
+        self.prototxt, self.weights, self.input = setup.prototxt, setup.weights, setup.input_name
+        self.preprocessing = setup.preprocessing
         self.images = found.paths
         self.found = found
-        self.detector = detector
+        self.detector = setup.detector
         self.batch = batch
-        self._module, self._description, self._labels = module, description, labels
-        self._top, self._draw, self._read_ahead = top, draw, read_ahead
+        self._module, self._description = setup.module, setup.description
+        self._read_ahead = read_ahead
         self._batched = batch > 1
         self._started = False
         self._outcomes: Iterator[ImageOutcome] | None = None
@@ -291,7 +279,7 @@ class PredictionStream:
 
     def _run_all(self) -> Iterator[ImageOutcome]:
         def read(index: int, path: Path) -> _Read:
-            return _read(index, path, self.preprocessing, self.detector)
+            return _read(index, path, self.setup)
 
         reads = (_read_ahead(self.images, read, 2 * self.batch) if self._read_ahead
                  else (read(i, p) for i, p in enumerate(self.images)))
@@ -363,23 +351,12 @@ class PredictionStream:
         return [first[i:i + 1] for i in range(count)]
 
     def _prediction(self, read: _Read, outputs) -> Prediction:
-        path = str(read.path)
-        if self.detector:
-            from ninport import detect
-
-            found = detect.report(path, outputs, self._description, read.original, self._labels, self._draw,
-                                  len(self.images), read.index)
-            return Prediction(path, (), found.detections, found.drawing)
-        scores = (outputs[0] if isinstance(outputs, tuple) else outputs).numpy()
-        labels = self._labels
-        return Prediction(path, tuple(
-            ClassScore(index, score, labels[index] if labels and index < len(labels) else None)
-            for index, score in top_classes(scores, self._top)))
+        return self.setup.prediction(str(read.path), read.original, outputs, len(self.images), read.index)
 
     def _note_warnings(self, read: _Read) -> None:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            _warn_if_squashed(str(read.path), read.shape, self.preprocessing)
+            warn_if_squashed(str(read.path), read.shape, self.preprocessing)
         self._warned.extend(str(w.message) for w in caught if issubclass(w.category, NinportWarning))
 
     def _say_warnings(self) -> None:
@@ -396,47 +373,26 @@ def predict_many(prototxt: str | os.PathLike, sources: Sequence[str | os.PathLik
                  weights: str | os.PathLike | None = None, *, recursive: bool = False, batch: int = DEFAULT_BATCH,
                  mean_file: str | os.PathLike | None = None, mean_values: Sequence[float] | None = None,
                  scale: float | None = None, crop: int | None = None, resize: tuple[int, int] | None = None,
-                 top: int = 5, labels: str | os.PathLike | None = None, draw: str | os.PathLike | None = None,
+                 channel_order: str | None = None, top: int | None = None, threshold: float | None = None,
+                 labels: str | os.PathLike | None = None, draw: str | os.PathLike | None = None,
                  read_ahead: bool = True, progress: Callable[[str], None] | None = None) -> PredictionStream:
     """Set up `ninport.classify` for many images; iterate the result for each image's outcome as it is ready.
 
     `sources` are image files, folders and glob patterns (see `find_images`). The images are found, the
-    arguments and the labels/mean files checked, then the net is loaded; nothing is read from an image
-    before iteration. The results are those `classify` gives each image alone (to float rounding of a
-    batched forward), with `batch` images per forward pass and the next ones read ahead in a thread
-    (`read_ahead=False`: in this thread). An unreadable image gives an outcome with `error`, not an exception.
+    arguments and the labels/mean/preprocess files checked, then the net is loaded (`prepare_prediction`,
+    as `classify`); nothing is read from an image before iteration. The results are those `classify` gives
+    each image alone (to float rounding of a batched forward), with `batch` images per forward pass and the
+    next ones read ahead in a thread (`read_ahead=False`: in this thread). An unreadable image gives an
+    outcome with `error`, not an exception.
     """
-    from ninport.api import check_int, check_path, default_weights_path, load, load_spec
+    from ninport.api import check_int
 
-    prototxt = check_path(prototxt, "prototxt")
-    weights = check_path(weights, "weights", optional=True)
-    top = check_int(top, "top", minimum=1)
     batch = check_int(batch, "batch", minimum=1)
     found = find_images(sources, recursive=recursive)
-    say = progress or (lambda message: None)
-    spec = load_spec(prototxt)
-    (input_name, input_shape), *others = spec.inputs.items()
-    if others:
-        raise PreprocessError(f"{prototxt}: predict needs a net with one image input, this one has "
-                              f"{len(spec.inputs)}")
-    pre = resolve_preprocessing(prototxt, input_shape, spec.preprocess, mean_file=mean_file,
-                                mean_values=mean_values, scale=scale, crop=crop, resize=resize)
-    label_names = read_labels(check_path(labels, "labels")) if labels is not None else None
-    draw = check_path(draw, "draw", optional=True)
-    weights = weights or default_weights_path(prototxt)
-
-    from ninport import detect
-    from ninport.description import describe
-
-    say(f"loading {prototxt}")
-    module = load(prototxt, weights)
-    description = describe(module)
-    detector = detect.detection_output_blob(description) is not None
-    if draw is not None and not detector:
-        raise PreprocessError(f"{prototxt}: --draw needs a detector (a net ending in DetectionOutput)")
-    return PredictionStream(prototxt=prototxt, weights=weights, input_name=input_name, preprocessing=pre,
-                            found=found, module=module, description=description, detector=detector,
-                            labels=label_names, top=top, draw=draw, batch=batch, read_ahead=read_ahead)
+    setup = prepare_prediction(prototxt, weights, mean_file=mean_file, mean_values=mean_values, scale=scale,
+                               crop=crop, resize=resize, channel_order=channel_order, top=top, threshold=threshold,
+                               labels=labels, draw=draw, progress=progress)
+    return PredictionStream(setup, found, batch=batch, read_ahead=read_ahead)
 
 
 # --- writing results as they come ----------------------------------------------------------------

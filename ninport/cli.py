@@ -381,7 +381,8 @@ def cmd_predict_many(args) -> int:
         run = batch.predict_many(args.prototxt, args.images, args.weights, recursive=args.recursive,
                                  batch=args.batch or batch.DEFAULT_BATCH, mean_file=args.mean_file,
                                  mean_values=args.mean_values, scale=args.scale, crop=args.crop, resize=args.resize,
-                                 top=args.top, labels=args.labels, draw=args.draw, progress=progress)
+                                 channel_order=args.channel_order, top=args.top, threshold=args.threshold,
+                                 labels=args.labels, draw=args.draw, progress=progress)
         progress.stop()
         found = run.found
         preprocessing = f"preprocessing: {safe_text(run.preprocessing.describe(), 1000)}"
@@ -436,15 +437,21 @@ def cmd_predict(args) -> int:
     with _working(args) as progress:
         result = ninport.classify(args.prototxt, images, args.weights, mean_file=args.mean_file,
                                   mean_values=args.mean_values, scale=args.scale, crop=args.crop,
-                                  resize=args.resize, top=args.top, labels=args.labels, draw=args.draw,
-                                  progress=progress)
+                                  resize=args.resize, channel_order=args.channel_order, top=args.top,
+                                  threshold=args.threshold, labels=args.labels, draw=args.draw, progress=progress)
     pre = result.preprocessing
     if args.json:
         print(json.dumps({
             "weights": result.weights,
             "preprocessing": {"resize": list(pre.resize), "crop": pre.crop, "mean_values": list(pre.mean_values),
-                              "mean_file": pre.mean_file, "scale": pre.scale, "origin": list(pre.origin)},
-            "predictions": [{"image": p.image, **({"detections": [d.as_dict() for d in p.detections]}
+                              "mean_file": pre.mean_file, "scale": pre.scale, "channel_order": pre.channel_order,
+                              "declared": pre.declared, "origin": list(pre.origin)},
+            **({"detection": {"threshold": result.threshold, "confidence_threshold": result.net_threshold,
+                              "top": args.top, "labels": result.labels}} if result.threshold is not None else {}),
+            "predictions": [{"image": p.image, **({"detections": [d.as_dict() for d in p.detections],
+                                                   "left_out": {"below_threshold": p.selection.below_threshold,
+                                                                "empty": p.selection.empty,
+                                                                "beyond_top": p.selection.beyond_top}}
                                                   if p.detections is not None else
                                                   {"top": [{"class": c.index, "score": c.score,
                                                             **({"label": c.label} if c.label is not None else {})}
@@ -453,11 +460,17 @@ def cmd_predict(args) -> int:
         }, indent=2))
         return EXIT_OK
     print(f"preprocessing: {safe_text(pre.describe(), 1000)}")
+    if result.threshold is not None:
+        below = (f" (the prototxt's confidence_threshold is {result.net_threshold:g})"
+                 if result.net_threshold is not None and result.net_threshold != result.threshold else "")
+        labels = f"; labels from {safe_text(result.labels)}" if result.labels else ""
+        print(f"detections: score >= {result.threshold:g}{below}, boxes clipped to the image, best first"
+              + (f", at most {args.top}" if args.top else "") + labels)
     from ninport.detect import format_detections
 
     for prediction in result.predictions:
         if prediction.detections is not None:
-            print(format_detections(prediction.image, prediction.detections))
+            print(format_detections(prediction.image, prediction.detections, prediction.selection))
             if prediction.drawing:
                 print(f"  boxes drawn on {safe_text(prediction.drawing)}")
             continue
@@ -540,8 +553,10 @@ def add_predict(sub) -> argparse.ArgumentParser:
     p = _command(sub, "predict", "classify images with a converted net, preprocessed as Caffe did",
                  "Read each image as BGR 0-255 (OpenCV or Pillow; or an HxWxC .npy array), resize it (default: the\n"
                  "mean file's size, else the net's input size), then crop, subtract the mean and scale as Caffe's\n"
-                 "DataTransformer; the net's data layer supplies crop/mean/scale unless given here. Says what was\n"
-                 "used, and warns when no mean is subtracted. Prints the top classes of the first output.")
+                 "DataTransformer. Unless given here, settings come from <stem>.preprocess.json beside the prototxt,\n"
+                 "then the net's data layer. Says what was used, and warns when no mean is subtracted. Prints the\n"
+                 "top classes of the first output; for a detector (SSD DetectionOutput), the boxes scoring at least\n"
+                 "--threshold, clipped to the image.")
     p.add_argument("prototxt")
     p.add_argument("images", nargs="+", help="image files (.jpg, .png, ...) or HxWxC BGR .npy arrays, folders of "
                    "them, or quoted glob patterns ('photos/**/*.jpg')")
@@ -549,14 +564,21 @@ def add_predict(sub) -> argparse.ArgumentParser:
     mean = p.add_mutually_exclusive_group()
     mean.add_argument("--mean-file", help="a .binaryproto mean image")
     mean.add_argument("--mean-values", type=mean_values, metavar="B,G,R",
-                      help="per-channel means in BGR order, e.g. 104,117,123")
+                      help="per-channel means in the net's channel order (BGR for Caffe), e.g. 104,117,123")
     p.add_argument("--scale", type=finite_float, help="multiply after mean subtraction (transform_param.scale)")
-    p.add_argument("--crop", type=positive_int, help="center crop size (default: the data layer's crop_size)")
+    p.add_argument("--crop", type=positive_int,
+                   help="center crop size (default: the preprocess file's, else the data layer's crop_size)")
     p.add_argument("--resize", type=image_size, metavar="H,W", help="resize to H,W before cropping, e.g. 256,256")
-    p.add_argument("--labels", help="class names, one per line (e.g. synset_words.txt)")
-    p.add_argument("--top", type=positive_int, default=5, help="how many classes to show (default 5)")
+    p.add_argument("--channel-order", choices=("BGR", "RGB"),
+                   help="the channel order the net takes (default: the preprocess file's, else BGR as Caffe)")
+    p.add_argument("--labels", help="class names, one per line (e.g. synset_words.txt; detectors: line N names "
+                   "label N); default for detectors: the prototxt's label_map_file")
+    p.add_argument("--top", type=positive_int, help="how many classes to show (default 5), or detections (default all)")
+    p.add_argument("--threshold", type=finite_float, metavar="SCORE",
+                   help="detectors: show boxes scoring at least SCORE (default 0.5; never below the prototxt's "
+                   "confidence_threshold)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
-    p.add_argument("--draw", metavar="OUT.jpg", help="detectors: draw the boxes on the image(s) and write OUT.jpg")
+    p.add_argument("--draw", metavar="OUT.jpg", help="detectors: draw the shown boxes on the image(s), write OUT.jpg")
     add_predict_many_options(p)
     p.set_defaults(func=cmd_predict)
     return p

@@ -31,18 +31,43 @@ Usage::
     # or explicitly:
     blob = caffe_transform(image, crop_size=224, mean_values=(104, 117, 123))
     scores = model(torch.from_numpy(blob))
+
+Where a prototxt says nothing about its preprocessing (most deploy files), a `<stem>.preprocess.json`
+beside it can declare it (`read_preprocess_file`; ninport's reference models ship one): `predict`
+uses its values unless arguments override them. All fields are optional (the # notes are not JSON):
+
+    {
+      "comment": "OpenCV's res10 face detector, as OpenCV's samples feed it",
+      "mean_values": [104, 177, 123],   # per-channel means in the net's channel order ([] = none, on purpose)
+      "mean_file": "mean.binaryproto",  # or a mean image, a file in the same folder (not with mean_values)
+      "scale": 1.0,                     # multiplies after the mean subtraction
+      "resize": [300, 300],             # H, W every image is resized to first (bilinear), or one number
+      "crop": 0,                        # center crop size after the resize; 0 = none, on purpose
+      "channel_order": "BGR"            # "BGR" (Caffe's, default) or "RGB": the order the net takes
+    }
+
+It is read as data: plain JSON of at most MAX_PREPROCESS_FILE_BYTES, unknown or repeated keys refused.
 """
 from __future__ import annotations
 
+import json
+import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from ninport.errors import PreprocessError
+from ninport.errors import ParseError, PreprocessError, safe_text
 
-__all__ = ["PreprocessError", "caffe_transform", "transform_for"]
+__all__ = ["PreprocessError", "DeclaredPreprocessing", "caffe_transform", "preprocess_file_for",
+           "read_preprocess_file", "transform_for"]
+
+PREPROCESS_SUFFIX = ".preprocess.json"
+MAX_PREPROCESS_FILE_BYTES = 64 * 1024
+MAX_RESIZE_SIDE = 1 << 15
+CHANNEL_ORDERS = ("BGR", "RGB")
 
 
 def _as_chw(image) -> np.ndarray:
@@ -136,3 +161,113 @@ def transform_for(spec_preprocess, image, mean_file_base_dir: str | os.PathLike 
         mean = read_mean_binaryproto(path)
     return caffe_transform(image, crop_size=spec_preprocess.crop_size, mean=mean,
                            mean_values=spec_preprocess.mean_values, scale=spec_preprocess.scale)
+
+
+# --- declared preprocessing: <stem>.preprocess.json beside a prototxt -----------------------------
+
+
+@dataclass(frozen=True)
+class DeclaredPreprocessing:
+    """The preprocessing a `<stem>.preprocess.json` declares; None = the file does not say."""
+
+    path: Path
+    mean_values: tuple[float, ...] | None = None  # () declares "no mean" on purpose
+    mean_file: Path | None = None                 # inside the file's folder
+    scale: float | None = None
+    resize: tuple[int, int] | None = None         # (H, W)
+    crop: int | None = None                       # 0 declares "no crop" on purpose
+    channel_order: str | None = None              # "BGR" or "RGB"
+    comment: str = ""
+
+
+def preprocess_file_for(prototxt: str | os.PathLike) -> Path:
+    """Where a prototxt's declared preprocessing lives: `deploy.prototxt` -> `deploy.preprocess.json`."""
+    prototxt = Path(prototxt)
+    return prototxt.with_name(prototxt.stem + PREPROCESS_SUFFIX)
+
+
+def _number(path: Path, key: str, value, *, integer: bool = False) -> float | int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ParseError(f"{path}: {key} must be a finite number, got {safe_text(json.dumps(value), 60)}")
+    if integer:
+        if not float(value).is_integer():
+            raise ParseError(f"{path}: {key} must be a whole number, got {value}")
+        return int(value)
+    return float(value)
+
+
+def _refuse_duplicates(path: Path):
+    def pairs(items: list[tuple[str, object]]) -> dict:
+        seen: dict[str, object] = {}
+        for key, value in items:
+            if key in seen:
+                raise ParseError(f"{path}: key {safe_text(key, 60)!r} appears twice")
+            seen[key] = value
+        return seen
+    return pairs
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def read_preprocess_file(path: str | os.PathLike) -> DeclaredPreprocessing:
+    """A `<stem>.preprocess.json` (see this module's docstring), checked field by field.
+
+    Raises ParseError naming the file (and the line, for JSON syntax) for anything else: not a regular
+    UTF-8 file of at most MAX_PREPROCESS_FILE_BYTES, not a JSON object, an unknown or repeated key, a
+    value of the wrong kind, or a mean_file outside the file's folder.
+    """
+    from ninport.fileio import confined_path, read_text_bounded
+
+    path = Path(path)
+    text = read_text_bounded(path, "preprocess file", MAX_PREPROCESS_FILE_BYTES)
+    try:
+        data = json.loads(text, object_pairs_hook=_refuse_duplicates(path), parse_constant=_refuse_constant)
+    except json.JSONDecodeError as exc:
+        raise ParseError(f"{path}:{exc.lineno}:{exc.colno}: not JSON: {exc.msg}") from None
+    except (ValueError, RecursionError) as exc:
+        raise ParseError(f"{path}: not plain JSON: {safe_text(exc, 120)}") from None
+    if not isinstance(data, dict):
+        raise ParseError(f"{path}: expected a JSON object {{...}}, got {type(data).__name__}")
+    known = ("comment", "mean_values", "mean_file", "scale", "resize", "crop", "channel_order")
+    for key in data:
+        if key not in known:
+            raise ParseError(f"{path}: unknown key {safe_text(key, 60)!r} (known: {', '.join(known)})")
+    fields: dict[str, object] = {}
+    if "comment" in data:
+        if not isinstance(data["comment"], str):
+            raise ParseError(f"{path}: comment must be a string")
+        fields["comment"] = data["comment"]
+    if "mean_values" in data:
+        values = data["mean_values"]
+        if not isinstance(values, list):
+            raise ParseError(f"{path}: mean_values must be a list of numbers, e.g. [104, 117, 123]")
+        fields["mean_values"] = tuple(_number(path, "mean_values", v) for v in values)
+    if "mean_file" in data:
+        if "mean_values" in data:
+            raise ParseError(f"{path}: give mean_values or mean_file, not both (Caffe refuses both too)")
+        try:
+            fields["mean_file"] = confined_path(path.parent, data["mean_file"], "mean_file")
+        except ParseError as exc:
+            raise ParseError(f"{path}: {exc}") from None
+    if "scale" in data:
+        fields["scale"] = _number(path, "scale", data["scale"])
+    if "resize" in data:
+        sides = data["resize"] if isinstance(data["resize"], list) else [data["resize"]]
+        sides = [_number(path, "resize", v, integer=True) for v in sides]
+        if len(sides) not in (1, 2) or not all(0 < v <= MAX_RESIZE_SIDE for v in sides):
+            raise ParseError(f"{path}: resize must be [H, W] or one size, each 1..{MAX_RESIZE_SIDE}, "
+                             f"got {safe_text(json.dumps(data['resize']), 60)}")
+        fields["resize"] = (sides[0], sides[-1])
+    if "crop" in data:
+        crop = _number(path, "crop", data["crop"], integer=True)
+        if not 0 <= crop <= MAX_RESIZE_SIDE:
+            raise ParseError(f"{path}: crop must be 0 (none) or a size up to {MAX_RESIZE_SIDE}, got {crop}")
+        fields["crop"] = crop
+    if "channel_order" in data:
+        if data["channel_order"] not in CHANNEL_ORDERS:
+            raise ParseError(f"{path}: channel_order must be \"BGR\" or \"RGB\", got "
+                             f"{safe_text(json.dumps(data['channel_order']), 60)}")
+        fields["channel_order"] = data["channel_order"]
+    return DeclaredPreprocessing(path, **fields)

@@ -3,6 +3,7 @@ streamed JSON Lines / CSV, failures that do not stop the run, progress, flat mem
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -227,11 +228,12 @@ def test_images_of_another_input_shape_start_a_new_batch(tmp_path, monkeypatch):
     sizes = iter([10, 10, 12, 12, 12, 10])
     real_read = batch._read
 
-    def read(index, path, pre, keep):  # a fully convolutional stand-in preprocessing: blobs of two sizes
+    def read(index, path, setup):  # a fully convolutional stand-in preprocessing: blobs of two sizes
         size = next(sizes)
-        resized = batch.Preprocessing(resize=(size, size), crop=0, mean_values=(), mean_file=None, scale=1.0,
-                                      origin=())
-        return real_read(index, path, resized, keep)
+        resized = dataclasses.replace(setup.preprocessing, resize=(size, size), crop=0, mean_values=(),
+                                      mean_file=None, scale=1.0, origin=())
+        return real_read(index, path, dataclasses.replace(setup, preprocessing=resized,
+                                                          input_shape=(1, 3, size, size)))
 
     conv_only = tmp_path / "conv.prototxt"
     conv_only.write_text(NET.read_text().split('layers { name: "fc"')[0])

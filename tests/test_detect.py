@@ -8,8 +8,8 @@ import pytest
 
 from ninport import detect
 from ninport.cli import main
-from ninport.errors import PreprocessError
-from tests.conftest import SSD_GOLDEN
+from ninport.errors import NinportWarning, ParseError, PreprocessError
+from tests.conftest import REPO, SSD_GOLDEN
 
 MINI_SSD = SSD_GOLDEN / "ssd_mini_96"
 
@@ -33,6 +33,104 @@ def test_caffe_nothing_found_rows_give_no_detection_and_threshold_filters():
     assert detect.detections_from_rows(rows, [(10, 10), (10, 10)]) == [[], [detect.Detection(1, 3, pytest.approx(0.2),
                                                                                               0, 0, 10, 10)]]
     assert detect.detections_from_rows(rows, [(10, 10), (10, 10)], threshold=0.5) == [[], []]
+
+
+def test_selection_keeps_scores_at_the_threshold_clips_drops_empty_boxes_best_first():
+    rows = np.array([[0, 1, 0.60, 0.1, 0.1, 0.5, 0.5],
+                     [0, 2, 0.90, -0.5, 0.2, 0.4, 1.5],     # clipped to the image
+                     [0, 1, 0.50, 0.2, 0.2, 0.3, 0.3],      # exactly the threshold: kept
+                     [0, 1, 0.49, 0.2, 0.2, 0.3, 0.3],      # under it
+                     [0, 1, 0.95, 4.1, 4.0, 4.8, 4.9],      # wholly outside: empty once clipped
+                     [0, 1, 0.70, 0.3, 0.3, 0.3, 0.6],      # no width
+                     [0, 1, np.nan, 0.1, 0.1, 0.2, 0.2],    # not a score
+                     [0, -1, -1, -1, -1, -1, -1],           # Caffe's "nothing found"
+                     [1, 1, 0.99, 0.1, 0.1, 0.2, 0.2]],     # another image of the batch
+                    dtype=np.float32)
+    chosen = detect.select_detections(rows[None, None], (200, 100), labels=["bg", "cat", "dog"])
+    assert chosen.threshold == 0.5
+    assert [(d.label, d.name, round(d.score, 2)) for d in chosen.detections] == [(2, "dog", 0.9), (1, "cat", 0.6),
+                                                                                  (1, "cat", 0.5)]
+    assert (chosen.detections[0].xmin, chosen.detections[0].ymin, chosen.detections[0].xmax,
+            chosen.detections[0].ymax) == pytest.approx((0, 40, 40, 200))
+    assert (chosen.below_threshold, chosen.empty, chosen.beyond_top) == (2, 2, 0)
+    assert chosen.rows.shape == (8, 7) and chosen.rows[4, 3] == pytest.approx(4.1), "the net's rows, as they were"
+    for d in chosen.detections:
+        assert 0 <= d.xmin < d.xmax <= 100 and 0 <= d.ymin < d.ymax <= 200
+    top = detect.select_detections(rows, (200, 100), top=2, threshold=0.0)
+    assert [round(d.score, 2) for d in top.detections] == [0.9, 0.6]
+    assert top.beyond_top == 2 and top.below_threshold == 1  # 0.5 and 0.49 past the top; only NaN under 0
+    other = detect.select_detections(rows, (10, 10), image=1)
+    assert len(other.detections) == 1 and other.detections[0].image == 1
+
+
+def test_selection_arguments_are_checked():
+    rows = np.zeros((1, 7))
+    with pytest.raises(PreprocessError, match="threshold"):
+        detect.select_detections(rows, (1, 1), threshold=float("nan"))
+    with pytest.raises(PreprocessError, match="top"):
+        detect.select_detections(rows, (1, 1), top=0)
+
+
+def test_threshold_is_never_below_the_nets_own(recwarn):
+    assert detect.detection_threshold(None, 0.01) == 0.5
+    assert detect.detection_threshold(0.3, None) == 0.3
+    assert not recwarn.list
+    assert detect.detection_threshold(None, 0.6) == 0.6 and not recwarn.list, "the default rises quietly"
+    with pytest.warns(NinportWarning, match="threshold 0.1 is below the prototxt's confidence_threshold 0.2"):
+        assert detect.detection_threshold(0.1, 0.2) == 0.2
+
+
+LABEL_MAP = """item { name: "none_of_the_above" label: 0 display_name: "background" }
+item { name: "face" label: 1 display_name: "face" }
+item { name: "evil\\x1b[31m" label: 7 }
+"""
+
+
+def _ssd_spec(tmp_path, label_map_file: str | None):
+    import ninport
+
+    save = f'save_output_param {{ label_map_file: "{label_map_file}" }}' if label_map_file else ""
+    text = (REPO / "reference_models" / "opencv_face_detector" / "deploy.prototxt").read_text()
+    text = text.replace("    confidence_threshold: 0.01\n", f"    confidence_threshold: 0.01\n    {save}\n")
+    folder = tmp_path / "model"
+    folder.mkdir(exist_ok=True)
+    (folder / "deploy.prototxt").write_text(text)
+    return ninport.load_spec(folder / "deploy.prototxt"), folder / "deploy.prototxt"
+
+
+def test_label_map_is_read_as_data(tmp_path):
+    path = tmp_path / "labelmap.prototxt"
+    path.write_text(LABEL_MAP)
+    assert detect.read_label_map(path) == {0: "background", 1: "face", 7: "evil\x1b[31m"}
+    path.write_text("item { name: 'x' label: 1 } item { name: 'y' label: 1 }")
+    with pytest.raises(ParseError, match="label 1 appears twice"):
+        detect.read_label_map(path)
+    path.write_text("import os")
+    with pytest.raises(ParseError, match="not a LabelMap"):
+        detect.read_label_map(path)
+
+
+def test_label_map_file_of_the_prototxt(tmp_path, recwarn):
+    spec, prototxt = _ssd_spec(tmp_path, None)
+    assert detect.label_map_of(spec, prototxt) is None and not recwarn.list
+    assert detect.net_confidence_threshold(spec) == pytest.approx(0.01) and detect.is_detector(spec)
+    # SSD prototxts name it relative to the Caffe folder they were trained in: the file name beside is found too
+    spec, prototxt = _ssd_spec(tmp_path, "data/VOC0712/labelmap_face.prototxt")
+    (prototxt.parent / "labelmap_face.prototxt").write_text(LABEL_MAP)
+    path, names = detect.label_map_of(spec, prototxt)
+    assert path == prototxt.parent / "labelmap_face.prototxt" and names[1] == "face"
+    (prototxt.parent / "data" / "VOC0712").mkdir(parents=True)
+    (prototxt.parent / "data" / "VOC0712" / "labelmap_face.prototxt").write_text('item { name: "x" label: 1 }')
+    assert detect.label_map_of(spec, prototxt)[1] == {1: "x"}, "the path as written comes first"
+    assert not recwarn.list
+    (tmp_path / "outside.prototxt").write_text(LABEL_MAP)
+    spec, prototxt = _ssd_spec(tmp_path, "../outside.prototxt")
+    with pytest.warns(NinportWarning, match="is not found"):
+        assert detect.label_map_of(spec, prototxt) is None, "never looked up outside the prototxt's folder"
+    spec, prototxt = _ssd_spec(tmp_path, "broken.prototxt")
+    (prototxt.parent / "broken.prototxt").write_text("item {")
+    with pytest.warns(NinportWarning, match="labels are shown as numbers"):
+        assert detect.label_map_of(spec, prototxt) is None
 
 
 def test_bad_rows_are_refused():
@@ -87,6 +185,8 @@ def test_predict_on_a_detector_prints_boxes_in_image_pixels_and_draws(tmp_path, 
     assert code == 0
     (report,) = json.loads(capsys.readouterr().out)["predictions"]
     rows = np.load(MINI_SSD / "blobs.npz")["detection_out"][0, 0]
+    rows = rows[np.argsort(-rows[:, 2], kind="stable")]  # shown best first (Caffe groups them by label)
+    assert min(rows[:, 2]) >= 0.5, "every row of this fixture passes the default threshold"
     assert len(report["detections"]) == len(rows)
     for found, row in zip(report["detections"], rows):
         assert found["label"] == int(row[1]) and found["name"] == ["background", "alpha", "beta", "gamma",
@@ -104,4 +204,6 @@ def test_predict_on_a_detector_text_output(tmp_path, capsys):
     assert code == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines.pop(0).startswith("preprocessing: ")
+    assert lines.pop(0) == ("detections: score >= 0.5 (the prototxt's confidence_threshold is 0.3), boxes clipped "
+                            "to the image, best first")
     assert lines[0].endswith("image.npy") and lines[1].strip().startswith("label ") and " score " in lines[1]

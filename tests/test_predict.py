@@ -157,6 +157,86 @@ def test_non_square_image_squashed_without_crop_warns(tmp_path):
     assert not [str(w.message) for w in caught if "is squashed to" in str(w.message)]
 
 
+def _declared(tmp_path, text: str):
+    from ninport.preprocess import read_preprocess_file
+
+    path = tmp_path / "net.preprocess.json"
+    path.write_text(text)
+    return read_preprocess_file(path)
+
+
+def test_preprocess_file_supplies_what_the_prototxt_lacks(tmp_path):
+    declared = _declared(tmp_path, '{"mean_values": [1, 2, 3], "scale": 0.5, "resize": [8, 8], "crop": 0}')
+    pre, said = _resolve(tmp_path, declared=declared)
+    assert not said, "the file answers every question: nothing to warn about"
+    assert (pre.mean_values, pre.scale, pre.resize, pre.crop) == ((1.0, 2.0, 3.0), 0.5, (8, 8), 0)
+    assert pre.describe() == ("resize to 8x8 (net.preprocess.json); no crop (net.preprocess.json); mean values 1,2,3 "
+                              "(net.preprocess.json); scale 0.5 (net.preprocess.json)")
+    assert pre.declared == str(declared.path) and not pre.warn_on_squash
+    given, said = _resolve(tmp_path, declared=declared, mean_values=[9], scale=2)
+    assert given.mean_values == (9.0,) and given.scale == 2 and not said, "arguments override the file"
+    none, said = _resolve(tmp_path, declared=_declared(tmp_path, '{"mean_values": []}'))
+    assert not none.subtracts_mean and "no mean (net.preprocess.json)" in none.describe() and not said
+
+
+def test_preprocess_file_that_contradicts_the_transform_param_wins_and_says_so(tmp_path):
+    declared = _declared(tmp_path, '{"mean_values": [1, 2, 3], "scale": 0.25}')
+    pre, said = _resolve(tmp_path, "transform_param { mean_value: 104 mean_value: 117 mean_value: 123 scale: 0.5 }",
+                         declared=declared)
+    assert pre.mean_values == (1.0, 2.0, 3.0) and pre.scale == 0.25
+    assert len(said) == 2 and all("net.preprocess.json" in m and "transform_param" in m for m in said), said
+    same, said = _resolve(tmp_path, "transform_param { scale: 0.25 }", declared=declared)
+    assert same.scale == 0.25 and not said
+
+
+def test_no_mean_hint_is_not_imagenet_for_a_detector(tmp_path):
+    _, said = _resolve(tmp_path)
+    assert "104,117,123" in said[0] and "net.preprocess.json" in said[0]
+    pre, said = _resolve(tmp_path, detector=True)
+    assert len(said) == 1 and "104,117,123" not in said[0]
+    assert not pre.warn_on_squash and "the whole image, as SSD nets are trained" in pre.describe()
+
+
+def test_squash_warning_only_when_nobody_chose_the_resize(tmp_path):
+    pre, _ = _resolve(tmp_path, mean_values=[1])
+    assert pre.warn_on_squash, "resize guessed from the net's input, no crop: a wide image would be squashed"
+    for kwargs in ({"resize": (8, 8)}, {"declared": _declared(tmp_path, '{"resize": 8}')}, {"crop": 8},
+                   {"detector": True}):
+        pre, _ = _resolve(tmp_path, mean_values=[1], **kwargs)
+        assert not pre.warn_on_squash, kwargs
+
+
+def test_rgb_channel_order_flips_the_image(tmp_path):
+    image, path = _image(tmp_path, shape=(8, 8, 3), seed=4)
+    prototxt = _prototxt(tmp_path)
+    (tmp_path / "net.preprocess.json").write_text('{"channel_order": "RGB", "mean_values": [0]}')
+    result = ninport.classify(prototxt, [path], top=4)
+    assert result.preprocessing.channel_order == "RGB"
+    assert "channels RGB (net.preprocess.json)" in result.preprocessing.describe()
+    module = ninport.load(prototxt)
+    expected = top_classes(module(torch.from_numpy(caffe_transform(image[:, :, ::-1]))).detach().numpy(), 4)
+    assert [(c.index, c.score) for c in result.predictions[0].top] == [(i, pytest.approx(v)) for i, v in expected]
+    bgr = ninport.classify(prototxt, [path], top=4, channel_order="BGR")
+    assert [c.index for c in bgr.predictions[0].top] == [i for i, _ in top_classes(module(torch.from_numpy(
+        caffe_transform(image))).detach().numpy(), 4)]
+
+
+def test_a_broken_preprocess_file_is_one_line_before_the_net_loads(tmp_path):
+    _, path = _image(tmp_path, shape=(8, 8, 3))
+    (tmp_path / "net.preprocess.json").write_text('{"mean_value": [1]}')
+    result = run_cli("predict", str(_prototxt(tmp_path)), str(path))
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert "net.preprocess.json: unknown key 'mean_value'" in line
+
+
+def test_threshold_and_draw_need_a_detector(tmp_path):
+    _, path = _image(tmp_path, shape=(8, 8, 3))
+    for kwargs in ({"threshold": 0.5}, {"draw": tmp_path / "out.jpg"}):
+        with pytest.raises(ninport.PreprocessError, match="applies to detectors"):
+            ninport.classify(_prototxt(tmp_path), [path], mean_values=[1], **kwargs)
+
+
 def test_arguments_are_checked_before_the_net_is_loaded(tmp_path, monkeypatch):
     import ninport.api
 

@@ -361,3 +361,66 @@ def test_metadata_unreadable_mean_file_warns_and_skips(tmp_path):
     with pytest.warns(NinportWarning, match="mean_file_channel_means not recorded: .*garbage.binaryproto"):
         props = build_metadata(module)
     assert "mean_file_channel_means" not in props
+
+
+# --- <stem>.preprocess.json: declared preprocessing, read as data -------------------------------------------
+
+
+def _declare(tmp_path, text: str):
+    from ninport.preprocess import read_preprocess_file
+
+    path = tmp_path / "deploy.preprocess.json"
+    path.write_text(text)
+    return read_preprocess_file(path)
+
+
+def test_preprocess_file_every_field(tmp_path):
+    from ninport.preprocess import preprocess_file_for
+
+    assert preprocess_file_for(tmp_path / "deploy.prototxt") == tmp_path / "deploy.preprocess.json"
+    declared = _declare(tmp_path, '{"comment": "why", "mean_values": [104, 177.5, 123], "scale": 0.5, '
+                                  '"resize": [300, 400], "crop": 0, "channel_order": "RGB"}')
+    assert declared.mean_values == (104.0, 177.5, 123.0) and declared.scale == 0.5 and declared.crop == 0
+    assert declared.resize == (300, 400) and declared.channel_order == "RGB" and declared.comment == "why"
+    assert declared.mean_file is None
+    square = _declare(tmp_path, '{"resize": 256, "mean_values": []}')
+    assert square.resize == (256, 256) and square.mean_values == () and square.crop is None
+    (tmp_path / "mean.binaryproto").write_bytes(b"")
+    assert _declare(tmp_path, '{"mean_file": "mean.binaryproto"}').mean_file == tmp_path / "mean.binaryproto"
+
+
+@pytest.mark.parametrize("text,needle", [
+    ('{"mean": [1, 2, 3]}', "unknown key 'mean'"),
+    ('{"crop": 1, "crop": 2}', "key 'crop' appears twice"),
+    ('{"scale": NaN}', "not plain JSON"),
+    ('{"scale": "1"}', "scale must be a finite number"),
+    ('{"mean_values": 104}', "mean_values must be a list"),
+    ('{"mean_values": [1, true]}', "mean_values must be a finite number"),
+    ('{"resize": [0, 5]}', "resize must be [H, W]"),
+    ('{"resize": [1, 2, 3]}', "resize must be [H, W]"),
+    ('{"resize": 2.5}', "resize must be a whole number"),
+    ('{"crop": -1}', "crop must be 0 (none)"),
+    ('{"channel_order": "bgr"}', 'channel_order must be "BGR" or "RGB"'),
+    ('{"mean_file": "../mean.binaryproto"}', "must name a file inside the folder"),
+    ('{"mean_file": "/etc/passwd"}', "must name a file inside the folder"),
+    ('{"mean_values": [1], "mean_file": "m"}', "not both"),
+    ('[104, 177, 123]', "expected a JSON object"),
+    ('{"crop": 1,\n "scale": }', ":2:"),
+    ('[' * 5000 + ']' * 5000, "not plain JSON"),
+])
+def test_preprocess_file_refuses_what_it_does_not_know(tmp_path, text, needle):
+    with pytest.raises(ParseError) as caught:
+        _declare(tmp_path, text)
+    message = str(caught.value)
+    assert "deploy.preprocess.json" in message and needle in message and "\n" not in message
+
+
+def test_preprocess_file_is_bounded_and_must_be_regular(tmp_path):
+    from ninport.preprocess import MAX_PREPROCESS_FILE_BYTES
+
+    with pytest.raises(ParseError, match="larger than|too large|bytes"):
+        _declare(tmp_path, '{"comment": "' + "x" * MAX_PREPROCESS_FILE_BYTES + '"}')
+    from ninport.preprocess import read_preprocess_file
+
+    with pytest.raises(ParseError):
+        read_preprocess_file(tmp_path)  # a folder

@@ -356,24 +356,28 @@ def test_onnx_export_runs_with_torch_numbers(net, tmp_path):
 
 # ---------------------------------------------------------------- SSD detectors (the SSD fork's layers) ----
 
-# (net, feature maps feeding PriorBox with (H, W, priors per cell), classes, DetectionOutput keep_top_k)
+# (net, feature maps feeding PriorBox with (blob, head prefix, H, W, priors per cell), classes, keep_top_k)
 DETECTORS = {
     # OpenCV's res10 face detector: conv8_2_h and conv9_2_h keep 5x5 (3x3 stride 1 pad 1), so 8,892 priors,
     # not SSD300's 8,732; mbox_priorbox is 1x2x35568 as OpenCV reports for res10_300x300_ssd_iter_140000.
-    "opencv_face_detector": ([("conv4_3_norm", 38, 38, 4), ("fc7", 19, 19, 6), ("conv6_2_h", 10, 10, 6),
-                              ("conv7_2_h", 5, 5, 6), ("conv8_2_h", 5, 5, 4), ("conv9_2_h", 5, 5, 4)], 2, 200),
+    # The published file names the heads of blob conv6_2_h `conv6_2_mbox_*` (the caffemodel's names).
+    "opencv_face_detector": ([("conv4_3_norm", "conv4_3_norm", 38, 38, 4), ("fc7", "fc7", 19, 19, 6),
+                              ("conv6_2_h", "conv6_2", 10, 10, 6), ("conv7_2_h", "conv7_2", 5, 5, 6),
+                              ("conv8_2_h", "conv8_2", 5, 5, 4), ("conv9_2_h", "conv9_2", 5, 5, 4)], 2, 200),
     # chuanqi305's MobileNet-SSD: 1,917 priors.
-    "mobilenet_ssd": ([("conv11", 19, 19, 3), ("conv13", 10, 10, 6), ("conv14_2", 5, 5, 6), ("conv15_2", 3, 3, 6),
-                       ("conv16_2", 2, 2, 6), ("conv17_2", 1, 1, 6)], 21, 100),
+    "mobilenet_ssd": ([(blob, blob, h, w, p) for blob, h, w, p in [
+        ("conv11", 19, 19, 3), ("conv13", 10, 10, 6), ("conv14_2", 5, 5, 6), ("conv15_2", 3, 3, 6),
+        ("conv16_2", 2, 2, 6), ("conv17_2", 1, 1, 6)]], 21, 100),
 }
 PRIOR_TOTAL = {"opencv_face_detector": 8892, "mobilenet_ssd": 1917}
 
 
-def _without_clip(tmp_path: Path) -> Path:
+def _with_clip(tmp_path: Path) -> Path:
+    """The shipped file as OpenCV's later revision has it (opencv/opencv#14938): `clip: 1`, threshold 0.2."""
     text = deploy("opencv_face_detector").read_text()
-    assert "    clip: 1\n" in text
-    path = tmp_path / "deploy_noclip.prototxt"
-    path.write_text(text.replace("    clip: 1\n", ""))
+    assert "    confidence_threshold: 0.01\n" in text and "clip: 1" not in text
+    path = tmp_path / "deploy_clip.prototxt"
+    path.write_text(text.replace("    confidence_threshold: 0.01\n", "    confidence_threshold: 0.2\n    clip: 1\n"))
     return path
 
 
@@ -390,12 +394,12 @@ def test_detector_readme_names_input_mean_scale_and_labels(net):
 def test_detector_priors_and_head_shapes(net):
     maps, classes, _ = DETECTORS[net]
     shapes = infer_shapes(ninport.load_spec(deploy(net))).blobs
-    for source, height, width, per_cell in maps:
+    for source, head, height, width, per_cell in maps:
         assert shapes[source][2:] == (height, width), source
-        assert shapes[f"{source}_mbox_priorbox"] == (1, 2, height * width * per_cell * 4)
-        assert shapes[f"{source}_mbox_conf"][1] == per_cell * classes
-        assert shapes[f"{source}_mbox_loc"][1] == per_cell * 4
-    total = sum(h * w * p for _, h, w, p in maps)
+        assert shapes[f"{head}_mbox_priorbox"] == (1, 2, height * width * per_cell * 4)
+        assert shapes[f"{head}_mbox_conf"][1] == per_cell * classes
+        assert shapes[f"{head}_mbox_loc"][1] == per_cell * 4
+    total = sum(h * w * p for _, _, h, w, p in maps)
     assert total == PRIOR_TOTAL[net]
     assert shapes["mbox_priorbox"] == (1, 2, total * 4)
     assert shapes["mbox_loc"] == (1, total * 4)
@@ -406,17 +410,17 @@ def _detector_input(seed=0):
     return torch.from_numpy(np.random.default_rng(seed).uniform(-1, 1, (1, 3, 300, 300)).astype(np.float32))
 
 
-@pytest.mark.parametrize("variant", ["opencv_face_detector", "opencv_face_detector_noclip", "mobilenet_ssd"])
+@pytest.mark.parametrize("variant", ["opencv_face_detector", "opencv_face_detector_clip", "mobilenet_ssd"])
 def test_detector_converts_and_runs_in_onnxruntime(variant, tmp_path):
     import onnxruntime as ort
 
-    net = variant.replace("_noclip", "")
-    prototxt = _without_clip(tmp_path) if variant.endswith("noclip") else deploy(net)
+    net = variant.replace("_clip", "")
+    prototxt = _with_clip(tmp_path) if variant.endswith("_clip") else deploy(net)
     module = quiet_load(prototxt)
     description = ninport.describe(module)
     clip = [layer for layer in description.layers if layer.type == "DetectionOutput"]
     assert len(clip) == 1 and description.outputs == ("detection_out",)
-    assert module.get_submodule(clip[0].module).settings.clip == (variant == "opencv_face_detector")
+    assert module.get_submodule(clip[0].module).settings.clip == (variant == "opencv_face_detector_clip")
     x = _detector_input()
     with torch.no_grad():
         rows = module(x).numpy()
@@ -445,3 +449,28 @@ def test_detector_heads_match_opencv(net, tmp_path):
     theirs = opencv_forward(deploy(net), path, x.numpy(), names)
     for name in names:
         assert relative_error(ours[name].numpy(), theirs[name].reshape(ours[name].shape)) <= 1e-4, name
+
+
+# ---------------------------------------------------------------- declared preprocessing ----
+
+ALL_MODELS = sorted(p.parent.name for p in MODELS.glob("*/deploy.prototxt"))
+
+
+@pytest.mark.parametrize("net", ALL_MODELS)
+def test_preprocess_file_fits_the_net_and_says_what_the_readme_says(net):
+    """Each reference model declares its preprocessing, so `predict` has nothing to guess and nothing to warn."""
+    from ninport.detect import is_detector
+    from ninport.preprocess import preprocess_file_for, read_preprocess_file
+
+    declared = read_preprocess_file(preprocess_file_for(deploy(net)))
+    spec = ninport.load_spec(deploy(net))
+    (shape,) = spec.inputs.values()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pre = ninport.resolve_preprocessing(deploy(net), shape, spec.preprocess, declared=declared,
+                                            detector=is_detector(spec))
+    assert pre.subtracts_mean and pre.declared and not pre.warn_on_squash
+    readme = (MODELS / net / "README.md").read_text()
+    assert "deploy.preprocess.json" in readme
+    for value in (*pre.mean_values, pre.scale, pre.crop or pre.resize[0]):
+        assert f"{value:g}" in readme or str(value) in readme, f"{net}: {value} is not in its README"

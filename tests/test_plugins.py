@@ -1,6 +1,6 @@
 """The plugin API: a user's own layer type through `ninport.register_layer` and `--plugin FILE`, with
 its parameters, bottom shapes and weights; load, inspect, convert and verify; errors that name the
-layer and the plugin instead of a traceback; the README's example is the shipped plugin file."""
+layer and the plugin instead of a traceback; the example of docs/plugins.md is the shipped plugin file."""
 from __future__ import annotations
 
 import re
@@ -147,11 +147,10 @@ def test_layer_param_reads_typed_fields_and_kept_unknown_fields():
     assert registry.layer_fields(layer, "convolution_param") == {"kernel_size"}
 
 
-def test_readme_plugin_example_is_the_shipped_plugin_file():
-    """The README's Plugins example starts with exactly tests/fixtures/plugins/my_layers.py."""
-    readme = (REPO / "README.md").read_text()
-    section = readme.split("## Plugins", 1)[1]
-    block = re.search(r"```python\n(.*?)```", section, flags=re.DOTALL).group(1)
+def test_docs_plugin_example_is_the_shipped_plugin_file():
+    """The example of docs/plugins.md starts with exactly tests/fixtures/plugins/my_layers.py."""
+    docs = (REPO / "docs" / "plugins.md").read_text()
+    block = re.search(r"```python\n(.*?)```", docs, flags=re.DOTALL).group(1)
     assert block.startswith(PLUGIN.read_text())
 
 

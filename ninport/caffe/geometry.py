@@ -45,7 +45,7 @@ def runtime_check(condition: Any, message: Callable[[], str]) -> None:
 
     A symbolic condition (torch.export / ONNX tracing) is not checked: asserting it would make the
     exporter guard on the input size and specialize or refuse the dynamic dimension. Exported
-    programs rely on their runtime's own checks instead (see the README's "Any input size").
+    programs rely on their runtime's own checks instead (see docs/any-size.md).
     """
     if isinstance(condition, bool) and not condition:
         fail(message())

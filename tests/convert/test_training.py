@@ -1,6 +1,6 @@
 """TRAIN-phase semantics against numpy transcriptions of Caffe's layers (BVLC src/caffe/layers/*.cpp):
 Dropout, BatchNorm's moving average with its scale-factor blob, the loss layers and Accuracy; trainable
-parameters; TRAIN nets from a train_val prototxt; the README's fine-tuning example."""
+parameters; TRAIN nets from a train_val prototxt; the fine-tuning example of docs/training.md."""
 from __future__ import annotations
 
 import re
@@ -384,22 +384,23 @@ def test_nin_train_net_as_a_generated_file_gives_the_same_loss_and_gradients():
         torch.testing.assert_close(b.grad, a.grad, rtol=1e-5, atol=1e-7, msg=name)
 
 
-# --- the README example ---------------------------------------------------------------------------------
+# --- the fine-tuning example of docs/training.md ---------------------------------------------------
 
 
-def _readme_fine_tuning_block() -> str:
-    readme = (REPO / "README.md").read_text()
-    section = readme.split("## PyTorch you own: generated code and fine-tuning", 1)[1]
+def _docs_fine_tuning_block() -> str:
+    docs = (REPO / "docs" / "training.md").read_text()
+    section = docs.split("## A fine-tuning example", 1)[1]
     return re.findall(r"```python\n(.*?)```", section, flags=re.S)[0]
 
 
-def test_readme_fine_tuning_example(tmp_path, monkeypatch):
+def test_docs_fine_tuning_example(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "reference_models").symlink_to(REPO / "reference_models")
+    (tmp_path / "out").mkdir()  # as after the README's set-up command
     namespace: dict = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        exec(compile(_readme_fine_tuning_block(), "README.md", "exec"), namespace)
+        exec(compile(_docs_fine_tuning_block(), "docs/training.md", "exec"), namespace)
     losses = namespace["losses"]
     assert len(losses) >= 3 and losses[-1] < losses[0]
     model, images, labels = namespace["model"], namespace["images"], namespace["labels"]

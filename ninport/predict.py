@@ -45,13 +45,16 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     if path.suffix == ".npy":
         array = load_npy(path)
+        if array.dtype.kind not in "uif":  # bool, complex, structured, text, dates: not pixels
+            raise PreprocessError(f"{path}: an image array must hold real numbers (e.g. uint8 or float32), "
+                                  f"not {safe_text(array.dtype, 80)}")
         if array.ndim not in (2, 3):
             raise PreprocessError(f"{path}: expected an HxW or HxWxC image array, got shape {list(array.shape)}")
         _check_image_size(path, array.shape[0], array.shape[1], array.shape[2] if array.ndim == 3 else 1)
-        return array
+        return array.astype(array.dtype.newbyteorder("="), copy=False)
     data = read_bounded(path, MAX_IMAGE_FILE_BYTES, "image file")
     try:
-        width, height = image_size(data[:1 << 20])
+        width, height = image_size(data)
     except HeaderError as exc:
         raise ParseError(f"{path}: {exc}") from None
     _check_image_size(path, height, width)
@@ -79,6 +82,9 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise ParseError(f"{path}: Pillow cannot decode this image ({exc})") from None
 
 
+_RESIZABLE = tuple(np.dtype(t) for t in ("uint8", "uint16", "int16", "float32", "float64"))
+
+
 def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
     """Bilinear resize, as Caffe's tools do with OpenCV (cv2.resize) before the transform."""
     if image.shape[:2] == (height, width):
@@ -86,19 +92,30 @@ def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
     if height <= 0 or width <= 0 or height * width > MAX_IMAGE_PIXELS:
         raise PreprocessError(f"cannot resize to {height}x{width}: more than the {MAX_IMAGE_PIXELS:,} pixels "
                               "ninport handles, or empty")
+    if image.dtype not in _RESIZABLE:  # OpenCV has no int32/int64/float16 resize; Caffe takes float32 anyway
+        image = image.astype(np.float32)
     try:
         import cv2
     except ImportError:
         cv2 = None
     if cv2 is not None:
-        return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+        if image.ndim == 2:
+            return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+        # OpenCV resizes at most 512 channels at once (CV_CN_MAX)
+        parts = [cv2.resize(image[:, :, c:c + 512], (width, height), interpolation=cv2.INTER_LINEAR)
+                 for c in range(0, image.shape[2], 512)]
+        return np.concatenate([p.reshape(height, width, -1) for p in parts], axis=2)
     try:
         from PIL import Image
     except ImportError:
         raise PreprocessError("resizing images needs OpenCV or Pillow; give an image of the net's input "
                               f"size ({height}x{width}) or install one of them") from None
-    channels = [Image.fromarray(np.ascontiguousarray(image[:, :, c])) for c in range(image.shape[2])]
-    return np.stack([np.asarray(ch.resize((width, height), Image.BILINEAR)) for ch in channels], axis=2)
+    planes = image if image.ndim == 3 else image[:, :, None]
+    if planes.dtype != np.uint8:
+        planes = planes.astype(np.float32)  # Pillow's "F" mode; it has no 16-bit or float64 planes
+    channels = [Image.fromarray(np.ascontiguousarray(planes[:, :, c])) for c in range(planes.shape[2])]
+    resized = np.stack([np.asarray(ch.resize((width, height), Image.BILINEAR)) for ch in channels], axis=2)
+    return resized if image.ndim == 3 else resized[:, :, 0]
 
 
 def read_labels(path: str | os.PathLike) -> list[str]:

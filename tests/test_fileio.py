@@ -257,6 +257,49 @@ def test_npy_image_over_the_pixel_limit(tmp_path):
         read_image(path)
 
 
+@pytest.mark.parametrize("dtype", [np.complex64, np.bool_, [("b", "u1"), ("g", "u1"), ("r", "u1")], "U3", "M8[s]"])
+def test_npy_image_that_is_not_pixels_refused_naming_the_file(tmp_path, dtype):
+    path = tmp_path / "odd.npy"
+    np.save(path, np.zeros((12, 12, 3) if np.dtype(dtype).fields is None else (12, 12), dtype))
+    with pytest.raises(PreprocessError, match="odd.npy: an image array must hold real numbers"):
+        read_image(path)
+
+
+@pytest.mark.parametrize("dtype", ["int64", "float16", ">f4", "int8"])
+def test_npy_images_of_any_real_dtype_resize(tmp_path, dtype):
+    """OpenCV resizes only some dtypes (no int64, float16; non-native byte order): the others go as float32."""
+    pytest.importorskip("cv2")
+    image = np.random.default_rng(0).integers(0, 100, (12, 14, 3)).astype(dtype)
+    path = tmp_path / "a.npy"
+    np.save(path, image)
+    got = resize_image(read_image(path), 10, 10)
+    np.testing.assert_allclose(got, resize_image(image.astype(np.float32), 10, 10), rtol=1e-6)
+
+
+def test_resize_more_channels_than_opencv_takes_at_once():
+    """OpenCV resizes at most 512 channels at a time (a cv2.error beyond): 1000 go in groups."""
+    cv2 = pytest.importorskip("cv2")
+    image = np.random.default_rng(0).random((12, 12, 1000)).astype(np.float32)
+    got = resize_image(image, 10, 10)
+    assert got.shape == (10, 10, 1000)
+    for c in (0, 511, 512, 999):
+        np.testing.assert_allclose(got[:, :, c], cv2.resize(image[:, :, c], (10, 10)), atol=1e-5)
+
+
+def test_image_headers_that_decoders_read_differently_refused_naming_the_file(tmp_path):
+    """The issue's TIFF: first tags 20000x20000, duplicates 1x1 (decoded as 4x10^8 pixels); and a PNM number
+    of 5,000 digits (an internal error from Python's int limit)."""
+    entries = [(256, 20000), (257, 20000), (256, 1), (257, 1)]
+    tiff = b"II*\0" + struct.pack("<IH", 8, len(entries))
+    tiff += b"".join(struct.pack("<HHII", tag, 4, 1, value) for tag, value in entries) + b"\0" * 4
+    (tmp_path / "bomb.tif").write_bytes(tiff + b"\0" * 1000)
+    (tmp_path / "digits.ppm").write_bytes(b"P6\n" + b"9" * 5000 + b" 1\n255\n")
+    for name, words in (("bomb.tif", "two different ImageWidth"), ("digits.ppm", "5,000 digits")):
+        with within(10), pytest.raises(ParseError, match=words) as info:
+            read_image(tmp_path / name)
+        assert str(info.value).startswith(str(tmp_path / name))
+
+
 def test_resize_to_an_absurd_size_refused():
     with pytest.raises(PreprocessError, match="cannot resize"):
         resize_image(np.zeros((4, 4, 3), np.uint8), 100_000, 100_000)

@@ -82,6 +82,19 @@ def test_predict_errors_are_one_line(tmp_path):
     assert too_small.returncode == 1 and len(too_small.stderr.strip().splitlines()) == 1
 
 
+def test_predict_odd_images_are_one_line_errors_naming_the_file(tmp_path):
+    """Each was an internal error (exit 2): a complex .npy, 1000 channels to resize (cv2.error), a PNM header
+    number of 5,000 digits (Python's int limit)."""
+    np.save(tmp_path / "complex.npy", np.zeros((10, 10, 3), np.complex64))
+    np.save(tmp_path / "channels.npy", np.zeros((12, 12, 1000), np.uint8))
+    (tmp_path / "digits.ppm").write_bytes(b"P6\n" + b"9" * 5000 + b" 1\n255\n")
+    for name in ("complex.npy", "channels.npy", "digits.ppm"):
+        result = run_cli("predict", str(CASE / "net.prototxt"), str(tmp_path / name), "--weights",
+                         str(CASE / "weights.caffemodel"))
+        errors = [line for line in result.stderr.splitlines() if not line.endswith("...")]
+        assert result.returncode == 1 and len(errors) == 1 and name in errors[0], result.stderr
+
+
 # --- the preprocessing rules: said, and warned about where they are a guess -------------------------
 
 MEMORY_DATA = """layer { name: "data" type: "MemoryData" top: "data" top: "label"

@@ -119,10 +119,24 @@ def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def read_labels(path: str | os.PathLike) -> list[str]:
-    """One label per line (e.g. Caffe's synset_words.txt); a regular UTF-8 file of bounded size."""
+    """One label per line (e.g. Caffe's synset_words.txt); a regular UTF-8 file of bounded size.
+
+    Lines end at LF only, as Caffe's classification tools read them (std::getline): a form feed,
+    U+2028 or NEL inside a label stays in it rather than shifting every later label. A CR before
+    the LF (a Windows file) is dropped, and so is the empty piece after a final LF.
+    """
     from ninport.fileio import read_text_bounded
 
-    return read_text_bounded(path, "labels file").splitlines()
+    lines = read_text_bounded(path, "labels file").split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
+
+
+def _warn_label_count(labels: str | os.PathLike, count: int, classes: int) -> None:
+    if count != classes:
+        warnings.warn(f"{labels}: {count:,} labels for the net's {classes:,} classes; the labels shown may not "
+                      "belong to their classes", NinportWarning, stacklevel=3)
 
 
 def top_classes(scores: np.ndarray, k: int) -> list[tuple[int, float]]:
@@ -344,7 +358,11 @@ def classify(prototxt: str | os.PathLike, images: Sequence[str | os.PathLike], w
     say(f"loading {prototxt}")
     module = load(prototxt, weights)
     description = describe(module)
-    detector = detect.detection_output_blob(description) is not None
+    detections = detect.detection_output_blob(description)
+    detector = detections is not None
+    if label_names is not None and detector:
+        layer = next(r for r in description.layers if r.type == "DetectionOutput" and detections in r.tops)
+        _warn_label_count(labels, len(label_names), int(module.get_submodule(layer.module).num_classes))
     if draw is not None and not detector:
         raise PreprocessError(f"{prototxt}: --draw needs a detector (a net ending in DetectionOutput)")
     predictions = []
@@ -365,6 +383,8 @@ def classify(prototxt: str | os.PathLike, images: Sequence[str | os.PathLike], w
             predictions.append(Prediction(str(path), (), found.detections, found.drawing))
             continue
         scores = (out[0] if isinstance(out, tuple) else out).numpy()
+        if label_names is not None and not predictions:
+            _warn_label_count(labels, len(label_names), scores.size)
         predictions.append(Prediction(str(path), tuple(
             ClassScore(index, score, label_names[index] if label_names and index < len(label_names) else None)
             for index, score in top_classes(scores, top))))

@@ -86,6 +86,19 @@ def test_oversized_mean_file_refused_before_reading(tmp_path, monkeypatch):
         read_mean_binaryproto(path)
 
 
+def test_labels_split_on_line_feeds_only_as_caffe_does(tmp_path):
+    """A form feed, \\x1c-\\x1e, NEL or U+2028 inside a label stays in it (str.splitlines broke lines there and
+    shifted every later label); a Windows CR before the LF is dropped."""
+    path = tmp_path / "labels.txt"
+    names = ["a\fb", "c\x1cd\x1de\x1ef", "g\x85h", "i\u2028j\u2029k", "", "last"]
+    path.write_text("\r\n".join(names) + "\r\n", encoding="utf-8", newline="")
+    assert read_labels(path) == names
+    path.write_text("x\ny", encoding="utf-8")  # no final line feed
+    assert read_labels(path) == ["x", "y"]
+    path.write_text("", encoding="utf-8")
+    assert read_labels(path) == []
+
+
 def test_labels_must_be_utf8_text(tmp_path):
     path = tmp_path / "labels.txt"
     path.write_bytes(b"chat\nchien\n")

@@ -95,6 +95,22 @@ def test_predict_odd_images_are_one_line_errors_naming_the_file(tmp_path):
         assert result.returncode == 1 and len(errors) == 1 and name in errors[0], result.stderr
 
 
+def test_label_count_other_than_the_class_count_warns(tmp_path):
+    _, path = _image(tmp_path)
+    labels = tmp_path / "labels.txt"
+    for count, warned in ((5, False), (4, True), (6, True)):
+        labels.write_text("".join(f"class-{i}\n" for i in range(count)))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = ninport.classify(CASE / "net.prototxt", [path, path], CASE / "weights.caffemodel",
+                                      mean_values=(104, 117, 123), labels=labels)
+        said = [str(w.message) for w in caught if "labels for the net" in str(w.message)]
+        assert said == ([f"{labels}: {count:,} labels for the net's 5 classes; the labels shown may not belong to "
+                         "their classes"] if warned else []), count
+        assert all(c.label == (f"class-{c.index}" if c.index < count else None)
+                   for p in result.predictions for c in p.top)
+
+
 # --- the preprocessing rules: said, and warned about where they are a guess -------------------------
 
 MEMORY_DATA = """layer { name: "data" type: "MemoryData" top: "data" top: "label"

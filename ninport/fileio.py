@@ -48,6 +48,10 @@ STALE_STAGING_SECONDS = 24 * 3600  # a staging folder this old is stale whatever
 
 
 def _kind(mode: int) -> str:
+    if stat.S_ISREG(mode):
+        return "a regular file"
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
     if stat.S_ISDIR(mode):
         return "a directory"
     if stat.S_ISFIFO(mode):
@@ -56,7 +60,7 @@ def _kind(mode: int) -> str:
         return "a device"
     if stat.S_ISSOCK(mode):
         return "a socket"
-    return "not a regular file"
+    return "of an unusual type (not a regular file)"
 
 
 def check_regular_file(path: str | os.PathLike, what: str = "file", error: type[NinportError] = ParseError) -> Path:

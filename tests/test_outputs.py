@@ -218,16 +218,17 @@ def test_no_staging_outlives_a_killed_writer(tmp_path, how):
     assert (out / "a.bin").read_bytes() == b"old"
 
 
-@pytest.mark.parametrize("target", ["/dev/null", "fifo", "file"])
-def test_output_folder_that_is_a_device_fifo_or_file_is_refused(module, tmp_path, target):
+@pytest.mark.parametrize("target, kind", [("/dev/null", "a device"), ("fifo", "a FIFO"), ("file", "a regular file")])
+def test_output_folder_that_is_a_device_fifo_or_file_is_refused(module, tmp_path, target, kind):
     if target == "fifo":
         target = tmp_path / "pipe"
         os.mkfifo(target)
     elif target == "file":
         target = tmp_path / "plain"
         target.write_text("x")
-    with pytest.raises(ExportError, match="not a folder"):
+    with pytest.raises(ExportError, match=f"output path exists and is {kind}") as info:
         fileio.check_output_dir(target)
+    assert str(info.value).endswith(", not a folder") and "is not a regular file" not in str(info.value)
     calls = []
     with pytest.raises(ExportError, match="not a folder"):
         write_outputs(module, target, "net", ("onnx",), progress=calls.append)

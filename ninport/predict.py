@@ -213,7 +213,7 @@ def resolve_preprocessing(prototxt: str | os.PathLike, input_shape: tuple[int, .
     and when the prototxt names a mean_file that is not found. Raises PreprocessError for settings
     Caffe would refuse (a mean file and mean values together, a crop larger than the resize, ...).
     """
-    from ninport.caffe.io import read_mean_binaryproto
+    from ninport.caffe.io import read_mean_binaryproto, read_named_mean_file
 
     prototxt = Path(prototxt)
     if len(input_shape) != 4:
@@ -252,7 +252,7 @@ def resolve_preprocessing(prototxt: str | os.PathLike, input_shape: tuple[int, .
                           "--mean-values", NinportWarning, stacklevel=2)
             origin.append("no mean (the prototxt's mean_file is missing)")
         else:
-            used_file, mean = found, read_mean_binaryproto(found)
+            used_file, mean = found, read_named_mean_file(found, prototxt, net.mean_file)
             origin.append(f"mean image {found} (the prototxt's mean_file)")
     elif net is not None and net.mean_values:
         values = tuple(float(v) for v in net.mean_values)

@@ -166,6 +166,31 @@ def test_mean_file_beside_the_prototxt_is_read(tmp_path):
     assert pre.describe().startswith("resize to 9x9 (the mean image's size); center crop 8 (given); mean image")
 
 
+def _mean_file(path):
+    from ninport.caffe import caffe_pb2
+
+    blob = caffe_pb2.BlobProto()
+    blob.shape.dim.extend([1, 3, 8, 8])
+    blob.data.extend([7.0] * 3 * 64)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(blob.SerializeToString())
+    return path
+
+
+@pytest.mark.parametrize("where", ["absolute", "dotdot"])
+def test_mean_file_outside_the_prototxt_folder_is_read_with_a_warning_naming_it(tmp_path, where):
+    outside = _mean_file(tmp_path / "elsewhere" / "mean.binaryproto")
+    net = tmp_path / "net"
+    net.mkdir()
+    name = str(outside) if where == "absolute" else "../elsewhere/mean.binaryproto"
+    pre, said = _resolve(net, f'transform_param {{ mean_file: "{name}" }}')
+    assert pre.mean is not None and pre.mean.shape == (3, 8, 8)
+    assert len(said) == 1 and f"is {outside}, outside the prototxt's folder" in said[0]
+    _mean_file(net / "mean.binaryproto")
+    pre, said = _resolve(net, 'transform_param { mean_file: "mean.binaryproto" }')
+    assert pre.mean is not None and not said
+
+
 def test_non_square_image_squashed_without_crop_warns(tmp_path):
     image = np.random.default_rng(3).integers(0, 256, (8, 16, 3), dtype=np.uint8)
     path = tmp_path / "wide.npy"

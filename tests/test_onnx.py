@@ -134,10 +134,10 @@ def test_metadata_mean_file_outside_the_prototxt_folder_warns_naming_it(tmp_path
     outside = _mean_file(tmp_path / "elsewhere" / "mean.binaryproto")
     prototxt = tmp_path / "net" / "net.prototxt"
     prototxt.parent.mkdir()
-    prototxt.write_text('layer { name: "data" type: "Data" top: "data" transform_param { mean_file: "%s" } '
+    prototxt.write_text('layer { name: "data" type: "Data" top: "data" transform_param { mean_file: "MEAN" } '
                         'data_param { batch_size: 1 } }\n'
                         'layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" '
-                        'inner_product_param { num_output: 2 } }\n' % outside)
+                        'inner_product_param { num_output: 2 } }\n'.replace("MEAN", str(outside)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         module = ninport.load(prototxt, input_shape=(1, 3, 8, 8))

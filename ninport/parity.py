@@ -94,6 +94,8 @@ class GoldenFolder:
             info = json.loads(text)
         except ValueError as exc:
             raise ParseError(f"{case}: not valid JSON ({exc})") from None
+        except RecursionError:  # arrays or objects nested thousands deep
+            raise ParseError(f"{case}: not valid JSON for ninport: nested too deeply") from None
         if not isinstance(info, dict):
             raise ParseError(f"{case}: expected a JSON object, got {type(info).__name__}")
         for key in ("prototxt", "weights"):

@@ -355,6 +355,16 @@ def test_golden_case_json_malformed(golden, text, words):
     assert "case.json" in str(info.value) or str(golden) in str(info.value)
 
 
+@pytest.mark.parametrize("nesting", ["array", "object"])
+def test_golden_case_json_nested_too_deeply(golden, nesting):
+    """100,000 levels: a RecursionError in json.loads (an internal error) before."""
+    depth = 100_000
+    text = "[" * depth + "]" * depth if nesting == "array" else '{"a":' * depth + "1" + "}" * depth
+    (golden / "case.json").write_text(text)
+    with pytest.raises(ParseError, match="case.json: not valid JSON for ninport: nested too deeply"):
+        GoldenFolder.open(golden)
+
+
 def test_golden_symlink_leading_out_refused(golden, tmp_path):
     outside = tmp_path / "secret.prototxt"
     outside.write_text("name: 'x'")

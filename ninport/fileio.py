@@ -26,13 +26,14 @@ import tempfile
 import threading
 import time
 import zipfile
-from collections.abc import Callable, Iterator, Mapping
+import zlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
-from ninport.errors import ExportError, NinportError, ParseError, one_line, safe_text
+from ninport.errors import ExportError, NinportError, ParseError, one_line, safe_text, shape_text
 
 # Reading limits: far above any real net's inputs, far below what would exhaust a machine.
 MAX_ARRAY_BYTES = 2 ** 31          # one array (an npy file, one npz member, a mean image)
@@ -169,44 +170,77 @@ def load_npy(path: str | os.PathLike, limit: int = MAX_ARRAY_BYTES) -> np.ndarra
         return _read_array_data(fh, str(path), shape, dtype, fortran)
 
 
-def load_npz(path: str | os.PathLike, limit: int = MAX_ARRAY_BYTES, total_limit: int = MAX_NPZ_BYTES
-             ) -> dict[str, np.ndarray]:
-    """Every array of an .npz, each member checked before it is decompressed or allocated.
+def _open_npz(fh: BinaryIO, name: str) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(fh)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise ParseError(f"{name}: not a numpy .npz archive ({safe_text(one_line(exc))})") from None
+
+
+def _npz_keys(archive: zipfile.ZipFile, name: str) -> dict[str, zipfile.ZipInfo]:
+    """Array name -> member, from the zip's central directory (nothing inflated)."""
+    members: dict[str, zipfile.ZipInfo] = {}
+    for member in archive.infolist():
+        key = member.filename.removesuffix(".npy")
+        if member.is_dir() or key in members:
+            raise ParseError(f"{name}: member {safe_text(member.filename, 80)!s}: not an array, or listed twice")
+        members[key] = member
+    return members
+
+
+def npz_names(path: str | os.PathLike) -> list[str]:
+    """The array names an .npz holds, read from its central directory without inflating anything."""
+    with open_regular(path, "numpy .npz file") as fh, _open_npz(fh, str(path)) as archive:
+        return list(_npz_keys(archive, str(path)))
+
+
+def load_npz(path: str | os.PathLike, limit: int = MAX_ARRAY_BYTES, total_limit: int = MAX_NPZ_BYTES, *,
+             shapes: Mapping[str, Sequence[int]] | None = None) -> dict[str, np.ndarray]:
+    """The arrays of an .npz, each member checked before it is decompressed or allocated.
 
     Checked per member: the zip's declared uncompressed size (zipfile never inflates past it), the
     .npy header's shape and dtype (no object arrays), and that the data the header declares is
     there; and the sum of declared sizes against `total_limit` (a zip bomb declares huge sizes).
+
+    With `shapes` (array name -> the shape the caller needs), only the members named there are read,
+    each only after its declared size was checked against what that shape can take (at most 16 bytes
+    an element, plus the .npy header) and its .npy header against the shape: a member declaring more
+    is refused, and one whose header gives another shape is not inflated but comes back as a
+    read-only placeholder of its declared shape and dtype (broadcast zeros, no memory), so that the
+    caller reports the mismatch. Members not named are never inflated (`npz_names` lists them all).
     """
     name = str(path)
     arrays: dict[str, np.ndarray] = {}
-    with open_regular(path, "numpy .npz file") as fh:
-        try:
-            archive = zipfile.ZipFile(fh)
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-            raise ParseError(f"{name}: not a numpy .npz archive ({safe_text(one_line(exc))})") from None
-        with archive:
-            members = archive.infolist()
-            declared = sum(m.file_size for m in members)
-            if declared > total_limit:
-                raise ParseError(f"{name}: its members declare {declared:,} bytes uncompressed, more than the "
-                                 f"{total_limit:,} ninport reads")
-            for member in members:
-                key = member.filename.removesuffix(".npy")
-                where = f"{name}: member {safe_text(member.filename, 80)!s}"
-                if member.is_dir() or key in arrays:
-                    raise ParseError(f"{where}: not an array, or listed twice")
-                if member.file_size > limit + MAX_NPY_HEADER_BYTES:
-                    raise ParseError(f"{where}: declares {member.file_size:,} bytes uncompressed, more than the "
-                                     f"{limit:,} ninport reads for one array")
-                try:
-                    with archive.open(member) as stream:
-                        shape, dtype, fortran = _check_npy_header(stream, where, member.file_size, limit)
-                        arrays[key] = _read_array_data(stream, where, shape, dtype, fortran)
-                except ParseError:
-                    raise
-                except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError,
-                        RuntimeError) as exc:  # bad CRC, unsupported compression, encrypted, corrupt stream
-                    raise ParseError(f"{where}: cannot be read ({safe_text(one_line(exc))})") from None
+    with open_regular(path, "numpy .npz file") as fh, _open_npz(fh, name) as archive:
+        members = _npz_keys(archive, name)
+        if shapes is not None:
+            members = {key: member for key, member in members.items() if key in shapes}
+        declared = sum(m.file_size for m in members.values())
+        if declared > total_limit:
+            raise ParseError(f"{name}: its members declare {declared:,} bytes uncompressed, more than the "
+                             f"{total_limit:,} ninport reads")
+        for key, member in members.items():
+            where = f"{name}: member {safe_text(member.filename, 80)!s}"
+            if member.file_size > limit + MAX_NPY_HEADER_BYTES:
+                raise ParseError(f"{where}: declares {member.file_size:,} bytes uncompressed, more than the "
+                                 f"{limit:,} ninport reads for one array")
+            need = None if shapes is None else tuple(int(d) for d in shapes[key])
+            if need is not None and member.file_size > _array_bytes(need, np.dtype(np.complex128)) \
+                    + MAX_NPY_HEADER_BYTES:
+                raise ParseError(f"{where}: declares {member.file_size:,} bytes uncompressed, more than an array "
+                                 f"of shape {shape_text(need)} takes")
+            try:
+                with archive.open(member) as stream:
+                    shape, dtype, fortran = _check_npy_header(stream, where, member.file_size, limit)
+                    if need is not None and shape != need:
+                        arrays[key] = np.broadcast_to(np.zeros((), dtype), shape)  # the mismatch, not the data
+                        continue
+                    arrays[key] = _read_array_data(stream, where, shape, dtype, fortran)
+            except ParseError:
+                raise
+            except (zipfile.BadZipFile, zlib.error, OSError, ValueError, EOFError, NotImplementedError,
+                    RuntimeError) as exc:  # bad CRC, unsupported compression, encrypted, corrupt stream
+                raise ParseError(f"{where}: cannot be read ({safe_text(one_line(exc))})") from None
     return arrays
 
 

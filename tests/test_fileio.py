@@ -196,6 +196,90 @@ def test_npz_total_declared_size_bounded(tmp_path):
         fileio.load_npz(path, total_limit=5000)
 
 
+def _npz_with_junk(path: Path, arrays: dict, junk: bytes = b"not a deflate stream") -> None:
+    """An npz of `arrays` plus a member `junk.npy` whose stored bytes are `junk` (a corrupt stream unless
+    `junk` is a real deflate stream): reading it fails, so a load that succeeds never inflated it."""
+    np.savez_compressed(path, **arrays)
+    header = _npy_bytes({"descr": "<f4", "fortran_order": False, "shape": (2 ** 28,)})
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr(zipfile.ZipInfo("junk.npy"), header + b"\0" * 1024, compress_type=zipfile.ZIP_DEFLATED)
+    data = path.read_bytes()
+    info = zipfile.ZipFile(path).getinfo("junk.npy")
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+    path.write_bytes(data[:start] + junk[:info.compress_size].ljust(info.compress_size, b"\xff")
+                     + data[start + info.compress_size:])
+
+
+def test_npz_members_not_needed_are_never_inflated(tmp_path):
+    path = tmp_path / "inputs.npz"
+    data = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    _npz_with_junk(path, {"data": data})
+    with pytest.raises(ParseError, match="junk.npy"):
+        fileio.load_npz(path)  # every member: the junk one is read and fails
+    loaded = fileio.load_npz(path, shapes={"data": (2, 3, 4)})
+    assert list(loaded) == ["data"] and np.array_equal(loaded["data"], data)
+    assert fileio.npz_names(path) == ["data", "junk"]
+
+
+def test_npz_needed_member_checked_against_the_need_before_inflating(tmp_path):
+    path = tmp_path / "a.npz"
+    np.savez(path, data=np.zeros((400, 100), np.float32))
+    with pytest.raises(ParseError, match=r"member data.npy: declares 160,128 bytes uncompressed, more than an "
+                                         r"array of shape \[4, 2\] takes"):
+        fileio.load_npz(path, shapes={"data": (4, 2)})
+    other = fileio.load_npz(path, shapes={"data": (400, 50, 2)})["data"]  # another shape: not inflated
+    assert other.shape == (400, 100) and other.dtype == np.float32 and other.strides == (0, 0)
+    assert not other.flags.writeable
+
+
+def test_golden_inputs_read_only_for_the_net(golden):
+    case = GoldenFolder.open(golden)
+    data = case.inputs()["data"]
+    _npz_with_junk(golden / "inputs.npz", {"data": data})
+    assert np.array_equal(case.input_arrays({"data": (1, 3, 9, 8)})["data"], data)
+    with pytest.raises(ParseError, match=r"inputs.npz: input 'data' has shape \[1, 3, 9, 8\], the net takes "
+                                         r"\[1, 3, 8, 9\]"):
+        case.input_arrays({"data": (1, 3, 8, 9)})
+
+
+def test_verify_inflates_only_the_golden_arrays_it_compares(golden, tmp_path):
+    """An inputs.npz and a blobs.npz of about 1 MB whose unused members inflate to 512 MiB each cost 2 GB more
+    in `verify` before (4.4 GB for the issue's 2 GB member); now only the net's inputs and blobs are read.
+    Measured as the peak RSS of a subprocess, against the same verify on the folder as it was."""
+    import subprocess
+    import sys
+
+    def peak_rss_mib(folder: Path) -> float:
+        code = ("import resource, sys, ninport\n"
+                "report = ninport.verify(sys.argv[1], opencv=False, onnx=False)\n"
+                "print(report.comparisons[0].verdict())\n"
+                "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+        result = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True,
+                                timeout=300, env=dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1])))
+        assert result.returncode == 0, result.stderr
+        verdict, peak = result.stdout.strip().splitlines()
+        assert verdict.startswith("2 blobs compared"), verdict  # `unused` is listed as uncompared, not read
+        return float(peak)
+
+    plain = tmp_path / "plain"
+    shutil.copytree(golden, plain)
+    for name in ("inputs.npz", "blobs.npz"):
+        arrays = dict(np.load(golden / name))
+        path = golden / name
+        np.savez(path, **arrays)
+        header = _npy_bytes({"descr": "|u1", "fortran_order": False, "shape": (2 ** 29,)})
+        with zipfile.ZipFile(path, "a") as archive:
+            info = zipfile.ZipInfo("unused.npy")
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with archive.open(info, "w", force_zip64=True) as member:
+                member.write(header)
+                for _ in range(2 ** 29 // 2 ** 24):
+                    member.write(b"\0" * 2 ** 24)
+    assert (golden / "inputs.npz").stat().st_size < 2 ** 21
+    bombed, baseline = peak_rss_mib(golden), peak_rss_mib(plain)
+    assert bombed < baseline + 100, (bombed, baseline)
+
+
 @pytest.mark.parametrize("content, words", [
     (b"", "not a numpy .npz"),
     (b"PK\x03\x04garbage", "not a numpy .npz"),
@@ -331,7 +415,7 @@ def golden(tmp_path) -> Path:
 def test_golden_folder_reads(golden):
     case = GoldenFolder.open(golden)
     assert case.prototxt == golden / "net.prototxt" and case.weights == golden / "weights.caffemodel"
-    assert set(case.input_arrays(["data"])) == {"data"}
+    assert set(case.input_arrays({"data": (1, 3, 9, 8)})) == {"data"}
     assert "out" in case.blobs()
 
 
@@ -386,7 +470,7 @@ def test_golden_malformed_npz(golden):
         case.inputs()
     np.savez(golden / "inputs.npz", other=np.zeros(3, np.float32))
     with pytest.raises(ParseError, match="no array for the net's input"):
-        case.input_arrays(["data"])
+        case.input_arrays({"data": (1, 3, 9, 8)})
     np.savez(golden / "inputs.npz", data=np.array(["text"]))
     with pytest.raises(ParseError, match="expected numbers"):
         case.inputs()

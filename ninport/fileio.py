@@ -8,7 +8,10 @@ Writing: outputs are staged in a private folder inside the output folder (same f
 final step is a rename), with the permissions a plain `open()` gives (the umask is honoured). Only
 when every file is complete, and an optional check has run on the staged files, do they replace
 their targets; if a later rename fails, the earlier ones are rolled back from hard-link backups, so
-the folder holds either all the new files or all the old ones. A staging folder is named after the
+the folder holds either all the new files or all the old ones. The renames hold an exclusive lock on
+the output folder (flock on the folder itself, or on a `.ninport.lock` file in it where the filesystem
+cannot lock a folder), so two processes writing the same folder at once replace their sets one after
+the other, never interleaved: the folder ends with one run's files, not a mix. A staging folder is named after the
 host and the process id; one left by a process that died (SIGKILL, power loss) is removed the next
 time ninport writes to that folder, and SIGTERM during a write cleans up before the process exits.
 """
@@ -42,6 +45,8 @@ MAX_NPY_HEADER_BYTES = 2 ** 16
 MAX_TEXT_BYTES = 64 * 2 ** 20      # a labels file, a case.json
 
 STAGING_PREFIX = ".ninport-staging-"
+LOCK_FILE = ".ninport.lock"          # only where a folder itself cannot be locked (e.g. NFS)
+LOCK_WAIT_SECONDS = 60.0           # renames take milliseconds: a lock held longer is a stuck process
 STALE_STAGING_SECONDS = 24 * 3600  # a staging folder this old is stale whatever its process
 
 
@@ -350,6 +355,65 @@ def clean_stale_staging(folder: str | os.PathLike) -> list[Path]:
     return removed
 
 
+def _try_lock(fd: int) -> bool:
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _lock_fd(folder: Path) -> tuple[int, bool]:
+    """An open descriptor to lock for `folder`, and whether it was locked at once: the folder itself, or
+    its lock file where the filesystem refuses to lock a folder opened read-only (NFS emulates flock
+    with write locks)."""
+    fd = -1
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
+        return fd, _try_lock(fd)
+    except OSError:  # an unreadable folder, or a filesystem that cannot lock one
+        if fd >= 0:
+            os.close(fd)
+    fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+    try:
+        return fd, _try_lock(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, wait: float = LOCK_WAIT_SECONDS) -> Iterator[None]:
+    """Hold an exclusive lock on an output folder, waiting up to `wait` seconds for another process's.
+
+    Taken around the renames that put a set of outputs in place; see the module docstring. Without
+    fcntl (Windows) there is no lock.
+    """
+    try:
+        import fcntl  # noqa: F401
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    folder = Path(folder)
+    try:
+        fd, locked = _lock_fd(folder)
+    except OSError as exc:
+        raise ExportError(f"{folder}: cannot lock the output folder: {exc.strerror}") from None
+    try:
+        deadline = time.monotonic() + wait
+        while not locked:
+            if time.monotonic() > deadline:
+                raise ExportError(f"{folder}: another process has held this output folder's lock for {wait:g} s "
+                                  "(writing its files); nothing was written")
+            time.sleep(0.05)
+            locked = _try_lock(fd)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
 class _Terminated(BaseException):
     """SIGTERM arrived while files were staged: unwind (cleaning up), then terminate."""
 
@@ -474,7 +538,8 @@ def write_files(folder: str | os.PathLike, writers: Mapping[str, Callable[[Path]
                 check(dict(staged))
             backups = staging.path / ".backups"
             backups.mkdir()
-            replace_all([(staged[name], targets[name]) for name in writers], backups)
+            with folder_lock(folder):  # another process's set goes in wholly before or after this one
+                replace_all([(staged[name], targets[name]) for name in writers], backups)
         except BaseException as exc:
             if staging is not None:
                 staging.remove()
@@ -506,7 +571,8 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
             mode = staging.plain_file_mode()
             yield staging.file(target.name)
             os.chmod(staging.file(target.name), mode)
-            os.replace(staging.file(target.name), target)
+            with folder_lock(folder):  # never in the middle of another process's set of renames
+                os.replace(staging.file(target.name), target)
         finally:
             staging.remove()
 

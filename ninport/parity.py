@@ -36,16 +36,30 @@ class ParityReport:
         return next((r for r in self.rows if not r.passed), None)
 
 
+COMPARE_CHUNK = 1 << 20  # elements compared at a time: float64 temporaries of a few MB, whatever the blob
+
+
 def relative_error(actual: np.ndarray, expected: np.ndarray) -> tuple[float, float]:
-    """(max |a-b|, max |a-b| / max |b|); NaNs in the same places count as equal."""
-    a = np.asarray(actual, dtype=np.float64)
-    b = np.asarray(expected, dtype=np.float64)
-    both_nan = np.isnan(a) & np.isnan(b)
-    diff = np.where(both_nan, 0.0, np.abs(a - b))
-    max_abs = float(np.nanmax(diff)) if diff.size else 0.0
-    if np.isnan(diff).any():
-        return float("nan"), float("nan")
-    scale = float(np.nanmax(np.abs(np.where(both_nan, 0.0, b)))) if b.size else 0.0
+    """(max |a-b|, max |a-b| / max |b|); NaNs in the same places count as equal.
+
+    Computed in float64 a chunk at a time, so comparing a 1 GB blob costs a few MB more, not the ten
+    float64 copies a whole-array expression makes."""
+    a, b = np.asarray(actual), np.asarray(expected)
+    if a.shape != b.shape:
+        a, b = np.broadcast_arrays(a, b)
+    a, b = a.reshape(-1), b.reshape(-1)
+    max_abs = scale = 0.0
+    for start in range(0, a.size, COMPARE_CHUNK):
+        x = a[start:start + COMPARE_CHUNK].astype(np.float64)
+        y = b[start:start + COMPARE_CHUNK].astype(np.float64)
+        both_nan = np.isnan(x) & np.isnan(y)
+        diff = np.abs(x - y)
+        diff[both_nan] = 0.0
+        if np.isnan(diff).any():
+            return float("nan"), float("nan")
+        y[both_nan] = 0.0
+        max_abs = max(max_abs, float(diff.max()))
+        scale = max(scale, float(np.abs(y).max()))
     return max_abs, (max_abs / scale if scale else max_abs)
 
 

@@ -358,6 +358,10 @@ def classify(prototxt: str | os.PathLike, images: Sequence[str | os.PathLike], w
     say(f"loading {prototxt}")
     module = load(prototxt, weights)
     description = describe(module)
+    from ninport import memory
+
+    memory.require(memory.forward_bytes(description, batch=1), f"{prototxt}: running the net on one "
+                   f"{input_shape[2]}x{input_shape[3]} image", "give a net or an input size that fits")
     detections = detect.detection_output_blob(description)
     detector = detections is not None
     if label_names is not None and detector:

@@ -190,6 +190,11 @@ def verify(target: PathLike, weights: PathLike | None = None, golden: PathLike |
     say(f"loading {prototxt}")
     module = ninport.load(prototxt, weights, input_shape=input_shape)
     meta = ninport.describe(module)
+    from ninport import memory
+
+    memory.require(memory.verify_bytes(module, meta), f"{prototxt}: verifying at input "
+                   + ", ".join(f"{safe_text(n, 60)} {list(s)}" for n, s in meta.inputs.items()),
+                   "give a smaller --input-shape")
     if folder is not None:
         inputs = folder.input_arrays(meta.inputs)  # only these members are inflated, each checked first
         inputs_source = f"the golden folder {folder.folder}"

@@ -72,7 +72,7 @@ def convert_files(prototxt: PathLike, weights: PathLike | None = None, out_dir: 
     do_check = check and "onnx" in formats
     memory.require(memory.convert_bytes(module, description, export=bool({"onnx", "pt2"} & set(formats)),
                                         check=do_check),
-                   f"{prototxt}: converting at input {_shapes(description)}" + (" and checking" if do_check else ""),
+                   f"{prototxt}: converting {memory.at_input(description)}" + (" and checking" if do_check else ""),
                    "give a smaller --input-shape" + (" or --no-check" if do_check else ""))
     checked: list = []
 
@@ -86,12 +86,6 @@ def convert_files(prototxt: PathLike, weights: PathLike | None = None, out_dir: 
                             check=check_staged if do_check else None, dynamic_size=dynamic_size)
     result = dataclasses.replace(checked[0], path=str(written["onnx"])) if checked else None
     return ConversionResult(prototxt, weights, description, written, result)
-
-
-def _shapes(description: NetDescription) -> str:
-    from ninport.errors import safe_text, shape_text
-
-    return ", ".join(f"{safe_text(name, 60)} {shape_text(shape)}" for name, shape in description.inputs.items())
 
 
 def _export_stages(say: Callable[[str], None]) -> Callable[[str], None]:

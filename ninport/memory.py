@@ -110,6 +110,14 @@ def export_input_bytes(description: NetDescription) -> int:
     return sum(math.prod((max(2, s[0]), *s[1:]) if s else s) * FLOAT_BYTES for s in description.inputs.values())
 
 
+def at_input(description: NetDescription) -> str:
+    """`at input data [1, 3, 224, 224]`, for the messages."""
+    from ninport.errors import safe_text, shape_text
+
+    return "at input " + ", ".join(f"{safe_text(name, 60)} {shape_text(shape)}"
+                                   for name, shape in description.inputs.items())
+
+
 def require(needed: float, what: str, advice: str) -> None:
     """MemoryLimitError when `needed` bytes are more than the limit (see the module docstring)."""
     limit, source = memory_limit()
@@ -118,15 +126,20 @@ def require(needed: float, what: str, advice: str) -> None:
                                f"({gib(limit)}); {advice}, or set {LIMIT_ENV} (bytes, e.g. 64G; none: no check)")
 
 
+def export_bytes(module: Any, description: NetDescription) -> float:
+    """An ONNX or torch.export export: the example inputs twice, the weights twice, the exporter."""
+    return 2 * export_input_bytes(description) + 2 * weight_bytes(module) + TOOLS_BYTES
+
+
+def check_bytes(module: Any, description: NetDescription) -> float:
+    """The self-check (`ninport.check_onnx`): a torch forward, an onnxruntime run, the compared outputs."""
+    return CHECK_FACTOR * output_bytes(description) + weight_bytes(module) + TOOLS_BYTES
+
+
 def convert_bytes(module: Any, description: NetDescription, *, export: bool, check: bool) -> float:
     """The most memory one stage of `convert` needs: the export, then the self-check."""
-    weights = weight_bytes(module)
-    stages = [0.0]
-    if export:
-        stages.append(2 * export_input_bytes(description) + 2 * weights + TOOLS_BYTES)
-    if check:
-        stages.append(CHECK_FACTOR * output_bytes(description) + weights + TOOLS_BYTES)
-    return max(stages)
+    return max([0.0] + ([export_bytes(module, description)] if export else [])
+               + ([check_bytes(module, description)] if check else []))
 
 
 def verify_bytes(module: Any, description: NetDescription) -> float:

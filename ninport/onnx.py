@@ -487,6 +487,10 @@ def to_onnx_model(module: fx.GraphModule, *, opset: int = DEFAULT_OPSET, dynamic
     import onnx
 
     meta = _description(module, description)
+    from ninport import memory
+
+    memory.require(memory.export_bytes(module, meta), f"{meta.source}: exporting to ONNX {memory.at_input(meta)}",
+                   "export at a smaller input shape")
     asked = dynamic_size
     if dynamic_size is None:
         dynamic_size = runs_at_other_sizes(module, meta)

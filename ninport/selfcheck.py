@@ -205,6 +205,10 @@ def check_onnx(module: Any, path: str | os.PathLike, *, tolerance: float = DEFAU
         return SelfCheck(str(path), "skipped", tolerance, message="onnxruntime is not installed "
                                                                   "(pip install onnxruntime, or ninport[all])")
     description = description or describe(module)
+    from ninport import memory
+
+    memory.require(memory.check_bytes(module, description),
+                   f"{path}: checking in onnxruntime {memory.at_input(description)}", "check at a smaller input shape")
     inputs = reference_inputs(module, seed, description)
     logits = _softmax_logits(module, description)
     wanted = {description.blobs[o].node for o in description.outputs} | {node for node, *_ in logits.values()}

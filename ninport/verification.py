@@ -192,8 +192,7 @@ def verify(target: PathLike, weights: PathLike | None = None, golden: PathLike |
     meta = ninport.describe(module)
     from ninport import memory
 
-    memory.require(memory.verify_bytes(module, meta), f"{prototxt}: verifying at input "
-                   + ", ".join(f"{safe_text(n, 60)} {list(s)}" for n, s in meta.inputs.items()),
+    memory.require(memory.verify_bytes(module, meta), f"{prototxt}: verifying {memory.at_input(meta)}",
                    "give a smaller --input-shape")
     if folder is not None:
         inputs = folder.input_arrays(meta.inputs)  # only these members are inflated, each checked first

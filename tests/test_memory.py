@@ -129,3 +129,17 @@ def test_the_self_check_stays_within_its_estimate(tmp_path):
     assert result.returncode == 0, result.stderr
     used, estimate = (float(v) for v in result.stdout.split())
     assert used <= estimate, f"used {used / 2 ** 20:.0f} MiB, estimated {estimate / 2 ** 20:.0f} MiB"
+
+
+def test_the_library_export_and_check_refuse_past_the_limit(tmp_path, monkeypatch):
+    """ninport.export_onnx, write_pt2 and check_onnx estimate on their own (torch.rand made the doubled-batch
+    example input before anything said no)."""
+    module = _load(_net(tmp_path, 64))
+    onnx_path = ninport.export_onnx(module, tmp_path / "ok.onnx")  # within the memory available
+    monkeypatch.setenv(memory.LIMIT_ENV, "64M")
+    for call in (lambda: ninport.export_onnx(module, tmp_path / "a.onnx"),
+                 lambda: ninport.write_pt2(module, tmp_path / "a.pt2"),
+                 lambda: ninport.check_onnx(module, onnx_path)):
+        with pytest.raises(MemoryLimitError, match="at input data \\[1, 1, 64, 64\\] needs about"):
+            call()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.onnx", "wide.prototxt"]

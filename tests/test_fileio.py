@@ -337,6 +337,17 @@ def test_image_of_allowed_size_is_read(tmp_path):
             assert np.array_equal(got, image), suffix
 
 
+def test_tiff_whose_directory_follows_the_image_data_is_read(tmp_path):
+    """libtiff (and so OpenCV) writes the directory after the pixels: a TIFF over 1 MiB was refused as a
+    "truncated TIFF header" when only the file's first MiB went to the header reader."""
+    cv2 = pytest.importorskip("cv2")
+    image = np.random.default_rng(0).integers(0, 256, (700, 1000, 3), dtype=np.uint8)
+    path = tmp_path / "big.tiff"
+    assert cv2.imwrite(str(path), image)
+    assert struct.unpack("<I", path.read_bytes()[4:8])[0] > 2 ** 20
+    assert np.array_equal(read_image(path), image)
+
+
 def test_image_of_unknown_format_refused(tmp_path):
     path = tmp_path / "a.exr"
     path.write_bytes(b"v/1\x01" + b"\0" * 100)

@@ -56,6 +56,8 @@ def _jpeg(data: bytes) -> tuple[int, int]:
         if pos + 4 > len(data):
             break
         if data[pos] != 0xFF:
+            if size is not None:  # junk after the frame header: libjpeg skips it (and refuses a second SOF)
+                break
             raise HeaderError("JPEG markers out of sync")
         marker = data[pos + 1]
         if marker == 0xFF:  # fill byte

@@ -55,10 +55,11 @@ def _jpeg(data: bytes) -> tuple[int, int]:
     for _ in range(MAX_HEADER_BLOCKS):
         if pos + 4 > len(data):
             break
-        if data[pos] != 0xFF:
-            if size is not None:  # junk after the frame header: libjpeg skips it (and refuses a second SOF)
+        if data[pos] != 0xFF:  # junk between segments: libjpeg and Pillow skip to the next 0xFF, so do we
+            pos = data.find(b"\xff", pos)
+            if pos < 0:
                 break
-            raise HeaderError("JPEG markers out of sync")
+            continue
         marker = data[pos + 1]
         if marker == 0xFF:  # fill byte
             pos += 1

@@ -64,7 +64,7 @@ def _jpeg(data: bytes) -> tuple[int, int]:
         if marker == 0xFF:  # fill byte
             pos += 1
             continue
-        if marker in (0x01, *range(0xD0, 0xD8)):  # markers without a length
+        if marker in (0x00, 0x01, *range(0xD0, 0xD8)):  # a stuffed 0xFF (junk), markers without a length
             pos += 2
             continue
         if marker in (0xD9, 0xDA):  # end of image, start of scan: the header is over

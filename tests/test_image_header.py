@@ -113,6 +113,8 @@ def test_jpeg_second_frame_header_refused():
     with pytest.raises(HeaderError, match="two frame headers"):  # decoders skip junk: Pillow would take `big`
         image_size(b"\xff\xd8" + sof + b"junk" + big + b"\xff\xda\0\x02")
     assert image_size(b"\xff\xd8junk" + sof + b"\0junk\xff\xda\0\x02") == (1, 1)
+    with pytest.raises(HeaderError, match="two frame headers"):  # 0xFF 0x00 is junk too, not a segment
+        image_size(b"\xff\xd8" + sof + b"\xff\x00\x00\x40" + big + b"\xff\xda\0\x02")
 
 
 def _gif(screen, frame, extensions=b"") -> bytes:

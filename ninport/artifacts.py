@@ -91,6 +91,10 @@ def export_program(module: fx.GraphModule, path: str | os.PathLike, example_inpu
                    dynamic_batch: bool = True, dynamic_size: bool | None = None) -> torch.export.ExportedProgram:
     """torch.export of `module` (training flags unchanged), its failures named after `path`."""
     meta = describe(module)
+    from ninport import memory
+
+    memory.require(memory.export_bytes(module, meta), f"{path}: torch.export {memory.at_input(meta)}",
+                   "export at a smaller input shape")
     asked = dynamic_size
     if dynamic_size is None:
         dynamic_size = runs_at_other_sizes(module, meta)

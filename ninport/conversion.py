@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
+from ninport import memory
 from ninport.api import InputShape, PathLike, check_path, default_weights_path
 from ninport.description import NetDescription
 from ninport.errors import ExportError
@@ -67,6 +68,12 @@ def convert_files(prototxt: PathLike, weights: PathLike | None = None, out_dir: 
         weights = default_weights_path(prototxt)
     say(f"reading {prototxt}" + (f" and {weights}" if weights else " (no caffemodel: random weights)"))
     module = ninport.load(prototxt, weights, input_shape=input_shape)
+    description = ninport.describe(module)
+    do_check = check and "onnx" in formats
+    memory.require(memory.convert_bytes(module, description, export=bool({"onnx", "pt2"} & set(formats)),
+                                        check=do_check),
+                   f"{prototxt}: converting {memory.at_input(description)}" + (" and checking" if do_check else ""),
+                   "give a smaller --input-shape" + (" or --no-check" if do_check else ""))
     checked: list = []
 
     def check_staged(staged: dict[str, Path]) -> None:
@@ -76,9 +83,9 @@ def convert_files(prototxt: PathLike, weights: PathLike | None = None, out_dir: 
         checked.append(check_onnx(module, staged["onnx"], tolerance=tolerance))
 
     written = write_outputs(module, out_dir, prototxt.stem, formats, progress=_export_stages(say),
-                            check=check_staged if check and "onnx" in formats else None, dynamic_size=dynamic_size)
+                            check=check_staged if do_check else None, dynamic_size=dynamic_size)
     result = dataclasses.replace(checked[0], path=str(written["onnx"])) if checked else None
-    return ConversionResult(prototxt, weights, ninport.describe(module), written, result)
+    return ConversionResult(prototxt, weights, description, written, result)
 
 
 def _export_stages(say: Callable[[str], None]) -> Callable[[str], None]:

@@ -82,6 +82,11 @@ class PreprocessError(NinportError):
     """An image or a transform_param that Caffe's DataTransformer would refuse."""
 
 
+class MemoryLimitError(NinportError):
+    """The work would need more memory than the limit (ninport.memory: NINPORT_MEMORY_LIMIT, else the
+    memory available), estimated before anything was allocated."""
+
+
 class NinportWarning(UserWarning):
     """Something the user should know that does not stop the work (e.g. random weights)."""
 

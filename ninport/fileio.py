@@ -8,7 +8,10 @@ Writing: outputs are staged in a private folder inside the output folder (same f
 final step is a rename), with the permissions a plain `open()` gives (the umask is honoured). Only
 when every file is complete, and an optional check has run on the staged files, do they replace
 their targets; if a later rename fails, the earlier ones are rolled back from hard-link backups, so
-the folder holds either all the new files or all the old ones. A staging folder is named after the
+the folder holds either all the new files or all the old ones. The renames hold an exclusive lock on
+the output folder (flock on the folder itself, or on a `.ninport.lock` file in it where the filesystem
+cannot lock a folder), so two processes writing the same folder at once replace their sets one after
+the other, never interleaved: the folder ends with one run's files, not a mix. A staging folder is named after the
 host and the process id; one left by a process that died (SIGKILL, power loss) is removed the next
 time ninport writes to that folder, and SIGTERM during a write cleans up before the process exits.
 """
@@ -26,13 +29,14 @@ import tempfile
 import threading
 import time
 import zipfile
-from collections.abc import Callable, Iterator, Mapping
+import zlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
-from ninport.errors import ExportError, NinportError, ParseError, one_line, safe_text
+from ninport.errors import ExportError, NinportError, ParseError, one_line, safe_text, shape_text
 
 # Reading limits: far above any real net's inputs, far below what would exhaust a machine.
 MAX_ARRAY_BYTES = 2 ** 31          # one array (an npy file, one npz member, a mean image)
@@ -41,6 +45,8 @@ MAX_NPY_HEADER_BYTES = 2 ** 16
 MAX_TEXT_BYTES = 64 * 2 ** 20      # a labels file, a case.json
 
 STAGING_PREFIX = ".ninport-staging-"
+LOCK_FILE = ".ninport.lock"          # only where a folder itself cannot be locked (e.g. NFS)
+LOCK_WAIT_SECONDS = 60.0           # renames take milliseconds: a lock held longer is a stuck process
 STALE_STAGING_SECONDS = 24 * 3600  # a staging folder this old is stale whatever its process
 
 
@@ -48,6 +54,10 @@ STALE_STAGING_SECONDS = 24 * 3600  # a staging folder this old is stale whatever
 
 
 def _kind(mode: int) -> str:
+    if stat.S_ISREG(mode):
+        return "a regular file"
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
     if stat.S_ISDIR(mode):
         return "a directory"
     if stat.S_ISFIFO(mode):
@@ -56,7 +66,7 @@ def _kind(mode: int) -> str:
         return "a device"
     if stat.S_ISSOCK(mode):
         return "a socket"
-    return "not a regular file"
+    return "of an unusual type (not a regular file)"
 
 
 def check_regular_file(path: str | os.PathLike, what: str = "file", error: type[NinportError] = ParseError) -> Path:
@@ -165,44 +175,77 @@ def load_npy(path: str | os.PathLike, limit: int = MAX_ARRAY_BYTES) -> np.ndarra
         return _read_array_data(fh, str(path), shape, dtype, fortran)
 
 
-def load_npz(path: str | os.PathLike, limit: int = MAX_ARRAY_BYTES, total_limit: int = MAX_NPZ_BYTES
-             ) -> dict[str, np.ndarray]:
-    """Every array of an .npz, each member checked before it is decompressed or allocated.
+def _open_npz(fh: BinaryIO, name: str) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(fh)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise ParseError(f"{name}: not a numpy .npz archive ({safe_text(one_line(exc))})") from None
+
+
+def _npz_keys(archive: zipfile.ZipFile, name: str) -> dict[str, zipfile.ZipInfo]:
+    """Array name -> member, from the zip's central directory (nothing inflated)."""
+    members: dict[str, zipfile.ZipInfo] = {}
+    for member in archive.infolist():
+        key = member.filename.removesuffix(".npy")
+        if member.is_dir() or key in members:
+            raise ParseError(f"{name}: member {safe_text(member.filename, 80)!s}: not an array, or listed twice")
+        members[key] = member
+    return members
+
+
+def npz_names(path: str | os.PathLike) -> list[str]:
+    """The array names an .npz holds, read from its central directory without inflating anything."""
+    with open_regular(path, "numpy .npz file") as fh, _open_npz(fh, str(path)) as archive:
+        return list(_npz_keys(archive, str(path)))
+
+
+def load_npz(path: str | os.PathLike, limit: int = MAX_ARRAY_BYTES, total_limit: int = MAX_NPZ_BYTES, *,
+             shapes: Mapping[str, Sequence[int]] | None = None) -> dict[str, np.ndarray]:
+    """The arrays of an .npz, each member checked before it is decompressed or allocated.
 
     Checked per member: the zip's declared uncompressed size (zipfile never inflates past it), the
     .npy header's shape and dtype (no object arrays), and that the data the header declares is
     there; and the sum of declared sizes against `total_limit` (a zip bomb declares huge sizes).
+
+    With `shapes` (array name -> the shape the caller needs), only the members named there are read,
+    each only after its declared size was checked against what that shape can take (at most 16 bytes
+    an element, plus the .npy header) and its .npy header against the shape: a member declaring more
+    is refused, and one whose header gives another shape is not inflated but comes back as a
+    read-only placeholder of its declared shape and dtype (broadcast zeros, no memory), so that the
+    caller reports the mismatch. Members not named are never inflated (`npz_names` lists them all).
     """
     name = str(path)
     arrays: dict[str, np.ndarray] = {}
-    with open_regular(path, "numpy .npz file") as fh:
-        try:
-            archive = zipfile.ZipFile(fh)
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-            raise ParseError(f"{name}: not a numpy .npz archive ({safe_text(one_line(exc))})") from None
-        with archive:
-            members = archive.infolist()
-            declared = sum(m.file_size for m in members)
-            if declared > total_limit:
-                raise ParseError(f"{name}: its members declare {declared:,} bytes uncompressed, more than the "
-                                 f"{total_limit:,} ninport reads")
-            for member in members:
-                key = member.filename.removesuffix(".npy")
-                where = f"{name}: member {safe_text(member.filename, 80)!s}"
-                if member.is_dir() or key in arrays:
-                    raise ParseError(f"{where}: not an array, or listed twice")
-                if member.file_size > limit + MAX_NPY_HEADER_BYTES:
-                    raise ParseError(f"{where}: declares {member.file_size:,} bytes uncompressed, more than the "
-                                     f"{limit:,} ninport reads for one array")
-                try:
-                    with archive.open(member) as stream:
-                        shape, dtype, fortran = _check_npy_header(stream, where, member.file_size, limit)
-                        arrays[key] = _read_array_data(stream, where, shape, dtype, fortran)
-                except ParseError:
-                    raise
-                except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError,
-                        RuntimeError) as exc:  # bad CRC, unsupported compression, encrypted, corrupt stream
-                    raise ParseError(f"{where}: cannot be read ({safe_text(one_line(exc))})") from None
+    with open_regular(path, "numpy .npz file") as fh, _open_npz(fh, name) as archive:
+        members = _npz_keys(archive, name)
+        if shapes is not None:
+            members = {key: member for key, member in members.items() if key in shapes}
+        declared = sum(m.file_size for m in members.values())
+        if declared > total_limit:
+            raise ParseError(f"{name}: its members declare {declared:,} bytes uncompressed, more than the "
+                             f"{total_limit:,} ninport reads")
+        for key, member in members.items():
+            where = f"{name}: member {safe_text(member.filename, 80)!s}"
+            if member.file_size > limit + MAX_NPY_HEADER_BYTES:
+                raise ParseError(f"{where}: declares {member.file_size:,} bytes uncompressed, more than the "
+                                 f"{limit:,} ninport reads for one array")
+            need = None if shapes is None else tuple(int(d) for d in shapes[key])
+            if need is not None and member.file_size > _array_bytes(need, np.dtype(np.complex128)) \
+                    + MAX_NPY_HEADER_BYTES:
+                raise ParseError(f"{where}: declares {member.file_size:,} bytes uncompressed, more than an array "
+                                 f"of shape {shape_text(need)} takes")
+            try:
+                with archive.open(member) as stream:
+                    shape, dtype, fortran = _check_npy_header(stream, where, member.file_size, limit)
+                    if need is not None and shape != need:
+                        arrays[key] = np.broadcast_to(np.zeros((), dtype), shape)  # the mismatch, not the data
+                        continue
+                    arrays[key] = _read_array_data(stream, where, shape, dtype, fortran)
+            except ParseError:
+                raise
+            except (zipfile.BadZipFile, zlib.error, OSError, ValueError, EOFError, NotImplementedError,
+                    RuntimeError) as exc:  # bad CRC, unsupported compression, encrypted, corrupt stream
+                raise ParseError(f"{where}: cannot be read ({safe_text(one_line(exc))})") from None
     return arrays
 
 
@@ -310,6 +353,65 @@ def clean_stale_staging(folder: str | os.PathLike) -> list[Path]:
             shutil.rmtree(entry.path, ignore_errors=True)
             removed.append(Path(entry.path))
     return removed
+
+
+def _try_lock(fd: int) -> bool:
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _lock_fd(folder: Path) -> tuple[int, bool]:
+    """An open descriptor to lock for `folder`, and whether it was locked at once: the folder itself, or
+    its lock file where the filesystem refuses to lock a folder opened read-only (NFS emulates flock
+    with write locks)."""
+    fd = -1
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
+        return fd, _try_lock(fd)
+    except OSError:  # an unreadable folder, or a filesystem that cannot lock one
+        if fd >= 0:
+            os.close(fd)
+    fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+    try:
+        return fd, _try_lock(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, wait: float = LOCK_WAIT_SECONDS) -> Iterator[None]:
+    """Hold an exclusive lock on an output folder, waiting up to `wait` seconds for another process's.
+
+    Taken around the renames that put a set of outputs in place; see the module docstring. Without
+    fcntl (Windows) there is no lock.
+    """
+    try:
+        import fcntl  # noqa: F401
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    folder = Path(folder)
+    try:
+        fd, locked = _lock_fd(folder)
+    except OSError as exc:
+        raise ExportError(f"{folder}: cannot lock the output folder: {exc.strerror}") from None
+    try:
+        deadline = time.monotonic() + wait
+        while not locked:
+            if time.monotonic() > deadline:
+                raise ExportError(f"{folder}: another process has held this output folder's lock for {wait:g} s "
+                                  "(writing its files); nothing was written")
+            time.sleep(0.05)
+            locked = _try_lock(fd)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 class _Terminated(BaseException):
@@ -436,7 +538,8 @@ def write_files(folder: str | os.PathLike, writers: Mapping[str, Callable[[Path]
                 check(dict(staged))
             backups = staging.path / ".backups"
             backups.mkdir()
-            replace_all([(staged[name], targets[name]) for name in writers], backups)
+            with folder_lock(folder):  # another process's set goes in wholly before or after this one
+                replace_all([(staged[name], targets[name]) for name in writers], backups)
         except BaseException as exc:
             if staging is not None:
                 staging.remove()
@@ -468,7 +571,8 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
             mode = staging.plain_file_mode()
             yield staging.file(target.name)
             os.chmod(staging.file(target.name), mode)
-            os.replace(staging.file(target.name), target)
+            with folder_lock(folder):  # never in the middle of another process's set of renames
+                os.replace(staging.file(target.name), target)
         finally:
             staging.remove()
 

@@ -203,11 +203,11 @@ def _mean_file_channel_means(mean_file: str, source: str | None) -> list[float] 
         path = Path(source).parent / path
     if not path.is_file():
         return None
-    from ninport.caffe.io import read_mean_binaryproto
+    from ninport.caffe.io import read_named_mean_file
     from ninport.errors import NinportError, NinportWarning
 
     try:
-        mean = read_mean_binaryproto(path)
+        mean = read_named_mean_file(path, source or path, mean_file)
     except NinportError as exc:
         warnings.warn(f"mean_file_channel_means not recorded: {exc}", NinportWarning, stacklevel=3)
         return None
@@ -487,6 +487,10 @@ def to_onnx_model(module: fx.GraphModule, *, opset: int = DEFAULT_OPSET, dynamic
     import onnx
 
     meta = _description(module, description)
+    from ninport import memory
+
+    memory.require(memory.export_bytes(module, meta), f"{meta.source}: exporting to ONNX {memory.at_input(meta)}",
+                   "export at a smaller input shape")
     asked = dynamic_size
     if dynamic_size is None:
         dynamic_size = runs_at_other_sizes(module, meta)

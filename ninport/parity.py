@@ -36,16 +36,30 @@ class ParityReport:
         return next((r for r in self.rows if not r.passed), None)
 
 
+COMPARE_CHUNK = 1 << 20  # elements compared at a time: float64 temporaries of a few MB, whatever the blob
+
+
 def relative_error(actual: np.ndarray, expected: np.ndarray) -> tuple[float, float]:
-    """(max |a-b|, max |a-b| / max |b|); NaNs in the same places count as equal."""
-    a = np.asarray(actual, dtype=np.float64)
-    b = np.asarray(expected, dtype=np.float64)
-    both_nan = np.isnan(a) & np.isnan(b)
-    diff = np.where(both_nan, 0.0, np.abs(a - b))
-    max_abs = float(np.nanmax(diff)) if diff.size else 0.0
-    if np.isnan(diff).any():
-        return float("nan"), float("nan")
-    scale = float(np.nanmax(np.abs(np.where(both_nan, 0.0, b)))) if b.size else 0.0
+    """(max |a-b|, max |a-b| / max |b|); NaNs in the same places count as equal.
+
+    Computed in float64 a chunk at a time, so comparing a 1 GB blob costs a few MB more, not the ten
+    float64 copies a whole-array expression makes."""
+    a, b = np.asarray(actual), np.asarray(expected)
+    if a.shape != b.shape:
+        a, b = np.broadcast_arrays(a, b)
+    a, b = a.reshape(-1), b.reshape(-1)
+    max_abs = scale = 0.0
+    for start in range(0, a.size, COMPARE_CHUNK):
+        x = a[start:start + COMPARE_CHUNK].astype(np.float64)
+        y = b[start:start + COMPARE_CHUNK].astype(np.float64)
+        both_nan = np.isnan(x) & np.isnan(y)
+        diff = np.abs(x - y)
+        diff[both_nan] = 0.0
+        if np.isnan(diff).any():
+            return float("nan"), float("nan")
+        y[both_nan] = 0.0
+        max_abs = max(max_abs, float(diff.max()))
+        scale = max(scale, float(np.abs(y).max()))
     return max_abs, (max_abs / scale if scale else max_abs)
 
 
@@ -94,6 +108,8 @@ class GoldenFolder:
             info = json.loads(text)
         except ValueError as exc:
             raise ParseError(f"{case}: not valid JSON ({exc})") from None
+        except RecursionError:  # arrays or objects nested thousands deep
+            raise ParseError(f"{case}: not valid JSON for ninport: nested too deeply") from None
         if not isinstance(info, dict):
             raise ParseError(f"{case}: expected a JSON object, got {type(info).__name__}")
         for key in ("prototxt", "weights"):
@@ -125,30 +141,51 @@ class GoldenFolder:
         name = self.info.get("weights")
         return confined_path(self.folder, name, "case.json's weights") if name else None
 
-    def _arrays(self, name: str) -> dict[str, np.ndarray]:
+    def _arrays(self, name: str, shapes=None) -> dict[str, np.ndarray]:
         from ninport.errors import ParseError
         from ninport.fileio import confined_path, load_npz
 
         path = confined_path(self.folder, name, name)
-        arrays = load_npz(path)
+        arrays = load_npz(path, shapes=shapes)
         for key, value in arrays.items():
             if not (np.issubdtype(value.dtype, np.number) or value.dtype == np.bool_):
                 raise ParseError(f"{path}: array {key!r} has dtype {value.dtype}; expected numbers")
         return arrays
 
+    def _names(self, name: str) -> list[str]:
+        from ninport.fileio import confined_path, npz_names
+
+        return npz_names(confined_path(self.folder, name, name))
+
     def inputs(self) -> dict[str, np.ndarray]:
+        """Every array of inputs.npz (for trusted folders; `input_arrays` reads only what a net takes)."""
         return self._arrays("inputs.npz")
 
-    def input_arrays(self, names) -> dict[str, np.ndarray]:
-        """The inputs the net needs, by blob name; a ParseError names any inputs.npz lacks."""
-        from ninport.errors import ParseError
+    def input_arrays(self, inputs) -> dict[str, np.ndarray]:
+        """The net's inputs (blob name -> the shape the net takes) from inputs.npz. Only those members are
+        inflated, each after its declared size and .npy header were checked against that shape; a
+        ParseError names an input the file lacks or holds at another shape."""
+        from ninport.errors import ParseError, safe_text, shape_text
 
-        arrays = self.inputs()
-        missing = [n for n in names if n not in arrays]
+        path = self.folder / "inputs.npz"
+        arrays = self._arrays("inputs.npz", inputs)
+        missing = [n for n in inputs if n not in arrays]
         if missing:
-            raise ParseError(f"{self.folder / 'inputs.npz'}: no array for the net's input(s) "
-                             f"{', '.join(map(repr, missing))} (it has {', '.join(map(repr, arrays)) or 'none'})")
-        return {n: arrays[n] for n in names}
+            held = ", ".join(repr(safe_text(n, 60)) for n in self._names("inputs.npz")[:10]) or "none"
+            raise ParseError(f"{path}: no array for the net's input(s) "
+                             f"{', '.join(repr(safe_text(n, 60)) for n in missing)} (it has {held})")
+        for name, shape in inputs.items():
+            if tuple(arrays[name].shape) != tuple(shape):
+                raise ParseError(f"{path}: input {safe_text(name, 80)!r} has shape {shape_text(arrays[name].shape)}, "
+                                 f"the net takes {shape_text(shape)}")
+        return {n: arrays[n] for n in inputs}
 
-    def blobs(self) -> dict[str, np.ndarray]:
-        return self._arrays("blobs.npz")
+    def blobs(self, shapes=None) -> dict[str, np.ndarray]:
+        """The arrays of blobs.npz: all of them, or with `shapes` (blob name -> the shape ninport computed)
+        only those, read as `ninport.fileio.load_npz` reads a need (one of another shape comes back as a
+        placeholder of that shape, which a comparison reports as a mismatch)."""
+        return self._arrays("blobs.npz", shapes)
+
+    def blob_names(self) -> list[str]:
+        """The names blobs.npz holds, without inflating anything."""
+        return self._names("blobs.npz")

@@ -49,13 +49,16 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     if path.suffix == ".npy":
         array = load_npy(path)
+        if array.dtype.kind not in "uif":  # bool, complex, structured, text, dates: not pixels
+            raise PreprocessError(f"{path}: an image array must hold real numbers (e.g. uint8 or float32), "
+                                  f"not {safe_text(array.dtype, 80)}")
         if array.ndim not in (2, 3):
             raise PreprocessError(f"{path}: expected an HxW or HxWxC image array, got shape {list(array.shape)}")
         _check_image_size(path, array.shape[0], array.shape[1], array.shape[2] if array.ndim == 3 else 1)
-        return array
+        return array.astype(array.dtype.newbyteorder("="), copy=False)
     data = read_bounded(path, MAX_IMAGE_FILE_BYTES, "image file")
     try:
-        width, height = image_size(data[:1 << 20])
+        width, height = image_size(data)
     except HeaderError as exc:
         raise ParseError(f"{path}: {exc}") from None
     _check_image_size(path, height, width)
@@ -83,6 +86,9 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise ParseError(f"{path}: Pillow cannot decode this image ({exc})") from None
 
 
+_RESIZABLE = tuple(np.dtype(t) for t in ("uint8", "uint16", "int16", "float32", "float64"))
+
+
 def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
     """Bilinear resize, as Caffe's tools do with OpenCV (cv2.resize) before the transform."""
     if image.shape[:2] == (height, width):
@@ -90,26 +96,51 @@ def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
     if height <= 0 or width <= 0 or height * width > MAX_IMAGE_PIXELS:
         raise PreprocessError(f"cannot resize to {height}x{width}: more than the {MAX_IMAGE_PIXELS:,} pixels "
                               "ninport handles, or empty")
+    if image.dtype not in _RESIZABLE:  # OpenCV has no int32/int64/float16 resize; Caffe takes float32 anyway
+        image = image.astype(np.float32)
     try:
         import cv2
     except ImportError:
         cv2 = None
     if cv2 is not None:
-        return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+        if image.ndim == 2:
+            return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+        # OpenCV resizes at most 512 channels at once (CV_CN_MAX)
+        parts = [cv2.resize(image[:, :, c:c + 512], (width, height), interpolation=cv2.INTER_LINEAR)
+                 for c in range(0, image.shape[2], 512)]
+        return np.concatenate([p.reshape(height, width, -1) for p in parts], axis=2)
     try:
         from PIL import Image
     except ImportError:
         raise PreprocessError("resizing images needs OpenCV or Pillow; give an image of the net's input "
                               f"size ({height}x{width}) or install one of them") from None
-    channels = [Image.fromarray(np.ascontiguousarray(image[:, :, c])) for c in range(image.shape[2])]
-    return np.stack([np.asarray(ch.resize((width, height), Image.BILINEAR)) for ch in channels], axis=2)
+    planes = image if image.ndim == 3 else image[:, :, None]
+    if planes.dtype != np.uint8:
+        planes = planes.astype(np.float32)  # Pillow's "F" mode; it has no 16-bit or float64 planes
+    channels = [Image.fromarray(np.ascontiguousarray(planes[:, :, c])) for c in range(planes.shape[2])]
+    resized = np.stack([np.asarray(ch.resize((width, height), Image.BILINEAR)) for ch in channels], axis=2)
+    return resized if image.ndim == 3 else resized[:, :, 0]
 
 
 def read_labels(path: str | os.PathLike) -> list[str]:
-    """One label per line (e.g. Caffe's synset_words.txt); a regular UTF-8 file of bounded size."""
+    """One label per line (e.g. Caffe's synset_words.txt); a regular UTF-8 file of bounded size.
+
+    Lines end at LF only, as Caffe's classification tools read them (std::getline): a form feed,
+    U+2028 or NEL inside a label stays in it rather than shifting every later label. A CR before
+    the LF (a Windows file) is dropped, and so is the empty piece after a final LF.
+    """
     from ninport.fileio import read_text_bounded
 
-    return read_text_bounded(path, "labels file").splitlines()
+    lines = read_text_bounded(path, "labels file").split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
+
+
+def _warn_label_count(labels: str | os.PathLike, count: int, classes: int) -> None:
+    if count != classes:
+        warnings.warn(f"{labels}: {count:,} labels for the net's {classes:,} classes; the labels shown may not "
+                      "belong to their classes", NinportWarning, stacklevel=3)
 
 
 def top_classes(scores: np.ndarray, k: int) -> list[tuple[int, float]]:
@@ -201,7 +232,7 @@ def resolve_preprocessing(prototxt: str | os.PathLike, input_shape: tuple[int, .
     no ImageNet hint. Raises PreprocessError for settings Caffe would refuse (a mean file and mean values
     together, a crop larger than the resize, ...).
     """
-    from ninport.caffe.io import read_mean_binaryproto
+    from ninport.caffe.io import read_mean_binaryproto, read_named_mean_file
 
     prototxt = Path(prototxt)
     if len(input_shape) != 4:
@@ -262,7 +293,7 @@ def resolve_preprocessing(prototxt: str | os.PathLike, input_shape: tuple[int, .
                           "--mean-values", NinportWarning, stacklevel=2)
             origin.append("no mean (the prototxt's mean_file is missing)")
         else:
-            used_file, mean = found, read_mean_binaryproto(found)
+            used_file, mean = found, read_named_mean_file(found, prototxt, net.mean_file)
             origin.append(f"mean image {found} (the prototxt's mean_file)")
     elif net is not None and net.mean_values:
         values = tuple(float(v) for v in net.mean_values)
@@ -393,6 +424,8 @@ class PredictSetup:
             return Prediction(path, (), found.detections, found.drawing, found.selection)
         scores = (outputs[0] if isinstance(outputs, tuple) else outputs).numpy()
         labels = self.labels
+        if labels is not None and index == 0:
+            _warn_label_count(self.labels_from, len(labels), scores.size)
         return Prediction(path, tuple(
             ClassScore(index, score, labels[index] if labels and index < len(labels) else None)
             for index, score in top_classes(scores, self.top or 5)))
@@ -453,7 +486,15 @@ def prepare_prediction(prototxt: str | os.PathLike, weights: str | os.PathLike |
     (progress or (lambda message: None))(f"loading {prototxt}")
     module = load(prototxt, weights)
     description = describe(module)
-    detector = detect.detection_output_blob(description) is not None
+    from ninport import memory
+
+    memory.require(memory.forward_bytes(description, batch=1), f"{prototxt}: running the net on one "
+                   f"{input_shape[2]}x{input_shape[3]} image", "give a net or an input size that fits")
+    detections = detect.detection_output_blob(description)
+    detector = detections is not None
+    if label_names is not None and detector:
+        layer = next(r for r in description.layers if r.type == "DetectionOutput" and detections in r.tops)
+        _warn_label_count(labels_from, len(label_names), int(module.get_submodule(layer.module).num_classes))
     if draw is not None and not detector:
         raise PreprocessError(f"{prototxt}: --draw needs a detector (a net ending in DetectionOutput)")
     return PredictSetup(prototxt, weights, input_name, tuple(input_shape), pre, module, description, detector, top,

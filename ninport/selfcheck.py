@@ -88,8 +88,9 @@ def embed_input_rows(module: Any, description: NetDescription) -> dict[str, int]
     return rows
 
 
-def _softmax_logits(module: Any, description: NetDescription) -> dict[str, tuple[str, str, str]]:
-    """For each output written by a Softmax layer: output -> (fx node of the logits, logits blob, layer)."""
+def _softmax_logits(module: Any, description: NetDescription) -> dict[str, tuple[str, str, str, str]]:
+    """For each output written by a Softmax layer: output -> (fx node of the logits, logits blob, layer,
+    the layer's submodule identifier, which is what the exported ONNX nodes are named after)."""
     found = {}
     for output in description.outputs:
         layer = description.blobs[output].layer
@@ -98,7 +99,7 @@ def _softmax_logits(module: Any, description: NetDescription) -> dict[str, tuple
             continue
         call = next((n for n in module.graph.nodes if n.op == "call_module" and n.target == record.module), None)
         if call is not None and call.args and hasattr(call.args[0], "name"):
-            found[output] = (call.args[0].name, record.bottoms[0], record.name)
+            found[output] = (call.args[0].name, record.bottoms[0], record.name, record.module)
     return found
 
 
@@ -123,21 +124,35 @@ def _torch_values(module: Any, inputs: dict[str, np.ndarray], description: NetDe
     return values
 
 
-def _onnx_values(path: Path, inputs: dict[str, np.ndarray], layers: dict[str, str]) -> tuple[dict, dict]:
-    """onnxruntime's outputs by name, and the values that feed the ONNX nodes of `layers` (logits blob ->
-    Caffe layer); a logits value that cannot be located in the graph is left out."""
+def _softmax_node(model: Any, output: str, identifier: str) -> Any:
+    """The ONNX Softmax node of a Softmax layer: the one that computes the graph output `output` (through
+    Identity nodes), else the one Softmax among the nodes named after the layer's submodule `identifier`
+    (`identifier`, or `identifier/<op>` when the layer became several nodes); None if neither is found."""
+    producers = {value: node for node in model.graph.node for value in node.output}
+    node = producers.get(output)
+    while node is not None and node.op_type == "Identity" and node.input:
+        node = producers.get(node.input[0])
+    if node is not None and node.op_type == "Softmax":
+        return node
+    softmax = [n for n in model.graph.node if n.op_type == "Softmax"
+               and (n.name == identifier or n.name.startswith(identifier + "/"))]
+    return softmax[0] if len(softmax) == 1 else None
+
+
+def _onnx_values(path: Path, inputs: dict[str, np.ndarray], layers: dict[str, tuple[str, str]]
+                 ) -> tuple[dict, dict]:
+    """onnxruntime's outputs by name, and the values that feed the Softmax nodes of `layers` (logits blob ->
+    (ONNX output of the Softmax, its submodule identifier)); a logits value not located is left out."""
     import onnx
     import onnxruntime as ort
 
     model = onnx.load(str(path))
     outputs = [o.name for o in model.graph.output]
     extra: dict[str, str] = {}  # logits blob -> ONNX value name
-    for blob, layer in layers.items():
-        # the exported Softmax node of that layer: `layer`, or `layer/<op>` when it became several nodes
-        group = [n for n in model.graph.node if n.name == layer or n.name.startswith(layer + "/")]
-        softmax = [n for n in group if n.op_type == "Softmax"]
-        if len(softmax) == 1 and softmax[0].input:
-            extra[blob] = softmax[0].input[0]
+    for blob, (output, identifier) in layers.items():
+        softmax = _softmax_node(model, output, identifier)
+        if softmax is not None and softmax.input:
+            extra[blob] = softmax.input[0]
     if extra:
         for value in dict.fromkeys(extra.values()):
             if value not in outputs:
@@ -164,7 +179,7 @@ def _nonfinite_pattern_equal(a: np.ndarray, b: np.ndarray) -> bool:
 
 def compare_one(blob: str, role: str, got: np.ndarray, expected: np.ndarray, tolerance: float) -> BlobCheck:
     """Compare one blob; non-finite values must sit in the same places (then the rest is compared)."""
-    got, expected = np.asarray(got, dtype=np.float64), np.asarray(expected, dtype=np.float64)
+    got, expected = np.asarray(got), np.asarray(expected)  # in their own dtype: no float64 copies of a blob
     if got.shape != expected.shape:
         return BlobCheck(blob, role, tuple(expected.shape), float("inf"), float("inf"), False,
                          f"shape {list(got.shape)} in onnxruntime, {list(expected.shape)} in torch")
@@ -174,7 +189,8 @@ def compare_one(blob: str, role: str, got: np.ndarray, expected: np.ndarray, tol
         if not finite.any() or not _nonfinite_pattern_equal(got, expected):
             return BlobCheck(blob, role, tuple(expected.shape), float("nan"), float("nan"), False, NONFINITE)
         note = f"{int((~finite).sum()):,} NaN/inf values, the same in both; the rest compared"
-    max_abs, rel = relative_error(got[finite], expected[finite])
+        got, expected = np.where(finite, got, 0), np.where(finite, expected, 0)  # the same zeros on both sides
+    max_abs, rel = relative_error(got, expected)
     return BlobCheck(blob, role, tuple(expected.shape), max_abs, rel, bool(rel <= tolerance), note)
 
 
@@ -189,9 +205,13 @@ def check_onnx(module: Any, path: str | os.PathLike, *, tolerance: float = DEFAU
         return SelfCheck(str(path), "skipped", tolerance, message="onnxruntime is not installed "
                                                                   "(pip install onnxruntime, or ninport[all])")
     description = description or describe(module)
+    from ninport import memory
+
+    memory.require(memory.check_bytes(module, description),
+                   f"{path}: checking in onnxruntime {memory.at_input(description)}", "check at a smaller input shape")
     inputs = reference_inputs(module, seed, description)
     logits = _softmax_logits(module, description)
-    wanted = {description.blobs[o].node for o in description.outputs} | {node for node, _, _ in logits.values()}
+    wanted = {description.blobs[o].node for o in description.outputs} | {node for node, *_ in logits.values()}
     try:
         expected = _torch_values(module, inputs, description, wanted)
     except (IndexError, RuntimeError) as exc:
@@ -200,14 +220,16 @@ def check_onnx(module: Any, path: str | os.PathLike, *, tolerance: float = DEFAU
                 "an Embed layer got an index outside [0, input_dim) from the seeded check input (an Embed "
                 "reads another layer's output here); run `ninport verify` with real inputs"))
         raise
-    got_outputs, got_logits = _onnx_values(path, inputs, {blob: layer for _, blob, layer in logits.values()})
-    checks = []
     from ninport.onnx import onnx_output_names
 
-    for output, onnx_name in zip(description.outputs, onnx_output_names(description)):
+    onnx_names = dict(zip(description.outputs, onnx_output_names(description)))
+    got_outputs, got_logits = _onnx_values(path, inputs, {blob: (onnx_names[output], identifier)
+                                                          for output, (_, blob, _, identifier) in logits.items()})
+    checks = []
+    for output, onnx_name in onnx_names.items():
         checks.append(compare_one(output, "output", got_outputs[onnx_name],
                                   expected[description.blobs[output].node], tolerance))
-    for node, blob, layer in logits.values():
+    for node, blob, layer, _ in logits.values():
         if blob in got_logits and got_logits[blob].shape == expected[node].shape:
             checks.append(compare_one(blob, f"logits of Softmax layer {layer}", got_logits[blob], expected[node],
                                       tolerance))
@@ -219,7 +241,7 @@ def check_onnx(module: Any, path: str | os.PathLike, *, tolerance: float = DEFAU
             "outside the net's range) that the two runtimes do not place alike; this proves nothing either "
             "way: run `ninport verify` with real weights and inputs"))
     missing = [f"{safe_text(blob, 60)} (logits of Softmax layer {safe_text(layer, 60)})"
-               for node, blob, layer in logits.values()
+               for node, blob, layer, _ in logits.values()
                if blob not in got_logits or got_logits[blob].shape != expected[node].shape]
     message = f"could not locate {', '.join(missing)} in the ONNX graph; outputs only" if missing else ""
     status = "passed" if all(c.passed for c in checks) else "failed"

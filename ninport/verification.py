@@ -96,11 +96,15 @@ def _names(names: tuple[str, ...], limit: int = 5) -> str:
 
 
 def compare_all(actual: dict[str, np.ndarray], reference: dict[str, np.ndarray], order: list[str],
-                reference_name: str, tolerance: float) -> Comparison:
-    """Every blob of both sides: compared where both have it, listed where only one has it."""
+                reference_name: str, tolerance: float, reference_names: list[str] | None = None) -> Comparison:
+    """Every blob of both sides: compared where both have it, listed where only one has it.
+
+    `reference_names`: every blob the reference holds, when `reference` holds only those ninport also
+    computes (a golden blobs.npz is read that way: the rest is listed, never inflated)."""
     report = compare_blobs(actual, reference, order, reference_name, tolerance)
-    ours_only = tuple(name for name in order if name in actual and name not in reference)
-    theirs_only = tuple(name for name in reference if name not in actual and not CAFFE_SPLIT_BLOB.search(name))
+    held = list(reference) if reference_names is None else reference_names
+    ours_only = tuple(name for name in order if name in actual and name not in held)
+    theirs_only = tuple(name for name in held if name not in actual and not CAFFE_SPLIT_BLOB.search(name))
     return Comparison(reference_name, tolerance, tuple(report.rows), ours_only, theirs_only)
 
 
@@ -186,17 +190,12 @@ def verify(target: PathLike, weights: PathLike | None = None, golden: PathLike |
     say(f"loading {prototxt}")
     module = ninport.load(prototxt, weights, input_shape=input_shape)
     meta = ninport.describe(module)
+    from ninport import memory
+
+    memory.require(memory.verify_bytes(module, meta), f"{prototxt}: verifying {memory.at_input(meta)}",
+                   "give a smaller --input-shape")
     if folder is not None:
-        inputs = folder.inputs()
-        absent = [name for name in meta.inputs if name not in inputs]
-        if absent:
-            raise NinportError(f"{folder.folder}: inputs.npz has no array for the net's input {absent[0]!r} "
-                               f"(it holds {', '.join(sorted(inputs)) or 'nothing'})")
-        for name, shape in meta.inputs.items():
-            if tuple(inputs[name].shape) != tuple(shape):
-                raise NinportError(f"{folder.folder}: input {safe_text(name, 80)!r} in inputs.npz has shape "
-                                   f"{list(inputs[name].shape)}, the net takes {list(shape)}")
-        inputs = {name: inputs[name] for name in meta.inputs}
+        inputs = folder.input_arrays(meta.inputs)  # only these members are inflated, each checked first
         inputs_source = f"the golden folder {folder.folder}"
     else:
         inputs = reference_inputs(module, seed, meta)
@@ -208,8 +207,9 @@ def verify(target: PathLike, weights: PathLike | None = None, golden: PathLike |
     comparisons: list[Comparison] = []
     skipped: list[Skipped] = []
     if folder is not None:
-        comparisons.append(compare_all(blobs, folder.blobs(), order, f"Caffe (golden {folder.folder.name})",
-                                       tolerance))
+        reference = folder.blobs({name: value.shape for name, value in blobs.items()})
+        comparisons.append(compare_all(blobs, reference, order, f"Caffe (golden {folder.folder.name})",
+                                       tolerance, reference_names=folder.blob_names()))
     if opencv:
         deviation = opencv_known_deviation(ninport.load_spec(prototxt).layers)
         if weights is None and module.state_dict():

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+import ninport
 from ninport import detect
 from ninport.cli import main
 from ninport.errors import NinportWarning, ParseError, PreprocessError
@@ -194,6 +195,15 @@ def test_predict_on_a_detector_prints_boxes_in_image_pixels_and_draws(tmp_path, 
         assert found["score"] == pytest.approx(float(row[2]), abs=1e-4)
         assert found["box"] == pytest.approx([float(np.clip(v, 0, 1)) * 96 for v in row[3:]], abs=0.05)
     assert report["drawing"] == str(drawing) and drawing.is_file()
+
+
+def test_detector_label_count_other_than_num_classes_warns(tmp_path):
+    image = _mini_ssd_image(tmp_path)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("background\nalpha\nbeta\n")
+    with pytest.warns(ninport.NinportWarning, match="3 labels for the net's 5 classes"):
+        ninport.classify(MINI_SSD / "net.prototxt", [image], MINI_SSD / "weights.caffemodel",
+                         mean_values=(127.5,), scale=0.007843, labels=labels)
 
 
 def test_predict_on_a_detector_text_output(tmp_path, capsys):

@@ -126,6 +126,27 @@ def test_metadata_preprocessing_from_data_layer(tmp_path):
     assert "weights_sha256" not in props
 
 
+def test_metadata_mean_file_outside_the_prototxt_folder_warns_naming_it(tmp_path):
+    """convert reads the mean file for `mean_file_channel_means`: one the prototxt names outside its folder is
+    still read (as Caffe would) but said."""
+    from tests.test_predict import _mean_file
+
+    outside = _mean_file(tmp_path / "elsewhere" / "mean.binaryproto")
+    prototxt = tmp_path / "net" / "net.prototxt"
+    prototxt.parent.mkdir()
+    prototxt.write_text('layer { name: "data" type: "Data" top: "data" transform_param { mean_file: "MEAN" } '
+                        'data_param { batch_size: 1 } }\n'
+                        'layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" '
+                        'inner_product_param { num_output: 2 } }\n'.replace("MEAN", str(outside)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        module = ninport.load(prototxt, input_shape=(1, 3, 8, 8))
+    with pytest.warns(ninport.NinportWarning, match=f"is {outside}, outside the prototxt's folder"):
+        path = export_onnx(module, tmp_path / "net.onnx")
+    props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert json.loads(props["mean_file_channel_means"]) == [7.0, 7.0, 7.0]
+
+
 def test_metadata_crop_size_never_contradicts_the_input(tmp_path):
     """NIN's train_val crops 224; exported at 227 the file must not say crop_size 224."""
     from tests.conftest import NIN_TRAIN_VAL

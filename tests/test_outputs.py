@@ -129,6 +129,66 @@ def test_late_rename_failure_with_real_outputs(module, tmp_path, monkeypatch):
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
 
 
+def test_concurrent_writers_to_one_folder_never_mix_their_files(tmp_path, monkeypatch):
+    """Run A is paused between its two renames while run B writes the same two files. Without the folder
+    lock B's set landed in the middle of A's (a.bin from B, b.bin from A); with it B waits, then replaces
+    A's set whole."""
+    import threading
+
+    real_replace = os.replace
+    b_done = threading.Event()
+
+    def slow_replace(src, dst, *args, **kwargs):
+        result = real_replace(src, dst, *args, **kwargs)
+        if Path(dst) == tmp_path / "a.bin" and Path(dst).read_bytes() == b"A":
+            b_done.wait(1.0)  # A, between its renames: B gets a second to slip in
+        return result
+
+    monkeypatch.setattr(fileio.os, "replace", slow_replace)
+
+    def write(tag: bytes) -> None:
+        fileio.write_files(tmp_path, {name: (lambda path: path.write_bytes(tag)) for name in ("a.bin", "b.bin")})
+
+    a = threading.Thread(target=write, args=(b"A",))
+    a.start()
+    while not (tmp_path / "a.bin").exists():
+        time.sleep(0.01)
+    write(b"B")
+    b_done.set()
+    a.join()
+    assert [(tmp_path / name).read_bytes() for name in ("a.bin", "b.bin")] == [b"B", b"B"]
+
+
+def test_a_folder_lock_held_too_long_is_a_clear_error(tmp_path):
+    with fileio.folder_lock(tmp_path), pytest.raises(ExportError, match="another process has held this output "
+                                                                         "folder's lock for 0.2 s"):
+        with fileio.folder_lock(tmp_path, wait=0.2):
+            pass
+    with fileio.folder_lock(tmp_path, wait=0.2):  # released
+        pass
+    assert list(tmp_path.iterdir()) == []  # the folder itself is locked: no lock file left here
+
+
+def test_folder_lock_falls_back_to_a_lock_file_where_a_folder_cannot_be_locked(tmp_path, monkeypatch):
+    """NFS emulates flock with write locks, which a folder opened read-only cannot take (EBADF)."""
+    import errno
+    import fcntl
+
+    real_flock = fcntl.flock
+
+    def nfs_flock(fd, operation):
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(errno.EBADF, "Bad file descriptor")
+        return real_flock(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", nfs_flock)
+    with fileio.folder_lock(tmp_path):
+        assert (tmp_path / fileio.LOCK_FILE).is_file()
+        with pytest.raises(ExportError, match="held this output folder's lock"):
+            with fileio.folder_lock(tmp_path, wait=0.1):
+                pass
+
+
 def test_check_sees_the_staged_files_and_can_refuse(module, tmp_path):
     (tmp_path / "net.onnx").write_bytes(b"old")
     seen = {}
@@ -218,16 +278,17 @@ def test_no_staging_outlives_a_killed_writer(tmp_path, how):
     assert (out / "a.bin").read_bytes() == b"old"
 
 
-@pytest.mark.parametrize("target", ["/dev/null", "fifo", "file"])
-def test_output_folder_that_is_a_device_fifo_or_file_is_refused(module, tmp_path, target):
+@pytest.mark.parametrize("target, kind", [("/dev/null", "a device"), ("fifo", "a FIFO"), ("file", "a regular file")])
+def test_output_folder_that_is_a_device_fifo_or_file_is_refused(module, tmp_path, target, kind):
     if target == "fifo":
         target = tmp_path / "pipe"
         os.mkfifo(target)
     elif target == "file":
         target = tmp_path / "plain"
         target.write_text("x")
-    with pytest.raises(ExportError, match="not a folder"):
+    with pytest.raises(ExportError, match=f"output path exists and is {kind}") as info:
         fileio.check_output_dir(target)
+    assert str(info.value).endswith(", not a folder") and "is not a regular file" not in str(info.value)
     calls = []
     with pytest.raises(ExportError, match="not a folder"):
         write_outputs(module, target, "net", ("onnx",), progress=calls.append)

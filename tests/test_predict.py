@@ -82,6 +82,35 @@ def test_predict_errors_are_one_line(tmp_path):
     assert too_small.returncode == 1 and len(too_small.stderr.strip().splitlines()) == 1
 
 
+def test_predict_odd_images_are_one_line_errors_naming_the_file(tmp_path):
+    """Each was an internal error (exit 2): a complex .npy, 1000 channels to resize (cv2.error), a PNM header
+    number of 5,000 digits (Python's int limit)."""
+    np.save(tmp_path / "complex.npy", np.zeros((10, 10, 3), np.complex64))
+    np.save(tmp_path / "channels.npy", np.zeros((12, 12, 1000), np.uint8))
+    (tmp_path / "digits.ppm").write_bytes(b"P6\n" + b"9" * 5000 + b" 1\n255\n")
+    for name in ("complex.npy", "channels.npy", "digits.ppm"):
+        result = run_cli("predict", str(CASE / "net.prototxt"), str(tmp_path / name), "--weights",
+                         str(CASE / "weights.caffemodel"))
+        errors = [line for line in result.stderr.splitlines() if not line.endswith("...")]
+        assert result.returncode == 1 and len(errors) == 1 and name in errors[0], result.stderr
+
+
+def test_label_count_other_than_the_class_count_warns(tmp_path):
+    _, path = _image(tmp_path)
+    labels = tmp_path / "labels.txt"
+    for count, warned in ((5, False), (4, True), (6, True)):
+        labels.write_text("".join(f"class-{i}\n" for i in range(count)))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = ninport.classify(CASE / "net.prototxt", [path, path], CASE / "weights.caffemodel",
+                                      mean_values=(104, 117, 123), labels=labels)
+        said = [str(w.message) for w in caught if "labels for the net" in str(w.message)]
+        assert said == ([f"{labels}: {count:,} labels for the net's 5 classes; the labels shown may not belong to "
+                         "their classes"] if warned else []), count
+        assert all(c.label == (f"class-{c.index}" if c.index < count else None)
+                   for p in result.predictions for c in p.top)
+
+
 # --- the preprocessing rules: said, and warned about where they are a guess -------------------------
 
 MEMORY_DATA = """layer { name: "data" type: "MemoryData" top: "data" top: "label"
@@ -135,6 +164,31 @@ def test_mean_file_beside_the_prototxt_is_read(tmp_path):
     pre, said = _resolve(tmp_path, 'transform_param { mean_file: "mean.binaryproto" }', crop=8)
     assert not said and pre.resize == (9, 9) and pre.crop == 8 and pre.mean.shape == (3, 9, 9)
     assert pre.describe().startswith("resize to 9x9 (the mean image's size); center crop 8 (given); mean image")
+
+
+def _mean_file(path):
+    from ninport.caffe import caffe_pb2
+
+    blob = caffe_pb2.BlobProto()
+    blob.shape.dim.extend([1, 3, 8, 8])
+    blob.data.extend([7.0] * 3 * 64)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(blob.SerializeToString())
+    return path
+
+
+@pytest.mark.parametrize("where", ["absolute", "dotdot"])
+def test_mean_file_outside_the_prototxt_folder_is_read_with_a_warning_naming_it(tmp_path, where):
+    outside = _mean_file(tmp_path / "elsewhere" / "mean.binaryproto")
+    net = tmp_path / "net"
+    net.mkdir()
+    name = str(outside) if where == "absolute" else "../elsewhere/mean.binaryproto"
+    pre, said = _resolve(net, f'transform_param {{ mean_file: "{name}" }}')
+    assert pre.mean is not None and pre.mean.shape == (3, 8, 8)
+    assert len(said) == 1 and f"is {outside}, outside the prototxt's folder" in said[0]
+    _mean_file(net / "mean.binaryproto")
+    pre, said = _resolve(net, 'transform_param { mean_file: "mean.binaryproto" }')
+    assert pre.mean is not None and not said
 
 
 def test_non_square_image_squashed_without_crop_warns(tmp_path):

@@ -39,6 +39,31 @@ def test_every_output_and_the_logits_are_compared(tmp_path):
     assert check.compared == "prob (output), fc (logits of Softmax layer prob)"
 
 
+@pytest.mark.parametrize("name", ["prob-1", "1prob", "class", "prob.x", "a/b", "prob 2"])
+def test_logits_found_whatever_the_softmax_layer_is_named(tmp_path, name):
+    """The ONNX nodes are named after the layer's submodule identifier (`prob-1` becomes `prob_1`), not the
+    Caffe name: `prob-1` lost its logits ("could not locate fc ... outputs only")."""
+    path = _net(tmp_path, 'layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" '
+                          'inner_product_param { num_output: 4 } }\n'
+                          f'layer {{ name: "{name}" type: "Softmax" bottom: "fc" top: "prob" }}\n')
+    module = _load(path)
+    check = ninport.check_onnx(module, ninport.export_onnx(module, tmp_path / "net.onnx"))
+    assert check.passed and check.message == ""
+    assert [(b.blob, b.role) for b in check.blobs] == [("prob", "output"), ("fc", f"logits of Softmax layer {name}")]
+
+
+def test_softmax_node_found_by_identifier_when_it_does_not_write_the_output():
+    from onnx import helper
+
+    from ninport.selfcheck import _softmax_node
+
+    nodes = [helper.make_node("Softmax", ["fc"], ["p"], name="prob_1"),
+             helper.make_node("Mul", ["p", "p"], ["prob"], name="prob_1/mul")]
+    model = helper.make_model(helper.make_graph(nodes, "g", [], []))
+    assert _softmax_node(model, "prob", "prob_1").name == "prob_1"
+    assert _softmax_node(model, "prob", "prob") is None
+
+
 SOFTMAX_NET = ('layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" '
                'inner_product_param { num_output: 4 } }\n'
                'layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob" }\n'

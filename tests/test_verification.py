@@ -67,7 +67,7 @@ def test_cli_verify_fails_with_exit_3_on_an_uncompared_blob(tmp_path):
 def test_golden_inputs_must_match_the_net(tmp_path):
     folder = _golden_copy(tmp_path, "mini_resnet")
     np.savez(folder / "inputs.npz", other=np.zeros((1, 3), np.float32))
-    with pytest.raises(ninport.NinportError, match="no array for the net's input 'data'"):
+    with pytest.raises(ninport.NinportError, match=r"inputs.npz: no array for the net's input\(s\) 'data'"):
         ninport.verify(folder, opencv=False, onnx=False)
 
 

@@ -448,6 +448,29 @@ def read_caffemodel_proto(path: str | os.PathLike) -> "object":
 MAX_MEAN_FILE_BYTES = 2 ** 28  # a 3 x 4096 x 4096 float mean image is 200 MB
 
 
+def read_named_mean_file(path: str | os.PathLike, prototxt: str | os.PathLike, name: str) -> np.ndarray:
+    """`read_mean_binaryproto` of the file a prototxt's transform_param names (`name`, found at `path`).
+
+    A mean file outside the prototxt's folder (an absolute path, `..`, a link that leads out, or one found in
+    the current folder) is still read, as Caffe would, but with a NinportWarning naming it: a model file
+    chose which file on this machine ninport opens.
+    """
+    import warnings
+
+    from ninport.errors import NinportWarning, safe_text
+
+    path = Path(path)
+    try:
+        resolved = path.resolve()
+        inside = resolved.is_relative_to(Path(prototxt).resolve().parent)
+    except (OSError, RuntimeError):  # a symlink loop: read_mean_binaryproto names the failure
+        resolved, inside = path, False
+    if not inside:
+        warnings.warn(f"{prototxt}: its mean_file {safe_text(name, 120)!r} is {safe_text(resolved, 200)}, outside "
+                      "the prototxt's folder; reading it as the net's mean image", NinportWarning, stacklevel=3)
+    return read_mean_binaryproto(path)
+
+
 def read_mean_binaryproto(path: str | os.PathLike) -> np.ndarray:
     """Read a Caffe mean file (`.binaryproto`: one serialized BlobProto) as a float32 (C, H, W) array.
 

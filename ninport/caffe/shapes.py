@@ -171,9 +171,7 @@ def _pooling(layer, shapes):
     if p.pool == pb2.PoolingParameter.STOCHASTIC:
         raise UnsupportedLayerError("STOCHASTIC pooling is not supported (its TEST-phase weighted "
                                     "average has no exact torch twin); replace it with AVE or MAX")
-    geo = pool_geometry(p, (h, w))
-    if min(geo.out) <= 0:
-        _fail(f"output size {geo.out} is not positive")
+    geo = pool_geometry(p, (h, w))  # refuses an output size <= 0, as Caffe does
     if len(layer.tops) > 1:
         raise UnsupportedLayerError("a second top (MAX pooling's argmax mask) is not supported")
     # The converter pads the input to the extent the windows cover (a last window may start

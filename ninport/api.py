@@ -15,7 +15,7 @@ from ninport.caffe import caffe_pb2 as pb2
 from ninport.caffe import io
 from ninport.caffe.shapes import infer_shapes
 from ninport.caffe.spec import NetSpec, load_netspec
-from ninport.caffe.weights import attach_weights, random_weights
+from ninport.caffe.weights import attach_weights, random_weights, unreachable_layers
 from ninport.errors import NinportError, ShapeError, safe_text
 
 if TYPE_CHECKING:  # torch is imported by load() only, so reading and inspecting nets stays light
@@ -136,6 +136,8 @@ def load(prototxt: PathLike, weights: PathLike | None = None, *, input_shape: In
             warn_random_weights(str(prototxt))
     else:
         blobs = attach_weights(spec, table, io.read_caffemodel(weights), str(weights))
+        # a layer repeating an earlier layer's name gets no caffemodel weights (attach_weights warned)
+        blobs.update(random_weights(table, spec, seed, only={layer.key for layer in unreachable_layers(spec, table)}))
     module = build_graph_module(spec, blobs, table, weights_source=str(weights) if weights is not None else None,
                                 phase=phase)
     if freeze:

@@ -109,11 +109,11 @@ def summary(prototxt: PathLike, input_shape: InputShape = None, weights: PathLik
         fit = WeightsFit(str(weights), len(matched), sum(a.size for arrays in matched.values() for a in arrays))
     rows = []
     for layer in spec.layers:
-        shapes = table.layers[layer.name]
+        shapes = table.layers[layer.key]
         if shapes.params is not None:
             count = sum(math.prod(s) for s in shapes.params)
         else:  # a plugin that takes whatever the caffemodel holds
-            count = sum(a.size for a in matched.get(layer.name, []))
+            count = sum(a.size for a in matched.get(layer.key, []))
         statistics = count if layer.type in STATISTICS_LAYERS else 0
         rows.append(LayerRow(
             layer=layer.name, type=layer.type, bottoms=tuple(layer.bottoms), tops=tuple(layer.tops),

@@ -44,7 +44,8 @@ MAX_TOTAL_ACTIVATIONS = 2 ** 32
 
 @dataclass
 class ShapeTable:
-    """Every blob's shape and every layer's weights/MACs for one set of input shapes."""
+    """Every blob's shape and every layer's weights/MACs for one set of input shapes; `layers` is keyed by
+    `LayerSpec.key` (the layer name, unless an earlier layer has the same name)."""
 
     blobs: dict[str, Shape]
     layers: dict[str, LayerShapes]
@@ -472,7 +473,7 @@ def infer_shapes(spec: NetSpec) -> ShapeTable:
             raise type(exc)(f"{layer.where(spec.source)}: {exc}") from None
         for top, shape in zip(layer.tops, result.tops):
             blobs[top] = tuple(int(d) for d in shape)
-        layers[layer.name] = result
+        layers[layer.key] = result
     return ShapeTable(blobs=blobs, layers=layers)
 
 
@@ -616,7 +617,7 @@ def _fixing_at(spec: NetSpec, reference: ShapeTable, inputs: dict[str, Shape]) -
             found.append((layer.name, f"refuses bottom {', '.join(shape_text(s) for s in bottoms)} (input {at}): "
                                       f"{safe_text(str(exc))}"))
             return found
-        ref = reference.layers.get(layer.name)
+        ref = reference.layers.get(layer.key)
         if ref is not None and result.params is not None and ref.params is not None and \
                 [tuple(p) for p in result.params] != [tuple(p) for p in ref.params]:
             found.append((layer.name, f"its weights {', '.join(shape_text(p) for p in ref.params)} take only "

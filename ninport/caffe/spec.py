@@ -21,6 +21,12 @@ DATA_LAYER_TYPES = {"Data", "ImageData", "MemoryData", "HDF5Data", "WindowData",
                     "AnnotatedData", "VideoData"}
 
 
+def repeated_key(name: str, occurrence: int) -> str:
+    """The key of the `occurrence`-th (2, 3, ...) layer named `name`: the name, a NUL and the count.
+    Caffe names are C strings (a name holding NUL is refused), so a key never equals a real name."""
+    return f"{name}\x00{occurrence}"
+
+
 def is_training_only(layer_type: str, phase: int = pb2.TEST) -> bool:
     """Whether a layer of this type is left out of the `phase` net: in TEST, losses and Accuracy (a deploy
     net has no labels); in TRAIN, only layers with no value as a torch op (Silence, HDF5Output)."""
@@ -51,6 +57,19 @@ class LayerSpec:
     unknown_fields: UnknownFields = field(default_factory=dict)
     # (line, column) of the first occurrence of each unknown field path, for error messages.
     unknown_field_places: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # Unique within the net, since Caffe does not require unique layer names: the name, or for a layer
+    # whose name an earlier layer of Caffe's net already has, `repeated_key(name, n)`. What ninport keeps
+    # per layer (shapes, weights) is keyed by it; a caffemodel layer reaches the layer whose key is its name.
+    key: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            self.key = self.name
+
+    @property
+    def repeats_a_name(self) -> bool:
+        """True for the second, third, ... layer of a name (Caffe copies no caffemodel weights to it)."""
+        return self.key != self.name
 
     def where(self, source: str | None) -> str:
         place = f"{source}:{self.line}" if source and self.line else (source or "<net>")
@@ -82,6 +101,7 @@ class NetSpec:
     unknown_fields: UnknownFields = field(default_factory=dict)  # net-level fields caffe.proto lacks
 
     def layer(self, name: str) -> LayerSpec:
+        """The first layer named `name` (the one a caffemodel layer of that name reaches)."""
         for layer in self.layers:
             if layer.name == name:
                 return layer
@@ -195,6 +215,7 @@ def build_netspec(net: "pb2.NetParameter", source: str = "<net>", lines: list[in
     inputs: dict[str, tuple[int, ...]] = {}
     preprocess: Preprocess | None = None
     layers: list[LayerSpec] = []
+    name_count: dict[str, int] = {}  # layers of each name in Caffe's net so far (inputs and losses included)
     for index, layer in enumerate(current.layer):
         line = line_of[index]
         place = f"{source}:{line}" if line else source
@@ -203,6 +224,7 @@ def build_netspec(net: "pb2.NetParameter", source: str = "<net>", lines: list[in
                              "Caffe accepts only one kind")
         if not layer_included(layer, phase, level, stages):
             continue
+        name_count[layer.name] = name_count.get(layer.name, 0) + 1
         if not layer.type:
             if places_of[index]:  # most likely a misspelt `type:`; point at what was written
                 path, (ln, col) = next(iter(places_of[index].items()))
@@ -236,9 +258,11 @@ def build_netspec(net: "pb2.NetParameter", source: str = "<net>", lines: list[in
             continue
         if is_training_only(layer.type, phase):
             continue
+        occurrence = name_count[layer.name]
         layers.append(LayerSpec(name=layer.name, type=layer.type, bottoms=list(layer.bottom),
                                 tops=list(layer.top), proto=layer, line=line,
-                                unknown_fields=unknown_of[index], unknown_field_places=places_of[index]))
+                                unknown_fields=unknown_of[index], unknown_field_places=places_of[index],
+                                key=layer.name if occurrence == 1 else repeated_key(layer.name, occurrence)))
     if not inputs:
         raise ParseError(f"{source}: the net has no input (no `input:` field, Input layer or data layer "
                          "in the TEST phase)")
@@ -251,7 +275,6 @@ def _check_connectivity(inputs, layers: list[LayerSpec], source: str) -> list[st
     """Check every bottom exists and no top is overwritten; return Caffe's outputs, sorted by name."""
     available: set[str] = set(inputs)
     produced: set[str] = set(inputs)
-    seen_names: set[str] = set()
     for layer in layers:
         for name in [layer.name, *layer.bottoms, *layer.tops]:
             if "\x00" in name:
@@ -259,11 +282,6 @@ def _check_connectivity(inputs, layers: list[LayerSpec], source: str) -> list[st
                 raise ParseError(f"{place}: layer {layer.name[:60]!r} ({layer.type[:60]!r}): the name "
                                  f"{name[:60]!r} holds a NUL byte; "
                                  "Caffe layer and blob names are C strings")
-        if layer.name in seen_names:
-            what = "another layer without a name" if not layer.name else "a second layer with this name"
-            raise ParseError(f"{layer.where(source)}: {what}; "
-                             "Caffe matches weights by layer name, so names must be unique")
-        seen_names.add(layer.name)
         if not layer.tops:
             raise ParseError(f"{layer.where(source)}: the layer has no top blob; a {layer.type} layer "
                              "produces at least one")

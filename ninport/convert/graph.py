@@ -49,7 +49,8 @@ def python_identifier(name: str, used: set[str], fallback: str = "layer") -> str
 def build_graph_module(spec: NetSpec, weights: dict[str, list[np.ndarray]],
                        table: ShapeTable | None = None, *, weights_source: str | None = None,
                        phase: str = "TEST") -> fx.GraphModule:
-    """Build the GraphModule and attach its NetDescription; `weights` maps layer name -> blobs (Caffe layout)."""
+    """Build the GraphModule and attach its NetDescription; `weights` maps `LayerSpec.key` (the layer name,
+    unless an earlier layer has the same name) -> blobs (Caffe layout)."""
     table = table or infer_shapes(spec)
     root = nn.Module()
     graph = fx.Graph()
@@ -68,7 +69,7 @@ def build_graph_module(spec: NetSpec, weights: dict[str, list[np.ndarray]],
         convert = record.convert_function()
         ctx = LayerContext(layer=layer, bottom_shapes=[table.blobs[b] for b in layer.bottoms],
                            top_shapes=[table.blobs[t] for t in layer.tops],
-                           weights=weights.get(layer.name, []))
+                           weights=weights.get(layer.key, []))
         try:
             module = convert(ctx)
         except NinportError as exc:

@@ -171,10 +171,14 @@ def test_non_in_place_duplicate_top(tmp_path):
     assert "'conv1'" in message and 'layer "fc"' in message and "already produced" in message
 
 
-def test_duplicate_layer_name(tmp_path):
+def test_duplicate_layer_name_is_accepted_as_caffe_does(tmp_path):
+    """Caffe does not require unique layer names (HED repeats "crop"); each layer stays its own."""
     path = write(tmp_path, NET.replace('name: "relu1"', 'name: "conv1"'))
-    message = load_fails(ParseError, path)
-    assert 'layer "conv1"' in message and "name" in message
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        module = ninport.load(path)
+    records = [r for r in ninport.describe(module).layers if r.name == "conv1"]
+    assert [(r.type, r.module) for r in records] == [("Convolution", "conv1"), ("ReLU", "conv1_2")]
 
 
 def test_no_input_at_all(tmp_path):

@@ -90,14 +90,16 @@ class NetSummary:
         }
 
 
-def summary(prototxt: PathLike, input_shape: InputShape = None, weights: PathLike | None = None) -> NetSummary:
+def summary(prototxt: PathLike, input_shape: InputShape = None, weights: PathLike | None = None,
+            dialect: str | None = None) -> NetSummary:
     """Shapes, parameter counts and MACs of every layer; with `weights`, check that the caffemodel fits.
+    `dialect`: see `ninport.load`.
 
     Raises NinportError (ShapeError, WeightsError, ...) for a net or caffemodel Caffe would refuse.
     """
     prototxt = check_path(prototxt, "prototxt")
     weights = check_path(weights, "weights", optional=True)
-    spec = load_spec(prototxt, input_shape)
+    spec = load_spec(prototxt, input_shape, dialect)
     table = infer_shapes(spec)
     matched: dict[str, list] = {}
     fit = None
@@ -169,4 +171,7 @@ def layer_settings(layer: LayerSpec) -> str:
         return pb2.EltwiseParameter.EltwiseOp.Name(p.eltwise_param.operation)
     if layer.type == "BatchNorm":
         return "statistics: mean, variance, scale factor"
+    if layer.type == "Crop":  # in dialect hed, the offsets HED's Caffe derives from the net
+        q = p.crop_param
+        return f"axis {q.axis} offset {','.join(str(o) for o in q.offset) or 0}"
     return ""

@@ -23,8 +23,8 @@ symbolic `height` and `width` when the net runs at other sizes than its referenc
 computes Caffe's geometry from the input's shape), fixed otherwise or with `dynamic_size=False`.
 
 `metadata_props` (all values strings, JSON where structured):
-  source, weights, weights_sha256, ninport_version, exporter, net_name,
-  input_names, input_layout, input_shapes (symbolic axes by name), output_names (Caffe's; and
+  source, weights, weights_sha256, ninport_version, exporter, net_name, dialect (when the net was read
+  in one, e.g. `hed`), input_names, input_layout, input_shapes (symbolic axes by name), output_names (Caffe's; and
   onnx_output_names when an output computed in place over an input had to be renamed `<blob>/output`),
   input_size (`dynamic`: height and width symbolic; `static`: fixed), reference_input_shapes,
   and, when the prototxt has a data layer with transform_param:
@@ -158,6 +158,8 @@ def build_metadata(module: fx.GraphModule, *, dynamic_batch: bool = True, dynami
         props["weights_sha256"] = sha256_of(weights)
     else:
         props["weights"] = "(none: seeded random weights)"
+    if meta.dialect:
+        props["dialect"] = meta.dialect  # the net was read as this Caffe fork (e.g. HED's Crop)
     props["ninport_version"] = ninport.__version__
     props["exporter"] = f"torch {torch.__version__}"
     inputs = meta.inputs

@@ -285,7 +285,7 @@ def classify(prototxt: str | os.PathLike, images: Sequence[str | os.PathLike], w
             *, mean_file: str | os.PathLike | None = None, mean_values: Sequence[float] | None = None,
             scale: float | None = None, crop: int | None = None, resize: tuple[int, int] | None = None,
             top: int = 5, labels: str | os.PathLike | None = None, draw: str | os.PathLike | None = None,
-            progress: Callable[[str], None] | None = None) -> PredictResult:
+            progress: Callable[[str], None] | None = None, dialect: str | None = None) -> PredictResult:
     """Classify images as Caffe would have: preprocess (see `resolve_preprocessing`), run, take the top classes.
 
     For a detector (a net whose output is an SSD DetectionOutput) each prediction carries the detections
@@ -294,7 +294,7 @@ def classify(prototxt: str | os.PathLike, images: Sequence[str | os.PathLike], w
 
     Every argument and file (images, labels, mean file) is checked before the net is loaded. Without
     `weights`, `<stem>.caffemodel` beside the prototxt is used, else seeded random weights (a warning).
-    The scores are the net's first output, flattened per image.
+    The scores are the net's first output, flattened per image. `dialect`: see `ninport.load`.
     """
     from ninport.api import check_int, check_path, default_weights_path, load, load_spec
 
@@ -307,7 +307,7 @@ def classify(prototxt: str | os.PathLike, images: Sequence[str | os.PathLike], w
     if not image_paths:
         raise PreprocessError("no images given")
     say = progress or (lambda message: None)
-    spec = load_spec(prototxt)
+    spec = load_spec(prototxt, dialect=dialect)
     (input_name, input_shape), *others = spec.inputs.items()
     if others:
         raise PreprocessError(f"{prototxt}: predict needs a net with one image input, this one has "
@@ -325,7 +325,7 @@ def classify(prototxt: str | os.PathLike, images: Sequence[str | os.PathLike], w
     from ninport.description import describe
 
     say(f"loading {prototxt}")
-    module = load(prototxt, weights)
+    module = load(prototxt, weights, dialect=dialect)
     description = describe(module)
     detector = detect.detection_output_blob(description) is not None
     if draw is not None and not detector:

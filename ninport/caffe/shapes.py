@@ -377,7 +377,7 @@ def unconvertible_layers(spec: NetSpec) -> list[str]:
     on a type that does not read them. Empty when every layer is known."""
     problems = []
     for layer in spec.layers:
-        record = layer_type(layer.type)
+        record = layer_type(layer.type, spec.dialect)
         unknown = sorted(layer.unknown_fields)
         where = layer.where(spec.source)
         if unknown and layer.unknown_field_places:  # point at the first unknown field: file:line:col
@@ -404,7 +404,7 @@ def _refuse_unconvertible(spec: NetSpec) -> None:
     shown = problems[:20] + ([f"... and {len(problems) - 20} more"] if len(problems) > 20 else [])
     count = f"{len(problems)} layer{'s' if len(problems) > 1 else ''}"
     hint = ""
-    if any(layer_type(layer.type) is None for layer in spec.layers):
+    if any(layer_type(layer.type, spec.dialect) is None for layer in spec.layers):
         hint = (". Add a type with ninport.register_layer or `--plugin`; supported types: "
                 + ", ".join(registered_types()))
     raise UnsupportedLayerError(f"{count} cannot be converted: " + "; ".join(shown) + hint)
@@ -432,7 +432,7 @@ def infer_shapes(spec: NetSpec) -> ShapeTable:
     total_params = 0
     total_activations = sum(math.prod(s) for s in blobs.values())
     for layer in spec.layers:
-        record = layer_type(layer.type)
+        record = layer_type(layer.type, spec.dialect)
         try:
             bottom_shapes = [blobs[b] for b in layer.bottoms]
             try:
@@ -609,7 +609,7 @@ def _fixing_at(spec: NetSpec, reference: ShapeTable, inputs: dict[str, Shape]) -
     found = []
     at = ", ".join(shape_text(s) for s in inputs.values())
     for layer in spec.layers:
-        record = layer_type(layer.type)
+        record = layer_type(layer.type, spec.dialect)
         bottoms = [blobs[b] for b in layer.bottoms]
         try:
             result = record.shapes(layer, bottoms)

@@ -11,6 +11,7 @@ import numpy as np
 
 from ninport.caffe import caffe_pb2 as pb2
 from ninport.caffe import io
+from ninport.caffe.splits import caffe_blobs
 from ninport.caffe.upgrade import upgrade_net_with_origins
 from ninport.errors import ParseError, ShapeError
 
@@ -99,6 +100,11 @@ class NetSpec:
     preprocess: Preprocess | None = None
     source_format: str = "current"
     unknown_fields: UnknownFields = field(default_factory=dict)  # net-level fields caffe.proto lacks
+    # The dialect the net was read with (`ninport.registry`): its layer types replace the default ones.
+    dialect: str | None = None
+    # Every blob of Caffe's own net in its order (pycaffe's net.blobs), with the blob whose value it holds:
+    # itself, or for a copy Caffe's InsertSplits makes (`<blob>_<layer>_<i>_split_<j>`) the blob it copies.
+    caffe_blobs: tuple[tuple[str, str], ...] = ()
 
     def layer(self, name: str) -> LayerSpec:
         """The first layer named `name` (the one a caffemodel layer of that name reaches)."""
@@ -116,7 +122,7 @@ class NetSpec:
         for name, shape in shapes.items():
             new_inputs[name] = tuple(int(d) for d in shape)
         return NetSpec(self.name, self.source, new_inputs, self.layers, self.outputs, self.preprocess,
-                       self.source_format, self.unknown_fields)
+                       self.source_format, self.unknown_fields, self.dialect, self.caffe_blobs)
 
 
 # --- phase rules -----------------------------------------------------------------------------
@@ -216,6 +222,7 @@ def build_netspec(net: "pb2.NetParameter", source: str = "<net>", lines: list[in
     preprocess: Preprocess | None = None
     layers: list[LayerSpec] = []
     name_count: dict[str, int] = {}  # layers of each name in Caffe's net so far (inputs and losses included)
+    caffe_net = []  # every layer of Caffe's net for this phase, for its blob list
     for index, layer in enumerate(current.layer):
         line = line_of[index]
         place = f"{source}:{line}" if line else source
@@ -225,6 +232,7 @@ def build_netspec(net: "pb2.NetParameter", source: str = "<net>", lines: list[in
         if not layer_included(layer, phase, level, stages):
             continue
         name_count[layer.name] = name_count.get(layer.name, 0) + 1
+        caffe_net.append(layer)
         if not layer.type:
             if places_of[index]:  # most likely a misspelt `type:`; point at what was written
                 path, (ln, col) = next(iter(places_of[index].items()))
@@ -268,7 +276,8 @@ def build_netspec(net: "pb2.NetParameter", source: str = "<net>", lines: list[in
                          "in the TEST phase)")
     outputs = _check_connectivity(inputs, layers, source)
     return NetSpec(name=current.name, source=source, inputs=inputs, layers=layers, outputs=outputs,
-                   preprocess=preprocess, source_format=fmt, unknown_fields=dict(net_unknown_fields or {}))
+                   preprocess=preprocess, source_format=fmt, unknown_fields=dict(net_unknown_fields or {}),
+                   caffe_blobs=caffe_blobs(caffe_net))
 
 
 def _check_connectivity(inputs, layers: list[LayerSpec], source: str) -> list[str]:
@@ -304,12 +313,18 @@ def _check_connectivity(inputs, layers: list[LayerSpec], source: str) -> list[st
     return sorted(available)
 
 
-def load_netspec(prototxt: str | os.PathLike, phase: int = pb2.TEST) -> NetSpec:
-    """Read a prototxt file (any format) into its deploy NetSpec."""
+def load_netspec(prototxt: str | os.PathLike, phase: int = pb2.TEST, dialect: str | None = None) -> NetSpec:
+    """Read a prototxt file (any format) into its deploy NetSpec; `dialect` names a registered dialect
+    (`ninport.registry.dialects()`) whose layer types replace the default ones for this net."""
+    from ninport.registry import check_dialect, prepare_net
+
+    dialect = check_dialect(dialect)
     text = io.read_prototxt_text(prototxt)
     parsed = io.parse_prototxt(text, str(prototxt))
     field_name = "layers" if len(parsed.net.layers) and not len(parsed.net.layer) else "layer"
-    return build_netspec(parsed.net, str(prototxt), parsed.layer_lines[field_name], phase=phase,
+    spec = build_netspec(parsed.net, str(prototxt), parsed.layer_lines[field_name], phase=phase,
                          unknown_fields=parsed.layer_unknown_fields[field_name],
                          net_unknown_fields=parsed.unknown_fields,
                          unknown_places=parsed.layer_unknown_places[field_name])
+    spec.dialect = dialect
+    return prepare_net(spec)

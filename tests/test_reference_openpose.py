@@ -22,7 +22,7 @@ from tests.caffe_files import write_caffemodel
 from tests.conftest import REPO, relative_error
 
 MODELS = REPO / "reference_models"
-OPENPOSE = MODELS / "openpose_coco" / "pose_deploy_linevec.prototxt"
+OPENPOSE = MODELS / "openpose_coco" / "deploy.prototxt"
 FIXTURE = REPO / "tests" / "fixtures" / "openpose_coco"
 TOLERANCE = 1e-5
 

@@ -33,6 +33,7 @@ _LAZY = {
     "NetDescription": "ninport.description",
     "register_layer": "ninport.registry",
     "unregister_layer": "ninport.registry",
+    "register_dialect": "ninport.registry",
     "LayerShapes": "ninport.registry",
     "layer_param": "ninport.registry",
     "load_plugin": "ninport.plugins",

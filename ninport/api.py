@@ -15,7 +15,7 @@ from ninport.caffe import caffe_pb2 as pb2
 from ninport.caffe import io
 from ninport.caffe.shapes import infer_shapes
 from ninport.caffe.spec import NetSpec, load_netspec
-from ninport.caffe.weights import attach_weights, random_weights
+from ninport.caffe.weights import attach_weights, random_weights, unreachable_layers
 from ninport.errors import NinportError, ShapeError, safe_text
 
 if TYPE_CHECKING:  # torch is imported by load() only, so reading and inspecting nets stays light
@@ -97,16 +97,17 @@ def input_shapes_for(spec: NetSpec, input_shape: InputShape) -> dict[str, Shape]
     return {first: parse_input_shape(input_shape)}
 
 
-def load_spec(prototxt: PathLike, input_shape: InputShape = None) -> NetSpec:
-    """The deploy NetSpec of a prototxt, with `input_shape` (see `input_shapes_for`) applied."""
-    spec = load_netspec(check_path(prototxt, "prototxt"))
+def load_spec(prototxt: PathLike, input_shape: InputShape = None, dialect: str | None = None) -> NetSpec:
+    """The deploy NetSpec of a prototxt, with `input_shape` (see `input_shapes_for`) applied, read in
+    `dialect` (see `load`)."""
+    spec = load_netspec(check_path(prototxt, "prototxt"), dialect=dialect)
     if input_shape is not None:
         spec = spec.with_input_shapes(input_shapes_for(spec, input_shape))
     return spec
 
 
 def load(prototxt: PathLike, weights: PathLike | None = None, *, input_shape: InputShape = None, seed: int = 0,
-         phase: str = "TEST", freeze: bool = False) -> fx.GraphModule:
+         phase: str = "TEST", freeze: bool = False, dialect: str | None = None) -> fx.GraphModule:
     """Convert a Caffe net to a torch.fx.GraphModule (in eval mode for the TEST phase).
 
     `input_shape` (N, C, H, W, or a "1,3,227,227" string, or a dict per input name) overrides the
@@ -117,6 +118,10 @@ def load(prototxt: PathLike, weights: PathLike | None = None, *, input_shape: In
     The parameters are trainable (`freeze=True` turns their gradients off). `phase="TRAIN"` builds the
     TRAIN net of a train_val prototxt in train mode: its data layer's other tops (the labels) become
     inputs and its loss and Accuracy layers are kept, with Caffe's semantics.
+
+    `dialect` reads the net as a Caffe fork that gave standard types other semantics: `"hed"` gives
+    `Crop` the semantics of HED's Caffe (s9xie/hed). Without it every type is BVLC Caffe's (or a
+    fork's type BVLC lacks). `ninport.registry.dialects()` lists the dialects; plugins can add some.
     """
     prototxt = check_path(prototxt, "prototxt")
     weights = check_path(weights, "weights", optional=True)
@@ -126,9 +131,9 @@ def load(prototxt: PathLike, weights: PathLike | None = None, *, input_shape: In
     if phase not in ("TEST", "TRAIN"):
         raise NinportError(f"phase {phase!r}: choose TEST or TRAIN")
     if phase == "TEST":
-        spec = load_spec(prototxt, input_shape)
+        spec = load_spec(prototxt, input_shape, dialect)
     else:
-        spec = _train_spec(prototxt, input_shape)
+        spec = _train_spec(prototxt, input_shape, dialect)
     table = infer_shapes(spec)
     if weights is None:
         blobs = random_weights(table, spec, seed)
@@ -136,6 +141,8 @@ def load(prototxt: PathLike, weights: PathLike | None = None, *, input_shape: In
             warn_random_weights(str(prototxt))
     else:
         blobs = attach_weights(spec, table, io.read_caffemodel(weights), str(weights))
+        # a layer repeating an earlier layer's name gets no caffemodel weights (attach_weights warned)
+        blobs.update(random_weights(table, spec, seed, only={layer.key for layer in unreachable_layers(spec, table)}))
     module = build_graph_module(spec, blobs, table, weights_source=str(weights) if weights is not None else None,
                                 phase=phase)
     if freeze:
@@ -145,9 +152,9 @@ def load(prototxt: PathLike, weights: PathLike | None = None, *, input_shape: In
     return module
 
 
-def _train_spec(prototxt: PathLike, input_shape: InputShape) -> NetSpec:
+def _train_spec(prototxt: PathLike, input_shape: InputShape, dialect: str | None = None) -> NetSpec:
     """The TRAIN NetSpec; a label input follows the batch size given for the first input."""
-    spec = load_netspec(prototxt, phase=pb2.TRAIN)
+    spec = load_netspec(prototxt, phase=pb2.TRAIN, dialect=dialect)
     if input_shape is None:
         return spec
     shapes = input_shapes_for(spec, input_shape)

@@ -98,16 +98,14 @@ def export_program(module: fx.GraphModule, path: str | os.PathLike, example_inpu
     asked = dynamic_size
     if dynamic_size is None:
         dynamic_size = runs_at_other_sizes(module, meta)
-    if example_inputs is None:
-        example_inputs = _example_inputs(meta, dynamic_batch)
-    example_inputs = tuple(example_inputs)
-    if dynamic_batch:
-        example_inputs = batch_at_least_2(example_inputs)
+    given = None if example_inputs is None else tuple(example_inputs)
 
     def trace(dynamic: bool):
+        inputs = given if given is not None else _example_inputs(meta, dynamic_batch, dynamic)
+        if dynamic_batch:
+            inputs = batch_at_least_2(inputs)
         with evaluating(module), quiet_torch(), torch.no_grad(), size_oblivious_tracing():
-            return torch.export.export(module, example_inputs,
-                                       dynamic_shapes=_dynamic_shapes(meta, dynamic_batch, dynamic))
+            return torch.export.export(module, inputs, dynamic_shapes=_dynamic_shapes(meta, dynamic_batch, dynamic))
 
     try:
         try:

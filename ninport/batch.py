@@ -375,7 +375,8 @@ def predict_many(prototxt: str | os.PathLike, sources: Sequence[str | os.PathLik
                  scale: float | None = None, crop: int | None = None, resize: tuple[int, int] | None = None,
                  channel_order: str | None = None, top: int | None = None, threshold: float | None = None,
                  labels: str | os.PathLike | None = None, draw: str | os.PathLike | None = None,
-                 read_ahead: bool = True, progress: Callable[[str], None] | None = None) -> PredictionStream:
+                 read_ahead: bool = True, progress: Callable[[str], None] | None = None,
+                 dialect: str | None = None) -> PredictionStream:
     """Set up `ninport.classify` for many images; iterate the result for each image's outcome as it is ready.
 
     `sources` are image files, folders and glob patterns (see `find_images`). The images are found, the
@@ -391,7 +392,7 @@ def predict_many(prototxt: str | os.PathLike, sources: Sequence[str | os.PathLik
     found = find_images(sources, recursive=recursive)
     setup = prepare_prediction(prototxt, weights, mean_file=mean_file, mean_values=mean_values, scale=scale,
                                crop=crop, resize=resize, channel_order=channel_order, top=top, threshold=threshold,
-                               labels=labels, draw=draw, progress=progress)
+                               labels=labels, draw=draw, progress=progress, dialect=dialect)
     return PredictionStream(setup, found, batch=batch, read_ahead=read_ahead)
 
 

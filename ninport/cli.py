@@ -216,7 +216,7 @@ def cmd_convert(args) -> int:
     with _working(args) as progress:
         result = ninport.convert_files(args.prototxt, args.weights, args.output, input_shape=args.input_shape,
                                        formats=args.format, check=not args.no_check, progress=progress,
-                                       dynamic_size=False if args.static else None)
+                                       dynamic_size=False if args.static else None, dialect=args.dialect)
     meta = result.description
     weights = safe_text(result.weights) if result.weights else "RANDOM (none given)"
     print(f"net {safe_text(meta.name or result.prototxt.stem)!r}: inputs {_inputs_line(meta.inputs)} (batch dynamic), "
@@ -268,7 +268,8 @@ def cmd_inspect(args) -> int:
     with _working(args) as progress:
         if args.weights:  # reading a prototxt takes milliseconds; a caffemodel can take seconds
             progress(f"checking {args.weights} against the net")
-        net = ninport.summary(args.prototxt, input_shape=args.input_shape, weights=args.weights)
+        net = ninport.summary(args.prototxt, input_shape=args.input_shape, weights=args.weights,
+                              dialect=args.dialect)
     if args.json:
         print(json.dumps(net.to_json(), indent=2))  # JSON escapes control characters itself
         return EXIT_OK
@@ -316,7 +317,8 @@ def cmd_verify(args) -> int:
     with _working(args) as progress:
         report = ninport.verify(args.target, weights=args.weights, golden=args.golden,
                                 input_shape=args.input_shape, tolerance=args.tolerance, seed=args.seed,
-                                opencv=not args.no_opencv, onnx=not args.no_onnx, progress=progress)
+                                opencv=not args.no_opencv, onnx=not args.no_onnx, progress=progress,
+                                dialect=args.dialect)
     from rich.table import Table
 
     console = _console()
@@ -382,7 +384,7 @@ def cmd_predict_many(args) -> int:
                                  batch=args.batch or batch.DEFAULT_BATCH, mean_file=args.mean_file,
                                  mean_values=args.mean_values, scale=args.scale, crop=args.crop, resize=args.resize,
                                  channel_order=args.channel_order, top=args.top, threshold=args.threshold,
-                                 labels=args.labels, draw=args.draw, progress=progress)
+                                 labels=args.labels, draw=args.draw, progress=progress, dialect=args.dialect)
         progress.stop()
         found = run.found
         preprocessing = f"preprocessing: {safe_text(run.preprocessing.describe(), 1000)}"
@@ -438,7 +440,8 @@ def cmd_predict(args) -> int:
         result = ninport.classify(args.prototxt, images, args.weights, mean_file=args.mean_file,
                                   mean_values=args.mean_values, scale=args.scale, crop=args.crop,
                                   resize=args.resize, channel_order=args.channel_order, top=args.top,
-                                  threshold=args.threshold, labels=args.labels, draw=args.draw, progress=progress)
+                                  threshold=args.threshold, labels=args.labels, draw=args.draw, progress=progress,
+                                  dialect=args.dialect)
     pre = result.preprocessing
     if args.json:
         print(json.dumps({
@@ -620,6 +623,9 @@ def add_plugin_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plugin", action="append", default=[], metavar="FILE",
                    help="a Python file of your own that registers layer types with ninport.register_layer "
                         "(imported as code; repeat for several)")
+    p.add_argument("--dialect", metavar="NAME",
+                   help="read the net as a Caffe fork that gave standard layer types other semantics: hed "
+                        "(HED's Crop); default: BVLC Caffe's")
     command = p.get_default("func")
 
     def run_with_plugins(args) -> int:

@@ -43,14 +43,14 @@ def check_packages(formats: Iterable[str]) -> None:
 def convert_files(prototxt: PathLike, weights: PathLike | None = None, out_dir: PathLike = ".", *,
                   input_shape: InputShape = None, formats: Iterable[str] = ("onnx",), check: bool = True,
                   tolerance: float = DEFAULT_TOLERANCE, dynamic_size: bool | None = None,
-                  progress: Callable[[str], None] | None = None) -> ConversionResult:
+                  progress: Callable[[str], None] | None = None, dialect: str | None = None) -> ConversionResult:
     """Write `<out_dir>/<prototxt stem>.<format>` for each format (all or nothing), then, with `check`,
     run the ONNX file in onnxruntime against the torch module (see `ninport.check_onnx`).
 
     `weights=None` uses `<stem>.caffemodel` beside the prototxt when it exists, else seeded random
     weights (with a NinportWarning). A failed self-check is reported in the result, not raised.
     `dynamic_size` is passed to the ONNX and .pt2 exports (None: symbolic height and width when the net
-    runs at other sizes; False: fixed at the input shape).
+    runs at other sizes; False: fixed at the input shape). `dialect`: see `ninport.load`.
     """
     import ninport
     from ninport.artifacts import check_formats, write_outputs
@@ -67,7 +67,7 @@ def convert_files(prototxt: PathLike, weights: PathLike | None = None, out_dir: 
     if weights is None:
         weights = default_weights_path(prototxt)
     say(f"reading {prototxt}" + (f" and {weights}" if weights else " (no caffemodel: random weights)"))
-    module = ninport.load(prototxt, weights, input_shape=input_shape)
+    module = ninport.load(prototxt, weights, input_shape=input_shape, dialect=dialect)
     description = ninport.describe(module)
     do_check = check and "onnx" in formats
     memory.require(memory.convert_bytes(module, description, export=bool({"onnx", "pt2"} & set(formats)),

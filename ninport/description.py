@@ -55,6 +55,15 @@ class NetDescription:
     preprocess: Preprocess | None = None
     phase: str = "TEST"
     extra: dict[str, Any] = field(default_factory=dict)
+    dialect: str | None = None        # the dialect the net was read with (`ninport.load(..., dialect=)`)
+    # Caffe's net.blobs in its order, each with the blob whose value it holds (itself, or for one of
+    # Caffe's automatic `<blob>_<layer>_<i>_split_<j>` copies the blob it copies)
+    caffe_blobs: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def split_copies(self) -> dict[str, str]:
+        """Caffe's automatic split blobs: name -> the blob it copies."""
+        return {name: source for name, source in self.caffe_blobs if name != source}
 
     def layer(self, name: str) -> LayerRecord:
         for record in self.layers:

@@ -90,14 +90,16 @@ class NetSummary:
         }
 
 
-def summary(prototxt: PathLike, input_shape: InputShape = None, weights: PathLike | None = None) -> NetSummary:
+def summary(prototxt: PathLike, input_shape: InputShape = None, weights: PathLike | None = None,
+            dialect: str | None = None) -> NetSummary:
     """Shapes, parameter counts and MACs of every layer; with `weights`, check that the caffemodel fits.
+    `dialect`: see `ninport.load`.
 
     Raises NinportError (ShapeError, WeightsError, ...) for a net or caffemodel Caffe would refuse.
     """
     prototxt = check_path(prototxt, "prototxt")
     weights = check_path(weights, "weights", optional=True)
-    spec = load_spec(prototxt, input_shape)
+    spec = load_spec(prototxt, input_shape, dialect)
     table = infer_shapes(spec)
     matched: dict[str, list] = {}
     fit = None
@@ -109,11 +111,11 @@ def summary(prototxt: PathLike, input_shape: InputShape = None, weights: PathLik
         fit = WeightsFit(str(weights), len(matched), sum(a.size for arrays in matched.values() for a in arrays))
     rows = []
     for layer in spec.layers:
-        shapes = table.layers[layer.name]
+        shapes = table.layers[layer.key]
         if shapes.params is not None:
             count = sum(math.prod(s) for s in shapes.params)
         else:  # a plugin that takes whatever the caffemodel holds
-            count = sum(a.size for a in matched.get(layer.name, []))
+            count = sum(a.size for a in matched.get(layer.key, []))
         statistics = count if layer.type in STATISTICS_LAYERS else 0
         rows.append(LayerRow(
             layer=layer.name, type=layer.type, bottoms=tuple(layer.bottoms), tops=tuple(layer.tops),
@@ -169,4 +171,7 @@ def layer_settings(layer: LayerSpec) -> str:
         return pb2.EltwiseParameter.EltwiseOp.Name(p.eltwise_param.operation)
     if layer.type == "BatchNorm":
         return "statistics: mean, variance, scale factor"
+    if layer.type == "Crop":  # in dialect hed, the offsets HED's Caffe derives from the net
+        q = p.crop_param
+        return f"axis {q.axis} offset {','.join(str(o) for o in q.offset) or 0}"
     return ""

@@ -23,8 +23,8 @@ symbolic `height` and `width` when the net runs at other sizes than its referenc
 computes Caffe's geometry from the input's shape), fixed otherwise or with `dynamic_size=False`.
 
 `metadata_props` (all values strings, JSON where structured):
-  source, weights, weights_sha256, ninport_version, exporter, net_name,
-  input_names, input_layout, input_shapes (symbolic axes by name), output_names (Caffe's; and
+  source, weights, weights_sha256, ninport_version, exporter, net_name, dialect (when the net was read
+  in one, e.g. `hed`), input_names, input_layout, input_shapes (symbolic axes by name), output_names (Caffe's; and
   onnx_output_names when an output computed in place over an input had to be renamed `<blob>/output`),
   input_size (`dynamic`: height and width symbolic; `static`: fixed), reference_input_shapes,
   and, when the prototxt has a data layer with transform_param:
@@ -158,6 +158,8 @@ def build_metadata(module: fx.GraphModule, *, dynamic_batch: bool = True, dynami
         props["weights_sha256"] = sha256_of(weights)
     else:
         props["weights"] = "(none: seeded random weights)"
+    if meta.dialect:
+        props["dialect"] = meta.dialect  # the net was read as this Caffe fork (e.g. HED's Crop)
     props["ninport_version"] = ninport.__version__
     props["exporter"] = f"torch {torch.__version__}"
     inputs = meta.inputs
@@ -232,13 +234,17 @@ def quiet_torch():
             lg.setLevel(level)
 
 
-def _example_inputs(meta: NetDescription, dynamic_batch: bool = False) -> tuple[torch.Tensor, ...]:
-    """Random inputs of the net's shapes; with a dynamic batch, a batch of at least 2, because
-    torch.export specializes a dimension it sees as 1."""
+def _example_inputs(meta: NetDescription, dynamic_batch: bool = False,
+                    dynamic_size: bool = False) -> tuple[torch.Tensor, ...]:
+    """Random inputs of the net's shapes; with a dynamic batch, a batch of at least 2, and with dynamic
+    sizes an input whose height or width is 1 at twice its size (`runs_at_other_sizes` ran the net
+    there): torch.export specializes a dimension it sees as 1 (OpenPose declares a 1x1 input)."""
     gen = torch.Generator().manual_seed(0)
     shapes = [tuple(shape) for shape in meta.inputs.values()]
     if dynamic_batch:
         shapes = [(max(2, s[0]),) + s[1:] if s else s for s in shapes]
+    if dynamic_size:
+        shapes = [s[:2] + (2 * s[2], 2 * s[3]) if len(s) == 4 and min(s[2:]) == 1 else s for s in shapes]
     return tuple(torch.rand(shape, generator=gen) for shape in shapes)
 
 
@@ -248,10 +254,8 @@ def batch_at_least_2(inputs) -> tuple[torch.Tensor, ...]:
 
 
 def _spatial_axes(meta: NetDescription) -> dict[str, tuple[int, ...]]:
-    """Per input, the axes an export makes symbolic besides the batch: H and W of a 4-D input whose
-    reference size is at least 2 (torch.export specializes a dimension it sees as 1)."""
-    return {name: tuple(a for a in (2, 3) if shape[a] >= 2) if len(shape) == 4 else ()
-            for name, shape in meta.inputs.items()}
+    """Per input, the axes an export makes symbolic besides the batch: H and W of a 4-D input."""
+    return {name: (2, 3) if len(shape) == 4 else () for name, shape in meta.inputs.items()}
 
 
 def _size_names(meta: NetDescription) -> dict[str, dict[int, str]]:
@@ -507,7 +511,7 @@ def to_onnx_model(module: fx.GraphModule, *, opset: int = DEFAULT_OPSET, dynamic
     def trace(dynamic: bool):
         with evaluating(module), quiet_torch(), torch.no_grad(), size_oblivious_tracing():
             program = torch.onnx.export(
-                module, _example_inputs(meta, dynamic_batch), None, dynamo=True, opset_version=opset,
+                module, _example_inputs(meta, dynamic_batch, dynamic), None, dynamo=True, opset_version=opset,
                 input_names=input_names, output_names=output_names, custom_translation_table=onnx_translations(),
                 dynamic_shapes=_dynamic_shapes(meta, dynamic_batch, dynamic),
                 verbose=False, report=False, optimize=False)

@@ -26,7 +26,7 @@ from ninport.errors import (
     shape_text,
 )
 
-_LOADED: dict[Path, list[str]] = {}
+_LOADED: dict[Path, list[tuple[str, str]]] = {}  # plugin file -> the LayerType.keys it added
 
 
 def load_plugins(paths: Iterable[str | os.PathLike]) -> list[str]:
@@ -45,9 +45,9 @@ def load_plugin(path: str | os.PathLike) -> list[str]:
     if path.suffix != ".py":
         raise NinportError(f"plugin {safe_text(path)}: expected a Python file (.py)")
     key = path.resolve()
-    if key in _LOADED and all(registry.layer_type(name) is not None for name in _LOADED[key]):
-        return list(_LOADED[key])
-    before = {record.name: record for record in registry.all_layer_types()}
+    if key in _LOADED and all(registry.find_record(k) is not None for k in _LOADED[key]):
+        return [name for _, name in _LOADED[key]]
+    before = {record.key: record for record in registry.all_layer_types()}
     digest = hashlib.sha256(str(key).encode()).hexdigest()[:12]
     module_name = f"ninport_plugin_{digest}"
     spec = importlib.util.spec_from_file_location(module_name, key)
@@ -63,28 +63,28 @@ def load_plugin(path: str | os.PathLike) -> list[str]:
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
         raise NinportError(f"plugin {safe_text(path)}: {_where_in(exc, key)}{_describe(exc)}") from exc
-    added = [record.name for record in registry.all_layer_types() if before.get(record.name) is not record]
+    added = [record.key for record in registry.all_layer_types() if before.get(record.key) is not record]
     if not added:
         sys.modules.pop(module_name, None)
         raise NinportError(f"plugin {safe_text(path)}: registers no layer type (call ninport.register_layer "
                            "in it)")
-    for name in added:  # name the file in every message about these types
-        record = registry.layer_type(name)
+    for record_key in added:  # name the file in every message about these types
+        record = registry.find_record(record_key)
         if record.origin == "plugin":
-            registry.register_layer(name, shape=record.shape, module=record.converter,
-                                    origin=f"plugin {path.name}",
-                                    reads_unknown_fields=record.reads_unknown_fields, replace=True)
+            registry.register_layer(record.name, shape=record.shape, module=record.converter,
+                                    origin=f"plugin {path.name}", reads_unknown_fields=record.reads_unknown_fields,
+                                    replace=True, dialect=record.dialect)
     _LOADED[key] = added
-    return list(added)
+    return [name for _, name in added]
 
 
 def _restore(before: dict) -> None:
     """Undo the registrations of a plugin that failed halfway."""
     for record in registry.all_layer_types():
-        if before.get(record.name) is not record:
-            registry.unregister_layer(record.name)
-    for name, record in before.items():
-        if registry.layer_type(name) is not record:
+        if before.get(record.key) is not record:
+            registry.unregister_layer(record.name, record.dialect)
+    for record_key, record in before.items():
+        if registry.find_record(record_key) is not record:
             registry._add(record, replace=True)
 
 

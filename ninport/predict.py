@@ -437,7 +437,7 @@ def prepare_prediction(prototxt: str | os.PathLike, weights: str | os.PathLike |
                        channel_order: str | None = None, top: int | None = None, threshold: float | None = None,
                        labels: str | os.PathLike | None = None, draw: str | os.PathLike | None = None,
                        before_loading: Callable[[], None] | None = None,
-                       progress: Callable[[str], None] | None = None) -> PredictSetup:
+                       progress: Callable[[str], None] | None = None, dialect: str | None = None) -> PredictSetup:
     """Check the arguments and files, settle preprocessing, detector settings and labels, then load the
     net (`before_loading` runs just before, for the caller's own checks); see `classify`."""
     from ninport import detect
@@ -448,7 +448,7 @@ def prepare_prediction(prototxt: str | os.PathLike, weights: str | os.PathLike |
     weights = check_path(weights, "weights", optional=True)
     if top is not None:
         top = check_int(top, "top", minimum=1)
-    spec = load_spec(prototxt)
+    spec = load_spec(prototxt, dialect=dialect)
     (input_name, input_shape), *others = spec.inputs.items()
     if others:
         raise PreprocessError(f"{prototxt}: predict needs a net with one image input, this one has "
@@ -484,7 +484,7 @@ def prepare_prediction(prototxt: str | os.PathLike, weights: str | os.PathLike |
     from ninport.description import describe
 
     (progress or (lambda message: None))(f"loading {prototxt}")
-    module = load(prototxt, weights)
+    module = load(prototxt, weights, dialect=dialect)
     description = describe(module)
     from ninport import memory
 
@@ -506,7 +506,7 @@ def classify(prototxt: str | os.PathLike, images: Sequence[str | os.PathLike], w
              scale: float | None = None, crop: int | None = None, resize: tuple[int, int] | None = None,
              channel_order: str | None = None, top: int | None = None, threshold: float | None = None,
              labels: str | os.PathLike | None = None, draw: str | os.PathLike | None = None,
-             progress: Callable[[str], None] | None = None) -> PredictResult:
+             progress: Callable[[str], None] | None = None, dialect: str | None = None) -> PredictResult:
     """Classify images as Caffe would have: preprocess (see `resolve_preprocessing`), run, take the top classes.
 
     The preprocessing a `<stem>.preprocess.json` beside the prototxt declares is used where no argument
@@ -520,7 +520,7 @@ def classify(prototxt: str | os.PathLike, images: Sequence[str | os.PathLike], w
 
     Every argument and file (images, labels, mean file, preprocess file) is checked before the net is loaded.
     Without `weights`, `<stem>.caffemodel` beside the prototxt is used, else seeded random weights (a warning).
-    For many images, `ninport.batch.predict_many` streams them in batches.
+    For many images, `ninport.batch.predict_many` streams them in batches. `dialect`: see `ninport.load`.
     """
     from ninport.api import check_path
 
@@ -536,7 +536,8 @@ def classify(prototxt: str | os.PathLike, images: Sequence[str | os.PathLike], w
 
     setup = prepare_prediction(prototxt, weights, mean_file=mean_file, mean_values=mean_values, scale=scale,
                                crop=crop, resize=resize, channel_order=channel_order, top=top, threshold=threshold,
-                               labels=labels, draw=draw, before_loading=check_images, progress=progress)
+                               labels=labels, draw=draw, before_loading=check_images, progress=progress,
+                               dialect=dialect)
     import torch
 
     say = progress or (lambda message: None)

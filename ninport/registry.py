@@ -5,6 +5,11 @@ converter lazily as "family:function" in `ninport.convert.layers`, so reading an
 never imports torch. Users' plugins register through the same door, `register_layer`, with a
 callable converter. Registering a type twice is an error unless `replace=True` says it is meant.
 
+A dialect is a named set of records that replace the default ones for the nets read with it, for
+forks that gave a standard type other semantics (HED's Caffe computes `Crop` its own way): a record
+registered with `dialect="hed"` is used for a net loaded with `ninport.load(..., dialect="hed")`
+(`--dialect hed`), and the default record everywhere else. Built-in and plugin dialects register alike.
+
 Nothing here imports torch.
 """
 from __future__ import annotations
@@ -14,7 +19,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Sequence, Union
 
-from ninport.errors import NinportError
+from ninport.errors import NinportError, safe_text
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from ninport.caffe.spec import LayerSpec
@@ -58,6 +63,12 @@ class LayerType:
     converter: ConverterFn | str
     origin: str = "BVLC Caffe"
     reads_unknown_fields: bool = False
+    dialect: str | None = None  # None: the default record; else it replaces it in nets read with this dialect
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """(dialect or "", type name): what identifies a record in the registry."""
+        return (self.dialect or "", self.name)
 
     def shapes(self, layer: "LayerSpec", bottom_shapes: list[Shape]) -> LayerShapes:
         """Run the shape rule; a plugin may return a plain list of top shapes."""
@@ -80,6 +91,9 @@ class LayerType:
 
 
 _TYPES: dict[str, LayerType] = {}
+_DIALECTS: dict[str, dict[str, LayerType]] = {}  # dialect -> type name -> the record replacing the default
+_DIALECT_ABOUT: dict[str, str] = {}  # dialect -> what it is, for messages and docs
+_DIALECT_PREPARE: dict[str, Callable] = {}  # dialect -> its pass over a whole net (NetSpec -> NetSpec)
 _BUILTINS_LOADED = False
 # Torch-free modules whose @builtin_layer shape rules register the built-in types, one per layer family
 # group; a new family adds its module here.
@@ -88,30 +102,43 @@ BUILTIN_RULE_MODULES = (
     "ninport.caffe.shapes_fork",
     "ninport.caffe.shapes_ssd",
     "ninport.caffe.shapes_loss",
+    "ninport.caffe.dialect_hed",
 )
+
+
+def _table(dialect: str | None) -> dict[str, LayerType]:
+    return _TYPES if dialect is None else _DIALECTS.setdefault(dialect, {})
 
 
 def _add(record: LayerType, replace: bool) -> LayerType:
     if not isinstance(record.name, str) or not record.name:
         raise NinportError(f"a layer type name must be a non-empty string, got {record.name!r}")
-    if record.name in _TYPES and not replace:
-        raise NinportError(f"layer type {record.name!r} is already registered ({_TYPES[record.name].origin}); "
+    if record.dialect is not None and (not isinstance(record.dialect, str) or not record.dialect):
+        raise NinportError(f"a dialect name must be a non-empty string, got {record.dialect!r}")
+    table = _table(record.dialect)
+    if record.name in table and not replace:
+        where = "" if record.dialect is None else f" in dialect {record.dialect!r}"
+        raise NinportError(f"layer type {record.name!r} is already registered{where} ({table[record.name].origin}); "
                            "pass replace=True to override it")
-    _TYPES[record.name] = record
+    table[record.name] = record
+    if record.dialect is not None:
+        _DIALECT_ABOUT.setdefault(record.dialect, record.origin)
     return record
 
 
-def builtin_layer(*names: str, converter: str, origin: str = "BVLC Caffe", reads_unknown_fields: bool = False):
-    """Decorator for a built-in shape rule: registers one record per named type."""
+def builtin_layer(*names: str, converter: str, origin: str = "BVLC Caffe", reads_unknown_fields: bool = False,
+                  dialect: str | None = None):
+    """Decorator for a built-in shape rule: registers one record per named type (in `dialect` if given)."""
     def register(shape: ShapeFn) -> ShapeFn:
         for name in names:
-            _add(LayerType(name, shape, converter, origin, reads_unknown_fields), replace=False)
+            _add(LayerType(name, shape, converter, origin, reads_unknown_fields, dialect), replace=False)
         return shape
     return register
 
 
 def register_layer(name: str, *, shape: ShapeFn, module: ConverterFn, origin: str = "plugin",
-                   reads_unknown_fields: bool = True, replace: bool = False) -> LayerType:
+                   reads_unknown_fields: bool = True, replace: bool = False,
+                   dialect: str | None = None) -> LayerType:
     """Teach ninport a layer type from your own code (a fork's layer, a custom op).
 
     `shape(layer, bottom_shapes)` returns the top shapes (a list of tuples) or a `LayerShapes` with
@@ -125,25 +152,31 @@ def register_layer(name: str, *, shape: ShapeFn, module: ConverterFn, origin: st
     default)`: it finds them typed or among the kept unknown fields.
     A shape rule or module that raises is reported naming the layer and `origin`.
     Registering a type ninport already knows raises unless `replace=True`.
+    `dialect="name"` registers the type in that dialect (created on first use) instead: nets loaded with
+    `dialect="name"` get it in place of the default record of that type, other nets never see it.
     """
     from ninport.plugins import checked_module
 
     _load_builtins()
     if not callable(shape) or not callable(module):
         raise NinportError(f"register_layer({name!r}): shape and module must be callables")
-    return _add(LayerType(name, shape, checked_module(module, origin), origin, reads_unknown_fields),
+    return _add(LayerType(name, shape, checked_module(module, origin), origin, reads_unknown_fields, dialect),
                 replace=replace)
 
 
-def unregister_layer(name: str) -> None:
+def unregister_layer(name: str, dialect: str | None = None) -> None:
     """Remove a plugin's registration (built-in types stay)."""
-    record = _TYPES.get(name)
+    table = _TYPES if dialect is None else _DIALECTS.get(dialect, {})
+    record = table.get(name)
     if record is not None and callable(record.converter):
-        del _TYPES[name]
+        del table[name]
 
 
-def layer_type(name: str) -> LayerType | None:
+def layer_type(name: str, dialect: str | None = None) -> LayerType | None:
+    """The record of a Caffe type: the dialect's own when `dialect` has one, else the default one."""
     _load_builtins()
+    if dialect is not None and name in _DIALECTS.get(dialect, {}):
+        return _DIALECTS[dialect][name]
     return _TYPES.get(name)
 
 
@@ -153,8 +186,68 @@ def registered_types() -> list[str]:
 
 
 def all_layer_types() -> list[LayerType]:
+    """Every record: the default ones, then each dialect's, sorted by name."""
     _load_builtins()
-    return [_TYPES[name] for name in sorted(_TYPES)]
+    return [_TYPES[name] for name in sorted(_TYPES)] + [
+        table[name] for dialect in sorted(_DIALECTS) for table in [_DIALECTS[dialect]] for name in sorted(table)]
+
+
+def find_record(key: tuple[str, str]) -> LayerType | None:
+    """The record with this `LayerType.key` (no fallback to the default record)."""
+    _load_builtins()
+    dialect, name = key
+    return (_DIALECTS.get(dialect, {}) if dialect else _TYPES).get(name)
+
+
+def register_dialect(name: str, *, about: str, prepare: Callable | None = None, replace: bool = False) -> None:
+    """Declare a dialect (what it is, for messages) and optionally its pass over the whole net.
+
+    `prepare(spec) -> spec` runs when a net is read in the dialect, before any shape rule: for fork
+    semantics that depend on the net's wiring (HED's Crop derives its offsets from the layers between
+    its bottoms). It receives and returns a `ninport.caffe.spec.NetSpec` (torch-free data) and raises a
+    NinportError naming the layer for what the fork would refuse. Its types register with
+    `register_layer(..., dialect=name)`.
+    """
+    if not isinstance(name, str) or not name:
+        raise NinportError(f"a dialect name must be a non-empty string, got {name!r}")
+    if prepare is not None and not callable(prepare):
+        raise NinportError(f"register_dialect({name!r}): prepare must be a callable")
+    if name in _DIALECT_PREPARE and prepare is not None and not replace:
+        raise NinportError(f"dialect {name!r} already has a prepare pass; pass replace=True to override it")
+    _DIALECT_ABOUT[name] = about
+    _DIALECTS.setdefault(name, {})
+    if prepare is not None:
+        _DIALECT_PREPARE[name] = prepare
+
+
+def prepare_net(spec):
+    """Run the pass of the dialect `spec` was read in, if it has one (see `register_dialect`)."""
+    prepare = _DIALECT_PREPARE.get(spec.dialect) if spec.dialect else None
+    return spec if prepare is None else prepare(spec)
+
+
+def dialects() -> dict[str, str]:
+    """Every dialect (with a type or a pass of its own): name -> where it comes from."""
+    _load_builtins()
+    return {name: _DIALECT_ABOUT.get(name, "") for name in sorted(_DIALECTS)
+            if _DIALECTS[name] or name in _DIALECT_PREPARE}
+
+
+def dialect_types(dialect: str) -> list[str]:
+    """The types a dialect gives its own semantics."""
+    _load_builtins()
+    return sorted(_DIALECTS.get(dialect, {}))
+
+
+def check_dialect(dialect: Any) -> str | None:
+    """`dialect` when it is None or a registered dialect; NinportError naming the known ones otherwise."""
+    if dialect is None:
+        return None
+    known = dialects()
+    if isinstance(dialect, str) and dialect in known:
+        return dialect
+    listed = ", ".join(f"{name} ({about})" for name, about in known.items()) or "none"
+    raise NinportError(f"unknown dialect {safe_text(repr(dialect), 60)}; registered dialects: {listed}")
 
 
 def _load_builtins() -> None:

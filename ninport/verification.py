@@ -2,8 +2,8 @@
 
 - A golden folder (outputs written by real Caffe) is compared blob by blob. A blob on one side only
   is listed and fails the comparison: a check that silently skips blobs proves less than it says.
-  Caffe's own `<blob>_<layer>_<i>_split_<j>` blobs (copies its Split insertion makes) are the only
-  exception.
+  Caffe's own split copies (`<blob>_<layer>_<i>_split_<j>`, named exactly as Caffe's InsertSplits names
+  them for this net) are compared like any blob when the dump has them; a dump may leave them out.
 - OpenCV 4.x's independent Caffe importer computes the net's outputs, except where it is known to
   compute something other than Caffe (then it is skipped, with the reason).
 - onnxruntime runs the exported ONNX file on the same inputs.
@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import math
-import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,6 @@ from ninport.errors import NinportError, safe_text
 from ninport.parity import BlobComparison, GoldenFolder, compare_blobs
 
 DEFAULT_TOLERANCE = 1e-5
-CAFFE_SPLIT_BLOB = re.compile(r"_split_\d+$")
 
 
 @dataclass(frozen=True)
@@ -96,15 +94,17 @@ def _names(names: tuple[str, ...], limit: int = 5) -> str:
 
 
 def compare_all(actual: dict[str, np.ndarray], reference: dict[str, np.ndarray], order: list[str],
-                reference_name: str, tolerance: float, reference_names: list[str] | None = None) -> Comparison:
-    """Every blob of both sides: compared where both have it, listed where only one has it.
+                reference_name: str, tolerance: float, reference_names: list[str] | None = None,
+                optional: frozenset[str] = frozenset()) -> Comparison:
+    """Every blob of both sides: compared where both have it, listed where only one has it, except the
+    `optional` ones (Caffe's split copies) that the reference leaves out.
 
     `reference_names`: every blob the reference holds, when `reference` holds only those ninport also
     computes (a golden blobs.npz is read that way: the rest is listed, never inflated)."""
     report = compare_blobs(actual, reference, order, reference_name, tolerance)
     held = list(reference) if reference_names is None else reference_names
-    ours_only = tuple(name for name in order if name in actual and name not in held)
-    theirs_only = tuple(name for name in held if name not in actual and not CAFFE_SPLIT_BLOB.search(name))
+    ours_only = tuple(name for name in order if name in actual and name not in held and name not in optional)
+    theirs_only = tuple(name for name in held if name not in actual)
     return Comparison(reference_name, tolerance, tuple(report.rows), ours_only, theirs_only)
 
 
@@ -160,12 +160,13 @@ def check_tolerance(tolerance: Any) -> float:
 def verify(target: PathLike, weights: PathLike | None = None, golden: PathLike | None = None,
            input_shape: InputShape = None, tolerance: float = DEFAULT_TOLERANCE, seed: int = 0,
            opencv: bool = True, onnx: bool = True,
-           progress: Callable[[str], None] | None = None) -> VerifyReport:
+           progress: Callable[[str], None] | None = None, dialect: str | None = None) -> VerifyReport:
     """Compare the converted net with every reference available; see the module docstring.
 
     `target` is a golden folder (its prototxt, weights and inputs are used) or a prototxt (then
     `golden` may name a golden folder; without one the inputs are seeded random). Raises
-    NinportError for bad arguments or files; a mismatch is a report that does not pass.
+    NinportError for bad arguments or files; a mismatch is a report that does not pass. `dialect`: see
+    `ninport.load`; OpenCV, which knows no dialect, is then skipped.
     """
     import torch
 
@@ -188,7 +189,7 @@ def verify(target: PathLike, weights: PathLike | None = None, golden: PathLike |
         if golden_path is not None:
             folder = GoldenFolder.open(golden_path)
     say(f"loading {prototxt}")
-    module = ninport.load(prototxt, weights, input_shape=input_shape)
+    module = ninport.load(prototxt, weights, input_shape=input_shape, dialect=dialect)
     meta = ninport.describe(module)
     from ninport import memory
 
@@ -203,16 +204,19 @@ def verify(target: PathLike, weights: PathLike | None = None, golden: PathLike |
     tensors = [torch.from_numpy(np.ascontiguousarray(inputs[name], dtype=np.float32)) for name in meta.inputs]
     say("running the converted model")
     blobs = {k: v.detach().numpy() for k, v in ninport.forward_blobs(module, *tensors).items()}
-    order, outputs = list(meta.blobs), list(meta.outputs)
+    outputs = list(meta.outputs)
     comparisons: list[Comparison] = []
     skipped: list[Skipped] = []
     if folder is not None:
         reference = folder.blobs({name: value.shape for name, value in blobs.items()})
-        comparisons.append(compare_all(blobs, reference, order, f"Caffe (golden {folder.folder.name})",
-                                       tolerance, reference_names=folder.blob_names()))
+        comparisons.append(compare_all(blobs, reference, list(blobs), f"Caffe (golden {folder.folder.name})",
+                                       tolerance, reference_names=folder.blob_names(),
+                                       optional=frozenset(meta.split_copies)))
     if opencv:
         deviation = opencv_known_deviation(ninport.load_spec(prototxt).layers)
-        if weights is None and module.state_dict():
+        if dialect is not None:
+            skipped.append(Skipped("OpenCV", f"the net is read in dialect {dialect!r}, which OpenCV does not know"))
+        elif weights is None and module.state_dict():
             skipped.append(Skipped("OpenCV", "no caffemodel given, so OpenCV and ninport would not share weights"))
         elif deviation:
             skipped.append(Skipped("OpenCV", f"{deviation}; Caffe's golden outputs are the reference here"))

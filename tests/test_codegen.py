@@ -27,7 +27,7 @@ TOLERANCE = 1e-5
 REFERENCE_MODELS = REPO / "reference_models"
 # Inputs small enough to keep the weights small (fc layers shrink with the input); large enough for each
 # net's fixed-size final pooling.
-REFERENCE_SHAPES = {"bvlc_alexnet": (1, 3, 67, 67), "vgg16": (1, 3, 32, 32)}
+REFERENCE_SHAPES = {"bvlc_alexnet": (1, 3, 67, 67), "vgg16": (1, 3, 32, 32), "hed": (1, 3, 64, 48)}
 
 RUNNER = """
 import importlib.util, json, sys
@@ -179,7 +179,7 @@ def test_every_reference_model_file_runs_without_ninport(tmp_path):
             out = module(torch.from_numpy(x))
         runs.append((py, tmp_path / f"{model}_inputs.npz", ["data"]))
         expected.append((model, out if isinstance(out, tuple) else (out,)))
-    assert len(runs) == 9
+    assert len(runs) == 11
     for (model, outputs), got in zip(expected, _run_without_ninport(runs, tmp_path), strict=True):
         assert len(got) == len(outputs), model
         for value, out in zip(got, outputs):

@@ -338,3 +338,21 @@ def test_output_computed_in_place_over_the_input_exports(tmp_path):
     x = np.random.default_rng(0).normal(size=(1, 3, 4, 4)).astype(np.float32)
     (got,) = verify_onnx(tmp_path / "ip.onnx", {"data": x})
     np.testing.assert_array_equal(got, np.maximum(x, 0))
+
+
+def test_a_net_declared_1x1_exports_symbolic_sizes(tmp_path):
+    """OpenPose declares a 1x1 placeholder input: the default export traces at 2x2 (torch.export would
+    specialize a size it sees as 1) and keeps height and width symbolic, so the file runs at the real size."""
+    case = load_golden("conv_pool_1x1")
+    module = _load(case)
+    path = export_onnx(module, tmp_path / "net.onnx")
+    model = onnx.load(str(path))
+    dims = [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", 3, "height", "width"]
+    props = {p.key: p.value for p in model.metadata_props}
+    assert json.loads(props["reference_input_shapes"]) == {"image": [1, 3, 1, 1]}
+    (output,) = verify_onnx(path, case.inputs())  # at the declared 1x1: Caffe's own blob
+    assert relative_error(output, case.blobs()["stage2_ave"]) <= TOLERANCE
+    x = np.random.default_rng(0).normal(size=(2, 3, 20, 13)).astype(np.float32)
+    (output,) = verify_onnx(path, {"image": x})
+    assert relative_error(output, module(torch.from_numpy(x)).detach().numpy()) <= TOLERANCE

@@ -164,3 +164,27 @@ def test_cli_runs_plugin_in_a_fresh_process_without_importing_model_code(tmp_pat
                             env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stderr
     assert not (tmp_path / "pwned").exists()
+
+
+def test_a_plugin_file_can_give_a_dialect_its_own_semantics(tmp_path, capsys):
+    """`register_layer(..., dialect=...)` in a plugin file: `--dialect` selects it, other nets keep the default."""
+    plugin = tmp_path / "halved_relu.py"
+    plugin.write_text("import torch\nimport ninport\n\n"
+                      "class Halved(torch.nn.Module):\n"
+                      "    def forward(self, x):\n"
+                      "        return torch.relu(x) / 2\n\n"
+                      "ninport.register_dialect('halved', about='a test fork')\n"
+                      "ninport.register_layer('ReLU', shape=lambda layer, shapes: [shapes[0]],\n"
+                      "                       module=lambda ctx: Halved(), dialect='halved')\n")
+    net = tmp_path / "net.prototxt"
+    net.write_text(input_layer((1, 3)) + 'layer { name: "r" type: "ReLU" bottom: "data" top: "r" }\n')
+    try:
+        assert load_plugin(plugin) == ["ReLU"]
+        assert registry.layer_type("ReLU", "halved").origin == "plugin halved_relu.py"
+        assert registry.layer_type("ReLU").origin == "BVLC Caffe"
+        x = torch.tensor([[-2.0, 2.0, 4.0]])
+        assert ninport.load(net, dialect="halved")(x).tolist() == [[0.0, 1.0, 2.0]]
+        assert ninport.load(net)(x).tolist() == [[0.0, 2.0, 4.0]]
+        assert main(["inspect", str(net), "--plugin", str(plugin), "--dialect", "halved"]) == 0
+    finally:
+        registry.unregister_layer("ReLU", "halved")

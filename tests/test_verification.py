@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import ninport
-from ninport.verification import CAFFE_SPLIT_BLOB, compare_all
+from ninport.verification import compare_all
 from tests.conftest import VENDORED_GOLDEN
 
 
@@ -16,9 +16,10 @@ def test_golden_folder_report_is_typed_and_passes():
     assert report.passed and len(report.comparisons) == 1
     [caffe] = report.comparisons
     assert caffe.reference == "Caffe (golden mini_resnet)" and not caffe.uncompared
-    # Caffe's own split copies are the only blobs left out, and they exist in the golden file
-    assert [r.name for r in caffe.rows] == ["data", "a", "b", "proj", "add"]
-    assert caffe.verdict() == "5 blobs compared: PASS"
+    # every blob of Caffe's dump, in Caffe's order, its split copies included
+    assert [r.name for r in caffe.rows] == ["data", "data_data_0_split_0", "data_data_0_split_1", "a", "b", "proj",
+                                            "add"]
+    assert caffe.verdict() == "7 blobs compared: PASS"
 
 
 def _golden_copy(tmp_path, case: str, drop: str | None = None, add: str | None = None):
@@ -39,7 +40,7 @@ def test_a_blob_missing_from_the_golden_file_fails(tmp_path):
     [caffe] = report.comparisons
     assert not report.passed and caffe.missing_in_reference == ("proj",)
     assert all(r.passed for r in caffe.rows)  # every compared blob agrees: only the gap fails
-    assert caffe.verdict() == "4 blobs compared, 1 uncompared: FAIL: not in the reference: 'proj'"
+    assert caffe.verdict() == "6 blobs compared, 1 uncompared: FAIL: not in the reference: 'proj'"
 
 
 def test_a_golden_blob_ninport_does_not_compute_fails(tmp_path):
@@ -49,11 +50,25 @@ def test_a_golden_blob_ninport_does_not_compute_fails(tmp_path):
     assert "not computed by ninport: 'extra'" in caffe.verdict()
 
 
-def test_caffe_split_blobs_are_the_only_exception():
-    assert CAFFE_SPLIT_BLOB.search("data_data_0_split_1") and not CAFFE_SPLIT_BLOB.search("split_layer")
-    ours = {"a": np.ones(2)}
-    comparison = compare_all(ours, {"a": np.ones(2), "a_a_0_split_0": np.ones(2), "b": np.ones(2)}, ["a"], "r", 1e-5)
-    assert comparison.missing_in_ninport == ("b",)
+def test_split_copies_are_compared_and_may_be_left_out_of_a_dump(tmp_path):
+    """Caffe's split copies are named as InsertSplits names them for this net: a wrong value in one fails,
+    a name Caffe would not make fails, and a dump without them (nothing is lost) still passes."""
+    report = ninport.verify(_golden_copy(tmp_path, "mini_resnet", drop="data_data_0_split_1"), opencv=False,
+                            onnx=False)
+    assert report.passed and "data_data_0_split_1" not in [r.name for r in report.comparisons[0].rows]
+    folder = _golden_copy(tmp_path / "wrong", "mini_resnet")
+    with np.load(folder / "blobs.npz") as data:
+        blobs = {k: data[k] for k in data.files}
+    blobs["data_data_0_split_1"] = blobs["data_data_0_split_1"] + 1
+    blobs["data_data_0_split_2"] = blobs["data"]  # Caffe makes two copies of data here, not three
+    np.savez(folder / "blobs.npz", **blobs)
+    [caffe] = ninport.verify(folder, opencv=False, onnx=False).comparisons
+    assert caffe.first_divergence.name == "data_data_0_split_1"
+    assert caffe.missing_in_ninport == ("data_data_0_split_2",)
+    ours = {"a": np.ones(2), "a_a_0_split_0": np.ones(2)}
+    comparison = compare_all(ours, {"a": np.ones(2), "b": np.ones(2)}, ["a", "a_a_0_split_0"], "r", 1e-5,
+                             frozenset({"a_a_0_split_0"}))
+    assert comparison.missing_in_ninport == ("b",) and comparison.missing_in_reference == ()
 
 
 def test_cli_verify_fails_with_exit_3_on_an_uncompared_blob(tmp_path):

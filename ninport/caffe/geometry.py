@@ -164,17 +164,29 @@ class PoolParams:
         out = tuple(pool_output_size(in_hw[a], kernel[a], self.pad[a], self.stride[a], self.ceil) for a in (0, 1))
         return PoolWindow(kernel, self.pad, self.stride, out, tuple(in_hw))
 
-    def check_fits(self, in_hw: Sequence[Size]) -> None:
-        """Refuse an input smaller than one window (the kernel is larger than the padded input)."""
-        if self.kernel is None or not is_static(*in_hw):
+    def check_output(self, in_hw: Sequence[Size]) -> None:
+        """Refuse a size whose output Caffe cannot make: an output size <= 0.
+
+        Caffe's PoolingLayer::Reshape takes ceil((in + 2 pad - kernel) / stride) + 1 (then the pad > 0 clip),
+        so a kernel larger than the (padded) input is accepted while that stays positive: 2x2 stride 2 on
+        1x1 gives 1x1, one window clipped to the input (OpenPose's 1x1 placeholder input). A negative
+        size fails in Blob::Reshape, a zero one at the first access of its data."""
+        if not is_static(*in_hw):
             return
-        fits = [in_hw[a] + 2 * self.pad[a] >= self.kernel[a] for a in (0, 1)]
-        if not all(fits):
-            fail(f"pooling kernel {self.kernel[0]}x{self.kernel[1]} (pad {self.pad[0]}x{self.pad[1]}) is larger "
-                 f"than the padded input {in_hw[0] + 2 * self.pad[0]}x{in_hw[1] + 2 * self.pad[1]}")
+        window = self.window(in_hw)
+        if min(window.out) <= 0:
+            kernel = window.kernel
+            fail(f"pooling kernel {kernel[0]}x{kernel[1]} (pad {self.pad[0]}x{self.pad[1]}, stride "
+                 f"{self.stride[0]}x{self.stride[1]}) on a {in_hw[0]}x{in_hw[1]} input gives output size "
+                 f"{window.out[0]}x{window.out[1]}; Caffe refuses an output size that is not positive")
 
     def smallest_input(self, axis: int) -> int:
-        return 1 if self.kernel is None else max(1, self.kernel[axis] - 2 * self.pad[axis])
+        """The smallest input size with a positive output on `axis` (see `check_output`): with ceil
+        rounding a kernel may exceed the padded input by up to stride - 1."""
+        if self.kernel is None:
+            return 1
+        slack = self.stride[axis] - 1 if self.ceil else 0
+        return max(1, self.kernel[axis] - 2 * self.pad[axis] - slack)
 
     def right_pad_bound(self, axis: int) -> int:
         """How far past the input's end the windows can reach at ANY input size (for a traced, symbolic
@@ -255,7 +267,7 @@ def pool_params(p) -> PoolParams:
 def pool_geometry(p, in_hw: Sequence[int]) -> PoolWindow:
     """The checked windows of a PoolingParameter at an input size (build time: ints)."""
     params = pool_params(p)
-    params.check_fits(in_hw)
+    params.check_output(in_hw)
     return params.window(in_hw)
 
 

@@ -44,7 +44,8 @@ MAX_TOTAL_ACTIVATIONS = 2 ** 32
 
 @dataclass
 class ShapeTable:
-    """Every blob's shape and every layer's weights/MACs for one set of input shapes."""
+    """Every blob's shape and every layer's weights/MACs for one set of input shapes; `layers` is keyed by
+    `LayerSpec.key` (the layer name, unless an earlier layer has the same name)."""
 
     blobs: dict[str, Shape]
     layers: dict[str, LayerShapes]
@@ -171,9 +172,7 @@ def _pooling(layer, shapes):
     if p.pool == pb2.PoolingParameter.STOCHASTIC:
         raise UnsupportedLayerError("STOCHASTIC pooling is not supported (its TEST-phase weighted "
                                     "average has no exact torch twin); replace it with AVE or MAX")
-    geo = pool_geometry(p, (h, w))
-    if min(geo.out) <= 0:
-        _fail(f"output size {geo.out} is not positive")
+    geo = pool_geometry(p, (h, w))  # refuses an output size <= 0, as Caffe does
     if len(layer.tops) > 1:
         raise UnsupportedLayerError("a second top (MAX pooling's argmax mask) is not supported")
     # The converter pads the input to the extent the windows cover (a last window may start
@@ -378,7 +377,7 @@ def unconvertible_layers(spec: NetSpec) -> list[str]:
     on a type that does not read them. Empty when every layer is known."""
     problems = []
     for layer in spec.layers:
-        record = layer_type(layer.type)
+        record = layer_type(layer.type, spec.dialect)
         unknown = sorted(layer.unknown_fields)
         where = layer.where(spec.source)
         if unknown and layer.unknown_field_places:  # point at the first unknown field: file:line:col
@@ -405,7 +404,7 @@ def _refuse_unconvertible(spec: NetSpec) -> None:
     shown = problems[:20] + ([f"... and {len(problems) - 20} more"] if len(problems) > 20 else [])
     count = f"{len(problems)} layer{'s' if len(problems) > 1 else ''}"
     hint = ""
-    if any(layer_type(layer.type) is None for layer in spec.layers):
+    if any(layer_type(layer.type, spec.dialect) is None for layer in spec.layers):
         hint = (". Add a type with ninport.register_layer or `--plugin`; supported types: "
                 + ", ".join(registered_types()))
     raise UnsupportedLayerError(f"{count} cannot be converted: " + "; ".join(shown) + hint)
@@ -433,7 +432,7 @@ def infer_shapes(spec: NetSpec) -> ShapeTable:
     total_params = 0
     total_activations = sum(math.prod(s) for s in blobs.values())
     for layer in spec.layers:
-        record = layer_type(layer.type)
+        record = layer_type(layer.type, spec.dialect)
         try:
             bottom_shapes = [blobs[b] for b in layer.bottoms]
             try:
@@ -474,7 +473,7 @@ def infer_shapes(spec: NetSpec) -> ShapeTable:
             raise type(exc)(f"{layer.where(spec.source)}: {exc}") from None
         for top, shape in zip(layer.tops, result.tops):
             blobs[top] = tuple(int(d) for d in shape)
-        layers[layer.name] = result
+        layers[layer.key] = result
     return ShapeTable(blobs=blobs, layers=layers)
 
 
@@ -610,7 +609,7 @@ def _fixing_at(spec: NetSpec, reference: ShapeTable, inputs: dict[str, Shape]) -
     found = []
     at = ", ".join(shape_text(s) for s in inputs.values())
     for layer in spec.layers:
-        record = layer_type(layer.type)
+        record = layer_type(layer.type, spec.dialect)
         bottoms = [blobs[b] for b in layer.bottoms]
         try:
             result = record.shapes(layer, bottoms)
@@ -618,7 +617,7 @@ def _fixing_at(spec: NetSpec, reference: ShapeTable, inputs: dict[str, Shape]) -
             found.append((layer.name, f"refuses bottom {', '.join(shape_text(s) for s in bottoms)} (input {at}): "
                                       f"{safe_text(str(exc))}"))
             return found
-        ref = reference.layers.get(layer.name)
+        ref = reference.layers.get(layer.key)
         if ref is not None and result.params is not None and ref.params is not None and \
                 [tuple(p) for p in result.params] != [tuple(p) for p in ref.params]:
             found.append((layer.name, f"its weights {', '.join(shape_text(p) for p in ref.params)} take only "

@@ -11,6 +11,7 @@ import numpy as np
 
 from ninport.caffe import caffe_pb2 as pb2
 from ninport.caffe import io
+from ninport.caffe.splits import caffe_blobs
 from ninport.caffe.upgrade import upgrade_net_with_origins
 from ninport.errors import ParseError, ShapeError
 
@@ -19,6 +20,12 @@ TRAINING_ONLY_TYPES = {"Accuracy", "Silence", "HDF5Output"}
 # Layers that feed data from a database or file: their first top becomes a net input.
 DATA_LAYER_TYPES = {"Data", "ImageData", "MemoryData", "HDF5Data", "WindowData", "DummyData",
                     "AnnotatedData", "VideoData"}
+
+
+def repeated_key(name: str, occurrence: int) -> str:
+    """The key of the `occurrence`-th (2, 3, ...) layer named `name`: the name, a NUL and the count.
+    Caffe names are C strings (a name holding NUL is refused), so a key never equals a real name."""
+    return f"{name}\x00{occurrence}"
 
 
 def is_training_only(layer_type: str, phase: int = pb2.TEST) -> bool:
@@ -51,6 +58,19 @@ class LayerSpec:
     unknown_fields: UnknownFields = field(default_factory=dict)
     # (line, column) of the first occurrence of each unknown field path, for error messages.
     unknown_field_places: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # Unique within the net, since Caffe does not require unique layer names: the name, or for a layer
+    # whose name an earlier layer of Caffe's net already has, `repeated_key(name, n)`. What ninport keeps
+    # per layer (shapes, weights) is keyed by it; a caffemodel layer reaches the layer whose key is its name.
+    key: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            self.key = self.name
+
+    @property
+    def repeats_a_name(self) -> bool:
+        """True for the second, third, ... layer of a name (Caffe copies no caffemodel weights to it)."""
+        return self.key != self.name
 
     def where(self, source: str | None) -> str:
         place = f"{source}:{self.line}" if source and self.line else (source or "<net>")
@@ -80,8 +100,14 @@ class NetSpec:
     preprocess: Preprocess | None = None
     source_format: str = "current"
     unknown_fields: UnknownFields = field(default_factory=dict)  # net-level fields caffe.proto lacks
+    # The dialect the net was read with (`ninport.registry`): its layer types replace the default ones.
+    dialect: str | None = None
+    # Every blob of Caffe's own net in its order (pycaffe's net.blobs), with the blob whose value it holds:
+    # itself, or for a copy Caffe's InsertSplits makes (`<blob>_<layer>_<i>_split_<j>`) the blob it copies.
+    caffe_blobs: tuple[tuple[str, str], ...] = ()
 
     def layer(self, name: str) -> LayerSpec:
+        """The first layer named `name` (the one a caffemodel layer of that name reaches)."""
         for layer in self.layers:
             if layer.name == name:
                 return layer
@@ -96,7 +122,7 @@ class NetSpec:
         for name, shape in shapes.items():
             new_inputs[name] = tuple(int(d) for d in shape)
         return NetSpec(self.name, self.source, new_inputs, self.layers, self.outputs, self.preprocess,
-                       self.source_format, self.unknown_fields)
+                       self.source_format, self.unknown_fields, self.dialect, self.caffe_blobs)
 
 
 # --- phase rules -----------------------------------------------------------------------------
@@ -195,6 +221,8 @@ def build_netspec(net: "pb2.NetParameter", source: str = "<net>", lines: list[in
     inputs: dict[str, tuple[int, ...]] = {}
     preprocess: Preprocess | None = None
     layers: list[LayerSpec] = []
+    name_count: dict[str, int] = {}  # layers of each name in Caffe's net so far (inputs and losses included)
+    caffe_net = []  # every layer of Caffe's net for this phase, for its blob list
     for index, layer in enumerate(current.layer):
         line = line_of[index]
         place = f"{source}:{line}" if line else source
@@ -203,6 +231,8 @@ def build_netspec(net: "pb2.NetParameter", source: str = "<net>", lines: list[in
                              "Caffe accepts only one kind")
         if not layer_included(layer, phase, level, stages):
             continue
+        name_count[layer.name] = name_count.get(layer.name, 0) + 1
+        caffe_net.append(layer)
         if not layer.type:
             if places_of[index]:  # most likely a misspelt `type:`; point at what was written
                 path, (ln, col) = next(iter(places_of[index].items()))
@@ -236,22 +266,24 @@ def build_netspec(net: "pb2.NetParameter", source: str = "<net>", lines: list[in
             continue
         if is_training_only(layer.type, phase):
             continue
+        occurrence = name_count[layer.name]
         layers.append(LayerSpec(name=layer.name, type=layer.type, bottoms=list(layer.bottom),
                                 tops=list(layer.top), proto=layer, line=line,
-                                unknown_fields=unknown_of[index], unknown_field_places=places_of[index]))
+                                unknown_fields=unknown_of[index], unknown_field_places=places_of[index],
+                                key=layer.name if occurrence == 1 else repeated_key(layer.name, occurrence)))
     if not inputs:
         raise ParseError(f"{source}: the net has no input (no `input:` field, Input layer or data layer "
                          "in the TEST phase)")
     outputs = _check_connectivity(inputs, layers, source)
     return NetSpec(name=current.name, source=source, inputs=inputs, layers=layers, outputs=outputs,
-                   preprocess=preprocess, source_format=fmt, unknown_fields=dict(net_unknown_fields or {}))
+                   preprocess=preprocess, source_format=fmt, unknown_fields=dict(net_unknown_fields or {}),
+                   caffe_blobs=caffe_blobs(caffe_net))
 
 
 def _check_connectivity(inputs, layers: list[LayerSpec], source: str) -> list[str]:
     """Check every bottom exists and no top is overwritten; return Caffe's outputs, sorted by name."""
     available: set[str] = set(inputs)
     produced: set[str] = set(inputs)
-    seen_names: set[str] = set()
     for layer in layers:
         for name in [layer.name, *layer.bottoms, *layer.tops]:
             if "\x00" in name:
@@ -259,11 +291,6 @@ def _check_connectivity(inputs, layers: list[LayerSpec], source: str) -> list[st
                 raise ParseError(f"{place}: layer {layer.name[:60]!r} ({layer.type[:60]!r}): the name "
                                  f"{name[:60]!r} holds a NUL byte; "
                                  "Caffe layer and blob names are C strings")
-        if layer.name in seen_names:
-            what = "another layer without a name" if not layer.name else "a second layer with this name"
-            raise ParseError(f"{layer.where(source)}: {what}; "
-                             "Caffe matches weights by layer name, so names must be unique")
-        seen_names.add(layer.name)
         if not layer.tops:
             raise ParseError(f"{layer.where(source)}: the layer has no top blob; a {layer.type} layer "
                              "produces at least one")
@@ -286,12 +313,18 @@ def _check_connectivity(inputs, layers: list[LayerSpec], source: str) -> list[st
     return sorted(available)
 
 
-def load_netspec(prototxt: str | os.PathLike, phase: int = pb2.TEST) -> NetSpec:
-    """Read a prototxt file (any format) into its deploy NetSpec."""
+def load_netspec(prototxt: str | os.PathLike, phase: int = pb2.TEST, dialect: str | None = None) -> NetSpec:
+    """Read a prototxt file (any format) into its deploy NetSpec; `dialect` names a registered dialect
+    (`ninport.registry.dialects()`) whose layer types replace the default ones for this net."""
+    from ninport.registry import check_dialect, prepare_net
+
+    dialect = check_dialect(dialect)
     text = io.read_prototxt_text(prototxt)
     parsed = io.parse_prototxt(text, str(prototxt))
     field_name = "layers" if len(parsed.net.layers) and not len(parsed.net.layer) else "layer"
-    return build_netspec(parsed.net, str(prototxt), parsed.layer_lines[field_name], phase=phase,
+    spec = build_netspec(parsed.net, str(prototxt), parsed.layer_lines[field_name], phase=phase,
                          unknown_fields=parsed.layer_unknown_fields[field_name],
                          net_unknown_fields=parsed.unknown_fields,
                          unknown_places=parsed.layer_unknown_places[field_name])
+    spec.dialect = dialect
+    return prepare_net(spec)

@@ -8,14 +8,16 @@ before a single tensor is built.
 from __future__ import annotations
 
 import math
+import warnings
+from collections.abc import Collection
 
 import numpy as np
 
 from ninport.caffe.io import RawBlob, RawLayerWeights
 from ninport.caffe.shapes import ShapeTable
-from ninport.caffe.spec import NetSpec
+from ninport.caffe.spec import LayerSpec, NetSpec
 from ninport.caffe.upgrade import v1_type_name
-from ninport.errors import WeightsError
+from ninport.errors import NinportWarning, WeightsError, safe_text
 
 
 def _legacy_4d(shape: tuple[int, ...]) -> tuple[int, ...] | None:
@@ -41,34 +43,51 @@ def reconcile_blob(blob: RawBlob, expected: tuple[int, ...], what: str, keep_hal
     return np.asarray(blob.data, dtype=dtype).reshape(expected)
 
 
+def unreachable_layers(spec: NetSpec, table: ShapeTable) -> list[LayerSpec]:
+    """Layers with weights that no caffemodel can fill: the second, third, ... layer of a repeated name.
+
+    Caffe's Net::CopyTrainedLayersFrom copies each caffemodel layer to the first layer of the net with
+    its name (it scans layer_names_ from the start), so a later layer of the same name keeps its fillers."""
+    return [layer for layer in spec.layers if layer.repeats_a_name and table.layers[layer.key].params]
+
+
 def attach_weights(spec: NetSpec, table: ShapeTable, raw_layers: list[RawLayerWeights],
                    weights_source: str) -> dict[str, list[np.ndarray]]:
-    """Weights per layer name, checked against the shapes `table` expects.
+    """Weights per layer key (`LayerSpec.key`), checked against the shapes `table` expects.
 
-    Like Caffe's Net::CopyTrainedLayersFrom, every source layer of a name is copied in file order,
-    each one checked, so when a caffemodel repeats a name the last one wins.
+    As Caffe's Net::CopyTrainedLayersFrom: every caffemodel layer, in file order, is copied to the first
+    layer of the net with its name, each copy checked, so when a caffemodel repeats a name the last one
+    wins. A later layer repeating a name gets nothing (`unreachable_layers`): where it has weights a
+    NinportWarning names it, and it is left out of the result (`ninport.load` gives it seeded random
+    weights, where Caffe keeps its fillers).
     """
     all_of_name: dict[str, list[RawLayerWeights]] = {}
     for raw in raw_layers:
         all_of_name.setdefault(raw.name, []).append(raw)
     by_name = {name: raws[-1] for name, raws in all_of_name.items()}
+    for layer in unreachable_layers(spec, table):
+        warnings.warn(f'{weights_source}: layer "{safe_text(layer.name)}" ({safe_text(layer.type)}) cannot get '
+                      "weights from the caffemodel: an earlier layer of the net has the same name, and Caffe copies "
+                      "a caffemodel layer only to the first layer of its name (Net::CopyTrainedLayersFrom); it "
+                      "gets seeded random weights (Caffe would keep its fillers)", NinportWarning, stacklevel=2)
     # params None: a plugin takes whatever blobs the caffemodel holds for its layer, as recorded
-    wanted = [layer for layer in spec.layers if table.layers[layer.name].params or
-              (table.layers[layer.name].params is None and layer.name in by_name)]
-    if wanted and not any(layer.name in by_name for layer in wanted):
+    first_of_name = [layer for layer in spec.layers if not layer.repeats_a_name]
+    wanted = [layer for layer in first_of_name if table.layers[layer.key].params or
+              (table.layers[layer.key].params is None and layer.key in by_name)]
+    if wanted and not any(layer.key in by_name for layer in wanted):
         sample = ", ".join(sorted(by_name)[:5])
         raise WeightsError(f"{weights_source}: none of its layers ({sample}, ...) matches a layer of "
                            f"{spec.source}; are these the weights of another net?")
     result: dict[str, list[np.ndarray]] = {}
     for layer in wanted:
-        expected = table.layers[layer.name].params
-        raw = by_name.get(layer.name)
+        expected = table.layers[layer.key].params
+        raw = by_name.get(layer.key)
         if expected is None:
             expected = [tuple(b.recorded_shape) for b in raw.blobs]
         where = f'{weights_source}: layer "{layer.name}" ({layer.type})'
         if raw is None:
             raise WeightsError(f"{where}: no weights for this layer in the caffemodel")
-        copies = all_of_name[layer.name]
+        copies = all_of_name[layer.key]
         for n, raw in enumerate(copies):
             blobs = raw.blobs
             which = where if len(copies) == 1 else f"{where} (copy {n + 1} of {len(copies)} with this name)"
@@ -76,11 +95,11 @@ def attach_weights(spec: NetSpec, table: ShapeTable, raw_layers: list[RawLayerWe
             if len(blobs) != len(expected):
                 raise WeightsError(f"{which}: the caffemodel has {len(blobs)} blobs, the prototxt implies "
                                    f"{len(expected)} ({', '.join(str(list(s)) for s in expected)})")
-            result[layer.name] = [reconcile_blob(b, s, f"{which} blob {i}")
-                                  for i, (b, s) in enumerate(zip(blobs, expected))]
-    for layer in spec.layers:
-        raw = next((r for r in all_of_name.get(layer.name, []) if r.blobs), None)
-        if raw is not None and table.layers[layer.name].params == []:
+            result[layer.key] = [reconcile_blob(b, s, f"{which} blob {i}")
+                                 for i, (b, s) in enumerate(zip(blobs, expected))]
+    for layer in first_of_name:
+        raw = next((r for r in all_of_name.get(layer.key, []) if r.blobs), None)
+        if raw is not None and table.layers[layer.key].params == []:
             raw_type = v1_type_name(int(raw.type)) if raw.type.isdigit() else raw.type
             raise WeightsError(f'{weights_source}: layer "{layer.name}": the caffemodel has {len(raw.blobs)} '
                                f"blobs for a {raw_type or 'layer'}, but the prototxt's {layer.type} "
@@ -88,8 +107,10 @@ def attach_weights(spec: NetSpec, table: ShapeTable, raw_layers: list[RawLayerWe
     return result
 
 
-def random_weights(table: ShapeTable, spec: NetSpec, seed: int = 0) -> dict[str, list[np.ndarray]]:
-    """Seeded random weights of the right shapes, for converting a net without its caffemodel.
+def random_weights(table: ShapeTable, spec: NetSpec, seed: int = 0,
+                   only: Collection[str] | None = None) -> dict[str, list[np.ndarray]]:
+    """Seeded random weights of the right shapes, per layer key, for converting a net without its
+    caffemodel (or, `only` naming layer keys, for the layers a caffemodel cannot fill).
 
     Scaled like Caffe's 'xavier' filler so activations stay finite through deep nets; BatchNorm
     gets a positive variance and a scale factor of 1.
@@ -97,8 +118,8 @@ def random_weights(table: ShapeTable, spec: NetSpec, seed: int = 0) -> dict[str,
     rng = np.random.default_rng(seed)
     result: dict[str, list[np.ndarray]] = {}
     for layer in spec.layers:
-        shapes = table.layers[layer.name].params
-        if not shapes:
+        shapes = table.layers[layer.key].params
+        if not shapes or (only is not None and layer.key not in only):
             continue
         arrays = []
         for i, shape in enumerate(shapes):
@@ -115,5 +136,5 @@ def random_weights(table: ShapeTable, spec: NetSpec, seed: int = 0) -> dict[str,
                     layer.proto.inner_product_param.transpose else shape[0]
                 value = rng.uniform(-1, 1, shape) * math.sqrt(3.0 / max(1, fan_in))
             arrays.append(value.astype(np.float32))
-        result[layer.name] = arrays
+        result[layer.key] = arrays
     return result

@@ -49,7 +49,8 @@ def python_identifier(name: str, used: set[str], fallback: str = "layer") -> str
 def build_graph_module(spec: NetSpec, weights: dict[str, list[np.ndarray]],
                        table: ShapeTable | None = None, *, weights_source: str | None = None,
                        phase: str = "TEST") -> fx.GraphModule:
-    """Build the GraphModule and attach its NetDescription; `weights` maps layer name -> blobs (Caffe layout)."""
+    """Build the GraphModule and attach its NetDescription; `weights` maps `LayerSpec.key` (the layer name,
+    unless an earlier layer has the same name) -> blobs (Caffe layout)."""
     table = table or infer_shapes(spec)
     root = nn.Module()
     graph = fx.Graph()
@@ -62,13 +63,13 @@ def build_graph_module(spec: NetSpec, weights: dict[str, list[np.ndarray]],
         blob_node[name] = graph.placeholder(python_identifier(name, node_names, "blob"))
         blob_layer[name] = None
     for layer in spec.layers:
-        record = registry.layer_type(layer.type)
+        record = registry.layer_type(layer.type, spec.dialect)
         if record is None:
             raise UnsupportedLayerError(f"{layer.where(spec.source)}: layer type is not supported")
         convert = record.convert_function()
         ctx = LayerContext(layer=layer, bottom_shapes=[table.blobs[b] for b in layer.bottoms],
                            top_shapes=[table.blobs[t] for t in layer.tops],
-                           weights=weights.get(layer.name, []))
+                           weights=weights.get(layer.key, []))
         try:
             module = convert(ctx)
         except NinportError as exc:
@@ -104,7 +105,8 @@ def build_graph_module(spec: NetSpec, weights: dict[str, list[np.ndarray]],
         outputs=tuple(spec.outputs),
         blobs={blob: BlobRecord(blob, node.name, blob_layer[blob], tuple(table.blobs[blob]))
                for blob, node in blob_node.items()},
-        layers=tuple(layer_records), weights=weights_source, preprocess=spec.preprocess, phase=phase))
+        layers=tuple(layer_records), weights=weights_source, preprocess=spec.preprocess, phase=phase,
+        dialect=spec.dialect, caffe_blobs=spec.caffe_blobs))
     gm.eval()
     return gm
 
@@ -120,7 +122,9 @@ def _class_name(net_name: str) -> str:
 
 
 def forward_blobs(module: fx.GraphModule, *inputs: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Run one forward pass and return every Caffe blob by its Caffe name.
+    """Run one forward pass and return every Caffe blob by its Caffe name, as pycaffe's `net.blobs`:
+    in Caffe's order, with the copies Caffe's automatic Split layers make (`<blob>_<layer>_<i>_split_<j>`,
+    the same tensor as the blob they copy), so a full blob dump of Caffe compares name for name.
 
     In-place blobs hold their value after the last in-place layer, as Caffe reports them.
     """
@@ -135,7 +139,10 @@ def forward_blobs(module: fx.GraphModule, *inputs: torch.Tensor) -> dict[str, to
 
     with torch.no_grad():
         Recorder(module).run(*inputs)
-    return {blob: values[record.node] for blob, record in description.blobs.items()}
+    blobs = {blob: values[record.node] for blob, record in description.blobs.items()}
+    ordered = {name: blobs[source] for name, source in description.caffe_blobs if source in blobs}
+    ordered.update((blob, value) for blob, value in blobs.items() if blob not in ordered)
+    return ordered
 
 
 def warn_random_weights(source: str) -> None:

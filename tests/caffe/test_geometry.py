@@ -29,11 +29,34 @@ def test_pool_output_size_is_caffes_rule(ceil):
     for kernel in range(1, 8):
         for pad in range(kernel):
             for stride in range(1, 9):
-                for size in range(max(1, kernel - 2 * pad), 40):
+                for size in range(1, 40):  # kernels larger than the padded input included
                     got = geometry.pool_output_size(size, kernel, pad, stride, ceil)
                     assert got == caffe_pooled_size(size, kernel, pad, stride, ceil), (size, kernel, pad, stride)
                     checked += 1
     assert checked > 5000
+
+
+@pytest.mark.parametrize("ceil", [True, False])
+def test_pooling_refuses_exactly_the_sizes_whose_caffe_output_is_not_positive(ceil):
+    """Caffe accepts a kernel larger than the padded input while ceil((in + 2 pad - k) / s) + 1 > 0
+    (OpenPose's 2x2 stride-2 pools on its 1x1 placeholder); it refuses only an output size <= 0."""
+    accepted_larger = 0
+    for kernel in range(1, 8):
+        for pad in range(kernel):
+            for stride in range(1, 9):
+                params = geometry.PoolParams((kernel, kernel), (pad, pad), (stride, stride), ceil, "max")
+                for size in range(1, 20):
+                    positive = caffe_pooled_size(size, kernel, pad, stride, ceil) > 0
+                    assert (size >= params.smallest_input(0)) == positive, (size, kernel, pad, stride)
+                    if positive:
+                        params.check_output((size, size))
+                        accepted_larger += size + 2 * pad < kernel
+                    else:
+                        with pytest.raises(geometry.GeometryError, match="Caffe refuses an output size"):
+                            params.check_output((size, size))
+    assert (accepted_larger > 100) == ceil  # floor rounding never keeps a window larger than the padded input
+    p = pb2.PoolingParameter(pool=pb2.PoolingParameter.MAX, kernel_size=2, stride=2)
+    assert geometry.pool_geometry(p, (1, 1)).out == (1, 1)  # OpenPose at its declared 1x1
 
 
 @pytest.mark.parametrize("ceil", [True, False])
@@ -44,7 +67,7 @@ def test_right_pad_bound_covers_the_last_window_at_every_size(ceil):
         for pad in range(kernel):
             for stride in range(1, 12):
                 params = geometry.PoolParams((kernel, kernel), (pad, pad), (stride, stride), ceil, "max")
-                reach = [params.window((size, size)).right_pad(0) for size in range(max(1, kernel - 2 * pad), 60)]
+                reach = [params.window((size, size)).right_pad(0) for size in range(params.smallest_input(0), 60)]
                 assert max(reach) <= params.right_pad_bound(0), (kernel, pad, stride)
                 assert max(reach) == params.right_pad_bound(0) or max(reach) <= 0, (kernel, pad, stride)
 

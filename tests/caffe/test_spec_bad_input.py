@@ -48,10 +48,12 @@ def test_empty_layer_and_blob_names_work(tmp_path):
     assert [layer.name for layer in spec.layers] == ["", "x"] and spec.outputs == ["s"]
 
 
-def test_two_unnamed_layers_are_named_in_the_error(tmp_path):
-    message = refused(tmp_path, ParseError, INPUT + 'layer { type: "ReLU" bottom: "data" top: "a" }\n'
-                                                    'layer { type: "ReLU" bottom: "a" top: "b" }\n')
-    assert "another layer without a name" in message and "net.prototxt:3" in message
+def test_two_unnamed_layers_are_two_layers(tmp_path):
+    """Caffe accepts repeated layer names, the empty one included; each layer keeps its own key."""
+    spec = read(tmp_path, INPUT + 'layer { type: "ReLU" bottom: "data" top: "a" }\n'
+                                  'layer { type: "ReLU" bottom: "a" top: "b" }\n')
+    assert [(layer.name, layer.key, layer.repeats_a_name) for layer in spec.layers] == [
+        ("", "", False), ("", "\x002", True)]
 
 
 def test_input_reused_as_a_layer_output(tmp_path):

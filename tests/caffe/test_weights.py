@@ -131,3 +131,75 @@ def test_every_duplicate_is_shape_checked(tmp_path):
         _attach(tmp_path, lambda net: (_fc(net, 1.0, rows=5), _fc(net, 2.0)))
     with pytest.raises(WeightsError, match=r"copy 2 of 2 .*blobs"):
         _attach(tmp_path, lambda net: (_fc(net, 1.0), net.layer.add(name="fc", type="InnerProduct")))
+
+
+# --- repeated layer names in the prototxt (issue 21: HED names five Crop layers "crop") ---------------
+# What BVLC Caffe 9b891540 does, run with ../shared/oracles: a caffemodel layer "conv" reaches the FIRST
+# net layer named "conv" (Net::CopyTrainedLayersFrom scans layer_names_ from the start); the second one
+# keeps its fillers. Source blobs that fit only the second layer: "Cannot copy param 0 weights from layer
+# 'conv'; shape mismatch". A first "conv" without blobs: "Incompatible number of blobs for layer conv".
+
+DUPLICATE_NET = ('layer { name: "data" type: "Input" top: "data" '
+                 'input_param { shape { dim: 1 dim: 3 dim: 5 dim: 5 } } }\n'
+                 'layer { name: "conv" type: "FIRST" bottom: "data" top: "a" PARAM }\n'
+                 'layer { name: "conv" type: "Convolution" bottom: "a" top: "b" '
+                 'convolution_param { num_output: 2 kernel_size: 1 } }\n')
+CONV_A = "convolution_param { num_output: 4 kernel_size: 3 }"
+
+
+def _duplicate_net(tmp_path, first="Convolution", param=CONV_A, blobs=((4, 3, 3, 3), (4,))):
+    from tests.caffe_files import write_caffemodel
+
+    proto = tmp_path / "net.prototxt"
+    proto.write_text(DUPLICATE_NET.replace("FIRST", first).replace("PARAM", param))
+    weights = write_caffemodel(tmp_path / "w.caffemodel",
+                               {"conv": [np.full(shape, 7.0, np.float32) for shape in blobs]})
+    return proto, weights
+
+
+def test_a_repeated_name_gets_weights_in_its_first_layer_only(tmp_path):
+    proto, weights = _duplicate_net(tmp_path)
+    with pytest.warns(ninport.NinportWarning) as caught:
+        module = ninport.load(proto, weights)
+    [warning] = [w for w in caught if "cannot get weights" in str(w.message)]
+    assert 'layer "conv" (Convolution)' in str(warning.message) and "first layer of its name" in str(warning.message)
+    first, second = ninport.describe(module).layers
+    assert (first.name, second.name) == ("conv", "conv") and first.module != second.module
+    assert bool((module.get_submodule(first.module).weight == 7).all())
+    assert module.get_submodule(second.module).weight.shape == (2, 4, 1, 1)
+    assert not bool((module.get_submodule(second.module).weight == 7).any())  # seeded random, not the first's
+
+
+def test_a_repeated_name_with_the_second_layers_shapes_is_refused_as_caffe_does(tmp_path):
+    proto, weights = _duplicate_net(tmp_path, blobs=((2, 4, 1, 1), (2,)))
+    with pytest.warns(ninport.NinportWarning, match="cannot get weights"):
+        with pytest.raises(WeightsError, match=r'"conv" \(Convolution\) blob 0: .*\[2, 4, 1, 1\].*\[4, 3, 3, 3\]'):
+            ninport.load(proto, weights)
+
+
+def test_a_repeated_name_whose_first_layer_has_no_weights_is_refused_as_caffe_does(tmp_path):
+    proto, weights = _duplicate_net(tmp_path, first="ReLU", param="", blobs=((2, 3, 1, 1), (2,)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(WeightsError, match=r"has 2 blobs .* ReLU has no weights"):
+            ninport.load(proto, weights)
+
+
+def test_repeated_names_without_weights_need_no_warning(tmp_path):
+    """HED's five Crop layers are all named "crop"; its caffemodel lists them, without blobs."""
+    from tests.caffe_files import write_caffemodel
+
+    proto = tmp_path / "net.prototxt"
+    proto.write_text('layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 } } }\n'
+                     'layer { name: "act" type: "ReLU" bottom: "data" top: "a" }\n'
+                     'layer { name: "act" type: "Sigmoid" bottom: "a" top: "b" }\n'
+                     'layer { name: "fc" type: "InnerProduct" bottom: "b" top: "fc" '
+                     'inner_product_param { num_output: 2 } }\n')
+    weights = write_caffemodel(tmp_path / "w.caffemodel", {"act": [], "fc": [np.ones((2, 3), np.float32),
+                                                                              np.ones(2, np.float32)]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        module = ninport.load(proto, weights)
+    assert [(r.name, r.type, r.module) for r in ninport.describe(module).layers] == [
+        ("act", "ReLU", "act"), ("act", "Sigmoid", "act_2"), ("fc", "InnerProduct", "fc")]
+    assert [row.layer for row in ninport.summary(proto, weights=weights).layers] == ["act", "act", "fc"]

@@ -32,7 +32,7 @@ class CaffePool2d(SizeCheckedLayer):
         p = self.params
         self.check([x.shape], x.dim() == 4, lambda: "pooling needs a 4-D (N, C, H, W) bottom")
         size = (x.shape[2], x.shape[3])
-        self.geometry([x.shape], lambda: p.check_fits(size))
+        self.geometry([x.shape], lambda: p.check_output(size))
         if p.kernel is None:  # global pooling: one window over the whole plane
             if p.mode == "max":
                 return torch.amax(x, dim=(2, 3), keepdim=True)

@@ -73,7 +73,8 @@ def load_plugin(path: str | os.PathLike) -> list[str]:
         if record.origin == "plugin":
             registry.register_layer(name, shape=record.shape, module=record.converter,
                                     origin=f"plugin {path.name}",
-                                    reads_unknown_fields=record.reads_unknown_fields, replace=True)
+                                    reads_unknown_fields=record.reads_unknown_fields, bottoms=record.counts.bottoms,
+                                    tops=record.counts.tops, replace=True)
     _LOADED[key] = added
     return list(added)
 

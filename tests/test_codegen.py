@@ -389,6 +389,24 @@ def test_the_class_name_is_never_a_keyword_builtin_or_a_name_of_the_file(tmp_pat
     assert helpers.count(net_class) == 1
 
 
+def test_invisible_and_line_breaking_characters_of_names_are_escaped_in_the_comments(tmp_path):
+    """Issue 18 item 7: U+2028 in a layer name reached a comment raw, and an editor that breaks lines there shows
+    the comment's tail as a line of code. No character of Cf, Zl, Zp, Co, Cn (nor a control but newline) is left."""
+    import unicodedata
+
+    name = "n\u061c\u2028\u2029\u2060\u2064\U000e0041\U000e007f\ue000\u0378\x85\x0bx"
+    net = pb2.NetParameter(name=name)
+    net.layer.add(name=name + "in", type="Input", top=[name]).input_param.shape.add(dim=[1, 2, 3, 3])
+    net.layer.add(name=name, type="ReLU", bottom=[name], top=[name + "out"])
+    prototxt = tmp_path / "n.prototxt"
+    prototxt.write_text(text_format.MessageToString(net, as_utf8=True), encoding="utf-8")
+    source = python_source(ninport.load(prototxt))
+    unsafe = {"Cc", "Cf", "Zl", "Zp", "Co", "Cn", "Cs"}
+    assert not [c for c in source if unicodedata.category(c) in unsafe and c != "\n"]
+    assert "# n\\u061c\\u2028\\u2029\\u2060\\u2064\\U000e0041\\U000e007f\\ue000\\u0378\\x85\\x0bx (ReLU)" in source
+    assert len(source.splitlines()) == len(source.split("\n")) - 1  # no line break but newline, for any reader
+
+
 class _Broken(nn.Module):
     def forward(self, x):
         return x

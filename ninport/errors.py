@@ -106,7 +106,11 @@ class PreprocessError(NinportError):
 
 
 class NinportWarning(UserWarning):
-    """Something the user should know that does not stop the work (e.g. random weights)."""
+    """Something the user should know that does not stop the work (e.g. random weights). Its message is made
+    safe on construction, as an error's is: Python shows library warnings on stderr as they are."""
+
+    def __init__(self, message: object = "", *args: object) -> None:
+        super().__init__(safe_message(str(message)), *args)
 
 
 def one_line(exc: BaseException) -> str:

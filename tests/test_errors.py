@@ -6,7 +6,7 @@ import unicodedata
 
 import pytest
 
-from ninport.errors import UNSAFE_CATEGORIES, NinportError, escape_unsafe, safe_message, safe_text
+from ninport.errors import UNSAFE_CATEGORIES, NinportError, NinportWarning, escape_unsafe, safe_message, safe_text
 
 # Issue 18 item 7: these reached `inspect`'s output and the .py comments raw.
 ISSUE_CHARACTERS = ["\u061c", "\u2028", "\u2029", *map(chr, range(0x2060, 0x2065)), *map(chr, range(0xE0000, 0xE0080))]
@@ -43,3 +43,13 @@ def test_common_escapes_read_as_python_escapes():
         "a\\nb\\r\\tc\\x1b[31m\\x7f\\x85\\u202e\\ufeff\\U000e0001"
     assert safe_text("Ünïcödé 名前 x y", 200) == "Ünïcödé 名前 x y"
     assert "\u2028" not in safe_message("line\u2028break") and "\\u2028" in safe_message("line\u2028break")
+
+
+def test_warnings_are_escaped_too():
+    """Outside the CLI, Python prints a library's warnings as they are: ninport's are safe when made."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warnings.warn("model\u2028name\x1b[2J.prototxt: no caffemodel given", NinportWarning, stacklevel=1)
+    assert str(caught[0].message) == "model\\u2028name\\x1b[2J.prototxt: no caffemodel given"

@@ -19,7 +19,7 @@ import warnings
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ninport.errors import NinportError, safe_text
+from ninport.errors import NinportError, escape_unsafe, safe_text
 
 EXAMPLES = {
     "convert": "ninport convert reference_models/nin_imagenet/deploy.prototxt --weights nin_imagenet.caffemodel "
@@ -59,7 +59,7 @@ def _text(value: object, limit: int = 200):
 
 
 def _err(message: str) -> None:
-    print(f"ninport: {message}", file=sys.stderr, flush=True)
+    print(f"ninport: {escape_unsafe(message)}", file=sys.stderr, flush=True)
 
 
 class _Progress:
@@ -231,22 +231,22 @@ def _report_check(check) -> int:
         return EXIT_OK
     name = safe_text(Path(check.path).name)
     if check.status == "skipped":
-        print(f"not checked: {check.message}")
+        print(f"not checked: {safe_text(check.message, 1000)}")
         return EXIT_OK
     if check.status == "inconclusive":
         _err(f"warning: not checked: {check.message}")
         return EXIT_OK
     if check.status == "failed":
         bad = [b for b in check.blobs if not b.passed]
-        worst = ", ".join(f"{safe_text(b.blob, 60)} ({b.role}, relative error {b.relative:.3g}"
-                          + (f", {b.note}" if b.note else "") + ")" for b in bad)
+        worst = ", ".join(f"{safe_text(b.blob, 60)} ({safe_text(b.role, 100)}, relative error {b.relative:.3g}"
+                          + (f", {safe_text(b.note)}" if b.note else "") + ")" for b in bad)
         _err(f"error: {safe_text(check.path)}: onnxruntime's output differs from the torch model's on {worst}; "
              "please report this")
         return EXIT_FAILED_PARITY
     print(f"checked: onnxruntime runs {name} with the torch model's numbers on {check.compared} "
           f"(max relative error {check.worst:.2g}); `ninport verify` compares with Caffe's own outputs")
     if check.message:
-        print(f"note: {check.message}")
+        print(f"note: {safe_text(check.message, 1000)}")
     return EXIT_OK
 
 

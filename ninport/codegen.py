@@ -696,8 +696,8 @@ def python_source(module: nn.Module, description: NetDescription | None = None) 
             forward_lines.append(f"        {targets} = {call}")
         else:
             forward_lines.append(f"        {targets} = {call}  # {label}")
-    class_name = _class_name(meta.name)
-    while class_name in emitter.helpers or class_name in _MODULE_NAMES:  # a net named "f", "path", "priorbox"...
+    class_name = _class_name(meta.name)  # never a keyword, soft keyword or builtin
+    while class_name in emitter.helpers or class_name in _MODULE_NAMES:  # nor a name of the file: "f", "priorbox"
         class_name += "Net"
     outputs = [variables[b] for b in meta.outputs]
     forward_lines.append(f"        return {outputs[0] if len(outputs) == 1 else '(' + ', '.join(outputs) + ')'}")
@@ -735,7 +735,19 @@ def python_source(module: nn.Module, description: NetDescription | None = None) 
         "    model.load_state_dict(read_safetensors(path), assign=True)\n"
         "    return model.eval()",
     ]
-    return "\n\n\n".join(part.strip("\n") for part in parts) + "\n"
+    source = "\n\n\n".join(part.strip("\n") for part in parts) + "\n"
+    _check_compiles(source, meta.source)
+    return source
+
+
+def _check_compiles(source: str, net_source: str) -> None:
+    """Refuse to hand out a file Python cannot compile (an ExportError, so no broken file is written)."""
+    try:
+        compile(source, "<generated>", "exec", dont_inherit=True)
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
+        where = f" (line {exc.lineno}: {exc.msg})" if isinstance(exc, SyntaxError) else f" ({type(exc).__name__})"
+        raise ExportError(f"{net_source}: the generated Python source does not compile{where}; nothing was written. "
+                          "Please report this") from None
 
 
 def write_python(module: nn.Module, path: str | os.PathLike, *, description: NetDescription | None = None,

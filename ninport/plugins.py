@@ -73,7 +73,8 @@ def load_plugin(path: str | os.PathLike) -> list[str]:
         if record.origin == "plugin":
             registry.register_layer(record.name, shape=record.shape, module=record.converter,
                                     origin=f"plugin {path.name}", reads_unknown_fields=record.reads_unknown_fields,
-                                    replace=True, dialect=record.dialect)
+                                    bottoms=record.counts.bottoms, tops=record.counts.tops, replace=True,
+                                    dialect=record.dialect)
     _LOADED[key] = added
     return [name for _, name in added]
 

@@ -46,6 +46,90 @@ class LayerShapes:
 
 ShapeFn = Callable[["LayerSpec", list[Shape]], Union[LayerShapes, Sequence[Sequence[int]]]]
 ConverterFn = Callable[[Any], Any]  # LayerContext -> torch.nn.Module (see ninport.convert.registry)
+# One bound on a bottom or top count: a number, None (no bound), or a function of the layer (a bound that
+# depends on its parameters).
+Bound = Union[int, None, Callable[["LayerSpec"], int]]
+# How a type declares a count: an exact number, a (min, max) pair of bounds, or None (any count).
+CountSpec = Union[int, tuple[Bound, Bound], None]
+
+
+@dataclass(frozen=True)
+class BlobCounts:
+    """How many bottoms and tops a layer type takes, checked as Caffe's `Layer::CheckBlobCounts` checks them
+    when it sets the net up: from the type's ExactNum/Min/Max{Bottom,Top}Blobs (exact is min == max) and
+    EqualNumBottomTopBlobs (`one_top_per_bottom`). None is no bound; a bound that depends on the layer's
+    parameters (Pooling takes a second top, the argmax mask, only for MAX) is a function of the layer.
+    """
+
+    min_bottoms: Bound = None
+    max_bottoms: Bound = None
+    min_tops: Bound = None
+    max_tops: Bound = None
+    one_top_per_bottom: bool = False
+
+    @classmethod
+    def of(cls, bottoms: CountSpec = None, tops: CountSpec = None, one_top_per_bottom: bool = False) -> "BlobCounts":
+        """From the declaration form: `1` (exactly one), `(1, 2)`, `(2, None)` (at least two), None (any)."""
+        return cls(*_bounds(bottoms, "bottoms"), *_bounds(tops, "tops"), one_top_per_bottom)
+
+    @property
+    def bottoms(self) -> tuple[Bound, Bound]:
+        return self.min_bottoms, self.max_bottoms
+
+    @property
+    def tops(self) -> tuple[Bound, Bound]:
+        return self.min_tops, self.max_tops
+
+    def problem(self, layer: "LayerSpec") -> str | None:
+        """Why Caffe refuses `layer`'s numbers of bottoms and tops, or None when it takes them."""
+        for noun, verb, count, (low, high) in (("bottom", "takes", len(layer.bottoms), self.bottoms),
+                                               ("top", "produces", len(layer.tops), self.tops)):
+            low, high = _evaluate(low, layer), _evaluate(high, layer)
+            if (low is not None and count < low) or (high is not None and count > high):
+                return (f"has {_counted(count, noun)}, but a Caffe {layer.type} layer {verb} "
+                        f"{_range_text(low, high, noun)}; Caffe refuses this net")
+        if self.one_top_per_bottom and len(layer.bottoms) != len(layer.tops):
+            return (f"has {_counted(len(layer.bottoms), 'bottom')} and {_counted(len(layer.tops), 'top')}, but a "
+                    f"Caffe {layer.type} layer produces one top per bottom; Caffe refuses this net")
+        return None
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _bounds(spec: CountSpec, what: str) -> tuple[Bound, Bound]:
+    """(min, max) of a declared count (see CountSpec)."""
+    if spec is None:
+        return None, None
+    if _is_count(spec):
+        return spec, spec
+    if isinstance(spec, tuple) and len(spec) == 2 and all(b is None or callable(b) or _is_count(b) for b in spec):
+        low, high = spec
+        if _is_count(low) and _is_count(high) and low > high:
+            raise NinportError(f"{what} {spec!r}: the minimum is above the maximum")
+        return low, high
+    raise NinportError(f"{what} must be a count >= 0, a (min, max) pair (None: no bound) or None; got {spec!r}")
+
+
+def _evaluate(bound: Bound, layer: "LayerSpec") -> int | None:
+    return bound(layer) if callable(bound) else bound
+
+
+def _counted(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _range_text(low: int | None, high: int | None, noun: str) -> str:
+    """'exactly 1 top', 'at least 2 bottoms', '1 or 2 tops', '3 to 4 bottoms'."""
+    plural = noun if (high == 1 or (high is None and low == 1)) else noun + "s"
+    if low == high:
+        return f"no {noun}" if low == 0 else f"exactly {low} {plural}"
+    if high is None:
+        return f"at least {low} {plural}"
+    if not low:
+        return f"at most {high} {plural}"
+    return f"{low} or {high} {plural}" if high == low + 1 else f"{low} to {high} {plural}"
 
 
 @dataclass(frozen=True)
@@ -56,6 +140,7 @@ class LayerType:
     `origin` says where the type comes from (BVLC Caffe, a fork, a plugin) for docs and messages.
     `reads_unknown_fields`: the type interprets fields the schema does not know (a fork's params kept
     in `LayerSpec.unknown_fields`); for other types such fields make the layer unconvertible.
+    `counts`: the bottoms and tops the type takes, checked before its shape rule runs (see BlobCounts).
     """
 
     name: str
@@ -63,6 +148,7 @@ class LayerType:
     converter: ConverterFn | str
     origin: str = "BVLC Caffe"
     reads_unknown_fields: bool = False
+    counts: BlobCounts = field(default_factory=BlobCounts)
     dialect: str | None = None  # None: the default record; else it replaces it in nets read with this dialect
 
     @property
@@ -126,19 +212,25 @@ def _add(record: LayerType, replace: bool) -> LayerType:
     return record
 
 
-def builtin_layer(*names: str, converter: str, origin: str = "BVLC Caffe", reads_unknown_fields: bool = False,
-                  dialect: str | None = None):
-    """Decorator for a built-in shape rule: registers one record per named type (in `dialect` if given)."""
+def builtin_layer(*names: str, converter: str, bottoms: CountSpec, tops: CountSpec, one_top_per_bottom: bool = False,
+                  origin: str = "BVLC Caffe", reads_unknown_fields: bool = False, dialect: str | None = None):
+    """Decorator for a built-in shape rule: registers one record per named type (in `dialect` if given).
+
+    `bottoms` and `tops` are required: what the type's Caffe header declares (see BlobCounts.of), so
+    no built-in type goes unchecked by omission; None where the header declares no bound.
+    """
+    counts = BlobCounts.of(bottoms, tops, one_top_per_bottom)
+
     def register(shape: ShapeFn) -> ShapeFn:
         for name in names:
-            _add(LayerType(name, shape, converter, origin, reads_unknown_fields, dialect), replace=False)
+            _add(LayerType(name, shape, converter, origin, reads_unknown_fields, counts, dialect), replace=False)
         return shape
     return register
 
 
 def register_layer(name: str, *, shape: ShapeFn, module: ConverterFn, origin: str = "plugin",
-                   reads_unknown_fields: bool = True, replace: bool = False,
-                   dialect: str | None = None) -> LayerType:
+                   reads_unknown_fields: bool = True, bottoms: CountSpec = None, tops: CountSpec = None,
+                   replace: bool = False, dialect: str | None = None) -> LayerType:
     """Teach ninport a layer type from your own code (a fork's layer, a custom op).
 
     `shape(layer, bottom_shapes)` returns the top shapes (a list of tuples) or a `LayerShapes` with
@@ -151,6 +243,9 @@ def register_layer(name: str, *, shape: ShapeFn, module: ConverterFn, origin: st
     the tops its shape rule promised. Read parameters with `layer_param(layer, "my_param.alpha",
     default)`: it finds them typed or among the kept unknown fields.
     A shape rule or module that raises is reported naming the layer and `origin`.
+    `bottoms` and `tops` say how many the type takes, as Caffe's layer declares them: `1` (exactly
+    one), `(1, 2)`, `(2, None)` (at least two); a bound may be a function of the layer. A layer with
+    other counts is refused, naming it, before the shape rule runs. None (the default): not checked.
     Registering a type ninport already knows raises unless `replace=True`.
     `dialect="name"` registers the type in that dialect (created on first use) instead: nets loaded with
     `dialect="name"` get it in place of the default record of that type, other nets never see it.
@@ -160,7 +255,11 @@ def register_layer(name: str, *, shape: ShapeFn, module: ConverterFn, origin: st
     _load_builtins()
     if not callable(shape) or not callable(module):
         raise NinportError(f"register_layer({name!r}): shape and module must be callables")
-    return _add(LayerType(name, shape, checked_module(module, origin), origin, reads_unknown_fields, dialect),
+    try:
+        counts = BlobCounts.of(bottoms, tops)
+    except NinportError as exc:
+        raise NinportError(f"register_layer({name!r}): {exc}") from None
+    return _add(LayerType(name, shape, checked_module(module, origin), origin, reads_unknown_fields, counts, dialect),
                 replace=replace)
 
 

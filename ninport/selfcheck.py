@@ -59,7 +59,7 @@ class SelfCheck:
     @property
     def compared(self) -> str:
         """Which blobs were compared, for messages: `prob (output), fc8 (logits of Softmax layer prob)`."""
-        return ", ".join(f"{safe_text(b.blob, 60)} ({b.role})" for b in self.blobs)
+        return ", ".join(f"{safe_text(b.blob, 60)} ({safe_text(b.role, 100)})" for b in self.blobs)
 
 
 def reference_inputs(module: Any, seed: int = 0, description: NetDescription | None = None) -> dict[str, np.ndarray]:

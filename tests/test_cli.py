@@ -175,6 +175,23 @@ def test_convert_reports_and_checks_the_onnx_file(tmp_path):
     assert quiet.returncode == 0 and quiet.stderr == ""
 
 
+def test_convert_shows_no_unsafe_character_of_the_file(tmp_path):
+    """Issue 18 item 7: the self-check's line named the Softmax layer raw ("logits of Softmax layer ...")."""
+    import unicodedata
+
+    name = "soft\u2028max\u061c\U000e0041"
+    net = tmp_path / "net.prototxt"
+    net.write_text('input: "data"\ninput_shape { dim: 1 dim: 4 }\n'
+                   'layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" '
+                   'inner_product_param { num_output: 3 } }\n'
+                   f'layer {{ name: "{name}" type: "Softmax" bottom: "fc" top: "prob" }}\n', encoding="utf-8")
+    result = run_cli("convert", str(net), "-o", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    assert "fc (logits of Softmax layer soft\\u2028max\\u061c\\U000e0041)" in result.stdout
+    out = result.stdout + result.stderr
+    assert not [c for c in out if unicodedata.category(c) in {"Cf", "Zl", "Zp", "Co", "Cn", "Cs"} or c in "\x1b\r"]
+
+
 def test_convert_without_weights_says_random(tmp_path):
     result = run_cli("convert", str(NIN_DEPLOY), "-o", str(tmp_path), "--no-check")
     assert result.returncode == 0, result.stderr

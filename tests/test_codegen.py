@@ -353,6 +353,76 @@ def test_unknown_module_is_refused_naming_the_layer_then_taught(tmp_path):
         EMITTERS.pop(_Doubler, None)
 
 
+@pytest.mark.parametrize("net_name", ["none", "true", "false", "valueError", "notImplemented", "match", "path",
+                                      "readSafetensors", "float", "__debug__", "case", "_", "type"])
+def test_the_class_name_is_never_a_keyword_builtin_or_a_name_of_the_file(tmp_path, net_name):
+    """Issue 18 item 4: a net named `none` gave `class None(nn.Module):` (a SyntaxError), `valueError` a class
+    `ValueError` hiding the builtin that the file's own reader raises."""
+    import builtins
+    import keyword
+
+    prototxt = tmp_path / "n.prototxt"
+    prototxt.write_text(f'name: "{net_name}"\ninput: "data"\ninput_shape {{ dim: 1 dim: 2 dim: 3 dim: 3 }}\n'
+                        'layer { name: "r" type: "ReLU" bottom: "data" top: "y" }\n')
+    source = python_source(ninport.load(prototxt))
+    tree = ast.parse(source)  # a SyntaxError here fails the test
+    [load] = [node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == "load"]
+    net_class = load.returns.id  # def load(...) -> NetClass
+    assert net_class not in set(keyword.kwlist) | set(keyword.softkwlist) | set(dir(builtins)), net_class
+    namespace: dict = {}
+    exec(compile(source, "generated.py", "exec"), namespace)  # defines the file's names, runs nothing else
+    assert not {name for name in namespace if not name.startswith("__")} & set(dir(builtins))  # shadows none
+    assert namespace["load"].__annotations__["return"] == net_class
+    assert isinstance(namespace[net_class], type) and issubclass(namespace[net_class], nn.Module)
+    helpers = [node.name for node in tree.body if isinstance(node, (ast.ClassDef, ast.FunctionDef))]
+    assert helpers.count(net_class) == 1
+
+
+def test_invisible_and_line_breaking_characters_of_names_are_escaped_in_the_comments(tmp_path):
+    """Issue 18 item 7: U+2028 in a layer name reached a comment raw, and an editor that breaks lines there shows
+    the comment's tail as a line of code. No character of Cf, Zl, Zp, Co, Cn (nor a control but newline) is left."""
+    import unicodedata
+
+    name = "n\u061c\u2028\u2029\u2060\u2064\U000e0041\U000e007f\ue000\u0378\x85\x0bx"
+    net = pb2.NetParameter(name=name)
+    net.layer.add(name=name + "in", type="Input", top=[name]).input_param.shape.add(dim=[1, 2, 3, 3])
+    net.layer.add(name=name, type="ReLU", bottom=[name], top=[name + "out"])
+    prototxt = tmp_path / "n.prototxt"
+    prototxt.write_text(text_format.MessageToString(net, as_utf8=True), encoding="utf-8")
+    source = python_source(ninport.load(prototxt))
+    unsafe = {"Cc", "Cf", "Zl", "Zp", "Co", "Cn", "Cs"}
+    assert not [c for c in source if unicodedata.category(c) in unsafe and c != "\n"]
+    assert "# n\\u061c\\u2028\\u2029\\u2060\\u2064\\U000e0041\\U000e007f\\ue000\\u0378\\x85\\x0bx (ReLU)" in source
+    assert len(source.splitlines()) == len(source.split("\n")) - 1  # no line break but newline, for any reader
+
+
+class _Broken(nn.Module):
+    def forward(self, x):
+        return x
+
+
+def test_source_that_does_not_compile_is_an_export_error_and_nothing_is_written(tmp_path):
+    """The generated source is compiled before it is written: a bug in an emitter (here a plugin's) is an
+    ExportError, never a broken .py file (nor its .safetensors) on disk."""
+    ninport.register_layer("Broken", shape=lambda layer, shapes: [shapes[0]], module=lambda ctx: _Broken())
+    register_emitter(_Broken, lambda m, e: Block(None, "{x} *"))
+    try:
+        prototxt = tmp_path / "p.prototxt"
+        prototxt.write_text('name: "p"\ninput: "data"\ninput_shape { dim: 1 dim: 1 dim: 2 dim: 2 }\n'
+                            'layer { name: "b" type: "Broken" bottom: "data" top: "y" }\n')
+        module = ninport.load(prototxt)
+        with pytest.raises(ExportError, match=r"p.prototxt: the generated Python source does not compile \(line \d+"):
+            write_python(module, tmp_path / "p.py")
+        assert sorted(path.name for path in tmp_path.iterdir()) == ["p.prototxt"]
+        out = tmp_path / "out"
+        with pytest.raises(ExportError, match="does not compile"):
+            ninport.convert_files(prototxt, None, out, formats=("py",), check=False)
+        assert not out.exists() or not any(out.iterdir())
+    finally:
+        ninport.unregister_layer("Broken")
+        EMITTERS.pop(_Broken, None)
+
+
 def test_convert_format_py_writes_the_file_and_its_weights(tmp_path):
     case = load_golden("conv_rect")
     written = ninport.convert_files(case.prototxt, case.weights, tmp_path, formats=("py",), check=False).written

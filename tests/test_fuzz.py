@@ -4,10 +4,13 @@ Two kinds of mutation of the golden (real-Caffe) nets:
 - *plausible* ones (`test_plausible_mutations`) edit the parsed net the way a user might: numbers
   within plausible ranges (kernel, stride, pad, dilation, num_output, LRN and activation
   parameters, input sizes), fields toggled, compatible layer swaps (ReLU <-> TanH <-> Sigmoid <->
-  AbsVal <-> BNLL, MAX <-> AVE pooling, Eltwise SUM <-> PROD <-> MAX). Most of these nets are
-  valid, so they reach the converters: the module is run, and a share of them is exported to
-  ONNX and run in onnxruntime against the torch module (the convert self-check) and written as a
-  generated .py file whose model must give the same outputs (`--format py`).
+  AbsVal <-> BNLL, MAX <-> AVE pooling, Eltwise SUM <-> PROD <-> MAX), a bottom rewired, a top or
+  bottom added or removed (the counts Caffe checks), the net renamed (keywords, builtins, the
+  generated file's own names, invisible characters). Most of these nets are
+  valid, so they reach the converters: the module is run, every blob must have the shape the shape
+  table promised (a ReLU given two tops once split the batch between them), and a share of them is
+  exported to ONNX and run in onnxruntime against the torch module (the convert self-check) and
+  written as a generated .py file whose model must give the same outputs (`--format py`).
   `test_plausible_mutations_mostly_build` asserts that at least half of them built a model;
 - *hostile* ones: truncation, flipped bytes, numbers replaced by 0, -1, 2**31, huge values,
   deleted lines and fields, swapped layer types, for prototxt and caffemodel.
@@ -40,7 +43,7 @@ import numpy as np
 import pytest
 import torch
 from google.protobuf import text_format
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import ninport
@@ -187,6 +190,7 @@ def check_python(module, inputs: list[torch.Tensor], expected: tuple) -> None:
         twin = generated_twin(module)
     except NinportError as exc:  # a layer without a source form must be a clear one-line refusal
         assert "\n" not in str(exc)
+        assert "does not compile" not in str(exc), str(exc)  # no name from the file may break the source
         return
     with torch.no_grad():
         got = twin(*inputs)
@@ -255,7 +259,18 @@ def _build_and_run(prototxt: Path, weights: Path | None):
         out = module(*inputs)
     outs = out if isinstance(out, tuple) else (out,)
     assert all(isinstance(t, torch.Tensor) for t in outs)
+    _assert_blob_shapes_as_promised(module, inputs, spec, table)
     return module, inputs, outs
+
+
+def _assert_blob_shapes_as_promised(module, inputs: list[torch.Tensor], spec, table) -> None:
+    """Every blob the module computes at the reference shapes has the shape inference's shape."""
+    from ninport.convert.graph import forward_blobs
+
+    data_dependent = {top for layer in spec.layers if layer.type == "DetectionOutput" for top in layer.tops}
+    for blob, value in forward_blobs(module, *inputs).items():
+        if blob not in data_dependent:
+            assert tuple(value.shape) == table.blobs[blob], (blob, tuple(value.shape), table.blobs[blob])
 
 
 # --- plausible mutations: edits of the parsed net that keep most nets valid ---------------------
@@ -271,6 +286,26 @@ def _parse(text: str):
 
 NETS = {name: net for name in CASES if (net := _parse(PROTOTXTS[name])) is not None}
 ACTIVATIONS = ["ReLU", "TanH", "Sigmoid", "AbsVal", "BNLL"]
+# Net names that once broke the generated .py (`class None`), shadow what it uses (builtins, its own helpers
+# and imports), or hold characters that must never reach a comment raw.
+NET_NAMES = ["none", "true", "false", "valueError", "notImplemented", "match", "case", "type", "_", "class",
+             "print", "path", "f", "nn", "torch", "load", "read_safetensors", "json", "priorbox", "caffePool2d",
+             "self", "", "1net", "9", "__init__", "a\u2028b", "\u061cnet\u2066", "tag\U000e0041s", "\u00e9t\u00e9",
+             "\U0001d52b\U0001d522\U0001d531"]
+
+
+def _mutate_counts(draw, net, layer) -> None:
+    """One more or one fewer top or bottom: what Caffe's CheckBlobCounts checks per layer type."""
+    blobs = sorted({top for other in net.layer for top in other.top})
+    choice = draw(st.sampled_from(["add_top", "drop_top", "add_bottom", "drop_bottom"]))
+    if choice == "add_top":
+        layer.top.append(f"fuzz_top_{len(layer.top)}")
+    elif choice == "drop_top" and len(layer.top) > 1:
+        del layer.top[draw(st.integers(0, len(layer.top) - 1))]
+    elif choice == "add_bottom" and blobs:
+        layer.bottom.append(draw(st.sampled_from(blobs)))
+    elif choice == "drop_bottom" and layer.bottom:
+        del layer.bottom[draw(st.integers(0, len(layer.bottom) - 1))]
 
 
 def _spatial(draw, values, low: int, high: int) -> None:
@@ -447,16 +482,36 @@ def plausible_case(draw):
     net = caffe_pb2.NetParameter()
     net.CopyFrom(NETS[name])
     weights_kept = True
+    if draw(st.integers(0, 2)) == 0:
+        net.name = draw(st.sampled_from(NET_NAMES))
     for _ in range(draw(st.integers(1, 3))):
         layer = draw(st.sampled_from(list(net.layer)))
-        if layer.bottom and draw(st.integers(0, 9)) == 0:  # rewire: another blob of the net as input
+        kind = draw(st.integers(0, 19))
+        if layer.bottom and kind < 2:  # rewire: another blob of the net as input
             blobs = sorted({top for other in net.layer for top in other.top})
             i = draw(st.integers(0, len(layer.bottom) - 1))
             layer.bottom[i] = draw(st.sampled_from(blobs))
             weights_kept = False
+        elif kind < 6:
+            _mutate_counts(draw, net, layer)
+            weights_kept = False
         else:
             weights_kept &= not _mutate_layer(draw, net, layer)
-    return name, text_format.MessageToString(net), weights_kept
+    return name, text_format.MessageToString(net, as_utf8=True), weights_kept
+
+
+def _edited(name: str, edit) -> str:
+    """The golden net `name` after `edit(net)`, as text: a pinned example of a mutation kind."""
+    net = caffe_pb2.NetParameter()
+    net.CopyFrom(NETS[name])
+    edit(net)
+    return text_format.MessageToString(net, as_utf8=True)
+
+
+# Issue 18's findings, run in every campaign: an AbsVal with a second top (at batch 2 it split the batch
+# between its tops) and a net named `none` (its .py said `class None(nn.Module):`).
+SECOND_TOP = _edited("act_absval", lambda net: net.layer[-1].top.append("fuzz_top_1"))
+NAMED_NONE = _edited("act_absval", lambda net: setattr(net, "name", "none"))
 
 
 def _write(tmp_path: Path, name: str, data: str | bytes) -> Path:
@@ -467,6 +522,8 @@ def _write(tmp_path: Path, name: str, data: str | bytes) -> Path:
 
 @fuzz_settings("plausible")
 @given(case=plausible_case(), with_weights=st.integers(0, 9), onnx=st.floats(0, 1))
+@example(case=("act_absval", SECOND_TOP, False), with_weights=9, onnx=0.0)
+@example(case=("act_absval", NAMED_NONE, True), with_weights=0, onnx=0.0)
 def test_plausible_mutations(tmp_path_factory, case, with_weights, onnx):
     name, text, weights_kept = case
     tmp = tmp_path_factory.mktemp("fuzz")

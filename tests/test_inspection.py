@@ -99,6 +99,30 @@ def test_inspect_shows_hostile_layer_names_literally(tmp_path, kind):
     assert "\u263a" not in out and "\U0001f603" not in out
 
 
+# Issue 18 item 7: characters of these categories (Cf, Zl, Zp, Co, Cn) reached inspect's output raw; an editor or
+# terminal breaks lines at U+2028 or reorders text at U+061C.
+INVISIBLE = ["\u061c", "\u2028", "\u2029", "\u2060", "\u2064", "\U000e0041", "\U000e007f", "\ue000", "\u0378"]
+
+
+def test_inspect_escapes_every_unsafe_character_of_the_file(tmp_path):
+    import unicodedata
+
+    name = "n" + "".join(INVISIBLE) + "x"
+    path = tmp_path / "net.prototxt"
+    path.write_text(f'name: "{name}"\n'
+                    f'layer {{ name: "data" type: "Input" top: "{name}" '
+                    'input_param { shape { dim: 1 dim: 2 } } }\n'
+                    f'layer {{ name: "{name}" type: "ReLU" bottom: "{name}" top: "{name}" }}\n', encoding="utf-8")
+    for extra in ([], ["--json"]):
+        result = run_cli("inspect", str(path), *extra)
+        assert result.returncode == 0, result.stderr
+        out = result.stdout + result.stderr
+        assert not [c for c in out if unicodedata.category(c) in {"Cf", "Zl", "Zp", "Co", "Cn", "Cs"} or c in "\x1b\r"]
+    assert json.loads(result.stdout)["name"] == name  # JSON's own escapes
+    table = run_cli("inspect", str(path)).stdout
+    assert "n\\u061c\\u2028\\u2029\\u2060\\u2064\\U000e0041\\U000e007f\\ue000\\u0378x" in table
+
+
 def test_inspect_output_piped_into_head_exits_quietly(tmp_path):
     """Far more output than a pipe buffers, so the write after `head` exits must fail with EPIPE."""
     import subprocess

@@ -188,3 +188,17 @@ def test_a_plugin_file_can_give_a_dialect_its_own_semantics(tmp_path, capsys):
         assert main(["inspect", str(net), "--plugin", str(plugin), "--dialect", "halved"]) == 0
     finally:
         registry.unregister_layer("ReLU", "halved")
+
+
+def test_a_plugin_file_declares_its_bottom_and_top_counts(tmp_path):
+    """`--plugin` re-registers the file's types under its name: their declared counts stay checked."""
+    path = _plugin(tmp_path, HEAD + "ninport.register_layer('Twice', shape=lambda l, s: [s[0]], "
+                                    "module=lambda c: torch.nn.Identity(), bottoms=1, tops=1)\n")
+    assert load_plugin(path) == ["Twice"]
+    record = registry.layer_type("Twice")
+    assert record.origin == "plugin bad_layers.py" and (record.counts.bottoms, record.counts.tops) == ((1, 1), (1, 1))
+    net = tmp_path / "net.prototxt"
+    net.write_text(input_layer((1, 2, 3, 3)) + 'layer { name: "t" type: "Twice" bottom: "data" top: "a" top: "b" }\n')
+    with pytest.raises(ninport.ShapeError, match='layer "t" \\(Twice\\): has 2 tops, but a Caffe Twice layer produces '
+                                                 "exactly 1 top"):
+        ninport.load(net)

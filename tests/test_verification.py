@@ -67,7 +67,7 @@ def test_split_copies_are_compared_and_may_be_left_out_of_a_dump(tmp_path):
     assert caffe.missing_in_ninport == ("data_data_0_split_2",)
     ours = {"a": np.ones(2), "a_a_0_split_0": np.ones(2)}
     comparison = compare_all(ours, {"a": np.ones(2), "b": np.ones(2)}, ["a", "a_a_0_split_0"], "r", 1e-5,
-                             frozenset({"a_a_0_split_0"}))
+                             optional=frozenset({"a_a_0_split_0"}))
     assert comparison.missing_in_ninport == ("b",) and comparison.missing_in_reference == ()
 
 

@@ -173,7 +173,7 @@ def prepare(spec: NetSpec) -> NetSpec:
 register_dialect(DIALECT, about=ORIGIN, prepare=prepare)
 
 
-@builtin_layer("Crop", converter="structure:crop", origin=ORIGIN, dialect=DIALECT)
+@builtin_layer("Crop", converter="structure:crop", bottoms=2, tops=1, origin=ORIGIN, dialect=DIALECT)
 def _hed_crop(layer, shapes):
     """The fork's Crop: two 4-D bottoms, top (N, C) of the first and (H, W) of the second, cut at the
     offsets `prepare` wrote; a cut past the first bottom's end (which the fork reads out of bounds) is refused."""

@@ -75,18 +75,20 @@ def _one_bottom(layer: LayerSpec, shapes: list[Shape]) -> Shape:
 
 
 def _same_as_bottom(layer: LayerSpec, shapes: list[Shape]) -> LayerShapes:
-    shape = _one_bottom(layer, shapes)
-    return LayerShapes(tops=[shape] * max(1, len(layer.tops)))
+    return LayerShapes(tops=[_one_bottom(layer, shapes)])
 
 
+# Bottom and top counts below are what each type's header in BVLC Caffe (include/caffe/layers/*.hpp)
+# declares; forks' types cite their fork. Caffe's NeuronLayer (ReLU, Sigmoid, ..., PReLU, Exp, Log):
+# exactly one bottom and one top.
 for _type, _function in (("ReLU", "relu"), ("Sigmoid", "sigmoid"), ("TanH", "tanh"), ("AbsVal", "absval"),
                          ("BNLL", "bnll"), ("Power", "power"), ("ELU", "elu"), ("Threshold", "threshold"),
                          ("Clip", "clip"), ("Dropout", "dropout"), ("Swish", "swish")):
-    builtin_layer(_type, converter=f"activation:{_function}")(_same_as_bottom)
+    builtin_layer(_type, converter=f"activation:{_function}", bottoms=1, tops=1)(_same_as_bottom)
 
 
-@builtin_layer("Exp", converter="activation:exp")
-@builtin_layer("Log", converter="activation:log")
+@builtin_layer("Exp", converter="activation:exp", bottoms=1, tops=1)
+@builtin_layer("Log", converter="activation:log", bottoms=1, tops=1)
 def _exp_log(layer, shapes):
     p = layer.proto.exp_param if layer.type == "Exp" else layer.proto.log_param
     if not (p.base > 0 or p.base == -1):
@@ -96,7 +98,7 @@ def _exp_log(layer, shapes):
     return _same_as_bottom(layer, shapes)
 
 
-@builtin_layer("LRN", converter="normalization:lrn")
+@builtin_layer("LRN", converter="normalization:lrn", bottoms=1, tops=1)
 def _lrn(layer, shapes):
     p = layer.proto.lrn_param
     if p.local_size % 2 != 1:
@@ -137,7 +139,8 @@ def _checked_conv_param(layer, shapes):
     return p, g, groups, (n, c, h, w)
 
 
-@builtin_layer("Convolution", converter="convolution:convolution")
+@builtin_layer("Convolution", converter="convolution:convolution", bottoms=(1, None), tops=(1, None),
+               one_top_per_bottom=True)  # BaseConvolutionLayer
 def _convolution(layer, shapes):
     p, g, groups, (n, c, h, w) = _checked_conv_param(layer, shapes)
     out_hw = [g.output_size(a, size) for a, size in enumerate((h, w))]
@@ -152,7 +155,8 @@ def _convolution(layer, shapes):
     return LayerShapes(tops=[top], params=params, macs=macs, scratch=padded)
 
 
-@builtin_layer("Deconvolution", converter="convolution:deconvolution")
+@builtin_layer("Deconvolution", converter="convolution:deconvolution", bottoms=(1, None), tops=(1, None),
+               one_top_per_bottom=True)  # BaseConvolutionLayer
 def _deconvolution(layer, shapes):
     p, g, groups, (n, c, h, w) = _checked_conv_param(layer, shapes)
     out_hw = [g.deconv_output_size(a, size) for a, size in enumerate((h, w))]
@@ -165,7 +169,12 @@ def _deconvolution(layer, shapes):
     return LayerShapes(tops=[(n, p.num_output, *out_hw)], params=params, macs=macs)
 
 
-@builtin_layer("Pooling", converter="pooling:pooling")
+def _pooling_max_tops(layer: LayerSpec) -> int:
+    """MAX pooling may output a second top, the argmax mask (PoolingLayer::MaxTopBlobs)."""
+    return 2 if layer.proto.pooling_param.pool == pb2.PoolingParameter.MAX else 1
+
+
+@builtin_layer("Pooling", converter="pooling:pooling", bottoms=1, tops=(1, _pooling_max_tops))
 def _pooling(layer, shapes):
     n, c, h, w = _spatial_4d(layer, _one_bottom(layer, shapes))
     p = layer.proto.pooling_param
@@ -185,7 +194,7 @@ def _pooling(layer, shapes):
     return LayerShapes(tops=[(n, c, *geo.out)], scratch=scratch)
 
 
-@builtin_layer("InnerProduct", converter="inner_product:inner_product")
+@builtin_layer("InnerProduct", converter="inner_product:inner_product", bottoms=1, tops=1)
 def _inner_product(layer, shapes):
     shape = _one_bottom(layer, shapes)
     p = layer.proto.inner_product_param
@@ -199,7 +208,7 @@ def _inner_product(layer, shapes):
     return LayerShapes(tops=[shape[:axis] + (p.num_output,)], params=params, macs=m * k * p.num_output)
 
 
-@builtin_layer("BatchNorm", converter="normalization:batch_norm")
+@builtin_layer("BatchNorm", converter="normalization:batch_norm", bottoms=1, tops=1)
 def _batch_norm(layer, shapes):
     shape = _one_bottom(layer, shapes)
     c = shape[1] if len(shape) > 1 else 1
@@ -218,7 +227,7 @@ def _check_broadcast(shape: Shape, other: Shape, axis: int):
         _fail(f"second bottom {shape_text(other)} does not match bottom {shape_text(shape)} at axis {axis}")
 
 
-@builtin_layer("Scale", converter="normalization:scale")
+@builtin_layer("Scale", converter="normalization:scale", bottoms=(1, 2), tops=1)
 def _scale(layer, shapes):
     p = layer.proto.scale_param
     if len(shapes) not in (1, 2):
@@ -232,7 +241,7 @@ def _scale(layer, shapes):
     return LayerShapes(tops=[shape], params=params)
 
 
-@builtin_layer("Bias", converter="normalization:bias")
+@builtin_layer("Bias", converter="normalization:bias", bottoms=(1, 2), tops=1)
 def _bias(layer, shapes):
     p = layer.proto.bias_param
     if len(shapes) not in (1, 2):
@@ -244,7 +253,7 @@ def _bias(layer, shapes):
     return LayerShapes(tops=[shape], params=[_scale_param_shape(shape, p.axis, p.num_axes)])
 
 
-@builtin_layer("PReLU", converter="activation:prelu")
+@builtin_layer("PReLU", converter="activation:prelu", bottoms=1, tops=1)
 def _prelu(layer, shapes):
     shape = _one_bottom(layer, shapes)
     if len(shape) < 2:
@@ -253,7 +262,7 @@ def _prelu(layer, shapes):
     return LayerShapes(tops=[shape], params=[(channels,)])
 
 
-@builtin_layer("Eltwise", converter="structure:eltwise")
+@builtin_layer("Eltwise", converter="structure:eltwise", bottoms=(2, None), tops=1)
 def _eltwise(layer, shapes):
     if len(shapes) < 2:
         _fail(f"expects at least 2 bottoms, got {len(shapes)}")
@@ -273,7 +282,7 @@ def concat_axis(p, ndim: int) -> int:
     return canonical_axis(p.axis, ndim)
 
 
-@builtin_layer("Concat", converter="structure:concat")
+@builtin_layer("Concat", converter="structure:concat", bottoms=(1, None), tops=1)
 def _concat(layer, shapes):
     if not shapes:
         _fail("expects at least 1 bottom")
@@ -308,20 +317,20 @@ def slice_sizes(p, shape: Shape, n_tops: int) -> tuple[int, list[int]]:
     return axis, sizes
 
 
-@builtin_layer("Slice", converter="structure:slice_")
+@builtin_layer("Slice", converter="structure:slice_", bottoms=1, tops=(1, None))
 def _slice(layer, shapes):
     shape = _one_bottom(layer, shapes)
     axis, sizes = slice_sizes(layer.proto.slice_param, shape, len(layer.tops))
     return LayerShapes(tops=[shape[:axis] + (s,) + shape[axis + 1:] for s in sizes])
 
 
-@builtin_layer("Split", converter="structure:split")
+@builtin_layer("Split", converter="structure:split", bottoms=1, tops=(1, None))
 def _split(layer, shapes):
     shape = _one_bottom(layer, shapes)
     return LayerShapes(tops=[shape] * len(layer.tops))
 
 
-@builtin_layer("Flatten", converter="structure:flatten")
+@builtin_layer("Flatten", converter="structure:flatten", bottoms=1, tops=1)
 def _flatten(layer, shapes):
     shape = _one_bottom(layer, shapes)
     p = layer.proto.flatten_param
@@ -332,7 +341,7 @@ def _flatten(layer, shapes):
     return LayerShapes(tops=[shape[:start] + (math.prod(shape[start:end + 1]),) + shape[end + 1:]])
 
 
-@builtin_layer("Reshape", converter="structure:reshape")
+@builtin_layer("Reshape", converter="structure:reshape", bottoms=1, tops=1)
 def _reshape(layer, shapes):
     return LayerShapes(tops=[reshape_output(layer.proto.reshape_param, _one_bottom(layer, shapes))])
 
@@ -342,7 +351,7 @@ def crop_offsets(p, shape: Shape, ref: Shape) -> tuple[int, list[int]]:
     return check_crop(p, shape, ref)
 
 
-@builtin_layer("Crop", converter="structure:crop")
+@builtin_layer("Crop", converter="structure:crop", bottoms=2, tops=1)
 def _crop(layer, shapes):
     if len(shapes) != 2:
         _fail(f"expects 2 bottoms (data and reference), got {len(shapes)}")
@@ -353,7 +362,7 @@ def _crop(layer, shapes):
     return LayerShapes(tops=[shape[:axis] + ref[axis:]])
 
 
-@builtin_layer("Softmax", converter="structure:softmax")
+@builtin_layer("Softmax", converter="structure:softmax", bottoms=1, tops=1)
 def _softmax(layer, shapes):
     shape = _one_bottom(layer, shapes)
     canonical_axis(layer.proto.softmax_param.axis, len(shape))
@@ -436,6 +445,9 @@ def infer_shapes(spec: NetSpec) -> ShapeTable:
         try:
             bottom_shapes = [blobs[b] for b in layer.bottoms]
             try:
+                counts_problem = record.counts.problem(layer)  # Caffe checks the counts before any shape
+                if counts_problem:
+                    _fail(counts_problem)
                 result = record.shapes(layer, bottom_shapes)
             except (_LayerShapeError, NinportError):
                 raise
@@ -503,7 +515,7 @@ def argmax_top_shape(p, shape: Shape) -> tuple[int | None, Shape]:
     return None, tuple(top)
 
 
-@builtin_layer("ArgMax", converter="reduction:argmax")
+@builtin_layer("ArgMax", converter="reduction:argmax", bottoms=1, tops=1)
 def _argmax(layer, shapes):
     shape = _one_bottom(layer, shapes)
     p = layer.proto.argmax_param
@@ -516,14 +528,14 @@ def _argmax(layer, shapes):
     return LayerShapes(tops=[top], scratch=scratch)
 
 
-@builtin_layer("Reduction", converter="reduction:reduction")
+@builtin_layer("Reduction", converter="reduction:reduction", bottoms=1, tops=1)
 def _reduction(layer, shapes):
     shape = _one_bottom(layer, shapes)
     axis = canonical_axis(layer.proto.reduction_param.axis, len(shape))
     return LayerShapes(tops=[shape[:axis]])  # all axes from `axis` on are reduced; axis 0 gives a scalar
 
 
-@builtin_layer("Tile", converter="indexing:tile")
+@builtin_layer("Tile", converter="indexing:tile", bottoms=1, tops=1)
 def _tile(layer, shapes):
     shape = _one_bottom(layer, shapes)
     p = layer.proto.tile_param
@@ -535,7 +547,7 @@ def _tile(layer, shapes):
     return LayerShapes(tops=[shape[:axis] + (shape[axis] * p.tiles,) + shape[axis + 1:]])
 
 
-@builtin_layer("MVN", converter="reduction:mvn")
+@builtin_layer("MVN", converter="reduction:mvn", bottoms=1, tops=1)
 def _mvn(layer, shapes):
     shape = _one_bottom(layer, shapes)
     if len(shape) > 4:
@@ -544,7 +556,7 @@ def _mvn(layer, shapes):
     return LayerShapes(tops=[tuple(shape) + (1,) * (4 - len(shape))])
 
 
-@builtin_layer("Embed", converter="indexing:embed")
+@builtin_layer("Embed", converter="indexing:embed", bottoms=1, tops=1)
 def _embed(layer, shapes):
     shape = _one_bottom(layer, shapes)
     p = layer.proto.embed_param
@@ -556,10 +568,8 @@ def _embed(layer, shapes):
     return LayerShapes(tops=[tuple(shape) + (int(p.num_output),)], params=params)
 
 
-@builtin_layer("Parameter", converter="indexing:parameter")
+@builtin_layer("Parameter", converter="indexing:parameter", bottoms=0, tops=1)
 def _parameter(layer, shapes):
-    if shapes:
-        _fail(f"takes no bottom, got {len(shapes)}")
     p = layer.proto.parameter_param
     if not p.HasField("shape") or not len(p.shape.dim):
         _fail("parameter_param.shape must give at least one dimension")
@@ -576,7 +586,7 @@ def spp_pooling_params(p, in_hw: tuple[int, int]) -> list:
     return [spp_pooling_param(level, pool) for level in spp_levels(p, in_hw)]
 
 
-@builtin_layer("SPP", converter="spp:spp")
+@builtin_layer("SPP", converter="spp:spp", bottoms=1, tops=1)
 def _spp(layer, shapes):
     n, c, h, w = _spatial_4d(layer, _one_bottom(layer, shapes))
     p = layer.proto.spp_param

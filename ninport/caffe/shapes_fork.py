@@ -71,7 +71,9 @@ def check_unknown_fields(layer: LayerSpec, *messages: str) -> None:
 # --- ReLU6 ---------------------------------------------------------------------------------------
 
 
-builtin_layer("ReLU6", converter="fork:relu6", origin="MobileNetV2 Caffe ports (ReLU6 layer)")(_same_as_bottom)
+# A NeuronLayer in the ports that define it (e.g. eric612/MobileNet-YOLO relu6_layer.hpp): one bottom, one top.
+builtin_layer("ReLU6", converter="fork:relu6", bottoms=1, tops=1,
+              origin="MobileNetV2 Caffe ports (ReLU6 layer)")(_same_as_bottom)
 
 
 # --- depthwise convolutions ------------------------------------------------------------------------
@@ -99,9 +101,11 @@ def depthwise_as_convolution(layer: LayerSpec, channels: int) -> LayerSpec:
     return dataclasses.replace(layer, proto=proto)
 
 
-@builtin_layer("DepthwiseConvolution", converter="fork:depthwise_convolution",
-               origin="DepthwiseConvolution fork (yonghenglh6)")
-@builtin_layer("ConvolutionDepthwise", converter="fork:depthwise_convolution",
+# DepthwiseConvolutionLayer is a BaseConvolutionLayer (one top per bottom); farmingyard's
+# ConvolutionDepthwiseLayer (conv_dw_layer.hpp) takes exactly one bottom and one top.
+@builtin_layer("DepthwiseConvolution", converter="fork:depthwise_convolution", bottoms=(1, None), tops=(1, None),
+               one_top_per_bottom=True, origin="DepthwiseConvolution fork (yonghenglh6)")
+@builtin_layer("ConvolutionDepthwise", converter="fork:depthwise_convolution", bottoms=1, tops=1,
                origin="MobileNet Caffe fork (farmingyard/caffe-mobilenet)")
 def _depthwise(layer, shapes):
     shape = _spatial_4d(layer, _one_bottom(layer, shapes))
@@ -112,7 +116,7 @@ def _depthwise(layer, shapes):
 # --- Axpy (SENet) --------------------------------------------------------------------------------
 
 
-@builtin_layer("Axpy", converter="fork:axpy", origin="SENet Caffe (hujie-frank)")
+@builtin_layer("Axpy", converter="fork:axpy", bottoms=3, tops=1, origin="SENet Caffe (hujie-frank)")
 def _axpy(layer, shapes):
     """top = a * x + y, bottoms (a, x, y); a holds one factor per (n, c): N x C or N x C x 1 x 1."""
     if len(shapes) != 3:
@@ -139,8 +143,10 @@ def shuffle_groups(layer: LayerSpec, channels: int) -> int:
     return groups
 
 
-@builtin_layer("ShuffleChannel", converter="fork:shuffle_channel", origin="ShuffleNet Caffe (farmingyard/ShuffleNet)",
-               reads_unknown_fields=True)
+# shuffle_channel_layer.hpp declares no counts, so Caffe checks none; the shape rule takes one bottom and
+# the driver one top.
+@builtin_layer("ShuffleChannel", converter="fork:shuffle_channel", bottoms=None, tops=None,
+               origin="ShuffleNet Caffe (farmingyard/ShuffleNet)", reads_unknown_fields=True)
 def _shuffle_channel(layer, shapes):
     check_unknown_fields(layer, "shuffle_channel_param")
     shape = _spatial_4d(layer, _one_bottom(layer, shapes))
@@ -239,8 +245,9 @@ def _checked_interp_size(rule: InterpRule, shapes: list[Shape]) -> tuple[int, in
     return out
 
 
-@builtin_layer("Interp", converter="resize:interp", origin="DeepLab v2 / PSPNet Caffe (interp_layer.cpp)",
-               reads_unknown_fields=True)
+# interp_layer.hpp: exactly one top; the bottom count is left to Reshape (1, or 2 with the size reference).
+@builtin_layer("Interp", converter="resize:interp", bottoms=None, tops=1,
+               origin="DeepLab v2 / PSPNet Caffe (interp_layer.cpp)", reads_unknown_fields=True)
 def _interp(layer, shapes):
     check_unknown_fields(layer, "interp_param")
     rule = interp_rule(layer, len(shapes))
@@ -281,8 +288,10 @@ def upsample_scale(layer: LayerSpec, bottoms: int) -> int:
     return scale
 
 
-@builtin_layer("Upsample", converter="resize:upsample", origin="YOLO Caffe ports (darknet2caffe), nearest",
-               reads_unknown_fields=True)
+# The YOLO ports' UpsampleLayer takes exactly 1 bottom, SegNet's exactly 2 (data and pooling mask); both
+# produce 1 top. The type name covers both: 1 or 2 bottoms here, and the shape rule names SegNet's variant.
+@builtin_layer("Upsample", converter="resize:upsample", bottoms=(1, 2), tops=1,
+               origin="YOLO Caffe ports (darknet2caffe), nearest", reads_unknown_fields=True)
 def _upsample(layer, shapes):
     check_unknown_fields(layer, "upsample_param")
     scale = upsample_scale(layer, len(shapes))
@@ -315,7 +324,15 @@ def bn_variant(layer: LayerSpec) -> str:
     return "pspnet"
 
 
-@builtin_layer("BN", converter="fork:bn", origin="PSPNet / SegNet Caffe (BN layer)", reads_unknown_fields=True)
+def _bn_max_tops(layer: LayerSpec) -> int:
+    """PSPNet's BNLayer: exactly one top; SegNet's: up to 3 in LEARN mode (the batch statistics), else 1."""
+    if layer_fields(layer, "bn_param") & SEGNET_BN_FIELDS and fork_name(layer, "bn_param.bn_mode", "LEARN") == "LEARN":
+        return 3
+    return 1
+
+
+@builtin_layer("BN", converter="fork:bn", bottoms=1, tops=(1, _bn_max_tops), origin="PSPNet / SegNet Caffe (BN layer)",
+               reads_unknown_fields=True)
 def _bn(layer, shapes):
     check_unknown_fields(layer, "bn_param")
     shape = _one_bottom(layer, shapes)

@@ -49,7 +49,9 @@ def label_layout(shape: Shape, axis: int, labels: Shape) -> tuple[int, int, int]
     return axis, outer, inner
 
 
-@builtin_layer("SoftmaxWithLoss", converter="loss:softmax_with_loss")
+# LossLayer: exactly 2 bottoms and 1 top (SoftmaxWithLoss: 1 or 2 tops). Caffe also gives a loss layer without
+# a top an anonymous one (AutoTopBlobs); ninport's reader refuses a layer without a top before this.
+@builtin_layer("SoftmaxWithLoss", converter="loss:softmax_with_loss", bottoms=2, tops=(1, 2))
 def _softmax_with_loss(layer, shapes):
     scores, labels = _bottoms(layer, shapes, 2)
     _same_first_axis(scores, labels)
@@ -62,7 +64,7 @@ def _softmax_with_loss(layer, shapes):
     return LayerShapes(tops=tops, macs=3 * math.prod(scores))
 
 
-@builtin_layer("EuclideanLoss", converter="loss:euclidean_loss")
+@builtin_layer("EuclideanLoss", converter="loss:euclidean_loss", bottoms=2, tops=1)
 def _euclidean_loss(layer, shapes):
     a, b = _bottoms(layer, shapes, 2)
     _same_first_axis(a, b)
@@ -71,7 +73,7 @@ def _euclidean_loss(layer, shapes):
     return LayerShapes(tops=[SCALAR], macs=2 * math.prod(a))
 
 
-@builtin_layer("SigmoidCrossEntropyLoss", converter="loss:sigmoid_cross_entropy_loss")
+@builtin_layer("SigmoidCrossEntropyLoss", converter="loss:sigmoid_cross_entropy_loss", bottoms=2, tops=1)
 def _sigmoid_cross_entropy_loss(layer, shapes):
     scores, targets = _bottoms(layer, shapes, 2)
     _same_first_axis(scores, targets)
@@ -80,7 +82,7 @@ def _sigmoid_cross_entropy_loss(layer, shapes):
     return LayerShapes(tops=[SCALAR], macs=4 * math.prod(scores))
 
 
-@builtin_layer("Accuracy", converter="loss:accuracy")
+@builtin_layer("Accuracy", converter="loss:accuracy", bottoms=2, tops=(1, 2))
 def _accuracy(layer, shapes):
     if len(shapes) != 2:
         _fail(f"expects 2 bottoms, got {len(shapes)}")

@@ -162,7 +162,9 @@ def prior_box_layout(p) -> PriorBoxLayout:
     return PriorBoxLayout(tuple(sizes), image_size, step, _f32(p.offset), bool(p.clip), variance)
 
 
-@builtin_layer("PriorBox", converter="ssd:prior_box", origin=ORIGIN)
+# prior_box_layer.hpp declares ExactNumTopBlobs 1 and `ExactBottomBlobs` 2, a misspelling that overrides
+# nothing: SSD Caffe checks no bottom count (with one bottom it reads past the vector). The shape rule takes 2.
+@builtin_layer("PriorBox", converter="ssd:prior_box", bottoms=None, tops=1, origin=ORIGIN)
 def _prior_box(layer, shapes):
     if len(shapes) != 2:
         _fail(f"expects 2 bottoms (the feature map and the image), got {len(shapes)}")
@@ -176,7 +178,7 @@ def _prior_box(layer, shapes):
 # --- Normalize -----------------------------------------------------------------------------------
 
 
-@builtin_layer("Normalize", converter="ssd:normalize", origin=ORIGIN)
+@builtin_layer("Normalize", converter="ssd:normalize", bottoms=1, tops=1, origin=ORIGIN)
 def _normalize(layer, shapes):
     if len(shapes) != 1:
         _fail(f"expects 1 bottom, got {len(shapes)}")
@@ -202,7 +204,7 @@ def permute_order(p, ndim: int) -> tuple[int, ...]:
     return tuple(given + [a for a in range(ndim) if a not in given])
 
 
-@builtin_layer("Permute", converter="ssd:permute", origin=ORIGIN)
+@builtin_layer("Permute", converter="ssd:permute", bottoms=1, tops=1, origin=ORIGIN)
 def _permute(layer, shapes):
     if len(shapes) != 1:
         _fail(f"expects 1 bottom, got {len(shapes)}")
@@ -290,7 +292,7 @@ def detection_prior_count(settings: DetectionSettings, shapes: list[Shape]) -> i
     return priors
 
 
-@builtin_layer("DetectionOutput", converter="ssd:detection_output", origin=ORIGIN)
+@builtin_layer("DetectionOutput", converter="ssd:detection_output", bottoms=(3, 4), tops=1, origin=ORIGIN)
 def _detection_output(layer, shapes):
     settings = detection_settings(layer.proto.detection_output_param)
     priors = detection_prior_count(settings, shapes)

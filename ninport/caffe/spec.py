@@ -14,12 +14,26 @@ from ninport.caffe import io
 from ninport.caffe.splits import caffe_blobs
 from ninport.caffe.upgrade import upgrade_net_with_origins
 from ninport.errors import ParseError, ShapeError
+from ninport.registry import BlobCounts
 
 # Layers that only matter while training: dropped from a deploy (TEST) net.
 TRAINING_ONLY_TYPES = {"Accuracy", "Silence", "HDF5Output"}
 # Layers that feed data from a database or file: their first top becomes a net input.
 DATA_LAYER_TYPES = {"Data", "ImageData", "MemoryData", "HDF5Data", "WindowData", "DummyData",
                     "AnnotatedData", "VideoData"}
+# The bottoms and tops of the layers that become net inputs (they have no LayerType record), as their Caffe
+# headers declare them (AnnotatedData, VideoData: the SSD fork); checked as Caffe's CheckBlobCounts does.
+SOURCE_LAYER_COUNTS = {
+    "Input": BlobCounts.of(0, (1, None)),
+    "Data": BlobCounts.of(0, (1, 2)),
+    "ImageData": BlobCounts.of(0, 2),
+    "MemoryData": BlobCounts.of(0, 2),
+    "WindowData": BlobCounts.of(0, 2),
+    "HDF5Data": BlobCounts.of(0, (1, None)),
+    "DummyData": BlobCounts.of(0, (1, None)),
+    "AnnotatedData": BlobCounts.of(0, (1, None)),
+    "VideoData": BlobCounts.of(0, (1, None)),
+}
 
 
 def repeated_key(name: str, occurrence: int) -> str:
@@ -239,6 +253,11 @@ def build_netspec(net: "pb2.NetParameter", source: str = "<net>", lines: list[in
                 raise ParseError(f'{source}:{ln}:{col}: layer "{layer.name}": has no type, and caffe.proto '
                                  f"has no field {path!r}")
             raise ParseError(f'{place}: layer "{layer.name}": has no type')
+        counts = SOURCE_LAYER_COUNTS.get(layer.type)
+        as_spec = LayerSpec(layer.name, layer.type, list(layer.bottom), list(layer.top), layer)
+        problem = counts.problem(as_spec) if counts else None
+        if problem:
+            raise ParseError(f'{place}: layer "{layer.name}" ({layer.type}): {problem}')
         if layer.type == "Input":
             shapes = [tuple(int(d) for d in s.dim) for s in layer.input_param.shape]
             if not shapes:
@@ -253,8 +272,6 @@ def build_netspec(net: "pb2.NetParameter", source: str = "<net>", lines: list[in
                 inputs[top] = shapes[i if len(shapes) > 1 else 0]
             continue
         if layer.type in DATA_LAYER_TYPES:
-            if not len(layer.top):
-                continue
             shape = _input_shape_from_data_layer(layer, place)
             if shape is None:
                 shape = (1, 3, 0, 0)  # unknown spatial size: must come from --input-shape

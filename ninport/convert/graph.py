@@ -116,9 +116,14 @@ def _getitem(values, index: int):
 
 
 def _class_name(net_name: str) -> str:
+    """The net's class name: the letters and digits of its name in CamelCase ('nin-imagenet' -> 'NinImagenet'),
+    never a keyword, soft keyword or builtin ('none' -> 'NoneNet', 'valueError' -> 'ValueErrorNet')."""
     words = re.findall(r"[A-Za-z0-9]+", (net_name or "caffe")[:MAX_IDENTIFIER_CHARS])
     name = "".join(w[:1].upper() + w[1:] for w in words) or "Caffe"
-    return name if not name[0].isdigit() else f"Net{name}"
+    name = name if not name[0].isdigit() else f"Net{name}"
+    while keyword.iskeyword(name) or keyword.issoftkeyword(name) or hasattr(builtins, name):
+        name += "Net"
+    return name
 
 
 def forward_blobs(module: fx.GraphModule, *inputs: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -1,8 +1,12 @@
 """Shape inference with Caffe's rounding rules: the NIN table at 224 and 227, parameter counts."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
+from ninport.caffe import caffe_pb2 as pb2
 from ninport.caffe.shapes import infer_shapes, pool_output_size, supported_types
 from ninport.caffe.spec import load_netspec
 
@@ -135,3 +139,109 @@ def test_what_conversion_would_allocate_is_bounded_up_front(tmp_path, body):
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak < 50 * 2**20
+
+
+# --- bottom and top counts, as Caffe's Layer::CheckBlobCounts checks them -----------------------------
+
+BLOB_COUNTS = Path(__file__).resolve().parents[1] / "fixtures" / "caffe-blob-counts"
+COUNTS_REFUSED = "Caffe refuses this net"
+
+
+def _counts_net(layer_type: str, params: str, bottoms: int, tops: int) -> str:
+    """The one-layer net make_blob_counts.py ran through Caffe: four 2x3x4x4 inputs, `bottoms` of them used."""
+    shapes = "shape { dim: 2 dim: 3 dim: 4 dim: 4 } " * 4
+    links = "".join(f'bottom: "d{i}" ' for i in range(bottoms)) + "".join(f'top: "t{i}" ' for i in range(tops))
+    return (f'layer {{ name: "data" type: "Input" top: "d0" top: "d1" top: "d2" top: "d3" input_param {{ {shapes}}} }}\n'
+            f'layer {{ name: "x" type: "{layer_type}" {links}{params} }}\n')
+
+
+def _caffe_count_cases() -> list:
+    cases = []
+    for kind in ("bvlc", "ssd"):
+        recorded = json.loads((BLOB_COUNTS / f"{kind}.json").read_text())
+        for key, rows in recorded["counts"].items():
+            for bottoms, tops, accepted in rows:
+                cases.append(pytest.param(key.split("/")[0], recorded["params"][key], bottoms, tops, accepted,
+                                          id=f"{kind}-{key}-{bottoms}b{tops}t"))
+    return cases
+
+
+@pytest.mark.parametrize("layer_type, params, bottoms, tops, caffe_accepts", _caffe_count_cases())
+def test_bottom_and_top_counts_are_checked_as_caffe_checks_them(tmp_path, layer_type, params, bottoms, tops,
+                                                                 caffe_accepts):
+    """Every count of 0-4 bottoms and 0-3 tops, against what real Caffe (BVLC, and SSD for its layers) accepted:
+    ninport refuses with the count message exactly where Caffe's count check refused. Where Caffe accepted,
+    ninport may still refuse for another reason (a convolution with two bottoms, a missing parameter).
+    Caffe gives a loss layer without a top an anonymous one; ninport's reader refuses every layer without a top."""
+    import ninport
+
+    net = tmp_path / "net.prototxt"
+    net.write_text(_counts_net(layer_type, params, bottoms, tops))
+    try:
+        infer_shapes(load_netspec(net, phase=pb2.TRAIN))
+        message = None
+    except ninport.NinportError as exc:
+        message = str(exc)
+    if tops == 0 and caffe_accepts:  # a loss layer: Caffe adds an anonymous top
+        assert message is not None and "has no top" in message
+        return
+    if caffe_accepts:
+        assert message is None or COUNTS_REFUSED not in message, message
+    elif tops == 0 and "has no top" in (message or ""):  # the reader's refusal came first
+        assert f'layer "x" ({layer_type})' in message
+    else:
+        assert message is not None and COUNTS_REFUSED in message, message
+        assert f'{net}:2: layer "x" ({layer_type}): has ' in message
+
+
+def test_every_builtin_type_declares_its_counts_and_fixtures_cover_caffes_types():
+    """Each BVLC and SSD type ninport converts is in the real-Caffe count fixtures; fork types cite headers.
+    The layers that become net inputs are there too, but for those the Caffe build could not construct
+    without a database or OpenCV (Data, ImageData, ...): their counts come from the headers."""
+    from ninport.caffe.spec import SOURCE_LAYER_COUNTS
+    from ninport.registry import BlobCounts, all_layer_types
+
+    recorded = set()
+    for kind in ("bvlc", "ssd"):
+        recorded |= {key.split("/")[0] for key in json.loads((BLOB_COUNTS / f"{kind}.json").read_text())["counts"]}
+    builtin = {r.name: r for r in all_layer_types() if not callable(r.converter) and r.dialect is None}
+    caffe_types = {name for name, r in builtin.items() if r.origin in ("BVLC Caffe", "SSD fork (weiliu89/caffe ssd)")}
+    assert caffe_types == recorded - set(SOURCE_LAYER_COUNTS)
+    assert {"Input", "MemoryData", "HDF5Data", "DummyData"} <= recorded
+    undeclared = sorted(name for name, r in builtin.items() if r.counts == BlobCounts())
+    assert undeclared == ["ShuffleChannel"]  # its header declares no counts: Caffe checks none
+
+
+@pytest.mark.parametrize("layer_type, tops, message", [
+    ("ReLU", 'top: "a" top: "b"', 'layer "r" (ReLU): has 2 tops, but a Caffe ReLU layer produces exactly 1 top'),
+    ("Sigmoid", 'top: "a" top: "b"', 'layer "r" (Sigmoid): has 2 tops, but a Caffe Sigmoid layer produces exactly 1 top'),
+    ("Split", 'top: "a" top: "b"', None),
+])
+def test_a_neuron_layer_with_two_tops_is_refused_naming_it(tmp_path, layer_type, tops, message):
+    """Issue 18 item 3: at batch 2 a ReLU with tops a and b converted to a model where a and b were
+    images 0 and 1 of the batch (its shape rule repeated the bottom shape per top)."""
+    import ninport
+
+    net = _net(tmp_path, f'layer {{ name: "r" type: "{layer_type}" bottom: "data" {tops} }}\n', shape=(2, 3, 4, 4))
+    if message is None:
+        assert infer_shapes(ninport.load_spec(net)).blobs["b"] == (2, 3, 4, 4)
+        return
+    with pytest.raises(ninport.ShapeError) as info:
+        infer_shapes(ninport.load_spec(net))
+    assert str(info.value) == f"{net}:3: {message}; Caffe refuses this net"
+
+
+def test_a_plugin_declares_its_counts(tmp_path):
+    import ninport
+
+    ninport.register_layer("TwoInOneOut", shape=lambda layer, shapes: [shapes[0]], module=lambda ctx: None,
+                           bottoms=2, tops=(1, lambda layer: 1))
+    try:
+        net = _net(tmp_path, 'layer { name: "p" type: "TwoInOneOut" bottom: "data" top: "p" }\n')
+        with pytest.raises(ninport.ShapeError, match='layer "p" .*has 1 bottom, but a Caffe TwoInOneOut layer takes '
+                                                     "exactly 2 bottoms"):
+            infer_shapes(ninport.load_spec(net))
+        with pytest.raises(ninport.NinportError, match="bottoms must be a count"):
+            ninport.register_layer("Bad", shape=lambda layer, shapes: shapes, module=lambda ctx: None, bottoms=-1)
+    finally:
+        ninport.unregister_layer("TwoInOneOut")

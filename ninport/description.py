@@ -11,6 +11,7 @@ Nothing here imports torch.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Any
 
 from ninport.caffe.spec import Preprocess
@@ -55,6 +56,14 @@ class NetDescription:
     preprocess: Preprocess | None = None
     phase: str = "TEST"
     extra: dict[str, Any] = field(default_factory=dict)
+    # (layer, reason) for the layers that fix the input size (`ninport.caffe.shapes.size_fixing_layers`);
+    # empty when the net runs at other sizes: what `inspect` says and what exports follow
+    size_fixed_by: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def title(self) -> str:
+        """The net's `name:`, or the prototxt's file stem when it has none: for class names and headers."""
+        return self.name or (PurePath(self.source).stem if self.source else "")
 
     def layer(self, name: str) -> LayerRecord:
         for record in self.layers:

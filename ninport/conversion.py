@@ -80,7 +80,8 @@ def convert_files(prototxt: PathLike, weights: PathLike | None = None, out_dir: 
     weights (with a NinportWarning). A failed check is reported in the result, not raised.
     `dynamic_size` is for the ONNX and .pt2 exports: None, symbolic height and width when the net
     runs at other sizes (else fixed, `result.input_size.reason` says why); True, symbolic or an
-    ExportError naming the layer that fixes the size; False, fixed at the input shape.
+    ExportError naming the layer that fixes the size (`export_onnx(dynamic_size=True)` forces them);
+    False, fixed at the input shape.
 
     Arguments, formats, the files and the output folder are checked before anything slow (torch is
     not even imported): a typo fails in milliseconds.
@@ -102,7 +103,7 @@ def convert_files(prototxt: PathLike, weights: PathLike | None = None, out_dir: 
 
     import ninport
     from ninport.artifacts import write_outputs
-    from ninport.onnx import InputSize, SymbolicSizeError, input_size_for
+    from ninport.onnx import InputSize, SymbolicSizeError, input_size_for, size_fixing_text
     from ninport.selfcheck import check_file
 
     say = progress or (lambda message: None)
@@ -110,6 +111,9 @@ def convert_files(prototxt: PathLike, weights: PathLike | None = None, out_dir: 
     module = ninport.load(prototxt, weights, input_shape=input_shape)
     description = ninport.describe(module)
     exported = "onnx" in formats or "pt2" in formats
+    if exported and dynamic_size and description.size_fixed_by:  # `ninport convert --dynamic` on such a net
+        raise ExportError(f"{prototxt}: height and width cannot be dynamic: the net runs only at its input size "
+                          f"({size_fixing_text(description)}); export_onnx(..., dynamic_size=True) forces them")
     size = input_size_for(description, dynamic_size) if exported else None
     checks: dict[str, SelfCheck] = {}
 
@@ -134,9 +138,9 @@ def convert_files(prototxt: PathLike, weights: PathLike | None = None, out_dir: 
         # the shape rules let the net run at other sizes, but torch could not keep them symbolic: say so
         reason = str(exc).split("height and width cannot be dynamic: ", 1)[-1]
         size = InputSize(False, reason)
+        written = write(size)
         warnings.warn(safe_message(f"{prototxt}: height and width fixed at the input shape in the exported "
                                    f"files: {reason}"), NinportWarning, stacklevel=2)
-        written = write(size)
     checks = {fmt: dataclasses.replace(c, path=str(written[fmt])) for fmt, c in checks.items()}
     return ConversionResult(prototxt, weights, description, written, checks, size)
 

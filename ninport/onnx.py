@@ -28,7 +28,8 @@ Whether it does is the shape rules' answer, the one `inspect` prints (`input_siz
   input_names, input_layout, input_shapes (symbolic axes by name), output_names (Caffe's; and
   onnx_output_names when an output computed in place over an input had to be renamed `<blob>/output`),
   input_size (`dynamic`: height and width symbolic; `static`: fixed), input_size_reason (why fixed:
-  the layer that fixes the size, the caller's choice, or torch's refusal), reference_input_shapes,
+  the layer that fixes the size, the caller's choice, or torch's refusal; or why forced symbolic),
+  reference_input_shapes,
   and, when the prototxt has a data layer with transform_param:
   channel_order (BGR), value_range (0-255), mean_values, mean_file, scale,
   and mean_file_channel_means (per-channel means, BGR) when the mean file exists (absolute, or
@@ -176,7 +177,7 @@ def build_metadata(module: fx.GraphModule, *, dynamic_batch: bool = True, dynami
                                             size_names.get(k, {}).get(i, int(d))
                                             for i, d in enumerate(v)] for k, v in inputs.items()})
     props["input_size"] = "dynamic" if dynamic_size else "static"
-    if size_reason and not dynamic_size:
+    if size_reason:
         props["input_size_reason"] = size_reason
     props["reference_input_shapes"] = json.dumps({k: [int(d) for d in v] for k, v in inputs.items()})
     props["output_names"] = json.dumps(list(meta.outputs))
@@ -327,7 +328,7 @@ class InputSize:
         """`batch, height and width dynamic` / `batch dynamic; height and width fixed: <why>` (for a
         dynamic batch; summary lines)."""
         if self.dynamic:
-            return "batch, height and width dynamic"
+            return "batch, height and width dynamic" + (f" ({self.reason})" if self.reason else "")
         if not self.spatial:
             return "batch dynamic"
         return f"batch dynamic; height and width fixed: {self.reason}" if self.reason else \
@@ -338,28 +339,27 @@ class SymbolicSizeError(ExportError):
     """torch could not export height and width as symbols for a net whose layers run at other sizes."""
 
 
+def size_fixing_text(description: NetDescription) -> str:
+    """Which layers fix the net's input size and why, for messages ('' when none does)."""
+    return "; ".join(f"layer {safe_text(layer, 80)!r} {safe_text(reason, 300)}"
+                     for layer, reason in description.size_fixed_by)
+
+
 def input_size_for(description: NetDescription, dynamic_size: bool | None = None) -> InputSize:
-    """What an export does with height and width: symbolic when the net runs at other sizes (None) or
-    when asked (True: ExportError naming the layer that fixes the size, if one does), fixed with False.
+    """What an export does with height and width: symbolic when the net runs at other sizes (None),
+    fixed with False, symbolic with True even where a layer fixes the size (forced: the file then
+    takes the sizes that layer allows, e.g. AlexNet's fc6 227 to 230; `reason` names the layer).
     One answer for `inspect` and every export: the shape rules' `size_fixed_by` in the net description."""
     if not any(_spatial_axes(description).values()):
         return InputSize(False, "the inputs have no height and width to vary", spatial=False)
     if dynamic_size is False:
         return InputSize(False, "as asked (dynamic_size=False, `ninport convert --static`)")
     if description.size_fixed_by:
-        fixing = "; ".join(f"layer {safe_text(layer, 80)!r} {safe_text(reason, 300)}"
-                           for layer, reason in description.size_fixed_by)
+        fixing = size_fixing_text(description)
         if dynamic_size:
-            raise ExportError(f"height and width cannot be dynamic: the net runs only at its input size "
-                              f"({fixing})")
+            return InputSize(True, f"forced, although the net runs only at its input size ({fixing})")
         return InputSize(False, f"the net runs only at its input size ({fixing})")
     return InputSize(True)
-
-
-def runs_at_other_sizes(module: fx.GraphModule, description: NetDescription | None = None) -> bool:
-    """Whether the net runs at input sizes other than its reference size, as its shape rules say
-    (`ninport.caffe.shapes.size_fixing_layers`, run when the net was built; `inspect` says the same)."""
-    return input_size_for(_description(module, description)).dynamic
 
 
 def trace_with_input_size(trace: Callable[[bool], T], size: InputSize, asked: bool | None,
@@ -378,9 +378,10 @@ def trace_with_input_size(trace: Callable[[bool], T], size: InputSize, asked: bo
         if asked:
             raise SymbolicSizeError(f"height and width cannot be dynamic: {why}") from exc
         fixed = InputSize(False, why)
+    result = trace(False)  # a failure here is the real error (a fixed batch, a bug): no warning before it
     warnings.warn(safe_message(f"{target}: height and width fixed at the reference size: {fixed.reason}"),
                   NinportWarning, stacklevel=3)
-    return trace(False), fixed
+    return result, fixed
 
 
 def _rename_size_dims(model, meta: NetDescription, dynamic_batch: bool) -> bool:
@@ -537,9 +538,10 @@ def to_onnx_model(module: fx.GraphModule, *, opset: int = DEFAULT_OPSET, dynamic
                   description: NetDescription | None = None):
     """The checked onnx.ModelProto for `module` (what `export_onnx` writes).
 
-    `dynamic_size`: True gives symbolic height and width (ExportError naming the layer when the net fixes
-    its size), False fixed ones, None (default) symbolic when the net runs at other sizes (`input_size_for`);
-    should torch fail to keep them symbolic there, they are fixed and a NinportWarning says why.
+    `dynamic_size`: True gives symbolic height and width (forced even where a layer fixes the size: the
+    file takes what that layer allows), False fixed ones, None (default) symbolic when the net runs at
+    other sizes (`input_size_for`); should torch fail to keep them symbolic there, they are fixed and a
+    NinportWarning says why.
     """
     import onnx
 
@@ -587,7 +589,7 @@ def to_onnx_model(module: fx.GraphModule, *, opset: int = DEFAULT_OPSET, dynamic
         model.graph.name = str(meta.title)
     del model.metadata_props[:]
     props = build_metadata(module, dynamic_batch=dynamic_batch, dynamic_size=size.dynamic, extra=metadata,
-                           description=meta, size_reason="" if size.dynamic or not size.spatial else size.reason)
+                           description=meta, size_reason=size.reason if size.spatial else "")
     for key, value in props.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value

@@ -104,7 +104,14 @@ def test_verify_without_weights_does_not_cry_wolf_on_the_face_detector(tmp_path)
     prototxt.write_text(text)
     with pytest.warns(ninport.NinportWarning, match="RANDOM weights"):
         report = ninport.verify(prototxt, opencv=False)
+        module = ninport.load(prototxt)
     [ort] = report.comparisons
     assert report.passed and ort.first_divergence is None, ort.verdict()
     assert all(row.passed or row.inconclusive for row in ort.rows)
     assert "FAIL" not in ort.verdict()
+    # the hard case it is: the seeded forward really overflows, inside DetectionOutput's box decoding
+    from ninport.selfcheck import forward_values, reference_inputs
+
+    meta = ninport.describe(module)
+    _, overflowed = forward_values(module, reference_inputs(module), meta)
+    assert overflowed[meta.blobs["detection_out"].node].startswith("layer 'detection_out' (exp ")

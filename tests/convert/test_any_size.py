@@ -296,3 +296,26 @@ def test_pt2_runs_every_size(tmp_path):
     # torch's own guard: the smallest size the layers take
     with pytest.raises(Exception, match=r"data.size|shape\[2\]"):
         program(torch.rand(1, 3, 4, 4))
+
+
+def test_convert_files_says_when_torch_cannot_keep_the_size_symbolic(tmp_path):
+    """The shape rule of the plugin takes any size, its module does not: convert_files falls back to fixed
+    sizes in both files, warns, and `result.input_size` carries the reason the summary line prints."""
+    ninport.register_layer("TimesFixedMap", shape=lambda layer, shapes: [shapes[0]],
+                           module=lambda ctx: _TimesFixedMap(ctx.bottom_shapes[0]))
+    try:
+        prototxt = tmp_path / "net.prototxt"
+        prototxt.write_text('name: "p"\ninput: "data"\ninput_shape { dim: 1 dim: 2 dim: 4 dim: 5 }\n'
+                            'layer { name: "m" type: "TimesFixedMap" bottom: "data" top: "y" }\n')
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = ninport.convert_files(prototxt, out_dir=tmp_path / "o", formats="onnx,pt2")
+    finally:
+        ninport.unregister_layer("TimesFixedMap")
+    said = [str(w.message) for w in caught if "height and width fixed at the input shape" in str(w.message)]
+    assert len(said) == 1 and "torch could not keep them symbolic" in said[0]
+    assert not result.input_size.dynamic and result.input_size.reason.startswith("torch could not keep")
+    assert result.input_size.describe().startswith("batch dynamic; height and width fixed: torch could not")
+    assert result.passed and set(result.checks) == {"onnx", "pt2"}
+    dims = [d.dim_value for d in onnx.load(result.written["onnx"]).graph.input[0].type.tensor_type.shape.dim[2:]]
+    assert dims == [4, 5]

@@ -113,7 +113,8 @@ def convert_files(prototxt: PathLike, weights: PathLike | None = None, out_dir: 
     exported = "onnx" in formats or "pt2" in formats
     if exported and dynamic_size and description.size_fixed_by:  # `ninport convert --dynamic` on such a net
         raise ExportError(f"{prototxt}: height and width cannot be dynamic: the net runs only at its input size "
-                          f"({size_fixing_text(description)}); export_onnx(..., dynamic_size=True) forces them")
+                          f"({size_fixing_text(description)}); in Python, export_onnx(..., dynamic_size=True) "
+                          "forces them")
     size = input_size_for(description, dynamic_size) if exported else None
     checks: dict[str, SelfCheck] = {}
 

@@ -341,7 +341,7 @@ class SymbolicSizeError(ExportError):
 
 def size_fixing_text(description: NetDescription) -> str:
     """Which layers fix the net's input size and why, for messages ('' when none does)."""
-    return "; ".join(f"layer {safe_text(layer, 80)!r} {safe_text(reason, 300)}"
+    return "; ".join(f"layer {safe_text(layer, 80)!r}: {safe_text(reason, 300)}"
                      for layer, reason in description.size_fixed_by)
 
 

@@ -288,7 +288,7 @@ def test_convert_says_why_height_and_width_are_fixed(tmp_path):
             "--no-check"]
     fixed = run_cli("convert", *args)
     assert fixed.returncode == 0, fixed.stderr
-    assert "(batch dynamic; height and width fixed: the net runs only at its input size (layer 'fc' " in fixed.stdout
+    assert "(batch dynamic; height and width fixed: the net runs only at its input size (layer 'fc': " in fixed.stdout
     _assert_one_line_error(run_cli("convert", *args, "--dynamic"), "height and width cannot be dynamic", "'fc'")
     static = run_cli("convert", str(VENDORED_GOLDEN / "conv_group2" / "net.prototxt"), "-o", str(tmp_path / "s"),
                      "-q", "--no-check", "--static")

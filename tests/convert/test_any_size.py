@@ -185,7 +185,7 @@ def test_a_scale_spanning_height_fixes_the_size(tmp_path):
     dims = [d.dim_value for d in onnx.load(path).graph.input[0].type.tensor_type.shape.dim[2:]]
     assert dims == [4, 5]
     reason = {p.key: p.value for p in onnx.load(path).metadata_props}["input_size_reason"]
-    assert reason.startswith("the net runs only at its input size (layer 'sc' ")
+    assert reason.startswith("the net runs only at its input size (layer 'sc': ")
 
 
 class _TimesFixedMap(torch.nn.Module):

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
 
 from ninport.api import InputShape, PathLike, check_net_files, check_path, default_weights_path
+from ninport.caffe.shapes import size_fixing_layers, size_fixing_text
 from ninport.description import NetDescription
 from ninport.errors import ExportError, NinportError, NinportWarning, safe_message
 from ninport.fileio import check_output_dir_usable
@@ -98,23 +99,24 @@ def convert_files(prototxt: PathLike, weights: PathLike | None = None, out_dir: 
     if weights is None:
         weights = default_weights_path(prototxt)
     # everything checkable in milliseconds, before torch and the exporter load (seconds)
-    check_net_files(prototxt, weights, input_shape)
+    spec = check_net_files(prototxt, weights, input_shape)
     check_output_dir_usable(out_dir)
+    exported = "onnx" in formats or "pt2" in formats
+    fixing = size_fixing_layers(spec) if exported and dynamic_size else []
+    if fixing:  # `ninport convert --dynamic` on a net that runs at its input size only
+        raise ExportError(f"{prototxt}: height and width cannot be dynamic: the net runs only at its input size "
+                          f"({size_fixing_text(fixing)}); in Python, export_onnx(..., dynamic_size=True) "
+                          "forces them")
 
     import ninport
     from ninport.artifacts import write_outputs
-    from ninport.onnx import InputSize, SymbolicSizeError, input_size_for, size_fixing_text
+    from ninport.onnx import InputSize, SymbolicSizeError, input_size_for
     from ninport.selfcheck import check_file
 
     say = progress or (lambda message: None)
     say(f"reading {prototxt}" + (f" and {weights}" if weights else " (no caffemodel: random weights)"))
     module = ninport.load(prototxt, weights, input_shape=input_shape)
     description = ninport.describe(module)
-    exported = "onnx" in formats or "pt2" in formats
-    if exported and dynamic_size and description.size_fixed_by:  # `ninport convert --dynamic` on such a net
-        raise ExportError(f"{prototxt}: height and width cannot be dynamic: the net runs only at its input size "
-                          f"({size_fixing_text(description)}); in Python, export_onnx(..., dynamic_size=True) "
-                          "forces them")
     size = input_size_for(description, dynamic_size) if exported else None
     checks: dict[str, SelfCheck] = {}
 

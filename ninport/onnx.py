@@ -64,6 +64,7 @@ import numpy as np
 import torch
 from torch import fx
 
+from ninport.caffe.shapes import size_fixing_text
 from ninport.description import NetDescription, describe
 from ninport.errors import (
     ExportError,
@@ -71,7 +72,6 @@ from ninport.errors import (
     NinportWarning,
     one_line,
     safe_message,
-    safe_text,
 )
 from ninport.fileio import write_atomic
 
@@ -339,12 +339,6 @@ class SymbolicSizeError(ExportError):
     """torch could not export height and width as symbols for a net whose layers run at other sizes."""
 
 
-def size_fixing_text(description: NetDescription) -> str:
-    """Which layers fix the net's input size and why, for messages ('' when none does)."""
-    return "; ".join(f"layer {safe_text(layer, 80)!r}: {safe_text(reason, 300)}"
-                     for layer, reason in description.size_fixed_by)
-
-
 def input_size_for(description: NetDescription, dynamic_size: bool | None = None) -> InputSize:
     """What an export does with height and width: symbolic when the net runs at other sizes (None),
     fixed with False, symbolic with True even where a layer fixes the size (forced: the file then
@@ -355,7 +349,7 @@ def input_size_for(description: NetDescription, dynamic_size: bool | None = None
     if dynamic_size is False:
         return InputSize(False, "as asked (dynamic_size=False, `ninport convert --static`)")
     if description.size_fixed_by:
-        fixing = size_fixing_text(description)
+        fixing = size_fixing_text(description.size_fixed_by)
         if dynamic_size:
             return InputSize(True, f"forced, although the net runs only at its input size ({fixing})")
         return InputSize(False, f"the net runs only at its input size ({fixing})")

@@ -328,6 +328,7 @@ def test_bad_arguments_and_files_fail_before_torch_loads(tmp_path):
         (["convert", good, "-o", str(a_file / "sub")], str(a_file / "sub")),
         (["convert", str(broken)], "no input"),
         (["convert", good, "--input-shape", "1,3,x"], "--input-shape"),
+        (["convert", str(VENDORED_GOLDEN / "innerproduct_softmax" / "net.prototxt"), "--dynamic"], "layer 'fc': "),
         (["verify", str(tmp_path / "nosuch.prototxt")], "no such file"),
         (["verify", good, "--weights", str(tmp_path / "nosuch.caffemodel")], "nosuch.caffemodel"),
         (["predict", str(tmp_path / "nosuch.prototxt"), "x.jpg"], "no such file"),

@@ -106,6 +106,20 @@ def load_spec(prototxt: PathLike, input_shape: InputShape = None, dialect: str |
     return spec
 
 
+def check_net_files(prototxt: PathLike, weights: PathLike | None = None, input_shape: InputShape = None,
+                    dialect: str | None = None) -> NetSpec:
+    """What can be checked about a net's files in milliseconds and without torch, checked: the prototxt
+    parses and its shapes infer (at `input_shape`), the weights, if given, are a regular file (read later:
+    reading a caffemodel takes seconds). Commands call it first, so a typo fails before torch loads."""
+    from ninport.fileio import check_regular_file
+
+    spec = load_spec(prototxt, input_shape, dialect)
+    infer_shapes(spec)
+    if weights is not None:
+        check_regular_file(check_path(weights, "weights"), "caffemodel")
+    return spec
+
+
 def load(prototxt: PathLike, weights: PathLike | None = None, *, input_shape: InputShape = None, seed: int = 0,
          phase: str = "TEST", freeze: bool = False, dialect: str | None = None) -> fx.GraphModule:
     """Convert a Caffe net to a torch.fx.GraphModule (in eval mode for the TEST phase).

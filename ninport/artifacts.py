@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import fx
 
+from ninport.conversion import FORMATS, check_formats  # noqa: F401 - FORMATS re-exported
 from ninport.description import NetDescription, describe
 from ninport.errors import ExportError, NinportError, one_line
 from ninport.fileio import LatchingWriter, write_atomic, write_files
@@ -37,15 +38,15 @@ from ninport.onnx import (
     batch_at_least_2,
     evaluating,
     exporter_failure,
+    input_size_for,
     onnx_model_for_file,
     quiet_torch,
-    runs_at_other_sizes,
     save_onnx_model,
     size_oblivious_tracing,
     strip_ansi,
+    trace_with_input_size,
 )
 
-FORMATS = ("onnx", "pt2", "safetensors", "py")
 
 
 def write_safetensors(module: fx.GraphModule, path: str | os.PathLike) -> Path:
@@ -89,15 +90,14 @@ def write_pt2(module: fx.GraphModule, path: str | os.PathLike, example_inputs=No
 
 def export_program(module: fx.GraphModule, path: str | os.PathLike, example_inputs=None, *,
                    dynamic_batch: bool = True, dynamic_size: bool | None = None) -> torch.export.ExportedProgram:
-    """torch.export of `module` (training flags unchanged), its failures named after `path`."""
+    """torch.export of `module` (training flags unchanged), its failures named after `path`.
+
+    Height and width as `ninport.onnx.input_size_for` says (the same answer as the ONNX export)."""
     meta = describe(module)
     from ninport import memory
 
     memory.require(memory.export_bytes(module, meta), f"{path}: torch.export {memory.at_input(meta)}",
                    "export at a smaller input shape")
-    asked = dynamic_size
-    if dynamic_size is None:
-        dynamic_size = runs_at_other_sizes(module, meta)
     given = None if example_inputs is None else tuple(example_inputs)
 
     def trace(dynamic: bool):
@@ -108,12 +108,10 @@ def export_program(module: fx.GraphModule, path: str | os.PathLike, example_inpu
             return torch.export.export(module, inputs, dynamic_shapes=_dynamic_shapes(meta, dynamic_batch, dynamic))
 
     try:
-        try:
-            program = trace(bool(dynamic_size))
-        except Exception:
-            if not (dynamic_size and asked is None):
-                raise
-            program = trace(False)  # torch could not keep the sizes symbolic: fixed sizes
+        size = input_size_for(meta, dynamic_size)
+        program, _ = trace_with_input_size(trace, size, dynamic_size, str(path))
+    except ExportError as exc:
+        raise type(exc)(f"{path}: torch.export failed: {exc}") from exc.__cause__
     except Exception as exc:
         if dynamic_batch and "Constraints violated" in str(exc):
             raise ExportError(f"{path}: torch.export failed: the net fixes its batch size; export with "
@@ -151,16 +149,6 @@ def verify_onnx(path: str | os.PathLike, inputs: dict[str, np.ndarray]) -> list[
         return [np.asarray(out) for out in session.run(None, feed)]
     except Exception as exc:
         raise NinportError(f"{path}: onnxruntime failed: {strip_ansi(one_line(exc))}") from exc
-
-
-def check_formats(formats: Iterable[str]) -> list[str]:
-    formats = list(dict.fromkeys(formats))
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown:
-        raise ExportError(f"unknown output format {unknown[0]!r}; choose from {', '.join(FORMATS)}")
-    if not formats:
-        raise ExportError(f"no output format given; choose from {', '.join(FORMATS)}")
-    return formats
 
 
 def write_outputs(module: fx.GraphModule, out_dir: str | os.PathLike, stem: str, formats: Iterable[str],

@@ -19,7 +19,7 @@ import warnings
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ninport.errors import NinportError, escape_unsafe, safe_text
+from ninport.errors import NinportError, counted, escape_unsafe, safe_text
 
 EXAMPLES = {
     "convert": "ninport convert reference_models/nin_imagenet/deploy.prototxt --weights nin_imagenet.caffemodel "
@@ -28,7 +28,7 @@ EXAMPLES = {
     "verify": "ninport verify tests/fixtures/caffe-golden/mini_resnet",
     "upgrade": "ninport upgrade reference_models/nin_imagenet/train_val.prototxt -o train_val_new.prototxt",
     "predict": "ninport predict reference_models/nin_imagenet/deploy.prototxt --weights nin_imagenet.caffemodel "
-               "cat.jpg --mean-values 104,117,123 --resize 256 --crop 224 --labels synset_words.txt",
+               "cat.jpg --mean-values 104,117,123 --resize 256,256 --crop 224 --labels synset_words.txt",
 }
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERNAL, EXIT_FAILED_PARITY = 0, 1, 2, 3
@@ -194,9 +194,14 @@ def image_size(text: str) -> tuple[int, int]:
 
 
 def format_list(text: str) -> list[str]:
+    from ninport.conversion import FORMATS
+
     formats = [f.strip() for f in text.split(",") if f.strip()]
     if not formats:
         raise argparse.ArgumentTypeError("no output format given")
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown output format {unknown[0]!r}; choose from {', '.join(FORMATS)}")
     return formats
 
 
@@ -216,38 +221,53 @@ def cmd_convert(args) -> int:
     with _working(args) as progress:
         result = ninport.convert_files(args.prototxt, args.weights, args.output, input_shape=args.input_shape,
                                        formats=args.format, check=not args.no_check, progress=progress,
-                                       dynamic_size=False if args.static else None, dialect=args.dialect)
+                                       dynamic_size=True if args.dynamic else False if args.static else None,
+                                       dialect=args.dialect)
     meta = result.description
     weights = safe_text(result.weights) if result.weights else "RANDOM (none given)"
-    print(f"net {safe_text(meta.name or result.prototxt.stem)!r}: inputs {_inputs_line(meta.inputs)} (batch dynamic), "
+    size = f" ({safe_text(result.input_size.describe(), 600)})" if result.input_size is not None else ""
+    print(f"net {safe_text(meta.title or result.prototxt.stem)!r}: inputs {_inputs_line(meta.inputs)}{size}, "
           f"outputs {', '.join(safe_text(o, 80) for o in meta.outputs)}; weights: {weights}")
     for kind, path in result.written.items():
         print(f"wrote {safe_text(path)}  ({kind})")
-    return _report_check(result.check)
+    if args.no_check:
+        print(f"not checked (--no-check): {', '.join(safe_text(p.name) for p in result.written.values())}")
+        return EXIT_OK
+    return _report_checks(list(result.checks.values()))
 
 
-def _report_check(check) -> int:
-    if check is None:
-        return EXIT_OK
-    name = safe_text(Path(check.path).name)
-    if check.status == "skipped":
-        print(f"not checked: {safe_text(check.message, 1000)}")
-        return EXIT_OK
-    if check.status == "inconclusive":
-        _err(f"warning: not checked: {check.message}")
-        return EXIT_OK
-    if check.status == "failed":
-        bad = [b for b in check.blobs if not b.passed]
-        worst = ", ".join(f"{safe_text(b.blob, 60)} ({safe_text(b.role, 100)}, relative error {b.relative:.3g}"
-                          + (f", {safe_text(b.note)}" if b.note else "") + ")" for b in bad)
-        _err(f"error: {safe_text(check.path)}: onnxruntime's output differs from the torch model's on {worst}; "
-             "please report this")
-        return EXIT_FAILED_PARITY
-    print(f"checked: onnxruntime runs {name} with the torch model's numbers on {check.compared} "
-          f"(max relative error {check.worst:.2g}); `ninport verify` compares with Caffe's own outputs")
-    if check.message:
-        print(f"note: {safe_text(check.message, 1000)}")
-    return EXIT_OK
+# How each format's check ran, for the `checked:` lines.
+CHECK_RUNNERS = {"onnx": "onnxruntime", "pt2": "torch.export.load", "py": "a Python without ninport"}
+
+
+def _report_checks(checks: list) -> int:
+    """One line per written file: `checked: ...`, `not checked: ...`, or an error (exit 3)."""
+    code = EXIT_OK
+    for check in checks:
+        name = safe_text(Path(check.path).name)
+        runner = CHECK_RUNNERS.get(check.format, check.format)
+        if check.status == "skipped":
+            print(f"not checked: {name}: {safe_text(check.message, 1000)}")
+        elif check.status == "inconclusive":
+            _err(f"warning: not checked: {name}: {safe_text(check.message, 1000)}")
+        elif check.status == "failed":
+            bad = [b for b in check.blobs if not b.passed]
+            worst = ", ".join(f"{safe_text(b.blob, 60)} ({safe_text(b.role, 100)}, relative error {b.relative:.3g}"
+                              + (f", {safe_text(b.note)}" if b.note else "") + ")" for b in bad)
+            what = (f"{runner}'s output differs from the torch model's on {worst}" if bad
+                    else safe_text(check.message, 1000))
+            _err(f"error: {safe_text(check.path)}: {what}; please report this")
+            code = EXIT_FAILED_PARITY
+        elif check.format == "safetensors":
+            print(f"checked: {name} holds {safe_text(check.message, 1000)}")
+        else:
+            print(f"checked: {runner} runs {name} with the torch model's numbers on {check.compared} "
+                  f"(max relative error {check.worst:.2g})")
+            if check.message:
+                print(f"note: {safe_text(check.message, 1000)}")
+    if any(c.status == "passed" for c in checks):
+        print("(`ninport verify` compares with Caffe's own outputs)")
+    return code
 
 
 # --- inspect ---------------------------------------------------------------------------------
@@ -294,7 +314,8 @@ def cmd_inspect(args) -> int:
                   f"{', '.join(safe_text(o, 80) for o in net.outputs)}")
     statistics = (f", plus {net.statistics:,} BatchNorm statistics (mean, variance, scale factor: stored in the "
                   "caffemodel, not parameters)") if net.statistics else ""
-    console.print(f"total: {len(net.layers)} layers, {net.parameters:,} parameters (learnable){statistics}; "
+    console.print(f"total: {counted(len(net.layers), 'layer')}, {counted(net.parameters, 'parameter')} "
+                  f"(learnable){statistics}; "
                   f"{net.macs_per_image / 1e9:.3f} GMAC per image, {net.macs / 1e9:.3f} GMAC per forward at "
                   f"batch {net.batch}")
     if net.size_fixed_by:
@@ -303,8 +324,8 @@ def cmd_inspect(args) -> int:
     else:
         console.print("input size: any size the layers allow (every size-dependent quantity is computed at run time)")
     if net.weights:
-        console.print(f"weights: {safe_text(net.weights.path)} fits the net: {net.weights.layers} layers, "
-                      f"{net.weights.values:,} values")
+        console.print(f"weights: {safe_text(net.weights.path)} fits the net: {counted(net.weights.layers, 'layer')}, "
+                      f"{counted(net.weights.values, 'value')}")
     return EXIT_OK
 
 
@@ -329,7 +350,7 @@ def cmd_verify(args) -> int:
             table.add_column(column)
         for row in comparison.rows:
             table.add_row(_text(row.name), _text(_shape(row.shape)), f"{row.max_abs:.3g}", f"{row.relative:.3g}",
-                          _text("PASS" if row.passed else f"FAIL {row.note}".strip()))
+                          _text(row.result))
         for name in comparison.missing_in_reference:
             table.add_row(_text(name), "", "", "", _text("FAIL not in the reference"))
         for name in comparison.missing_in_ninport:
@@ -502,21 +523,27 @@ SHAPE_HELP = ("override an input's shape: 1,3,227,227 for the first input, or NA
 
 
 def add_convert(sub) -> argparse.ArgumentParser:
-    p = _command(sub, "convert", "convert a Caffe net to ONNX (and optionally .pt2 / .safetensors)",
-                 "Write DIR/<stem>.onnx from PROTOTXT and its weights. Without --weights, <stem>.caffemodel beside\n"
-                 "the prototxt is used; with none found, the net gets seeded RANDOM weights and a warning. The ONNX\n"
-                 "file is then run in onnxruntime against the torch model: every output, and the logits before a\n"
-                 "final Softmax. Exit code 3 if they differ.")
+    p = _command(sub, "convert", "convert a Caffe net to ONNX (and optionally .pt2 / .py / .safetensors)",
+                 "Write DIR/<stem>.onnx (and the other --format files) from PROTOTXT and its weights. Without\n"
+                 "--weights, <stem>.caffemodel beside the prototxt is used; with none found, the net gets seeded\n"
+                 "RANDOM weights and a warning. Every file written is then checked against the torch model on a\n"
+                 "seeded input: the ONNX file in onnxruntime (every output, and the logits before a final\n"
+                 "Softmax), the .pt2 program loaded and run, the .py file run in a Python without ninport, the\n"
+                 ".safetensors tensors bit for bit. Exit code 3 if one differs. Height and width are symbolic in\n"
+                 "ONNX/.pt2 when the net runs at other sizes; otherwise the summary line says which layer fixes them.")
     p.add_argument("prototxt")
     p.add_argument("--weights", help="the .caffemodel (default: <stem>.caffemodel beside the prototxt)")
     p.add_argument("-o", "--output", default=".", help="output folder (default: current folder)")
     p.add_argument("--input-shape", action="append", type=input_shape, metavar="[NAME=]N,C,H,W", help=SHAPE_HELP)
     p.add_argument("--format", default=["onnx"], type=format_list, metavar="FORMATS",
                    help="comma-separated: onnx, pt2, safetensors, py (default: onnx)")
-    p.add_argument("--static", action="store_true", help="fix height and width at the input shape in ONNX/.pt2 "
-                   "(default: symbolic when the net runs at other sizes)")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--static", action="store_true", help="fix height and width at the input shape in ONNX/.pt2 "
+                      "(default: symbolic when the net runs at other sizes, fixed otherwise, saying why)")
+    size.add_argument("--dynamic", action="store_true", help="symbolic height and width in ONNX/.pt2, or an error "
+                      "naming the layer that fixes the net's input size")
     p.add_argument("--no-check", action="store_true",
-                   help="skip running the ONNX file in onnxruntime against the torch model")
+                   help="skip checking the written files against the torch model")
     p.set_defaults(func=cmd_convert)
     return p
 
@@ -553,7 +580,7 @@ def add_verify(sub) -> argparse.ArgumentParser:
 
 
 def add_predict(sub) -> argparse.ArgumentParser:
-    p = _command(sub, "predict", "classify images with a converted net, preprocessed as Caffe did",
+    p = _command(sub, "predict", "classify images or detect objects (SSD), preprocessed as Caffe did",
                  "Read each image as BGR 0-255 (OpenCV or Pillow; or an HxWxC .npy array), resize it (default: the\n"
                  "mean file's size, else the net's input size), then crop, subtract the mean and scale as Caffe's\n"
                  "DataTransformer. Unless given here, settings come from <stem>.preprocess.json beside the prototxt,\n"
@@ -571,7 +598,8 @@ def add_predict(sub) -> argparse.ArgumentParser:
     p.add_argument("--scale", type=finite_float, help="multiply after mean subtraction (transform_param.scale)")
     p.add_argument("--crop", type=positive_int,
                    help="center crop size (default: the preprocess file's, else the data layer's crop_size)")
-    p.add_argument("--resize", type=image_size, metavar="H,W", help="resize to H,W before cropping, e.g. 256,256")
+    p.add_argument("--resize", type=image_size, metavar="H,W",
+                   help="resize to H,W before cropping, e.g. 256,256 (one number: a square)")
     p.add_argument("--channel-order", choices=("BGR", "RGB"),
                    help="the channel order the net takes (default: the preprocess file's, else BGR as Caffe)")
     p.add_argument("--labels", help="class names, one per line (e.g. synset_words.txt; detectors: line N names "
@@ -650,7 +678,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = _Parser(
         prog="ninport",
-        description="Bring Caffe models (prototxt + caffemodel) to PyTorch and ONNX, without Caffe.",
+        description="Bring Caffe models (prototxt + caffemodel) to PyTorch and ONNX, without Caffe: ONNX, a\n"
+                    "torch.export .pt2, a standalone PyTorch .py file or a .safetensors state dict, each checked\n"
+                    "against the converted model; classify images or detect objects (SSD) with the converted net.",
         epilog="Examples:\n  " + "\n  ".join(EXAMPLES.values()),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"ninport {__version__}")

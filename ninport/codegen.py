@@ -696,7 +696,7 @@ def python_source(module: nn.Module, description: NetDescription | None = None) 
             forward_lines.append(f"        {targets} = {call}")
         else:
             forward_lines.append(f"        {targets} = {call}  # {label}")
-    class_name = _class_name(meta.name)  # never a keyword, soft keyword or builtin
+    class_name = _class_name(meta.title)  # never a keyword, soft keyword or builtin
     while class_name in emitter.helpers or class_name in _MODULE_NAMES:  # nor a name of the file: "f", "priorbox"
         class_name += "Net"
     outputs = [variables[b] for b in meta.outputs]
@@ -714,7 +714,8 @@ def python_source(module: nn.Module, description: NetDescription | None = None) 
         "mode; `model.train()` gives Caffe's TRAIN-phase behaviour (Dropout, BatchNorm statistics).\n"
         "Needs only torch.\n"
         '"""',
-        f"# Caffe net: {comment(meta.name)}\n# From: {comment(Path(meta.source).name)}"
+        f"# Caffe net: {comment(meta.title)}" + ("" if meta.name else " (the prototxt has no name: the file's stem)")
+        + f"\n# From: {comment(Path(meta.source).name)}"
         + (f" with weights {comment(Path(meta.weights).name)}" if meta.weights else " (random weights)")
         + f"\n# Inputs (reference shapes): {shapes}\n# Outputs: {output_names}",
         "from __future__ import annotations\n\nimport json\nimport math  # noqa: F401 - used by some helpers\n"

@@ -11,6 +11,7 @@ Nothing here imports torch.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Any
 
 from ninport.caffe.spec import Preprocess
@@ -64,6 +65,14 @@ class NetDescription:
     def split_copies(self) -> dict[str, str]:
         """Caffe's automatic split blobs: name -> the blob it copies."""
         return {name: source for name, source in self.caffe_blobs if name != source}
+    # (layer, reason) for the layers that fix the input size (`ninport.caffe.shapes.size_fixing_layers`);
+    # empty when the net runs at other sizes: what `inspect` says and what exports follow
+    size_fixed_by: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def title(self) -> str:
+        """The net's `name:`, or the prototxt's file stem when it has none: for class names and headers."""
+        return self.name or (PurePath(self.source).stem if self.source else "")
 
     def layer(self, name: str) -> LayerRecord:
         for record in self.layers:

@@ -61,6 +61,11 @@ def shape_text(shape: Iterable[int], limit: int = 8) -> str:
     return "[" + ", ".join(str(int(d)) for d in dims[:limit]) + f", ... ({len(dims):,} axes)]"
 
 
+def counted(n: int, noun: str) -> str:
+    """`1 blob`, `2 blobs`, `1,234 layers`: a count with its noun in the right number."""
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
+
+
 def safe_message(text: str) -> str:
     """A whole error message made safe: escaped, and cut in the middle past MAX_MESSAGE_CHARS."""
     value = escape_unsafe(str(text))

@@ -300,6 +300,32 @@ def check_output_dir(folder: str | os.PathLike) -> Path:
     return folder
 
 
+def check_output_dir_usable(folder: str | os.PathLike) -> Path:
+    """What `check_output_dir` would refuse, found without creating anything: `folder` is a writable
+    folder, or the nearest part of its path that exists is one (so that it can be created). Lets a
+    command refuse a bad `-o` before its long work starts."""
+    folder = Path(folder)
+    existing = folder
+    while True:
+        try:
+            mode = os.stat(existing).st_mode
+            break
+        except FileNotFoundError:
+            if existing == existing.parent:
+                raise ExportError(f"{folder}: cannot create output folder") from None
+            existing = existing.parent if str(existing.parent) else Path(".")
+        except OSError as exc:
+            raise ExportError(f"{folder}: cannot use as output folder: {exc.strerror}") from None
+    if not stat.S_ISDIR(mode):
+        if existing == folder:
+            raise ExportError(f"{folder}: output path exists and is {_kind(mode)}, not a folder")
+        raise ExportError(f"{folder}: cannot create output folder: {existing} is {_kind(mode)}, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ExportError(f"{folder}: output folder is not writable" if existing == folder else
+                          f"{folder}: cannot create output folder: {existing} is not writable")
+    return folder
+
+
 def check_output_target(target: Path) -> None:
     """Refuse a target that exists and could not simply be replaced by a file (a folder, FIFO, device)."""
     try:

@@ -21,12 +21,15 @@ Graph inputs and outputs carry the Caffe blob names (outputs in Caffe's order); 
 the symbolic dimension `batch` (or fixed with `dynamic_batch=False`). Height and width are the
 symbolic `height` and `width` when the net runs at other sizes than its reference one (the graph
 computes Caffe's geometry from the input's shape), fixed otherwise or with `dynamic_size=False`.
+Whether it does is the shape rules' answer, the one `inspect` prints (`input_size_for`).
 
 `metadata_props` (all values strings, JSON where structured):
   source, weights, weights_sha256, ninport_version, exporter, net_name, dialect (when the net was read
   in one, e.g. `hed`), input_names, input_layout, input_shapes (symbolic axes by name), output_names (Caffe's; and
   onnx_output_names when an output computed in place over an input had to be renamed `<blob>/output`),
-  input_size (`dynamic`: height and width symbolic; `static`: fixed), reference_input_shapes,
+  input_size (`dynamic`: height and width symbolic; `static`: fixed), input_size_reason (why fixed:
+  the layer that fixes the size, the caller's choice, or torch's refusal; or why forced symbolic),
+  reference_input_shapes,
   and, when the prototxt has a data layer with transform_param:
   channel_order (BGR), value_range (0-255), mean_values, mean_file, scale,
   and mean_file_channel_means (per-channel means, BGR) when the mean file exists (absolute, or
@@ -52,13 +55,16 @@ import logging
 import os
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
 from torch import fx
 
+from ninport.caffe.shapes import size_fixing_text
 from ninport.description import NetDescription, describe
 from ninport.errors import (
     ExportError,
@@ -70,6 +76,7 @@ from ninport.errors import (
 from ninport.fileio import write_atomic
 
 DEFAULT_OPSET = 18
+T = TypeVar("T")
 BATCH_DIM = "batch"
 _LAYOUTS = {1: "N", 2: "NC", 3: "NCW", 4: "NCHW", 5: "NCDHW"}
 _TORCH_SCOPE_KEY = "pkg.torch.onnx.name_scopes"
@@ -92,8 +99,8 @@ KEPT_REWRITE_RULES = (
 # Loggers whose chatter quiet_torch lowers to errors, and the packages whose own warnings it hides.
 _QUIET_LOGGERS = ("torch.onnx", "torch.export", "torch._export", "torch._dynamo", "torch.fx", "onnxscript",
                   "onnx_ir")
-# Loggers silenced altogether: the fake-tensor logger reports at ERROR level the exception that a size
-# probe on fake tensors (`runs_at_other_sizes`) or a symbolic-size export raises, which ninport catches.
+# Loggers silenced altogether: the fake-tensor logger reports at ERROR level the exception that a
+# symbolic-size export raises, which ninport catches (`trace_with_input_size`).
 _SILENT_LOGGERS = ("torch._subclasses.fake_tensor",)
 # (torch's pytree deprecations are attributed to copyreg / typing_extensions, which call back into torch.)
 _QUIET_WARNING_MODULES = r"(torch|onnx|onnxscript|onnx_ir|copyreg|typing_extensions)(\.|$)"
@@ -142,7 +149,8 @@ def _description(module: fx.GraphModule, description: NetDescription | None = No
 
 
 def build_metadata(module: fx.GraphModule, *, dynamic_batch: bool = True, dynamic_size: bool = False,
-                   extra: dict[str, str] | None = None, description: NetDescription | None = None) -> dict[str, str]:
+                   extra: dict[str, str] | None = None, description: NetDescription | None = None,
+                   size_reason: str = "") -> dict[str, str]:
     """The metadata_props ninport writes for `module` (see the module docstring)."""
     import ninport
 
@@ -171,6 +179,8 @@ def build_metadata(module: fx.GraphModule, *, dynamic_batch: bool = True, dynami
                                             size_names.get(k, {}).get(i, int(d))
                                             for i, d in enumerate(v)] for k, v in inputs.items()})
     props["input_size"] = "dynamic" if dynamic_size else "static"
+    if size_reason:
+        props["input_size_reason"] = size_reason
     props["reference_input_shapes"] = json.dumps({k: [int(d) for d in v] for k, v in inputs.items()})
     props["output_names"] = json.dumps(list(meta.outputs))
     if onnx_output_names(meta) != list(meta.outputs):
@@ -307,28 +317,69 @@ def onnx_output_names(meta: NetDescription) -> list[str]:
     return [f"{name}/output" if name in meta.inputs else name for name in meta.outputs]
 
 
-def runs_at_other_sizes(module: fx.GraphModule, description: NetDescription | None = None) -> bool:
-    """Whether the net runs at input sizes other than its reference size: tried (without computing,
-    on fake tensors) at 2H x 2W, as `ninport.caffe.shapes.size_fixing_layers` does. A net whose
-    InnerProduct follows spatial layers without SPP fixes its size: its layer modules refuse it."""
-    from torch._subclasses.fake_tensor import FakeTensorMode
+@dataclass(frozen=True)
+class InputSize:
+    """How an export treats the inputs' height and width: symbolic (`dynamic`) or fixed, and why fixed.
 
-    meta = _description(module, description)
-    spatial = _spatial_axes(meta)
-    if not any(spatial.values()):
-        return False
-    for grow in (lambda d: 2 * d,):
-        with FakeTensorMode(allow_non_fake_inputs=True) as mode:
-            inputs = [mode.from_tensor(torch.empty(0)).new_empty(
-                [grow(d) if a in spatial[name] else d for a, d in enumerate(shape)])
-                for name, shape in meta.inputs.items()]
-            try:
-                with evaluating(module), torch.no_grad(), quiet_torch():
-                    module(*inputs)
-                return True
-            except Exception:  # noqa: BLE001 - a ShapeError from a layer, or torch refusing the size
-                continue
-    return False
+    `spatial` is False when no input has a height and width that could vary (no 4-D input, or a
+    reference size of 1, which torch.export cannot keep symbolic): then only the batch can be dynamic."""
+
+    dynamic: bool
+    reason: str = ""      # why fixed: the layer that fixes the size, the caller's choice, or torch's refusal
+    spatial: bool = True
+
+    def describe(self) -> str:
+        """`batch, height and width dynamic` / `batch dynamic; height and width fixed: <why>` (for a
+        dynamic batch; summary lines)."""
+        if self.dynamic:
+            return "batch, height and width dynamic" + (f" ({self.reason})" if self.reason else "")
+        if not self.spatial:
+            return "batch dynamic"
+        return f"batch dynamic; height and width fixed: {self.reason}" if self.reason else \
+            "batch dynamic; height and width fixed"
+
+
+class SymbolicSizeError(ExportError):
+    """torch could not export height and width as symbols for a net whose layers run at other sizes."""
+
+
+def input_size_for(description: NetDescription, dynamic_size: bool | None = None) -> InputSize:
+    """What an export does with height and width: symbolic when the net runs at other sizes (None),
+    fixed with False, symbolic with True even where a layer fixes the size (forced: the file then
+    takes the sizes that layer allows, e.g. AlexNet's fc6 227 to 230; `reason` names the layer).
+    One answer for `inspect` and every export: the shape rules' `size_fixed_by` in the net description."""
+    if not any(_spatial_axes(description).values()):
+        return InputSize(False, "the inputs have no height and width to vary", spatial=False)
+    if dynamic_size is False:
+        return InputSize(False, "as asked (dynamic_size=False, `ninport convert --static`)")
+    if description.size_fixed_by:
+        fixing = size_fixing_text(description.size_fixed_by)
+        if dynamic_size:
+            return InputSize(True, f"forced, although the net runs only at its input size ({fixing})")
+        return InputSize(False, f"the net runs only at its input size ({fixing})")
+    return InputSize(True)
+
+
+def trace_with_input_size(trace: Callable[[bool], T], size: InputSize, asked: bool | None,
+                          target: str) -> tuple[T, InputSize]:
+    """`trace(dynamic)` as `size` says. When torch cannot keep height and width symbolic: SymbolicSizeError
+    if they were asked for (`asked` True), else fixed sizes with a NinportWarning saying why (never silent)."""
+    if not size.dynamic:
+        return trace(False), size
+    try:
+        return trace(True), size
+    except Exception as exc:  # noqa: BLE001 - torch's exporters raise many types
+        root = exc
+        while root.__cause__ is not None:  # torch.onnx wraps torch.export's error: the cause says why
+            root = root.__cause__
+        why = f"torch could not keep them symbolic ({strip_ansi(one_line(root))})"
+        if asked:
+            raise SymbolicSizeError(f"height and width cannot be dynamic: {why}") from exc
+        fixed = InputSize(False, why)
+    result = trace(False)  # a failure here is the real error (a fixed batch, a bug): no warning before it
+    warnings.warn(safe_message(f"{target}: height and width fixed at the reference size: {fixed.reason}"),
+                  NinportWarning, stacklevel=3)
+    return result, fixed
 
 
 def _rename_size_dims(model, meta: NetDescription, dynamic_batch: bool) -> bool:
@@ -485,8 +536,10 @@ def to_onnx_model(module: fx.GraphModule, *, opset: int = DEFAULT_OPSET, dynamic
                   description: NetDescription | None = None):
     """The checked onnx.ModelProto for `module` (what `export_onnx` writes).
 
-    `dynamic_size`: True gives symbolic height and width (ExportError when the net fixes its size),
-    False fixed ones, None (default) symbolic when the net runs at other sizes (`runs_at_other_sizes`).
+    `dynamic_size`: True gives symbolic height and width (forced even where a layer fixes the size: the
+    file takes what that layer allows), False fixed ones, None (default) symbolic when the net runs at
+    other sizes (`input_size_for`); should torch fail to keep them symbolic there, they are fixed and a
+    NinportWarning says why.
     """
     import onnx
 
@@ -495,10 +548,7 @@ def to_onnx_model(module: fx.GraphModule, *, opset: int = DEFAULT_OPSET, dynamic
 
     memory.require(memory.export_bytes(module, meta), f"{meta.source}: exporting to ONNX {memory.at_input(meta)}",
                    "export at a smaller input shape")
-    asked = dynamic_size
-    if dynamic_size is None:
-        dynamic_size = runs_at_other_sizes(module, meta)
-    dynamic_size = bool(dynamic_size) and any(_spatial_axes(meta).values())
+    size = input_size_for(meta, dynamic_size)
     input_names = list(meta.inputs)
     output_names = onnx_output_names(meta)
     if len(set(output_names)) != len(output_names):
@@ -525,17 +575,10 @@ def to_onnx_model(module: fx.GraphModule, *, opset: int = DEFAULT_OPSET, dynamic
             _rename_nodes(program.model.graph, layer_names, op_layers)
             model = program.model_proto
         if dynamic and not _rename_size_dims(model, meta, dynamic_batch):
-            raise ExportError("the net fixes its input size (torch specialized height or width); "
-                              "export with dynamic_size=False (`ninport convert --static`)")
+            raise ExportError("torch specialized height or width to the example's size")
         return model
 
-    try:
-        model = trace(dynamic_size)
-    except Exception:
-        if not (dynamic_size and asked is None):
-            raise
-        dynamic_size = False  # the probe found other sizes, torch could not keep them symbolic: fixed sizes
-        model = trace(False)
+    model, size = trace_with_input_size(trace, size, dynamic_size, "ONNX export")
     if [i.name for i in model.graph.input] != input_names:
         raise ExportError(f"graph inputs came out as {[i.name for i in model.graph.input]}, expected {input_names}")
     if [o.name for o in model.graph.output] != output_names:
@@ -544,11 +587,11 @@ def to_onnx_model(module: fx.GraphModule, *, opset: int = DEFAULT_OPSET, dynamic
     model.producer_name = "ninport"
     import ninport
     model.producer_version = ninport.__version__
-    if meta.name:
-        model.graph.name = str(meta.name)
+    if meta.title:
+        model.graph.name = str(meta.title)
     del model.metadata_props[:]
-    props = build_metadata(module, dynamic_batch=dynamic_batch, dynamic_size=dynamic_size, extra=metadata,
-                           description=meta)
+    props = build_metadata(module, dynamic_batch=dynamic_batch, dynamic_size=size.dynamic, extra=metadata,
+                           description=meta, size_reason=size.reason if size.spatial else "")
     for key, value in props.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
@@ -581,7 +624,7 @@ def onnx_model_for_file(module: fx.GraphModule, path: str | os.PathLike, **optio
     try:
         return to_onnx_model(module, **options)
     except ExportError as exc:
-        raise ExportError(f"{path}: ONNX export failed: {exc}") from None
+        raise type(exc)(f"{path}: ONNX export failed: {exc}") from None
     except NinportError:
         raise
     except Exception as exc:  # a failure inside torch/onnx: see the module docstring

@@ -2,12 +2,17 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 DEFAULT_TOLERANCE = 1e-5
+# A value beyond this (about 1.8e19) squared overflows float32: an area, a variance or a dot product of such
+# values is inf. Two runtimes that disagree on values this large (or on NaN/inf) have overflowed, e.g. on
+# random weights; their difference proves nothing about the conversion either way.
+OVERFLOW_MAGNITUDE = float(np.sqrt(np.finfo(np.float32).max))
 
 
 @dataclass
@@ -18,6 +23,13 @@ class BlobComparison:
     relative: float
     passed: bool
     note: str = ""
+    inconclusive: bool = False  # not passed, but only because the values overflowed: neither PASS nor FAIL
+
+    @property
+    def result(self) -> str:
+        """PASS, FAIL or INCONCLUSIVE (with the note, if any)."""
+        word = "PASS" if self.passed else "INCONCLUSIVE" if self.inconclusive else "FAIL"
+        return f"{word} {self.note}".strip()
 
 
 @dataclass
@@ -40,7 +52,8 @@ COMPARE_CHUNK = 1 << 20  # elements compared at a time: float64 temporaries of a
 
 
 def relative_error(actual: np.ndarray, expected: np.ndarray) -> tuple[float, float]:
-    """(max |a-b|, max |a-b| / max |b|); NaNs in the same places count as equal.
+    """(max |a-b|, max |a-b| / max |b| over b's finite values); NaNs in the same places and equal infinities
+    count as equal; any other NaN or inf difference makes both NaN.
 
     Computed in float64 a chunk at a time, so comparing a 1 GB blob costs a few MB more, not the ten
     float64 copies a whole-array expression makes."""
@@ -52,20 +65,42 @@ def relative_error(actual: np.ndarray, expected: np.ndarray) -> tuple[float, flo
     for start in range(0, a.size, COMPARE_CHUNK):
         x = a[start:start + COMPARE_CHUNK].astype(np.float64)
         y = b[start:start + COMPARE_CHUNK].astype(np.float64)
-        both_nan = np.isnan(x) & np.isnan(y)
-        diff = np.abs(x - y)
-        diff[both_nan] = 0.0
-        if np.isnan(diff).any():
+        same = (np.isnan(x) & np.isnan(y)) | (np.isinf(x) & (x == y))
+        with np.errstate(invalid="ignore"):
+            diff = np.where(same, 0.0, np.abs(x - y))
+        if np.isnan(diff).any() or np.isinf(diff).any():
             return float("nan"), float("nan")
-        y[both_nan] = 0.0
         max_abs = max(max_abs, float(diff.max()))
-        scale = max(scale, float(np.abs(y).max()))
+        finite = np.abs(y[np.isfinite(y)])
+        if finite.size:
+            scale = max(scale, float(finite.max()))
     return max_abs, (max_abs / scale if scale else max_abs)
 
 
+def overflow_note(actual: np.ndarray, expected: np.ndarray) -> str:
+    """Why two arrays count as overflowed ('' when they do not): NaN/inf on either side, or a magnitude
+    beyond OVERFLOW_MAGNITUDE."""
+    notes = []
+    for side, values in (("ours", actual), ("theirs", expected)):
+        values = np.asarray(values, dtype=np.float64)
+        if not np.isfinite(values).all():
+            notes.append(f"NaN/inf in {side}")
+        elif values.size and float(np.abs(values).max()) > OVERFLOW_MAGNITUDE:
+            notes.append(f"values up to {float(np.abs(values).max()):.3g} in {side}")
+    if not notes:
+        return ""
+    return f"overflow ({', '.join(notes)}): proves nothing either way"
+
+
 def compare_blobs(actual: dict[str, np.ndarray], reference: dict[str, np.ndarray], order: list[str],
-                  reference_name: str, tolerance: float = DEFAULT_TOLERANCE) -> ParityReport:
-    """Compare every blob named in `order` that both sides have; shape mismatches fail."""
+                  reference_name: str, tolerance: float = DEFAULT_TOLERANCE, *,
+                  overflowed: Mapping[str, str] | None = None) -> ParityReport:
+    """Compare every blob named in `order` that both sides have; shape mismatches fail.
+
+    With `overflowed` (two runtimes compared, not Caffe's own numbers: blob -> where the torch module
+    overflowed on the way to it, see `ninport.selfcheck.forward_values`), a blob that does not match and
+    was computed from an overflow, or holds overflowed values (`overflow_note`), is inconclusive rather
+    than a failure."""
     report = ParityReport(reference=reference_name, tolerance=tolerance)
     for name in order:
         if name not in reference or name not in actual:
@@ -76,7 +111,12 @@ def compare_blobs(actual: dict[str, np.ndarray], reference: dict[str, np.ndarray
                                               f"shape {list(a.shape)} vs reference {list(b.shape)}"))
             continue
         max_abs, rel = relative_error(a, b)
-        report.rows.append(BlobComparison(name, tuple(a.shape), max_abs, rel, bool(rel <= tolerance)))
+        passed = bool(rel <= tolerance)
+        note = ""
+        if not passed and overflowed is not None:
+            note = (f"overflow in {overflowed[name]}: proves nothing either way" if name in overflowed
+                    else overflow_note(a, b))
+        report.rows.append(BlobComparison(name, tuple(a.shape), max_abs, rel, passed, note, bool(note)))
     return report
 
 

@@ -7,6 +7,11 @@
 - OpenCV 4.x's independent Caffe importer computes the net's outputs, except where it is known to
   compute something other than Caffe (then it is skipped, with the reason).
 - onnxruntime runs the exported ONNX file on the same inputs.
+
+A runtime comparison (OpenCV, onnxruntime) of a blob that overflowed (NaN/inf, or values whose square
+exceeds float32's range: random weights through an Exp, e.g. an SSD's box decoding) is INCONCLUSIVE, not a
+failure: two runtimes that both overflowed prove nothing either way. Caffe's own numbers are compared as
+they are.
 """
 from __future__ import annotations
 
@@ -18,8 +23,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ninport.api import InputShape, PathLike, check_int, check_path
-from ninport.errors import NinportError, safe_text
+from ninport.api import InputShape, PathLike, check_int, check_net_files, check_path
+from ninport.errors import NinportError, counted, safe_text
 from ninport.parity import BlobComparison, GoldenFolder, compare_blobs
 
 DEFAULT_TOLERANCE = 1e-5
@@ -41,18 +46,31 @@ class Comparison:
 
     @property
     def passed(self) -> bool:
-        return bool(self.rows) and all(r.passed for r in self.rows) and not self.uncompared
+        """No blob failed (an inconclusive one, which overflowed, is not a failure) and none is uncompared."""
+        return bool(self.rows) and all(r.passed or r.inconclusive for r in self.rows) and not self.uncompared
+
+    @property
+    def inconclusive(self) -> tuple[BlobComparison, ...]:
+        """The blobs whose comparison proves nothing: they overflowed on one side or both."""
+        return tuple(r for r in self.rows if r.inconclusive)
 
     @property
     def first_divergence(self) -> BlobComparison | None:
         """The first blob, in net order, out of tolerance: where to start looking."""
-        return next((r for r in self.rows if not r.passed), None)
+        return next((r for r in self.rows if not r.passed and not r.inconclusive), None)
 
     def verdict(self) -> str:
         """One line: `12 blobs compared, 0 uncompared: PASS` or what failed."""
-        head = f"{len(self.rows)} blobs compared"
+        head = f"{counted(len(self.rows), 'blob')} compared"
         if self.uncompared:
-            head += f", {len(self.uncompared)} uncompared"
+            head += f", {len(self.uncompared):,} uncompared"
+        if self.passed and self.inconclusive:
+            shown = _names(tuple(r.name for r in self.inconclusive))
+            agreed = len(self.rows) - len(self.inconclusive)
+            return (f"{head}: INCONCLUSIVE: {shown} overflowed (inf/NaN in the net, or values near float32's "
+                    f"limit), which proves nothing either way"
+                    + (f"; the other {counted(agreed, 'blob')} PASS" if agreed else "")
+                    + "; try real weights and inputs")
         if self.passed:
             return f"{head}: PASS"
         reasons = []
@@ -95,13 +113,14 @@ def _names(names: tuple[str, ...], limit: int = 5) -> str:
 
 def compare_all(actual: dict[str, np.ndarray], reference: dict[str, np.ndarray], order: list[str],
                 reference_name: str, tolerance: float, reference_names: list[str] | None = None,
-                optional: frozenset[str] = frozenset()) -> Comparison:
+                optional: frozenset[str] = frozenset(), *, overflowed: dict[str, str] | None = None) -> Comparison:
     """Every blob of both sides: compared where both have it, listed where only one has it, except the
     `optional` ones (Caffe's split copies) that the reference leaves out.
 
     `reference_names`: every blob the reference holds, when `reference` holds only those ninport also
-    computes (a golden blobs.npz is read that way: the rest is listed, never inflated)."""
-    report = compare_blobs(actual, reference, order, reference_name, tolerance)
+    computes (a golden blobs.npz is read that way: the rest is listed, never inflated).
+    `overflowed`: see `ninport.parity.compare_blobs` (for runtimes, not Caffe's own numbers)."""
+    report = compare_blobs(actual, reference, order, reference_name, tolerance, overflowed=overflowed)
     held = list(reference) if reference_names is None else reference_names
     ours_only = tuple(name for name in order if name in actual and name not in held and name not in optional)
     theirs_only = tuple(name for name in held if name not in actual)
@@ -168,11 +187,6 @@ def verify(target: PathLike, weights: PathLike | None = None, golden: PathLike |
     NinportError for bad arguments or files; a mismatch is a report that does not pass. `dialect`: see
     `ninport.load`; OpenCV, which knows no dialect, is then skipped.
     """
-    import torch
-
-    import ninport
-    from ninport.selfcheck import reference_inputs
-
     target = check_path(target, "target")
     weights = check_path(weights, "weights", optional=True)
     golden_path = check_path(golden, "golden", optional=True)
@@ -188,6 +202,11 @@ def verify(target: PathLike, weights: PathLike | None = None, golden: PathLike |
         prototxt = target
         if golden_path is not None:
             folder = GoldenFolder.open(golden_path)
+    check_net_files(prototxt, weights, input_shape, dialect)  # before torch loads: a typo fails in milliseconds
+
+    import ninport
+    from ninport.selfcheck import forward_values, reference_inputs
+
     say(f"loading {prototxt}")
     module = ninport.load(prototxt, weights, input_shape=input_shape, dialect=dialect)
     meta = ninport.describe(module)
@@ -201,9 +220,15 @@ def verify(target: PathLike, weights: PathLike | None = None, golden: PathLike |
     else:
         inputs = reference_inputs(module, seed, meta)
         inputs_source = f"seeded random inputs (seed {seed})"
-    tensors = [torch.from_numpy(np.ascontiguousarray(inputs[name], dtype=np.float32)) for name in meta.inputs]
     say("running the converted model")
-    blobs = {k: v.detach().numpy() for k, v in ninport.forward_blobs(module, *tensors).items()}
+    inputs = {name: np.ascontiguousarray(inputs[name], dtype=np.float32) for name in meta.inputs}
+    values, overflowed_nodes = forward_values(module, inputs, meta, {r.node for r in meta.blobs.values()})
+    computed = {blob: values[record.node] for blob, record in meta.blobs.items() if record.node in values}
+    # as pycaffe's net.blobs: Caffe's order, with its automatic split copies (see ninport.forward_blobs)
+    blobs = {name: computed[source] for name, source in meta.caffe_blobs if source in computed}
+    blobs.update((blob, value) for blob, value in computed.items() if blob not in blobs)
+    overflowed = {blob: overflowed_nodes[record.node] for blob, record in meta.blobs.items()
+                  if record.node in overflowed_nodes}
     outputs = list(meta.outputs)
     comparisons: list[Comparison] = []
     skipped: list[Skipped] = []
@@ -228,7 +253,7 @@ def verify(target: PathLike, weights: PathLike | None = None, golden: PathLike |
                 skipped.append(Skipped("OpenCV", why))
             else:
                 comparisons.append(compare_all({k: blobs[k] for k in outputs}, values, outputs, "OpenCV 4.x dnn",
-                                               tolerance))
+                                               tolerance, overflowed=overflowed))
     if onnx:
         try:
             import onnxruntime  # noqa: F401
@@ -243,6 +268,6 @@ def verify(target: PathLike, weights: PathLike | None = None, golden: PathLike |
                 path = export_onnx(module, Path(tmp) / "model.onnx")
                 values = verify_onnx(path, inputs)
             comparisons.append(compare_all({k: blobs[k] for k in outputs}, dict(zip(outputs, values)), outputs,
-                                           "onnxruntime (exported ONNX)", tolerance))
+                                           "onnxruntime (exported ONNX)", tolerance, overflowed=overflowed))
     return VerifyReport(str(prototxt), str(weights) if weights else None, inputs_source, tuple(comparisons),
                         tuple(skipped))

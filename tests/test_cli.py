@@ -161,7 +161,7 @@ def test_convert_reports_and_checks_the_onnx_file(tmp_path):
     result = run_cli("convert", str(case / "net.prototxt"), "--weights", str(case / "weights.caffemodel"),
                      "-o", str(tmp_path))
     assert result.returncode == 0, result.stderr
-    assert "inputs data [1, 8, 12, 12] (batch dynamic), outputs prob" in result.stdout
+    assert "inputs data [1, 8, 12, 12] (batch, height and width dynamic), outputs prob" in result.stdout
     assert f"wrote {tmp_path / 'net.onnx'}" in result.stdout
     # the self-check says what it compared: the output and the logits the final Softmax reads
     assert ("checked: onnxruntime runs net.onnx with the torch model's numbers on prob (output), "
@@ -197,6 +197,7 @@ def test_convert_without_weights_says_random(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "weights: RANDOM" in result.stdout and "RANDOM weights" in result.stderr
     assert "checked:" not in result.stdout and (tmp_path / "deploy.onnx").is_file()
+    assert "not checked (--no-check): deploy.onnx" in result.stdout  # says so, rather than nothing
 
 
 def test_verify_without_golden_uses_opencv_and_onnxruntime():
@@ -204,8 +205,8 @@ def test_verify_without_golden_uses_opencv_and_onnxruntime():
     result = run_cli("verify", str(case / "net.prototxt"), "--weights", str(case / "weights.caffemodel"))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "seeded random inputs" in result.stdout
-    assert "OpenCV 4.x dnn: 1 blobs compared: PASS" in result.stdout
-    assert "onnxruntime (exported ONNX): 1 blobs compared: PASS" in result.stdout
+    assert "OpenCV 4.x dnn: 1 blob compared: PASS" in result.stdout
+    assert "onnxruntime (exported ONNX): 1 blob compared: PASS" in result.stdout
 
 
 def test_verify_skips_opencv_where_it_is_known_to_differ():
@@ -239,7 +240,7 @@ def test_verify_without_weights_does_not_compare_opencv_on_different_weights():
     result = run_cli("verify", str(VENDORED_GOLDEN / "conv_group2" / "net.prototxt"))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "skipped OpenCV: no caffemodel given" in result.stdout
-    assert "onnxruntime (exported ONNX): 1 blobs compared: PASS" in result.stdout
+    assert "onnxruntime (exported ONNX): 1 blob compared: PASS" in result.stdout
     assert "RANDOM weights" in result.stderr
 
 
@@ -278,3 +279,89 @@ def test_warnings_are_one_line_each_and_escaped(tmp_path):
     assert result.returncode == 0, result.stderr
     [warning] = messages(result.stderr)
     assert warning.startswith("ninport: warning: ") and "we\\x1bird" in warning and "\x1b" not in result.stderr
+
+
+def test_every_written_file_is_checked_and_named(tmp_path):
+    """`--format py` alone writes net.py and the net.safetensors it loads: both are checked, each named."""
+    case = VENDORED_GOLDEN / "conv_group2"
+    args = [str(case / "net.prototxt"), "--weights", str(case / "weights.caffemodel")]
+    alone = run_cli("convert", *args, "--format", "py", "-o", str(tmp_path / "py"))
+    assert alone.returncode == 0, alone.stderr
+    checked = [line for line in alone.stdout.splitlines() if line.startswith("checked: ")]
+    assert len(checked) == 2 and "a Python without ninport runs net.py" in checked[0], alone.stdout
+    assert checked[1].startswith("checked: net.safetensors holds 2 tensors of the module's state dict, bit for bit")
+    every = run_cli("convert", *args, "--format", "onnx,pt2,safetensors,py", "-o", str(tmp_path / "all"), "-q")
+    assert every.returncode == 0, every.stderr
+    runners = [line.split(" runs ")[0] for line in every.stdout.splitlines() if " runs net." in line]
+    assert runners == ["checked: onnxruntime", "checked: torch.export.load", "checked: a Python without ninport"]
+    assert "checked: net.safetensors holds" in every.stdout
+
+
+def test_convert_says_why_height_and_width_are_fixed(tmp_path):
+    """InnerProduct after spatial layers fixes the size: the summary says so and names the layer; --dynamic
+    is refused naming it; --static says it was asked for."""
+    case = VENDORED_GOLDEN / "innerproduct_softmax"
+    args = [str(case / "net.prototxt"), "--weights", str(case / "weights.caffemodel"), "-o", str(tmp_path), "-q",
+            "--no-check"]
+    fixed = run_cli("convert", *args)
+    assert fixed.returncode == 0, fixed.stderr
+    assert "(batch dynamic; height and width fixed: the net runs only at its input size (layer 'fc': " in fixed.stdout
+    _assert_one_line_error(run_cli("convert", *args, "--dynamic"), "height and width cannot be dynamic", "'fc'")
+    static = run_cli("convert", str(VENDORED_GOLDEN / "conv_group2" / "net.prototxt"), "-o", str(tmp_path / "s"),
+                     "-q", "--no-check", "--static")
+    assert "(batch dynamic; height and width fixed: as asked (dynamic_size=False" in static.stdout, static.stdout
+    both = run_cli("convert", *args, "--static", "--dynamic")
+    assert both.returncode == 1 and "not allowed with" in both.stderr
+
+
+# Runs `ninport ARGS...` and says on stderr whether torch was imported on the way.
+NO_TORCH_PROBE = ("import sys\nfrom ninport.cli import main\ntry:\n    code = main(sys.argv[1:])\nfinally:\n"
+                  "    print('torch imported:', 'torch' in sys.modules, file=sys.stderr)\nsys.exit(code)\n")
+
+
+def run_cli_watching_torch(*args: str) -> tuple[subprocess.CompletedProcess, bool]:
+    env = dict(os.environ, PYTHONPATH=str(REPO), COLUMNS="200")
+    result = subprocess.run([sys.executable, "-c", NO_TORCH_PROBE, *args], cwd=REPO, env=env, capture_output=True,
+                            text=True, timeout=120)
+    lines = result.stderr.strip().splitlines()
+    assert lines and lines[-1].startswith("torch imported: "), result.stderr
+    result.stderr = "\n".join(lines[:-1])
+    return result, lines[-1] == "torch imported: True"
+
+
+def test_bad_arguments_and_files_fail_before_torch_loads(tmp_path):
+    """Importing torch takes seconds: everything checkable is checked first, so a typo answers at once."""
+    good = str(VENDORED_GOLDEN / "conv_group2" / "net.prototxt")
+    broken = tmp_path / "broken.prototxt"
+    broken.write_text('name: "x"\nlayer { name: "a" type: "ReLU" bottom: "nothing" top: "a" }\n')
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    cases = [
+        (["convert", str(tmp_path / "nosuch.prototxt")], "no such file"),
+        (["convert", good, "--format", "tflite"], "tflite"),
+        (["convert", str(tmp_path)], "is a directory"),
+        (["convert", good, "--weights", str(tmp_path / "nosuch.caffemodel")], "nosuch.caffemodel"),
+        (["convert", good, "-o", str(a_file)], "not a folder"),
+        (["convert", good, "-o", str(a_file / "sub")], str(a_file / "sub")),
+        (["convert", str(broken)], "no input"),
+        (["convert", good, "--input-shape", "1,3,x"], "--input-shape"),
+        (["convert", str(VENDORED_GOLDEN / "innerproduct_softmax" / "net.prototxt"), "--dynamic"], "layer 'fc': "),
+        (["verify", str(tmp_path / "nosuch.prototxt")], "no such file"),
+        (["verify", good, "--weights", str(tmp_path / "nosuch.caffemodel")], "nosuch.caffemodel"),
+        (["predict", str(tmp_path / "nosuch.prototxt"), "x.jpg"], "no such file"),
+    ]
+    for args, needle in cases:
+        result, torch_imported = run_cli_watching_torch(*args)
+        _assert_one_line_error(result, needle)
+        assert not torch_imported, args
+    assert not (a_file.parent / "o").exists()
+
+
+def test_help_and_counts_read_right(tmp_path):
+    top = run_cli("--help").stdout
+    assert "standalone PyTorch .py" in top and "detect objects" in top and "--resize 256,256" in top
+    assert "--resize 256 " not in run_cli("predict", "--help").stdout
+    net = tmp_path / "one.prototxt"
+    net.write_text('input: "data"\ninput_shape { dim: 1 dim: 2 }\nlayer { name: "r" type: "ReLU" bottom: "data" '
+                   'top: "r" }\n')
+    assert "total: 1 layer, 0 parameters" in run_cli("inspect", str(net)).stdout

@@ -434,3 +434,19 @@ def test_convert_format_py_writes_the_file_and_its_weights(tmp_path):
     with torch.no_grad():
         out = model(torch.from_numpy(case.inputs()["data"]))
     assert relative_error(out.numpy(), case.blobs()[case.info["outputs"][0]]) <= TOLERANCE
+
+
+def test_a_net_without_a_name_is_named_after_its_file(tmp_path):
+    """No `name:` in the prototxt: the class, the header comment, the fx class and the ONNX graph take the
+    file's stem rather than a blank (`class Caffe`, `# Caffe net: `)."""
+    prototxt = tmp_path / "face_detector.prototxt"
+    prototxt.write_text('input: "data"\ninput_shape { dim: 1 dim: 2 dim: 3 dim: 3 }\n'
+                        'layer { name: "r" type: "ReLU" bottom: "data" top: "r" }\n')
+    module = ninport.load(prototxt)
+    source = python_source(module)
+    assert "class FaceDetector(nn.Module)" in source
+    assert "# Caffe net: face_detector (the prototxt has no name: the file's stem)" in source
+    assert type(module).__name__ == "FaceDetector" and ninport.describe(module).name == ""
+    import onnx
+
+    assert onnx.load(str(ninport.export_onnx(module, tmp_path / "f.onnx"))).graph.name == "face_detector"

@@ -15,7 +15,7 @@ import ninport
 from ninport.artifacts import verify_onnx
 from ninport.errors import ExportError
 from ninport.onnx import DEFAULT_OPSET, ExporterFailure, export_onnx
-from tests.conftest import load_golden, relative_error
+from tests.conftest import REPO, load_golden, relative_error
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
@@ -356,3 +356,53 @@ def test_a_net_declared_1x1_exports_symbolic_sizes(tmp_path):
     x = np.random.default_rng(0).normal(size=(2, 3, 20, 13)).astype(np.float32)
     (output,) = verify_onnx(path, {"image": x})
     assert relative_error(output, module(torch.from_numpy(x)).detach().numpy()) <= TOLERANCE
+
+
+def _with_outputs(path, layers: list[str]) -> bytes:
+    """The ONNX model at `path` with the values the nodes of `layers` compute last added as outputs."""
+    model = onnx.load(str(path))
+    for layer in layers:
+        group = [n for n in model.graph.node if n.name == layer or n.name.startswith(layer + "/")]
+        model.graph.output.append(onnx.ValueInfoProto(name=group[-1].output[0]))
+    return model.SerializeToString()
+
+
+SSD_HEADS = ["mbox_loc", "mbox_conf", "mbox_priorbox"]  # the logits: softmax of float noise is noisier
+
+
+@pytest.mark.parametrize("net", ["opencv_face_detector", "mobilenet_ssd"])
+def test_ssd_onnx_runs_at_other_sizes(net, tmp_path):
+    """An SSD runs at any size (PriorBox and DetectionOutput compute from the input's shape), so its ONNX file
+    has symbolic height and width, as `inspect` says, and matches the torch module at a size other than 300:
+    the detection rows and the loc, conf (logits) and prior blobs that feed them."""
+    import onnxruntime as ort
+
+    from ninport.onnx import input_size_for
+
+    prototxt = REPO / "reference_models" / net / "deploy.prototxt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # seeded random weights
+        if net == "opencv_face_detector":  # through convert_files, as `ninport convert` runs it
+            result = ninport.convert_files(prototxt, out_dir=tmp_path)
+            module, path = ninport.load(prototxt), result.written["onnx"]
+            assert result.input_size.dynamic and result.check.passed, result
+        else:
+            module = ninport.load(prototxt)
+            path = export_onnx(module, tmp_path / f"{net}.onnx")
+    meta = ninport.describe(module)
+    assert meta.size_fixed_by == () == ninport.summary(prototxt).size_fixed_by and input_size_for(meta).dynamic
+    model = onnx.load(str(path))
+    dims = [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", 3, "height", "width"]
+    assert {p.key: p.value for p in model.metadata_props}["input_size"] == "dynamic"
+    session = ort.InferenceSession(_with_outputs(path, SSD_HEADS), providers=["CPUExecutionProvider"])
+    for hw in [(240, 320), (180, 180)]:
+        x = np.random.default_rng(1).uniform(-128, 128, (1, 3, *hw)).astype(np.float32)
+        got = session.run(None, {"data": x})
+        blobs = ninport.forward_blobs(module, torch.from_numpy(x))
+        for name, value in zip(["detection_out", *SSD_HEADS], got):
+            expected = blobs[name].numpy()
+            assert value.shape == expected.shape, (hw, name)
+            assert relative_error(value, expected) <= 1e-4, (hw, name)
+        assert blobs["mbox_priorbox"].shape[2] != ninport.forward_blobs(
+            module, torch.zeros(1, 3, 300, 300))["mbox_priorbox"].shape[2]  # really another size

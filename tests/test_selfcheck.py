@@ -137,7 +137,7 @@ def test_overflowing_net_is_reported_as_inconclusive(tmp_path, monkeypatch):
     monkeypatch.setattr(selfcheck, "_onnx_values", shifted)
     check = ninport.check_onnx(module, onnx_path)
     assert check.status == "inconclusive" and "NaN/inf" in check.message and "please report" not in check.message
-    result = cli._report_check(check)
+    result = cli._report_checks([check])
     assert result == cli.EXIT_OK
 
 
@@ -178,3 +178,114 @@ def test_onnxruntime_missing_is_skipped_not_failed(tmp_path, monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_onnxruntime)
     check = ninport.check_onnx(module, path)
     assert check.status == "skipped" and "onnxruntime is not installed" in check.message
+
+
+OVERFLOW_NET = ('layer { name: "big" type: "Power" bottom: "data" top: "big" power_param { scale: 10 } }\n'
+                'layer { name: "e" type: "Exp" bottom: "big" top: "e" }\n'
+                'layer { name: "sum" type: "Reduction" bottom: "e" top: "sum" }\n'
+                'layer { name: "side" type: "ReLU" bottom: "data" top: "side" }\n')
+
+
+def test_forward_values_names_the_layer_where_the_net_overflowed(tmp_path):
+    """Exp of 10x the seeded input (up to 1280) gives inf: the Exp layer is named, the Reduction that reads it
+    inherits the overflow, the branch that does not is clean."""
+    from ninport.selfcheck import forward_values
+
+    module = _load(_net(tmp_path, OVERFLOW_NET))
+    meta = ninport.describe(module)
+    values, overflowed = forward_values(module, reference_inputs(module), meta)
+    nodes = {blob: meta.blobs[blob].node for blob in ("big", "e", "sum", "side")}
+    assert nodes["big"] not in overflowed and nodes["side"] not in overflowed
+    assert overflowed[nodes["e"]] == "layer 'e' (exp turned finite values into inf/NaN)"
+    assert overflowed[nodes["sum"]] == overflowed[nodes["e"]] and np.isinf(values[nodes["sum"]]).all()
+
+
+def test_a_mismatch_downstream_of_an_overflow_is_inconclusive(tmp_path, monkeypatch):
+    """The Reduction of an overflowed Exp: a runtime that gives a finite value there is not a bug report."""
+    from ninport import selfcheck
+
+    module = _load(_net(tmp_path, OVERFLOW_NET))
+    onnx_path = ninport.export_onnx(module, tmp_path / "net.onnx")
+    original = selfcheck._onnx_values
+
+    def finite(path, inputs, layers):
+        outputs, logits = original(path, inputs, layers)
+        return {k: np.nan_to_num(v, posinf=3.0) if k == "sum" else v for k, v in outputs.items()}, logits
+
+    monkeypatch.setattr(selfcheck, "_onnx_values", finite)
+    check = ninport.check_onnx(module, onnx_path)
+    rows = {b.blob: b for b in check.blobs}
+    assert rows["side"].passed and rows["sum"].overflow.startswith("layer 'e'")
+    assert check.status == "inconclusive" and "sum (from layer 'e'" in check.message
+    # without the overflow the same mismatch is a failure
+    assert not compare_one("sum", "output", np.array([3.0]), np.array([4.0]), 1e-4).passed
+    assert compare_one("sum", "output", np.array([3.0]), np.array([4.0]), 1e-4, "layer 'e'").note == "non-finite"
+
+
+def _written(tmp_path, module):
+    from ninport.artifacts import write_pt2
+    from ninport.codegen import write_python
+
+    return {"pt2": write_pt2(module, tmp_path / "net.pt2"), "py": write_python(module, tmp_path / "net.py"),
+            "safetensors": tmp_path / "net.safetensors"}  # written with the .py, which loads it
+
+
+def test_pt2_py_and_safetensors_files_are_checked_against_the_module(tmp_path):
+    from ninport.selfcheck import check_file
+
+    module = _load(_net(tmp_path, SOFTMAX_NET))
+    files = _written(tmp_path, module)
+    checks = {fmt: check_file(fmt, module, path) for fmt, path in files.items()}
+    assert all(c.passed and c.format == fmt for fmt, c in checks.items()), checks
+    assert [(b.blob, b.role) for b in checks["py"].blobs] == [
+        ("prob", "output"), ("side", "output"), ("prob", "log of Softmax layer prob")]
+    assert checks["safetensors"].message == "2 tensors of the module's state dict, bit for bit"
+
+
+def test_a_changed_weight_fails_the_py_and_safetensors_checks(tmp_path):
+    """One bias value moved by 0.01: the nearly one-hot `prob` hides it, its logarithm does not; the
+    .safetensors file no longer holds the module's tensors."""
+    from safetensors.numpy import load_file, save_file
+
+    from ninport.selfcheck import check_file
+
+    module = _load(_net(tmp_path, SOFTMAX_NET))
+    files = _written(tmp_path, module)
+    tensors = load_file(str(files["safetensors"]))
+    [bias] = [k for k in tensors if k.endswith("bias")]
+    tensors[bias][0] += np.float32(0.01)
+    save_file(tensors, str(files["safetensors"]))
+    py = check_file("py", module, files["py"])
+    rows = {(b.blob, b.role): b for b in py.blobs}
+    assert py.status == "failed" and not rows[("prob", "log of Softmax layer prob")].passed
+    stored = check_file("safetensors", module, files["safetensors"])
+    assert stored.status == "failed" and f"{bias} differs" in stored.message
+
+
+def test_the_py_check_runs_without_ninport(tmp_path):
+    from ninport.selfcheck import check_file
+
+    module = _load(_net(tmp_path, SOFTMAX_NET))
+    files = _written(tmp_path, module)
+    source = files["py"].read_text()
+    assert "\nimport torch\n" in source
+    files["py"].write_text(source.replace("\nimport torch\n", "\nimport torch\nimport ninport  # not needed\n", 1))
+    check = check_file("py", module, files["py"])
+    assert check.status == "failed" and "without ninport failed" in check.message
+    assert "ModuleNotFoundError" in check.message or "ImportError" in check.message, check.message
+
+
+def test_a_pt2_of_other_weights_fails(tmp_path):
+    from ninport.artifacts import write_pt2
+    from ninport.selfcheck import check_file
+
+    path = _net(tmp_path, SOFTMAX_NET)
+    other = write_pt2(_load_seeded(path, 1), tmp_path / "other.pt2")
+    check = check_file("pt2", _load(path), other)
+    assert check.status == "failed" and not all(b.passed for b in check.blobs)
+
+
+def _load_seeded(path, seed):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ninport.NinportWarning)
+        return ninport.load(path, seed=seed)

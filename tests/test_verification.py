@@ -102,3 +102,31 @@ def test_opencv_and_onnxruntime_without_golden():
 def test_bad_arguments_name_the_argument(kwargs, needle):
     with pytest.raises(ninport.NinportError, match=needle):
         ninport.verify(VENDORED_GOLDEN / "mini_resnet", opencv=False, onnx=False, **kwargs)
+
+
+def test_verify_without_weights_does_not_cry_wolf_on_the_face_detector(tmp_path):
+    """`ninport verify deploy.prototxt` without weights: the seeded weights follow the published file's
+    fillers (msra, xavier, constant) and a 0.01 confidence threshold lets hundreds of random boxes through;
+    their decoding overflows. That proves nothing either way: no FAIL, no exit 3."""
+    from tests.conftest import REPO
+
+    text = (REPO / "reference_models" / "opencv_face_detector" / "deploy.prototxt").read_text()
+    if "weight_filler" not in text:  # the published file declares its fillers; give them as it does
+        text = text.replace("convolution_param {", 'convolution_param { weight_filler { type: "msra" } '
+                                                   'bias_filler { type: "constant" value: 0 } ')
+    text = text.replace("confidence_threshold: 0.2", "confidence_threshold: 0.01")
+    prototxt = tmp_path / "deploy.prototxt"
+    prototxt.write_text(text)
+    with pytest.warns(ninport.NinportWarning, match="RANDOM weights"):
+        report = ninport.verify(prototxt, opencv=False)
+        module = ninport.load(prototxt)
+    [ort] = report.comparisons
+    assert report.passed and ort.first_divergence is None, ort.verdict()
+    assert all(row.passed or row.inconclusive for row in ort.rows)
+    assert "FAIL" not in ort.verdict()
+    # the hard case it is: the seeded forward really overflows, inside DetectionOutput's box decoding
+    from ninport.selfcheck import forward_values, reference_inputs
+
+    meta = ninport.describe(module)
+    _, overflowed = forward_values(module, reference_inputs(module), meta)
+    assert overflowed[meta.blobs["detection_out"].node].startswith("layer 'detection_out' (exp ")

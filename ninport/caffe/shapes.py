@@ -658,3 +658,8 @@ def size_fixing_layers(spec: NetSpec, table: ShapeTable | None = None) -> list[t
             return []
         first = found if first is None else first
     return first or []
+
+
+def size_fixing_text(fixed) -> str:
+    """`layer 'fc6': its weights ...; layer ...`: which layers fix the input size and why, for messages."""
+    return "; ".join(f"layer {safe_text(layer, 80)!r}: {safe_text(reason, 300)}" for layer, reason in fixed)

@@ -13,7 +13,7 @@ from ninport.caffe import caffe_pb2 as pb2
 from ninport.caffe import io
 from ninport.caffe.splits import caffe_blobs
 from ninport.caffe.upgrade import upgrade_net_with_origins
-from ninport.errors import ParseError, ShapeError
+from ninport.errors import ParseError, ShapeError, counted
 from ninport.registry import BlobCounts
 
 # Layers that only matter while training: dropped from a deploy (TEST) net.
@@ -263,8 +263,8 @@ def build_netspec(net: "pb2.NetParameter", source: str = "<net>", lines: list[in
             if not shapes:
                 raise ShapeError(f'{place}: layer "{layer.name}": Input layer without input_param.shape')
             if len(shapes) not in (1, len(layer.top)):
-                raise ShapeError(f'{place}: layer "{layer.name}": {len(layer.top)} tops but '
-                                 f"{len(shapes)} shapes")
+                raise ShapeError(f'{place}: layer "{layer.name}": {counted(len(layer.top), "top")} but '
+                                 f"{counted(len(shapes), 'shape')}")
             if any(len(shape) == 0 for shape in shapes):
                 raise ShapeError(f'{place}: layer "{layer.name}": an input shape with no dimensions (0-D); '
                                  "give at least one dim")

@@ -13,11 +13,12 @@ from collections.abc import Collection
 
 import numpy as np
 
+from ninport.caffe import caffe_pb2 as pb2
 from ninport.caffe.io import RawBlob, RawLayerWeights
 from ninport.caffe.shapes import ShapeTable
 from ninport.caffe.spec import LayerSpec, NetSpec
 from ninport.caffe.upgrade import v1_type_name
-from ninport.errors import NinportWarning, WeightsError, safe_text
+from ninport.errors import NinportWarning, WeightsError, counted, safe_text
 
 
 def _legacy_4d(shape: tuple[int, ...]) -> tuple[int, ...] | None:
@@ -93,7 +94,7 @@ def attach_weights(spec: NetSpec, table: ShapeTable, raw_layers: list[RawLayerWe
             which = where if len(copies) == 1 else f"{where} (copy {n + 1} of {len(copies)} with this name)"
             # BatchNorm blobs of some forks carry no scale factor; Caffe always writes three.
             if len(blobs) != len(expected):
-                raise WeightsError(f"{which}: the caffemodel has {len(blobs)} blobs, the prototxt implies "
+                raise WeightsError(f"{which}: the caffemodel has {counted(len(blobs), 'blob')}, the prototxt implies "
                                    f"{len(expected)} ({', '.join(str(list(s)) for s in expected)})")
             result[layer.key] = [reconcile_blob(b, s, f"{which} blob {i}")
                                  for i, (b, s) in enumerate(zip(blobs, expected))]
@@ -107,13 +108,97 @@ def attach_weights(spec: NetSpec, table: ShapeTable, raw_layers: list[RawLayerWe
     return result
 
 
+# Where a layer type declares the filler of each of its blobs, as Caffe's LayerSetUp reads them:
+# (the layer's parameter message, the filler field of blob 0, blob 1, ...).
+FILLER_FIELDS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "Convolution": ("convolution_param", ("weight_filler", "bias_filler")),
+    "Deconvolution": ("convolution_param", ("weight_filler", "bias_filler")),
+    "DepthwiseConvolution": ("convolution_param", ("weight_filler", "bias_filler")),
+    "ConvolutionDepthwise": ("convolution_param", ("weight_filler", "bias_filler")),
+    "InnerProduct": ("inner_product_param", ("weight_filler", "bias_filler")),
+    "Embed": ("embed_param", ("weight_filler", "bias_filler")),
+    "Scale": ("scale_param", ("filler", "bias_filler")),
+    "Bias": ("bias_param", ("filler",)),
+    "PReLU": ("prelu_param", ("filler",)),
+    "Normalize": ("norm_param", ("scale_filler",)),
+}
+FILLER_TYPES = ("constant", "gaussian", "positive_unitball", "uniform", "xavier", "msra", "bilinear")
+
+
+def declared_filler(layer, index: int):
+    """The FillerParameter the prototxt gives for blob `index` of `layer`, or None when it gives none."""
+    where = FILLER_FIELDS.get(layer.type)
+    if where is None or index >= len(where[1]):
+        return None
+    param_name, fields = where
+    if not layer.proto.HasField(param_name):
+        return None
+    param = getattr(layer.proto, param_name)
+    return getattr(param, fields[index]) if param.HasField(fields[index]) else None
+
+
+def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
+    """Caffe's fan_in = count / num and fan_out = count / channels (a missing axis counts as 1)."""
+    count = math.prod(shape)
+    num = shape[0] if len(shape) > 0 else 1
+    channels = shape[1] if len(shape) > 1 else 1
+    return count // max(num, 1), count // max(channels, 1)
+
+
+def caffe_filler_values(filler, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """Values drawn as Caffe's filler (include/caffe/filler.hpp) fills a blob of `shape`: constant, uniform,
+    gaussian (with `sparse`), positive_unitball, xavier and msra (fan_in / fan_out / average by
+    variance_norm), bilinear. ValueError for what Caffe itself refuses (an unknown type, `sparse` on a
+    filler other than gaussian, bilinear on a blob that is not 4-D and square)."""
+    kind = filler.type
+    if kind not in FILLER_TYPES:
+        raise ValueError(f"unknown filler type {kind!r} (Caffe knows {', '.join(FILLER_TYPES)})")
+    if filler.sparse != -1 and kind != "gaussian":
+        raise ValueError(f"sparse is supported by the gaussian filler only, not {kind!r}")
+    count = math.prod(shape)
+    if kind == "constant":
+        return np.full(shape, filler.value, dtype=np.float64)
+    if kind == "uniform":
+        return rng.uniform(filler.min, filler.max, shape)
+    if kind == "gaussian":
+        values = rng.normal(filler.mean, filler.std, shape)
+        if filler.sparse >= 0:  # each value kept with probability sparse / num_outputs
+            if not shape:
+                raise ValueError("a sparse gaussian filler needs a blob with at least one axis")
+            keep = min(1.0, filler.sparse / shape[0])
+            values = values * rng.binomial(1, keep, shape)
+        return values
+    if kind == "positive_unitball":  # uniform in [0, 1), each of the `num` rows scaled to sum 1
+        values = rng.uniform(0.0, 1.0, shape).reshape(shape[0] if shape else 1, -1)
+        return (values / values.sum(axis=1, keepdims=True)).reshape(shape)
+    if kind in ("xavier", "msra"):
+        fan_in, fan_out = _fans(shape)
+        norm = pb2.FillerParameter
+        n = {norm.FAN_IN: fan_in, norm.FAN_OUT: fan_out, norm.AVERAGE: (fan_in + fan_out) / 2}[filler.variance_norm]
+        if kind == "xavier":
+            scale = math.sqrt(3.0 / n)
+            return rng.uniform(-scale, scale, shape)
+        return rng.normal(0.0, math.sqrt(2.0 / n), shape)
+    # bilinear: the same upsampling kernel in every (K, K) slice
+    if len(shape) != 4 or shape[2] != shape[3]:
+        raise ValueError(f"the bilinear filler needs a 4-D blob with a square kernel, got {list(shape)}")
+    k = shape[3]
+    f = math.ceil(k / 2)
+    c = (2 * f - 1 - f % 2) / (2.0 * f)
+    line = 1 - np.abs(np.arange(k) / f - c)
+    return np.broadcast_to(np.outer(line, line), shape).copy() if count else np.zeros(shape)
+
+
 def random_weights(table: ShapeTable, spec: NetSpec, seed: int = 0,
                    only: Collection[str] | None = None) -> dict[str, list[np.ndarray]]:
     """Seeded random weights of the right shapes, per layer key, for converting a net without its
     caffemodel (or, `only` naming layer keys, for the layers a caffemodel cannot fill).
 
-    Scaled like Caffe's 'xavier' filler so activations stay finite through deep nets; BatchNorm
-    gets a positive variance and a scale factor of 1.
+    A blob whose filler the prototxt declares (`weight_filler`, `bias_filler`, `filler`, `scale_filler`) is
+    drawn as Caffe initialises it (`caffe_filler_values`), so a net designed for its fillers gets sensible
+    activations. Without a declared filler: scaled like Caffe's 'xavier' filler so activations stay finite
+    through deep nets; BatchNorm gets a positive variance and a scale factor of 1. A filler Caffe would
+    refuse falls back to that default, with a NinportWarning naming the layer.
     """
     rng = np.random.default_rng(seed)
     result: dict[str, list[np.ndarray]] = {}
@@ -123,18 +208,31 @@ def random_weights(table: ShapeTable, spec: NetSpec, seed: int = 0,
             continue
         arrays = []
         for i, shape in enumerate(shapes):
-            if layer.type == "BN":  # slope, bias, mean, variance (a positive variance), or SegNet's scale, shift
-                value = rng.uniform(0.5, 1.5, shape) if i in (0, 3) else rng.normal(0, 0.1, shape)
-            elif layer.type == "BatchNorm":
-                value = {0: rng.normal(0, 0.1, shape), 1: rng.uniform(0.5, 1.5, shape), 2: np.ones(shape)}[i]
-            elif layer.type in ("Scale",) and i == 0:
-                value = rng.uniform(0.5, 1.5, shape)
-            elif len(shape) == 1 or i > 0:
-                value = rng.normal(0, 0.01, shape)
-            else:
-                fan_in = math.prod(shape[1:]) if layer.type != "InnerProduct" or not \
-                    layer.proto.inner_product_param.transpose else shape[0]
-                value = rng.uniform(-1, 1, shape) * math.sqrt(3.0 / max(1, fan_in))
+            value = None
+            filler = declared_filler(layer, i)
+            if filler is not None:
+                try:
+                    value = caffe_filler_values(filler, tuple(shape), rng)
+                except ValueError as exc:
+                    warnings.warn(f'{layer.where(spec.source)}: blob {i}: {exc}; it gets ninport\'s default random '
+                                  "values instead", NinportWarning, stacklevel=2)
+            if value is None:
+                value = _default_random(layer, i, shape, rng)
             arrays.append(value.astype(np.float32))
         result[layer.key] = arrays
     return result
+
+
+def _default_random(layer, i: int, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """ninport's values for blob `i` of a layer without a declared filler (see `random_weights`)."""
+    if layer.type == "BN":  # slope, bias, mean, variance (a positive variance), or SegNet's scale, shift
+        return rng.uniform(0.5, 1.5, shape) if i in (0, 3) else rng.normal(0, 0.1, shape)
+    if layer.type == "BatchNorm":
+        return {0: rng.normal(0, 0.1, shape), 1: rng.uniform(0.5, 1.5, shape), 2: np.ones(shape)}[i]
+    if layer.type == "Scale" and i == 0:
+        return rng.uniform(0.5, 1.5, shape)
+    if len(shape) == 1 or i > 0:
+        return rng.normal(0, 0.01, shape)
+    fan_in = math.prod(shape[1:]) if layer.type != "InnerProduct" or not \
+        layer.proto.inner_product_param.transpose else shape[0]
+    return rng.uniform(-1, 1, shape) * math.sqrt(3.0 / max(1, fan_in))

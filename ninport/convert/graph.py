@@ -13,12 +13,13 @@ import builtins
 import keyword
 import re
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import fx, nn
 
-from ninport.caffe.shapes import ShapeTable, infer_shapes
+from ninport.caffe.shapes import ShapeTable, infer_shapes, size_fixing_layers
 from ninport.caffe.spec import NetSpec
 from ninport import registry
 from ninport.convert.registry import LayerContext
@@ -98,7 +99,7 @@ def build_graph_module(spec: NetSpec, weights: dict[str, list[np.ndarray]],
             blob_layer[top] = layer.name
     outputs = [blob_node[b] for b in spec.outputs]
     graph.output(outputs[0] if len(outputs) == 1 else tuple(outputs))
-    gm = fx.GraphModule(root, graph, class_name=_class_name(spec.name))
+    gm = fx.GraphModule(root, graph, class_name=_class_name(spec.name or Path(spec.source).stem))
     attach(gm, NetDescription(
         name=spec.name, source=spec.source, source_format=spec.source_format,
         inputs={k: tuple(int(d) for d in v) for k, v in spec.inputs.items()},
@@ -106,7 +107,7 @@ def build_graph_module(spec: NetSpec, weights: dict[str, list[np.ndarray]],
         blobs={blob: BlobRecord(blob, node.name, blob_layer[blob], tuple(table.blobs[blob]))
                for blob, node in blob_node.items()},
         layers=tuple(layer_records), weights=weights_source, preprocess=spec.preprocess, phase=phase,
-        dialect=spec.dialect, caffe_blobs=spec.caffe_blobs))
+        dialect=spec.dialect, caffe_blobs=spec.caffe_blobs, size_fixed_by=tuple(size_fixing_layers(spec, table))))
     gm.eval()
     return gm
 

@@ -203,3 +203,138 @@ def test_repeated_names_without_weights_need_no_warning(tmp_path):
     assert [(r.name, r.type, r.module) for r in ninport.describe(module).layers] == [
         ("act", "ReLU", "act"), ("act", "Sigmoid", "act_2"), ("fc", "InnerProduct", "fc")]
     assert [row.layer for row in ninport.summary(proto, weights=weights).layers] == ["act", "act", "fc"]
+
+
+# --- random weights follow the prototxt's fillers, as Caffe initialises a net --------------------
+
+def _filler(**fields) -> pb2.FillerParameter:
+    return pb2.FillerParameter(**fields)
+
+
+def _draw(shape, **fields) -> np.ndarray:
+    from ninport.caffe.weights import caffe_filler_values
+
+    return caffe_filler_values(_filler(**fields), shape, np.random.default_rng(0))
+
+
+def test_constant_uniform_and_gaussian_fillers():
+    assert np.all(_draw((3, 4), type="constant", value=0.2) == np.float32(0.2))
+    assert np.all(_draw((3,), type="constant") == 0)  # Caffe's default filler: constant 0
+    u = _draw((200, 500), type="uniform", min=-0.3, max=0.5)
+    assert u.min() >= -0.3 and u.max() < 0.5 and abs(u.mean() - 0.1) < 0.01
+    g = _draw((200, 500), type="gaussian", mean=1.0, std=0.02)
+    assert abs(g.mean() - 1.0) < 0.001 and abs(g.std() - 0.02) < 0.001
+    assert abs(_draw((100, 1000), type="gaussian").std() - 1.0) < 0.01  # Caffe's default std is 1
+
+
+def test_sparse_gaussian_keeps_sparse_over_num_outputs():
+    """`sparse: 3` on a 10 x 2000 weight: each value survives with probability 3 / 10 (num_outputs = shape[0])."""
+    values = _draw((10, 2000), type="gaussian", std=1.0, sparse=3)
+    assert abs(np.mean(values != 0) - 0.3) < 0.02
+
+
+def test_positive_unitball_rows_sum_to_one():
+    values = _draw((4, 3, 5), type="positive_unitball")
+    assert values.min() >= 0 and np.allclose(values.reshape(4, -1).sum(axis=1), 1.0)
+
+
+@pytest.mark.parametrize("norm,n", [(None, 32 * 9), ("FAN_IN", 32 * 9), ("FAN_OUT", 64 * 9),
+                                    ("AVERAGE", (32 * 9 + 64 * 9) / 2)])
+def test_xavier_and_msra_scale_by_caffes_fans(norm, n):
+    """A (64, 32, 3, 3) weight: fan_in = count / num = 288, fan_out = count / channels = 576."""
+    extra = {} if norm is None else {"variance_norm": getattr(pb2.FillerParameter, norm)}
+    xavier = _draw((64, 32, 3, 3), type="xavier", **extra)
+    bound = np.sqrt(3.0 / n)
+    assert np.abs(xavier).max() <= bound and np.abs(xavier).max() > 0.99 * bound
+    assert abs(xavier.std() - bound / np.sqrt(3)) < 0.02 * bound
+    msra = _draw((64, 32, 3, 3), type="msra", **extra)
+    std = np.sqrt(2.0 / n)
+    assert abs(msra.mean()) < 0.05 * std and abs(msra.std() - std) < 0.02 * std
+
+
+def test_inner_product_fans_follow_the_blob_shape():
+    """Caffe's fans come from the blob's shape: an InnerProduct weight (N, K) has fan_in K, fan_out N."""
+    values = _draw((10, 4000), type="xavier", variance_norm=pb2.FillerParameter.FAN_OUT)
+    assert np.abs(values).max() <= np.sqrt(3.0 / 10) and np.abs(values).max() > 0.99 * np.sqrt(3.0 / 10)
+
+
+def test_bilinear_filler_is_caffes_upsampling_kernel():
+    even = _draw((2, 1, 4, 4), type="bilinear")
+    line = np.array([0.25, 0.75, 0.75, 0.25])
+    assert np.allclose(even[0, 0], np.outer(line, line)) and np.allclose(even[1, 0], even[0, 0])
+    odd = _draw((1, 1, 3, 3), type="bilinear")  # f = 2, c = (2f - 1 - f % 2) / 2f = 0.75
+    assert np.allclose(odd[0, 0], np.outer([0.25, 0.75, 0.75], [0.25, 0.75, 0.75]))
+
+
+@pytest.mark.parametrize("fields,message", [
+    ({"type": "nonsense"}, "unknown filler type"),
+    ({"type": "xavier", "sparse": 2}, "sparse"),
+])
+def test_fillers_caffe_refuses_raise(fields, message):
+    with pytest.raises(ValueError, match=message):
+        _draw((4, 4), **fields)
+    with pytest.raises(ValueError, match="bilinear"):
+        _draw((4, 4), type="bilinear")
+
+
+FILLED_NET = """
+name: "filled"
+input: "data"
+input_shape { dim: 1 dim: 8 dim: 6 dim: 6 }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+  convolution_param { num_output: 16 kernel_size: 3
+    weight_filler { type: "msra" variance_norm: FAN_OUT } bias_filler { type: "constant" value: 0.1 } } }
+layer { name: "up" type: "Deconvolution" bottom: "conv" top: "up"
+  convolution_param { num_output: 16 group: 16 kernel_size: 4 stride: 2 bias_term: false
+    weight_filler { type: "bilinear" } } }
+layer { name: "scale" type: "Scale" bottom: "up" top: "up"
+  scale_param { bias_term: true filler { type: "constant" value: 2 } bias_filler { type: "constant" value: -1 } } }
+layer { name: "prelu" type: "PReLU" bottom: "up" top: "up" prelu_param { filler { type: "constant" value: 0.3 } } }
+layer { name: "fc" type: "InnerProduct" bottom: "up" top: "fc" inner_product_param { num_output: 5 } }
+layer { name: "odd" type: "InnerProduct" bottom: "fc" top: "odd"
+  inner_product_param { num_output: 3 weight_filler { type: "weird" } } }
+"""
+
+
+def test_random_weights_follow_the_prototxts_fillers(tmp_path):
+    """Without a caffemodel each blob is drawn as its filler says; a blob without one keeps ninport's
+    default; a filler Caffe does not know falls back to the default with a warning naming the layer."""
+    prototxt = tmp_path / "filled.prototxt"
+    prototxt.write_text(FILLED_NET)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        module = ninport.load(prototxt)
+    messages = [str(w.message) for w in caught if issubclass(w.category, ninport.NinportWarning)]
+    assert any('layer "odd"' in m and "unknown filler type 'weird'" in m for m in messages), messages
+    weights = {k: v.detach().numpy() for k, v in module.state_dict().items()}
+    meta = ninport.describe(module)
+
+    def blob(layer, name):
+        return weights[f"{meta.module_of(layer)}.{name}"]
+    conv = blob("conv", "weight")
+    assert abs(conv.std() - np.sqrt(2.0 / (16 * 9))) < 0.1 * np.sqrt(2.0 / (16 * 9))  # msra, fan_out = 16*3*3
+    assert np.all(blob("conv", "bias") == np.float32(0.1))
+    line = np.array([0.25, 0.75, 0.75, 0.25], np.float32)
+    assert np.allclose(blob("up", "weight"), np.outer(line, line))
+    scale_blobs = sorted(v.reshape(-1)[0] for k, v in weights.items() if k.startswith(meta.module_of("scale")))
+    assert scale_blobs == [-1.0, 2.0]
+    assert np.allclose(next(v for k, v in weights.items() if k.startswith(meta.module_of("prelu"))), 0.3)
+    fc = blob("fc", "weight")  # no filler: ninport's default, xavier-like uniform over fan_in
+    assert np.abs(fc).max() <= np.sqrt(3.0 / fc.shape[1])
+
+
+def test_nets_without_fillers_keep_their_seeded_weights():
+    """Following fillers changes nothing for a prototxt that declares none: the same seed gives the
+    same numbers as before (the random stream is drawn in the same order)."""
+    from ninport.api import load_spec
+    from ninport.caffe.shapes import infer_shapes
+    from ninport.caffe.weights import random_weights
+
+    spec = load_spec(NIN_DEPLOY)
+    blobs = random_weights(infer_shapes(spec), spec, seed=0)
+    rng = np.random.default_rng(0)
+    first = spec.layers[0]
+    shape = blobs[first.name][0].shape
+    expected = (rng.uniform(-1, 1, shape) * np.sqrt(3.0 / np.prod(shape[1:]))).astype(np.float32)
+    assert np.array_equal(blobs[first.name][0], expected)
+    assert np.array_equal(blobs[first.name][1], rng.normal(0, 0.01, blobs[first.name][1].shape).astype(np.float32))

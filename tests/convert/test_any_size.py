@@ -181,6 +181,8 @@ def test_a_scale_spanning_height_fixes_the_size(tmp_path):
     path = ninport.export_onnx(module, tmp_path / "net.onnx")
     dims = [d.dim_value for d in onnx.load(path).graph.input[0].type.tensor_type.shape.dim[2:]]
     assert dims == [4, 5]
+    reason = {p.key: p.value for p in onnx.load(path).metadata_props}["input_size_reason"]
+    assert reason.startswith("the net runs only at its input size (layer 'sc': ")
 
 
 class _TimesFixedMap(torch.nn.Module):
@@ -195,8 +197,9 @@ class _TimesFixedMap(torch.nn.Module):
 
 
 def test_probing_other_sizes_prints_no_torch_log(tmp_path):
-    """Trying 2H x 2W on fake tensors makes torch log the failed op at ERROR level; ninport expects that
-    failure (the net fixes its size), so the export stays quiet and static."""
+    """A plugin whose shape rule takes any size while its module does not: the symbolic export fails and
+    torch logs that at ERROR level; ninport expects it, so the export stays free of torch's log, comes out
+    static, and says why in a NinportWarning and in the file's metadata (never a silent fallback)."""
     ninport.register_layer("TimesFixedMap", shape=lambda layer, shapes: [shapes[0]],
                            module=lambda ctx: _TimesFixedMap(ctx.bottom_shapes[0]))
     try:
@@ -210,14 +213,18 @@ def test_probing_other_sizes_prints_no_torch_log(tmp_path):
         fake_tensor_log = logging.getLogger("torch._subclasses.fake_tensor")
         fake_tensor_log.addHandler(handler)
         try:
-            path = ninport.export_onnx(module, tmp_path / "net.onnx")
+            with pytest.warns(ninport.NinportWarning, match="height and width fixed .* torch could not keep"):
+                path = ninport.export_onnx(module, tmp_path / "net.onnx")
         finally:
             fake_tensor_log.removeHandler(handler)
     finally:
         ninport.unregister_layer("TimesFixedMap")
     assert not records, [r.getMessage() for r in records]
-    dims = [d.dim_value for d in onnx.load(path).graph.input[0].type.tensor_type.shape.dim[2:]]
+    model = onnx.load(path)
+    dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[2:]]
     assert dims == [4, 5]
+    props = {p.key: p.value for p in model.metadata_props}
+    assert props["input_size"] == "static" and props["input_size_reason"].startswith("torch could not keep")
 
 
 def _shape_error(module, *inputs) -> str:
@@ -286,3 +293,26 @@ def test_pt2_runs_every_size(tmp_path):
     # torch's own guard: the smallest size the layers take
     with pytest.raises(Exception, match=r"data.size|shape\[2\]"):
         program(torch.rand(1, 3, 4, 4))
+
+
+def test_convert_files_says_when_torch_cannot_keep_the_size_symbolic(tmp_path):
+    """The shape rule of the plugin takes any size, its module does not: convert_files falls back to fixed
+    sizes in both files, warns, and `result.input_size` carries the reason the summary line prints."""
+    ninport.register_layer("TimesFixedMap", shape=lambda layer, shapes: [shapes[0]],
+                           module=lambda ctx: _TimesFixedMap(ctx.bottom_shapes[0]))
+    try:
+        prototxt = tmp_path / "net.prototxt"
+        prototxt.write_text('name: "p"\ninput: "data"\ninput_shape { dim: 1 dim: 2 dim: 4 dim: 5 }\n'
+                            'layer { name: "m" type: "TimesFixedMap" bottom: "data" top: "y" }\n')
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = ninport.convert_files(prototxt, out_dir=tmp_path / "o", formats="onnx,pt2")
+    finally:
+        ninport.unregister_layer("TimesFixedMap")
+    said = [str(w.message) for w in caught if "height and width fixed at the input shape" in str(w.message)]
+    assert len(said) == 1 and "torch could not keep them symbolic" in said[0]
+    assert not result.input_size.dynamic and result.input_size.reason.startswith("torch could not keep")
+    assert result.input_size.describe().startswith("batch dynamic; height and width fixed: torch could not")
+    assert result.passed and set(result.checks) == {"onnx", "pt2"}
+    dims = [d.dim_value for d in onnx.load(result.written["onnx"]).graph.input[0].type.tensor_type.shape.dim[2:]]
+    assert dims == [4, 5]

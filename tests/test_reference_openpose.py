@@ -1,9 +1,12 @@
-"""OpenPose's COCO body net as its authors published it (reference_models/openpose_coco).
+"""OpenPose's COCO body net (reference_models/openpose_coco): ninport's own rendering of the published net.
 
-The file is checked to be the published one (its git blob id, recorded in its README with the source commit);
-it builds from it without `input_shape` at its declared 1x1, and the module matches BVLC Caffe on every blob at
-1x1 and 20x13 with seeded weights (tests/fixtures/openpose_coco: the 52M weights are regenerated from the seed
-and checked by sha256, not committed), in torch, in onnxruntime and through the generated .py file.
+The file is what tools/make_reference_models.py writes from the architecture facts (OpenPose's own file is under
+OpenPose's non-commercial licence and is not shipped); parsed, it is the same NetParameter as the published
+pose_deploy_linevec.prototxt (a sha256 of the parsed message's deterministic serialization, recorded in the
+README when the two were compared, pins that). It builds without `input_shape` at its declared 1x1, and the
+module matches BVLC Caffe on every blob at 1x1 and 20x13 with seeded weights (tests/fixtures/openpose_coco: the
+52M weights are regenerated from the seed and checked by sha256, not committed), in torch, in onnxruntime and
+through the generated .py file.
 """
 from __future__ import annotations
 
@@ -15,8 +18,10 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from google.protobuf import text_format
 
 import ninport
+from ninport.caffe import caffe_pb2
 from ninport.caffe.shapes import infer_shapes
 from tests.caffe_files import write_caffemodel
 from tests.conftest import REPO, relative_error
@@ -27,20 +32,63 @@ FIXTURE = REPO / "tests" / "fixtures" / "openpose_coco"
 TOLERANCE = 1e-5
 
 
-def git_blob_id(path) -> str:
-    data = path.read_bytes()
-    return hashlib.sha1(b"blob %d\x00" % len(data) + data).hexdigest()
+# sha256 of caffe_pb2.NetParameter.SerializeToString(deterministic=True) of OpenPose's published
+# pose_deploy_linevec.prototxt (commit in README.md), parsed: the wire form depends only on the parsed values
+# (fields in number order), not on layout, comments or `1.0` versus `1`.
+PUBLISHED_NET_SHA256 = "5bc0451810318ad0f4068ddaa4746a73155c01009554fd126999e340876a2bd9"
+PUBLISHED_PARAMETERS = 52_311_446  # what the published net's layer shapes add up to (209 MB of float32)
 
 
-def test_the_file_is_the_published_one():
+def parsed_net_sha256(text: str) -> str:
+    net = text_format.Parse(text, caffe_pb2.NetParameter())
+    return hashlib.sha256(net.SerializeToString(deterministic=True)).hexdigest()
+
+
+def test_the_file_is_ninports_rendering_of_the_published_net():
+    text = OPENPOSE.read_text()
+    generator = importlib.util.spec_from_file_location("make_reference_models",
+                                                       REPO / "tools" / "make_reference_models.py")
+    module = importlib.util.module_from_spec(generator)
+    generator.loader.exec_module(module)
+    assert text == module.openpose_coco(), "rerun python tools/make_reference_models.py"
+    assert parsed_net_sha256(text) == PUBLISHED_NET_SHA256, "not the published net once parsed"
     readme = (OPENPOSE.parent / "README.md").read_text()
-    assert f"`{git_blob_id(OPENPOSE)}`" in readme, f"{OPENPOSE.name} is not the file its README names"
-    assert "not shipped" in readme
+    assert PUBLISHED_NET_SHA256 in readme and "not shipped" in readme
+
+
+def test_the_fingerprint_tells_nets_apart():
+    """One changed value, or the output's two halves swapped, gives another fingerprint."""
+    text = OPENPOSE.read_text()
+    assert parsed_net_sha256(text.replace("num_output: 19 ", "num_output: 18 ", 1)) != PUBLISHED_NET_SHA256
+    swapped = text.replace('bottom: "Mconv7_stage6_L2"  bottom: "Mconv7_stage6_L1"',
+                           'bottom: "Mconv7_stage6_L1"  bottom: "Mconv7_stage6_L2"')
+    assert swapped != text and parsed_net_sha256(swapped) != PUBLISHED_NET_SHA256
+    assert parsed_net_sha256("# a comment\n" + text.replace("lr_mult: 1 ", "lr_mult: 1.0 ")) == PUBLISHED_NET_SHA256
+
+
+# (blob, channels) at 368x368, where every map is 46x46: F (conv4_4_CPM), each stage's input (F + 38 PAFs +
+# 19 heatmaps = 185 channels), the last stage's branches and the output (19 heatmaps, then 38 PAFs).
+SHAPES_AT_368 = {"conv4_4_CPM": 128, "conv5_5_CPM_L1": 38, "conv5_5_CPM_L2": 19, "concat_stage2": 185,
+                 "Mconv5_stage4_L1": 128, "concat_stage6": 185, "Mconv7_stage6_L1": 38, "Mconv7_stage6_L2": 19,
+                 "net_output": 57}
+
+
+def test_the_net_has_openposes_parameters_and_blob_shapes():
+    table = infer_shapes(ninport.load_spec(OPENPOSE, (1, 3, 368, 368)))
+    assert table.total_params == PUBLISHED_PARAMETERS
+    for blob, channels in SHAPES_AT_368.items():
+        assert table.blobs[blob] == (1, channels, 46, 46), blob
+    assert table.blobs["pool3_stage1"] == (1, 256, 46, 46) and table.blobs["conv1_2"] == (1, 64, 368, 368)
+    convs = {name: layer.params for name, layer in table.layers.items() if layer.params}
+    assert len(convs) == 92  # 12 in the trunk, 2 x 5 in stage 1, 2 x 7 in each of stages 2-6
+    assert convs["Mconv1_stage2_L1"] == [(128, 185, 7, 7), (128,)]
+    assert convs["conv5_4_CPM_L2"] == [(512, 128, 1, 1), (512,)]
 
 
 def test_openpose_builds_at_its_declared_1x1_without_input_shape():
     net = ninport.summary(OPENPOSE)
     assert net.inputs == {"image": (1, 3, 1, 1)} and net.outputs == ("net_output",)
+    assert net.parameters == PUBLISHED_PARAMETERS
     assert f"{net.parameters:,}" in (MODELS / "openpose_coco" / "README.md").read_text()
     pools = [row for row in net.layers if row.type == "Pooling"]
     assert [row.output_shapes for row in pools] == [((1, 64, 1, 1),), ((1, 128, 1, 1),), ((1, 256, 1, 1),)]
@@ -58,7 +106,7 @@ def _seeded_weights_module():
 
 @pytest.fixture(scope="module")
 def openpose(tmp_path_factory):
-    """ninport.load of the published prototxt (no input_shape) with the fixture's seeded weights."""
+    """ninport.load of the reference prototxt (no input_shape) with the fixture's seeded weights."""
     info = json.loads((FIXTURE / "case.json").read_text())
     spec = ninport.load_spec(OPENPOSE)
     table = infer_shapes(spec)

@@ -19,6 +19,9 @@ Sources the facts were taken from (names, shapes, fields; no text was copied):
   resnet50         KaimingHe/deep-residual-networks prototxt/ResNet-50-deploy.prototxt
   squeezenet_v1.1  DeepScale/SqueezeNet SqueezeNet_v1.1/deploy.prototxt
   mobilenet_v1     shicai/MobileNet-Caffe mobilenet_deploy.prototxt
+  openpose_coco    CMU-Perceptual-Computing-Lab/openpose models/pose/coco/pose_deploy_linevec.prototxt
+                   (OpenPose's files are under OpenPose's non-commercial licence: only the architecture
+                   facts are used, written in ninport's own compact layout, and the file says so)
 """
 from __future__ import annotations
 
@@ -370,6 +373,90 @@ def mobilenet_v1() -> str:
     return "".join(out)
 
 
+# ------------------------------------------- OpenPose body, COCO (Cao et al. 2017) ----
+
+# The COCO body net: VGG-19's first ten 3x3 convolutions (three 2x2 max pools), two more 3x3 convolutions
+# (conv4_3_CPM, conv4_4_CPM: the image features F), then six stages of two parallel branches, L1 (part
+# affinity fields, 38 maps = 19 limbs x (x, y)) and L2 (confidence maps, 19 = 18 keypoints + background).
+# Stage 1 reads F; stages 2-6 read concat(previous L1, previous L2, F). The net's output is the stage-6
+# L2 maps followed by the L1 maps. Every convolution: gaussian(std 0.01) weights, constant biases;
+# learning-rate multipliers 1/2 (weight/bias) up to stage 1, 4/8 in the refinement stages.
+# (channels, convolutions) of each VGG block; a pool after each of the first three
+OPENPOSE_VGG = ((64, 2), (128, 2), (256, 4), (512, 2))
+OPENPOSE_BRANCHES = {"L1": 38, "L2": 19}
+# (channels or None for the branch's map count, kernel, ReLU after it) of each convolution in a branch
+OPENPOSE_STAGE1 = ((128, 3, True), (128, 3, True), (128, 3, True), (512, 1, True), (None, 1, False))
+OPENPOSE_REFINE = ((128, 7, True),) * 5 + ((128, 1, True), (None, 1, False))
+
+
+def _inline(items) -> str:
+    """A message on one line: `key: value` pairs and `key { ... }` sub-messages."""
+    parts = []
+    for key, value in items:
+        parts.append(f"{key} {{ {_inline(value)} }}" if isinstance(value, list) else f"{key}: {_scalar(value)}")
+    return " ".join(parts)
+
+
+def openpose_coco() -> str:
+    out = ["# OpenPose body pose net, COCO 18 keypoints (Cao et al., CVPR 2017): ninport's own rendering of the\n"
+           "# architecture, written by tools/make_reference_models.py; not OpenPose's file (see README.md).\n",
+           'input: "image"\n', "input_dim: 1\ninput_dim: 3\n",
+           "input_dim: 1  # height and width: placeholders, the application reshapes the net to the image\n",
+           "input_dim: 1\n"]
+
+    def emit(name, type_, bottoms, top, *extra):
+        bottoms = [bottoms] if isinstance(bottoms, str) else bottoms
+        head = f'name: "{name}"  type: "{type_}"  ' + "".join(f'bottom: "{b}"  ' for b in bottoms) + f'top: "{top}"'
+        if not extra:  # ReLU: one line
+            out.append(f"layer {{ {head} }}\n")
+            return
+        fields = "".join(f"  {key} {{ {_inline(value)} }}\n" for key, value in extra)
+        out.append(f"layer {{\n  {head}\n{fields}}}\n")
+
+    def conv(name, bottom, n, k, lr, relu=None):
+        emit(name, "Convolution", bottom, name,
+             ("param", [("lr_mult", lr), ("decay_mult", 1)]), ("param", [("lr_mult", 2 * lr), ("decay_mult", 0)]),
+             ("convolution_param", [("num_output", n), ("pad", k // 2), ("kernel_size", k),
+                                    ("weight_filler", [("type", "gaussian"), ("std", 0.01)]),
+                                    ("bias_filler", [("type", "constant")])]))
+        if relu:
+            emit(relu, "ReLU", name, name)
+
+    bottom = "image"
+    for block, (n, convs) in enumerate(OPENPOSE_VGG, start=1):
+        for i in range(1, convs + 1):
+            conv(f"conv{block}_{i}", bottom, n, 3, 1, relu=f"relu{block}_{i}")
+            bottom = f"conv{block}_{i}"
+        if block < len(OPENPOSE_VGG):
+            emit(f"pool{block}_stage1", "Pooling", bottom, f"pool{block}_stage1",
+                 ("pooling_param", [("pool", Enum("MAX")), ("kernel_size", 2), ("stride", 2)]))
+            bottom = f"pool{block}_stage1"
+    for i, n in ((3, 256), (4, 128)):
+        conv(f"conv4_{i}_CPM", bottom, n, 3, 1, relu=f"relu4_{i}_CPM")
+        bottom = f"conv4_{i}_CPM"
+    features = stage_input = bottom
+
+    for stage in range(1, 7):
+        if stage == 1:
+            convs, lr = OPENPOSE_STAGE1, 1
+            conv_name, relu_name = "conv5_{d}_CPM_{b}", "relu5_{d}_CPM_{b}"
+        else:
+            convs, lr = OPENPOSE_REFINE, 4
+            conv_name, relu_name = f"Mconv{{d}}_stage{stage}_{{b}}", f"Mrelu{{d}}_stage{stage}_{{b}}"
+        last = dict.fromkeys(OPENPOSE_BRANCHES, stage_input)
+        for d, (n, k, relu) in enumerate(convs, start=1):
+            for b, maps in OPENPOSE_BRANCHES.items():
+                name = conv_name.format(d=d, b=b)
+                conv(name, last[b], n or maps, k, lr, relu=relu_name.format(d=d, b=b) if relu else None)
+                last[b] = name
+        if stage < 6:
+            stage_input = f"concat_stage{stage + 1}"
+            emit(stage_input, "Concat", [last["L1"], last["L2"], features], stage_input,
+                 ("concat_param", [("axis", 1)]))
+    emit("concat_stage7", "Concat", [last["L2"], last["L1"]], "net_output", ("concat_param", [("axis", 1)]))
+    return "".join(out)
+
+
 NETS = {
     "bvlc_alexnet": alexnet,
     "bvlc_googlenet": googlenet,
@@ -377,6 +464,7 @@ NETS = {
     "resnet50": resnet50,
     "squeezenet_v1.1": squeezenet11,
     "mobilenet_v1": mobilenet_v1,
+    "openpose_coco": openpose_coco,
 }
 
 

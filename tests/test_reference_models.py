@@ -458,9 +458,12 @@ def test_detector_heads_match_opencv(net, tmp_path):
 # ---------------------------------------------------------------- declared preprocessing ----
 
 ALL_MODELS = sorted(p.parent.name for p in MODELS.glob("*/deploy.prototxt"))
+# OpenPose declares a 1x1 placeholder and outputs keypoint maps: `predict` (a classifier's or detector's
+# preprocessing at the declared size) does not apply; its README gives OpenPose's own preprocessing.
+PREDICT_MODELS = [net for net in ALL_MODELS if net != "openpose_coco"]
 
 
-@pytest.mark.parametrize("net", ALL_MODELS)
+@pytest.mark.parametrize("net", PREDICT_MODELS)
 def test_preprocess_file_fits_the_net_and_says_what_the_readme_says(net):
     """Each reference model declares its preprocessing, so `predict` has nothing to guess and nothing to warn."""
     from ninport.detect import is_detector

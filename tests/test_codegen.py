@@ -173,7 +173,8 @@ def test_every_reference_model_file_runs_without_ninport(tmp_path):
                                   input_shape=REFERENCE_SHAPES.get(model))
         py = write_python(module, tmp_path / f"{model}.py")
         shape = next(iter(ninport.describe(module).inputs.values()))
-        x = np.random.default_rng(1).uniform(-1, 1, shape).astype(np.float32) * 100
+        # small inputs: with seeded weights, a mean-subtracted image's +-128 overflows an SSD's box decoding
+        x = np.random.default_rng(1).uniform(-1, 1, shape).astype(np.float32)
         np.savez(tmp_path / f"{model}_inputs.npz", data=x)
         with torch.no_grad():
             out = module(torch.from_numpy(x))

@@ -268,9 +268,11 @@ def _assert_blob_shapes_as_promised(module, inputs: list[torch.Tensor], spec, ta
     from ninport.convert.graph import forward_blobs
 
     data_dependent = {top for layer in spec.layers if layer.type == "DetectionOutput" for top in layer.tops}
-    for blob, value in forward_blobs(module, *inputs).items():
+    copies = ninport.describe(module).split_copies  # Caffe's automatic split blobs: their source's shape
+    for name, value in forward_blobs(module, *inputs).items():
+        blob = copies.get(name, name)
         if blob not in data_dependent:
-            assert tuple(value.shape) == table.blobs[blob], (blob, tuple(value.shape), table.blobs[blob])
+            assert tuple(value.shape) == table.blobs[blob], (name, tuple(value.shape), table.blobs[blob])
 
 
 # --- plausible mutations: edits of the parsed net that keep most nets valid ---------------------

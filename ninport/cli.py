@@ -312,8 +312,8 @@ def cmd_inspect(args) -> int:
     console.print(out)
     console.print(f"inputs: {_inputs_line(net.inputs)}   outputs (Caffe order): "
                   f"{', '.join(safe_text(o, 80) for o in net.outputs)}")
-    statistics = (f", plus {net.statistics:,} BatchNorm statistics (mean, variance, scale factor: stored in the "
-                  "caffemodel, not parameters)") if net.statistics else ""
+    statistics = (f", plus {net.statistics:,} stored statistics (running means and variances such as BatchNorm's: "
+                  "in the caffemodel, not parameters)") if net.statistics else ""
     console.print(f"total: {counted(len(net.layers), 'layer')}, {counted(net.parameters, 'parameter')} "
                   f"(learnable){statistics}; "
                   f"{net.macs_per_image / 1e9:.3f} GMAC per image, {net.macs / 1e9:.3f} GMAC per forward at "
@@ -551,8 +551,9 @@ def add_convert(sub) -> argparse.ArgumentParser:
 def add_inspect(sub) -> argparse.ArgumentParser:
     p = _command(sub, "inspect", "show the layer table: shapes, parameters, MACs",
                  "Print every layer with bottom → top, output shape, settings, learnable parameters and MACs, with\n"
-                 "totals (BatchNorm's stored statistics are counted apart: they are not parameters); with --weights,\n"
-                 "also check that the caffemodel fits the net (names, blob counts, shapes).")
+                 "totals (stored statistics, such as BatchNorm's mean and variance, are counted apart: they are not\n"
+                 "parameters); with --weights, also check that the caffemodel fits the net (names, blob counts,\n"
+                 "shapes).")
     p.add_argument("prototxt")
     p.add_argument("--weights", help="a .caffemodel to check against the net")
     p.add_argument("--json", action="store_true", help="print the table as JSON")

@@ -10,7 +10,7 @@ Nothing here imports torch.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any
 
@@ -55,7 +55,6 @@ class NetDescription:
     weights: str | None = None        # the caffemodel, or None for seeded random weights
     preprocess: Preprocess | None = None
     phase: str = "TEST"
-    extra: dict[str, Any] = field(default_factory=dict)
     dialect: str | None = None        # the dialect the net was read with (`ninport.load(..., dialect=)`)
     # Caffe's net.blobs in its order, each with the blob whose value it holds (itself, or for one of
     # Caffe's automatic `<blob>_<layer>_<i>_split_<j>` copies the blob it copies)

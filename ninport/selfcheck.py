@@ -10,7 +10,8 @@
 - `.safetensors`: every tensor equals the module's state dict, bit for bit, under the same names.
 
 The seeded input is uniform in [-128, 128) (pixels minus a
-mean), except that an input an Embed layer reads gets integers in [0, input_dim).
+mean), except that an input a layer reads as row indices (Embed: its type's record says `index_input`) gets
+integers in [0, rows).
 
 NaN or inf in the outputs that the two sides do not place alike, or a mismatch among values whose square
 exceeds float32's range (random weights can overflow an Exp or a Power), make the check inconclusive,
@@ -87,15 +88,25 @@ def reference_inputs(module: Any, seed: int = 0, description: NetDescription | N
     return inputs
 
 
+def _reads_indices(layer_type_name: str, description: NetDescription) -> bool:
+    """Whether the type's record says its first bottom holds row indices (`LayerType.index_input`: Embed)."""
+    from ninport.registry import layer_type
+
+    record = layer_type(layer_type_name, description.dialect)
+    return record is not None and record.index_input
+
+
 def embed_input_rows(module: Any, description: NetDescription) -> dict[str, int]:
-    """Net inputs that an Embed layer reads directly -> the number of rows (input_dim) it holds."""
+    """Net inputs that a layer reads directly as row indices (Embed) -> the rows of its table (weight blob 0,
+    the submodule's first parameter or buffer)."""
     rows: dict[str, int] = {}
     for record in description.layers:
-        if record.type == "Embed" and record.bottoms and record.bottoms[0] in description.inputs:
-            weight = getattr(module.get_submodule(record.module), "weight", None)
-            if weight is not None:
+        if record.bottoms and record.bottoms[0] in description.inputs and _reads_indices(record.type, description):
+            submodule = module.get_submodule(record.module)
+            table = next(iter([*submodule.parameters(), *submodule.buffers()]), None)
+            if table is not None and table.dim() >= 1:
                 name = record.bottoms[0]
-                rows[name] = min(rows.get(name, int(weight.shape[0])), int(weight.shape[0]))
+                rows[name] = min(rows.get(name, int(table.shape[0])), int(table.shape[0]))
     return rows
 
 
@@ -301,7 +312,7 @@ def _embed_index_problem(exc: Exception, path: Path, fmt: str, description: NetD
                          tolerance: float) -> SelfCheck:
     """The torch module failed on the seeded input: inconclusive if an Embed layer got an index out of
     range (it reads another layer's output), else the exception again (a bug)."""
-    if any(r.type == "Embed" for r in description.layers) and "index" in str(exc).lower():
+    if any(_reads_indices(r.type, description) for r in description.layers) and "index" in str(exc).lower():
         return SelfCheck(str(path), "inconclusive", tolerance, format=fmt, message=(
             "an Embed layer got an index outside [0, input_dim) from the seeded check input (an Embed "
             "reads another layer's output here); run `ninport verify` with real inputs"))

@@ -9,12 +9,25 @@ from tests.conftest import NIN_DEPLOY, VENDORED_GOLDEN
 
 def test_input_shape_forms_agree():
     expected = {"data": (2, 3, 227, 227)}
-    for given in [(2, 3, 227, 227), "2,3,227,227", "2x3x227x227", {"data": "2,3,227,227"},
-                  ["2,3,227,227"], ["data=2,3,227,227"]]:
+    for given in [(2, 3, 227, 227), "2,3,227,227", "2x3x227x227", {"data": "2,3,227,227"}, {"data": [2, 3, 227, 227]}]:
         assert ninport.load_spec(NIN_DEPLOY, given).inputs == expected, given
 
 
-@pytest.mark.parametrize("bad", ["", "1,3,-2,4", "a,b", ["nope=1,3,8,8"], (0, 3, 8, 8)])
+def test_the_command_lines_named_shapes_are_parsed_by_the_cli():
+    """`--input-shape [NAME=]dims` is the CLI's text: cli.py turns it into a shape or a dict; the library's
+    InputShape takes no "name=dims" strings."""
+    from ninport.cli import input_shape, input_shapes
+
+    assert input_shapes([input_shape("2,3,227,227")], str(NIN_DEPLOY), None) == (2, 3, 227, 227)
+    assert input_shapes([input_shape(" data = 2x3x227x227")], str(NIN_DEPLOY), None) == {"data": (2, 3, 227, 227)}
+    assert input_shapes([input_shape("2,3,9,9"), input_shape("other=1,1")], str(NIN_DEPLOY), None) == {
+        "data": (2, 3, 9, 9), "other": (1, 1)}
+    assert input_shapes(None, str(NIN_DEPLOY), None) is None
+    with pytest.raises(ninport.ShapeError, match="dimensions must be integers"):
+        ninport.load_spec(NIN_DEPLOY, ["data=2,3,227,227"])
+
+
+@pytest.mark.parametrize("bad", ["", "1,3,-2,4", "a,b", {"nope": "1,3,8,8"}, (0, 3, 8, 8)])
 def test_bad_input_shapes_are_clear_errors(bad):
     with pytest.raises(ninport.NinportError):
         ninport.load_spec(NIN_DEPLOY, bad)

@@ -16,6 +16,7 @@ from ninport.caffe import io
 from ninport.caffe.shapes import infer_shapes
 from ninport.caffe.spec import NetSpec, load_netspec
 from ninport.caffe.weights import attach_weights, random_weights, unreachable_layers
+from ninport.description import Phase
 from ninport.errors import NinportError, ShapeError, safe_text
 
 if TYPE_CHECKING:  # torch is imported by load() only, so reading and inspecting nets stays light
@@ -116,7 +117,7 @@ def check_net_files(prototxt: PathLike, weights: PathLike | None = None, input_s
 
 
 def load(prototxt: PathLike, weights: PathLike | None = None, *, input_shape: InputShape = None, seed: int = 0,
-         phase: str = "TEST", freeze: bool = False, dialect: str | None = None) -> fx.GraphModule:
+         phase: Phase = "TEST", freeze: bool = False, dialect: str | None = None) -> fx.GraphModule:
     """Convert a Caffe net to a torch.fx.GraphModule (in eval mode for the TEST phase).
 
     `input_shape` (N, C, H, W, or a "1,3,227,227" string, or a dict per input name) overrides the

@@ -273,7 +273,7 @@ def _report_checks(checks: list) -> int:
             _err(f"warning: not checked: {name}: {safe_text(check.message, 1000)}")
         elif check.status == "failed":
             bad = [b for b in check.blobs if not b.passed]
-            worst = ", ".join(f"{safe_text(b.blob, 60)} ({safe_text(b.role, 100)}, relative error {b.relative:.3g}"
+            worst = ", ".join(f"{safe_text(b.name, 60)} ({safe_text(b.role, 100)}, relative error {b.relative:.3g}"
                               + (f", {safe_text(b.note)}" if b.note else "") + ")" for b in bad)
             what = (f"{runner}'s output differs from the torch model's on {worst}" if bad
                     else safe_text(check.message, 1000))

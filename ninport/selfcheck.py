@@ -22,30 +22,17 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from ninport.description import NetDescription, describe
 from ninport.errors import NinportError, counted, one_line, safe_text
-from ninport.parity import overflow_note, relative_error
+from ninport.parity import BlobComparison, overflow_note, relative_error
 
 DEFAULT_TOLERANCE = 1e-4
 NONFINITE = "non-finite"
-
-
-@dataclass(frozen=True)
-class BlobCheck:
-    """One compared blob: `role` is "output" or "logits of Softmax layer <name>"."""
-
-    blob: str
-    role: str
-    shape: tuple[int, ...]
-    max_abs: float
-    relative: float
-    passed: bool
-    note: str = ""
-    overflow: str = ""  # where the torch module overflowed on the way to this blob, if it did
+CheckStatus = Literal["passed", "failed", "inconclusive", "skipped"]
 
 
 @dataclass(frozen=True)
@@ -54,9 +41,9 @@ class SelfCheck:
     `format` is the file's kind (onnx, pt2, py, safetensors)."""
 
     path: str
-    status: str
+    status: CheckStatus
     tolerance: float
-    blobs: tuple[BlobCheck, ...] = ()
+    blobs: tuple[BlobComparison, ...] = ()
     message: str = ""
     format: str = "onnx"
 
@@ -71,7 +58,7 @@ class SelfCheck:
     @property
     def compared(self) -> str:
         """Which blobs were compared, for messages: `prob (output), fc8 (logits of Softmax layer prob)`."""
-        return ", ".join(f"{safe_text(b.blob, 60)} ({safe_text(b.role, 100)})" for b in self.blobs)
+        return ", ".join(f"{safe_text(b.name, 60)} ({safe_text(b.role, 100)})" for b in self.blobs)
 
 
 def reference_inputs(module: Any, seed: int = 0, description: NetDescription | None = None) -> dict[str, np.ndarray]:
@@ -243,26 +230,26 @@ def _nonfinite_pattern_equal(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 def compare_one(blob: str, role: str, got: np.ndarray, expected: np.ndarray, tolerance: float,
-                overflow: str = "") -> BlobCheck:
+                overflow: str = "") -> BlobComparison:
     """Compare one blob; non-finite values must sit in the same places (then the rest is compared). A
     mismatch on a blob computed from an overflow (`overflow` says where, see `forward_values`) or among
     values whose square overflows float32 is inconclusive (note NONFINITE), not a failure."""
     got, expected = np.asarray(got), np.asarray(expected)  # in their own dtype: no float64 copies of a blob
+    shape = tuple(expected.shape)
     if got.shape != expected.shape:
-        return BlobCheck(blob, role, tuple(expected.shape), float("inf"), float("inf"), False,
-                         f"shape {list(got.shape)} in the file, {list(expected.shape)} in torch")
+        return BlobComparison(blob, shape, float("inf"), float("inf"), False,
+                              f"shape {list(got.shape)} in the file, {list(expected.shape)} in torch", role=role)
     finite = np.isfinite(got) & np.isfinite(expected)
     note = ""
     if not finite.all():
         if not finite.any() or not _nonfinite_pattern_equal(got, expected):
-            return BlobCheck(blob, role, tuple(expected.shape), float("nan"), float("nan"), False, NONFINITE,
-                             overflow)
+            return BlobComparison(blob, shape, float("nan"), float("nan"), False, NONFINITE, True, role, overflow)
         note = f"{int((~finite).sum()):,} NaN/inf values, the same in both; the rest compared"
         got, expected = np.where(finite, got, 0), np.where(finite, expected, 0)  # the same zeros on both sides
     max_abs, rel = relative_error(got, expected)
     if rel > tolerance and (overflow or overflow_note(got, expected)):  # proves nothing
-        return BlobCheck(blob, role, tuple(expected.shape), max_abs, rel, False, NONFINITE, overflow)
-    return BlobCheck(blob, role, tuple(expected.shape), max_abs, rel, bool(rel <= tolerance), note)
+        return BlobComparison(blob, shape, max_abs, rel, False, NONFINITE, True, role, overflow)
+    return BlobComparison(blob, shape, max_abs, rel, bool(rel <= tolerance), note, role=role)
 
 
 def check_onnx(module: Any, path: str | os.PathLike, *, tolerance: float = DEFAULT_TOLERANCE, seed: int = 0,
@@ -319,12 +306,12 @@ def _embed_index_problem(exc: Exception, path: Path, fmt: str, description: NetD
     raise exc
 
 
-def _outcome(path: Path, fmt: str, checks: list[BlobCheck], tolerance: float, message: str = "",
+def _outcome(path: Path, fmt: str, checks: list[BlobComparison], tolerance: float, message: str = "",
              sides: str = "the two") -> SelfCheck:
     """The SelfCheck of compared blobs: inconclusive when NaN/inf values sit in different places."""
-    nonfinite = [c for c in checks if c.note == NONFINITE]
-    if nonfinite and all(c.passed or c.note == NONFINITE for c in checks):  # a real mismatch still fails
-        names = ", ".join(safe_text(c.blob, 60) + (f" (from {c.overflow})" if c.overflow else "") for c in nonfinite)
+    nonfinite = [c for c in checks if c.inconclusive]
+    if nonfinite and all(c.passed or c.inconclusive for c in checks):  # a real mismatch still fails
+        names = ", ".join(safe_text(c.name, 60) + (f" (from {c.overflow})" if c.overflow else "") for c in nonfinite)
         return SelfCheck(str(path), "inconclusive", tolerance, tuple(checks), format=fmt, message=(
             f"on the seeded check input, {names} overflowed (NaN/inf, or values beyond float range when squared: "
             f"random weights, or inputs outside the net's range) and {sides} disagree there; this proves "

@@ -109,3 +109,39 @@ def test_convert_files_returns_what_it_did(tmp_path):
     assert result.written == {"onnx": tmp_path / "net.onnx"} and result.weights == case / "weights.caffemodel"
     assert result.description.outputs == ("out",) and result.check.passed
     assert [s.split()[0] for s in stages] == ["reading", "exporting", "checking"]
+
+
+def test_the_wheel_ships_py_typed(tmp_path):
+    """PEP 561: the installed package carries `py.typed`, so type checkers use ninport's annotations."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    from tests.conftest import REPO
+
+    source = tmp_path / "src"
+    shutil.copytree(REPO / "ninport", source / "ninport", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path / "dist"), str(source)], check=True, capture_output=True, timeout=300)
+    wheel = next((tmp_path / "dist").glob("ninport-*.whl"))
+    assert "ninport/py.typed" in zipfile.ZipFile(wheel).namelist()
+
+
+def test_every_lazy_name_is_typed_and_importable():
+    """Each name `ninport.__getattr__` serves lazily is imported under TYPE_CHECKING too (so type checkers see
+    `ninport.load`'s real signature), from the same module, and resolves at run time."""
+    import ast
+
+    from tests.conftest import REPO
+
+    tree = ast.parse((REPO / "ninport" / "__init__.py").read_text())
+    typed = {alias.asname or alias.name: node.module for block in ast.walk(tree) if isinstance(block, ast.If)
+             and ast.unparse(block.test) == "TYPE_CHECKING" for node in block.body
+             if isinstance(node, ast.ImportFrom) for alias in node.names}
+    assert typed == ninport._LAZY
+    for name in ninport._LAZY:
+        assert getattr(ninport, name) is not None
+    assert ninport.LayerContext.__name__ == "LayerContext"

@@ -9,6 +9,7 @@ which never need torch) start without loading torch or the ONNX exporter.
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
 from ninport.errors import (
     ExportError,
@@ -31,11 +32,16 @@ _LAZY = {
     "describe": "ninport.description",
     "optimize": "ninport.speedup",
     "NetDescription": "ninport.description",
+    # for plugin authors: register a type, read its parameters, what its converter gets
     "register_layer": "ninport.registry",
     "unregister_layer": "ninport.registry",
     "register_dialect": "ninport.registry",
     "LayerShapes": "ninport.registry",
+    "LayerType": "ninport.registry",
     "layer_param": "ninport.registry",
+    "layer_fields": "ninport.registry",
+    "LayerSpec": "ninport.caffe.spec",
+    "LayerContext": "ninport.convert.registry",
     "load_plugin": "ninport.plugins",
     "export_onnx": "ninport.onnx",
     "convert_files": "ninport.conversion",
@@ -46,6 +52,7 @@ _LAZY = {
     "VerifyReport": "ninport.verification",
     "check_onnx": "ninport.selfcheck",
     "SelfCheck": "ninport.selfcheck",
+    "BlobComparison": "ninport.parity",
     "classify": "ninport.predict",
     "resolve_preprocessing": "ninport.predict",
     "PredictResult": "ninport.predict",
@@ -55,6 +62,34 @@ _LAZY = {
     "write_safetensors": "ninport.artifacts",
     "write_python": "ninport.codegen",
 }
+
+if TYPE_CHECKING:  # what type checkers see: the real signatures behind the lazy names above
+    from ninport.api import load, load_spec, parse_input_shape
+    from ninport.artifacts import write_pt2, write_safetensors
+    from ninport.caffe.spec import LayerSpec
+    from ninport.codegen import write_python
+    from ninport.conversion import ConversionResult, convert_files
+    from ninport.convert.graph import forward_blobs
+    from ninport.convert.registry import LayerContext
+    from ninport.description import NetDescription, describe
+    from ninport.detect import DetectionSelection, select_detections
+    from ninport.inspection import NetSummary, summary
+    from ninport.onnx import export_onnx
+    from ninport.parity import BlobComparison
+    from ninport.plugins import load_plugin
+    from ninport.predict import PredictResult, classify, resolve_preprocessing
+    from ninport.registry import (
+        LayerShapes,
+        LayerType,
+        layer_fields,
+        layer_param,
+        register_dialect,
+        register_layer,
+        unregister_layer,
+    )
+    from ninport.selfcheck import SelfCheck, check_onnx
+    from ninport.speedup import optimize
+    from ninport.verification import VerifyReport, verify
 
 __all__ = [*_LAZY, "NinportError", "ParseError", "WeightsError", "UnsupportedLayerError", "ShapeError",
            "ExportError", "PreprocessError", "NinportWarning", "__version__"]

@@ -16,6 +16,7 @@ from ninport.caffe import io
 from ninport.caffe.shapes import infer_shapes
 from ninport.caffe.spec import NetSpec, load_netspec
 from ninport.caffe.weights import attach_weights, random_weights, unreachable_layers
+from ninport.description import Phase
 from ninport.errors import NinportError, ShapeError, safe_text
 
 if TYPE_CHECKING:  # torch is imported by load() only, so reading and inspecting nets stays light
@@ -23,7 +24,8 @@ if TYPE_CHECKING:  # torch is imported by load() only, so reading and inspecting
 
 PathLike = str | os.PathLike
 Shape = tuple[int, ...]
-InputShape = str | Sequence[int] | Mapping[str, str | Sequence[int]] | Sequence[str] | None
+# One shape (the first input's), "1,3,227,227" text, or {input name: shape}; None keeps the net's own.
+InputShape = str | Sequence[int] | Mapping[str, str | Sequence[int]] | None
 
 
 def check_path(value: Any, argument: str, *, optional: bool = False) -> Path | None:
@@ -78,8 +80,8 @@ def _is_array(value: Any) -> bool:
 
 
 def input_shapes_for(spec: NetSpec, input_shape: InputShape) -> dict[str, Shape]:
-    """Per-input shapes from what a caller gave: a shape or "1,3,227,227" (the first input), a dict
-    {input: shape}, or a list of "name=1,3,227,227" / "1,3,227,227" strings (the CLI's repeated flag)."""
+    """Per-input shapes from what a caller gave: a shape or "1,3,227,227" (the first input), or a dict
+    {input: shape}."""
     first = next(iter(spec.inputs))
     if isinstance(input_shape, Mapping):
         shapes = {}
@@ -87,12 +89,6 @@ def input_shapes_for(spec: NetSpec, input_shape: InputShape) -> dict[str, Shape]
             if not isinstance(name, str):
                 raise ShapeError(f"input_shape: keys must be input names (str), got {type(name).__name__}")
             shapes[name] = parse_input_shape(shape)
-        return shapes
-    if isinstance(input_shape, (list, tuple)) and input_shape and all(isinstance(v, str) for v in input_shape):
-        shapes = {}
-        for item in input_shape:
-            name, _, dims = item.rpartition("=")
-            shapes[name.strip() or first] = parse_input_shape(dims)
         return shapes
     return {first: parse_input_shape(input_shape)}
 
@@ -121,7 +117,7 @@ def check_net_files(prototxt: PathLike, weights: PathLike | None = None, input_s
 
 
 def load(prototxt: PathLike, weights: PathLike | None = None, *, input_shape: InputShape = None, seed: int = 0,
-         phase: str = "TEST", freeze: bool = False, dialect: str | None = None) -> fx.GraphModule:
+         phase: Phase = "TEST", freeze: bool = False, dialect: str | None = None) -> fx.GraphModule:
     """Convert a Caffe net to a torch.fx.GraphModule (in eval mode for the TEST phase).
 
     `input_shape` (N, C, H, W, or a "1,3,227,227" string, or a dict per input name) overrides the

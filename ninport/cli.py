@@ -172,16 +172,36 @@ def mean_values(text: str) -> list[float]:
     return values
 
 
-def input_shape(text: str) -> str:
-    """'[NAME=]1,3,227,227': checked here, kept as text for `ninport.load(..., input_shape=[...])`."""
+def input_shape(text: str) -> tuple[str, tuple[int, ...]]:
+    """'[NAME=]1,3,227,227' -> (NAME or "", (1, 3, 227, 227)); see `input_shapes`."""
     from ninport.api import parse_input_shape
 
-    _, _, dims = text.rpartition("=")
+    name, _, dims = text.rpartition("=")
     try:
-        parse_input_shape(dims)
+        return name.strip(), parse_input_shape(dims)
     except NinportError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
+
+
+def input_shapes(given: list[tuple[str, tuple[int, ...]]] | None, net: str | None, dialect: str | None):
+    """The repeated --input-shape flags as the library's `input_shape`: None, one shape (for the first input),
+    or {input name: shape}. A shape without NAME= among others is the first input's, read from the net
+    (`net`: a prototxt, or a golden folder holding one)."""
+    if not given:
+        return None
+    if len(given) == 1 and not given[0][0]:
+        return given[0][1]
+    first = ""
+    if any(not name for name, _ in given):
+        from ninport.api import load_spec
+
+        prototxt = Path(net or "")
+        if prototxt.is_dir():
+            from ninport.parity import GoldenFolder
+
+            prototxt = GoldenFolder.open(prototxt).prototxt
+        first = next(iter(load_spec(prototxt, dialect=dialect).inputs))
+    return {name or first: dims for name, dims in given}
 
 
 def image_size(text: str) -> tuple[int, int]:
@@ -219,7 +239,8 @@ def cmd_convert(args) -> int:
     import ninport
 
     with _working(args) as progress:
-        result = ninport.convert_files(args.prototxt, args.weights, args.output, input_shape=args.input_shape,
+        result = ninport.convert_files(args.prototxt, args.weights, args.output,
+                                       input_shape=input_shapes(args.input_shape, args.prototxt, args.dialect),
                                        formats=args.format, check=not args.no_check, progress=progress,
                                        dynamic_size=True if args.dynamic else False if args.static else None,
                                        dialect=args.dialect)
@@ -252,7 +273,7 @@ def _report_checks(checks: list) -> int:
             _err(f"warning: not checked: {name}: {safe_text(check.message, 1000)}")
         elif check.status == "failed":
             bad = [b for b in check.blobs if not b.passed]
-            worst = ", ".join(f"{safe_text(b.blob, 60)} ({safe_text(b.role, 100)}, relative error {b.relative:.3g}"
+            worst = ", ".join(f"{safe_text(b.name, 60)} ({safe_text(b.role, 100)}, relative error {b.relative:.3g}"
                               + (f", {safe_text(b.note)}" if b.note else "") + ")" for b in bad)
             what = (f"{runner}'s output differs from the torch model's on {worst}" if bad
                     else safe_text(check.message, 1000))
@@ -288,7 +309,8 @@ def cmd_inspect(args) -> int:
     with _working(args) as progress:
         if args.weights:  # reading a prototxt takes milliseconds; a caffemodel can take seconds
             progress(f"checking {args.weights} against the net")
-        net = ninport.summary(args.prototxt, input_shape=args.input_shape, weights=args.weights,
+        net = ninport.summary(args.prototxt, input_shape=input_shapes(args.input_shape, args.prototxt, args.dialect),
+                              weights=args.weights,
                               dialect=args.dialect)
     if args.json:
         print(json.dumps(net.to_json(), indent=2))  # JSON escapes control characters itself
@@ -312,8 +334,8 @@ def cmd_inspect(args) -> int:
     console.print(out)
     console.print(f"inputs: {_inputs_line(net.inputs)}   outputs (Caffe order): "
                   f"{', '.join(safe_text(o, 80) for o in net.outputs)}")
-    statistics = (f", plus {net.statistics:,} BatchNorm statistics (mean, variance, scale factor: stored in the "
-                  "caffemodel, not parameters)") if net.statistics else ""
+    statistics = (f", plus {net.statistics:,} stored statistics (running means and variances such as BatchNorm's: "
+                  "in the caffemodel, not parameters)") if net.statistics else ""
     console.print(f"total: {counted(len(net.layers), 'layer')}, {counted(net.parameters, 'parameter')} "
                   f"(learnable){statistics}; "
                   f"{net.macs_per_image / 1e9:.3f} GMAC per image, {net.macs / 1e9:.3f} GMAC per forward at "
@@ -337,7 +359,8 @@ def cmd_verify(args) -> int:
 
     with _working(args) as progress:
         report = ninport.verify(args.target, weights=args.weights, golden=args.golden,
-                                input_shape=args.input_shape, tolerance=args.tolerance, seed=args.seed,
+                                input_shape=input_shapes(args.input_shape, args.target, args.dialect),
+                                tolerance=args.tolerance, seed=args.seed,
                                 opencv=not args.no_opencv, onnx=not args.no_onnx, progress=progress,
                                 dialect=args.dialect)
     from rich.table import Table
@@ -551,8 +574,9 @@ def add_convert(sub) -> argparse.ArgumentParser:
 def add_inspect(sub) -> argparse.ArgumentParser:
     p = _command(sub, "inspect", "show the layer table: shapes, parameters, MACs",
                  "Print every layer with bottom → top, output shape, settings, learnable parameters and MACs, with\n"
-                 "totals (BatchNorm's stored statistics are counted apart: they are not parameters); with --weights,\n"
-                 "also check that the caffemodel fits the net (names, blob counts, shapes).")
+                 "totals (stored statistics, such as BatchNorm's mean and variance, are counted apart: they are not\n"
+                 "parameters); with --weights, also check that the caffemodel fits the net (names, blob counts,\n"
+                 "shapes).")
     p.add_argument("prototxt")
     p.add_argument("--weights", help="a .caffemodel to check against the net")
     p.add_argument("--json", action="store_true", help="print the table as JSON")

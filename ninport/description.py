@@ -10,9 +10,9 @@ Nothing here imports torch.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import PurePath
-from typing import Any
+from typing import Any, Literal
 
 from ninport.caffe.spec import Preprocess
 from ninport.errors import NinportError
@@ -20,6 +20,7 @@ from ninport.errors import NinportError
 META_KEY = "ninport"
 
 Shape = tuple[int, ...]
+Phase = Literal["TEST", "TRAIN"]  # the Caffe phase a net was built for
 
 
 @dataclass(frozen=True)
@@ -54,8 +55,7 @@ class NetDescription:
     layers: tuple[LayerRecord, ...]   # in Caffe's order
     weights: str | None = None        # the caffemodel, or None for seeded random weights
     preprocess: Preprocess | None = None
-    phase: str = "TEST"
-    extra: dict[str, Any] = field(default_factory=dict)
+    phase: Phase = "TEST"
     dialect: str | None = None        # the dialect the net was read with (`ninport.load(..., dialect=)`)
     # Caffe's net.blobs in its order, each with the blob whose value it holds (itself, or for one of
     # Caffe's automatic `<blob>_<layer>_<i>_split_<j>` copies the blob it copies)

@@ -1,9 +1,10 @@
 """What `ninport inspect` shows, as data: one row per layer, the net's inputs and outputs, and totals.
 
 Totals follow the published counts: learnable parameters (convolution/InnerProduct weights and biases,
-Scale's and PReLU's factors, ...) are counted apart from BatchNorm's stored statistics (running mean,
-variance and the moving-average scale factor), which the frameworks that publish parameter counts do
-not call parameters. MACs are given for the batch of the reference input and per image.
+Scale's and PReLU's factors, ...) are counted apart from stored statistics (BatchNorm's and PSPNet BN's
+running mean and variance, BatchNorm's moving-average scale factor: the blobs each type's record names,
+`LayerType.statistics`), which the frameworks that publish parameter counts do not call parameters. MACs
+are given for the batch of the reference input and per image.
 
 Nothing here imports torch: inspecting a net stays fast.
 """
@@ -16,9 +17,8 @@ from pathlib import Path
 from ninport.api import InputShape, PathLike, check_path, load_spec
 from ninport.caffe.shapes import infer_shapes, size_fixing_layers
 from ninport.caffe.spec import LayerSpec
-
-# Layer types whose caffemodel blobs are statistics gathered in training, not learned by gradient.
-STATISTICS_LAYERS = frozenset({"BatchNorm"})
+from ninport.errors import NinportError, one_line, safe_text
+from ninport.registry import LayerType, layer_type
 
 Shape = tuple[int, ...]
 
@@ -35,7 +35,7 @@ class LayerRow:
     output_shapes: tuple[Shape, ...]
     settings: str       # a short summary of the layer's parameters, e.g. "96, k11 s4" for a convolution
     parameters: int     # learnable values
-    statistics: int     # stored statistics (BatchNorm mean/variance/scale factor)
+    statistics: int     # stored statistics (BatchNorm's mean/variance/scale factor, BN's mean/variance)
     macs: int           # multiply-accumulates at the reference input size (whole batch)
 
 
@@ -57,7 +57,7 @@ class NetSummary:
     outputs: tuple[str, ...]
     layers: tuple[LayerRow, ...]
     parameters: int          # learnable parameters, as published counts give them
-    statistics: int          # BatchNorm statistics (not parameters)
+    statistics: int          # stored statistics such as BatchNorm's (not parameters)
     macs: int                # per forward pass at the reference batch
     batch: int               # the first input's batch size at the reference shape
     weights: WeightsFit | None = None
@@ -113,15 +113,17 @@ def summary(prototxt: PathLike, input_shape: InputShape = None, weights: PathLik
     for layer in spec.layers:
         shapes = table.layers[layer.key]
         if shapes.params is not None:
-            count = sum(math.prod(s) for s in shapes.params)
+            sizes = [math.prod(s) for s in shapes.params]
         else:  # a plugin that takes whatever the caffemodel holds
-            count = sum(a.size for a in matched.get(layer.key, []))
-        statistics = count if layer.type in STATISTICS_LAYERS else 0
+            sizes = [a.size for a in matched.get(layer.key, [])]
+        record = layer_type(layer.type, spec.dialect)
+        settings, statistics_blobs = _record_facts(record, layer) if record is not None else ("", ())
+        statistics = sum(size for i, size in enumerate(sizes) if i in statistics_blobs)
         rows.append(LayerRow(
             layer=layer.name, type=layer.type, bottoms=tuple(layer.bottoms), tops=tuple(layer.tops),
             in_place=bool(layer.bottoms) and list(layer.bottoms) == list(layer.tops),
             output_shapes=tuple(tuple(table.blobs[t]) for t in layer.tops),
-            settings=layer_settings(layer), parameters=count - statistics, statistics=statistics,
+            settings=settings, parameters=sum(sizes) - statistics, statistics=statistics,
             macs=int(shapes.macs)))
     first = next(iter(spec.inputs.values()))
     return NetSummary(
@@ -132,46 +134,14 @@ def summary(prototxt: PathLike, input_shape: InputShape = None, weights: PathLik
         size_fixed_by=tuple(size_fixing_layers(spec, table)))
 
 
-def layer_settings(layer: LayerSpec) -> str:
-    """A short description of a layer's parameters, like the table in NIN_FACTS.md."""
-    from ninport.caffe import caffe_pb2 as pb2
-    from ninport.caffe.shapes import conv_geometry
+def _record_facts(record: LayerType, layer: LayerSpec) -> tuple[str, tuple[int, ...]]:
+    """The settings text and statistics blobs its type's record gives for `layer`; a plugin's function that
+    fails is one NinportError naming the layer and the plugin."""
+    try:
+        return record.settings_text(layer), record.statistics_blobs(layer)
+    except NinportError:
+        raise
+    except Exception as exc:
+        raise NinportError(f"layer {safe_text(layer.name, 80)!r} ({safe_text(layer.type, 40)}): the settings or "
+                           f"statistics function of {safe_text(record.origin, 80)} failed: {one_line(exc)}") from None
 
-    p = layer.proto
-    if layer.type in ("Convolution", "Deconvolution"):
-        c = p.convolution_param
-        g = conv_geometry(c)
-
-        def fmt(prefix: str, pair: tuple[int, int], default: int) -> str:
-            if pair == (default, default):
-                return ""
-            return f" {prefix}{pair[0]}" if pair[0] == pair[1] else f" {prefix}{pair[0]}x{pair[1]}"
-        text = f"{c.num_output},{fmt('k', g.kernel, -1)}{fmt('s', g.stride, 1)}{fmt('pad ', g.pad, 0)}"
-        text += fmt("d", g.dilation, 1)
-        return text + (f" group {c.group}" if c.group != 1 else "") + ("" if c.bias_term else " no bias")
-    if layer.type == "Pooling":
-        q = p.pooling_param
-        kind = pb2.PoolingParameter.PoolMethod.Name(q.pool)
-        if q.global_pooling:
-            return f"{kind} global"
-        k = q.kernel_size or f"{q.kernel_h}x{q.kernel_w}"
-        s = q.stride if not (q.HasField("stride_h") or q.HasField("stride_w")) else f"{q.stride_h}x{q.stride_w}"
-        pad = q.pad if not (q.HasField("pad_h") or q.HasField("pad_w")) else f"{q.pad_h}x{q.pad_w}"
-        return f"{kind} k{k} s{s}" + (f" pad {pad}" if pad else "")
-    if layer.type == "InnerProduct":
-        return f"{p.inner_product_param.num_output}"
-    if layer.type == "Dropout":
-        return f"{p.dropout_param.dropout_ratio:g}"
-    if layer.type == "LRN":
-        q = p.lrn_param
-        return f"n{q.local_size} alpha {q.alpha:g} beta {q.beta:g}"
-    if layer.type == "ReLU" and p.relu_param.negative_slope:
-        return f"slope {p.relu_param.negative_slope:g}"
-    if layer.type == "Eltwise":
-        return pb2.EltwiseParameter.EltwiseOp.Name(p.eltwise_param.operation)
-    if layer.type == "BatchNorm":
-        return "statistics: mean, variance, scale factor"
-    if layer.type == "Crop":  # in dialect hed, the offsets HED's Caffe derives from the net
-        q = p.crop_param
-        return f"axis {q.axis} offset {','.join(str(o) for o in q.offset) or 0}"
-    return ""

@@ -531,6 +531,18 @@ def _rename_nodes(graph, layer_names: set[str], op_layers: dict[str, str]) -> No
         used.add(unique)
 
 
+def onnx_translations(description: NetDescription) -> dict:
+    """The translations of custom ops that the net's layer types declare (`LayerType.onnx_translations`)."""
+    from ninport.registry import layer_type
+
+    records = {layer.type: layer_type(layer.type, description.dialect) for layer in description.layers}
+    table: dict = {}
+    for record in records.values():
+        if record is not None:
+            table.update(record.translations())
+    return table
+
+
 def to_onnx_model(module: fx.GraphModule, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool = True,
                   dynamic_size: bool | None = None, metadata: dict[str, str] | None = None,
                   description: NetDescription | None = None):
@@ -554,15 +566,13 @@ def to_onnx_model(module: fx.GraphModule, *, opset: int = DEFAULT_OPSET, dynamic
     if len(set(output_names)) != len(output_names):
         raise ExportError("the net lists an output blob twice")
     layer_names = {name for name, _ in module.named_children()}
-    from ninport.convert.layers.ssd import onnx_translations
-    for layer in module.modules():  # a layer refuses what ONNX cannot compute exactly, naming itself
-        getattr(layer, "check_onnx_export", lambda: None)()
+    translations = onnx_translations(meta)
 
     def trace(dynamic: bool):
         with evaluating(module), quiet_torch(), torch.no_grad(), size_oblivious_tracing():
             program = torch.onnx.export(
                 module, _example_inputs(meta, dynamic_batch, dynamic), None, dynamo=True, opset_version=opset,
-                input_names=input_names, output_names=output_names, custom_translation_table=onnx_translations(),
+                input_names=input_names, output_names=output_names, custom_translation_table=translations,
                 dynamic_shapes=_dynamic_shapes(meta, dynamic_batch, dynamic),
                 verbose=False, report=False, optimize=False)
             op_layers = _op_layers(program.model.graph, layer_names)

@@ -15,8 +15,11 @@ DEFAULT_TOLERANCE = 1e-5
 OVERFLOW_MAGNITUDE = float(np.sqrt(np.finfo(np.float32).max))
 
 
-@dataclass
+@dataclass(frozen=True)
 class BlobComparison:
+    """One blob compared with a reference: against Caffe in `verify` (tolerance 1e-5 by default), between
+    ninport's module and a written file in the self-check (1e-4), which adds the blob's `role`."""
+
     name: str
     shape: tuple[int, ...]
     max_abs: float
@@ -24,6 +27,8 @@ class BlobComparison:
     passed: bool
     note: str = ""
     inconclusive: bool = False  # not passed, but only because the values overflowed: neither PASS nor FAIL
+    role: str = ""  # self-check: "output" or "logits of Softmax layer <name>"
+    overflow: str = ""  # where the torch module overflowed on the way to this blob, if it did
 
     @property
     def result(self) -> str:

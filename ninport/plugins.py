@@ -74,7 +74,8 @@ def load_plugin(path: str | os.PathLike) -> list[str]:
             registry.register_layer(record.name, shape=record.shape, module=record.converter,
                                     origin=f"plugin {path.name}", reads_unknown_fields=record.reads_unknown_fields,
                                     bottoms=record.counts.bottoms, tops=record.counts.tops, replace=True,
-                                    dialect=record.dialect)
+                                    dialect=record.dialect, settings=record.settings, statistics=record.statistics,
+                                    index_input=record.index_input, onnx_translations=record.onnx_translations)
     _LOADED[key] = added
     return [name for _, name in added]
 

@@ -46,6 +46,12 @@ class LayerShapes:
 
 ShapeFn = Callable[["LayerSpec", list[Shape]], Union[LayerShapes, Sequence[Sequence[int]]]]
 ConverterFn = Callable[[Any], Any]  # LayerContext -> torch.nn.Module (see ninport.convert.registry)
+SettingsFn = Callable[["LayerSpec"], str]
+# Which of a layer's weight blobs are stored statistics: indices, or a function of the layer giving them.
+StatisticsSpec = Union[tuple[int, ...], Callable[["LayerSpec"], Sequence[int]]]
+# The torch.onnx.export(custom_translation_table=) entries a type's module needs: a function returning
+# {torch op: translation}, or "family:function" naming one in `ninport.convert.layers` (imported when exporting).
+TranslationsFn = Callable[[], dict]
 # One bound on a bottom or top count: a number, None (no bound), or a function of the layer (a bound that
 # depends on its parameters).
 Bound = Union[int, None, Callable[["LayerSpec"], int]]
@@ -141,6 +147,14 @@ class LayerType:
     `reads_unknown_fields`: the type interprets fields the schema does not know (a fork's params kept
     in `LayerSpec.unknown_fields`); for other types such fields make the layer unconvertible.
     `counts`: the bottoms and tops the type takes, checked before its shape rule runs (see BlobCounts).
+    `settings(layer)`: a short text of the layer's parameters for `inspect` ("96, k11 s4"); None: none shown.
+    `statistics`: the indices of the weight blobs that are statistics gathered in training (BatchNorm's
+    mean, variance and scale factor), not learned parameters; a function of the layer where it depends on
+    its parameters. `inspect` counts them apart.
+    `index_input`: the first bottom holds integer row indices into weight blob 0 (Embed); self-checks feed
+    such a net input integers in [0, rows of that blob).
+    `onnx_translations`: what torch's ONNX exporter needs to translate the type's custom ops (see
+    TranslationsFn); None for modules made of standard torch ops.
     """
 
     name: str
@@ -150,6 +164,10 @@ class LayerType:
     reads_unknown_fields: bool = False
     counts: BlobCounts = field(default_factory=BlobCounts)
     dialect: str | None = None  # None: the default record; else it replaces it in nets read with this dialect
+    settings: SettingsFn | None = None
+    statistics: StatisticsSpec = ()
+    index_input: bool = False
+    onnx_translations: TranslationsFn | str | None = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -169,11 +187,28 @@ class LayerType:
         return LayerShapes(tops=tops, params=None)
 
     def convert_function(self) -> ConverterFn:
-        if callable(self.converter):
-            return self.converter
-        family, _, function = self.converter.partition(":")
-        module = importlib.import_module(f"ninport.convert.layers.{family}")
-        return getattr(module, function)
+        return _resolve(self.converter)
+
+    def settings_text(self, layer: "LayerSpec") -> str:
+        """What `inspect` shows in the settings column for `layer`."""
+        return self.settings(layer) if self.settings is not None else ""
+
+    def statistics_blobs(self, layer: "LayerSpec") -> tuple[int, ...]:
+        """The indices of `layer`'s weight blobs that are stored statistics (see `statistics`)."""
+        indices = self.statistics(layer) if callable(self.statistics) else self.statistics
+        return tuple(int(i) for i in indices)
+
+    def translations(self) -> dict:
+        """The type's torch.onnx.export translation table entries ({} for none)."""
+        return {} if self.onnx_translations is None else dict(_resolve(self.onnx_translations)())
+
+
+def _resolve(function: Callable | str) -> Callable:
+    """A callable, or the one "family:function" names in `ninport.convert.layers` (imports torch)."""
+    if callable(function):
+        return function
+    family, _, name = function.partition(":")
+    return getattr(importlib.import_module(f"ninport.convert.layers.{family}"), name)
 
 
 _TYPES: dict[str, LayerType] = {}
@@ -213,24 +248,30 @@ def _add(record: LayerType, replace: bool) -> LayerType:
 
 
 def builtin_layer(*names: str, converter: str, bottoms: CountSpec, tops: CountSpec, one_top_per_bottom: bool = False,
-                  origin: str = "BVLC Caffe", reads_unknown_fields: bool = False, dialect: str | None = None):
+                  origin: str = "BVLC Caffe", reads_unknown_fields: bool = False, dialect: str | None = None,
+                  settings: SettingsFn | None = None, statistics: StatisticsSpec = (), index_input: bool = False,
+                  onnx_translations: str | None = None):
     """Decorator for a built-in shape rule: registers one record per named type (in `dialect` if given).
 
     `bottoms` and `tops` are required: what the type's Caffe header declares (see BlobCounts.of), so
-    no built-in type goes unchecked by omission; None where the header declares no bound.
+    no built-in type goes unchecked by omission; None where the header declares no bound. The other
+    keywords are the LayerType fields of the same names.
     """
     counts = BlobCounts.of(bottoms, tops, one_top_per_bottom)
 
     def register(shape: ShapeFn) -> ShapeFn:
         for name in names:
-            _add(LayerType(name, shape, converter, origin, reads_unknown_fields, counts, dialect), replace=False)
+            _add(LayerType(name, shape, converter, origin, reads_unknown_fields, counts, dialect, settings,
+                           statistics, index_input, onnx_translations), replace=False)
         return shape
     return register
 
 
 def register_layer(name: str, *, shape: ShapeFn, module: ConverterFn, origin: str = "plugin",
                    reads_unknown_fields: bool = True, bottoms: CountSpec = None, tops: CountSpec = None,
-                   replace: bool = False, dialect: str | None = None) -> LayerType:
+                   replace: bool = False, dialect: str | None = None, settings: SettingsFn | None = None,
+                   statistics: StatisticsSpec = (), index_input: bool = False,
+                   onnx_translations: TranslationsFn | None = None) -> LayerType:
     """Teach ninport a layer type from your own code (a fork's layer, a custom op).
 
     `shape(layer, bottom_shapes)` returns the top shapes (a list of tuples) or a `LayerShapes` with
@@ -249,18 +290,32 @@ def register_layer(name: str, *, shape: ShapeFn, module: ConverterFn, origin: st
     Registering a type ninport already knows raises unless `replace=True`.
     `dialect="name"` registers the type in that dialect (created on first use) instead: nets loaded with
     `dialect="name"` get it in place of the default record of that type, other nets never see it.
+    `settings(layer) -> str`: the layer's parameters in a few words, for `inspect`'s settings column.
+    `statistics`: the indices of the weight blobs that are statistics gathered in training, not learned
+    (a running mean and variance), or a function of the layer giving them: `inspect` counts them apart.
+    `index_input=True`: the first bottom holds row indices into weight blob 0 (as Embed's does).
+    `onnx_translations() -> {torch op: onnxscript function}`: how torch's ONNX exporter translates the custom
+    ops (`torch.library`) your module calls (`torch.onnx.export(custom_translation_table=)`).
     """
     from ninport.plugins import checked_module
 
     _load_builtins()
     if not callable(shape) or not callable(module):
         raise NinportError(f"register_layer({name!r}): shape and module must be callables")
+    for argument, value in (("settings", settings), ("onnx_translations", onnx_translations)):
+        if value is not None and not callable(value):
+            raise NinportError(f"register_layer({name!r}): {argument} must be a callable or None")
+    if not callable(statistics) and not (isinstance(statistics, (tuple, list))
+                                         and all(_is_count(i) for i in statistics)):
+        raise NinportError(f"register_layer({name!r}): statistics must be blob indices (a tuple of integers >= 0) "
+                           "or a function of the layer")
     try:
         counts = BlobCounts.of(bottoms, tops)
     except NinportError as exc:
         raise NinportError(f"register_layer({name!r}): {exc}") from None
-    return _add(LayerType(name, shape, checked_module(module, origin), origin, reads_unknown_fields, counts, dialect),
-                replace=replace)
+    return _add(LayerType(name, shape, checked_module(module, origin), origin, reads_unknown_fields, counts, dialect,
+                          settings, tuple(statistics) if not callable(statistics) else statistics, bool(index_input),
+                          onnx_translations), replace=replace)
 
 
 def unregister_layer(name: str, dialect: str | None = None) -> None:

@@ -10,7 +10,8 @@
 - `.safetensors`: every tensor equals the module's state dict, bit for bit, under the same names.
 
 The seeded input is uniform in [-128, 128) (pixels minus a
-mean), except that an input an Embed layer reads gets integers in [0, input_dim).
+mean), except that an input a layer reads as row indices (Embed: its type's record says `index_input`) gets
+integers in [0, rows).
 
 NaN or inf in the outputs that the two sides do not place alike, or a mismatch among values whose square
 exceeds float32's range (random weights can overflow an Exp or a Power), make the check inconclusive,
@@ -21,30 +22,17 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from ninport.description import NetDescription, describe
 from ninport.errors import NinportError, counted, one_line, safe_text
-from ninport.parity import overflow_note, relative_error
+from ninport.parity import BlobComparison, overflow_note, relative_error
 
 DEFAULT_TOLERANCE = 1e-4
 NONFINITE = "non-finite"
-
-
-@dataclass(frozen=True)
-class BlobCheck:
-    """One compared blob: `role` is "output" or "logits of Softmax layer <name>"."""
-
-    blob: str
-    role: str
-    shape: tuple[int, ...]
-    max_abs: float
-    relative: float
-    passed: bool
-    note: str = ""
-    overflow: str = ""  # where the torch module overflowed on the way to this blob, if it did
+CheckStatus = Literal["passed", "failed", "inconclusive", "skipped"]
 
 
 @dataclass(frozen=True)
@@ -53,9 +41,9 @@ class SelfCheck:
     `format` is the file's kind (onnx, pt2, py, safetensors)."""
 
     path: str
-    status: str
+    status: CheckStatus
     tolerance: float
-    blobs: tuple[BlobCheck, ...] = ()
+    blobs: tuple[BlobComparison, ...] = ()
     message: str = ""
     format: str = "onnx"
 
@@ -70,7 +58,7 @@ class SelfCheck:
     @property
     def compared(self) -> str:
         """Which blobs were compared, for messages: `prob (output), fc8 (logits of Softmax layer prob)`."""
-        return ", ".join(f"{safe_text(b.blob, 60)} ({safe_text(b.role, 100)})" for b in self.blobs)
+        return ", ".join(f"{safe_text(b.name, 60)} ({safe_text(b.role, 100)})" for b in self.blobs)
 
 
 def reference_inputs(module: Any, seed: int = 0, description: NetDescription | None = None) -> dict[str, np.ndarray]:
@@ -87,15 +75,25 @@ def reference_inputs(module: Any, seed: int = 0, description: NetDescription | N
     return inputs
 
 
+def _reads_indices(layer_type_name: str, description: NetDescription) -> bool:
+    """Whether the type's record says its first bottom holds row indices (`LayerType.index_input`: Embed)."""
+    from ninport.registry import layer_type
+
+    record = layer_type(layer_type_name, description.dialect)
+    return record is not None and record.index_input
+
+
 def embed_input_rows(module: Any, description: NetDescription) -> dict[str, int]:
-    """Net inputs that an Embed layer reads directly -> the number of rows (input_dim) it holds."""
+    """Net inputs that a layer reads directly as row indices (Embed) -> the rows of its table (weight blob 0,
+    the submodule's first parameter or buffer)."""
     rows: dict[str, int] = {}
     for record in description.layers:
-        if record.type == "Embed" and record.bottoms and record.bottoms[0] in description.inputs:
-            weight = getattr(module.get_submodule(record.module), "weight", None)
-            if weight is not None:
+        if record.bottoms and record.bottoms[0] in description.inputs and _reads_indices(record.type, description):
+            submodule = module.get_submodule(record.module)
+            table = next(iter([*submodule.parameters(), *submodule.buffers()]), None)
+            if table is not None and table.dim() >= 1:
                 name = record.bottoms[0]
-                rows[name] = min(rows.get(name, int(weight.shape[0])), int(weight.shape[0]))
+                rows[name] = min(rows.get(name, int(table.shape[0])), int(table.shape[0]))
     return rows
 
 
@@ -232,26 +230,26 @@ def _nonfinite_pattern_equal(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 def compare_one(blob: str, role: str, got: np.ndarray, expected: np.ndarray, tolerance: float,
-                overflow: str = "") -> BlobCheck:
+                overflow: str = "") -> BlobComparison:
     """Compare one blob; non-finite values must sit in the same places (then the rest is compared). A
     mismatch on a blob computed from an overflow (`overflow` says where, see `forward_values`) or among
     values whose square overflows float32 is inconclusive (note NONFINITE), not a failure."""
     got, expected = np.asarray(got), np.asarray(expected)  # in their own dtype: no float64 copies of a blob
+    shape = tuple(expected.shape)
     if got.shape != expected.shape:
-        return BlobCheck(blob, role, tuple(expected.shape), float("inf"), float("inf"), False,
-                         f"shape {list(got.shape)} in the file, {list(expected.shape)} in torch")
+        return BlobComparison(blob, shape, float("inf"), float("inf"), False,
+                              f"shape {list(got.shape)} in the file, {list(expected.shape)} in torch", role=role)
     finite = np.isfinite(got) & np.isfinite(expected)
     note = ""
     if not finite.all():
         if not finite.any() or not _nonfinite_pattern_equal(got, expected):
-            return BlobCheck(blob, role, tuple(expected.shape), float("nan"), float("nan"), False, NONFINITE,
-                             overflow)
+            return BlobComparison(blob, shape, float("nan"), float("nan"), False, NONFINITE, True, role, overflow)
         note = f"{int((~finite).sum()):,} NaN/inf values, the same in both; the rest compared"
         got, expected = np.where(finite, got, 0), np.where(finite, expected, 0)  # the same zeros on both sides
     max_abs, rel = relative_error(got, expected)
     if rel > tolerance and (overflow or overflow_note(got, expected)):  # proves nothing
-        return BlobCheck(blob, role, tuple(expected.shape), max_abs, rel, False, NONFINITE, overflow)
-    return BlobCheck(blob, role, tuple(expected.shape), max_abs, rel, bool(rel <= tolerance), note)
+        return BlobComparison(blob, shape, max_abs, rel, False, NONFINITE, True, role, overflow)
+    return BlobComparison(blob, shape, max_abs, rel, bool(rel <= tolerance), note, role=role)
 
 
 def check_onnx(module: Any, path: str | os.PathLike, *, tolerance: float = DEFAULT_TOLERANCE, seed: int = 0,
@@ -301,19 +299,19 @@ def _embed_index_problem(exc: Exception, path: Path, fmt: str, description: NetD
                          tolerance: float) -> SelfCheck:
     """The torch module failed on the seeded input: inconclusive if an Embed layer got an index out of
     range (it reads another layer's output), else the exception again (a bug)."""
-    if any(r.type == "Embed" for r in description.layers) and "index" in str(exc).lower():
+    if any(_reads_indices(r.type, description) for r in description.layers) and "index" in str(exc).lower():
         return SelfCheck(str(path), "inconclusive", tolerance, format=fmt, message=(
             "an Embed layer got an index outside [0, input_dim) from the seeded check input (an Embed "
             "reads another layer's output here); run `ninport verify` with real inputs"))
     raise exc
 
 
-def _outcome(path: Path, fmt: str, checks: list[BlobCheck], tolerance: float, message: str = "",
+def _outcome(path: Path, fmt: str, checks: list[BlobComparison], tolerance: float, message: str = "",
              sides: str = "the two") -> SelfCheck:
     """The SelfCheck of compared blobs: inconclusive when NaN/inf values sit in different places."""
-    nonfinite = [c for c in checks if c.note == NONFINITE]
-    if nonfinite and all(c.passed or c.note == NONFINITE for c in checks):  # a real mismatch still fails
-        names = ", ".join(safe_text(c.blob, 60) + (f" (from {c.overflow})" if c.overflow else "") for c in nonfinite)
+    nonfinite = [c for c in checks if c.inconclusive]
+    if nonfinite and all(c.passed or c.inconclusive for c in checks):  # a real mismatch still fails
+        names = ", ".join(safe_text(c.name, 60) + (f" (from {c.overflow})" if c.overflow else "") for c in nonfinite)
         return SelfCheck(str(path), "inconclusive", tolerance, tuple(checks), format=fmt, message=(
             f"on the seeded check input, {names} overflowed (NaN/inf, or values beyond float range when squared: "
             f"random weights, or inputs outside the net's range) and {sides} disagree there; this proves "

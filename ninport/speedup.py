@@ -27,6 +27,7 @@ from torch import fx, nn
 
 from ninport.convert.layers.activation import Elementwise
 from ninport.description import META_KEY, NetDescription
+from ninport.errors import NinportError
 
 _POST_OPS = ("relu", "none")
 
@@ -113,7 +114,8 @@ def optimize(module: fx.GraphModule) -> fx.GraphModule:
     module to float32 rounding (different summation order inside oneDNN).
     """
     if not isinstance(module, fx.GraphModule):
-        raise TypeError(f"optimize() needs a torch.fx.GraphModule, not {type(module).__name__}")
+        raise NinportError(f"optimize() needs a torch.fx.GraphModule (what ninport.load returns), not "
+                           f"{type(module).__name__}")
     fast = fx.GraphModule(module, copy.deepcopy(module.graph), class_name=type(module).__name__)
     fast.meta = copy.deepcopy(module.meta)
     fast.train(module.training)

@@ -9,12 +9,25 @@ from tests.conftest import NIN_DEPLOY, VENDORED_GOLDEN
 
 def test_input_shape_forms_agree():
     expected = {"data": (2, 3, 227, 227)}
-    for given in [(2, 3, 227, 227), "2,3,227,227", "2x3x227x227", {"data": "2,3,227,227"},
-                  ["2,3,227,227"], ["data=2,3,227,227"]]:
+    for given in [(2, 3, 227, 227), "2,3,227,227", "2x3x227x227", {"data": "2,3,227,227"}, {"data": [2, 3, 227, 227]}]:
         assert ninport.load_spec(NIN_DEPLOY, given).inputs == expected, given
 
 
-@pytest.mark.parametrize("bad", ["", "1,3,-2,4", "a,b", ["nope=1,3,8,8"], (0, 3, 8, 8)])
+def test_the_command_lines_named_shapes_are_parsed_by_the_cli():
+    """`--input-shape [NAME=]dims` is the CLI's text: cli.py turns it into a shape or a dict; the library's
+    InputShape takes no "name=dims" strings."""
+    from ninport.cli import input_shape, input_shapes
+
+    assert input_shapes([input_shape("2,3,227,227")], str(NIN_DEPLOY), None) == (2, 3, 227, 227)
+    assert input_shapes([input_shape(" data = 2x3x227x227")], str(NIN_DEPLOY), None) == {"data": (2, 3, 227, 227)}
+    assert input_shapes([input_shape("2,3,9,9"), input_shape("other=1,1")], str(NIN_DEPLOY), None) == {
+        "data": (2, 3, 9, 9), "other": (1, 1)}
+    assert input_shapes(None, str(NIN_DEPLOY), None) is None
+    with pytest.raises(ninport.ShapeError, match="dimensions must be integers"):
+        ninport.load_spec(NIN_DEPLOY, ["data=2,3,227,227"])
+
+
+@pytest.mark.parametrize("bad", ["", "1,3,-2,4", "a,b", {"nope": "1,3,8,8"}, (0, 3, 8, 8)])
 def test_bad_input_shapes_are_clear_errors(bad):
     with pytest.raises(ninport.NinportError):
         ninport.load_spec(NIN_DEPLOY, bad)
@@ -96,3 +109,39 @@ def test_convert_files_returns_what_it_did(tmp_path):
     assert result.written == {"onnx": tmp_path / "net.onnx"} and result.weights == case / "weights.caffemodel"
     assert result.description.outputs == ("out",) and result.check.passed
     assert [s.split()[0] for s in stages] == ["reading", "exporting", "checking"]
+
+
+def test_the_wheel_ships_py_typed(tmp_path):
+    """PEP 561: the installed package carries `py.typed`, so type checkers use ninport's annotations."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    from tests.conftest import REPO
+
+    source = tmp_path / "src"
+    shutil.copytree(REPO / "ninport", source / "ninport", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path / "dist"), str(source)], check=True, capture_output=True, timeout=300)
+    wheel = next((tmp_path / "dist").glob("ninport-*.whl"))
+    assert "ninport/py.typed" in zipfile.ZipFile(wheel).namelist()
+
+
+def test_every_lazy_name_is_typed_and_importable():
+    """Each name `ninport.__getattr__` serves lazily is imported under TYPE_CHECKING too (so type checkers see
+    `ninport.load`'s real signature), from the same module, and resolves at run time."""
+    import ast
+
+    from tests.conftest import REPO
+
+    tree = ast.parse((REPO / "ninport" / "__init__.py").read_text())
+    typed = {alias.asname or alias.name: node.module for block in ast.walk(tree) if isinstance(block, ast.If)
+             and ast.unparse(block.test) == "TYPE_CHECKING" for node in block.body
+             if isinstance(node, ast.ImportFrom) for alias in node.names}
+    assert typed == ninport._LAZY
+    for name in ninport._LAZY:
+        assert getattr(ninport, name) is not None
+    assert ninport.LayerContext.__name__ == "LayerContext"

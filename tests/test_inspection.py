@@ -36,6 +36,23 @@ def test_batchnorm_statistics_are_not_parameters():
     assert bn.parameters == 0 and bn.statistics > 0
 
 
+def test_bn_statistics_are_counted_as_statistics(tmp_path):
+    """Issue 20: PSPNet's BN stores slope, bias, mean and variance: the mean and variance are statistics, not
+    parameters; SegNet's BN in INFERENCE mode stores scale and shift only, both learned."""
+    from tests.caffe_files import input_layer
+
+    path = tmp_path / "bn.prototxt"
+    path.write_text(input_layer((1, 6, 4, 4))
+                    + 'layer { name: "psp" type: "BN" bottom: "data" top: "a" bn_param { eps: 0.001 } }\n'
+                    + 'layer { name: "segnet" type: "BN" bottom: "a" top: "b" bn_param { bn_mode: INFERENCE } }\n')
+    net = ninport.summary(path)
+    rows = {row.layer: row for row in net.layers}
+    assert (rows["psp"].parameters, rows["psp"].statistics) == (2 * 6, 2 * 6)
+    assert (rows["segnet"].parameters, rows["segnet"].statistics) == (2 * 6, 0)
+    assert (net.parameters, net.statistics) == (4 * 6, 2 * 6)
+    assert "statistics: mean, variance" in rows["psp"].settings and "INFERENCE" in rows["segnet"].settings
+
+
 def test_macs_per_image_and_per_batch():
     one = ninport.summary(NIN_DEPLOY)
     four = ninport.summary(NIN_DEPLOY, input_shape=(4, 3, 224, 224))
@@ -61,7 +78,7 @@ def test_summary_checks_argument_types():
 def test_inspect_prints_totals_per_image_and_statistics_apart():
     result = run_cli("inspect", str(RESNET50), "--input-shape", "2,3,224,224")
     assert result.returncode == 0, result.stderr
-    assert "25,557,096 parameters (learnable), plus 53,173 BatchNorm statistics" in result.stdout
+    assert "25,557,096 parameters (learnable), plus 53,173 stored statistics" in result.stdout
     net = ninport.summary(RESNET50, input_shape="2,3,224,224")
     assert f"{net.macs_per_image / 1e9:.3f} GMAC per image, {net.macs / 1e9:.3f} GMAC per forward at batch 2" \
         in result.stdout

@@ -133,5 +133,9 @@ def test_unrecognised_graph_left_alone():
 
 
 def test_refuses_non_graph_module():
-    with pytest.raises(TypeError):
-        optimize(nn.Conv2d(1, 1, 1))
+    """A wrong argument is a NinportError (one line from the CLI), not a TypeError."""
+    import ninport
+
+    for wrong, kind in ((nn.Conv2d(1, 1, 1), "Conv2d"), (123, "int")):
+        with pytest.raises(ninport.NinportError, match=f"needs a torch.fx.GraphModule .*, not {kind}$"):
+            ninport.optimize(wrong)

@@ -202,3 +202,27 @@ def test_a_plugin_file_declares_its_bottom_and_top_counts(tmp_path):
     with pytest.raises(ninport.ShapeError, match='layer "t" \\(Twice\\): has 2 tops, but a Caffe Twice layer produces '
                                                  "exactly 1 top"):
         ninport.load(net)
+
+
+def test_a_plugin_file_sets_its_types_settings_and_statistics(tmp_path):
+    """The LayerType facts a plugin gives (`settings`, `statistics`) reach `inspect`, after `--plugin`
+    re-registers the file's types under its name as before; a settings function that fails names the layer."""
+    path = _plugin(tmp_path, HEAD + (
+        "from ninport import LayerShapes\n"
+        "ninport.register_layer('Twice', shape=lambda l, s: LayerShapes(tops=[s[0]], params=[(2,), (2,), (1,)]),\n"
+        "    module=lambda c: torch.nn.Identity(), settings=lambda layer: 'running ' + layer.name,\n"
+        "    statistics=(1, 2))\n"
+        "ninport.register_layer('Broken', shape=lambda l, s: [s[0]], module=lambda c: torch.nn.Identity(),\n"
+        "    settings=lambda layer: 1 / 0)\n"))
+    assert sorted(load_plugin(path)) == ["Broken", "Twice"]
+    assert registry.layer_type("Twice").statistics == (1, 2)
+    net = tmp_path / "net.prototxt"
+    net.write_text(input_layer((1, 2, 3, 3)) + 'layer { name: "t" type: "Twice" bottom: "data" top: "a" }\n')
+    row = ninport.summary(net).layers[0]
+    assert (row.settings, row.parameters, row.statistics) == ("running t", 2, 3)
+    net.write_text(input_layer((1, 2, 3, 3)) + 'layer { name: "b" type: "Broken" bottom: "data" top: "a" }\n')
+    with pytest.raises(ninport.NinportError, match=r"layer 'b' \(Broken\): the settings or statistics function of "
+                                                   r"plugin bad_layers.py failed: ZeroDivisionError"):
+        ninport.summary(net)
+    with pytest.raises(ninport.NinportError, match="statistics must be blob indices"):
+        ninport.register_layer("Twice", shape=lambda l, s: s, module=lambda c: None, statistics="mean", replace=True)

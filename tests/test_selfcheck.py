@@ -35,7 +35,7 @@ def test_every_output_and_the_logits_are_compared(tmp_path):
     path = ninport.export_onnx(module, tmp_path / "net.onnx")
     check = ninport.check_onnx(module, path)
     assert check.passed and check.status == "passed"
-    assert [(b.blob, b.role) for b in check.blobs] == [("prob", "output"), ("fc", "logits of Softmax layer prob")]
+    assert [(b.name, b.role) for b in check.blobs] == [("prob", "output"), ("fc", "logits of Softmax layer prob")]
     assert check.compared == "prob (output), fc (logits of Softmax layer prob)"
 
 
@@ -49,7 +49,7 @@ def test_logits_found_whatever_the_softmax_layer_is_named(tmp_path, name):
     module = _load(path)
     check = ninport.check_onnx(module, ninport.export_onnx(module, tmp_path / "net.onnx"))
     assert check.passed and check.message == ""
-    assert [(b.blob, b.role) for b in check.blobs] == [("prob", "output"), ("fc", f"logits of Softmax layer {name}")]
+    assert [(b.name, b.role) for b in check.blobs] == [("prob", "output"), ("fc", f"logits of Softmax layer {name}")]
 
 
 def test_softmax_node_found_by_identifier_when_it_does_not_write_the_output():
@@ -88,7 +88,7 @@ def test_a_wrong_logit_is_caught_where_the_softmax_output_hides_it(tmp_path):
     assert ninport.check_onnx(module, path).passed
     _tamper_bias(path, 5.0)
     check = ninport.check_onnx(module, path)
-    rows = {b.blob: b for b in check.blobs}
+    rows = {b.name: b for b in check.blobs}
     assert set(rows) == {"prob", "side", "fc"}  # every output, and the logits
     assert rows["prob"].passed and rows["side"].passed  # the outputs alone would have said PASS
     assert not rows["fc"].passed and check.status == "failed"
@@ -214,7 +214,7 @@ def test_a_mismatch_downstream_of_an_overflow_is_inconclusive(tmp_path, monkeypa
 
     monkeypatch.setattr(selfcheck, "_onnx_values", finite)
     check = ninport.check_onnx(module, onnx_path)
-    rows = {b.blob: b for b in check.blobs}
+    rows = {b.name: b for b in check.blobs}
     assert rows["side"].passed and rows["sum"].overflow.startswith("layer 'e'")
     assert check.status == "inconclusive" and "sum (from layer 'e'" in check.message
     # without the overflow the same mismatch is a failure
@@ -237,7 +237,7 @@ def test_pt2_py_and_safetensors_files_are_checked_against_the_module(tmp_path):
     files = _written(tmp_path, module)
     checks = {fmt: check_file(fmt, module, path) for fmt, path in files.items()}
     assert all(c.passed and c.format == fmt for fmt, c in checks.items()), checks
-    assert [(b.blob, b.role) for b in checks["py"].blobs] == [
+    assert [(b.name, b.role) for b in checks["py"].blobs] == [
         ("prob", "output"), ("side", "output"), ("prob", "log of Softmax layer prob")]
     assert checks["safetensors"].message == "2 tensors of the module's state dict, bit for bit"
 
@@ -256,7 +256,7 @@ def test_a_changed_weight_fails_the_py_and_safetensors_checks(tmp_path):
     tensors[bias][0] += np.float32(0.01)
     save_file(tensors, str(files["safetensors"]))
     py = check_file("py", module, files["py"])
-    rows = {(b.blob, b.role): b for b in py.blobs}
+    rows = {(b.name, b.role): b for b in py.blobs}
     assert py.status == "failed" and not rows[("prob", "log of Softmax layer prob")].passed
     stored = check_file("safetensors", module, files["safetensors"])
     assert stored.status == "failed" and f"{bias} differs" in stored.message

@@ -32,6 +32,7 @@ import numpy as np
 
 from ninport.caffe import caffe_pb2 as pb2
 from ninport.caffe.geometry import conv_geometry, fail, pool_params
+from ninport.caffe.shapes import crop_settings
 from ninport.caffe.spec import LayerSpec, NetSpec
 from ninport.errors import ShapeError, safe_text, shape_text
 from ninport.registry import LayerShapes, builtin_layer, register_dialect
@@ -173,7 +174,8 @@ def prepare(spec: NetSpec) -> NetSpec:
 register_dialect(DIALECT, about=ORIGIN, prepare=prepare)
 
 
-@builtin_layer("Crop", converter="structure:crop", bottoms=2, tops=1, origin=ORIGIN, dialect=DIALECT)
+@builtin_layer("Crop", converter="structure:crop", bottoms=2, tops=1, origin=ORIGIN, dialect=DIALECT,
+               settings=crop_settings)
 def _hed_crop(layer, shapes):
     """The fork's Crop: two 4-D bottoms, top (N, C) of the first and (H, W) of the second, cut at the
     offsets `prepare` wrote; a cut past the first bottom's end (which the fork reads out of bounds) is refused."""

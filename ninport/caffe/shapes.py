@@ -81,10 +81,21 @@ def _same_as_bottom(layer: LayerSpec, shapes: list[Shape]) -> LayerShapes:
 # Bottom and top counts below are what each type's header in BVLC Caffe (include/caffe/layers/*.hpp)
 # declares; forks' types cite their fork. Caffe's NeuronLayer (ReLU, Sigmoid, ..., PReLU, Exp, Log):
 # exactly one bottom and one top.
+def _relu_settings(layer: LayerSpec) -> str:
+    slope = layer.proto.relu_param.negative_slope
+    return f"slope {slope:g}" if slope else ""
+
+
+def _dropout_settings(layer: LayerSpec) -> str:
+    return f"{layer.proto.dropout_param.dropout_ratio:g}"
+
+
+_NEURON_SETTINGS = {"ReLU": _relu_settings, "Dropout": _dropout_settings}
 for _type, _function in (("ReLU", "relu"), ("Sigmoid", "sigmoid"), ("TanH", "tanh"), ("AbsVal", "absval"),
                          ("BNLL", "bnll"), ("Power", "power"), ("ELU", "elu"), ("Threshold", "threshold"),
                          ("Clip", "clip"), ("Dropout", "dropout"), ("Swish", "swish")):
-    builtin_layer(_type, converter=f"activation:{_function}", bottoms=1, tops=1)(_same_as_bottom)
+    builtin_layer(_type, converter=f"activation:{_function}", bottoms=1, tops=1,
+                  settings=_NEURON_SETTINGS.get(_type))(_same_as_bottom)
 
 
 @builtin_layer("Exp", converter="activation:exp", bottoms=1, tops=1)
@@ -98,7 +109,12 @@ def _exp_log(layer, shapes):
     return _same_as_bottom(layer, shapes)
 
 
-@builtin_layer("LRN", converter="normalization:lrn", bottoms=1, tops=1)
+def _lrn_settings(layer: LayerSpec) -> str:
+    p = layer.proto.lrn_param
+    return f"n{p.local_size} alpha {p.alpha:g} beta {p.beta:g}"
+
+
+@builtin_layer("LRN", converter="normalization:lrn", bottoms=1, tops=1, settings=_lrn_settings)
 def _lrn(layer, shapes):
     p = layer.proto.lrn_param
     if p.local_size % 2 != 1:
@@ -139,8 +155,24 @@ def _checked_conv_param(layer, shapes):
     return p, g, groups, (n, c, h, w)
 
 
+def _pair_text(prefix: str, pair: tuple[int, int], default: int) -> str:
+    """' k3', ' s1x2', or '' for the default."""
+    if pair == (default, default):
+        return ""
+    return f" {prefix}{pair[0]}" if pair[0] == pair[1] else f" {prefix}{pair[0]}x{pair[1]}"
+
+
+def _conv_settings(layer: LayerSpec) -> str:
+    """'96, k11 s4', '64, k3 pad 1 group 2 no bias'."""
+    c = layer.proto.convolution_param
+    g = conv_geometry(c)
+    text = (f"{c.num_output},{_pair_text('k', g.kernel, -1)}{_pair_text('s', g.stride, 1)}"
+            f"{_pair_text('pad ', g.pad, 0)}{_pair_text('d', g.dilation, 1)}")
+    return text + (f" group {c.group}" if c.group != 1 else "") + ("" if c.bias_term else " no bias")
+
+
 @builtin_layer("Convolution", converter="convolution:convolution", bottoms=(1, None), tops=(1, None),
-               one_top_per_bottom=True)  # BaseConvolutionLayer
+               one_top_per_bottom=True, settings=_conv_settings)  # BaseConvolutionLayer
 def _convolution(layer, shapes):
     p, g, groups, (n, c, h, w) = _checked_conv_param(layer, shapes)
     out_hw = [g.output_size(a, size) for a, size in enumerate((h, w))]
@@ -156,7 +188,7 @@ def _convolution(layer, shapes):
 
 
 @builtin_layer("Deconvolution", converter="convolution:deconvolution", bottoms=(1, None), tops=(1, None),
-               one_top_per_bottom=True)  # BaseConvolutionLayer
+               one_top_per_bottom=True, settings=_conv_settings)  # BaseConvolutionLayer
 def _deconvolution(layer, shapes):
     p, g, groups, (n, c, h, w) = _checked_conv_param(layer, shapes)
     out_hw = [g.deconv_output_size(a, size) for a, size in enumerate((h, w))]
@@ -174,7 +206,20 @@ def _pooling_max_tops(layer: LayerSpec) -> int:
     return 2 if layer.proto.pooling_param.pool == pb2.PoolingParameter.MAX else 1
 
 
-@builtin_layer("Pooling", converter="pooling:pooling", bottoms=1, tops=(1, _pooling_max_tops))
+def _pooling_settings(layer: LayerSpec) -> str:
+    """'MAX k3 s2', 'AVE global'."""
+    q = layer.proto.pooling_param
+    kind = pb2.PoolingParameter.PoolMethod.Name(q.pool)
+    if q.global_pooling:
+        return f"{kind} global"
+    k = q.kernel_size or f"{q.kernel_h}x{q.kernel_w}"
+    s = q.stride if not (q.HasField("stride_h") or q.HasField("stride_w")) else f"{q.stride_h}x{q.stride_w}"
+    pad = q.pad if not (q.HasField("pad_h") or q.HasField("pad_w")) else f"{q.pad_h}x{q.pad_w}"
+    return f"{kind} k{k} s{s}" + (f" pad {pad}" if pad else "")
+
+
+@builtin_layer("Pooling", converter="pooling:pooling", bottoms=1, tops=(1, _pooling_max_tops),
+               settings=_pooling_settings)
 def _pooling(layer, shapes):
     n, c, h, w = _spatial_4d(layer, _one_bottom(layer, shapes))
     p = layer.proto.pooling_param
@@ -194,7 +239,8 @@ def _pooling(layer, shapes):
     return LayerShapes(tops=[(n, c, *geo.out)], scratch=scratch)
 
 
-@builtin_layer("InnerProduct", converter="inner_product:inner_product", bottoms=1, tops=1)
+@builtin_layer("InnerProduct", converter="inner_product:inner_product", bottoms=1, tops=1,
+               settings=lambda layer: f"{layer.proto.inner_product_param.num_output}")
 def _inner_product(layer, shapes):
     shape = _one_bottom(layer, shapes)
     p = layer.proto.inner_product_param
@@ -208,7 +254,9 @@ def _inner_product(layer, shapes):
     return LayerShapes(tops=[shape[:axis] + (p.num_output,)], params=params, macs=m * k * p.num_output)
 
 
-@builtin_layer("BatchNorm", converter="normalization:batch_norm", bottoms=1, tops=1)
+@builtin_layer("BatchNorm", converter="normalization:batch_norm", bottoms=1, tops=1,
+               settings=lambda layer: "statistics: mean, variance, scale factor",
+               statistics=(0, 1, 2))  # every blob: running mean and variance sums, the moving-average factor
 def _batch_norm(layer, shapes):
     shape = _one_bottom(layer, shapes)
     c = shape[1] if len(shape) > 1 else 1
@@ -262,7 +310,8 @@ def _prelu(layer, shapes):
     return LayerShapes(tops=[shape], params=[(channels,)])
 
 
-@builtin_layer("Eltwise", converter="structure:eltwise", bottoms=(2, None), tops=1)
+@builtin_layer("Eltwise", converter="structure:eltwise", bottoms=(2, None), tops=1,
+               settings=lambda layer: pb2.EltwiseParameter.EltwiseOp.Name(layer.proto.eltwise_param.operation))
 def _eltwise(layer, shapes):
     if len(shapes) < 2:
         _fail(f"expects at least 2 bottoms, got {len(shapes)}")
@@ -351,7 +400,13 @@ def crop_offsets(p, shape: Shape, ref: Shape) -> tuple[int, list[int]]:
     return check_crop(p, shape, ref)
 
 
-@builtin_layer("Crop", converter="structure:crop", bottoms=2, tops=1)
+def crop_settings(layer: LayerSpec) -> str:
+    """'axis 2 offset 1,1' (in dialect hed, the offsets HED's Caffe derives from the net)."""
+    p = layer.proto.crop_param
+    return f"axis {p.axis} offset {','.join(str(o) for o in p.offset) or 0}"
+
+
+@builtin_layer("Crop", converter="structure:crop", bottoms=2, tops=1, settings=crop_settings)
 def _crop(layer, shapes):
     if len(shapes) != 2:
         _fail(f"expects 2 bottoms (data and reference), got {len(shapes)}")
@@ -556,7 +611,7 @@ def _mvn(layer, shapes):
     return LayerShapes(tops=[tuple(shape) + (1,) * (4 - len(shape))])
 
 
-@builtin_layer("Embed", converter="indexing:embed", bottoms=1, tops=1)
+@builtin_layer("Embed", converter="indexing:embed", bottoms=1, tops=1, index_input=True)
 def _embed(layer, shapes):
     shape = _one_bottom(layer, shapes)
     p = layer.proto.embed_param

@@ -331,8 +331,20 @@ def _bn_max_tops(layer: LayerSpec) -> int:
     return 1
 
 
+def _bn_statistics(layer: LayerSpec) -> tuple[int, ...]:
+    """PSPNet's blobs 2 and 3 are the running mean and variance; SegNet's INFERENCE blobs (scale, shift) are
+    what compute_bn_statistics.py folded the statistics into: learned values only."""
+    return () if bn_variant(layer) == "segnet" else (2, 3)
+
+
+def _bn_settings(layer: LayerSpec) -> str:
+    if bn_variant(layer) == "segnet":
+        return "SegNet, INFERENCE: scale, shift"
+    return f"PSPNet, eps {fork_float(layer, 'bn_param.eps', 1e-5):g}; statistics: mean, variance"
+
+
 @builtin_layer("BN", converter="fork:bn", bottoms=1, tops=(1, _bn_max_tops), origin="PSPNet / SegNet Caffe (BN layer)",
-               reads_unknown_fields=True)
+               reads_unknown_fields=True, statistics=_bn_statistics, settings=_bn_settings)
 def _bn(layer, shapes):
     check_unknown_fields(layer, "bn_param")
     shape = _one_bottom(layer, shapes)

@@ -292,7 +292,8 @@ def detection_prior_count(settings: DetectionSettings, shapes: list[Shape]) -> i
     return priors
 
 
-@builtin_layer("DetectionOutput", converter="ssd:detection_output", bottoms=(3, 4), tops=1, origin=ORIGIN)
+@builtin_layer("DetectionOutput", converter="ssd:detection_output", bottoms=(3, 4), tops=1, origin=ORIGIN,
+               onnx_translations="ssd:onnx_translations")
 def _detection_output(layer, shapes):
     settings = detection_settings(layer.proto.detection_output_param)
     priors = detection_prior_count(settings, shapes)

@@ -23,7 +23,7 @@ from ninport.caffe.shapes import ShapeTable, infer_shapes, size_fixing_layers
 from ninport.caffe.spec import NetSpec
 from ninport import registry
 from ninport.convert.registry import LayerContext
-from ninport.description import BlobRecord, LayerRecord, NetDescription, attach, describe
+from ninport.description import BlobRecord, LayerRecord, NetDescription, Phase, attach, describe
 from ninport.errors import NinportError, NinportWarning, UnsupportedLayerError, safe_text
 
 MAX_IDENTIFIER_CHARS = 64
@@ -49,7 +49,7 @@ def python_identifier(name: str, used: set[str], fallback: str = "layer") -> str
 
 def build_graph_module(spec: NetSpec, weights: dict[str, list[np.ndarray]],
                        table: ShapeTable | None = None, *, weights_source: str | None = None,
-                       phase: str = "TEST") -> fx.GraphModule:
+                       phase: Phase = "TEST") -> fx.GraphModule:
     """Build the GraphModule and attach its NetDescription; `weights` maps `LayerSpec.key` (the layer name,
     unless an earlier layer has the same name) -> blobs (Caffe layout)."""
     table = table or infer_shapes(spec)

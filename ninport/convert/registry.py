@@ -1,16 +1,14 @@
-"""What a converter receives (`LayerContext`) and how the builder finds a type's converter.
+"""What a converter receives: `LayerContext`.
 
-The record of each Caffe type (shape rule + converter) lives in `ninport.registry`."""
+The record of each Caffe type (shape rule, converter and the other facts about it) lives in `ninport.registry`."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
-from ninport import registry
 from ninport.caffe.spec import LayerSpec
 
 Shape = tuple[int, ...]
@@ -36,9 +34,3 @@ class LayerContext:
         if shape is not None:
             array = array.reshape(shape)
         return nn.Parameter(torch.from_numpy(np.array(array, dtype=np.float32, copy=True)))
-
-
-def converter_for(layer_type: str) -> Callable[[LayerContext], nn.Module] | None:
-    """The converter registered for a Caffe type (see `ninport.registry`), or None if unknown."""
-    record = registry.layer_type(layer_type)
-    return record.convert_function() if record is not None else None

@@ -352,6 +352,17 @@ def test_interp_bad_parameters_are_one_error_naming_the_layer(tmp_path, fields, 
         build(tmp_path, {"data": SIZES[0]}, body, {"ip": fields})
 
 
+def test_interp_at_a_size_it_cannot_take_is_a_ninport_error_naming_the_layer(tmp_path):
+    """Built at 7x9, the net runs at other sizes; at 3x3 the crop by pad_beg = pad_end = -2 leaves nothing: a
+    ShapeError naming the layer (a NinportError, which the CLI reports in one line), not a ValueError."""
+    body = 'layer { name: "ip" type: "Interp" bottom: "data" top: "y" }\n'
+    fields = {"interp_param.zoom_factor": [1], "interp_param.pad_beg": [-2], "interp_param.pad_end": [-2]}
+    module, _ = build(tmp_path, {"data": (1, 2, 7, 9)}, body, {"ip": fields})
+    with pytest.raises(ninport.ShapeError, match=r"layer 'ip' \(Interp\) cannot take bottom \[1, 2, 3, 3\] \(it was "
+                                                 r"built for \[1, 2, 7, 9\]\): input \(3, 3\) cropped to \(-1, -1\)"):
+        module(torch.zeros(1, 2, 3, 3))
+
+
 def test_interp_params_kept_as_a_nested_message_read_the_same(tmp_path):
     """A fork message the reader keeps whole ({"interp_param": [{"zoom_factor": [2]}]})."""
     body = 'layer { name: "ip" type: "Interp" bottom: "data" top: "y" }\n'

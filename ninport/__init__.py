@@ -54,6 +54,7 @@ _LAZY = {
     "write_pt2": "ninport.artifacts",
     "write_safetensors": "ninport.artifacts",
     "write_python": "ninport.codegen",
+    "records_args": "ninport.convert.recorded",
 }
 
 __all__ = [*_LAZY, "NinportError", "ParseError", "WeightsError", "UnsupportedLayerError", "ShapeError",

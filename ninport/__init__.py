@@ -61,6 +61,7 @@ _LAZY = {
     "write_pt2": "ninport.artifacts",
     "write_safetensors": "ninport.artifacts",
     "write_python": "ninport.codegen",
+    "records_args": "ninport.convert.recorded",
 }
 
 if TYPE_CHECKING:  # what type checkers see: the real signatures behind the lazy names above

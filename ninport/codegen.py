@@ -3,56 +3,42 @@
 The file defines one nn.Module class named after the net, in the style of torchvision's model code: an
 `__init__` that builds one attribute per Caffe layer (named as in `ninport.describe(module).layers`, the
 same identifiers as the fx module, so the state_dict keys match), and a `forward` with one line per layer.
-Plain torch modules are used where they are exact at every input size (nn.Conv2d, nn.Linear, nn.ReLU,
-nn.MaxPool2d when Caffe's rounding changes nothing, ...); Caffe's own semantics come as small helper
-classes copied into the same file (`inspect.getsource`): ninport's converter modules where they are
-self-contained, else the plain versions defined below (pooling, SPP, Eltwise, Reshape, Crop: the same
-computation without ninport's size checks), so the file computes what the fx module computes, at any
-input size the net takes. It imports only torch (and the standard library) and loads its weights from the
-`.safetensors` file written beside it, with a small reader of its own.
+
+There is one definition of each layer: its module. A layer module records its constructor arguments
+(`ninport.convert.recorded.records_args`), and the file holds that class's own source (`inspect.getsource`,
+without the decorator) and a `Cls(arg=value, ...)` line; the functions, classes and constants the class
+uses are copied with it, found by name, transitively (e.g. `ninport.caffe.geometry`'s pooling windows).
+Modules that refer to anything else (numpy, ninport's modules, a custom op) are refused with the layer
+named. A subclass that only adds ninport's size checks (or, for SSD's DetectionOutput, the custom op that
+export keeps whole) is written as the recorded class it derives from. Where torch's own class is exact
+(nn.Conv2d, nn.ConvTranspose2d, nn.PReLU, nn.Dropout) the file uses it. A plugin's module class is
+written the same way when it records its arguments. The file imports only torch (and the standard
+library) and loads its weights from the `.safetensors` file written beside it, with a small reader of
+its own.
 
 Names from the Caffe files are data: code uses only the generated identifiers; the Caffe names appear in
 comments only, escaped (`safe_text`: no newline or other control character survives).
-
-Each module class has an emitter (`EMITTERS`): a function from the module instance to a `Block` (the
-constructor expression and the forward expression). A plugin's module class can be taught with
-`register_emitter`; anything else is refused with the layer named.
-
-SSD's DetectionOutput is `ninport.convert.layers.ssd.DetectionOutput` with its box decoding and selection
-functions, copied into the file: plain torch, the eager computation behind the `ninport::ssd_detections`
-op that ninport's `CaffeDetectionOutput` calls for export, so the file reproduces SSD Caffe's rows without
-the custom op.
 """
 from __future__ import annotations
 
+import ast
+import importlib
 import inspect
 import math
 import os
+import symtable
+import sys
 import textwrap
-from dataclasses import dataclass
+import types
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ninport.caffe import shapes_fork
 from ninport.convert.graph import _class_name, python_identifier
-from ninport.convert.layers import (
-    activation,
-    fork,
-    indexing,
-    inner_product,
-    loss,
-    normalization,
-    pooling,
-    reduction,
-    resize,
-    spp,
-    ssd,
-    structure,
-)
+from ninport.convert.recorded import TensorArg, recorded_args, records_args
 from ninport.description import NetDescription, describe
 from ninport.errors import ExportError, NinportError, safe_text, shape_text
 from ninport.fileio import write_atomic
@@ -60,58 +46,7 @@ from ninport.fileio import write_atomic
 COMMENT_CHARS = 100
 
 
-@dataclass
-class Block:
-    """How one layer appears in the file.
-
-    `init`: the constructor expression assigned to `self.<attr>` in __init__, or None for an op written
-    inline in forward. `call`: the forward expression, with {attr} (the attribute), {args} (the bottoms,
-    comma-separated) and {x} (the first bottom) filled in.
-    """
-
-    init: str | None
-    call: str = "self.{attr}({args})"
-
-
-class Emitter:
-    """What an emitter function gets besides the module: a way to pull helper classes into the file."""
-
-    def __init__(self) -> None:
-        self.helpers: dict[str, str] = {}
-
-    def copy_class(self, cls: type | Callable, preamble: str = "") -> str:
-        """Copy a ninport helper class or function (self-contained: torch, F, nn, math only) into the file;
-        its name."""
-        if cls.__name__ not in self.helpers:
-            source = textwrap.dedent(inspect.getsource(cls))
-            self.helpers[cls.__name__] = (preamble + "\n\n\n" if preamble else "") + source
-        return cls.__name__
-
-    def child(self, module: nn.Module) -> str:
-        """The constructor expression of a nested module (e.g. a pyramid level)."""
-        block = _emitter_for(module)(module, self)
-        if block.init is None:
-            raise NinportError(f"{type(module).__name__} inside another module has no constructor form")
-        return block.init
-
-
-EmitFn = Callable[[nn.Module, Emitter], Block]
-EMITTERS: dict[type, EmitFn] = {}
-
-
-def register_emitter(module_class: type, emit: EmitFn) -> None:
-    """Teach code generation a module class (a plugin's converter output): `emit(module, emitter) -> Block`."""
-    EMITTERS[module_class] = emit
-
-
-def _emitter_for(module: nn.Module) -> EmitFn:
-    for cls in type(module).__mro__:
-        if cls in EMITTERS:
-            return EMITTERS[cls]
-    raise NinportError(f"no Python source form for {type(module).__name__} modules")
-
-
-# --- literals: only numbers, booleans, None, tuples and lists of them, and ninport's own mode words -----------
+# --- literals: only numbers, booleans, None, tuples and lists of them, and identifier-like words -----------
 
 
 def lit(value: Any) -> str:
@@ -128,6 +63,8 @@ def lit(value: Any) -> str:
         return repr(float(value))
     if isinstance(value, str) and value.isidentifier():
         return repr(value)
+    if isinstance(value, TensorArg):
+        return _tensor(value)
     if isinstance(value, tuple):
         return "(" + ", ".join(lit(v) for v in value) + ("," if len(value) == 1 else "") + ")"
     if isinstance(value, list):
@@ -135,164 +72,18 @@ def lit(value: Any) -> str:
     raise NinportError(f"cannot write {type(value).__name__} as a Python literal")
 
 
-def empty(shape) -> str:
-    """A placeholder tensor the weights file fills (load_state_dict)."""
-    return f"torch.empty({lit([int(d) for d in shape])})"
+def _tensor(arg: TensorArg) -> str:
+    """An empty tensor of the argument's shape that the weights file fills (load_state_dict)."""
+    if not isinstance(arg.dtype, torch.dtype):
+        raise NinportError(f"cannot write a tensor of dtype {arg.dtype!r}")
+    dtype = "" if arg.dtype == torch.float32 else f", dtype=torch.{str(arg.dtype).removeprefix('torch.')}"
+    empty = f"torch.empty({lit([int(d) for d in arg.shape])}{dtype})"
+    if not arg.parameter:
+        return empty
+    return f"nn.Parameter({empty})" if arg.requires_grad else f"nn.Parameter({empty}, requires_grad=False)"
 
 
-def param(tensor: torch.Tensor | None) -> str:
-    return "None" if tensor is None else f"nn.Parameter({empty(tensor.shape)})"
-
-
-def buffer(tensor: torch.Tensor | None) -> str:
-    return "None" if tensor is None else empty(tensor.shape)
-
-
-# --- helper classes written into the file (copied with inspect.getsource: torch, F, nn, math only) ----------
-# ninport's own layer modules check sizes and name Caffe layers through ninport's geometry; these are the
-# same computations as plain model code, at whatever size the input has.
-
-_FLT_MAX_LINE = "FLT_MAX = float(torch.finfo(torch.float32).max)"
-FLT_MAX = float(torch.finfo(torch.float32).max)
-
-
-class CaffePool2d(nn.Module):
-    """Caffe's MAX or AVE pooling at the input's size.
-
-    Caffe rounds the output size up (down with round_mode FLOOR) and, with padding, drops a last window
-    that would start at or past in + pad. MAX pads with -FLT_MAX; AVE pads with zeros and divides by the
-    window clipped to [-pad, in + pad): edge windows count the padding, not what lies past it.
-    """
-
-    def __init__(self, mode: str, kernel, stride=(1, 1), pad=(0, 0), ceil: bool = True):
-        super().__init__()
-        self.mode, self.ceil = mode, ceil
-        self.kernel, self.stride, self.pad = tuple(kernel), tuple(stride), tuple(pad)
-
-    def output_size(self, size: int, axis: int) -> int:
-        k, s, p = self.kernel[axis], self.stride[axis], self.pad[axis]
-        out = (-(-(size + 2 * p - k) // s) if self.ceil else (size + 2 * p - k) // s) + 1
-        if p > 0 and (out - 1) * s >= size + p:
-            out -= 1
-        return out
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        size = x.shape[2:]
-        out = [self.output_size(size[a], a) for a in (0, 1)]
-        # pad before by `pad`, after up to the end of the last window; then every window is a full kernel
-        after = [max(0, (out[a] - 1) * self.stride[a] + self.kernel[a] - self.pad[a] - size[a]) for a in (0, 1)]
-        fill = -FLT_MAX if self.mode == "max" else 0.0
-        x = F.pad(x, (self.pad[1], after[1], self.pad[0], after[0]), value=fill)
-        pool = F.max_pool2d if self.mode == "max" else F.avg_pool2d
-        y = pool(x, self.kernel, self.stride)[:, :, : out[0], : out[1]]
-        if self.mode == "ave":  # avg_pool2d divided by the whole kernel; Caffe divides by the clipped window
-            counts = []
-            for a in (0, 1):
-                start = torch.arange(out[a], device=x.device) * self.stride[a] - self.pad[a]
-                counts.append(torch.clamp(start + self.kernel[a], max=size[a] + self.pad[a]) - start)
-            count = (counts[0].unsqueeze(1) * counts[1].unsqueeze(0)).to(y.dtype)
-            y = y * ((self.kernel[0] * self.kernel[1]) / count)
-        return y
-
-
-class SpatialPyramidPool(nn.Module):
-    """Caffe's SPP: level i pools into 2^i x 2^i bins with kernel = stride = ceil(in / bins) and
-    (kernel * bins - in + 1) // 2 padding before; the levels are flattened and concatenated (a single
-    level stays as it is). A level's windows tile the padded input, so it is a reshape and a reduction."""
-
-    def __init__(self, mode: str, pyramid_height: int):
-        super().__init__()
-        self.mode, self.pyramid_height = mode, pyramid_height
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, c, h, w = x.shape
-        pooled = []
-        for level in range(self.pyramid_height):
-            bins = 2 ** level
-            kh, kw = -(-h // bins), -(-w // bins)
-            ph, pw = (kh * bins - h + 1) // 2, (kw * bins - w + 1) // 2
-            if ph >= kh or pw >= kw:
-                raise ValueError(f"SPP level {level} of a {h}x{w} input needs pad {ph}x{pw} with kernel "
-                                 f"{kh}x{kw}, and Caffe refuses a pad that is not smaller than the kernel")
-            fill = -FLT_MAX if self.mode == "max" else 0.0
-            tiles = F.pad(x, (pw, kw * bins - pw - w, ph, kh * bins - ph - h), value=fill)
-            tiles = tiles.reshape(n, c, bins, kh, bins, kw)
-            pooled.append(torch.amax(tiles, dim=(3, 5)) if self.mode == "max" else torch.mean(tiles, dim=(3, 5)))
-        if len(pooled) == 1:
-            return pooled[0]
-        return torch.cat([torch.flatten(y, 1) for y in pooled], dim=1)
-
-
-class EltwiseSum(nn.Module):
-    """Caffe's Eltwise SUM: the inputs times their coefficients, added in order."""
-
-    def __init__(self, coeffs: list[float]):
-        super().__init__()
-        self.coeffs = coeffs
-
-    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
-        out = xs[0] if self.coeffs[0] == 1 else xs[0] * self.coeffs[0]
-        for x, c in zip(xs[1:], self.coeffs[1:]):
-            out = out + (x if c == 1 else x * c)
-        return out
-
-
-class EltwiseProd(nn.Module):
-    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
-        out = xs[0]
-        for x in xs[1:]:
-            out = out * x
-        return out
-
-
-class EltwiseMax(nn.Module):
-    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
-        out = xs[0]
-        for x in xs[1:]:
-            out = torch.maximum(out, x)
-        return out
-
-
-class Reshape(nn.Module):
-    """Caffe's Reshape: axes [axis, end) become `spec`, where 0 copies the input's size on that axis and
-    -1 is inferred."""
-
-    def __init__(self, axis: int, end: int, spec: list[int]):
-        super().__init__()
-        self.axis, self.end, self.spec = axis, end, spec
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        middle = [x.shape[self.axis + i] if d == 0 else d for i, d in enumerate(self.spec)]
-        return torch.reshape(x, [*x.shape[: self.axis], *middle, *x.shape[self.end:]])
-
-
-class Crop(nn.Module):
-    """Caffe's Crop: from `axis` on, the reference input's sizes, cut from x at fixed offsets."""
-
-    def __init__(self, axis: int, offsets: list[int]):
-        super().__init__()
-        self.axis, self.offsets = axis, offsets
-
-    def forward(self, x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-        index = [slice(None)] * self.axis
-        for i, offset in enumerate(self.offsets):
-            a = self.axis + i
-            if offset + reference.shape[a] > x.shape[a]:
-                raise ValueError(f"a crop of size {reference.shape[a]} at offset {offset} does not fit axis {a} "
-                                 f"of size {x.shape[a]}")
-            index.append(slice(offset, offset + reference.shape[a]))
-        return x[tuple(index)]
-
-
-# --- emitters -------------------------------------------------------------------------------------------------
-
-
-def _emits(*classes: type):
-    def register(fn: EmitFn) -> EmitFn:
-        for cls in classes:
-            EMITTERS[cls] = fn
-        return fn
-    return register
+# --- torch's own classes, where they are exact ---------------------------------------------------------------
 
 
 def _pair(value) -> str:
@@ -301,317 +92,180 @@ def _pair(value) -> str:
     return lit(value[0]) if len(set(value)) == 1 else lit(value)
 
 
-@_emits(nn.Conv2d, nn.ConvTranspose2d)
-def _conv(m, e: Emitter) -> Block:
-    """ninport's CaffeConv2d / CaffeConvTranspose2d only add size checks: the torch class is exact."""
-    torch_class = nn.ConvTranspose2d if isinstance(m, nn.ConvTranspose2d) else nn.Conv2d
-    options = [f"kernel_size={_pair(m.kernel_size)}"]
-    for name, default in (("stride", 1), ("padding", 0), ("output_padding", 0), ("dilation", 1)):
-        value = getattr(m, name, (default,))
-        if any(int(v) != default for v in value):
-            options.append(f"{name}={_pair(value)}")
-    if m.groups != 1:
-        options.append(f"groups={m.groups}")
-    if m.bias is None:
-        options.append("bias=False")
-    return Block(f"nn.{torch_class.__name__}({m.in_channels}, {m.out_channels}, {', '.join(options)})")
-
-
-@_emits(inner_product.InnerProduct)
-def _inner_product(m, e: Emitter) -> Block:
-    out_features, in_features = m.weight.shape
-    return Block(f"nn.Linear({in_features}, {out_features}, bias={m.bias is not None})",
-                 f"self.{{attr}}(torch.flatten({{x}}, {m.axis}))")
-
-
-_PLAIN_ELEMENTWISE = {"relu": lambda m: "nn.ReLU()",
-                      "leaky_relu": lambda m: f"nn.LeakyReLU({lit(m.negative_slope)})",
-                      "elu": lambda m: f"nn.ELU({lit(m.alpha)})",
-                      "sigmoid": lambda m: "nn.Sigmoid()", "tanh": lambda m: "nn.Tanh()",
-                      "identity": lambda m: "nn.Identity()"}
-
-
-def _power_call(m) -> str:
-    y = "{x}" if (m.scale == 1 and m.shift == 0) else f"({{x}} * {lit(m.scale)} + {lit(m.shift)})"
-    return y if m.power == 1 else f"torch.pow({y}, {lit(m.power)})"
-
-
-def _log_call(m) -> str:
-    y = f"torch.log({{x}} * {lit(m.scale)} + {lit(m.shift)})"
-    return y if m.inv_log_base == 1 else f"{y} * {lit(m.inv_log_base)}"
-
-
-_INLINE_ELEMENTWISE = {
-    "abs": lambda m: "torch.abs({x})",
-    "power": _power_call,
-    "exp": lambda m: f"torch.exp(({{x}} * {lit(m.scale)} + {lit(m.shift)}) * {lit(m.log_base)})",
-    "log": _log_call,
-    "threshold": lambda m: f"({{x}} > {lit(m.threshold)}).to({{x}}.dtype)",
-    "clip": lambda m: f"torch.clamp({{x}}, {lit(m.min)}, {lit(m.max)})",
-    "swish": lambda m: f"{{x}} * torch.sigmoid({{x}} * {lit(m.beta)})",
-}
-
-
-@_emits(activation.Elementwise)
-def _elementwise(m, e: Emitter) -> Block:
-    if m.kind in _PLAIN_ELEMENTWISE:
-        return Block(_PLAIN_ELEMENTWISE[m.kind](m))
-    if m.kind in _INLINE_ELEMENTWISE:
-        return Block(None, _INLINE_ELEMENTWISE[m.kind](m))
-    if m.kind == "bnll":  # log(1 + e^x), computed stably as Caffe does
-        return Block(None, "torch.where({x} > 0, {x} + torch.log1p(torch.exp(-{x})), torch.log1p(torch.exp({x})))")
-    raise NinportError(f"no Python source form for the element-wise op {m.kind!r}")
-
-
-@_emits(nn.PReLU)
-def _prelu(m, e: Emitter) -> Block:
-    return Block(f"nn.PReLU(num_parameters={m.num_parameters})")
-
-
-@_emits(nn.Dropout)
-def _dropout(m, e: Emitter) -> Block:
-    return Block(f"nn.Dropout(p={lit(float(m.p))})")
-
-
-@_emits(activation.CaffeDropoutUnscaled)
-def _dropout_unscaled(m, e: Emitter) -> Block:
-    return Block(f"{e.copy_class(type(m))}({lit(m.ratio)})")
-
-
-@_emits(normalization.LRNAcrossChannels)
-def _lrn_across(m, e: Emitter) -> Block:
-    return Block(f"nn.LocalResponseNorm({m.size}, alpha={lit(m.alpha)}, beta={lit(m.beta)}, k={lit(m.k)})")
-
-
-@_emits(normalization.LRNWithinChannel)
-def _lrn_within(m, e: Emitter) -> Block:
-    return Block(f"{e.copy_class(type(m))}({m.size}, alpha={lit(m.alpha)}, beta={lit(m.beta)})")
-
-
-@_emits(normalization.CaffeBatchNorm)
-def _batch_norm(m, e: Emitter) -> Block:
-    return Block(f"{e.copy_class(type(m))}({buffer(m.running_mean)}, {buffer(m.running_var)}, "
-                 f"{buffer(m.scale_factor)}, eps={lit(m.eps)}, "
-                 f"moving_average_fraction={lit(m.moving_average_fraction)}, "
-                 f"use_global_stats={lit(m.use_global_stats)})")
-
-
-@_emits(normalization.ScaleBias)
-def _scale_bias(m, e: Emitter) -> Block:
-    e.copy_class(normalization.broadcast_from)
-    return Block(f"{e.copy_class(normalization.ScaleBias)}({int(m.axis)}, {lit(list(m.param_shape))}, "
-                 f"{param(m.weight)}, {param(m.bias)})")
-
-
-@_emits(normalization.AddSecondBottom)
-def _add_second_bottom(m, e: Emitter) -> Block:
-    e.copy_class(normalization.broadcast_from)
-    return Block(f"{e.copy_class(normalization.AddSecondBottom)}({int(m.axis)})")
-
-
-@_emits(pooling.CaffePool2d)
-def _pool(m, e: Emitter) -> Block:
-    p = m.params
-    if p.kernel is None:  # global pooling: one window over the whole plane
-        reduce = "torch.amax" if p.mode == "max" else "torch.mean"
-        return Block(None, f"{reduce}({{x}}, dim=(2, 3), keepdim=True)")
-    kind = "MaxPool2d" if p.mode == "max" else "AvgPool2d"
-    if not any(p.pad) and (not p.ceil or p.stride == (1, 1)):  # floor rounding, no padding: torch's pool
-        return Block(f"nn.{kind}({_pair(p.kernel)}, stride={_pair(p.stride)})")
-    if p.mode == "max" and not any(p.pad) and all(s <= k for s, k in zip(p.stride, p.kernel)):
-        # ceil rounding without padding, and no window can start past the input: torch's ceil_mode is Caffe's
-        return Block(f"nn.MaxPool2d({_pair(p.kernel)}, stride={_pair(p.stride)}, ceil_mode=True)")
-    name = e.copy_class(CaffePool2d, preamble=_FLT_MAX_LINE)
-    return Block(f"{name}({lit(p.mode)}, {lit(tuple(p.kernel))}, stride={lit(tuple(p.stride))}, "
-                 f"pad={lit(tuple(p.pad))}, ceil={lit(bool(p.ceil))})")
-
-
-@_emits(spp.SpatialPyramidPool)
-def _spp(m, e: Emitter) -> Block:
-    name = e.copy_class(SpatialPyramidPool, preamble=_FLT_MAX_LINE)
-    return Block(f"{name}({lit(m.mode)}, pyramid_height={int(m.pyramid.pyramid_height)})")
-
-
-@_emits(structure.EltwiseSum)
-def _eltwise_sum(m, e: Emitter) -> Block:
-    return Block(f"{e.copy_class(EltwiseSum)}({lit([float(c) for c in m.coeffs])})")
-
-
-@_emits(structure.EltwiseProd)
-def _eltwise_prod(m, e: Emitter) -> Block:
-    return Block(f"{e.copy_class(EltwiseProd)}()")
-
-
-@_emits(structure.EltwiseMax)
-def _eltwise_max(m, e: Emitter) -> Block:
-    return Block(f"{e.copy_class(EltwiseMax)}()")
-
-
-@_emits(structure.Concat)
-def _concat(m, e: Emitter) -> Block:
-    return Block(None, f"torch.cat([{{args}}], dim={m.axis})")
-
-
-@_emits(structure.Slice)
-def _slice(m, e: Emitter) -> Block:
-    if len(m.sizes) == 1:
-        return Block(None, "{x}")
-    return Block(None, f"torch.split({{x}}, {lit(list(m.sizes))}, dim={m.axis})")
-
-
-@_emits(structure.Split)
-def _split(m, e: Emitter) -> Block:
-    return Block(None, ", ".join(["{x}"] * m.count))
-
-
-@_emits(structure.Flatten)
-def _flatten(m, e: Emitter) -> Block:
-    return Block(None, f"torch.flatten({{x}}, {m.start}, {m.end})")
-
-
-@_emits(structure.Reshape)
-def _reshape(m, e: Emitter) -> Block:
-    return Block(f"{e.copy_class(Reshape)}({m.axis}, {m.end}, {lit([int(d) for d in m.spec])})")
-
-
-@_emits(structure.Crop)
-def _crop(m, e: Emitter) -> Block:
-    return Block(f"{e.copy_class(Crop)}({m.axis}, {lit([int(o) for o in m.offsets])})")
-
-
-@_emits(structure.Softmax)
-def _softmax(m, e: Emitter) -> Block:
-    return Block(None, f"torch.softmax({{x}}, dim={m.axis})")
-
-
-@_emits(reduction.CaffeReduction)
-def _reduction(m, e: Emitter) -> Block:
-    return Block(f"{e.copy_class(type(m))}({lit(m.op)}, {m.axis}, {lit(float(m.coeff))})")
-
-
-@_emits(reduction.CaffeArgMax)
-def _argmax(m, e: Emitter) -> Block:
-    return Block(f"{e.copy_class(type(m))}({lit(m.axis)}, {m.top_k}, {lit(bool(m.out_max_val))}, "
-                 f"{lit(list(m.top_shape))})")
-
-
-@_emits(reduction.CaffeMVN)
-def _mvn(m, e: Emitter) -> Block:
-    top_shape = None if m.top_shape is None else list(m.top_shape)
-    return Block(f"{e.copy_class(type(m))}({lit(bool(m.normalize_variance))}, {lit(m.dims == [1, 2, 3])}, "
-                 f"{lit(float(m.eps))}, {lit(top_shape)})")
-
-
-@_emits(indexing.CaffeEmbed)
-def _embed(m, e: Emitter) -> Block:
-    return Block(f"{e.copy_class(type(m))}({param(m.weight)}, {param(m.bias)})")
-
-
-@_emits(indexing.Tile)
-def _tile(m, e: Emitter) -> Block:
-    return Block(None, f"{{x}}.repeat({lit(list(m.repeats))})")
-
-
-@_emits(indexing.Parameter)
-def _parameter(m, e: Emitter) -> Block:
-    return Block(f"{e.copy_class(type(m))}({param(m.weight)})")
-
-
-@_emits(ssd.PriorBox)
-def _prior_box(m, e: Emitter) -> Block:
-    e.copy_class(ssd._legacy_hw)
-    return Block(f"{e.copy_class(ssd.PriorBox)}({lit(m.box_sizes)}, variance={lit(m.variance)}, "
-                 f"offset={lit(m.offset)}, clip={lit(m.clip)}, step={lit(m.step)}, image_size={lit(m.image_size)})")
-
-
-@_emits(ssd.Normalize)
-def _normalize(m, e: Emitter) -> Block:
-    return Block(f"{e.copy_class(ssd.Normalize)}({param(m.scale)}, across_spatial={lit(m.across_spatial)}, "
-                 f"channel_shared={lit(m.channel_shared)}, eps={lit(m.eps)})")
-
-
-@_emits(ssd.Permute)
-def _permute(m, e: Emitter) -> Block:
-    order = tuple(int(v) for v in m.order)
-    return Block(None, "{x}" if order == tuple(range(len(order))) else f"{{x}}.permute({lit(order)})")
-
-
-@_emits(ssd.DetectionOutput)
-def _detection_output(m, e: Emitter) -> Block:
-    for function in (ssd.decode_boxes, ssd.select_detections, ssd.greedy_nms, ssd.caffe_overlap, ssd.box_areas,
-                     ssd.empty_detection_rows):
-        e.copy_class(function)
-    confidence_threshold, nms_threshold, top_k, eta, keep_top_k = m.selection
-    return Block(f"{e.copy_class(ssd.DetectionOutput)}({int(m.num_classes)}, {lit([int(v) for v in m.labels])}, "
-                 f"share_location={lit(bool(m.share_location))}, code_type={lit(m.code_type)}, "
-                 f"variance_encoded_in_target={lit(bool(m.variance_encoded_in_target))}, clip={lit(bool(m.clip))}, "
-                 f"confidence_threshold={lit(float(confidence_threshold))}, "
-                 f"nms_threshold={lit(float(nms_threshold))}, top_k={int(top_k)}, eta={lit(float(eta))}, "
-                 f"keep_top_k={int(keep_top_k)})")
-
-
-@_emits(fork.Axpy)
-def _axpy(m, e: Emitter) -> Block:
-    return Block(f"{e.copy_class(fork.Axpy)}()")
-
-
-@_emits(fork.ShuffleChannel)
-def _shuffle_channel(m, e: Emitter) -> Block:
-    return Block(f"{e.copy_class(fork.ShuffleChannel)}({int(m.groups)})")
-
-
-@_emits(fork.ChannelAffine)
-def _channel_affine(m, e: Emitter) -> Block:
-    return Block(f"{e.copy_class(fork.ChannelAffine)}({buffer(m.scale)}, {buffer(m.shift)}, {buffer(m.mean)}, "
-                 f"{buffer(m.inv_std)})")
-
-
-@_emits(resize.Interp)
-def _interp(m, e: Emitter) -> Block:
-    e.copy_class(shapes_fork.interp_size)
-    return Block(f"{e.copy_class(resize.Interp)}({int(m.pad_beg)}, {int(m.pad_end)}, shrink={lit(m.shrink)}, "
-                 f"zoom={lit(m.zoom)}, height={lit(m.height)}, width={lit(m.width)})")
-
-
-@_emits(resize.NearestUpsample)
-def _nearest_upsample(m, e: Emitter) -> Block:
-    return Block(f"{e.copy_class(resize.NearestUpsample)}({int(m.scale)})")
-
-
-# TRAIN-phase layers: ninport's loss modules are plain torch; they and their two helpers are copied
-_FLT_MIN_LINE = "FLT_MIN = float(torch.finfo(torch.float32).tiny)"
-
-
-def _loss_helpers(e: Emitter) -> None:
-    e.copy_class(loss.loss_normalizer)
-    e.copy_class(loss.integer_labels)
-
-
-@_emits(loss.SoftmaxWithLoss)
-def _softmax_with_loss(m, e: Emitter) -> Block:
-    _loss_helpers(e)
-    name = e.copy_class(loss.SoftmaxWithLoss, preamble=_FLT_MIN_LINE)
-    return Block(f"{name}({int(m.axis)}, {lit(m.ignore_label)}, {lit(m.normalization)}, "
-                 f"{lit(float(m.loss_weight))}, {lit(bool(m.with_prob))})")
-
-
-@_emits(loss.EuclideanLoss)
-def _euclidean_loss(m, e: Emitter) -> Block:
-    return Block(f"{e.copy_class(loss.EuclideanLoss)}({lit(float(m.loss_weight))})")
-
-
-@_emits(loss.SigmoidCrossEntropyLoss)
-def _sigmoid_cross_entropy_loss(m, e: Emitter) -> Block:
-    _loss_helpers(e)
-    return Block(f"{e.copy_class(loss.SigmoidCrossEntropyLoss)}({lit(m.ignore_label)}, {lit(m.normalization)}, "
-                 f"{lit(float(m.loss_weight))})")
-
-
-@_emits(loss.Accuracy)
-def _accuracy(m, e: Emitter) -> Block:
-    _loss_helpers(e)
-    return Block(f"{e.copy_class(loss.Accuracy)}({int(m.axis)}, {int(m.top_k)}, {lit(m.ignore_label)}, "
-                 f"{lit(bool(m.per_class))})")
+def _torch_constructor(m: nn.Module) -> str | None:
+    """nn.Conv2d & co. (ninport's CaffeConv2d only adds size checks), or None for any other module."""
+    if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+        torch_class = nn.ConvTranspose2d if isinstance(m, nn.ConvTranspose2d) else nn.Conv2d
+        options = [f"kernel_size={_pair(m.kernel_size)}"]
+        for name, default in (("stride", 1), ("padding", 0), ("output_padding", 0), ("dilation", 1)):
+            value = getattr(m, name, (default,))
+            if any(int(v) != default for v in value):
+                options.append(f"{name}={_pair(value)}")
+        if m.groups != 1:
+            options.append(f"groups={m.groups}")
+        if m.bias is None:
+            options.append("bias=False")
+        return f"nn.{torch_class.__name__}({m.in_channels}, {m.out_channels}, {', '.join(options)})"
+    if type(m) is nn.PReLU:
+        return f"nn.PReLU(num_parameters={m.num_parameters})"
+    if type(m) is nn.Dropout:
+        return f"nn.Dropout(p={lit(float(m.p))})"
+    return None
+
+
+# --- a recorded class and what it uses, as source ------------------------------------------------------------
+
+# what the file's header binds: a helper may use these names for these objects
+_HEADER = {"torch": torch, "nn": nn, "F": F, "math": math}
+# modules whose names a copied helper may import (the file needs only torch and the standard library)
+_IMPORTABLE = {"torch", "math", "dataclasses", "functools", "itertools", "typing", "collections", "operator",
+               "numbers"}
+
+
+def _loaded_names(tree: ast.AST) -> set[str]:
+    """The module-level names a definition reads, outside annotations (the file has
+    `from __future__ import annotations`, so those stay strings)."""
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        annotations = []
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            annotations.append(node.returns)
+        elif isinstance(node, ast.arg):
+            annotations.append(node.annotation)
+        elif isinstance(node, ast.AnnAssign):
+            annotations.append(node.annotation)
+        for annotation in annotations:
+            if annotation is not None:
+                skip.update(id(n) for n in ast.walk(annotation))
+    loaded = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)
+              and id(n) not in skip}
+    return loaded & _global_names(symtable.symtable(ast.unparse(tree), "<definition>", "exec"))
+
+
+def _global_names(table: symtable.SymbolTable) -> set[str]:
+    """The names some scope of a definition reads from the module (not its locals and parameters)."""
+    names = {s.get_name() for s in table.get_symbols() if s.is_global() and s.is_referenced()}
+    for child in table.get_children():
+        names |= _global_names(child)
+    return names
+
+
+def _resolve(node: ast.expr, namespace: dict) -> Any:
+    if isinstance(node, ast.Name):
+        return namespace.get(node.id)
+    if isinstance(node, ast.Attribute):
+        return getattr(_resolve(node.value, namespace), node.attr, None)
+    if isinstance(node, ast.Call):
+        return None
+    return None
+
+
+def _importable(value: Any) -> str | None:
+    """The import line that binds a module or a standard-library/torch object, or None."""
+    if isinstance(value, types.ModuleType):
+        return value.__name__ if value.__name__.split(".")[0] in _IMPORTABLE else None
+    module = getattr(value, "__module__", None)
+    name = getattr(value, "__name__", None)
+    if module and name and module.split(".")[0] in _IMPORTABLE and module.split(".")[0] != "torch" and \
+            getattr(importlib.import_module(module), name, None) is value:
+        return module
+    return None
+
+
+def definition_source(obj: type | types.FunctionType) -> str:
+    """A top-level class's or function's own source, dedented, without the `@records_args` decorator."""
+    source = textwrap.dedent(inspect.getsource(obj))
+    namespace = vars(sys.modules[obj.__module__])
+    [node] = ast.parse(source).body
+    lines = source.splitlines()
+    for decorator in reversed(node.decorator_list):
+        if _resolve(decorator, namespace) is records_args:
+            del lines[decorator.lineno - 1:decorator.end_lineno]
+    return "\n".join(lines) + "\n"
+
+
+class Helpers:
+    """The definitions the file copies, in an order where each comes after what it uses, and the imports
+    they need; one definition per name (two different definitions of a name are refused)."""
+
+    def __init__(self) -> None:
+        self.parts: dict[str, str] = {}
+        self.objects: dict[str, Any] = {}
+        self.imports: dict[str, str] = {}
+
+    def add(self, obj: type | types.FunctionType) -> str:
+        """Copy a class or function and, transitively, what it uses; its name in the file."""
+        name = obj.__name__
+        if self.objects.get(name) is obj:
+            return name
+        if name in self.objects or name in self.imports or name in _MODULE_NAMES:
+            raise NinportError(f"two different definitions are named {name!r} ({obj.__module__} and another)")
+        if not inspect.getsourcefile(obj) or obj.__module__ not in sys.modules:
+            raise NinportError(f"{obj.__module__}.{name} has no Python source")
+        self.objects[name] = obj  # before its dependencies: a cycle ends here
+        source = definition_source(obj)
+        namespace = vars(sys.modules[obj.__module__])
+        for used in sorted(_loaded_names(ast.parse(source))):
+            if used not in namespace or used == name:
+                continue  # a local, a builtin or itself
+            self._use(used, namespace[used], f"{obj.__module__}.{name}")
+        self.parts[name] = source
+        return name
+
+    def _use(self, name: str, value: Any, where: str) -> None:
+        if _HEADER.get(name) is value:
+            return
+        if name in _MODULE_NAMES or (name in self.imports and self.imports[name] is not value) or (
+                name in self.objects and self.objects[name] is not value and not self._same_constant(name, value)):
+            raise NinportError(f"{where} uses a {name!r} that differs from another definition of that name")
+        if isinstance(value, (bool, int, float, str, tuple)) or value is None:
+            text = f"{name} = {lit(value)}"
+            if name in self.parts and self.parts[name] != text:
+                raise NinportError(f"{where} uses a constant {name!r} that differs from another of that name")
+            self.parts[name], self.objects[name] = text, value
+            return
+        module = _importable(value)
+        if module is not None:
+            if isinstance(value, types.ModuleType):
+                line = f"import {module}" if module == name else f"import {module} as {name}"
+            else:
+                line = f"from {module} import {value.__name__}" + ("" if value.__name__ == name else f" as {name}")
+            self.imports[name] = value
+            self.parts.setdefault(f"import:{name}", line)
+            return
+        if inspect.isclass(value) or inspect.isfunction(value):
+            if value.__name__ != name:
+                raise NinportError(f"{where} uses {value.__module__}.{value.__name__} under the name {name!r}")
+            self.add(value)
+            return
+        raise NinportError(f"{where} uses {name!r} ({type(value).__name__}), which a standalone file cannot hold")
+
+    def _same_constant(self, name: str, value: Any) -> bool:
+        text = self.parts.get(name)
+        return isinstance(value, (bool, int, float, str, tuple)) and text == f"{name} = {lit(value)}"
+
+    def names(self) -> set[str]:
+        return set(self.objects) | set(self.imports)
+
+    def source(self) -> list[str]:
+        """Import lines first, then the definitions."""
+        imports = sorted(text for key, text in self.parts.items() if key.startswith("import:"))
+        definitions = [text for key, text in self.parts.items() if not key.startswith("import:")]
+        return (["\n".join(imports)] if imports else []) + definitions
+
+
+def constructor(module: nn.Module, helpers: Helpers) -> str:
+    """The expression that builds a module like this one (its weights come from the file)."""
+    torch_form = _torch_constructor(module)
+    if torch_form is not None:
+        return torch_form
+    record = recorded_args(module)
+    if record is None:
+        raise NinportError(f"no Python source form for {type(module).__name__} modules: a module class is written "
+                           "only when it records its constructor arguments (@ninport.records_args)")
+    cls, args = record
+    name = helpers.add(cls)
+    return f"{name}(" + ", ".join(f"{key}={lit(value)}" for key, value in args.items()) + ")"
 
 
 # --- the file -------------------------------------------------------------------------------------------------
@@ -624,8 +278,8 @@ def comment(text: object) -> str:
 
 _FORWARD_NAMES = {"self", "torch", "nn", "F", "math"}
 # the file's own module-level names besides the helpers: the net's class must not shadow them
-_MODULE_NAMES = {"annotations", "json", "math", "os", "struct", "sys", "Path", "torch", "F", "nn", "FLT_MAX",
-                 "FLT_MIN", "SAFETENSORS_DTYPES", "read_safetensors", "load"}
+_MODULE_NAMES = {"annotations", "json", "math", "os", "struct", "sys", "Path", "torch", "F", "nn",
+                 "SAFETENSORS_DTYPES", "read_safetensors", "load"}
 
 _READER = '''
 SAFETENSORS_DTYPES = {"F32": torch.float32, "F64": torch.float64, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -661,7 +315,7 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 def python_source(module: nn.Module, description: NetDescription | None = None) -> str:
     """The standalone Python source of a module built by `ninport.load` (see the module docstring)."""
     meta = description or describe(module)
-    emitter = Emitter()
+    helpers = Helpers()
     init_lines: list[str] = []
     forward_lines: list[str] = []
     names: set[str] = set(_FORWARD_NAMES)
@@ -680,7 +334,7 @@ def python_source(module: nn.Module, description: NetDescription | None = None) 
         if sub is None:
             raise ExportError(f'layer "{safe_text(record.name)}": the module has no submodule {record.module!r}')
         try:
-            block = _emitter_for(sub)(sub, emitter)
+            init = constructor(sub, helpers)
         except NinportError as exc:
             raise ExportError(f'{meta.source}: layer "{safe_text(record.name)}" ({safe_text(record.type)}): '
                               f"cannot write it as Python: {exc}") from None
@@ -688,16 +342,11 @@ def python_source(module: nn.Module, description: NetDescription | None = None) 
         for top in record.tops:
             if top not in variables:
                 variables[top] = variable(top)
-        call = (block.call.replace("{attr}", record.module).replace("{args}", ", ".join(args))
-                .replace("{x}", args[0] if args else ""))
         targets = ", ".join(variables[t] for t in record.tops)
-        if block.init is not None:
-            init_lines += [f"        # {label}", f"        self.{record.module} = {block.init}"]
-            forward_lines.append(f"        {targets} = {call}")
-        else:
-            forward_lines.append(f"        {targets} = {call}  # {label}")
+        init_lines += [f"        # {label}", f"        self.{record.module} = {init}"]
+        forward_lines.append(f"        {targets} = self.{record.module}({', '.join(args)})")
     class_name = _class_name(meta.title)  # never a keyword, soft keyword or builtin
-    while class_name in emitter.helpers or class_name in _MODULE_NAMES:  # nor a name of the file: "f", "priorbox"
+    while class_name in helpers.names() or class_name in _MODULE_NAMES:  # nor a name of the file: "f", "priorbox"
         class_name += "Net"
     outputs = [variables[b] for b in meta.outputs]
     forward_lines.append(f"        return {outputs[0] if len(outputs) == 1 else '(' + ', '.join(outputs) + ')'}")
@@ -721,7 +370,7 @@ def python_source(module: nn.Module, description: NetDescription | None = None) 
         "from __future__ import annotations\n\nimport json\nimport math  # noqa: F401 - used by some helpers\n"
         "import os\nimport struct\nimport sys\nfrom pathlib import Path\n\nimport torch\n"
         "import torch.nn.functional as F  # noqa: F401 - used by some helpers\nfrom torch import nn",
-        *emitter.helpers.values(),
+        *helpers.source(),
         f"class {class_name}(nn.Module):\n"
         f'    """forward takes the inputs in the net\'s order and returns {returns}."""\n\n'
         "    def __init__(self) -> None:\n        super().__init__()\n" + "\n".join(init_lines)

@@ -18,8 +18,9 @@ from google.protobuf import text_format
 from torch import nn
 
 import ninport
+from ninport import codegen
 from ninport.caffe import caffe_pb2 as pb2
-from ninport.codegen import EMITTERS, Block, python_source, register_emitter, write_python
+from ninport.codegen import python_source, write_python
 from ninport.errors import ExportError, ShapeError
 from tests.conftest import REPO, SIZES_GOLDEN, SSD_GOLDEN, golden_case_names, load_golden, relative_error
 
@@ -293,7 +294,7 @@ def test_hostile_names_stay_comments(tmp_path):
 
 
 @pytest.mark.parametrize("net_name", ["f", "path", "nn", "torch", "load", "caffe_pool2d", "eltwise_sum",
-                                      "detection_output"])
+                                      "detection_output", "pool_params", "pool_window"])
 def test_the_net_class_never_shadows_a_name_the_file_uses(net_name, tmp_path):
     """The class is named after the net; a net called like an import, a helper class or `load` gets a
     suffix, so the file still runs (the SSD fixtures' net "detection_output" once broke this)."""
@@ -313,22 +314,73 @@ def test_the_net_class_never_shadows_a_name_the_file_uses(net_name, tmp_path):
         assert torch.equal(code.load()(x), module(x))
 
 
-def test_every_layer_module_class_has_a_source_form():
-    """Guard: a new converter module class without an emitter would make `--format py` refuse that layer."""
+def _layer_module_classes() -> dict[str, type]:
     import importlib
     import inspect
     import pkgutil
 
     from ninport.convert import layers
 
-    missing = []
+    classes = {}
     for info in pkgutil.iter_modules(layers.__path__):
         family = importlib.import_module(f"ninport.convert.layers.{info.name}")
         for name, cls in vars(family).items():
-            if (inspect.isclass(cls) and issubclass(cls, nn.Module) and cls.__module__ == family.__name__
-                    and not name.startswith("_") and not any(base in EMITTERS for base in cls.__mro__)):
-                missing.append(f"{info.name}.{name}")
-    assert not missing
+            if inspect.isclass(cls) and issubclass(cls, nn.Module) and cls.__module__ == family.__name__:
+                classes[f"{info.name}.{name}"] = cls
+    return classes
+
+
+def test_every_layer_module_class_records_its_arguments():
+    """Each converter module class is written by its own source: it records its constructor arguments, or
+    derives from a class that does (ninport's size checks on top), or is torch's own convolution. Two
+    recorded classes of one name would be two definitions of a layer in one file."""
+    classes = _layer_module_classes()
+    recorded = {key: cls for key, cls in classes.items() if "__records_args__" in cls.__dict__}
+    assert len(recorded) >= 35
+    unwritable = [key for key, cls in classes.items() if not key.split(".")[1].startswith("_")
+                  and not any("__records_args__" in base.__dict__ for base in cls.__mro__)
+                  and not issubclass(cls, (nn.Conv2d, nn.ConvTranspose2d))]
+    assert not unwritable
+    names = [cls.__name__ for cls in recorded.values()]
+    assert len(names) == len(set(names))
+
+
+def _ninport_definitions(name: str) -> list:
+    """The classes and functions named `name` that a loaded ninport module defines."""
+    found = []
+    for module_name, module in list(sys.modules.items()):
+        if module_name.split(".")[0] == "ninport" and module is not None:
+            obj = vars(module).get(name)
+            if (isinstance(obj, type) or callable(obj)) and getattr(obj, "__module__", None) == module_name:
+                found.append(obj)
+    return found
+
+
+def _without_records_args(node: ast.AST) -> str:
+    node.decorator_list = [d for d in node.decorator_list if ast.unparse(d) != "records_args"]
+    return ast.dump(node)
+
+
+@pytest.mark.parametrize("case_name", ["mini_resnet", "pool_ave_k3s2p1", "pool_global_ave_max", "shape_layers"])
+def test_the_file_holds_the_layer_modules_own_source(case_name, tmp_path):
+    """Every class and function of the generated file but the net, the reader and `load` is ninport's own
+    definition of that name, exactly (the `@records_args` line aside), defined once in ninport and once in
+    the file: the file's layer is the fx module's layer."""
+    import inspect
+    import textwrap
+
+    case = load_golden(case_name)
+    module = ninport.load(case.prototxt, case.weights)
+    tree = ast.parse(python_source(module))
+    defined = [node for node in tree.body if isinstance(node, (ast.ClassDef, ast.FunctionDef))]
+    names = [node.name for node in defined]
+    assert len(names) == len(set(names))
+    copied = [node for node in defined if node.name not in {type(module).__name__, "read_safetensors", "load"}]
+    assert len(copied) >= 3
+    for node in copied:
+        [obj] = _ninport_definitions(node.name)
+        [own] = ast.parse(textwrap.dedent(inspect.getsource(obj))).body
+        assert _without_records_args(node) == _without_records_args(own), node.name
 
 
 class _Doubler(nn.Module):
@@ -336,22 +388,78 @@ class _Doubler(nn.Module):
         return x * 2
 
 
-def test_unknown_module_is_refused_naming_the_layer_then_taught(tmp_path):
-    ninport.register_layer("Doubler", shape=lambda layer, shapes: [shapes[0]], module=lambda ctx: _Doubler())
+def _plugin_offset(x, offset):
+    return x + offset
+
+
+PLUGIN_SCALE = 3.0
+
+
+@ninport.records_args
+class _Shifter(nn.Module):
+    """A plugin's module written as ninport's own are: it records its arguments; its helper function and
+    constant come along."""
+
+    def __init__(self, offset: float, weight: torch.Tensor):
+        super().__init__()
+        self.offset = offset
+        self.weight = nn.Parameter(weight)
+
+    def forward(self, x):
+        return _plugin_offset(x, self.offset) * self.weight.view(1, -1, 1, 1) * PLUGIN_SCALE
+
+
+@ninport.records_args
+class _UsesNumpy(nn.Module):
+    def forward(self, x):
+        return x * float(np.pi)
+
+
+def _register(type_name: str, make) -> Path:
+    ninport.register_layer(type_name, shape=lambda layer, shapes: [shapes[0]], module=make)
+
+
+def _one_layer_net(tmp_path: Path, type_name: str) -> Path:
+    prototxt = tmp_path / "p.prototxt"
+    prototxt.write_text('name: "p"\ninput: "data"\ninput_shape { dim: 1 dim: 2 dim: 2 dim: 2 }\n'
+                        f'layer {{ name: "twice" type: "{type_name}" bottom: "data" top: "y" }}\n')
+    return prototxt
+
+
+def test_a_module_that_records_no_arguments_is_refused_naming_the_layer(tmp_path):
+    _register("Doubler", lambda ctx: _Doubler())
     try:
-        prototxt = tmp_path / "p.prototxt"
-        prototxt.write_text('name: "p"\ninput: "data"\ninput_shape { dim: 1 dim: 1 dim: 2 dim: 2 }\n'
-                            'layer { name: "twice" type: "Doubler" bottom: "data" top: "y" }\n')
-        module = ninport.load(prototxt)
-        with pytest.raises(ExportError, match='layer "twice" \\(Doubler\\).*_Doubler'):
+        module = ninport.load(_one_layer_net(tmp_path, "Doubler"))
+        with pytest.raises(ExportError, match='layer "twice" \\(Doubler\\).*_Doubler.*records_args'):
             write_python(module, tmp_path / "p.py")
         assert not (tmp_path / "p.py").exists()
-        register_emitter(_Doubler, lambda m, e: Block(None, "{x} * 2"))
-        source = python_source(module)
-        assert "y = data * 2  # twice (Doubler)" in source
     finally:
         ninport.unregister_layer("Doubler")
-        EMITTERS.pop(_Doubler, None)
+
+
+def test_a_module_using_what_a_standalone_file_cannot_hold_is_refused(tmp_path):
+    _register("UsesNumpy", lambda ctx: _UsesNumpy())
+    try:
+        module = ninport.load(_one_layer_net(tmp_path, "UsesNumpy"))
+        with pytest.raises(ExportError, match=r'layer "twice" \(UsesNumpy\).*uses .np. \(module\)'):
+            write_python(module, tmp_path / "p.py")
+    finally:
+        ninport.unregister_layer("UsesNumpy")
+
+
+def test_a_plugin_module_that_records_its_arguments_is_written_with_what_it_uses(tmp_path):
+    _register("Shifter", lambda ctx: _Shifter(0.5, torch.tensor([2.0, -1.0])))
+    try:
+        module = ninport.load(_one_layer_net(tmp_path, "Shifter"))
+        path = write_python(module, tmp_path / "p.py")
+        source = path.read_text()
+        assert "self.twice = _Shifter(offset=0.5, weight=torch.empty([2]))" in source
+        assert "def _plugin_offset(" in source and "PLUGIN_SCALE = 3.0" in source and "records_args" not in source
+        x = torch.rand(1, 2, 2, 2)
+        with torch.no_grad():
+            assert torch.equal(_import_file(path, "generated_plugin").load()(x), module(x))
+    finally:
+        ninport.unregister_layer("Shifter")
 
 
 @pytest.mark.parametrize("net_name", ["none", "true", "false", "valueError", "notImplemented", "match", "path",
@@ -397,31 +505,21 @@ def test_invisible_and_line_breaking_characters_of_names_are_escaped_in_the_comm
     assert len(source.splitlines()) == len(source.split("\n")) - 1  # no line break but newline, for any reader
 
 
-class _Broken(nn.Module):
-    def forward(self, x):
-        return x
-
-
-def test_source_that_does_not_compile_is_an_export_error_and_nothing_is_written(tmp_path):
-    """The generated source is compiled before it is written: a bug in an emitter (here a plugin's) is an
-    ExportError, never a broken .py file (nor its .safetensors) on disk."""
-    ninport.register_layer("Broken", shape=lambda layer, shapes: [shapes[0]], module=lambda ctx: _Broken())
-    register_emitter(_Broken, lambda m, e: Block(None, "{x} *"))
-    try:
-        prototxt = tmp_path / "p.prototxt"
-        prototxt.write_text('name: "p"\ninput: "data"\ninput_shape { dim: 1 dim: 1 dim: 2 dim: 2 }\n'
-                            'layer { name: "b" type: "Broken" bottom: "data" top: "y" }\n')
-        module = ninport.load(prototxt)
-        with pytest.raises(ExportError, match=r"p.prototxt: the generated Python source does not compile \(line \d+"):
-            write_python(module, tmp_path / "p.py")
-        assert sorted(path.name for path in tmp_path.iterdir()) == ["p.prototxt"]
-        out = tmp_path / "out"
-        with pytest.raises(ExportError, match="does not compile"):
-            ninport.convert_files(prototxt, None, out, formats=("py",), check=False)
-        assert not out.exists() or not any(out.iterdir())
-    finally:
-        ninport.unregister_layer("Broken")
-        EMITTERS.pop(_Broken, None)
+def test_source_that_does_not_compile_is_an_export_error_and_nothing_is_written(tmp_path, monkeypatch):
+    """The generated source is compiled before it is written: a bug in code generation (here a constructor
+    line cut short) is an ExportError, never a broken .py file (nor its .safetensors) on disk."""
+    monkeypatch.setattr(codegen, "_torch_constructor", lambda m: "nn.Identity(")
+    prototxt = tmp_path / "p.prototxt"
+    prototxt.write_text('name: "p"\ninput: "data"\ninput_shape { dim: 1 dim: 1 dim: 2 dim: 2 }\n'
+                        'layer { name: "b" type: "ReLU" bottom: "data" top: "y" }\n')
+    module = ninport.load(prototxt)
+    with pytest.raises(ExportError, match=r"p.prototxt: the generated Python source does not compile \(line \d+"):
+        write_python(module, tmp_path / "p.py")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["p.prototxt"]
+    out = tmp_path / "out"
+    with pytest.raises(ExportError, match="does not compile"):
+        ninport.convert_files(prototxt, None, out, formats=("py",), check=False)
+    assert not out.exists() or not any(out.iterdir())
 
 
 def test_convert_format_py_writes_the_file_and_its_weights(tmp_path):

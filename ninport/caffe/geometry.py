@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 from ninport.caffe import caffe_pb2 as pb2
 
@@ -148,8 +148,7 @@ def pool_output_size(size: Size, kernel: int, pad: int, stride: int, ceil: bool 
     return out
 
 
-@dataclass(frozen=True)
-class PoolParams:
+class PoolParams(NamedTuple):
     """A pooling layer's size-independent parameters; `kernel` is None for global pooling."""
 
     kernel: tuple[int, int] | None
@@ -198,8 +197,7 @@ class PoolParams:
         return min(k - 1, p + s - 1) if p > 0 else s - 1
 
 
-@dataclass(frozen=True)
-class PoolWindow:
+class PoolWindow(NamedTuple):
     """Pooling windows at one input size. Window i on an axis starts at i * stride - pad."""
 
     kernel: tuple[Size, Size]
@@ -274,8 +272,7 @@ def pool_geometry(p, in_hw: Sequence[int]) -> PoolWindow:
 # --- SPP -------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SPPLevel:
+class SPPLevel(NamedTuple):
     """One pyramid level at one input size: `bins` windows a side of `kernel` (= stride), `pad` before.
 
     Caffe's SPPLayer gives level i 2^i bins: kernel = ceil(in / bins), pad = (kernel bins - in + 1) / 2,

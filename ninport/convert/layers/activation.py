@@ -8,9 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ninport.convert.recorded import records_args
 from ninport.convert.registry import LayerContext
 
 
+@records_args
 class Elementwise(nn.Module):
     """A parameter-free element-wise op; `kind` and `args` say which, for readable graphs."""
 
@@ -123,6 +125,7 @@ def swish(ctx: LayerContext) -> nn.Module:
     return Elementwise("swish", beta=ctx.proto.swish_param.beta)
 
 
+@records_args
 class CaffeDropoutUnscaled(nn.Module):
     """Dropout with `scale_train: false` (fast-rcnn's fork, OpenCV): train() keeps each value with
     probability 1 - ratio, unscaled; eval() multiplies by 1 - ratio instead."""

@@ -16,6 +16,7 @@ from ninport.caffe.shapes_fork import (
 )
 from ninport.convert.layers.activation import Elementwise
 from ninport.convert.layers.convolution import convolution
+from ninport.convert.recorded import records_args
 from ninport.convert.registry import LayerContext
 
 
@@ -30,6 +31,7 @@ def depthwise_convolution(ctx: LayerContext) -> nn.Module:
     return convolution(dataclasses.replace(ctx, layer=depthwise_as_convolution(ctx.layer, channels)))
 
 
+@records_args
 class Axpy(nn.Module):
     """top = a * x + y, with a the (N, C[, 1, 1]) per-channel factor (bottoms a, x, y)."""
 
@@ -42,6 +44,7 @@ def axpy(ctx: LayerContext) -> nn.Module:
     return Axpy()
 
 
+@records_args
 class ShuffleChannel(nn.Module):
     """Channel i * (C / g) + j of the bottom becomes channel j * g + i: a (g, C/g) transpose."""
 
@@ -62,6 +65,7 @@ def shuffle_channel(ctx: LayerContext) -> nn.Module:
     return ShuffleChannel(shuffle_groups(ctx.layer, ctx.bottom_shapes[0][1]))
 
 
+@records_args
 class ChannelAffine(nn.Module):
     """PSPNet's BN at test time, in Caffe's order: ((x - mean) * (var + eps)^-1/2) * slope + bias;
     SegNet's BN in INFERENCE mode: x * scale + shift (mean None)."""

@@ -6,9 +6,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ninport.caffe.shapes import canonical_axis
+from ninport.convert.recorded import records_args
 from ninport.convert.registry import LayerContext
 
 
+@records_args
 class CaffeEmbed(nn.Module):
     """Row `int(x)` of the (input_dim, num_output) weight for every value x, plus the bias.
 
@@ -32,6 +34,7 @@ def embed(ctx: LayerContext) -> nn.Module:
     return CaffeEmbed(ctx.parameter(0), ctx.parameter(1) if p.bias_term else None)
 
 
+@records_args
 class Tile(nn.Module):
     """Caffe's Tile: the whole axis repeated `tiles` times (torch's repeat, not repeat_interleave)."""
 
@@ -51,6 +54,7 @@ def tile(ctx: LayerContext) -> nn.Module:
     return Tile(repeats)
 
 
+@records_args
 class Parameter(nn.Module):
     """A learned blob with no bottom: the layer's output is its weight."""
 

@@ -13,16 +13,25 @@ import torch.nn.functional as F
 from torch import nn
 
 from ninport.caffe.geometry import canonical_axis
+from ninport.convert.recorded import records_args
 from ninport.convert.registry import LayerContext
 from ninport.convert.size_checks import SizeCheckedLayer, static_shape
 
 
-class InnerProduct(SizeCheckedLayer):
-    def __init__(self, axis: int, weight: nn.Parameter, bias: nn.Parameter | None, ctx: LayerContext | None = None):
-        super().__init__(ctx.layer if ctx else None, ctx.bottom_shapes if ctx else ())
+@records_args
+class InnerProduct(nn.Module):
+    def __init__(self, axis: int, weight: nn.Parameter, bias: nn.Parameter | None):
+        super().__init__()
         self.axis = axis
         self.weight = weight
         self.bias = bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(torch.flatten(x, self.axis), self.weight, self.bias)
+
+
+class CheckedInnerProduct(InnerProduct, SizeCheckedLayer):
+    """Refuses, naming the layer, a bottom whose K is not the weights' K."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if static_shape(x.shape):
@@ -30,7 +39,7 @@ class InnerProduct(SizeCheckedLayer):
             self.check([x.shape], x.dim() > self.axis and math.prod(x.shape[self.axis:]) == k,
                        lambda: f"flattened from axis {self.axis} it gives K = {math.prod(x.shape[self.axis:])}, "
                                f"and the weights take K = {k}")
-        return F.linear(torch.flatten(x, self.axis), self.weight, self.bias)
+        return super().forward(x)
 
 
 def inner_product(ctx: LayerContext) -> nn.Module:
@@ -40,4 +49,6 @@ def inner_product(ctx: LayerContext) -> nn.Module:
     if p.transpose:  # stored as [K, N]; keep torch's [N, K] so state_dicts look alike
         weight = nn.Parameter(weight.detach().t().contiguous())
     bias = ctx.parameter(1) if p.bias_term else None
-    return InnerProduct(axis, weight, bias, ctx)
+    module = CheckedInnerProduct(axis, weight, bias)
+    module.label(ctx.layer, ctx.bottom_shapes)
+    return module

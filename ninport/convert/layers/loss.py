@@ -15,6 +15,7 @@ from torch import nn
 from ninport.caffe import caffe_pb2 as pb2
 from ninport.caffe.shapes import canonical_axis
 from ninport.caffe.shapes_loss import loss_weights
+from ninport.convert.recorded import records_args
 from ninport.convert.registry import LayerContext
 
 FLT_MIN = float(torch.finfo(torch.float32).tiny)
@@ -48,6 +49,7 @@ def integer_labels(label: torch.Tensor, outer: int, inner: int) -> torch.Tensor:
     return label.detach().reshape(outer, inner).to(torch.int64)  # static_cast<int>: toward zero
 
 
+@records_args
 class SoftmaxWithLoss(nn.Module):
     """-log(max(softmax(x)[label], FLT_MIN)) summed over the non-ignored positions, / the normalizer.
 
@@ -90,6 +92,7 @@ def softmax_with_loss(ctx: LayerContext) -> nn.Module:
                            _normalization(p, "valid"), loss_weights(ctx.layer)[0], len(ctx.layer.tops) == 2)
 
 
+@records_args
 class EuclideanLoss(nn.Module):
     """sum((a - b)^2) / (2 N), N the first axis; both bottoms get gradients, as in Caffe."""
 
@@ -106,6 +109,7 @@ def euclidean_loss(ctx: LayerContext) -> nn.Module:
     return EuclideanLoss(loss_weights(ctx.layer)[0])
 
 
+@records_args
 class SigmoidCrossEntropyLoss(nn.Module):
     """Caffe's stable cross-entropy of sigmoid(x) against targets, over non-ignored targets, / the normalizer
     (default BATCH_SIZE: the first axis); the gradient is (sigmoid(x) - target) there."""
@@ -136,6 +140,7 @@ def sigmoid_cross_entropy_loss(ctx: LayerContext) -> nn.Module:
                                    _normalization(p, "batch_size"), loss_weights(ctx.layer)[0])
 
 
+@records_args
 class Accuracy(nn.Module):
     """The fraction of non-ignored positions whose label scores among the top_k (ties count against it:
     a class scoring >= the true one ranks before it), and optionally the per-class accuracies. No gradient."""

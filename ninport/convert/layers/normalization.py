@@ -7,11 +7,13 @@ from torch import nn
 
 from ninport.caffe import caffe_pb2 as pb2
 from ninport.caffe.shapes import canonical_axis
+from ninport.convert.recorded import records_args
 from ninport.convert.registry import LayerContext
 from ninport.convert.size_checks import SizeCheckedLayer, static_shape
 from ninport.errors import shape_text
 
 
+@records_args
 class LRNAcrossChannels(nn.Module):
     """x / (k + alpha/n * sum of x^2 over n neighbouring channels)^beta, zero-padded (odd n)."""
 
@@ -23,6 +25,7 @@ class LRNAcrossChannels(nn.Module):
         return F.local_response_norm(x, self.size, alpha=self.alpha, beta=self.beta, k=self.k)
 
 
+@records_args
 class LRNWithinChannel(nn.Module):
     """x / (1 + alpha/n^2 * sum of x^2 over an n x n window)^beta; Caffe ignores k here."""
 
@@ -43,6 +46,7 @@ def lrn(ctx: LayerContext) -> nn.Module:
     return LRNAcrossChannels(p.local_size, p.alpha, p.beta, p.k)
 
 
+@records_args
 class CaffeBatchNorm(nn.Module):
     """Caffe's BatchNorm over axis 1, TEST and TRAIN phase.
 
@@ -104,6 +108,7 @@ def broadcast_from(x: torch.Tensor, value: torch.Tensor, axis: int, shape) -> to
     return value.reshape((1,) * axis + tuple(shape) + (1,) * (x.dim() - axis - len(shape)))
 
 
+@records_args
 class ScaleBias(nn.Module):
     """x * scale + bias with Caffe's axis/num_axes broadcasting: the scale and bias cover axes
     [axis, axis + n) of x. A scale given as a second bottom broadcasts at its run-time shape (it
@@ -126,6 +131,7 @@ class ScaleBias(nn.Module):
         return x
 
 
+@records_args
 class AddSecondBottom(nn.Module):
     """Bias given as a second bottom: x + bias over axes [axis, axis + bias.dim()), at its run-time shape."""
 

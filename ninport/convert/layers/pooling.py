@@ -15,24 +15,28 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ninport.caffe.geometry import PoolParams, is_static, pool_params
+from ninport.convert.recorded import records_args
 from ninport.convert.registry import LayerContext
 from ninport.convert.size_checks import SizeCheckedLayer
 
 FLT_MAX = float(np.finfo(np.float32).max)
 
 
-class CaffePool2d(SizeCheckedLayer):
-    def __init__(self, params: PoolParams, ctx: LayerContext | None = None):
-        super().__init__(ctx.layer if ctx else None, ctx.bottom_shapes if ctx else ())
-        self.params = params
+@records_args
+class CaffePool2d(nn.Module):
+    """Caffe's MAX or AVE pooling at the input's size; `kernel` None is global pooling."""
+
+    def __init__(self, kernel: tuple[int, int] | None, pad: tuple[int, int], stride: tuple[int, int], ceil: bool,
+                 mode: str):
+        super().__init__()
+        self.params = PoolParams(kernel, pad, stride, ceil, mode)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = self.params
-        self.check([x.shape], x.dim() == 4, lambda: "pooling needs a 4-D (N, C, H, W) bottom")
         size = (x.shape[2], x.shape[3])
-        self.geometry([x.shape], lambda: p.check_output(size))
         if p.kernel is None:  # global pooling: one window over the whole plane
             if p.mode == "max":
                 return torch.amax(x, dim=(2, 3), keepdim=True)
@@ -58,5 +62,17 @@ class CaffePool2d(SizeCheckedLayer):
         return y
 
 
+class CheckedPool2d(CaffePool2d, SizeCheckedLayer):
+    """Refuses, naming the layer, a bottom Caffe cannot pool (not 4-D, or an output size <= 0)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check([x.shape], x.dim() == 4, lambda: "pooling needs a 4-D (N, C, H, W) bottom")
+        self.geometry([x.shape], lambda: self.params.check_output((x.shape[2], x.shape[3])))
+        return super().forward(x)
+
+
 def pooling(ctx: LayerContext) -> CaffePool2d:
-    return CaffePool2d(pool_params(ctx.proto.pooling_param), ctx)
+    p = pool_params(ctx.proto.pooling_param)
+    module = CheckedPool2d(p.kernel, p.pad, p.stride, p.ceil, p.mode)
+    module.label(ctx.layer, ctx.bottom_shapes)
+    return module

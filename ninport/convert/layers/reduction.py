@@ -17,9 +17,11 @@ from torch import nn
 
 from ninport.caffe import caffe_pb2 as pb2
 from ninport.caffe.shapes import argmax_top_shape, canonical_axis
+from ninport.convert.recorded import records_args
 from ninport.convert.registry import LayerContext
 
 
+@records_args
 class CaffeReduction(nn.Module):
     """SUM / ASUM / SUMSQ / MEAN over every axis from `axis` on, times `coeff`.
 
@@ -56,6 +58,7 @@ def reduction(ctx: LayerContext) -> nn.Module:
     return CaffeReduction(_REDUCTION_OPS[p.operation], axis, float(p.coeff))
 
 
+@records_args
 class CaffeArgMax(nn.Module):
     def __init__(self, axis: int | None, top_k: int, out_max_val: bool, top_shape: list[int]):
         super().__init__()
@@ -100,6 +103,7 @@ def argmax(ctx: LayerContext) -> nn.Module:
     return CaffeArgMax(axis, int(p.top_k), bool(p.out_max_val), top_shape)
 
 
+@records_args
 class CaffeMVN(nn.Module):
     """(x - mean) / (std + eps) per item (and per channel unless across_channels); std is the
     population standard deviation and eps is added to it, not to the variance, as in Caffe."""

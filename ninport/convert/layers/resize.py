@@ -8,10 +8,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ninport.caffe.shapes_fork import interp_rule, interp_size, upsample_scale
+from ninport.convert.recorded import records_args
 from ninport.convert.registry import LayerContext
 from ninport.convert.size_checks import SizeCheckedLayer
 
 
+@records_args
 class Interp(nn.Module):
     """Crop by pad_beg / pad_end, then bilinear with aligned corners (caffe_cpu_interp2: source
     position = out index * (in - 1) / (out - 1)). The output size follows `interp_size`: from the
@@ -63,6 +65,7 @@ def interp(ctx: LayerContext) -> nn.Module:
     return CaffeInterp(ctx, rule.pad_beg, rule.pad_end, rule.shrink, rule.zoom, rule.height, rule.width)
 
 
+@records_args
 class NearestUpsample(nn.Module):
     """Every pixel repeated scale x scale times: top[h, w] = bottom[h / scale, w / scale]."""
 

@@ -12,27 +12,28 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ninport.caffe import caffe_pb2 as pb2
-from ninport.caffe.geometry import spp_levels
+from ninport.caffe.geometry import spp_level, spp_levels
+from ninport.convert.recorded import records_args
 from ninport.convert.registry import LayerContext
 from ninport.convert.size_checks import SizeCheckedLayer
 
 FLT_MAX = float(np.finfo(np.float32).max)
 
 
-class SpatialPyramidPool(SizeCheckedLayer):
-    def __init__(self, pyramid: pb2.SPPParameter, mode: str, ctx: LayerContext | None = None):
-        super().__init__(ctx.layer if ctx else None, ctx.bottom_shapes if ctx else ())
-        self.pyramid = pyramid  # a protobuf message: plain data
-        self.mode = mode
+@records_args
+class SpatialPyramidPool(nn.Module):
+    def __init__(self, pyramid_height: int, mode: str):
+        super().__init__()
+        self.pyramid_height, self.mode = pyramid_height, mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.check([x.shape], x.dim() == 4, lambda: "SPP needs a 4-D (N, C, H, W) bottom")
         n, c, h, w = x.shape
-        levels = self.geometry([x.shape], lambda: spp_levels(self.pyramid, (h, w)))
         pooled = []
-        for lv in levels:
+        for level in range(self.pyramid_height):
+            lv = spp_level(level, (h, w))
             padding = (lv.pad[1], lv.right_pad(1), lv.pad[0], lv.right_pad(0))
             fill = -FLT_MAX if self.mode == "max" else 0.0
             tiles = F.pad(x, padding, mode="constant", value=fill)
@@ -47,8 +48,23 @@ class SpatialPyramidPool(SizeCheckedLayer):
         return torch.cat([torch.flatten(y, 1) for y in pooled], dim=1)
 
 
+class CheckedSpatialPyramidPool(SpatialPyramidPool, SizeCheckedLayer):
+    """Refuses, naming the layer, a size where a level's pad is not smaller than its kernel (Caffe's rule)."""
+
+    def __init__(self, pyramid: pb2.SPPParameter, mode: str):
+        super().__init__(int(pyramid.pyramid_height), mode)
+        self.pyramid = pyramid  # a protobuf message: plain data
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check([x.shape], x.dim() == 4, lambda: "SPP needs a 4-D (N, C, H, W) bottom")
+        self.geometry([x.shape], lambda: spp_levels(self.pyramid, (x.shape[2], x.shape[3])))
+        return super().forward(x)
+
+
 def spp(ctx: LayerContext) -> SpatialPyramidPool:
     p = ctx.proto.spp_param
     pyramid = pb2.SPPParameter()
     pyramid.CopyFrom(p)
-    return SpatialPyramidPool(pyramid, "max" if p.pool == pb2.SPPParameter.MAX else "ave", ctx)
+    module = CheckedSpatialPyramidPool(pyramid, "max" if p.pool == pb2.SPPParameter.MAX else "ave")
+    module.label(ctx.layer, ctx.bottom_shapes)
+    return module

@@ -41,6 +41,7 @@ from ninport.caffe.shapes_ssd import (
     permute_order,
     prior_box_layout,
 )
+from ninport.convert.recorded import records_args
 from ninport.convert.registry import LayerContext
 
 # --- PriorBox ------------------------------------------------------------------------------------
@@ -51,6 +52,7 @@ def _legacy_hw(shape) -> tuple:
     return (shape[2] if len(shape) > 2 else 1, shape[3] if len(shape) > 3 else 1)
 
 
+@records_args
 class PriorBox(nn.Module):
     """SSD prior boxes for the feature map's and the image's run-time sizes: (1, 2, H*W*P*4).
 
@@ -112,6 +114,7 @@ def prior_box(ctx: LayerContext) -> nn.Module:
 # --- Normalize -----------------------------------------------------------------------------------
 
 
+@records_args
 class Normalize(nn.Module):
     """x / sqrt(sum x^2 + eps) over C*H*W (across_spatial) or over C at each position, times a scale."""
 
@@ -142,6 +145,7 @@ def normalize(ctx: LayerContext) -> nn.Module:
 # --- Permute -------------------------------------------------------------------------------------
 
 
+@records_args
 class Permute(nn.Module):
     def __init__(self, order: tuple[int, ...]):
         super().__init__()
@@ -294,6 +298,7 @@ def _ssd_detections_fake(boxes, scores, labels, confidence_threshold, nms_thresh
     return scores.new_empty((1, 1, rows, 7))
 
 
+@records_args
 class DetectionOutput(nn.Module):
     """SSD Caffe's DetectionOutput: rows (1, 1, R, 7) of [image, label, score, xmin, ymin, xmax, ymax],
     [image, -1, -1, -1, -1, -1, -1] per image when the batch has no detection. Plain torch (the

@@ -12,6 +12,7 @@ from torch import nn
 from ninport.caffe import caffe_pb2 as pb2
 from ninport.caffe.geometry import canonical_axis, crop_fits, crop_offsets, reshape_axes, reshape_output
 from ninport.caffe.shapes import concat_axis, slice_sizes
+from ninport.convert.recorded import records_args
 from ninport.convert.registry import LayerContext
 from ninport.convert.size_checks import SizeCheckedLayer, static_shape
 
@@ -23,91 +24,129 @@ def _same_shapes(xs) -> bool | None:
     return all(tuple(x.shape) == tuple(xs[0].shape) for x in xs)
 
 
-class _Eltwise(SizeCheckedLayer):
-    def check_bottoms(self, xs) -> None:
-        same = _same_shapes(xs)
-        if same is False:
-            raise self.refuse([x.shape for x in xs], "Eltwise needs bottoms of one shape")
+@records_args
+class EltwiseSum(nn.Module):
+    """Caffe's Eltwise SUM: the inputs times their coefficients, added in order."""
 
-
-class EltwiseSum(_Eltwise):
-    def __init__(self, coeffs: list[float], ctx: LayerContext | None = None):
-        super().__init__(ctx.layer if ctx else None, ctx.bottom_shapes if ctx else ())
+    def __init__(self, coeffs: list[float]):
+        super().__init__()
         self.coeffs = coeffs
 
     def forward(self, *xs: torch.Tensor) -> torch.Tensor:
-        self.check_bottoms(xs)
         out = xs[0] if self.coeffs[0] == 1 else xs[0] * self.coeffs[0]
         for x, c in zip(xs[1:], self.coeffs[1:]):
             out = out + (x if c == 1 else x * c)
         return out
 
 
-class EltwiseProd(_Eltwise):
+@records_args
+class EltwiseProd(nn.Module):
     def forward(self, *xs: torch.Tensor) -> torch.Tensor:
-        self.check_bottoms(xs)
         out = xs[0]
         for x in xs[1:]:
             out = out * x
         return out
 
 
-class EltwiseMax(_Eltwise):
+@records_args
+class EltwiseMax(nn.Module):
     def forward(self, *xs: torch.Tensor) -> torch.Tensor:
-        self.check_bottoms(xs)
         out = xs[0]
         for x in xs[1:]:
             out = torch.maximum(out, x)
         return out
 
 
+def _check_eltwise(module: SizeCheckedLayer, xs) -> None:
+    """ninport's size check before the Eltwise op: bottoms of one shape."""
+    if _same_shapes(xs) is False:
+        raise module.refuse([x.shape for x in xs], "Eltwise needs bottoms of one shape")
+
+
+class CheckedEltwiseSum(EltwiseSum, SizeCheckedLayer):
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        _check_eltwise(self, xs)
+        return super().forward(*xs)
+
+
+class CheckedEltwiseProd(EltwiseProd, SizeCheckedLayer):
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        _check_eltwise(self, xs)
+        return super().forward(*xs)
+
+
+class CheckedEltwiseMax(EltwiseMax, SizeCheckedLayer):
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        _check_eltwise(self, xs)
+        return super().forward(*xs)
+
+
+def _labelled(module: SizeCheckedLayer, ctx: LayerContext) -> nn.Module:
+    module.label(ctx.layer, ctx.bottom_shapes)
+    return module
+
+
 def eltwise(ctx: LayerContext) -> nn.Module:
     p = ctx.proto.eltwise_param
     if p.operation == pb2.EltwiseParameter.PROD:
-        return EltwiseProd(ctx.layer, ctx.bottom_shapes)
+        return _labelled(CheckedEltwiseProd(), ctx)
     if p.operation == pb2.EltwiseParameter.MAX:
-        return EltwiseMax(ctx.layer, ctx.bottom_shapes)
-    return EltwiseSum(list(p.coeff) or [1.0] * len(ctx.bottom_shapes), ctx)
+        return _labelled(CheckedEltwiseMax(), ctx)
+    return _labelled(CheckedEltwiseSum(list(p.coeff) or [1.0] * len(ctx.bottom_shapes)), ctx)
 
 
-class Concat(SizeCheckedLayer):
-    def __init__(self, axis: int, ctx: LayerContext | None = None):
-        super().__init__(ctx.layer if ctx else None, ctx.bottom_shapes if ctx else ())
+@records_args
+class Concat(nn.Module):
+    def __init__(self, axis: int):
+        super().__init__()
         self.axis = axis
 
     def forward(self, *xs: torch.Tensor) -> torch.Tensor:
         if len(xs) == 1:
             return xs[0]
-        shapes = [tuple(x.shape) for x in xs]
-        if all(static_shape(s) for s in shapes):
-            rest = [s[: self.axis] + s[self.axis + 1:] for s in shapes]
-            if any(len(s) != len(shapes[0]) or r != rest[0] for s, r in zip(shapes, rest)):
-                raise self.refuse(shapes, f"Concat needs bottoms that agree outside axis {self.axis}")
         return torch.cat(xs, dim=self.axis)
 
 
+class CheckedConcat(Concat, SizeCheckedLayer):
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        shapes = [tuple(x.shape) for x in xs]
+        if len(xs) > 1 and all(static_shape(s) for s in shapes):
+            rest = [s[: self.axis] + s[self.axis + 1:] for s in shapes]
+            if any(len(s) != len(shapes[0]) or r != rest[0] for s, r in zip(shapes, rest)):
+                raise self.refuse(shapes, f"Concat needs bottoms that agree outside axis {self.axis}")
+        return super().forward(*xs)
+
+
 def concat(ctx: LayerContext) -> nn.Module:
-    return Concat(concat_axis(ctx.proto.concat_param, len(ctx.bottom_shapes[0])), ctx)
+    return _labelled(CheckedConcat(concat_axis(ctx.proto.concat_param, len(ctx.bottom_shapes[0]))), ctx)
 
 
-class Slice(SizeCheckedLayer):
-    def __init__(self, axis: int, sizes: list[int], ctx: LayerContext | None = None):
-        super().__init__(ctx.layer if ctx else None, ctx.bottom_shapes if ctx else ())
+@records_args
+class Slice(nn.Module):
+    def __init__(self, axis: int, sizes: list[int]):
+        super().__init__()
         self.axis, self.sizes = axis, sizes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         if len(self.sizes) == 1:  # one top: the blob itself, as for every single-top layer
             return x
-        self.check([x.shape], x.dim() > self.axis and x.shape[self.axis] == sum(self.sizes),
-                   lambda: f"Slice splits axis {self.axis} into {self.sizes}")
         return tuple(torch.split(x, self.sizes, dim=self.axis))
+
+
+class CheckedSlice(Slice, SizeCheckedLayer):
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        if len(self.sizes) > 1:
+            self.check([x.shape], x.dim() > self.axis and x.shape[self.axis] == sum(self.sizes),
+                       lambda: f"Slice splits axis {self.axis} into {self.sizes}")
+        return super().forward(x)
 
 
 def slice_(ctx: LayerContext) -> nn.Module:
     axis, sizes = slice_sizes(ctx.proto.slice_param, ctx.bottom_shapes[0], len(ctx.layer.tops))
-    return Slice(axis, sizes, ctx)
+    return _labelled(CheckedSlice(axis, sizes), ctx)
 
 
+@records_args
 class Split(nn.Module):
     def __init__(self, count: int):
         super().__init__()
@@ -121,6 +160,7 @@ def split(ctx: LayerContext) -> nn.Module:
     return Split(len(ctx.layer.tops))
 
 
+@records_args
 class Flatten(nn.Module):
     def __init__(self, start: int, end: int):
         super().__init__()
@@ -136,39 +176,56 @@ def flatten(ctx: LayerContext) -> nn.Module:
     return Flatten(canonical_axis(p.axis, ndim), canonical_axis(p.end_axis, ndim))
 
 
-class Reshape(SizeCheckedLayer):
-    """Caffe's Reshape, evaluated on the actual bottom: axes [axis, end) are replaced by `spec`,
-    where 0 copies the bottom's dim and -1 is inferred (`geometry.reshape_output`). While tracing,
-    -1 is left to torch.reshape, so the batch and spatial sizes stay symbolic."""
+@records_args
+class Reshape(nn.Module):
+    """Caffe's Reshape: axes [axis, end) are replaced by `spec`, where 0 copies the bottom's dim and -1 is
+    inferred (by torch.reshape, as Caffe infers it), so the batch and spatial sizes may change."""
 
-    def __init__(self, param: pb2.ReshapeParameter, axis: int, end: int, ctx: LayerContext | None = None):
-        super().__init__(ctx.layer if ctx else None, ctx.bottom_shapes if ctx else ())
+    def __init__(self, axis: int, end: int, spec: list[int]):
+        super().__init__()
+        self.axis, self.end, self.spec = axis, end, spec
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        middle = [x.shape[self.axis + i] if d == 0 else d for i, d in enumerate(self.spec)]
+        return torch.reshape(x, [*x.shape[: self.axis], *middle, *x.shape[self.end:]])
+
+
+class CheckedReshape(Reshape, SizeCheckedLayer):
+    """Refuses, naming the layer, a bottom Caffe cannot reshape (`geometry.reshape_output`)."""
+
+    def __init__(self, param: pb2.ReshapeParameter, axis: int, end: int):
+        super().__init__(axis, end, [int(d) for d in param.shape.dim])
         self.param = param  # a protobuf message: plain data
-        self.axis, self.end = axis, end
-        self.spec = [int(d) for d in param.shape.dim]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if static_shape(x.shape):
-            return torch.reshape(x, self.geometry([x.shape], lambda: reshape_output(self.param, tuple(x.shape))))
-        middle = [x.shape[self.axis + i] if d == 0 else d for i, d in enumerate(self.spec)]
-        return torch.reshape(x, [*x.shape[: self.axis], *middle, *x.shape[self.end:]])
+            self.geometry([x.shape], lambda: reshape_output(self.param, tuple(x.shape)))
+        return super().forward(x)
 
 
 def reshape(ctx: LayerContext) -> nn.Module:
     p = pb2.ReshapeParameter()
     p.CopyFrom(ctx.proto.reshape_param)
     axis, end = reshape_axes(p, len(ctx.bottom_shapes[0]))
-    return Reshape(p, axis, end, ctx)
+    return _labelled(CheckedReshape(p, axis, end), ctx)
 
 
-class Crop(SizeCheckedLayer):
+@records_args
+class Crop(nn.Module):
     """Caffe's Crop: from `axis` on, the reference bottom's sizes at fixed offsets, taken from the
     reference bottom at run time."""
 
-    def __init__(self, axis: int, offsets: list[int], ctx: LayerContext | None = None):
-        super().__init__(ctx.layer if ctx else None, ctx.bottom_shapes if ctx else ())
+    def __init__(self, axis: int, offsets: list[int]):
+        super().__init__()
         self.axis, self.offsets = axis, offsets
 
+    def forward(self, x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        index = [slice(None)] * self.axis + [slice(off, off + reference.shape[self.axis + i])
+                                             for i, off in enumerate(self.offsets)]
+        return x[tuple(index)]
+
+
+class CheckedCrop(Crop, SizeCheckedLayer):
     def forward(self, x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         shapes = [x.shape, reference.shape]
         self.check(shapes, x.dim() == reference.dim(), lambda: "Crop needs bottoms of one rank")
@@ -178,16 +235,15 @@ class Crop(SizeCheckedLayer):
                 self.check(shapes, fits, lambda a=a, i=i: (
                     f"a crop of size {reference.shape[a]} at offset {self.offsets[i]} does not fit axis {a} "
                     f"of size {x.shape[a]}"))
-        index = [slice(None)] * self.axis + [slice(off, off + reference.shape[self.axis + i])
-                                             for i, off in enumerate(self.offsets)]
-        return x[tuple(index)]
+        return super().forward(x, reference)
 
 
 def crop(ctx: LayerContext) -> nn.Module:
     axis, offsets = crop_offsets(ctx.proto.crop_param, len(ctx.bottom_shapes[0]))
-    return Crop(axis, offsets, ctx)
+    return _labelled(CheckedCrop(axis, offsets), ctx)
 
 
+@records_args
 class Softmax(nn.Module):
     def __init__(self, axis: int):
         super().__init__()

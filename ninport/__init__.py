@@ -71,6 +71,7 @@ if TYPE_CHECKING:  # what type checkers see: the real signatures behind the lazy
     from ninport.codegen import write_python
     from ninport.conversion import ConversionResult, convert_files
     from ninport.convert.graph import forward_blobs
+    from ninport.convert.recorded import records_args
     from ninport.convert.registry import LayerContext
     from ninport.description import NetDescription, describe
     from ninport.detect import DetectionSelection, select_detections

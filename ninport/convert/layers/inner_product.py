@@ -2,11 +2,9 @@
 
 Its weights fix K, the bottom's size from `axis` on: a net with an InnerProduct after spatial layers
 runs only at the sizes that keep K (e.g. any size after SPP, one size after a plain Pooling); any
-other size is refused naming the layer and both shapes.
+other size is refused by the shape rule naming the layer and both shapes (`ninport.convert.size_checks`).
 """
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
@@ -14,22 +12,16 @@ from torch import nn
 
 from ninport.caffe.geometry import canonical_axis
 from ninport.convert.registry import LayerContext
-from ninport.convert.size_checks import SizeCheckedLayer, static_shape
 
 
-class InnerProduct(SizeCheckedLayer):
+class InnerProduct(nn.Module):
     def __init__(self, axis: int, weight: nn.Parameter, bias: nn.Parameter | None, ctx: LayerContext | None = None):
-        super().__init__(ctx.layer if ctx else None, ctx.bottom_shapes if ctx else ())
+        super().__init__()
         self.axis = axis
         self.weight = weight
         self.bias = bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if static_shape(x.shape):
-            k = self.weight.shape[1]
-            self.check([x.shape], x.dim() > self.axis and math.prod(x.shape[self.axis:]) == k,
-                       lambda: f"flattened from axis {self.axis} it gives K = {math.prod(x.shape[self.axis:])}, "
-                               f"and the weights take K = {k}")
         return F.linear(torch.flatten(x, self.axis), self.weight, self.bias)
 
 

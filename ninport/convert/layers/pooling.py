@@ -15,24 +15,22 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ninport.caffe.geometry import PoolParams, is_static, pool_params
 from ninport.convert.registry import LayerContext
-from ninport.convert.size_checks import SizeCheckedLayer
 
 FLT_MAX = float(np.finfo(np.float32).max)
 
 
-class CaffePool2d(SizeCheckedLayer):
+class CaffePool2d(nn.Module):
     def __init__(self, params: PoolParams, ctx: LayerContext | None = None):
-        super().__init__(ctx.layer if ctx else None, ctx.bottom_shapes if ctx else ())
+        super().__init__()
         self.params = params
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = self.params
-        self.check([x.shape], x.dim() == 4, lambda: "pooling needs a 4-D (N, C, H, W) bottom")
         size = (x.shape[2], x.shape[3])
-        self.geometry([x.shape], lambda: p.check_output(size))
         if p.kernel is None:  # global pooling: one window over the whole plane
             if p.mode == "max":
                 return torch.amax(x, dim=(2, 3), keepdim=True)

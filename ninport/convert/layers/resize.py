@@ -32,8 +32,6 @@ class Interp(nn.Module):
         eff_h, eff_w = in_hw[0] + self.pad_beg + self.pad_end, in_hw[1] + self.pad_beg + self.pad_end
         reference_hw = (int(reference.shape[2]), int(reference.shape[3])) if reference is not None else None
         out_hw = interp_size((eff_h, eff_w), reference_hw, self.shrink, self.zoom, self.height, self.width)
-        if min(eff_h, eff_w, *out_hw) <= 0:
-            raise ValueError(f"Interp: input {in_hw} cropped to {(eff_h, eff_w)} gives output {out_hw}")
         begin = -self.pad_beg
         if (eff_h, eff_w) != in_hw:
             x = x[:, :, begin:begin + eff_h, begin:begin + eff_w]

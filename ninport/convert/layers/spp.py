@@ -12,25 +12,24 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ninport.caffe import caffe_pb2 as pb2
 from ninport.caffe.geometry import spp_levels
 from ninport.convert.registry import LayerContext
-from ninport.convert.size_checks import SizeCheckedLayer
 
 FLT_MAX = float(np.finfo(np.float32).max)
 
 
-class SpatialPyramidPool(SizeCheckedLayer):
+class SpatialPyramidPool(nn.Module):
     def __init__(self, pyramid: pb2.SPPParameter, mode: str, ctx: LayerContext | None = None):
-        super().__init__(ctx.layer if ctx else None, ctx.bottom_shapes if ctx else ())
+        super().__init__()
         self.pyramid = pyramid  # a protobuf message: plain data
         self.mode = mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.check([x.shape], x.dim() == 4, lambda: "SPP needs a 4-D (N, C, H, W) bottom")
         n, c, h, w = x.shape
-        levels = self.geometry([x.shape], lambda: spp_levels(self.pyramid, (h, w)))
+        levels = spp_levels(self.pyramid, (h, w))
         pooled = []
         for lv in levels:
             padding = (lv.pad[1], lv.right_pad(1), lv.pad[0], lv.right_pad(0))

@@ -2,7 +2,8 @@
 
 Their sizes come from the actual bottoms in every forward (Crop's from its reference bottom, Reshape's
 0 and -1 from the bottom it reshapes), so they run at any input size; bottoms that stop agreeing at a
-size raise a ShapeError naming the layer instead of broadcasting or failing inside torch.
+size are refused by the layers' shape rules before the forward runs (`ninport.convert.size_checks`),
+with a ShapeError naming the layer instead of broadcasting or failing inside torch.
 """
 from __future__ import annotations
 
@@ -10,51 +11,33 @@ import torch
 from torch import nn
 
 from ninport.caffe import caffe_pb2 as pb2
-from ninport.caffe.geometry import canonical_axis, crop_fits, crop_offsets, reshape_axes, reshape_output
+from ninport.caffe.geometry import canonical_axis, crop_offsets, is_static, reshape_axes, reshape_output
 from ninport.caffe.shapes import concat_axis, slice_sizes
 from ninport.convert.registry import LayerContext
-from ninport.convert.size_checks import SizeCheckedLayer, static_shape
 
 
-def _same_shapes(xs) -> bool | None:
-    """Whether the bottoms all have one shape (None while tracing: symbolic sizes are not compared)."""
-    if not all(static_shape(x.shape) for x in xs):
-        return None
-    return all(tuple(x.shape) == tuple(xs[0].shape) for x in xs)
-
-
-class _Eltwise(SizeCheckedLayer):
-    def check_bottoms(self, xs) -> None:
-        same = _same_shapes(xs)
-        if same is False:
-            raise self.refuse([x.shape for x in xs], "Eltwise needs bottoms of one shape")
-
-
-class EltwiseSum(_Eltwise):
+class EltwiseSum(nn.Module):
     def __init__(self, coeffs: list[float], ctx: LayerContext | None = None):
-        super().__init__(ctx.layer if ctx else None, ctx.bottom_shapes if ctx else ())
+        super().__init__()
         self.coeffs = coeffs
 
     def forward(self, *xs: torch.Tensor) -> torch.Tensor:
-        self.check_bottoms(xs)
         out = xs[0] if self.coeffs[0] == 1 else xs[0] * self.coeffs[0]
         for x, c in zip(xs[1:], self.coeffs[1:]):
             out = out + (x if c == 1 else x * c)
         return out
 
 
-class EltwiseProd(_Eltwise):
+class EltwiseProd(nn.Module):
     def forward(self, *xs: torch.Tensor) -> torch.Tensor:
-        self.check_bottoms(xs)
         out = xs[0]
         for x in xs[1:]:
             out = out * x
         return out
 
 
-class EltwiseMax(_Eltwise):
+class EltwiseMax(nn.Module):
     def forward(self, *xs: torch.Tensor) -> torch.Tensor:
-        self.check_bottoms(xs)
         out = xs[0]
         for x in xs[1:]:
             out = torch.maximum(out, x)
@@ -64,25 +47,20 @@ class EltwiseMax(_Eltwise):
 def eltwise(ctx: LayerContext) -> nn.Module:
     p = ctx.proto.eltwise_param
     if p.operation == pb2.EltwiseParameter.PROD:
-        return EltwiseProd(ctx.layer, ctx.bottom_shapes)
+        return EltwiseProd()
     if p.operation == pb2.EltwiseParameter.MAX:
-        return EltwiseMax(ctx.layer, ctx.bottom_shapes)
+        return EltwiseMax()
     return EltwiseSum(list(p.coeff) or [1.0] * len(ctx.bottom_shapes), ctx)
 
 
-class Concat(SizeCheckedLayer):
+class Concat(nn.Module):
     def __init__(self, axis: int, ctx: LayerContext | None = None):
-        super().__init__(ctx.layer if ctx else None, ctx.bottom_shapes if ctx else ())
+        super().__init__()
         self.axis = axis
 
     def forward(self, *xs: torch.Tensor) -> torch.Tensor:
         if len(xs) == 1:
             return xs[0]
-        shapes = [tuple(x.shape) for x in xs]
-        if all(static_shape(s) for s in shapes):
-            rest = [s[: self.axis] + s[self.axis + 1:] for s in shapes]
-            if any(len(s) != len(shapes[0]) or r != rest[0] for s, r in zip(shapes, rest)):
-                raise self.refuse(shapes, f"Concat needs bottoms that agree outside axis {self.axis}")
         return torch.cat(xs, dim=self.axis)
 
 
@@ -90,16 +68,14 @@ def concat(ctx: LayerContext) -> nn.Module:
     return Concat(concat_axis(ctx.proto.concat_param, len(ctx.bottom_shapes[0])), ctx)
 
 
-class Slice(SizeCheckedLayer):
+class Slice(nn.Module):
     def __init__(self, axis: int, sizes: list[int], ctx: LayerContext | None = None):
-        super().__init__(ctx.layer if ctx else None, ctx.bottom_shapes if ctx else ())
+        super().__init__()
         self.axis, self.sizes = axis, sizes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         if len(self.sizes) == 1:  # one top: the blob itself, as for every single-top layer
             return x
-        self.check([x.shape], x.dim() > self.axis and x.shape[self.axis] == sum(self.sizes),
-                   lambda: f"Slice splits axis {self.axis} into {self.sizes}")
         return tuple(torch.split(x, self.sizes, dim=self.axis))
 
 
@@ -136,20 +112,20 @@ def flatten(ctx: LayerContext) -> nn.Module:
     return Flatten(canonical_axis(p.axis, ndim), canonical_axis(p.end_axis, ndim))
 
 
-class Reshape(SizeCheckedLayer):
+class Reshape(nn.Module):
     """Caffe's Reshape, evaluated on the actual bottom: axes [axis, end) are replaced by `spec`,
     where 0 copies the bottom's dim and -1 is inferred (`geometry.reshape_output`). While tracing,
     -1 is left to torch.reshape, so the batch and spatial sizes stay symbolic."""
 
     def __init__(self, param: pb2.ReshapeParameter, axis: int, end: int, ctx: LayerContext | None = None):
-        super().__init__(ctx.layer if ctx else None, ctx.bottom_shapes if ctx else ())
+        super().__init__()
         self.param = param  # a protobuf message: plain data
         self.axis, self.end = axis, end
         self.spec = [int(d) for d in param.shape.dim]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if static_shape(x.shape):
-            return torch.reshape(x, self.geometry([x.shape], lambda: reshape_output(self.param, tuple(x.shape))))
+        if is_static(*x.shape):
+            return torch.reshape(x, reshape_output(self.param, tuple(x.shape)))
         middle = [x.shape[self.axis + i] if d == 0 else d for i, d in enumerate(self.spec)]
         return torch.reshape(x, [*x.shape[: self.axis], *middle, *x.shape[self.end:]])
 
@@ -161,23 +137,15 @@ def reshape(ctx: LayerContext) -> nn.Module:
     return Reshape(p, axis, end, ctx)
 
 
-class Crop(SizeCheckedLayer):
+class Crop(nn.Module):
     """Caffe's Crop: from `axis` on, the reference bottom's sizes at fixed offsets, taken from the
     reference bottom at run time."""
 
     def __init__(self, axis: int, offsets: list[int], ctx: LayerContext | None = None):
-        super().__init__(ctx.layer if ctx else None, ctx.bottom_shapes if ctx else ())
+        super().__init__()
         self.axis, self.offsets = axis, offsets
 
     def forward(self, x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-        shapes = [x.shape, reference.shape]
-        self.check(shapes, x.dim() == reference.dim(), lambda: "Crop needs bottoms of one rank")
-        if static_shape(x.shape) and static_shape(reference.shape):  # tracing: no check (see size_checks)
-            for i, fits in enumerate(crop_fits(self.axis, self.offsets, x.shape, reference.shape)):
-                a = self.axis + i
-                self.check(shapes, fits, lambda a=a, i=i: (
-                    f"a crop of size {reference.shape[a]} at offset {self.offsets[i]} does not fit axis {a} "
-                    f"of size {x.shape[a]}"))
         index = [slice(None)] * self.axis + [slice(off, off + reference.shape[self.axis + i])
                                              for i, off in enumerate(self.offsets)]
         return x[tuple(index)]

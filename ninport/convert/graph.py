@@ -71,7 +71,7 @@ def build_graph_module(spec: NetSpec, weights: dict[str, list[np.ndarray]],
         convert = record.convert_function()
         ctx = LayerContext(layer=layer, bottom_shapes=[table.blobs[b] for b in layer.bottoms],
                            top_shapes=[table.blobs[t] for t in layer.tops],
-                           weights=weights.get(layer.key, []))
+                           weights=weights.get(layer.key, []), parsed=table.layers[layer.key].parsed)
         try:
             module = convert(ctx)
         except NinportError as exc:

@@ -278,8 +278,8 @@ def test_bottoms_that_stop_agreeing_are_refused(tmp_path):
     assert re.search(r"layer '(sum|cat|crop)' \((Eltwise|Concat|Crop)\)", message)
     assert "[1, 2, 10, 10]" in message and "[1, 2, 9, 9]" in message
     sub = dict(module.named_children())
-    for name, args, words in [("cat", (torch.rand(1, 2, 10, 10), torch.rand(1, 2, 9, 9)), "differ outside the concat axis 1"),
-                              ("sum", (torch.rand(1, 2, 10, 10), torch.rand(1, 2, 9, 9)), "must all have the same shape"),
+    for name, args, words in [("cat", (torch.rand(1, 2, 10, 10), torch.rand(1, 2, 9, 9)), "outside the concat axis 1"),
+                              ("sum", (torch.rand(1, 2, 10, 10), torch.rand(1, 2, 9, 9)), "the same shape"),
                               ("crop", (torch.rand(1, 2, 9, 9), torch.rand(1, 2, 9, 9)), "does not fit axis 2")]:
         with pytest.raises(ShapeError, match=words):
             sub[ninport.describe(module).module_of(name)](*args)

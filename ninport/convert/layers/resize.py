@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ninport.caffe.shapes_fork import interp_rule, interp_size, upsample_scale
+from ninport.caffe.shapes_fork import InterpRule, interp_size
 from ninport.convert.registry import LayerContext
 
 
@@ -41,7 +41,7 @@ class Interp(nn.Module):
 
 
 def interp(ctx: LayerContext) -> nn.Module:
-    rule = interp_rule(ctx.layer, len(ctx.bottom_shapes))
+    rule: InterpRule = ctx.parsed  # read and checked once, by the shape rule
     return Interp(rule.pad_beg, rule.pad_end, rule.shrink, rule.zoom, rule.height, rule.width)
 
 
@@ -62,4 +62,4 @@ class NearestUpsample(nn.Module):
 
 
 def upsample(ctx: LayerContext) -> nn.Module:
-    return NearestUpsample(upsample_scale(ctx.layer, len(ctx.bottom_shapes)))
+    return NearestUpsample(ctx.parsed)  # the scale its shape rule checked

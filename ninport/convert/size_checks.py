@@ -7,14 +7,15 @@ torch-free shape rule on their actual shapes (`ninport.caffe.shapes.layer_shapes
 ran at the reference size) and compares the weight shapes it asks for with the weights the layer has.
 A refusal is one ShapeError naming the Caffe layer, the bottoms it got and the bottoms it was built
 for, with the shape rule's own reason. The answer is kept per distinct bottom shapes, so a second call
-at a size costs one dictionary look-up. While torch.export traces the module the sizes are symbolic
-and nothing is checked (asserting on them would make the exporter specialize the dynamic dimension).
+at a size costs one dictionary look-up. While torch.export (or torch.compile) traces the module nothing
+is checked: even looking a symbolic size up would make the exporter specialize the dynamic dimension.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from torch import nn
+from torch.compiler import is_compiling
 
 from ninport.caffe.geometry import GeometryError, is_static
 from ninport.caffe.shapes import layer_shapes, weights_mismatch
@@ -38,12 +39,14 @@ class SizeGuard:
         self.decided: dict[tuple, str | None] = {tuple(self.reference_bottoms): None}  # shapes -> refusal or None
 
     def __call__(self, module: nn.Module, args: tuple) -> None:
+        if is_compiling():  # torch.export / torch.compile tracing: even hashing a symbolic size specializes it
+            return
         try:
             key = tuple(x.shape for x in args)
             reason = self.decided[key]
         except KeyError:
             reason = self.decide(key)
-        except (TypeError, AttributeError):  # symbolic sizes (tracing), or an argument that is not a tensor
+        except (TypeError, AttributeError):  # an argument that is not a tensor
             return
         if reason is not None:
             raise self.refusal(key, reason)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 
+import onnx
 import pytest
 import torch
 
@@ -89,9 +90,22 @@ def test_a_plugins_shape_rule_decides_its_run_time_sizes_once(tmp_path):
         module(torch.rand(1, 2, 5, 5))
 
 
-def test_tracing_symbolic_sizes_checks_nothing(tmp_path):
-    module = _load(tmp_path)
-    guard = size_guard(dict(module.named_children())[ninport.describe(module).module_of("pool")])
-    batch = torch.export.Dim("batch", min=1, max=8)
-    torch.export.export(module, (torch.rand(2, 2, 8, 8),), dynamic_shapes=({0: batch},))
-    assert guard.rule_runs == 0
+INTERP_NET = """
+name: "interp"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 6 dim: 7 dim: 9 } } }
+layer { name: "pool" type: "Pooling" bottom: "data" top: "small" pooling_param { pool: AVE kernel_size: 3 stride: 3 } }
+layer { name: "ip" type: "Interp" bottom: "small" bottom: "data" top: "y" }
+"""
+
+
+def test_tracing_checks_nothing_and_keeps_the_sizes_symbolic(tmp_path):
+    """The guards stay out of the exporter's way: not one size looked at, height and width stay symbolic
+    (no NinportWarning about fixing them)."""
+    module = _load(tmp_path, INTERP_NET)
+    guards = [size_guard(sub) for sub in module.children()]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ninport.NinportWarning)
+        path = ninport.export_onnx(module, tmp_path / "net.onnx")
+    assert [guard.rule_runs for guard in guards] == [0, 0]
+    dims = onnx.load(path).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param or d.dim_value for d in dims] == ["batch", 6, "height", "width"]

@@ -247,7 +247,7 @@ def quiet_torch():
 def _example_inputs(meta: NetDescription, dynamic_batch: bool = False,
                     dynamic_size: bool = False) -> tuple[torch.Tensor, ...]:
     """Random inputs of the net's shapes; with a dynamic batch, a batch of at least 2, and with dynamic
-    sizes an input whose height or width is 1 at twice its size (`runs_at_other_sizes` ran the net
+    sizes an input whose height or width is 1 at twice its size (where `shapes.size_fixing_layers` probes the net
     there): torch.export specializes a dimension it sees as 1 (OpenPose declares a 1x1 input)."""
     gen = torch.Generator().manual_seed(0)
     shapes = [tuple(shape) for shape in meta.inputs.values()]

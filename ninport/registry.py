@@ -29,15 +29,20 @@ Shape = tuple[int, ...]
 
 @dataclass
 class LayerShapes:
-    """What a shape rule says about one layer: top shapes, weight blob shapes (Caffe layout), MACs.
+    """What a shape rule says about one layer: top shapes, weight blob shapes (Caffe layout), MACs, and
+    the layer's parameters as the rule read and checked them.
 
     `params=None` (plugins only) means "whatever blobs the caffemodel holds for this layer".
+    `parsed`: the typed parameters the converter needs (an int, a frozen dataclass, ...), read once here
+    from the layer's fields and handed to the converter as `LayerContext.parsed`, so no parameter is parsed
+    in two places; None where the converter reads nothing the rule has not already checked.
     """
 
     tops: list[Shape]
     params: list[Shape] | None = field(default_factory=list)
     macs: int = 0
     scratch: int = 0  # elements of an intermediate the converter materializes (e.g. a padded input)
+    parsed: Any = None
 
     @property
     def param_count(self) -> int:

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ninport.convert.layers.activation import Elementwise
+from ninport.convert.size_checks import carry_size_guard
 from ninport.description import META_KEY, NetDescription
 from ninport.errors import NinportError
 
@@ -134,7 +135,8 @@ def optimize(module: fx.GraphModule) -> fx.GraphModule:
         if relu is not None and node.name in exposed:
             relu = None  # the pre-ReLU value is a Caffe blob of its own (not an in-place ReLU)
         conv = fast.get_submodule(node.target)
-        _set_submodule(fast, node.target, OneDNNConv2d(conv, "relu" if relu is not None else "none"))
+        fused = OneDNNConv2d(conv, "relu" if relu is not None else "none")
+        _set_submodule(fast, node.target, carry_size_guard(conv, fused))
         if relu is not None:
             relu.replace_all_uses_with(node)
             for blob, name in blob_nodes.items():

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
 from ninport.caffe import caffe_pb2 as pb2
 
@@ -38,17 +38,6 @@ def fail(message: str):
 def is_static(*sizes: Any) -> bool:
     """True when every size is a plain int (a module running), False while an exporter traces it."""
     return all(isinstance(s, int) for s in sizes)
-
-
-def runtime_check(condition: Any, message: Callable[[], str]) -> None:
-    """Refuse a size at run time: raises GeometryError when `condition` is False.
-
-    A symbolic condition (torch.export / ONNX tracing) is not checked: asserting it would make the
-    exporter guard on the input size and specialize or refuse the dynamic dimension. Exported
-    programs rely on their runtime's own checks instead (see docs/any-size.md).
-    """
-    if isinstance(condition, bool) and not condition:
-        fail(message())
 
 
 def smin(a: Size, b: Size) -> Size:

@@ -474,6 +474,53 @@ def _refuse_unconvertible(spec: NetSpec) -> None:
     raise UnsupportedLayerError(f"{count} cannot be converted: " + "; ".join(shown) + hint)
 
 
+def layer_shapes(record, layer: LayerSpec, bottom_shapes: list[Shape]) -> LayerShapes:
+    """One layer's shape rule at these bottoms, with the checks every layer gets (its tops named and
+    plausible, in place only if the shape stays); GeometryError or NinportError says why it refuses.
+
+    The one decision on a layer's sizes: `infer_shapes` runs it at the reference input, and a converted
+    module runs it again on the actual bottoms when it sees a new size (`ninport.convert.size_checks`).
+    """
+    try:
+        result = record.shapes(layer, bottom_shapes)
+    except (_LayerShapeError, NinportError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - a plugin's shape rule failed
+        if not callable(record.converter):
+            raise
+        _fail(f"the shape rule of {record.origin} type {layer.type!r} failed: "
+              f"{type(exc).__name__}: {safe_text(str(exc))}")
+    if len(result.tops) != len(layer.tops):
+        if not layer.tops:
+            _fail("has no top")
+        _fail(f"produces {len(result.tops)} tops but {len(layer.tops)} are named")
+    for i, (top, shape) in enumerate(zip(layer.tops, result.tops)):
+        _check_dims(shape, f"top {safe_text(top)!r}")
+        if i < len(layer.bottoms) and layer.bottoms[i] == top and tuple(shape) != tuple(bottom_shapes[i]):
+            _fail(f"computes in place (top {safe_text(top)!r} is its bottom) but changes the shape "
+                  f"{shape_text(bottom_shapes[i])} to {shape_text(shape)}; Caffe refuses this too: "
+                  "give the top another name")
+    for i, pshape in enumerate(result.params or []):
+        _check_dims(pshape, f"weight blob {i}")
+    if result.scratch > MAX_BLOB_ELEMENTS:
+        _fail(f"converting this layer needs a {result.scratch:,}-element intermediate (a padded input or "
+              "window table): implausibly large; is a number wrong?")
+    return result
+
+
+def weights_mismatch(result: LayerShapes, reference: LayerShapes | None) -> str | None:
+    """Why a layer's weights (shaped at the reference input) do not fit the bottoms that gave `result`,
+    or None when they fit (or a plugin's rule does not say its weight shapes)."""
+    if reference is None or result.params is None or reference.params is None:
+        return None
+    got, want = [tuple(p) for p in result.params], [tuple(p) for p in reference.params]
+    if got == want:
+        return None
+    differ = [i for i in range(max(len(got), len(want))) if got[i:i + 1] != want[i:i + 1]]
+    return (f"its weights {', '.join(shape_text(want[i]) for i in differ if i < len(want))} do not fit these "
+            f"bottoms, which need weights {', '.join(shape_text(got[i]) for i in differ if i < len(got))}")
+
+
 def infer_shapes(spec: NetSpec) -> ShapeTable:
     """Shapes of every blob of `spec` at its input shapes; ShapeError naming the layer on failure.
 
@@ -499,37 +546,14 @@ def infer_shapes(spec: NetSpec) -> ShapeTable:
         record = layer_type(layer.type, spec.dialect)
         try:
             bottom_shapes = [blobs[b] for b in layer.bottoms]
-            try:
-                counts_problem = record.counts.problem(layer)  # Caffe checks the counts before any shape
-                if counts_problem:
-                    _fail(counts_problem)
-                result = record.shapes(layer, bottom_shapes)
-            except (_LayerShapeError, NinportError):
-                raise
-            except Exception as exc:  # noqa: BLE001 - a plugin's shape rule failed
-                if not callable(record.converter):
-                    raise
-                _fail(f"the shape rule of {record.origin} type {layer.type!r} failed: "
-                      f"{type(exc).__name__}: {safe_text(str(exc))}")
-            if len(result.tops) != len(layer.tops):
-                if not layer.tops:
-                    _fail("has no top")
-                _fail(f"produces {len(result.tops)} tops but {len(layer.tops)} are named")
-            for i, (top, shape) in enumerate(zip(layer.tops, result.tops)):
-                _check_dims(shape, f"top {safe_text(top)!r}")
-                if i < len(layer.bottoms) and layer.bottoms[i] == top and tuple(shape) != bottom_shapes[i]:
-                    _fail(f"computes in place (top {safe_text(top)!r} is its bottom) but changes the shape "
-                          f"{shape_text(bottom_shapes[i])} to {shape_text(shape)}; Caffe refuses this too: "
-                          "give the top another name")
-            for i, pshape in enumerate(result.params or []):
-                _check_dims(pshape, f"weight blob {i}")
-                total_params += math.prod(pshape)
+            counts_problem = record.counts.problem(layer)  # Caffe checks the counts before any shape
+            if counts_problem:
+                _fail(counts_problem)
+            result = layer_shapes(record, layer, bottom_shapes)
+            total_params += sum(math.prod(pshape) for pshape in result.params or [])
             if total_params > MAX_TOTAL_PARAMS:
                 _fail(f"the net's weights reach {total_params:,} values here, more than the {MAX_TOTAL_PARAMS:,} "
                       "ninport accepts; is a number wrong?")
-            if result.scratch > MAX_BLOB_ELEMENTS:
-                _fail(f"converting this layer needs a {result.scratch:,}-element intermediate (a padded input or "
-                      "window table): implausibly large; is a number wrong?")
             total_activations += sum(math.prod(s) for s in result.tops) + result.scratch
             if total_activations > MAX_TOTAL_ACTIVATIONS:
                 _fail(f"the net's activations reach {total_activations:,} values here, more than the "
@@ -677,14 +701,14 @@ def _fixing_at(spec: NetSpec, reference: ShapeTable, inputs: dict[str, Shape]) -
         record = layer_type(layer.type, spec.dialect)
         bottoms = [blobs[b] for b in layer.bottoms]
         try:
-            result = record.shapes(layer, bottoms)
+            result = layer_shapes(record, layer, bottoms)
         except Exception as exc:  # noqa: BLE001 - any refusal of the size, from a rule or a plugin
             found.append((layer.name, f"refuses bottom {', '.join(shape_text(s) for s in bottoms)} (input {at}): "
                                       f"{safe_text(str(exc))}"))
             return found
         ref = reference.layers.get(layer.key)
-        if ref is not None and result.params is not None and ref.params is not None and \
-                [tuple(p) for p in result.params] != [tuple(p) for p in ref.params]:
+        mismatch = weights_mismatch(result, ref)
+        if mismatch is not None:
             found.append((layer.name, f"its weights {', '.join(shape_text(p) for p in ref.params)} take only "
                                       f"bottom {', '.join(shape_text(reference.blobs[b]) for b in layer.bottoms)}; "
                                       f"input {at} gives {', '.join(shape_text(s) for s in bottoms)}"))

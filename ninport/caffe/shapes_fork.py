@@ -109,8 +109,9 @@ def depthwise_as_convolution(layer: LayerSpec, channels: int) -> LayerSpec:
                origin="MobileNet Caffe fork (farmingyard/caffe-mobilenet)")
 def _depthwise(layer, shapes):
     shape = _spatial_4d(layer, _one_bottom(layer, shapes))
-    convolution = layer_type("Convolution")
-    return convolution.shapes(depthwise_as_convolution(layer, shape[1]), shapes)
+    as_convolution = depthwise_as_convolution(layer, shape[1])
+    result = layer_type("Convolution").shapes(as_convolution, shapes)
+    return dataclasses.replace(result, parsed=as_convolution)  # the converter builds this Convolution
 
 
 # --- Axpy (SENet) --------------------------------------------------------------------------------
@@ -150,8 +151,7 @@ def shuffle_groups(layer: LayerSpec, channels: int) -> int:
 def _shuffle_channel(layer, shapes):
     check_unknown_fields(layer, "shuffle_channel_param")
     shape = _spatial_4d(layer, _one_bottom(layer, shapes))
-    shuffle_groups(layer, shape[1])
-    return LayerShapes(tops=[shape])
+    return LayerShapes(tops=[shape], parsed=shuffle_groups(layer, shape[1]))
 
 
 # --- Interp (DeepLab v2 / PSPNet) -------------------------------------------------------------
@@ -258,7 +258,7 @@ def _interp(layer, shapes):
             _fail(f"the second bottom {shape_text(other)} must be 4-D with the batch of the first "
                   f"{shape_text(shapes[0])}")
     out = _checked_interp_size(rule, shapes)
-    return LayerShapes(tops=[(n, c, *out)], macs=4 * n * c * out[0] * out[1])
+    return LayerShapes(tops=[(n, c, *out)], macs=4 * n * c * out[0] * out[1], parsed=rule)
 
 
 # --- Upsample: YOLO ports' nearest neighbour, not SegNet's unpooling -------------------------
@@ -296,7 +296,7 @@ def _upsample(layer, shapes):
     check_unknown_fields(layer, "upsample_param")
     scale = upsample_scale(layer, len(shapes))
     n, c, height, width = _spatial_4d(layer, _one_bottom(layer, shapes))
-    return LayerShapes(tops=[(n, c, height * scale, width * scale)])
+    return LayerShapes(tops=[(n, c, height * scale, width * scale)], parsed=scale)
 
 
 # --- BN: the one-layer batch norm of PSPNet (yjxiong's BN) and SegNet ----------------------------
@@ -322,6 +322,14 @@ def bn_variant(layer: LayerSpec) -> str:
                 "run SegNet's compute_bn_statistics.py to get the bn_mode: INFERENCE weights and convert those")
         return "segnet"
     return "pspnet"
+
+
+@dataclasses.dataclass(frozen=True)
+class BNParams:
+    """A BN layer as its shape rule read it: which fork's BN (`bn_variant`) and PSPNet's eps."""
+
+    variant: str  # "pspnet" or "segnet"
+    eps: float = 1e-5
 
 
 def _bn_max_tops(layer: LayerSpec) -> int:
@@ -352,8 +360,8 @@ def _bn(layer, shapes):
         _fail(f"expects a bottom of 2 to 4 axes (N, C, H, W), got {shape_text(shape)}")
     blob = (1, shape[1], 1, 1)
     if bn_variant(layer) == "segnet":
-        return LayerShapes(tops=[shape], params=[blob, blob])
+        return LayerShapes(tops=[shape], params=[blob, blob], parsed=BNParams("segnet"))
     eps = fork_float(layer, "bn_param.eps", 1e-5)
     if not eps >= 0:
         _fail(f"eps {eps} must be non-negative")
-    return LayerShapes(tops=[shape], params=[blob] * 4)
+    return LayerShapes(tops=[shape], params=[blob] * 4, parsed=BNParams("pspnet", eps))

@@ -23,6 +23,7 @@ from ninport.caffe.shapes import ShapeTable, infer_shapes, size_fixing_layers
 from ninport.caffe.spec import NetSpec
 from ninport import registry
 from ninport.convert.registry import LayerContext
+from ninport.convert.size_checks import SizeGuard, guard_sizes
 from ninport.description import BlobRecord, LayerRecord, NetDescription, Phase, attach, describe
 from ninport.errors import NinportError, NinportWarning, UnsupportedLayerError, safe_text
 
@@ -70,7 +71,7 @@ def build_graph_module(spec: NetSpec, weights: dict[str, list[np.ndarray]],
         convert = record.convert_function()
         ctx = LayerContext(layer=layer, bottom_shapes=[table.blobs[b] for b in layer.bottoms],
                            top_shapes=[table.blobs[t] for t in layer.tops],
-                           weights=weights.get(layer.key, []))
+                           weights=weights.get(layer.key, []), parsed=table.layers[layer.key].parsed)
         try:
             module = convert(ctx)
         except NinportError as exc:
@@ -83,6 +84,7 @@ def build_graph_module(spec: NetSpec, weights: dict[str, list[np.ndarray]],
         if not isinstance(module, nn.Module):
             raise UnsupportedLayerError(f"{layer.where(spec.source)}: the converter returned "
                                         f"{type(module).__name__}, not a torch.nn.Module")
+        guard_sizes(module, SizeGuard(record, layer, ctx.bottom_shapes, table.layers.get(layer.key)))
         target = python_identifier(layer.name, module_names)
         root.add_module(target, module)
         layer_records.append(LayerRecord(layer.name, layer.type, target, tuple(layer.bottoms), tuple(layer.tops)))

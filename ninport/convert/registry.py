@@ -4,6 +4,7 @@ The record of each Caffe type (shape rule, converter and the other facts about i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,12 +17,14 @@ Shape = tuple[int, ...]
 
 @dataclass
 class LayerContext:
-    """What a converter gets: the layer, its bottom/top shapes and its weights (Caffe layout)."""
+    """What a converter gets: the layer, its bottom/top shapes, its weights (Caffe layout) and the
+    parameters its shape rule parsed and checked (`LayerShapes.parsed`, None if the rule gives none)."""
 
     layer: LayerSpec
     bottom_shapes: list[Shape]
     top_shapes: list[Shape]
     weights: list[np.ndarray]
+    parsed: Any = None
 
     @property
     def proto(self):

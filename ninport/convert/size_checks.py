@@ -1,53 +1,90 @@
-"""Refusing, at call time, an input size a Caffe layer cannot take.
+"""Refusing, at call time, an input size a Caffe layer cannot take, by the layer's own shape rule.
 
-A converted module runs at every input size the net allows (Caffe reshapes a net to its input); the
-layer modules whose geometry depends on the size check the actual bottoms in `forward` and raise one
-ShapeError naming the Caffe layer (kept as data at build time), the bottoms it got and the bottoms it
-was built for. While torch.export traces a module the sizes are symbolic and these checks are skipped
-(see `ninport.caffe.geometry.runtime_check`).
+A converted module runs at every input size the net allows (Caffe reshapes a net to its input). The
+graph builder gives each layer's module a `SizeGuard` (a forward pre-hook, so the module itself stays
+plain PyTorch): when the module sees bottoms of a size it has not seen, the guard runs the layer's
+torch-free shape rule on their actual shapes (`ninport.caffe.shapes.layer_shapes`, what `infer_shapes`
+ran at the reference size) and compares the weight shapes it asks for with the weights the layer has.
+A refusal is one ShapeError naming the Caffe layer, the bottoms it got and the bottoms it was built
+for, with the shape rule's own reason. The answer is kept per distinct bottom shapes, so a second call
+at a size costs one dictionary look-up. While torch.export (or torch.compile) traces the module nothing
+is checked: even looking a symbolic size up would make the exporter specialize the dynamic dimension.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from torch import nn
+from torch.compiler import is_compiling
 
 from ninport.caffe.geometry import GeometryError, is_static
+from ninport.caffe.shapes import layer_shapes, weights_mismatch
 from ninport.caffe.spec import LayerSpec
-from ninport.errors import ShapeError, safe_text, shape_text
+from ninport.errors import NinportError, ShapeError, safe_text, shape_text
+from ninport.registry import LayerShapes, LayerType
+
+MAX_REMEMBERED_SIZES = 64  # distinct bottom shapes a guard remembers before it starts over
 
 
-class SizeCheckedLayer(nn.Module):
-    """Base of layer modules that check their bottoms' sizes: knows its Caffe layer and reference bottoms."""
+class SizeGuard:
+    """The forward pre-hook deciding, once per distinct bottom shapes, whether a layer takes them."""
 
-    def __init__(self, layer: LayerSpec | None = None, reference: Sequence[Sequence[int]] = ()):
-        super().__init__()
-        self.label(layer, reference)
+    def __init__(self, record: LayerType, layer: LayerSpec, reference_bottoms: Sequence[Sequence[int]],
+                 reference: LayerShapes | None):
+        self.record = record
+        self.layer = layer
+        self.reference_bottoms = [tuple(int(d) for d in s) for s in reference_bottoms]
+        self.reference = reference
+        self.rule_runs = 0  # how often the shape rule ran (tests check that a size is decided once)
+        self.decided: dict[tuple, str | None] = {tuple(self.reference_bottoms): None}  # shapes -> refusal or None
 
-    def label(self, layer: LayerSpec | None, reference: Sequence[Sequence[int]]) -> None:
-        """Keep the Caffe layer's name and type, and its bottoms at the reference size, as data."""
-        self.caffe_layer = str(layer.name) if layer is not None else "?"
-        self.caffe_type = str(layer.type) if layer is not None else "?"
-        self.reference_shapes = [tuple(int(d) for d in s) for s in reference]
-
-    def refuse(self, bottoms: Sequence[Sequence[int]], reason: str) -> ShapeError:
-        got = ", ".join(shape_text(s) for s in bottoms)
-        ref = ", ".join(shape_text(s) for s in self.reference_shapes) or "?"
-        return ShapeError(f"layer {safe_text(self.caffe_layer)!r} ({safe_text(self.caffe_type)}) cannot take "
-                          f"bottom {got} (it was built for {ref}): {reason}")
-
-    def check(self, bottoms: Sequence[Sequence[int]], condition, reason: Callable[[], str]) -> None:
-        """Raise `refuse` when `condition` is False; skipped when it is symbolic (tracing)."""
-        if isinstance(condition, bool) and not condition:
-            raise self.refuse(bottoms, reason())
-
-    def geometry(self, bottoms: Sequence[Sequence[int]], compute: Callable[[], object]):
-        """Run a geometry computation, turning its GeometryError into `refuse`."""
+    def __call__(self, module: nn.Module, args: tuple) -> None:
+        if is_compiling():  # torch.export / torch.compile tracing: even hashing a symbolic size specializes it
+            return
         try:
-            return compute()
-        except GeometryError as exc:
-            raise self.refuse(bottoms, str(exc)) from None
+            key = tuple(x.shape for x in args)
+            reason = self.decided[key]
+        except KeyError:
+            reason = self.decide(key)
+        except (TypeError, AttributeError):  # an argument that is not a tensor
+            return
+        if reason is not None:
+            raise self.refusal(key, reason)
+
+    def decide(self, key: tuple) -> str | None:
+        """Run the shape rule on `key`'s bottom shapes: None when the layer takes them, else why not."""
+        shapes = [tuple(s) for s in key]
+        if not all(is_static(*s) for s in shapes):
+            return None
+        self.rule_runs += 1
+        try:
+            reason = weights_mismatch(layer_shapes(self.record, self.layer, shapes), self.reference)
+        except (GeometryError, NinportError) as exc:
+            reason = str(exc)
+        if len(self.decided) >= MAX_REMEMBERED_SIZES:
+            self.decided = {tuple(self.reference_bottoms): None}
+        self.decided[key] = reason
+        return reason
+
+    def refusal(self, bottoms: Sequence[Sequence[int]], reason: str) -> ShapeError:
+        got = ", ".join(shape_text(tuple(s)) for s in bottoms)
+        ref = ", ".join(shape_text(s) for s in self.reference_bottoms) or "?"
+        return ShapeError(f"layer {safe_text(self.layer.name)!r} ({safe_text(self.layer.type)}) cannot take "
+                          f"bottom {got} (it was built for {ref}): {safe_text(reason, 1000)}")
 
 
-def static_shape(shape) -> bool:
-    return is_static(*shape)
+def guard_sizes(module: nn.Module, guard: SizeGuard) -> nn.Module:
+    """Give `module` its layer's size guard (see the module docstring); returns `module`."""
+    module.register_forward_pre_hook(guard)
+    return module
+
+
+def size_guard(module: nn.Module) -> SizeGuard | None:
+    """The size guard of a layer's module, or None."""
+    return next((hook for hook in module._forward_pre_hooks.values() if isinstance(hook, SizeGuard)), None)
+
+
+def carry_size_guard(old: nn.Module, new: nn.Module) -> nn.Module:
+    """Give `new` (a module replacing `old` in a graph, e.g. a fused one) the size guard of `old`."""
+    guard = size_guard(old)
+    return guard_sizes(new, guard) if guard is not None else new

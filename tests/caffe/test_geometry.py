@@ -122,11 +122,8 @@ def test_crop_and_reshape_and_broadcast():
     assert geometry.scale_param_shape((2, 3, 4, 5), 1, 2) == (3, 4)
 
 
-def test_smin_and_runtime_check_on_ints():
+def test_smin_on_ints():
     assert geometry.smin(3, 5) == 3 and geometry.smin(7, 2) == 2
-    geometry.runtime_check(True, lambda: "never")
-    with pytest.raises(geometry.GeometryError, match="too small"):
-        geometry.runtime_check(False, lambda: "too small")
 
 
 def test_geometry_never_imports_torch():

@@ -241,14 +241,16 @@ def test_wrong_sizes_raise_one_shape_error_naming_the_layer():
     message = _shape_error(module, torch.rand(1, 3, 20, 20))
     assert "layer 'pool4' (Pooling)" in message and "[1, 10, 4, 4]" in message and "output size -1x-1" in message
     message = _shape_error(module, torch.rand(1, 4, 35, 35))
-    assert "layer 'conv1' (Convolution)" in message and "3 input channels" in message
+    assert "layer 'conv1' (Convolution)" in message and "weights [16, 3, 5, 5] do not fit" in message
+    assert "need weights [16, 4, 5, 5]" in message
 
 
 def test_inner_product_refuses_a_size_that_changes_k():
     case = load_golden("innerproduct_softmax")
     module = ninport.load(case.prototxt, case.weights)
     message = _shape_error(module, torch.rand(2, 3, 5, 5))
-    assert "layer 'fc' (InnerProduct)" in message and "K = 75" in message and "K = 48" in message
+    assert "layer 'fc' (InnerProduct)" in message and "[2, 3, 5, 5]" in message and "[2, 3, 4, 4]" in message
+    assert re.search(r"weights \[\d+, 48\] do not fit these bottoms, which need weights \[\d+, 75\]", message)
 
 
 ELTWISE_CROP_NET = """
@@ -276,8 +278,8 @@ def test_bottoms_that_stop_agreeing_are_refused(tmp_path):
     assert re.search(r"layer '(sum|cat|crop)' \((Eltwise|Concat|Crop)\)", message)
     assert "[1, 2, 10, 10]" in message and "[1, 2, 9, 9]" in message
     sub = dict(module.named_children())
-    for name, args, words in [("cat", (torch.rand(1, 2, 10, 10), torch.rand(1, 2, 9, 9)), "outside axis 1"),
-                              ("sum", (torch.rand(1, 2, 10, 10), torch.rand(1, 2, 9, 9)), "one shape"),
+    for name, args, words in [("cat", (torch.rand(1, 2, 10, 10), torch.rand(1, 2, 9, 9)), "outside the concat axis 1"),
+                              ("sum", (torch.rand(1, 2, 10, 10), torch.rand(1, 2, 9, 9)), "the same shape"),
                               ("crop", (torch.rand(1, 2, 9, 9), torch.rand(1, 2, 9, 9)), "does not fit axis 2")]:
         with pytest.raises(ShapeError, match=words):
             sub[ninport.describe(module).module_of(name)](*args)

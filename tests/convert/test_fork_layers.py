@@ -359,7 +359,8 @@ def test_interp_at_a_size_it_cannot_take_is_a_ninport_error_naming_the_layer(tmp
     fields = {"interp_param.zoom_factor": [1], "interp_param.pad_beg": [-2], "interp_param.pad_end": [-2]}
     module, _ = build(tmp_path, {"data": (1, 2, 7, 9)}, body, {"ip": fields})
     with pytest.raises(ninport.ShapeError, match=r"layer 'ip' \(Interp\) cannot take bottom \[1, 2, 3, 3\] \(it was "
-                                                 r"built for \[1, 2, 7, 9\]\): input \(3, 3\) cropped to \(-1, -1\)"):
+                                                 r"built for \[1, 2, 7, 9\]\): cropping pad_beg -2, pad_end -2 "
+                                                 r"leaves nothing"):
         module(torch.zeros(1, 2, 3, 3))
 
 

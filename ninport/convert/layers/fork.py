@@ -8,12 +8,7 @@ import dataclasses
 import torch
 from torch import nn
 
-from ninport.caffe.shapes_fork import (
-    bn_variant,
-    depthwise_as_convolution,
-    fork_float,
-    shuffle_groups,
-)
+from ninport.caffe.shapes_fork import BNParams
 from ninport.convert.layers.activation import Elementwise
 from ninport.convert.layers.convolution import convolution
 from ninport.convert.recorded import records_args
@@ -26,9 +21,9 @@ def relu6(ctx: LayerContext) -> nn.Module:
 
 
 def depthwise_convolution(ctx: LayerContext) -> nn.Module:
-    """A Conv2d with groups = input channels; the weights are in Convolution's layout."""
-    channels = ctx.bottom_shapes[0][1]
-    return convolution(dataclasses.replace(ctx, layer=depthwise_as_convolution(ctx.layer, channels)))
+    """A Conv2d with groups = input channels (the Convolution layer its shape rule made of it, `ctx.parsed`);
+    the weights are in Convolution's layout."""
+    return convolution(dataclasses.replace(ctx, layer=ctx.parsed, parsed=None))
 
 
 @records_args
@@ -62,7 +57,7 @@ class ShuffleChannel(nn.Module):
 
 
 def shuffle_channel(ctx: LayerContext) -> nn.Module:
-    return ShuffleChannel(shuffle_groups(ctx.layer, ctx.bottom_shapes[0][1]))
+    return ShuffleChannel(ctx.parsed)  # the group count its shape rule checked
 
 
 @records_args
@@ -91,8 +86,8 @@ def bn(ctx: LayerContext) -> nn.Module:
     def blob(i: int) -> torch.Tensor:
         return ctx.parameter(i, (channels,)).data
 
-    if bn_variant(ctx.layer) == "segnet":
+    params: BNParams = ctx.parsed
+    if params.variant == "segnet":
         return ChannelAffine(blob(0), blob(1))
-    eps = fork_float(ctx.layer, "bn_param.eps", 1e-5)
-    inv_std = torch.pow(blob(3) + torch.tensor(eps, dtype=torch.float32), -0.5)
+    inv_std = torch.pow(blob(3) + torch.tensor(params.eps, dtype=torch.float32), -0.5)
     return ChannelAffine(blob(0), blob(1), blob(2), inv_std)

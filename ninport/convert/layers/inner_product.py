@@ -2,11 +2,9 @@
 
 Its weights fix K, the bottom's size from `axis` on: a net with an InnerProduct after spatial layers
 runs only at the sizes that keep K (e.g. any size after SPP, one size after a plain Pooling); any
-other size is refused naming the layer and both shapes.
+other size is refused by the shape rule naming the layer and both shapes (`ninport.convert.size_checks`).
 """
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
@@ -15,7 +13,6 @@ from torch import nn
 from ninport.caffe.geometry import canonical_axis
 from ninport.convert.recorded import records_args
 from ninport.convert.registry import LayerContext
-from ninport.convert.size_checks import SizeCheckedLayer, static_shape
 
 
 @records_args
@@ -30,18 +27,6 @@ class InnerProduct(nn.Module):
         return F.linear(torch.flatten(x, self.axis), self.weight, self.bias)
 
 
-class CheckedInnerProduct(InnerProduct, SizeCheckedLayer):
-    """Refuses, naming the layer, a bottom whose K is not the weights' K."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if static_shape(x.shape):
-            k = self.weight.shape[1]
-            self.check([x.shape], x.dim() > self.axis and math.prod(x.shape[self.axis:]) == k,
-                       lambda: f"flattened from axis {self.axis} it gives K = {math.prod(x.shape[self.axis:])}, "
-                               f"and the weights take K = {k}")
-        return super().forward(x)
-
-
 def inner_product(ctx: LayerContext) -> nn.Module:
     p = ctx.proto.inner_product_param
     axis = canonical_axis(p.axis, len(ctx.bottom_shapes[0]))
@@ -49,6 +34,4 @@ def inner_product(ctx: LayerContext) -> nn.Module:
     if p.transpose:  # stored as [K, N]; keep torch's [N, K] so state_dicts look alike
         weight = nn.Parameter(weight.detach().t().contiguous())
     bias = ctx.parameter(1) if p.bias_term else None
-    module = CheckedInnerProduct(axis, weight, bias)
-    module.label(ctx.layer, ctx.bottom_shapes)
-    return module
+    return InnerProduct(axis, weight, bias)

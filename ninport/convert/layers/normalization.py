@@ -9,8 +9,6 @@ from ninport.caffe import caffe_pb2 as pb2
 from ninport.caffe.shapes import canonical_axis
 from ninport.convert.recorded import records_args
 from ninport.convert.registry import LayerContext
-from ninport.convert.size_checks import SizeCheckedLayer, static_shape
-from ninport.errors import shape_text
 
 
 @records_args
@@ -143,33 +141,6 @@ class AddSecondBottom(nn.Module):
         return x + broadcast_from(x, bias, self.axis, bias.shape)
 
 
-class _SpanChecked(SizeCheckedLayer):
-    """Caffe's Scale and Bias CHECK that axes [axis, axis + n) of the first bottom have the shape of the
-    scale/bias (parameter or second bottom); a size that breaks it is one ShapeError naming the layer
-    (a Scale whose parameters span H or W fixes the net's size)."""
-
-    def check_span(self, x: torch.Tensor, span, bottoms: list) -> None:
-        if not (static_shape(x.shape) and static_shape(span)):
-            return
-        end = self.axis + len(span)
-        self.check([tuple(b) for b in bottoms], x.dim() >= end and tuple(x.shape[self.axis:end]) == tuple(span),
-                   lambda: f"its axes {self.axis} to {end - 1} must be {shape_text(tuple(span))}, "
-                           "the scale/bias shape")
-
-
-class CaffeScaleBias(ScaleBias, _SpanChecked):
-    def forward(self, x: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
-        span = tuple(scale.shape) if scale is not None else self.param_shape
-        self.check_span(x, span, [x.shape] if scale is None else [x.shape, scale.shape])
-        return super().forward(x, scale)
-
-
-class CaffeAddSecondBottom(AddSecondBottom, _SpanChecked):
-    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        self.check_span(x, tuple(bias.shape), [x.shape, bias.shape])
-        return super().forward(x, bias)
-
-
 def _param_span(ctx: LayerContext, axis: int, num_axes: int) -> tuple[int, tuple[int, ...]]:
     """The first bottom's axis where a Scale/Bias parameter (or second bottom) starts, and its shape."""
     shape = ctx.bottom_shapes[0]
@@ -180,25 +151,20 @@ def _param_span(ctx: LayerContext, axis: int, num_axes: int) -> tuple[int, tuple
     return axis, tuple(shape[axis:end])
 
 
-def _labelled(module: _SpanChecked, ctx: LayerContext) -> nn.Module:
-    module.label(ctx.layer, ctx.bottom_shapes)
-    return module
-
-
 def scale(ctx: LayerContext) -> nn.Module:
     p = ctx.proto.scale_param
     axis, span = _param_span(ctx, p.axis, p.num_axes)
     if len(ctx.bottom_shapes) == 2:
         bias = ctx.parameter(0) if p.bias_term else None
-        return _labelled(CaffeScaleBias(axis, span, None, bias), ctx)
+        return ScaleBias(axis, span, None, bias)
     weight = ctx.parameter(0)
     bias = ctx.parameter(1) if p.bias_term else None
-    return _labelled(CaffeScaleBias(axis, span, weight, bias), ctx)
+    return ScaleBias(axis, span, weight, bias)
 
 
 def bias(ctx: LayerContext) -> nn.Module:
     p = ctx.proto.bias_param
     axis, span = _param_span(ctx, p.axis, p.num_axes)
     if len(ctx.bottom_shapes) == 2:
-        return _labelled(CaffeAddSecondBottom(axis), ctx)
-    return _labelled(CaffeScaleBias(axis, span, None, ctx.parameter(0)), ctx)
+        return AddSecondBottom(axis)
+    return ScaleBias(axis, span, None, ctx.parameter(0))

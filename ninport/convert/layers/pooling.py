@@ -20,7 +20,6 @@ from torch import nn
 from ninport.caffe.geometry import PoolParams, is_static, pool_params
 from ninport.convert.recorded import records_args
 from ninport.convert.registry import LayerContext
-from ninport.convert.size_checks import SizeCheckedLayer
 
 FLT_MAX = float(np.finfo(np.float32).max)
 
@@ -62,17 +61,6 @@ class CaffePool2d(nn.Module):
         return y
 
 
-class CheckedPool2d(CaffePool2d, SizeCheckedLayer):
-    """Refuses, naming the layer, a bottom Caffe cannot pool (not 4-D, or an output size <= 0)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.check([x.shape], x.dim() == 4, lambda: "pooling needs a 4-D (N, C, H, W) bottom")
-        self.geometry([x.shape], lambda: self.params.check_output((x.shape[2], x.shape[3])))
-        return super().forward(x)
-
-
 def pooling(ctx: LayerContext) -> CaffePool2d:
     p = pool_params(ctx.proto.pooling_param)
-    module = CheckedPool2d(p.kernel, p.pad, p.stride, p.ceil, p.mode)
-    module.label(ctx.layer, ctx.bottom_shapes)
-    return module
+    return CaffePool2d(p.kernel, p.pad, p.stride, p.ceil, p.mode)

@@ -7,10 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ninport.caffe.shapes_fork import interp_rule, interp_size, upsample_scale
+from ninport.caffe.shapes_fork import InterpRule, interp_size
 from ninport.convert.recorded import records_args
 from ninport.convert.registry import LayerContext
-from ninport.convert.size_checks import SizeCheckedLayer
 
 
 @records_args
@@ -30,17 +29,11 @@ class Interp(nn.Module):
                  "height": self.height, "width": self.width}
         return ", ".join(f"{k}={v}" for k, v in given.items() if v) or "size of the second bottom"
 
-    def size_refused(self, shape, reason: str) -> Exception:
-        """The error for an input size the fork refuses (a plain ValueError in the generated file)."""
-        return ValueError(f"Interp: {reason}")
-
     def forward(self, x: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
         in_hw = (int(x.shape[2]), int(x.shape[3]))
         eff_h, eff_w = in_hw[0] + self.pad_beg + self.pad_end, in_hw[1] + self.pad_beg + self.pad_end
         reference_hw = (int(reference.shape[2]), int(reference.shape[3])) if reference is not None else None
         out_hw = interp_size((eff_h, eff_w), reference_hw, self.shrink, self.zoom, self.height, self.width)
-        if min(eff_h, eff_w, *out_hw) <= 0:
-            raise self.size_refused(x.shape, f"input {in_hw} cropped to {(eff_h, eff_w)} gives output {out_hw}")
         begin = -self.pad_beg
         if (eff_h, eff_w) != in_hw:
             x = x[:, :, begin:begin + eff_h, begin:begin + eff_w]
@@ -49,20 +42,9 @@ class Interp(nn.Module):
         return F.interpolate(x, size=tuple(out_hw), mode="bilinear", align_corners=True)
 
 
-class CaffeInterp(Interp, SizeCheckedLayer):
-    """ninport's Interp: a size the fork refuses is a ShapeError naming the Caffe layer (kept as data)."""
-
-    def __init__(self, ctx: LayerContext, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.label(ctx.layer, ctx.bottom_shapes)
-
-    def size_refused(self, shape, reason: str) -> Exception:
-        return self.refuse([shape], reason)
-
-
 def interp(ctx: LayerContext) -> nn.Module:
-    rule = interp_rule(ctx.layer, len(ctx.bottom_shapes))
-    return CaffeInterp(ctx, rule.pad_beg, rule.pad_end, rule.shrink, rule.zoom, rule.height, rule.width)
+    rule: InterpRule = ctx.parsed  # read and checked once, by the shape rule
+    return Interp(rule.pad_beg, rule.pad_end, rule.shrink, rule.zoom, rule.height, rule.width)
 
 
 @records_args
@@ -83,4 +65,4 @@ class NearestUpsample(nn.Module):
 
 
 def upsample(ctx: LayerContext) -> nn.Module:
-    return NearestUpsample(upsample_scale(ctx.layer, len(ctx.bottom_shapes)))
+    return NearestUpsample(ctx.parsed)  # the scale its shape rule checked

@@ -15,10 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ninport.caffe import caffe_pb2 as pb2
-from ninport.caffe.geometry import spp_level, spp_levels
+from ninport.caffe.geometry import spp_level
 from ninport.convert.recorded import records_args
 from ninport.convert.registry import LayerContext
-from ninport.convert.size_checks import SizeCheckedLayer
 
 FLT_MAX = float(np.finfo(np.float32).max)
 
@@ -48,23 +47,6 @@ class SpatialPyramidPool(nn.Module):
         return torch.cat([torch.flatten(y, 1) for y in pooled], dim=1)
 
 
-class CheckedSpatialPyramidPool(SpatialPyramidPool, SizeCheckedLayer):
-    """Refuses, naming the layer, a size where a level's pad is not smaller than its kernel (Caffe's rule)."""
-
-    def __init__(self, pyramid: pb2.SPPParameter, mode: str):
-        super().__init__(int(pyramid.pyramid_height), mode)
-        self.pyramid = pyramid  # a protobuf message: plain data
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.check([x.shape], x.dim() == 4, lambda: "SPP needs a 4-D (N, C, H, W) bottom")
-        self.geometry([x.shape], lambda: spp_levels(self.pyramid, (x.shape[2], x.shape[3])))
-        return super().forward(x)
-
-
 def spp(ctx: LayerContext) -> SpatialPyramidPool:
     p = ctx.proto.spp_param
-    pyramid = pb2.SPPParameter()
-    pyramid.CopyFrom(p)
-    module = CheckedSpatialPyramidPool(pyramid, "max" if p.pool == pb2.SPPParameter.MAX else "ave")
-    module.label(ctx.layer, ctx.bottom_shapes)
-    return module
+    return SpatialPyramidPool(int(p.pyramid_height), "max" if p.pool == pb2.SPPParameter.MAX else "ave")

@@ -10,18 +10,10 @@ import torch
 from torch import nn
 
 from ninport.caffe import caffe_pb2 as pb2
-from ninport.caffe.geometry import canonical_axis, crop_fits, crop_offsets, reshape_axes, reshape_output
+from ninport.caffe.geometry import canonical_axis, crop_offsets, reshape_axes
 from ninport.caffe.shapes import concat_axis, slice_sizes
 from ninport.convert.recorded import records_args
 from ninport.convert.registry import LayerContext
-from ninport.convert.size_checks import SizeCheckedLayer, static_shape
-
-
-def _same_shapes(xs) -> bool | None:
-    """Whether the bottoms all have one shape (None while tracing: symbolic sizes are not compared)."""
-    if not all(static_shape(x.shape) for x in xs):
-        return None
-    return all(tuple(x.shape) == tuple(xs[0].shape) for x in xs)
 
 
 @records_args
@@ -57,42 +49,13 @@ class EltwiseMax(nn.Module):
         return out
 
 
-def _check_eltwise(module: SizeCheckedLayer, xs) -> None:
-    """ninport's size check before the Eltwise op: bottoms of one shape."""
-    if _same_shapes(xs) is False:
-        raise module.refuse([x.shape for x in xs], "Eltwise needs bottoms of one shape")
-
-
-class CheckedEltwiseSum(EltwiseSum, SizeCheckedLayer):
-    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
-        _check_eltwise(self, xs)
-        return super().forward(*xs)
-
-
-class CheckedEltwiseProd(EltwiseProd, SizeCheckedLayer):
-    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
-        _check_eltwise(self, xs)
-        return super().forward(*xs)
-
-
-class CheckedEltwiseMax(EltwiseMax, SizeCheckedLayer):
-    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
-        _check_eltwise(self, xs)
-        return super().forward(*xs)
-
-
-def _labelled(module: SizeCheckedLayer, ctx: LayerContext) -> nn.Module:
-    module.label(ctx.layer, ctx.bottom_shapes)
-    return module
-
-
 def eltwise(ctx: LayerContext) -> nn.Module:
     p = ctx.proto.eltwise_param
     if p.operation == pb2.EltwiseParameter.PROD:
-        return _labelled(CheckedEltwiseProd(), ctx)
+        return EltwiseProd()
     if p.operation == pb2.EltwiseParameter.MAX:
-        return _labelled(CheckedEltwiseMax(), ctx)
-    return _labelled(CheckedEltwiseSum(list(p.coeff) or [1.0] * len(ctx.bottom_shapes)), ctx)
+        return EltwiseMax()
+    return EltwiseSum(list(p.coeff) or [1.0] * len(ctx.bottom_shapes))
 
 
 @records_args
@@ -107,18 +70,8 @@ class Concat(nn.Module):
         return torch.cat(xs, dim=self.axis)
 
 
-class CheckedConcat(Concat, SizeCheckedLayer):
-    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
-        shapes = [tuple(x.shape) for x in xs]
-        if len(xs) > 1 and all(static_shape(s) for s in shapes):
-            rest = [s[: self.axis] + s[self.axis + 1:] for s in shapes]
-            if any(len(s) != len(shapes[0]) or r != rest[0] for s, r in zip(shapes, rest)):
-                raise self.refuse(shapes, f"Concat needs bottoms that agree outside axis {self.axis}")
-        return super().forward(*xs)
-
-
 def concat(ctx: LayerContext) -> nn.Module:
-    return _labelled(CheckedConcat(concat_axis(ctx.proto.concat_param, len(ctx.bottom_shapes[0]))), ctx)
+    return Concat(concat_axis(ctx.proto.concat_param, len(ctx.bottom_shapes[0])))
 
 
 @records_args
@@ -133,17 +86,9 @@ class Slice(nn.Module):
         return tuple(torch.split(x, self.sizes, dim=self.axis))
 
 
-class CheckedSlice(Slice, SizeCheckedLayer):
-    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
-        if len(self.sizes) > 1:
-            self.check([x.shape], x.dim() > self.axis and x.shape[self.axis] == sum(self.sizes),
-                       lambda: f"Slice splits axis {self.axis} into {self.sizes}")
-        return super().forward(x)
-
-
 def slice_(ctx: LayerContext) -> nn.Module:
     axis, sizes = slice_sizes(ctx.proto.slice_param, ctx.bottom_shapes[0], len(ctx.layer.tops))
-    return _labelled(CheckedSlice(axis, sizes), ctx)
+    return Slice(axis, sizes)
 
 
 @records_args
@@ -190,24 +135,10 @@ class Reshape(nn.Module):
         return torch.reshape(x, [*x.shape[: self.axis], *middle, *x.shape[self.end:]])
 
 
-class CheckedReshape(Reshape, SizeCheckedLayer):
-    """Refuses, naming the layer, a bottom Caffe cannot reshape (`geometry.reshape_output`)."""
-
-    def __init__(self, param: pb2.ReshapeParameter, axis: int, end: int):
-        super().__init__(axis, end, [int(d) for d in param.shape.dim])
-        self.param = param  # a protobuf message: plain data
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if static_shape(x.shape):
-            self.geometry([x.shape], lambda: reshape_output(self.param, tuple(x.shape)))
-        return super().forward(x)
-
-
 def reshape(ctx: LayerContext) -> nn.Module:
-    p = pb2.ReshapeParameter()
-    p.CopyFrom(ctx.proto.reshape_param)
+    p = ctx.proto.reshape_param
     axis, end = reshape_axes(p, len(ctx.bottom_shapes[0]))
-    return _labelled(CheckedReshape(p, axis, end), ctx)
+    return Reshape(axis, end, [int(d) for d in p.shape.dim])
 
 
 @records_args
@@ -225,22 +156,9 @@ class Crop(nn.Module):
         return x[tuple(index)]
 
 
-class CheckedCrop(Crop, SizeCheckedLayer):
-    def forward(self, x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-        shapes = [x.shape, reference.shape]
-        self.check(shapes, x.dim() == reference.dim(), lambda: "Crop needs bottoms of one rank")
-        if static_shape(x.shape) and static_shape(reference.shape):  # tracing: no check (see size_checks)
-            for i, fits in enumerate(crop_fits(self.axis, self.offsets, x.shape, reference.shape)):
-                a = self.axis + i
-                self.check(shapes, fits, lambda a=a, i=i: (
-                    f"a crop of size {reference.shape[a]} at offset {self.offsets[i]} does not fit axis {a} "
-                    f"of size {x.shape[a]}"))
-        return super().forward(x, reference)
-
-
 def crop(ctx: LayerContext) -> nn.Module:
     axis, offsets = crop_offsets(ctx.proto.crop_param, len(ctx.bottom_shapes[0]))
-    return _labelled(CheckedCrop(axis, offsets), ctx)
+    return Crop(axis, offsets)
 
 
 @records_args

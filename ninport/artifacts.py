@@ -33,8 +33,8 @@ from ninport.description import NetDescription, describe
 from ninport.errors import ExportError, NinportError, one_line
 from ninport.fileio import LatchingWriter, write_atomic, write_files
 from ninport.onnx import (
-    _dynamic_shapes,
-    _example_inputs,
+    dynamic_shapes_for,
+    example_inputs_for,
     batch_at_least_2,
     evaluating,
     exporter_failure,
@@ -101,11 +101,11 @@ def export_program(module: fx.GraphModule, path: str | os.PathLike, example_inpu
     given = None if example_inputs is None else tuple(example_inputs)
 
     def trace(dynamic: bool):
-        inputs = given if given is not None else _example_inputs(meta, dynamic_batch, dynamic)
+        inputs = given if given is not None else example_inputs_for(meta, dynamic_batch, dynamic)
         if dynamic_batch:
             inputs = batch_at_least_2(inputs)
         with evaluating(module), quiet_torch(), torch.no_grad(), size_oblivious_tracing():
-            return torch.export.export(module, inputs, dynamic_shapes=_dynamic_shapes(meta, dynamic_batch, dynamic))
+            return torch.export.export(module, inputs, dynamic_shapes=dynamic_shapes_for(meta, dynamic_batch, dynamic))
 
     try:
         size = input_size_for(meta, dynamic_size)

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ninport.convert.graph import _class_name, python_identifier
+from ninport.convert.graph import net_class_name, python_identifier
 from ninport.convert.recorded import TensorArg, recorded_args, records_args
 from ninport.description import NetDescription, describe
 from ninport.errors import ExportError, NinportError, safe_text, shape_text
@@ -345,7 +345,7 @@ def python_source(module: nn.Module, description: NetDescription | None = None) 
         targets = ", ".join(variables[t] for t in record.tops)
         init_lines += [f"        # {label}", f"        self.{record.module} = {init}"]
         forward_lines.append(f"        {targets} = self.{record.module}({', '.join(args)})")
-    class_name = _class_name(meta.title)  # never a keyword, soft keyword or builtin
+    class_name = net_class_name(meta.title)  # never a keyword, soft keyword or builtin
     while class_name in helpers.names() or class_name in _MODULE_NAMES:  # nor a name of the file: "f", "priorbox"
         class_name += "Net"
     outputs = [variables[b] for b in meta.outputs]

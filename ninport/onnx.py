@@ -244,7 +244,7 @@ def quiet_torch():
             lg.setLevel(level)
 
 
-def _example_inputs(meta: NetDescription, dynamic_batch: bool = False,
+def example_inputs_for(meta: NetDescription, dynamic_batch: bool = False,
                     dynamic_size: bool = False) -> tuple[torch.Tensor, ...]:
     """Random inputs of the net's shapes; with a dynamic batch, a batch of at least 2, and with dynamic
     sizes an input whose height or width is 1 at twice its size (where `shapes.size_fixing_layers` probes the net
@@ -259,7 +259,7 @@ def _example_inputs(meta: NetDescription, dynamic_batch: bool = False,
 
 
 def batch_at_least_2(inputs) -> tuple[torch.Tensor, ...]:
-    """Example inputs with any batch of 1 repeated to 2 (see `_example_inputs`)."""
+    """Example inputs with any batch of 1 repeated to 2 (see `example_inputs_for`)."""
     return tuple(torch.cat([x, x]) if x.dim() and x.shape[0] == 1 else x for x in inputs)
 
 
@@ -278,7 +278,7 @@ def _size_names(meta: NetDescription) -> dict[str, dict[int, str]]:
     return names
 
 
-def _dynamic_shapes(meta: NetDescription, dynamic_batch: bool = True, dynamic_size: bool = False):
+def dynamic_shapes_for(meta: NetDescription, dynamic_batch: bool = True, dynamic_size: bool = False):
     """torch.export's dynamic_shapes: the batch (one `batch` Dim when all inputs share it) and, with
     `dynamic_size`, height and width (Dim.DYNAMIC: torch derives the smallest size the layers take)."""
     shapes = list(meta.inputs.values())
@@ -571,9 +571,9 @@ def to_onnx_model(module: fx.GraphModule, *, opset: int = DEFAULT_OPSET, dynamic
     def trace(dynamic: bool):
         with evaluating(module), quiet_torch(), torch.no_grad(), size_oblivious_tracing():
             program = torch.onnx.export(
-                module, _example_inputs(meta, dynamic_batch, dynamic), None, dynamo=True, opset_version=opset,
+                module, example_inputs_for(meta, dynamic_batch, dynamic), None, dynamo=True, opset_version=opset,
                 input_names=input_names, output_names=output_names, custom_translation_table=translations,
-                dynamic_shapes=_dynamic_shapes(meta, dynamic_batch, dynamic),
+                dynamic_shapes=dynamic_shapes_for(meta, dynamic_batch, dynamic),
                 verbose=False, report=False, optimize=False)
             op_layers = _op_layers(program.model.graph, layer_names)
             _optimize(program.model)

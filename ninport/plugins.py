@@ -87,7 +87,7 @@ def _restore(before: dict) -> None:
             registry.unregister_layer(record.name, record.dialect)
     for record_key, record in before.items():
         if registry.find_record(record_key) is not record:
-            registry._add(record, replace=True)
+            registry.add_record(record, replace=True)
 
 
 def _describe(exc: BaseException) -> str:

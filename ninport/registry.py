@@ -236,7 +236,7 @@ def _table(dialect: str | None) -> dict[str, LayerType]:
     return _TYPES if dialect is None else _DIALECTS.setdefault(dialect, {})
 
 
-def _add(record: LayerType, replace: bool) -> LayerType:
+def add_record(record: LayerType, replace: bool) -> LayerType:
     if not isinstance(record.name, str) or not record.name:
         raise NinportError(f"a layer type name must be a non-empty string, got {record.name!r}")
     if record.dialect is not None and (not isinstance(record.dialect, str) or not record.dialect):
@@ -266,7 +266,7 @@ def builtin_layer(*names: str, converter: str, bottoms: CountSpec, tops: CountSp
 
     def register(shape: ShapeFn) -> ShapeFn:
         for name in names:
-            _add(LayerType(name, shape, converter, origin, reads_unknown_fields, counts, dialect, settings,
+            add_record(LayerType(name, shape, converter, origin, reads_unknown_fields, counts, dialect, settings,
                            statistics, index_input, onnx_translations), replace=False)
         return shape
     return register
@@ -318,7 +318,7 @@ def register_layer(name: str, *, shape: ShapeFn, module: ConverterFn, origin: st
         counts = BlobCounts.of(bottoms, tops)
     except NinportError as exc:
         raise NinportError(f"register_layer({name!r}): {exc}") from None
-    return _add(LayerType(name, shape, checked_module(module, origin), origin, reads_unknown_fields, counts, dialect,
+    return add_record(LayerType(name, shape, checked_module(module, origin), origin, reads_unknown_fields, counts, dialect,
                           settings, tuple(statistics) if not callable(statistics) else statistics, bool(index_input),
                           onnx_translations), replace=replace)
 

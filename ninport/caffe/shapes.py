@@ -60,22 +60,21 @@ class ShapeTable:
 
 
 # Failures inside shape rules: the driver adds file and layer to the message. Shape rules (and plugins'
-# rules) raise it through `_fail`; the geometry module raises the same class.
+# rules) raise it through `fail`; the geometry module raises the same class.
 _LayerShapeError = GeometryError
-_fail = fail
 
 
 # --- shape functions -------------------------------------------------------------------------
 
 
-def _one_bottom(layer: LayerSpec, shapes: list[Shape]) -> Shape:
+def one_bottom(layer: LayerSpec, shapes: list[Shape]) -> Shape:
     if len(shapes) != 1:
-        _fail(f"expects 1 bottom, got {len(shapes)}")
+        fail(f"expects 1 bottom, got {len(shapes)}")
     return shapes[0]
 
 
-def _same_as_bottom(layer: LayerSpec, shapes: list[Shape]) -> LayerShapes:
-    return LayerShapes(tops=[_one_bottom(layer, shapes)])
+def same_as_bottom(layer: LayerSpec, shapes: list[Shape]) -> LayerShapes:
+    return LayerShapes(tops=[one_bottom(layer, shapes)])
 
 
 # Bottom and top counts below are what each type's header in BVLC Caffe (include/caffe/layers/*.hpp)
@@ -95,7 +94,7 @@ for _type, _function in (("ReLU", "relu"), ("Sigmoid", "sigmoid"), ("TanH", "tan
                          ("BNLL", "bnll"), ("Power", "power"), ("ELU", "elu"), ("Threshold", "threshold"),
                          ("Clip", "clip"), ("Dropout", "dropout"), ("Swish", "swish")):
     builtin_layer(_type, converter=f"activation:{_function}", bottoms=1, tops=1,
-                  settings=_NEURON_SETTINGS.get(_type))(_same_as_bottom)
+                  settings=_NEURON_SETTINGS.get(_type))(same_as_bottom)
 
 
 @builtin_layer("Exp", converter="activation:exp", bottoms=1, tops=1)
@@ -103,10 +102,10 @@ for _type, _function in (("ReLU", "relu"), ("Sigmoid", "sigmoid"), ("TanH", "tan
 def _exp_log(layer, shapes):
     p = layer.proto.exp_param if layer.type == "Exp" else layer.proto.log_param
     if not (p.base > 0 or p.base == -1):
-        _fail(f"base {p.base} must be positive or -1 (e), as Caffe checks")
+        fail(f"base {p.base} must be positive or -1 (e), as Caffe checks")
     if layer.type == "Log" and p.base == 1:
-        _fail("base 1 has no logarithm")
-    return _same_as_bottom(layer, shapes)
+        fail("base 1 has no logarithm")
+    return same_as_bottom(layer, shapes)
 
 
 def _lrn_settings(layer: LayerSpec) -> str:
@@ -118,10 +117,10 @@ def _lrn_settings(layer: LayerSpec) -> str:
 def _lrn(layer, shapes):
     p = layer.proto.lrn_param
     if p.local_size % 2 != 1:
-        _fail(f"local_size {p.local_size} must be odd (Caffe's rule)")
-    shape = _one_bottom(layer, shapes)
+        fail(f"local_size {p.local_size} must be odd (Caffe's rule)")
+    shape = one_bottom(layer, shapes)
     if len(shape) != 4:
-        _fail(f"expects a 4-D (N, C, H, W) bottom, got shape {shape_text(shape)}")
+        fail(f"expects a 4-D (N, C, H, W) bottom, got shape {shape_text(shape)}")
     n, c, h, w = shape
     size = p.local_size
     # The converter pads the squared input by (size - 1) / 2 on each side of the window's axes.
@@ -132,26 +131,26 @@ def _lrn(layer, shapes):
     return LayerShapes(tops=[shape], scratch=scratch)
 
 
-def _spatial_4d(layer: LayerSpec, shape: Shape) -> Shape:
+def spatial_4d(layer: LayerSpec, shape: Shape) -> Shape:
     if len(shape) != 4:
-        _fail(f"expects a 4-D (N, C, H, W) bottom, got shape {shape_text(shape)}")
+        fail(f"expects a 4-D (N, C, H, W) bottom, got shape {shape_text(shape)}")
     return shape
 
 
 def _checked_conv_param(layer, shapes):
     """The checks Convolution and Deconvolution share: 4-D bottom, axis 1, positive sizes, group."""
     p = layer.proto.convolution_param
-    n, c, h, w = _spatial_4d(layer, _one_bottom(layer, shapes))
+    n, c, h, w = spatial_4d(layer, one_bottom(layer, shapes))
     if p.axis != 1:
-        _fail(f"{layer.type} axis {p.axis} is not supported (only 1)")
+        fail(f"{layer.type} axis {p.axis} is not supported (only 1)")
     g = conv_geometry(p)
     groups = p.group
     if groups <= 0:
-        _fail(f"group must be positive, got {groups}")
+        fail(f"group must be positive, got {groups}")
     if p.num_output <= 0:
-        _fail(f"num_output must be positive, got {p.num_output}")
+        fail(f"num_output must be positive, got {p.num_output}")
     if c % groups or p.num_output % groups:
-        _fail(f"group {groups} does not divide the input channels {c} and num_output {p.num_output}")
+        fail(f"group {groups} does not divide the input channels {c} and num_output {p.num_output}")
     return p, g, groups, (n, c, h, w)
 
 
@@ -177,7 +176,7 @@ def _convolution(layer, shapes):
     p, g, groups, (n, c, h, w) = _checked_conv_param(layer, shapes)
     out_hw = [g.output_size(a, size) for a, size in enumerate((h, w))]
     if min(out_hw) <= 0:
-        _fail(f"kernel {g.kernel} (dilation {g.dilation}) does not fit the padded input {h}x{w}")
+        fail(f"kernel {g.kernel} (dilation {g.dilation}) does not fit the padded input {h}x{w}")
     params = [(p.num_output, c // groups) + g.kernel]
     if p.bias_term:
         params.append((p.num_output,))
@@ -193,7 +192,7 @@ def _deconvolution(layer, shapes):
     p, g, groups, (n, c, h, w) = _checked_conv_param(layer, shapes)
     out_hw = [g.deconv_output_size(a, size) for a, size in enumerate((h, w))]
     if min(out_hw) <= 0:
-        _fail(f"output size {out_hw[0]}x{out_hw[1]} is not positive")
+        fail(f"output size {out_hw[0]}x{out_hw[1]} is not positive")
     params = [(c, p.num_output // groups) + g.kernel]
     if p.bias_term:
         params.append((p.num_output,))
@@ -221,7 +220,7 @@ def _pooling_settings(layer: LayerSpec) -> str:
 @builtin_layer("Pooling", converter="pooling:pooling", bottoms=1, tops=(1, _pooling_max_tops),
                settings=_pooling_settings)
 def _pooling(layer, shapes):
-    n, c, h, w = _spatial_4d(layer, _one_bottom(layer, shapes))
+    n, c, h, w = spatial_4d(layer, one_bottom(layer, shapes))
     p = layer.proto.pooling_param
     if p.pool == pb2.PoolingParameter.STOCHASTIC:
         raise UnsupportedLayerError("STOCHASTIC pooling is not supported (its TEST-phase weighted "
@@ -234,7 +233,7 @@ def _pooling(layer, shapes):
     extent = [geo.extent(a) for a in (0, 1)]
     scratch = n * c * max(extent[0], h) * max(extent[1], w)
     if scratch > MAX_BLOB_ELEMENTS:
-        _fail(f"the windows (kernel {geo.kernel}, stride {geo.stride}, pad {geo.pad}) cover "
+        fail(f"the windows (kernel {geo.kernel}, stride {geo.stride}, pad {geo.pad}) cover "
               f"{extent[0]}x{extent[1]} of a {h}x{w} input: implausibly large; is a number wrong?")
     return LayerShapes(tops=[(n, c, *geo.out)], scratch=scratch)
 
@@ -242,12 +241,12 @@ def _pooling(layer, shapes):
 @builtin_layer("InnerProduct", converter="inner_product:inner_product", bottoms=1, tops=1,
                settings=lambda layer: f"{layer.proto.inner_product_param.num_output}")
 def _inner_product(layer, shapes):
-    shape = _one_bottom(layer, shapes)
+    shape = one_bottom(layer, shapes)
     p = layer.proto.inner_product_param
     axis = canonical_axis(p.axis, len(shape))
     k = inner_product_k(shape, axis)
     if p.num_output <= 0:
-        _fail(f"num_output must be positive, got {p.num_output}")
+        fail(f"num_output must be positive, got {p.num_output}")
     weight = (k, p.num_output) if p.transpose else (p.num_output, k)
     params = [weight] + ([(p.num_output,)] if p.bias_term else [])
     m = math.prod(shape[:axis])
@@ -258,11 +257,11 @@ def _inner_product(layer, shapes):
                settings=lambda layer: "statistics: mean, variance, scale factor",
                statistics=(0, 1, 2))  # every blob: running mean and variance sums, the moving-average factor
 def _batch_norm(layer, shapes):
-    shape = _one_bottom(layer, shapes)
+    shape = one_bottom(layer, shapes)
     c = shape[1] if len(shape) > 1 else 1
     eps = layer.proto.batch_norm_param.eps
     if not eps >= 0:
-        _fail(f"eps {eps} must be non-negative")
+        fail(f"eps {eps} must be non-negative")
     return LayerShapes(tops=[shape], params=[(c,), (c,), (1,)])
 
 
@@ -272,14 +271,14 @@ _scale_param_shape = scale_param_shape
 def _check_broadcast(shape: Shape, other: Shape, axis: int):
     axis = canonical_axis(axis, len(shape))
     if shape[axis:axis + len(other)] != tuple(other):
-        _fail(f"second bottom {shape_text(other)} does not match bottom {shape_text(shape)} at axis {axis}")
+        fail(f"second bottom {shape_text(other)} does not match bottom {shape_text(shape)} at axis {axis}")
 
 
 @builtin_layer("Scale", converter="normalization:scale", bottoms=(1, 2), tops=1)
 def _scale(layer, shapes):
     p = layer.proto.scale_param
     if len(shapes) not in (1, 2):
-        _fail(f"expects 1 or 2 bottoms, got {len(shapes)}")
+        fail(f"expects 1 or 2 bottoms, got {len(shapes)}")
     shape = shapes[0]
     if len(shapes) == 2:  # the scale comes from the second bottom; only a bias is learned
         _check_broadcast(shape, shapes[1], p.axis)
@@ -293,7 +292,7 @@ def _scale(layer, shapes):
 def _bias(layer, shapes):
     p = layer.proto.bias_param
     if len(shapes) not in (1, 2):
-        _fail(f"expects 1 or 2 bottoms, got {len(shapes)}")
+        fail(f"expects 1 or 2 bottoms, got {len(shapes)}")
     shape = shapes[0]
     if len(shapes) == 2:
         _check_broadcast(shape, shapes[1], p.axis)
@@ -303,9 +302,9 @@ def _bias(layer, shapes):
 
 @builtin_layer("PReLU", converter="activation:prelu", bottoms=1, tops=1)
 def _prelu(layer, shapes):
-    shape = _one_bottom(layer, shapes)
+    shape = one_bottom(layer, shapes)
     if len(shape) < 2:
-        _fail("PReLU needs a bottom with a channel axis")
+        fail("PReLU needs a bottom with a channel axis")
     channels = 1 if layer.proto.prelu_param.channel_shared else shape[1]
     return LayerShapes(tops=[shape], params=[(channels,)])
 
@@ -314,14 +313,14 @@ def _prelu(layer, shapes):
                settings=lambda layer: pb2.EltwiseParameter.EltwiseOp.Name(layer.proto.eltwise_param.operation))
 def _eltwise(layer, shapes):
     if len(shapes) < 2:
-        _fail(f"expects at least 2 bottoms, got {len(shapes)}")
+        fail(f"expects at least 2 bottoms, got {len(shapes)}")
     if any(s != shapes[0] for s in shapes):
-        _fail(f"bottoms must all have the same shape, got {', '.join(shape_text(s) for s in shapes)}")
+        fail(f"bottoms must all have the same shape, got {', '.join(shape_text(s) for s in shapes)}")
     p = layer.proto.eltwise_param
     if len(p.coeff) and len(p.coeff) != len(shapes):
-        _fail(f"{len(p.coeff)} coeff values for {len(shapes)} bottoms")
+        fail(f"{len(p.coeff)} coeff values for {len(shapes)} bottoms")
     if len(p.coeff) and p.operation != pb2.EltwiseParameter.SUM:
-        _fail("coeff is only allowed with operation SUM")
+        fail("coeff is only allowed with operation SUM")
     return LayerShapes(tops=[shapes[0]])
 
 
@@ -334,11 +333,11 @@ def concat_axis(p, ndim: int) -> int:
 @builtin_layer("Concat", converter="structure:concat", bottoms=(1, None), tops=1)
 def _concat(layer, shapes):
     if not shapes:
-        _fail("expects at least 1 bottom")
+        fail("expects at least 1 bottom")
     axis = concat_axis(layer.proto.concat_param, len(shapes[0]))
     for s in shapes[1:]:
         if len(s) != len(shapes[0]) or any(s[a] != shapes[0][a] for a in range(len(s)) if a != axis):
-            _fail(f"bottoms {', '.join(shape_text(x) for x in shapes)} differ outside the concat axis {axis}")
+            fail(f"bottoms {', '.join(shape_text(x) for x in shapes)} differ outside the concat axis {axis}")
     top = list(shapes[0])
     top[axis] = sum(s[axis] for s in shapes)
     return LayerShapes(tops=[tuple(top)])
@@ -354,45 +353,45 @@ def slice_sizes(p, shape: Shape, n_tops: int) -> tuple[int, list[int]]:
     points = list(p.slice_point)
     if points:
         if len(points) != n_tops - 1:
-            _fail(f"{len(points)} slice_point values for {n_tops} tops (need {n_tops - 1})")
+            fail(f"{len(points)} slice_point values for {n_tops} tops (need {n_tops - 1})")
         bounds = [0] + points + [total]
         sizes = [b - a for a, b in zip(bounds, bounds[1:])]
         if any(s <= 0 for s in sizes):
-            _fail(f"slice_point {points} do not split axis {axis} of size {total} into positive parts")
+            fail(f"slice_point {points} do not split axis {axis} of size {total} into positive parts")
     else:
         if n_tops == 0 or total % n_tops:
-            _fail(f"axis {axis} of size {total} cannot be split evenly into {n_tops} tops")
+            fail(f"axis {axis} of size {total} cannot be split evenly into {n_tops} tops")
         sizes = [total // n_tops] * n_tops
     return axis, sizes
 
 
 @builtin_layer("Slice", converter="structure:slice_", bottoms=1, tops=(1, None))
 def _slice(layer, shapes):
-    shape = _one_bottom(layer, shapes)
+    shape = one_bottom(layer, shapes)
     axis, sizes = slice_sizes(layer.proto.slice_param, shape, len(layer.tops))
     return LayerShapes(tops=[shape[:axis] + (s,) + shape[axis + 1:] for s in sizes])
 
 
 @builtin_layer("Split", converter="structure:split", bottoms=1, tops=(1, None))
 def _split(layer, shapes):
-    shape = _one_bottom(layer, shapes)
+    shape = one_bottom(layer, shapes)
     return LayerShapes(tops=[shape] * len(layer.tops))
 
 
 @builtin_layer("Flatten", converter="structure:flatten", bottoms=1, tops=1)
 def _flatten(layer, shapes):
-    shape = _one_bottom(layer, shapes)
+    shape = one_bottom(layer, shapes)
     p = layer.proto.flatten_param
     start = canonical_axis(p.axis, len(shape))
     end = canonical_axis(p.end_axis, len(shape))
     if end < start:
-        _fail(f"end_axis {p.end_axis} comes before axis {p.axis}")
+        fail(f"end_axis {p.end_axis} comes before axis {p.axis}")
     return LayerShapes(tops=[shape[:start] + (math.prod(shape[start:end + 1]),) + shape[end + 1:]])
 
 
 @builtin_layer("Reshape", converter="structure:reshape", bottoms=1, tops=1)
 def _reshape(layer, shapes):
-    return LayerShapes(tops=[reshape_output(layer.proto.reshape_param, _one_bottom(layer, shapes))])
+    return LayerShapes(tops=[reshape_output(layer.proto.reshape_param, one_bottom(layer, shapes))])
 
 
 def crop_offsets(p, shape: Shape, ref: Shape) -> tuple[int, list[int]]:
@@ -409,17 +408,17 @@ def crop_settings(layer: LayerSpec) -> str:
 @builtin_layer("Crop", converter="structure:crop", bottoms=2, tops=1, settings=crop_settings)
 def _crop(layer, shapes):
     if len(shapes) != 2:
-        _fail(f"expects 2 bottoms (data and reference), got {len(shapes)}")
+        fail(f"expects 2 bottoms (data and reference), got {len(shapes)}")
     shape, ref = shapes
     if len(shape) != len(ref):
-        _fail(f"bottoms have different ranks {shape_text(shape)} and {shape_text(ref)}")
+        fail(f"bottoms have different ranks {shape_text(shape)} and {shape_text(ref)}")
     axis, _ = crop_offsets(layer.proto.crop_param, shape, ref)
     return LayerShapes(tops=[shape[:axis] + ref[axis:]])
 
 
 @builtin_layer("Softmax", converter="structure:softmax", bottoms=1, tops=1)
 def _softmax(layer, shapes):
-    shape = _one_bottom(layer, shapes)
+    shape = one_bottom(layer, shapes)
     canonical_axis(layer.proto.softmax_param.axis, len(shape))
     return LayerShapes(tops=[shape])
 
@@ -430,9 +429,9 @@ def supported_types() -> list[str]:
 
 def _check_dims(shape: Shape, what: str) -> None:
     if any(int(d) <= 0 for d in shape):
-        _fail(f"{what} has a non-positive dimension: {shape_text(shape)}")
+        fail(f"{what} has a non-positive dimension: {shape_text(shape)}")
     if math.prod(shape) > MAX_BLOB_ELEMENTS:
-        _fail(f"{what} {shape_text(shape)} has {math.prod(shape):,} elements, more than the "
+        fail(f"{what} {shape_text(shape)} has {math.prod(shape):,} elements, more than the "
               f"{MAX_BLOB_ELEMENTS:,} ninport accepts; is a number wrong?")
 
 
@@ -488,22 +487,22 @@ def layer_shapes(record, layer: LayerSpec, bottom_shapes: list[Shape]) -> LayerS
     except Exception as exc:  # noqa: BLE001 - a plugin's shape rule failed
         if not callable(record.converter):
             raise
-        _fail(f"the shape rule of {record.origin} type {layer.type!r} failed: "
+        fail(f"the shape rule of {record.origin} type {layer.type!r} failed: "
               f"{type(exc).__name__}: {safe_text(str(exc))}")
     if len(result.tops) != len(layer.tops):
         if not layer.tops:
-            _fail("has no top")
-        _fail(f"produces {len(result.tops)} tops but {len(layer.tops)} are named")
+            fail("has no top")
+        fail(f"produces {len(result.tops)} tops but {len(layer.tops)} are named")
     for i, (top, shape) in enumerate(zip(layer.tops, result.tops)):
         _check_dims(shape, f"top {safe_text(top)!r}")
         if i < len(layer.bottoms) and layer.bottoms[i] == top and tuple(shape) != tuple(bottom_shapes[i]):
-            _fail(f"computes in place (top {safe_text(top)!r} is its bottom) but changes the shape "
+            fail(f"computes in place (top {safe_text(top)!r} is its bottom) but changes the shape "
                   f"{shape_text(bottom_shapes[i])} to {shape_text(shape)}; Caffe refuses this too: "
                   "give the top another name")
     for i, pshape in enumerate(result.params or []):
         _check_dims(pshape, f"weight blob {i}")
     if result.scratch > MAX_BLOB_ELEMENTS:
-        _fail(f"converting this layer needs a {result.scratch:,}-element intermediate (a padded input or "
+        fail(f"converting this layer needs a {result.scratch:,}-element intermediate (a padded input or "
               "window table): implausibly large; is a number wrong?")
     return result
 
@@ -548,15 +547,15 @@ def infer_shapes(spec: NetSpec) -> ShapeTable:
             bottom_shapes = [blobs[b] for b in layer.bottoms]
             counts_problem = record.counts.problem(layer)  # Caffe checks the counts before any shape
             if counts_problem:
-                _fail(counts_problem)
+                fail(counts_problem)
             result = layer_shapes(record, layer, bottom_shapes)
             total_params += sum(math.prod(pshape) for pshape in result.params or [])
             if total_params > MAX_TOTAL_PARAMS:
-                _fail(f"the net's weights reach {total_params:,} values here, more than the {MAX_TOTAL_PARAMS:,} "
+                fail(f"the net's weights reach {total_params:,} values here, more than the {MAX_TOTAL_PARAMS:,} "
                       "ninport accepts; is a number wrong?")
             total_activations += sum(math.prod(s) for s in result.tops) + result.scratch
             if total_activations > MAX_TOTAL_ACTIVATIONS:
-                _fail(f"the net's activations reach {total_activations:,} values here, more than the "
+                fail(f"the net's activations reach {total_activations:,} values here, more than the "
                       f"{MAX_TOTAL_ACTIVATIONS:,} ninport accepts; is an input shape or a number wrong?")
         except _LayerShapeError as exc:
             raise ShapeError(f"{layer.where(spec.source)}: {exc}") from None
@@ -578,15 +577,15 @@ def argmax_top_shape(p, shape: Shape) -> tuple[int | None, Shape]:
     with N at 0, top_k at 2 and 2 at 1 when out_max_val (indices then values).
     """
     if p.top_k < 1:
-        _fail(f"top_k {p.top_k} must be at least 1")
+        fail(f"top_k {p.top_k} must be at least 1")
     if p.HasField("axis"):
         axis = canonical_axis(p.axis, len(shape))
         if p.top_k > shape[axis]:
-            _fail(f"top_k {p.top_k} exceeds the size {shape[axis]} of axis {axis}")
+            fail(f"top_k {p.top_k} exceeds the size {shape[axis]} of axis {axis}")
         return axis, shape[:axis] + (int(p.top_k),) + shape[axis + 1:]
     per_item = math.prod(shape[1:])
     if p.top_k > per_item:
-        _fail(f"top_k {p.top_k} exceeds the {per_item} values per item of the bottom {shape_text(shape)}")
+        fail(f"top_k {p.top_k} exceeds the {per_item} values per item of the bottom {shape_text(shape)}")
     top = [1] * max(3, len(shape))
     top[0], top[2] = shape[0], int(p.top_k)
     if p.out_max_val:
@@ -596,53 +595,53 @@ def argmax_top_shape(p, shape: Shape) -> tuple[int | None, Shape]:
 
 @builtin_layer("ArgMax", converter="reduction:argmax", bottoms=1, tops=1)
 def _argmax(layer, shapes):
-    shape = _one_bottom(layer, shapes)
+    shape = one_bottom(layer, shapes)
     p = layer.proto.argmax_param
     axis, top = argmax_top_shape(p, shape)
     # top_k > 1 ranks through an (items, top_k, axis size) comparison table in the converter
     scratch = math.prod(shape) * p.top_k if p.top_k > 1 else 0
     if scratch > MAX_BLOB_ELEMENTS:
-        _fail(f"top_k {p.top_k} over {math.prod(shape):,} values needs a {scratch:,}-element ranking "
+        fail(f"top_k {p.top_k} over {math.prod(shape):,} values needs a {scratch:,}-element ranking "
               "table: implausibly large; is a number wrong?")
     return LayerShapes(tops=[top], scratch=scratch)
 
 
 @builtin_layer("Reduction", converter="reduction:reduction", bottoms=1, tops=1)
 def _reduction(layer, shapes):
-    shape = _one_bottom(layer, shapes)
+    shape = one_bottom(layer, shapes)
     axis = canonical_axis(layer.proto.reduction_param.axis, len(shape))
     return LayerShapes(tops=[shape[:axis]])  # all axes from `axis` on are reduced; axis 0 gives a scalar
 
 
 @builtin_layer("Tile", converter="indexing:tile", bottoms=1, tops=1)
 def _tile(layer, shapes):
-    shape = _one_bottom(layer, shapes)
+    shape = one_bottom(layer, shapes)
     p = layer.proto.tile_param
     axis = canonical_axis(p.axis, len(shape))
     if not p.HasField("tiles"):
-        _fail("tile_param.tiles must be given (Caffe's rule)")
+        fail("tile_param.tiles must be given (Caffe's rule)")
     if p.tiles <= 0:
-        _fail(f"tiles {p.tiles} must be positive")
+        fail(f"tiles {p.tiles} must be positive")
     return LayerShapes(tops=[shape[:axis] + (shape[axis] * p.tiles,) + shape[axis + 1:]])
 
 
 @builtin_layer("MVN", converter="reduction:mvn", bottoms=1, tops=1)
 def _mvn(layer, shapes):
-    shape = _one_bottom(layer, shapes)
+    shape = one_bottom(layer, shapes)
     if len(shape) > 4:
-        _fail(f"expects a bottom of at most 4 axes (Caffe's num/channels/height/width), got {shape_text(shape)}")
+        fail(f"expects a bottom of at most 4 axes (Caffe's num/channels/height/width), got {shape_text(shape)}")
     # Caffe reshapes the top with num(), channels(), height(), width(): always 4-D.
     return LayerShapes(tops=[tuple(shape) + (1,) * (4 - len(shape))])
 
 
 @builtin_layer("Embed", converter="indexing:embed", bottoms=1, tops=1, index_input=True)
 def _embed(layer, shapes):
-    shape = _one_bottom(layer, shapes)
+    shape = one_bottom(layer, shapes)
     p = layer.proto.embed_param
     if p.num_output <= 0:
-        _fail(f"num_output must be positive, got {p.num_output}")
+        fail(f"num_output must be positive, got {p.num_output}")
     if p.input_dim <= 0:
-        _fail(f"input_dim must be positive, got {p.input_dim}")
+        fail(f"input_dim must be positive, got {p.input_dim}")
     params = [(int(p.input_dim), int(p.num_output))] + ([(int(p.num_output),)] if p.bias_term else [])
     return LayerShapes(tops=[tuple(shape) + (int(p.num_output),)], params=params)
 
@@ -651,7 +650,7 @@ def _embed(layer, shapes):
 def _parameter(layer, shapes):
     p = layer.proto.parameter_param
     if not p.HasField("shape") or not len(p.shape.dim):
-        _fail("parameter_param.shape must give at least one dimension")
+        fail("parameter_param.shape must give at least one dimension")
     shape = tuple(int(d) for d in p.shape.dim)
     return LayerShapes(tops=[shape], params=[shape])
 
@@ -667,12 +666,12 @@ def spp_pooling_params(p, in_hw: tuple[int, int]) -> list:
 
 @builtin_layer("SPP", converter="spp:spp", bottoms=1, tops=1)
 def _spp(layer, shapes):
-    n, c, h, w = _spatial_4d(layer, _one_bottom(layer, shapes))
+    n, c, h, w = spatial_4d(layer, one_bottom(layer, shapes))
     p = layer.proto.spp_param
     levels = spp_pooling_params(p, (h, w))
     outs = [pool_geometry(pp, (h, w)).out for pp in levels]
     if any(out != (2 ** i, 2 ** i) for i, out in enumerate(outs)):  # geometry.SPPLevel says this cannot happen
-        _fail(f"pyramid levels give {outs} windows at {h}x{w}")
+        fail(f"pyramid levels give {outs} windows at {h}x{w}")
     if len(levels) == 1:  # Caffe runs the single pooling layer straight into the top: no flatten
         return LayerShapes(tops=[(n, c, *outs[0])])
     return LayerShapes(tops=[(n, spp_output_features(c, p.pyramid_height))])

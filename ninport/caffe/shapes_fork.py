@@ -14,7 +14,7 @@ import copy
 import dataclasses
 import math
 
-from ninport.caffe.shapes import _fail, _one_bottom, _same_as_bottom, _spatial_4d
+from ninport.caffe.shapes import fail, one_bottom, same_as_bottom, spatial_4d
 from ninport.caffe.spec import LayerSpec
 from ninport.errors import UnsupportedLayerError, safe_text, shape_text
 from ninport.registry import (
@@ -38,9 +38,9 @@ def fork_int(layer: LayerSpec, path: str, default: int | None = None) -> int | N
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, int):
-        _fail(f"{path} must be an integer, got {safe_text(repr(value), 40)}")
+        fail(f"{path} must be an integer, got {safe_text(repr(value), 40)}")
     if not -INT32_MAX - 1 <= value <= INT32_MAX:
-        _fail(f"{path} {value} is out of Caffe's int32 range")
+        fail(f"{path} {value} is out of Caffe's int32 range")
     return value
 
 
@@ -49,7 +49,7 @@ def fork_float(layer: LayerSpec, path: str, default: float) -> float:
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        _fail(f"{path} must be a number, got {safe_text(repr(value), 40)}")
+        fail(f"{path} must be a number, got {safe_text(repr(value), 40)}")
     return float(value)
 
 
@@ -65,7 +65,7 @@ def check_unknown_fields(layer: LayerSpec, *messages: str) -> None:
     stray = sorted(key for key in (getattr(layer, "unknown_fields", None) or {})
                    if key.split(".")[0] not in messages)
     if stray:
-        _fail(f"fields this layer type does not read: {', '.join(safe_text(k, 60) for k in stray[:10])}")
+        fail(f"fields this layer type does not read: {', '.join(safe_text(k, 60) for k in stray[:10])}")
 
 
 # --- ReLU6 ---------------------------------------------------------------------------------------
@@ -73,7 +73,7 @@ def check_unknown_fields(layer: LayerSpec, *messages: str) -> None:
 
 # A NeuronLayer in the ports that define it (e.g. eric612/MobileNet-YOLO relu6_layer.hpp): one bottom, one top.
 builtin_layer("ReLU6", converter="fork:relu6", bottoms=1, tops=1,
-              origin="MobileNetV2 Caffe ports (ReLU6 layer)")(_same_as_bottom)
+              origin="MobileNetV2 Caffe ports (ReLU6 layer)")(same_as_bottom)
 
 
 # --- depthwise convolutions ------------------------------------------------------------------------
@@ -91,13 +91,13 @@ def depthwise_as_convolution(layer: LayerSpec, channels: int) -> LayerSpec:
     proto = copy.deepcopy(layer.proto)
     p = proto.convolution_param
     if layer.proto.convolution_param.HasField("group") and p.group != channels:
-        _fail(f"group {p.group} must equal the {channels} input channels (a depthwise convolution); "
+        fail(f"group {p.group} must equal the {channels} input channels (a depthwise convolution); "
               "leave group out or use a Convolution layer")
     p.group = channels
     if layer.type == "ConvolutionDepthwise":
         p.num_output = channels
     elif p.num_output <= 0 or p.num_output % channels:
-        _fail(f"num_output {p.num_output} must be a positive multiple of the {channels} input channels")
+        fail(f"num_output {p.num_output} must be a positive multiple of the {channels} input channels")
     return dataclasses.replace(layer, proto=proto)
 
 
@@ -108,7 +108,7 @@ def depthwise_as_convolution(layer: LayerSpec, channels: int) -> LayerSpec:
 @builtin_layer("ConvolutionDepthwise", converter="fork:depthwise_convolution", bottoms=1, tops=1,
                origin="MobileNet Caffe fork (farmingyard/caffe-mobilenet)")
 def _depthwise(layer, shapes):
-    shape = _spatial_4d(layer, _one_bottom(layer, shapes))
+    shape = spatial_4d(layer, one_bottom(layer, shapes))
     as_convolution = depthwise_as_convolution(layer, shape[1])
     result = layer_type("Convolution").shapes(as_convolution, shapes)
     return dataclasses.replace(result, parsed=as_convolution)  # the converter builds this Convolution
@@ -121,14 +121,14 @@ def _depthwise(layer, shapes):
 def _axpy(layer, shapes):
     """top = a * x + y, bottoms (a, x, y); a holds one factor per (n, c): N x C or N x C x 1 x 1."""
     if len(shapes) != 3:
-        _fail(f"expects 3 bottoms (scale a, x, y: top = a * x + y), got {len(shapes)}")
+        fail(f"expects 3 bottoms (scale a, x, y: top = a * x + y), got {len(shapes)}")
     a, x, y = shapes
     if len(x) < 2:
-        _fail(f"x {shape_text(x)} needs a channel axis")
+        fail(f"x {shape_text(x)} needs a channel axis")
     if tuple(a[:2]) != tuple(x[:2]) or math.prod(a) != x[0] * x[1] or (len(a) == 4 and a[2:] != (1, 1)):
-        _fail(f"scale a {shape_text(a)} must be N x C x 1 x 1 (or N x C) for x {shape_text(x)}")
+        fail(f"scale a {shape_text(a)} must be N x C x 1 x 1 (or N x C) for x {shape_text(x)}")
     if tuple(x) != tuple(y):
-        _fail(f"x {shape_text(x)} and y {shape_text(y)} must have the same shape")
+        fail(f"x {shape_text(x)} and y {shape_text(y)} must have the same shape")
     return LayerShapes(tops=[tuple(x)])
 
 
@@ -138,9 +138,9 @@ def _axpy(layer, shapes):
 def shuffle_groups(layer: LayerSpec, channels: int) -> int:
     groups = fork_int(layer, "shuffle_channel_param.group", 1)
     if groups <= 0:
-        _fail(f"group {groups} must be positive")
+        fail(f"group {groups} must be positive")
     if channels % groups:
-        _fail(f"group {groups} does not divide the {channels} channels")
+        fail(f"group {groups} does not divide the {channels} channels")
     return groups
 
 
@@ -150,7 +150,7 @@ def shuffle_groups(layer: LayerSpec, channels: int) -> int:
                origin="ShuffleNet Caffe (farmingyard/ShuffleNet)", reads_unknown_fields=True)
 def _shuffle_channel(layer, shapes):
     check_unknown_fields(layer, "shuffle_channel_param")
-    shape = _spatial_4d(layer, _one_bottom(layer, shapes))
+    shape = spatial_4d(layer, one_bottom(layer, shapes))
     return LayerShapes(tops=[shape], parsed=shuffle_groups(layer, shape[1]))
 
 
@@ -203,7 +203,7 @@ def interp_rule(layer: LayerSpec, bottoms: int) -> InterpRule:
     pad_beg = fork_int(layer, "interp_param.pad_beg", 0)
     pad_end = fork_int(layer, "interp_param.pad_end", 0)
     if pad_beg > 0 or pad_end > 0:
-        _fail(f"pad_beg {pad_beg} / pad_end {pad_end}: only non-positive padding (cropping) is supported, "
+        fail(f"pad_beg {pad_beg} / pad_end {pad_end}: only non-positive padding (cropping) is supported, "
               "as in the fork")
     kind = fork_name(layer, "interp_param.type", "Bilinear")
     if kind != "Bilinear":
@@ -215,21 +215,21 @@ def interp_rule(layer: LayerSpec, bottoms: int) -> InterpRule:
     width = fork_int(layer, "interp_param.width")
     if bottoms == 2:
         if any(v is not None for v in (shrink, zoom, height, width)):
-            _fail("a second bottom gives the output size, so shrink_factor, zoom_factor, height and width "
+            fail("a second bottom gives the output size, so shrink_factor, zoom_factor, height and width "
                   "must not be given too (ambiguous; the fork refuses it)")
         return InterpRule(pad_beg, pad_end, None, None, None, None, True)
     if bottoms != 1:
-        _fail(f"expects 1 bottom (or 2: the second gives the output size), got {bottoms}")
+        fail(f"expects 1 bottom (or 2: the second gives the output size), got {bottoms}")
     if shrink is not None and shrink < 1:
-        _fail(f"shrink_factor {shrink} must be at least 1")
+        fail(f"shrink_factor {shrink} must be at least 1")
     if zoom is not None and zoom < 1:
-        _fail(f"zoom_factor {zoom} must be at least 1")
+        fail(f"zoom_factor {zoom} must be at least 1")
     if shrink is None and zoom is None:
         if height is None or width is None:
-            _fail("needs zoom_factor, shrink_factor, or both height and width (the fork's Interp refuses "
+            fail("needs zoom_factor, shrink_factor, or both height and width (the fork's Interp refuses "
                   "a layer without them)")
         if height <= 0 or width <= 0:
-            _fail(f"target size {height}x{width} must be positive")
+            fail(f"target size {height}x{width} must be positive")
     return InterpRule(pad_beg, pad_end, shrink, zoom, height, width, False)
 
 
@@ -237,11 +237,11 @@ def _checked_interp_size(rule: InterpRule, shapes: list[Shape]) -> tuple[int, in
     in_hw = tuple(shapes[0][2:])
     eff = rule.cropped(in_hw)
     if min(eff) <= 0:
-        _fail(f"cropping pad_beg {rule.pad_beg}, pad_end {rule.pad_end} leaves nothing of the "
+        fail(f"cropping pad_beg {rule.pad_beg}, pad_end {rule.pad_end} leaves nothing of the "
               f"{in_hw[0]}x{in_hw[1]} input")
     out = rule.output_size(in_hw, tuple(shapes[1][2:]) if rule.size_from_second_bottom else None)
     if min(out) <= 0:
-        _fail(f"output size {out[0]}x{out[1]} must be positive")
+        fail(f"output size {out[0]}x{out[1]} must be positive")
     return out
 
 
@@ -251,11 +251,11 @@ def _checked_interp_size(rule: InterpRule, shapes: list[Shape]) -> tuple[int, in
 def _interp(layer, shapes):
     check_unknown_fields(layer, "interp_param")
     rule = interp_rule(layer, len(shapes))
-    n, c = _spatial_4d(layer, shapes[0])[:2]
+    n, c = spatial_4d(layer, shapes[0])[:2]
     if rule.size_from_second_bottom:
         other = shapes[1]
         if len(other) != 4 or other[0] != n:
-            _fail(f"the second bottom {shape_text(other)} must be 4-D with the batch of the first "
+            fail(f"the second bottom {shape_text(other)} must be 4-D with the batch of the first "
                   f"{shape_text(shapes[0])}")
     out = _checked_interp_size(rule, shapes)
     return LayerShapes(tops=[(n, c, *out)], macs=4 * n * c * out[0] * out[1], parsed=rule)
@@ -284,7 +284,7 @@ def upsample_scale(layer: LayerSpec, bottoms: int) -> int:
                                     "is not supported (only the YOLO ports' nearest-neighbour form, scale only)")
     scale = fork_int(layer, "upsample_param.scale", 1)
     if scale < 1:
-        _fail(f"scale {scale} must be a positive integer")
+        fail(f"scale {scale} must be a positive integer")
     return scale
 
 
@@ -295,7 +295,7 @@ def upsample_scale(layer: LayerSpec, bottoms: int) -> int:
 def _upsample(layer, shapes):
     check_unknown_fields(layer, "upsample_param")
     scale = upsample_scale(layer, len(shapes))
-    n, c, height, width = _spatial_4d(layer, _one_bottom(layer, shapes))
+    n, c, height, width = spatial_4d(layer, one_bottom(layer, shapes))
     return LayerShapes(tops=[(n, c, height * scale, width * scale)], parsed=scale)
 
 
@@ -312,7 +312,7 @@ def bn_variant(layer: LayerSpec) -> str:
     which normalizes with the batch's own statistics even at test time, is refused by name."""
     fields = layer_fields(layer, "bn_param")
     if fields & SEGNET_BN_FIELDS and fields & PSPNET_BN_FIELDS:
-        _fail(f"bn_param mixes SegNet's fields ({', '.join(sorted(fields & SEGNET_BN_FIELDS))}) and PSPNet's "
+        fail(f"bn_param mixes SegNet's fields ({', '.join(sorted(fields & SEGNET_BN_FIELDS))}) and PSPNet's "
               f"({', '.join(sorted(fields & PSPNET_BN_FIELDS))}); which fork wrote it?")
     if fields & SEGNET_BN_FIELDS:
         mode = fork_name(layer, "bn_param.bn_mode", "LEARN")
@@ -355,13 +355,13 @@ def _bn_settings(layer: LayerSpec) -> str:
                reads_unknown_fields=True, statistics=_bn_statistics, settings=_bn_settings)
 def _bn(layer, shapes):
     check_unknown_fields(layer, "bn_param")
-    shape = _one_bottom(layer, shapes)
+    shape = one_bottom(layer, shapes)
     if not 2 <= len(shape) <= 4:
-        _fail(f"expects a bottom of 2 to 4 axes (N, C, H, W), got {shape_text(shape)}")
+        fail(f"expects a bottom of 2 to 4 axes (N, C, H, W), got {shape_text(shape)}")
     blob = (1, shape[1], 1, 1)
     if bn_variant(layer) == "segnet":
         return LayerShapes(tops=[shape], params=[blob, blob], parsed=BNParams("segnet"))
     eps = fork_float(layer, "bn_param.eps", 1e-5)
     if not eps >= 0:
-        _fail(f"eps {eps} must be non-negative")
+        fail(f"eps {eps} must be non-negative")
     return LayerShapes(tops=[shape], params=[blob] * 4, parsed=BNParams("pspnet", eps))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from ninport.caffe.shapes import _fail, canonical_axis
+from ninport.caffe.shapes import fail, canonical_axis
 from ninport.caffe.spec import LayerSpec
 from ninport.errors import shape_text
 from ninport.registry import LayerShapes, Shape, builtin_layer
@@ -28,15 +28,15 @@ def loss_weights(layer: LayerSpec) -> list[float]:
 
 def _bottoms(layer: LayerSpec, shapes: list[Shape], count: int) -> list[Shape]:
     if len(shapes) != count:
-        _fail(f"expects {count} bottoms, got {len(shapes)}")
+        fail(f"expects {count} bottoms, got {len(shapes)}")
     if len(layer.tops) > len(loss_weights(layer)):
-        _fail(f"has {len(layer.tops)} tops but {len(layer.proto.loss_weight)} loss_weight values")
+        fail(f"has {len(layer.tops)} tops but {len(layer.proto.loss_weight)} loss_weight values")
     return shapes
 
 
 def _same_first_axis(a: Shape, b: Shape) -> None:
     if not a or not b or a[0] != b[0]:
-        _fail(f"the data and label should have the same first dimension: {shape_text(a)} vs {shape_text(b)}")
+        fail(f"the data and label should have the same first dimension: {shape_text(a)} vs {shape_text(b)}")
 
 
 def label_layout(shape: Shape, axis: int, labels: Shape) -> tuple[int, int, int]:
@@ -44,7 +44,7 @@ def label_layout(shape: Shape, axis: int, labels: Shape) -> tuple[int, int, int]
     axis = canonical_axis(axis, len(shape))
     outer, inner = math.prod(shape[:axis]), math.prod(shape[axis + 1:])
     if outer * inner != math.prod(labels):
-        _fail(f"the number of labels must match the number of predictions: {shape_text(shape)} classified along "
+        fail(f"the number of labels must match the number of predictions: {shape_text(shape)} classified along "
               f"axis {axis} needs {outer * inner} labels, the label blob {shape_text(labels)} has {math.prod(labels)}")
     return axis, outer, inner
 
@@ -57,9 +57,9 @@ def _softmax_with_loss(layer, shapes):
     _same_first_axis(scores, labels)
     label_layout(scores, layer.proto.softmax_param.axis, labels)
     if len(layer.tops) > 2:
-        _fail(f"has {len(layer.tops)} tops; SoftmaxWithLoss gives the loss and optionally the probabilities")
+        fail(f"has {len(layer.tops)} tops; SoftmaxWithLoss gives the loss and optionally the probabilities")
     if len(layer.tops) == 2 and loss_weights(layer)[1] != 0:
-        _fail("a loss_weight on the probability top is not supported")
+        fail("a loss_weight on the probability top is not supported")
     tops = [SCALAR, scores][: max(1, len(layer.tops))]
     return LayerShapes(tops=tops, macs=3 * math.prod(scores))
 
@@ -69,7 +69,7 @@ def _euclidean_loss(layer, shapes):
     a, b = _bottoms(layer, shapes, 2)
     _same_first_axis(a, b)
     if math.prod(a[1:]) != math.prod(b[1:]):
-        _fail(f"inputs must have the same dimension: {shape_text(a)} vs {shape_text(b)}")
+        fail(f"inputs must have the same dimension: {shape_text(a)} vs {shape_text(b)}")
     return LayerShapes(tops=[SCALAR], macs=2 * math.prod(a))
 
 
@@ -78,19 +78,19 @@ def _sigmoid_cross_entropy_loss(layer, shapes):
     scores, targets = _bottoms(layer, shapes, 2)
     _same_first_axis(scores, targets)
     if math.prod(scores) != math.prod(targets):
-        _fail(f"inputs must have the same count: {shape_text(scores)} vs {shape_text(targets)}")
+        fail(f"inputs must have the same count: {shape_text(scores)} vs {shape_text(targets)}")
     return LayerShapes(tops=[SCALAR], macs=4 * math.prod(scores))
 
 
 @builtin_layer("Accuracy", converter="loss:accuracy", bottoms=2, tops=(1, 2))
 def _accuracy(layer, shapes):
     if len(shapes) != 2:
-        _fail(f"expects 2 bottoms, got {len(shapes)}")
+        fail(f"expects 2 bottoms, got {len(shapes)}")
     scores, labels = shapes
     p = layer.proto.accuracy_param
     axis, _, _ = label_layout(scores, p.axis, labels)
     if p.top_k > math.prod(scores) // math.prod(labels):
-        _fail(f"top_k {p.top_k} is more than the number of classes {scores[axis]}")
+        fail(f"top_k {p.top_k} is more than the number of classes {scores[axis]}")
     if len(layer.tops) not in (1, 2):
-        _fail(f"has {len(layer.tops)} tops; Accuracy gives the accuracy and optionally the per-class accuracies")
+        fail(f"has {len(layer.tops)} tops; Accuracy gives the accuracy and optionally the per-class accuracies")
     return LayerShapes(tops=[SCALAR, (scores[axis],)][: len(layer.tops)], macs=math.prod(scores))

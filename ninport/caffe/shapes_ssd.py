@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ninport.caffe.shapes import _fail
+from ninport.caffe.shapes import fail
 from ninport.errors import shape_text
 from ninport.registry import LayerShapes, Shape, builtin_layer
 
@@ -25,7 +25,7 @@ CODE_TYPES = {1: "CORNER", 2: "CENTER_SIZE", 3: "CORNER_SIZE"}
 def _legacy_hw(shape: Shape, what: str) -> tuple[int, int]:
     """Caffe's height()/width() legacy accessors: axes 2 and 3, 1 where the blob has fewer axes."""
     if not 2 <= len(shape) <= 4:
-        _fail(f"{what} must have 2 to 4 axes (Caffe's num/channels/height/width), got {shape_text(shape)}")
+        fail(f"{what} must have 2 to 4 axes (Caffe's num/channels/height/width), got {shape_text(shape)}")
     return (shape[2] if len(shape) > 2 else 1, shape[3] if len(shape) > 3 else 1)
 
 
@@ -105,19 +105,19 @@ def aspect_ratios(given, flip: bool) -> list[float]:
 def prior_box_layout(p) -> PriorBoxLayout:
     """The PriorBoxParameter `p` checked and laid out as SSD Caffe's PriorBoxLayer::LayerSetUp does."""
     if not len(p.min_size):
-        _fail("PriorBox needs min_size (prior_box_param.min_size)")
+        fail("PriorBox needs min_size (prior_box_param.min_size)")
     if any(not v > 0 for v in p.min_size):
-        _fail(f"min_size {list(p.min_size)} must be positive")
+        fail(f"min_size {list(p.min_size)} must be positive")
     for ar in p.aspect_ratio:
         if not (ar > 0 and math.isfinite(ar)):
-            _fail(f"aspect_ratio {ar} must be a positive number")
+            fail(f"aspect_ratio {ar} must be a positive number")
     ratios = aspect_ratios(p.aspect_ratio, p.flip)
     if len(p.max_size):
         if len(p.max_size) != len(p.min_size):
-            _fail(f"{len(p.max_size)} max_size values for {len(p.min_size)} min_size values (must be equal)")
+            fail(f"{len(p.max_size)} max_size values for {len(p.min_size)} min_size values (must be equal)")
         for lo, hi in zip(p.min_size, p.max_size):
             if not hi > lo:
-                _fail(f"max_size {hi} must be greater than min_size {lo}")
+                fail(f"max_size {hi} must be greater than min_size {lo}")
     sizes: list[tuple[float, float]] = []
     for s, min_value in enumerate(p.min_size):
         low = int(min_value)  # the forward keeps sizes in ints: 10.5 acts as 10
@@ -131,34 +131,34 @@ def prior_box_layout(p) -> PriorBoxLayout:
                 continue
             sizes.append((_f32(low * math.sqrt(ar)), _f32(low / math.sqrt(ar))))
     if len(p.variance) not in (0, 1, 4):
-        _fail(f"variance has {len(p.variance)} values; give 1 or 4 (or none for 0.1)")
+        fail(f"variance has {len(p.variance)} values; give 1 or 4 (or none for 0.1)")
     if any(not v > 0 for v in p.variance):
-        _fail(f"variance {list(p.variance)} must be positive")
+        fail(f"variance {list(p.variance)} must be positive")
     variance = tuple(_f32(v) for v in p.variance) or (_f32(0.1),)
     image_size = None
     if p.HasField("img_h") or p.HasField("img_w"):
         if p.HasField("img_size"):
-            _fail("give either img_size or img_h/img_w, not both")
+            fail("give either img_size or img_h/img_w, not both")
         if p.img_h <= 0 or p.img_w <= 0:
-            _fail(f"img_h {p.img_h} and img_w {p.img_w} must both be positive")
+            fail(f"img_h {p.img_h} and img_w {p.img_w} must both be positive")
         image_size = (int(p.img_h), int(p.img_w))
     elif p.HasField("img_size"):
         if p.img_size <= 0:
-            _fail(f"img_size {p.img_size} must be positive")
+            fail(f"img_size {p.img_size} must be positive")
         image_size = (int(p.img_size), int(p.img_size))
     step = None
     if p.HasField("step_h") or p.HasField("step_w"):
         if p.HasField("step"):
-            _fail("give either step or step_h/step_w, not both")
+            fail("give either step or step_h/step_w, not both")
         if not (p.step_h > 0 and p.step_w > 0):
-            _fail(f"step_h {p.step_h} and step_w {p.step_w} must both be positive")
+            fail(f"step_h {p.step_h} and step_w {p.step_w} must both be positive")
         step = (_f32(p.step_h), _f32(p.step_w))
     elif p.HasField("step"):
         if not p.step > 0:
-            _fail(f"step {p.step} must be positive")
+            fail(f"step {p.step} must be positive")
         step = (_f32(p.step), _f32(p.step))
     if not math.isfinite(p.offset):
-        _fail(f"offset {p.offset} must be a finite number")
+        fail(f"offset {p.offset} must be a finite number")
     return PriorBoxLayout(tuple(sizes), image_size, step, _f32(p.offset), bool(p.clip), variance)
 
 
@@ -167,7 +167,7 @@ def prior_box_layout(p) -> PriorBoxLayout:
 @builtin_layer("PriorBox", converter="ssd:prior_box", bottoms=None, tops=1, origin=ORIGIN)
 def _prior_box(layer, shapes):
     if len(shapes) != 2:
-        _fail(f"expects 2 bottoms (the feature map and the image), got {len(shapes)}")
+        fail(f"expects 2 bottoms (the feature map and the image), got {len(shapes)}")
     layout = prior_box_layout(layer.proto.prior_box_param)
     height, width = _legacy_hw(shapes[0], "the feature-map bottom")
     _legacy_hw(shapes[1], "the image bottom")
@@ -181,12 +181,12 @@ def _prior_box(layer, shapes):
 @builtin_layer("Normalize", converter="ssd:normalize", bottoms=1, tops=1, origin=ORIGIN)
 def _normalize(layer, shapes):
     if len(shapes) != 1:
-        _fail(f"expects 1 bottom, got {len(shapes)}")
+        fail(f"expects 1 bottom, got {len(shapes)}")
     shape = shapes[0]
     _legacy_hw(shape, "the bottom")
     p = layer.proto.norm_param
     if not p.eps >= 0:
-        _fail(f"eps {p.eps} must be non-negative")
+        fail(f"eps {p.eps} must be non-negative")
     # The scale: one value (channel_shared) or one per channel.
     return LayerShapes(tops=[shape], params=[(1,) if p.channel_shared else (shape[1],)])
 
@@ -198,16 +198,16 @@ def permute_order(p, ndim: int) -> tuple[int, ...]:
     """The full axis order: the given axes, then the missing ones in increasing order (Caffe's rule)."""
     given = [int(v) for v in p.order]
     if any(not 0 <= v < ndim for v in given):
-        _fail(f"order {given} is not a permutation of the bottom's {ndim} axes (each axis must be in 0..{ndim - 1})")
+        fail(f"order {given} is not a permutation of the bottom's {ndim} axes (each axis must be in 0..{ndim - 1})")
     if len(set(given)) != len(given):
-        _fail(f"order {given} is not a permutation: an axis appears twice")
+        fail(f"order {given} is not a permutation: an axis appears twice")
     return tuple(given + [a for a in range(ndim) if a not in given])
 
 
 @builtin_layer("Permute", converter="ssd:permute", bottoms=1, tops=1, origin=ORIGIN)
 def _permute(layer, shapes):
     if len(shapes) != 1:
-        _fail(f"expects 1 bottom, got {len(shapes)}")
+        fail(f"expects 1 bottom, got {len(shapes)}")
     shape = shapes[0]
     order = permute_order(layer.proto.permute_param, len(shape))
     return LayerShapes(tops=[tuple(shape[a] for a in order)])
@@ -244,25 +244,25 @@ class DetectionSettings:
 def detection_settings(p) -> DetectionSettings:
     """The DetectionOutputParameter `p`, checked as Caffe's LayerSetUp checks it."""
     if not p.HasField("num_classes") or p.num_classes < 1:
-        _fail("DetectionOutput needs num_classes >= 1 (detection_output_param.num_classes)")
+        fail("DetectionOutput needs num_classes >= 1 (detection_output_param.num_classes)")
     nms = p.nms_param
     if not nms.nms_threshold >= 0:
-        _fail(f"nms_threshold {nms.nms_threshold} must be non-negative")
+        fail(f"nms_threshold {nms.nms_threshold} must be non-negative")
     if not 0 < nms.eta <= 1:
-        _fail(f"eta {nms.eta} must be in (0, 1]")
+        fail(f"eta {nms.eta} must be in (0, 1]")
     top_k = int(nms.top_k) if nms.HasField("top_k") else -1
     if top_k < -1:
-        _fail(f"top_k {top_k} must be -1 (no limit) or at least 0")
+        fail(f"top_k {top_k} must be -1 (no limit) or at least 0")
     if p.keep_top_k < -1:
-        _fail(f"keep_top_k {p.keep_top_k} must be -1 (keep all) or at least 0")
+        fail(f"keep_top_k {p.keep_top_k} must be -1 (keep all) or at least 0")
     if p.code_type not in CODE_TYPES:
-        _fail(f"code_type {p.code_type} is not one of CORNER, CENTER_SIZE, CORNER_SIZE")
+        fail(f"code_type {p.code_type} is not one of CORNER, CENTER_SIZE, CORNER_SIZE")
     if p.share_location and p.background_label_id == -1:
         # DecodeBBoxesAll skips the shared location label -1 as 'background': SSD Caffe aborts here.
-        _fail("share_location with background_label_id -1 is refused by SSD Caffe (it skips the shared boxes as "
+        fail("share_location with background_label_id -1 is refused by SSD Caffe (it skips the shared boxes as "
               "background); use share_location: false or a background class")
     if not -1 <= p.background_label_id < p.num_classes:
-        _fail(f"background_label_id {p.background_label_id} is not -1 or a class below num_classes {p.num_classes}")
+        fail(f"background_label_id {p.background_label_id} is not -1 or a class below num_classes {p.num_classes}")
     threshold = float(p.confidence_threshold) if p.HasField("confidence_threshold") else -FLT_MAX
     clip = bool(getattr(p, "clip", False))
     return DetectionSettings(int(p.num_classes), bool(p.share_location), int(p.background_label_id),
@@ -273,22 +273,22 @@ def detection_settings(p) -> DetectionSettings:
 def detection_prior_count(settings: DetectionSettings, shapes: list[Shape]) -> int:
     """The number of priors, checked against the location and confidence bottoms as Caffe's Reshape does."""
     if len(shapes) != 3:
-        _fail(f"expects 3 bottoms (location, confidence, priors), got {len(shapes)}")
+        fail(f"expects 3 bottoms (location, confidence, priors), got {len(shapes)}")
     loc, conf, prior = shapes
     if len(prior) != 3 or prior[1] != 2 or prior[2] % 4:
-        _fail(f"the prior bottom must be (1, 2, 4 x priors) as PriorBox makes it, got {shape_text(prior)}")
+        fail(f"the prior bottom must be (1, 2, 4 x priors) as PriorBox makes it, got {shape_text(prior)}")
     priors = prior[2] // 4
     for what, shape, per_prior in (("location", loc, settings.num_loc_classes * 4),
                                    ("confidence", conf, settings.num_classes)):
         if len(shape) < 2 or math.prod(shape[2:]) != 1:
-            _fail(f"the {what} bottom must be (N, values) as a Flatten/Concat head makes it, got {shape_text(shape)}")
+            fail(f"the {what} bottom must be (N, values) as a Flatten/Concat head makes it, got {shape_text(shape)}")
         if shape[1] != priors * per_prior:
             detail = (f"{settings.num_loc_classes} location class(es) x 4" if what == "location"
                       else f"num_classes {settings.num_classes}")
-            _fail(f"the {what} bottom {shape_text(shape)} does not fit {priors} priors x {detail} "
+            fail(f"the {what} bottom {shape_text(shape)} does not fit {priors} priors x {detail} "
                   f"= {priors * per_prior} values per image")
     if loc[0] != conf[0]:
-        _fail(f"the location bottom {shape_text(loc)} and confidence bottom {shape_text(conf)} disagree on the batch")
+        fail(f"the location bottom {shape_text(loc)} and confidence bottom {shape_text(conf)} disagree on the batch")
     return priors
 
 

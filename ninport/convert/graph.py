@@ -101,7 +101,7 @@ def build_graph_module(spec: NetSpec, weights: dict[str, list[np.ndarray]],
             blob_layer[top] = layer.name
     outputs = [blob_node[b] for b in spec.outputs]
     graph.output(outputs[0] if len(outputs) == 1 else tuple(outputs))
-    gm = fx.GraphModule(root, graph, class_name=_class_name(spec.name or Path(spec.source).stem))
+    gm = fx.GraphModule(root, graph, class_name=net_class_name(spec.name or Path(spec.source).stem))
     attach(gm, NetDescription(
         name=spec.name, source=spec.source, source_format=spec.source_format,
         inputs={k: tuple(int(d) for d in v) for k, v in spec.inputs.items()},
@@ -118,7 +118,7 @@ def _getitem(values, index: int):
     return values[index]
 
 
-def _class_name(net_name: str) -> str:
+def net_class_name(net_name: str) -> str:
     """The net's class name: the letters and digits of its name in CamelCase ('nin-imagenet' -> 'NinImagenet'),
     never a keyword, soft keyword or builtin ('none' -> 'NoneNet', 'valueError' -> 'ValueErrorNet')."""
     words = re.findall(r"[A-Za-z0-9]+", (net_name or "caffe")[:MAX_IDENTIFIER_CHARS])

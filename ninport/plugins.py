@@ -20,10 +20,8 @@ from pathlib import Path
 from ninport import registry
 from ninport.errors import (
     NinportError,
-    UnsupportedLayerError,
     one_line,
     safe_text,
-    shape_text,
 )
 
 _LOADED: dict[Path, list[tuple[str, str]]] = {}  # plugin file -> the LayerType.keys it added
@@ -104,36 +102,3 @@ def _where_in(exc: BaseException, path: Path) -> str:
         return f"line {exc.lineno}: "
     lines = [frame.lineno for frame in traceback.extract_tb(exc.__traceback__) if Path(frame.filename) == path]
     return f"line {lines[-1]}: " if lines else ""
-
-
-def checked_module(module_fn, origin: str):
-    """Wrap a plugin's `module(ctx)` so that what it returns is checked once, at the reference input
-    size, against its own shape rule: a module that fails or disagrees is an error naming the layer
-    and the plugin (the graph builder adds the layer), not a traceback later in a forward pass."""
-
-    def convert(ctx):
-        import torch
-        from torch import nn
-
-        module = module_fn(ctx)
-        if not isinstance(module, nn.Module):
-            raise UnsupportedLayerError(f"the {origin} module function returned {type(module).__name__}, "
-                                        "not a torch.nn.Module")
-        try:
-            with torch.no_grad():
-                out = module(*[torch.zeros(shape) for shape in ctx.bottom_shapes])
-        except Exception as exc:
-            shapes = ", ".join(shape_text(s) for s in ctx.bottom_shapes)
-            raise UnsupportedLayerError(f"the {origin} module failed on bottoms of shapes {shapes}: "
-                                        f"{one_line(exc)}") from exc
-        outs = out if isinstance(out, (tuple, list)) else (out,)
-        got = [tuple(o.shape) if isinstance(o, torch.Tensor) else type(o).__name__ for o in outs]
-        if got != [tuple(s) for s in ctx.top_shapes]:
-            raise UnsupportedLayerError(f"the {origin} module computes tops {got}, its shape rule said "
-                                        f"{[tuple(s) for s in ctx.top_shapes]}")
-        return module
-
-    if hasattr(module_fn, "plugin_module"):  # already checked (a plugin's type renamed after loading)
-        module_fn = module_fn.plugin_module
-    convert.plugin_module = module_fn
-    return convert

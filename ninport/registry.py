@@ -17,12 +17,21 @@ from __future__ import annotations
 import importlib
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Sequence, Union
+from typing import Any, Callable, Protocol, Sequence, Union
 
-from ninport.errors import NinportError, safe_text
+from ninport.errors import NinportError, UnsupportedLayerError, one_line, safe_text, shape_text
 
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    from ninport.caffe.spec import LayerSpec
+
+class LayerSpec(Protocol):
+    """What a record reads of a layer: the fields of a `ninport.caffe.spec.LayerSpec`, typed by shape so that
+    the records sit below the reader, which checks each layer it reads against them."""
+
+    name: str
+    type: str
+    bottoms: list[str]
+    tops: list[str]
+    proto: Any
+    unknown_fields: dict[str, Any]
 
 Shape = tuple[int, ...]
 
@@ -272,6 +281,39 @@ def builtin_layer(*names: str, converter: str, bottoms: CountSpec, tops: CountSp
     return register
 
 
+def checked_module(module_fn, origin: str):
+    """Wrap a plugin's `module(ctx)` so that what it returns is checked once, at the reference input
+    size, against its own shape rule: a module that fails or disagrees is an error naming the layer
+    and the plugin (the graph builder adds the layer), not a traceback later in a forward pass."""
+
+    def convert(ctx):
+        import torch
+        from torch import nn
+
+        module = module_fn(ctx)
+        if not isinstance(module, nn.Module):
+            raise UnsupportedLayerError(f"the {origin} module function returned {type(module).__name__}, "
+                                        "not a torch.nn.Module")
+        try:
+            with torch.no_grad():
+                out = module(*[torch.zeros(shape) for shape in ctx.bottom_shapes])
+        except Exception as exc:
+            shapes = ", ".join(shape_text(s) for s in ctx.bottom_shapes)
+            raise UnsupportedLayerError(f"the {origin} module failed on bottoms of shapes {shapes}: "
+                                        f"{one_line(exc)}") from exc
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        got = [tuple(o.shape) if isinstance(o, torch.Tensor) else type(o).__name__ for o in outs]
+        if got != [tuple(s) for s in ctx.top_shapes]:
+            raise UnsupportedLayerError(f"the {origin} module computes tops {got}, its shape rule said "
+                                        f"{[tuple(s) for s in ctx.top_shapes]}")
+        return module
+
+    if hasattr(module_fn, "plugin_module"):  # already checked (a plugin's type renamed after loading)
+        module_fn = module_fn.plugin_module
+    convert.plugin_module = module_fn
+    return convert
+
+
 def register_layer(name: str, *, shape: ShapeFn, module: ConverterFn, origin: str = "plugin",
                    reads_unknown_fields: bool = True, bottoms: CountSpec = None, tops: CountSpec = None,
                    replace: bool = False, dialect: str | None = None, settings: SettingsFn | None = None,
@@ -302,8 +344,6 @@ def register_layer(name: str, *, shape: ShapeFn, module: ConverterFn, origin: st
     `onnx_translations() -> {torch op: onnxscript function}`: how torch's ONNX exporter translates the custom
     ops (`torch.library`) your module calls (`torch.onnx.export(custom_translation_table=)`).
     """
-    from ninport.plugins import checked_module
-
     _load_builtins()
     if not callable(shape) or not callable(module):
         raise NinportError(f"register_layer({name!r}): shape and module must be callables")
@@ -318,9 +358,9 @@ def register_layer(name: str, *, shape: ShapeFn, module: ConverterFn, origin: st
         counts = BlobCounts.of(bottoms, tops)
     except NinportError as exc:
         raise NinportError(f"register_layer({name!r}): {exc}") from None
-    return add_record(LayerType(name, shape, checked_module(module, origin), origin, reads_unknown_fields, counts, dialect,
-                          settings, tuple(statistics) if not callable(statistics) else statistics, bool(index_input),
-                          onnx_translations), replace=replace)
+    return add_record(LayerType(name, shape, checked_module(module, origin), origin, reads_unknown_fields, counts,
+                                dialect, settings, tuple(statistics) if not callable(statistics) else statistics,
+                                bool(index_input), onnx_translations), replace=replace)
 
 
 def unregister_layer(name: str, dialect: str | None = None) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from ninport.caffe.shapes import fail, canonical_axis
+from ninport.caffe.shapes import canonical_axis, fail
 from ninport.caffe.spec import LayerSpec
 from ninport.errors import shape_text
 from ninport.registry import LayerShapes, Shape, builtin_layer

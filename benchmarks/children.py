@@ -33,7 +33,7 @@ def load_child(method: str, prototxt: str, weights: str) -> dict:
 
         import ninport
         from ninport import api  # noqa: F401
-        from ninport.convert import graph  # noqa: F401
+        from ninport.build import graph  # noqa: F401
     elif method == "protobuf_naive":
         import numpy as np
 

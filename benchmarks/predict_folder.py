@@ -53,7 +53,7 @@ def child(args) -> dict:
     import torch  # noqa: F401  (imported before the clock starts)
 
     import ninport
-    from ninport import batch
+    from ninport.apps import batch
 
     warnings.simplefilter("ignore")
     folder = Path(args.images)

@@ -25,27 +25,27 @@ from benchmarks.models import DEFAULT_CACHE, MODELS, generated_caffemodel
 
 IMPORTS = [  # what `ninport convert` imports, in the order it first needs it
     ("torch", "torch"),
-    ("ninport (api, graph builder, layers, cli)", "ninport.api ninport.convert.graph ninport.cli"),
+    ("ninport (api, graph builder, layers, cli)", "ninport.api ninport.build.graph ninport.cli"),
     ("torch.export / dynamo", "torch.export torch.export._trace torch._dynamo"),
     ("torch.onnx exporter + onnxscript torchlib", ("torch.onnx torch.onnx._internal.exporter._core "
                                                   "onnxscript onnxscript.function_libs.torch_lib.ops onnx")),
     ("onnxruntime", "onnxruntime"),
-    ("ninport.onnx, ninport.artifacts", "ninport.onnx ninport.artifacts"),
+    ("ninport.export.onnx, ninport.export.artifacts", "ninport.export.onnx ninport.export.artifacts"),
 ]
 # (label, depth, module, attribute path): timers wrapped around these; depth indents the table.
 STAGES = [
     ("ninport.load (read caffemodel, build fx module)", 1, "ninport.api", "load"),
-    ("export_onnx (write_outputs: export + save)", 1, "ninport.onnx", "export_onnx"),
+    ("export_onnx (write_outputs: export + save)", 1, "ninport.export.onnx", "export_onnx"),
     ("torch.onnx.export(dynamo=True)", 2, "torch.onnx", "export"),
     ("torchlib registry (ONNXRegistry.from_torchlib)", 3,
      "torch.onnx._internal.exporter._registration", "ONNXRegistry.from_torchlib"),
     ("torch.export.export (dynamo trace)", 3, "torch.export", "export"),
     ("run_decompositions", 3, "torch.export.exported_program", "ExportedProgram.run_decompositions"),
     ("translate to ONNX IR", 3, "torch.onnx._internal.exporter._core", "_exported_program_to_onnx_program"),
-    ("ninport _optimize (onnxscript passes)", 2, "ninport.onnx", "_optimize"),
+    ("ninport _optimize (onnxscript passes)", 2, "ninport.export.onnx", "_optimize"),
     ("onnx.checker.check_model(full_check)", 2, "onnx.checker", "check_model"),
     ("onnx.save_model", 2, "onnx", "save_model"),
-    ("onnxruntime check (verify_onnx)", 1, "ninport.artifacts", "verify_onnx"),
+    ("onnxruntime check (verify_onnx)", 1, "ninport.export.artifacts", "verify_onnx"),
     ("  of which InferenceSession()", 2, "onnxruntime", "InferenceSession.__init__"),
 ]
 

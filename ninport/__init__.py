@@ -1,7 +1,7 @@
 """ninport: Caffe models (prototxt + caffemodel) to PyTorch and ONNX, without Caffe.
 
 The public functions (`load`, `summary`, `verify`, `convert_files`, `check_onnx`, `classify`, ...) live
-in modules with other names (`ninport.inspection`, `ninport.verification`, ...): importing a submodule
+in modules with other names (`ninport.apps.inspection`, `ninport.check.verification`, ...): importing a submodule
 sets the package attribute of its name, which would shadow a function of the same name. Names are
 imported on first use, so `import ninport` (and commands such as `ninport inspect` or `ninport upgrade`,
 which never need torch) start without loading torch or the ONNX exporter.
@@ -28,10 +28,10 @@ _LAZY = {
     "load": "ninport.api",
     "load_spec": "ninport.api",
     "parse_input_shape": "ninport.api",
-    "forward_blobs": "ninport.convert.graph",
-    "describe": "ninport.description",
+    "forward_blobs": "ninport.build.graph",
+    "describe": "ninport.build.description",
     "optimize": "ninport.speedup",
-    "NetDescription": "ninport.description",
+    "NetDescription": "ninport.build.description",
     # for plugin authors: register a type, read its parameters, what its converter gets
     "register_layer": "ninport.registry",
     "unregister_layer": "ninport.registry",
@@ -41,45 +41,48 @@ _LAZY = {
     "layer_param": "ninport.registry",
     "layer_fields": "ninport.registry",
     "LayerSpec": "ninport.caffe.spec",
-    "LayerContext": "ninport.convert.registry",
+    "LayerContext": "ninport.build.context",
     "load_plugin": "ninport.plugins",
-    "export_onnx": "ninport.onnx",
-    "convert_files": "ninport.conversion",
-    "ConversionResult": "ninport.conversion",
-    "summary": "ninport.inspection",
-    "NetSummary": "ninport.inspection",
-    "verify": "ninport.verification",
-    "VerifyReport": "ninport.verification",
-    "check_onnx": "ninport.selfcheck",
-    "SelfCheck": "ninport.selfcheck",
-    "BlobComparison": "ninport.parity",
-    "classify": "ninport.predict",
-    "resolve_preprocessing": "ninport.predict",
-    "PredictResult": "ninport.predict",
-    "select_detections": "ninport.detect",
-    "DetectionSelection": "ninport.detect",
-    "write_pt2": "ninport.artifacts",
-    "write_safetensors": "ninport.artifacts",
-    "write_python": "ninport.codegen",
-    "records_args": "ninport.convert.recorded",
+    "export_onnx": "ninport.export.onnx",
+    "convert_files": "ninport.export.conversion",
+    "ConversionResult": "ninport.export.conversion",
+    "summary": "ninport.apps.inspection",
+    "NetSummary": "ninport.apps.inspection",
+    "verify": "ninport.check.verification",
+    "VerifyReport": "ninport.check.verification",
+    "check_onnx": "ninport.check.selfcheck",
+    "SelfCheck": "ninport.check.selfcheck",
+    "BlobComparison": "ninport.check.parity",
+    "classify": "ninport.apps.predict",
+    "resolve_preprocessing": "ninport.apps.predict",
+    "PredictResult": "ninport.apps.predict",
+    "select_detections": "ninport.apps.detect",
+    "DetectionSelection": "ninport.apps.detect",
+    "write_pt2": "ninport.export.artifacts",
+    "write_safetensors": "ninport.export.safetensors",
+    "write_python": "ninport.export.codegen",
+    "records_args": "ninport.build.recorded",
 }
 
 if TYPE_CHECKING:  # what type checkers see: the real signatures behind the lazy names above
     from ninport.api import load, load_spec, parse_input_shape
-    from ninport.artifacts import write_pt2, write_safetensors
+    from ninport.apps.detect import DetectionSelection, select_detections
+    from ninport.apps.inspection import NetSummary, summary
+    from ninport.apps.predict import PredictResult, classify, resolve_preprocessing
+    from ninport.build.context import LayerContext
+    from ninport.build.description import NetDescription, describe
+    from ninport.build.graph import forward_blobs
+    from ninport.build.recorded import records_args
     from ninport.caffe.spec import LayerSpec
-    from ninport.codegen import write_python
-    from ninport.conversion import ConversionResult, convert_files
-    from ninport.convert.graph import forward_blobs
-    from ninport.convert.recorded import records_args
-    from ninport.convert.registry import LayerContext
-    from ninport.description import NetDescription, describe
-    from ninport.detect import DetectionSelection, select_detections
-    from ninport.inspection import NetSummary, summary
-    from ninport.onnx import export_onnx
-    from ninport.parity import BlobComparison
+    from ninport.check.parity import BlobComparison
+    from ninport.check.selfcheck import SelfCheck, check_onnx
+    from ninport.check.verification import VerifyReport, verify
+    from ninport.export.artifacts import write_pt2
+    from ninport.export.codegen import write_python
+    from ninport.export.conversion import ConversionResult, convert_files
+    from ninport.export.onnx import export_onnx
+    from ninport.export.safetensors import write_safetensors
     from ninport.plugins import load_plugin
-    from ninport.predict import PredictResult, classify, resolve_preprocessing
     from ninport.registry import (
         LayerShapes,
         LayerType,
@@ -89,9 +92,7 @@ if TYPE_CHECKING:  # what type checkers see: the real signatures behind the lazy
         register_layer,
         unregister_layer,
     )
-    from ninport.selfcheck import SelfCheck, check_onnx
     from ninport.speedup import optimize
-    from ninport.verification import VerifyReport, verify
 
 __all__ = [*_LAZY, "NinportError", "ParseError", "WeightsError", "UnsupportedLayerError", "ShapeError",
            "ExportError", "PreprocessError", "NinportWarning", "__version__"]

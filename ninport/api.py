@@ -11,12 +11,12 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+from ninport.build.description import Phase
 from ninport.caffe import caffe_pb2 as pb2
 from ninport.caffe import io
 from ninport.caffe.shapes import infer_shapes
 from ninport.caffe.spec import NetSpec, load_netspec
 from ninport.caffe.weights import attach_weights, random_weights, unreachable_layers
-from ninport.description import Phase
 from ninport.errors import NinportError, ShapeError, safe_text
 
 if TYPE_CHECKING:  # torch is imported by load() only, so reading and inspecting nets stays light
@@ -136,7 +136,7 @@ def load(prototxt: PathLike, weights: PathLike | None = None, *, input_shape: In
     prototxt = check_path(prototxt, "prototxt")
     weights = check_path(weights, "weights", optional=True)
     seed = check_int(seed, "seed", minimum=0)
-    from ninport.convert.graph import build_graph_module, warn_random_weights
+    from ninport.build.graph import build_graph_module, warn_random_weights
 
     if phase not in ("TEST", "TRAIN"):
         raise NinportError(f"phase {phase!r}: choose TEST or TRAIN")

@@ -197,7 +197,7 @@ def input_shapes(given: list[tuple[str, tuple[int, ...]]] | None, net: str | Non
 
         prototxt = Path(net or "")
         if prototxt.is_dir():
-            from ninport.parity import GoldenFolder
+            from ninport.check.parity import GoldenFolder
 
             prototxt = GoldenFolder.open(prototxt).prototxt
         first = next(iter(load_spec(prototxt, dialect=dialect).inputs))
@@ -214,7 +214,7 @@ def image_size(text: str) -> tuple[int, int]:
 
 
 def format_list(text: str) -> list[str]:
-    from ninport.conversion import FORMATS
+    from ninport.export.formats import FORMATS
 
     formats = [f.strip() for f in text.split(",") if f.strip()]
     if not formats:
@@ -388,7 +388,7 @@ def cmd_verify(args) -> int:
     return EXIT_OK if report.passed else EXIT_FAILED_PARITY
 
 
-# --- predict on many images (ninport.batch) ---------------------------------------------------
+# --- predict on many images (ninport.apps.batch) ---------------------------------------------------
 
 
 @contextlib.contextmanager
@@ -419,7 +419,7 @@ def cmd_predict_many(args) -> int:
     bar on stderr, a summary at the end; exit 4 when some images could not be read."""
     import time
 
-    from ninport import batch
+    from ninport.apps import batch
 
     kind = _results_format(args)
     failed, first_failure = 0, None
@@ -469,7 +469,7 @@ def cmd_predict(args) -> int:
     import json
 
     import ninport
-    from ninport import batch
+    from ninport.apps import batch
 
     if args.json + args.jsonl + args.csv > 1:
         raise ninport.NinportError("give one of --json, --jsonl and --csv")
@@ -513,7 +513,7 @@ def cmd_predict(args) -> int:
         labels = f"; labels from {safe_text(result.labels)}" if result.labels else ""
         print(f"detections: score >= {result.threshold:g}{below}, boxes clipped to the image, best first"
               + (f", at most {args.top}" if args.top else "") + labels)
-    from ninport.detect import format_detections
+    from ninport.apps.detect import format_detections
 
     for prediction in result.predictions:
         if prediction.detections is not None:

@@ -27,7 +27,7 @@ import os
 import re
 from typing import Any
 
-from ninport.description import NetDescription
+from ninport.build.description import NetDescription
 from ninport.errors import MemoryLimitError
 
 LIMIT_ENV = "NINPORT_MEMORY_LIMIT"

@@ -1,7 +1,7 @@
 """One registration record per Caffe layer type: its shape rule and its converter, together.
 
 Built-in types are registered where their shape rules live (`ninport.caffe.shapes`), naming their
-converter lazily as "family:function" in `ninport.convert.layers`, so reading and inspecting a net
+converter lazily as "family:function" in `ninport.layers`, so reading and inspecting a net
 never imports torch. Users' plugins register through the same door, `register_layer`, with a
 callable converter. Registering a type twice is an error unless `replace=True` says it is meant.
 
@@ -59,12 +59,12 @@ class LayerShapes:
 
 
 ShapeFn = Callable[["LayerSpec", list[Shape]], Union[LayerShapes, Sequence[Sequence[int]]]]
-ConverterFn = Callable[[Any], Any]  # LayerContext -> torch.nn.Module (see ninport.convert.registry)
+ConverterFn = Callable[[Any], Any]  # LayerContext -> torch.nn.Module (see ninport.build.context)
 SettingsFn = Callable[["LayerSpec"], str]
 # Which of a layer's weight blobs are stored statistics: indices, or a function of the layer giving them.
 StatisticsSpec = Union[tuple[int, ...], Callable[["LayerSpec"], Sequence[int]]]
 # The torch.onnx.export(custom_translation_table=) entries a type's module needs: a function returning
-# {torch op: translation}, or "family:function" naming one in `ninport.convert.layers` (imported when exporting).
+# {torch op: translation}, or "family:function" naming one in `ninport.layers` (imported when exporting).
 TranslationsFn = Callable[[], dict]
 # One bound on a bottom or top count: a number, None (no bound), or a function of the layer (a bound that
 # depends on its parameters).
@@ -156,7 +156,7 @@ def _range_text(low: int | None, high: int | None, noun: str) -> str:
 class LayerType:
     """Everything ninport knows about one Caffe layer type.
 
-    `converter` is a callable, or "family:function" naming one in `ninport.convert.layers`.
+    `converter` is a callable, or "family:function" naming one in `ninport.layers`.
     `origin` says where the type comes from (BVLC Caffe, a fork, a plugin) for docs and messages.
     `reads_unknown_fields`: the type interprets fields the schema does not know (a fork's params kept
     in `LayerSpec.unknown_fields`); for other types such fields make the layer unconvertible.
@@ -218,11 +218,11 @@ class LayerType:
 
 
 def _resolve(function: Callable | str) -> Callable:
-    """A callable, or the one "family:function" names in `ninport.convert.layers` (imports torch)."""
+    """A callable, or the one "family:function" names in `ninport.layers` (imports torch)."""
     if callable(function):
         return function
     family, _, name = function.partition(":")
-    return getattr(importlib.import_module(f"ninport.convert.layers.{family}"), name)
+    return getattr(importlib.import_module(f"ninport.layers.{family}"), name)
 
 
 _TYPES: dict[str, LayerType] = {}
@@ -326,7 +326,7 @@ def register_layer(name: str, *, shape: ShapeFn, module: ConverterFn, origin: st
     typed fields and `unknown_fields` the fields the schema does not know, as plain data.
     `module(ctx)` returns the torch.nn.Module computing the layer: called with the bottoms as
     tensors, it returns one tensor or a tuple (one per top). `ctx` is a
-    `ninport.convert.registry.LayerContext` (layer, bottom_shapes, top_shapes, weights as numpy,
+    `ninport.build.context.LayerContext` (layer, bottom_shapes, top_shapes, weights as numpy,
     `ctx.parameter(i)`). The module is run once on zeros at the reference input size and must give
     the tops its shape rule promised. Read parameters with `layer_param(layer, "my_param.alpha",
     default)`: it finds them typed or among the kept unknown fields.

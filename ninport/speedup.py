@@ -25,10 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from ninport.convert.layers.activation import Elementwise
-from ninport.convert.size_checks import carry_size_guard
-from ninport.description import META_KEY, NetDescription
+from ninport.build.description import META_KEY, NetDescription
+from ninport.build.size_checks import carry_size_guard
 from ninport.errors import NinportError
+from ninport.layers.activation import Elementwise
 
 _POST_OPS = ("relu", "none")
 

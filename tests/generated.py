@@ -1,4 +1,4 @@
-"""A module's generated .py twin (ninport.codegen), so layer tests can check the fx module and the file."""
+"""A module's generated .py twin (ninport.export.codegen), so layer tests can check the fx module and the file."""
 from __future__ import annotations
 
 import importlib.util
@@ -8,7 +8,7 @@ from pathlib import Path
 
 from torch import nn
 
-from ninport.codegen import write_python
+from ninport.export.codegen import write_python
 
 _NAMES = itertools.count()
 

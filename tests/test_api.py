@@ -89,7 +89,7 @@ def test_a_missing_optional_package_is_refused_before_the_export(tmp_path, monke
     """--format safetensors must not fail after a long export: the package is checked first."""
     import importlib.util
 
-    import ninport.conversion
+    import ninport.export.conversion
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "safetensors" else real(name, *a))

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 import ninport
-from ninport import artifacts
-from ninport.artifacts import verify_onnx, write_pt2, write_safetensors
 from ninport.errors import ExportError
+from ninport.export import artifacts
+from ninport.export.artifacts import verify_onnx, write_pt2, write_safetensors
 from tests.conftest import load_golden, relative_error
 
 

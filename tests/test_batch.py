@@ -1,4 +1,4 @@
-"""`ninport predict` on many images (ninport.batch): finding them, batches that give one-by-one results,
+"""`ninport predict` on many images (ninport.apps.batch): finding them, batches that give one-by-one results,
 streamed JSON Lines / CSV, failures that do not stop the run, progress, flat memory."""
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import ninport
-from ninport import batch
+from ninport.apps import batch
 from tests.conftest import NIN_DEPLOY, REPO, VENDORED_GOLDEN
 from tests.test_cli import run_cli
 
@@ -360,7 +360,7 @@ def test_progress_bar_lines_and_live_bar():
 MEMORY_PROBE = """
 import os, resource, sys, warnings
 warnings.simplefilter("ignore")
-from ninport import batch
+from ninport.apps import batch
 stream = batch.predict_many(sys.argv[1], [sys.argv[2]], sys.argv[3], batch=4)
 for outcome in stream:
     assert outcome.ok

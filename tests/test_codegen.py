@@ -18,10 +18,10 @@ from google.protobuf import text_format
 from torch import nn
 
 import ninport
-from ninport import codegen
 from ninport.caffe import caffe_pb2 as pb2
-from ninport.codegen import python_source, write_python
 from ninport.errors import ExportError, ShapeError
+from ninport.export import codegen
+from ninport.export.codegen import python_source, write_python
 from tests.conftest import REPO, SIZES_GOLDEN, SSD_GOLDEN, golden_case_names, load_golden, relative_error
 
 TOLERANCE = 1e-5
@@ -319,11 +319,11 @@ def _layer_module_classes() -> dict[str, type]:
     import inspect
     import pkgutil
 
-    from ninport.convert import layers
+    from ninport import layers
 
     classes = {}
     for info in pkgutil.iter_modules(layers.__path__):
-        family = importlib.import_module(f"ninport.convert.layers.{info.name}")
+        family = importlib.import_module(f"ninport.layers.{info.name}")
         for name, cls in vars(family).items():
             if inspect.isclass(cls) and issubclass(cls, nn.Module) and cls.__module__ == family.__name__:
                 classes[f"{info.name}.{name}"] = cls

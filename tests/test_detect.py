@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import ninport
-from ninport import detect
+from ninport.apps import detect
 from ninport.cli import main
 from ninport.errors import NinportWarning, ParseError, PreprocessError
 from tests.conftest import REPO, SSD_GOLDEN

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from ninport import fileio
+from ninport.apps.predict import MAX_IMAGE_PIXELS, read_image, read_labels, resize_image
 from ninport.caffe.io import read_mean_binaryproto
+from ninport.check.parity import GoldenFolder
 from ninport.errors import NinportError, ParseError, PreprocessError
-from ninport.parity import GoldenFolder
-from ninport.predict import MAX_IMAGE_PIXELS, read_image, read_labels, resize_image
 from tests.conftest import VENDORED_GOLDEN, within
 
 

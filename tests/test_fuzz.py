@@ -170,8 +170,8 @@ def _random_inputs(module) -> list[torch.Tensor]:
 
 def check_onnx(module, inputs: list[torch.Tensor], expected: tuple) -> None:
     """The convert self-check: export, run in onnxruntime, compare with torch (NaNs in the same places)."""
-    from ninport.artifacts import verify_onnx
-    from ninport.onnx import export_onnx
+    from ninport.export.artifacts import verify_onnx
+    from ninport.export.onnx import export_onnx
 
     names = list(ninport.describe(module).inputs)
     with tempfile.TemporaryDirectory() as tmp:
@@ -199,7 +199,7 @@ def check_python(module, inputs: list[torch.Tensor], expected: tuple) -> None:
 
 
 def _assert_same_outputs(got: list[np.ndarray], expected: tuple, what: str) -> None:
-    from ninport.parity import relative_error
+    from ninport.check.parity import relative_error
 
     assert len(got) == len(expected)
     for g, e in zip(got, expected):
@@ -265,7 +265,7 @@ def _build_and_run(prototxt: Path, weights: Path | None):
 
 def _assert_blob_shapes_as_promised(module, inputs: list[torch.Tensor], spec, table) -> None:
     """Every blob the module computes at the reference shapes has the shape inference's shape."""
-    from ninport.convert.graph import forward_blobs
+    from ninport.build.graph import forward_blobs
 
     data_dependent = {top for layer in spec.layers if layer.type == "DetectionOutput" for top in layer.tops}
     copies = ninport.describe(module).split_copies  # Caffe's automatic split blobs: their source's shape

@@ -1,4 +1,4 @@
-"""Image sizes read from headers (ninport.image_header), checked against OpenCV's decoder where it writes
+"""Image sizes read from headers (ninport.apps.image_header), checked against OpenCV's decoder where it writes
 the format, and built by hand for the rest."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import zlib
 import numpy as np
 import pytest
 
-from ninport.image_header import HeaderError, image_size
+from ninport.apps.image_header import HeaderError, image_size
 
 
 @pytest.mark.parametrize("suffix", [".png", ".jpg", ".bmp", ".tiff", ".ppm", ".pgm", ".webp", ".gif", ".pam"])

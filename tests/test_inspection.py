@@ -6,7 +6,7 @@ import json
 import pytest
 
 import ninport
-from ninport.inspection import NetSummary
+from ninport.apps.inspection import NetSummary
 from tests.conftest import NIN_DEPLOY, REPO, VENDORED_GOLDEN
 from tests.test_cli import messages, run_cli
 

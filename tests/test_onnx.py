@@ -12,9 +12,9 @@ import pytest
 import torch
 
 import ninport
-from ninport.artifacts import verify_onnx
 from ninport.errors import ExportError
-from ninport.onnx import DEFAULT_OPSET, ExporterFailure, export_onnx
+from ninport.export.artifacts import verify_onnx
+from ninport.export.onnx import DEFAULT_OPSET, ExporterFailure, export_onnx
 from tests.conftest import REPO, load_golden, relative_error
 
 pytest.importorskip("onnxruntime")
@@ -168,7 +168,7 @@ def test_metadata_crop_size_never_contradicts_the_input(tmp_path):
 def test_quiet_torch_leaves_stdout_and_other_warnings_alone(capsys):
     import sys
 
-    from ninport.onnx import quiet_torch
+    from ninport.export.onnx import quiet_torch
 
     stdout, stderr = sys.stdout, sys.stderr
     with warnings.catch_warnings(record=True) as caught:
@@ -185,7 +185,7 @@ def test_quiet_torch_leaves_stdout_and_other_warnings_alone(capsys):
 def test_rewrite_rules_are_a_whitelist_that_warns_when_empty(monkeypatch):
     from onnxscript.rewriter.rules import common
 
-    from ninport import onnx as ninport_onnx
+    from ninport.export import onnx as ninport_onnx
 
     rules = ninport_onnx._rewrite_rules()
     fusing = set()
@@ -377,7 +377,7 @@ def test_ssd_onnx_runs_at_other_sizes(net, tmp_path):
     the detection rows and the loc, conf (logits) and prior blobs that feed them."""
     import onnxruntime as ort
 
-    from ninport.onnx import input_size_for
+    from ninport.export.onnx import input_size_for
 
     prototxt = REPO / "reference_models" / net / "deploy.prototxt"
     with warnings.catch_warnings():

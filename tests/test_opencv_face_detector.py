@@ -98,8 +98,8 @@ def test_default_preprocessing_is_opencvs_blob_from_image():
     import warnings
 
     import ninport
-    from ninport.predict import read_image, resize_image
-    from ninport.preprocess import caffe_transform, preprocess_file_for, read_preprocess_file
+    from ninport.apps.predict import read_image, resize_image
+    from ninport.apps.preprocess import caffe_transform, preprocess_file_for, read_preprocess_file
 
     spec = ninport.load_spec(PROTOTXT)
     with warnings.catch_warnings():
@@ -118,8 +118,8 @@ def test_default_preprocessing_is_opencvs_blob_from_image():
 
 
 def test_threshold_top_and_draw(tmp_path):
-    from ninport.detect import Detection, draw_detections
-    from ninport.predict import read_image
+    from ninport.apps.detect import Detection, draw_detections
+    from ninport.apps.predict import read_image
 
     photo = PHOTOS / "two_portraits.jpg"
     drawing = tmp_path / "faces.png"

@@ -1,4 +1,4 @@
-"""Writing outputs (ninport.artifacts.write_outputs over ninport.fileio.write_files): permissions,
+"""Writing outputs (ninport.export.artifacts.write_outputs over ninport.fileio.write_files): permissions,
 all-or-nothing when a late rename fails, no staging left after a crash or SIGTERM, a check on the
 staged files, refused targets, a full disk while writing .pt2, no torch chatter, no pickle in .pt2."""
 from __future__ import annotations
@@ -19,8 +19,8 @@ import torch
 
 import ninport
 from ninport import fileio
-from ninport.artifacts import write_outputs, write_pt2
 from ninport.errors import ExportError
+from ninport.export.artifacts import write_outputs, write_pt2
 from tests.conftest import REPO, load_golden
 
 FORMATS = ("onnx", "pt2", "safetensors")
@@ -55,8 +55,8 @@ def test_outputs_get_the_umask_permissions(module, tmp_path, umask_002):
 
 
 def test_single_file_writers_get_the_umask_permissions(module, tmp_path, umask_002):
-    from ninport.artifacts import write_safetensors
-    from ninport.onnx import export_onnx
+    from ninport.export.artifacts import write_safetensors
+    from ninport.export.onnx import export_onnx
 
     assert _mode(export_onnx(module, tmp_path / "a.onnx")) == 0o664
     assert _mode(write_pt2(module, tmp_path / "a.pt2")) == 0o664
@@ -209,7 +209,7 @@ def test_check_sees_the_staged_files_and_can_refuse(module, tmp_path):
 
 
 def test_check_can_run_the_staged_onnx_in_onnxruntime(module, tmp_path):
-    from ninport.artifacts import verify_onnx
+    from ninport.export.artifacts import verify_onnx
 
     meta = ninport.describe(module)
     inputs = {name: torch.rand(shape).numpy() for name, shape in meta.inputs.items()}
@@ -308,7 +308,7 @@ def test_output_file_that_is_a_fifo_or_folder_is_refused_up_front(module, tmp_pa
 _FULL_DISK = textwrap.dedent("""
     import resource, signal, sys, warnings
     import ninport
-    from ninport.artifacts import write_outputs
+    from ninport.export.artifacts import write_outputs
     from ninport.errors import NinportError
     warnings.simplefilter("ignore")
     module = ninport.load(sys.argv[1], sys.argv[2])
@@ -343,7 +343,7 @@ def test_full_disk_is_a_clean_export_error(tmp_path, fmt, limit):
 _WRITE_ALL = textwrap.dedent("""
     import sys
     import ninport
-    from ninport.artifacts import write_outputs, write_pt2
+    from ninport.export.artifacts import write_outputs, write_pt2
     module = ninport.load(sys.argv[1], sys.argv[2])
     write_outputs(module, sys.argv[3], "net", ["onnx", "pt2", "safetensors"])
     write_pt2(module, sys.argv[3] + "/other.pt2")
@@ -381,7 +381,7 @@ def test_pt2_holds_no_pickle(module, tmp_path):
 
 
 def test_the_callers_training_flags_are_kept(module, tmp_path):
-    from ninport.onnx import export_onnx
+    from ninport.export.onnx import export_onnx
 
     module.train()
     first = next(module.children())

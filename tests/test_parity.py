@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ninport.parity import GoldenFolder, compare_blobs, relative_error
+from ninport.check.parity import GoldenFolder, compare_blobs, relative_error
 from tests.conftest import VENDORED_GOLDEN
 
 
@@ -68,7 +68,7 @@ def test_a_runtime_comparison_that_overflowed_is_inconclusive_not_a_failure():
 
 
 def test_verify_verdict_says_an_overflow_proves_nothing():
-    from ninport.verification import compare_all
+    from ninport.check.verification import compare_all
 
     ours = {"out": np.array([np.inf, 1.0]), "mid": np.ones(2)}
     theirs = {"out": np.array([np.nan, 1.0]), "mid": np.ones(2)}

@@ -47,7 +47,7 @@ def test_plugin_file_gets_params_shapes_and_weights(tmp_path):
     x = np.random.default_rng(0).normal(size=(1, 3, 8, 8)).astype(np.float32)
     expected = _swish(x, factor, 2.0)  # beta 2 from swish_param, factor from the caffemodel
     np.testing.assert_allclose(model(torch.from_numpy(x)).numpy(), expected, rtol=1e-5, atol=1e-6)
-    from ninport.artifacts import verify_onnx
+    from ninport.export.artifacts import verify_onnx
 
     (got,) = verify_onnx(ninport.export_onnx(model, tmp_path / "swish.onnx"), {"data": x})
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import ninport
-from ninport.predict import top_classes
-from ninport.preprocess import caffe_transform
+from ninport.apps.predict import top_classes
+from ninport.apps.preprocess import caffe_transform
 from tests.conftest import VENDORED_GOLDEN, load_golden
 from tests.test_cli import run_cli
 
@@ -212,7 +212,7 @@ def test_non_square_image_squashed_without_crop_warns(tmp_path):
 
 
 def _declared(tmp_path, text: str):
-    from ninport.preprocess import read_preprocess_file
+    from ninport.apps.preprocess import read_preprocess_file
 
     path = tmp_path / "net.preprocess.json"
     path.write_text(text)

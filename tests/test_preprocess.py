@@ -13,7 +13,7 @@ from ninport.caffe.io import read_mean_binaryproto
 from ninport.caffe.spec import Preprocess
 from ninport.errors import NinportError, NinportWarning, ParseError
 from ninport.errors import PreprocessError
-from ninport.preprocess import caffe_transform, transform_for
+from ninport.apps.preprocess import caffe_transform, transform_for
 
 
 # --- reference: Caffe's DataTransformer::Transform loop, index by index ------------------------
@@ -320,7 +320,7 @@ def _channel_means(mean):
 def test_onnx_metadata_records_mean_file_channel_means(tmp_path):
     onnx = pytest.importorskip("onnx")
     pytest.importorskip("onnxscript")
-    from ninport.onnx import export_onnx
+    from ninport.export.onnx import export_onnx
 
     mean = (_mean_image(3, 8, 8) / 255 - 0.5) * 0.2 + np.array([104, 117, 123], np.float32)[:, None, None]
     (tmp_path / "means").mkdir()
@@ -335,7 +335,7 @@ def test_onnx_metadata_records_mean_file_channel_means(tmp_path):
 
 
 def test_metadata_mean_file_absolute_path(tmp_path):
-    from ninport.onnx import build_metadata
+    from ninport.export.onnx import build_metadata
 
     mean = _mean_image(3, 8, 8)
     path = _write_mean(tmp_path / "abs_mean.binaryproto", mean, legacy=False)
@@ -346,7 +346,7 @@ def test_metadata_mean_file_absolute_path(tmp_path):
 
 
 def test_metadata_without_mean_file_present(tmp_path):
-    from ninport.onnx import build_metadata
+    from ninport.export.onnx import build_metadata
 
     props = build_metadata(_load(_data_net(tmp_path, "absent.binaryproto")))
     assert props["mean_file"] == "absent.binaryproto"
@@ -354,7 +354,7 @@ def test_metadata_without_mean_file_present(tmp_path):
 
 
 def test_metadata_unreadable_mean_file_warns_and_skips(tmp_path):
-    from ninport.onnx import build_metadata
+    from ninport.export.onnx import build_metadata
 
     (tmp_path / "garbage.binaryproto").write_bytes(b"\xff" * 16)
     module = _load(_data_net(tmp_path, "garbage.binaryproto"))
@@ -367,7 +367,7 @@ def test_metadata_unreadable_mean_file_warns_and_skips(tmp_path):
 
 
 def _declare(tmp_path, text: str):
-    from ninport.preprocess import read_preprocess_file
+    from ninport.apps.preprocess import read_preprocess_file
 
     path = tmp_path / "deploy.preprocess.json"
     path.write_text(text)
@@ -375,7 +375,7 @@ def _declare(tmp_path, text: str):
 
 
 def test_preprocess_file_every_field(tmp_path):
-    from ninport.preprocess import preprocess_file_for
+    from ninport.apps.preprocess import preprocess_file_for
 
     assert preprocess_file_for(tmp_path / "deploy.prototxt") == tmp_path / "deploy.preprocess.json"
     declared = _declare(tmp_path, '{"comment": "why", "mean_values": [104, 177.5, 123], "scale": 0.5, '
@@ -416,11 +416,11 @@ def test_preprocess_file_refuses_what_it_does_not_know(tmp_path, text, needle):
 
 
 def test_preprocess_file_is_bounded_and_must_be_regular(tmp_path):
-    from ninport.preprocess import MAX_PREPROCESS_FILE_BYTES
+    from ninport.apps.preprocess import MAX_PREPROCESS_FILE_BYTES
 
     with pytest.raises(ParseError, match="larger than|too large|bytes"):
         _declare(tmp_path, '{"comment": "' + "x" * MAX_PREPROCESS_FILE_BYTES + '"}')
-    from ninport.preprocess import read_preprocess_file
+    from ninport.apps.preprocess import read_preprocess_file
 
     with pytest.raises(ParseError):
         read_preprocess_file(tmp_path)  # a folder

@@ -343,8 +343,8 @@ def test_synthetic_weights_match_opencv(net, tmp_path):
 @pytest.mark.parametrize("net", [n for n in NETS if n != "vgg16"])  # VGG16's 550 MB file: skipped for time
 def test_onnx_export_runs_with_torch_numbers(net, tmp_path):
     """LRN, Concat, BatchNorm+Scale, depthwise convs and ceil pooling all survive the ONNX trip."""
-    from ninport.artifacts import verify_onnx
-    from ninport.onnx import export_onnx
+    from ninport.export.artifacts import verify_onnx
+    from ninport.export.onnx import export_onnx
 
     size = SIZE[net]
     weights = tmp_path / "w.caffemodel"
@@ -466,8 +466,8 @@ PREDICT_MODELS = [net for net in ALL_MODELS if net != "openpose_coco"]
 @pytest.mark.parametrize("net", PREDICT_MODELS)
 def test_preprocess_file_fits_the_net_and_says_what_the_readme_says(net):
     """Each reference model declares its preprocessing, so `predict` has nothing to guess and nothing to warn."""
-    from ninport.detect import is_detector
-    from ninport.preprocess import preprocess_file_for, read_preprocess_file
+    from ninport.apps.detect import is_detector
+    from ninport.apps.preprocess import preprocess_file_for, read_preprocess_file
 
     declared = read_preprocess_file(preprocess_file_for(deploy(net)))
     spec = ninport.load_spec(deploy(net))

@@ -137,7 +137,7 @@ def test_openpose_matches_caffe_on_every_blob(openpose, size):
 
 def test_openpose_in_onnxruntime_at_a_size_other_than_the_declared_one(openpose, tmp_path):
     pytest.importorskip("onnxruntime")
-    from ninport.artifacts import verify_onnx
+    from ninport.export.artifacts import verify_onnx
 
     module, _ = openpose
     path = ninport.export_onnx(module, tmp_path / "openpose.onnx")  # traced at 2x2: height and width symbolic

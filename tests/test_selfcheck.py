@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import ninport
-from ninport.selfcheck import compare_one, reference_inputs
+from ninport.check.selfcheck import compare_one, reference_inputs
 from tests.conftest import VENDORED_GOLDEN
 from tests.test_cli import messages, run_cli
 
@@ -55,7 +55,7 @@ def test_logits_found_whatever_the_softmax_layer_is_named(tmp_path, name):
 def test_softmax_node_found_by_identifier_when_it_does_not_write_the_output():
     from onnx import helper
 
-    from ninport.selfcheck import _softmax_node
+    from ninport.check.selfcheck import _softmax_node
 
     nodes = [helper.make_node("Softmax", ["fc"], ["p"], name="prob_1"),
              helper.make_node("Mul", ["p", "p"], ["prob"], name="prob_1/mul")]
@@ -95,7 +95,8 @@ def test_a_wrong_logit_is_caught_where_the_softmax_output_hides_it(tmp_path):
 
 
 def test_cli_convert_fails_with_exit_3_naming_the_blob(tmp_path, monkeypatch):
-    from ninport import cli, selfcheck
+    from ninport import cli
+    from ninport.check import selfcheck
 
     original = selfcheck._onnx_values
 
@@ -120,7 +121,8 @@ def test_nan_and_inf_are_inconclusive_not_a_mismatch():
 
 def test_overflowing_net_is_reported_as_inconclusive(tmp_path, monkeypatch):
     """Exp of a large input overflows: both runtimes give inf. Placed differently, that is not a bug report."""
-    from ninport import cli, selfcheck
+    from ninport import cli
+    from ninport.check import selfcheck
 
     path = _net(tmp_path, 'layer { name: "e" type: "Exp" bottom: "data" top: "e" }\n')
     module = _load(path)
@@ -189,7 +191,7 @@ OVERFLOW_NET = ('layer { name: "big" type: "Power" bottom: "data" top: "big" pow
 def test_forward_values_names_the_layer_where_the_net_overflowed(tmp_path):
     """Exp of 10x the seeded input (up to 1280) gives inf: the Exp layer is named, the Reduction that reads it
     inherits the overflow, the branch that does not is clean."""
-    from ninport.selfcheck import forward_values
+    from ninport.check.selfcheck import forward_values
 
     module = _load(_net(tmp_path, OVERFLOW_NET))
     meta = ninport.describe(module)
@@ -202,7 +204,7 @@ def test_forward_values_names_the_layer_where_the_net_overflowed(tmp_path):
 
 def test_a_mismatch_downstream_of_an_overflow_is_inconclusive(tmp_path, monkeypatch):
     """The Reduction of an overflowed Exp: a runtime that gives a finite value there is not a bug report."""
-    from ninport import selfcheck
+    from ninport.check import selfcheck
 
     module = _load(_net(tmp_path, OVERFLOW_NET))
     onnx_path = ninport.export_onnx(module, tmp_path / "net.onnx")
@@ -223,15 +225,15 @@ def test_a_mismatch_downstream_of_an_overflow_is_inconclusive(tmp_path, monkeypa
 
 
 def _written(tmp_path, module):
-    from ninport.artifacts import write_pt2
-    from ninport.codegen import write_python
+    from ninport.export.artifacts import write_pt2
+    from ninport.export.codegen import write_python
 
     return {"pt2": write_pt2(module, tmp_path / "net.pt2"), "py": write_python(module, tmp_path / "net.py"),
             "safetensors": tmp_path / "net.safetensors"}  # written with the .py, which loads it
 
 
 def test_pt2_py_and_safetensors_files_are_checked_against_the_module(tmp_path):
-    from ninport.selfcheck import check_file
+    from ninport.check.selfcheck import check_file
 
     module = _load(_net(tmp_path, SOFTMAX_NET))
     files = _written(tmp_path, module)
@@ -247,7 +249,7 @@ def test_a_changed_weight_fails_the_py_and_safetensors_checks(tmp_path):
     .safetensors file no longer holds the module's tensors."""
     from safetensors.numpy import load_file, save_file
 
-    from ninport.selfcheck import check_file
+    from ninport.check.selfcheck import check_file
 
     module = _load(_net(tmp_path, SOFTMAX_NET))
     files = _written(tmp_path, module)
@@ -263,7 +265,7 @@ def test_a_changed_weight_fails_the_py_and_safetensors_checks(tmp_path):
 
 
 def test_the_py_check_runs_without_ninport(tmp_path):
-    from ninport.selfcheck import check_file
+    from ninport.check.selfcheck import check_file
 
     module = _load(_net(tmp_path, SOFTMAX_NET))
     files = _written(tmp_path, module)
@@ -276,8 +278,8 @@ def test_the_py_check_runs_without_ninport(tmp_path):
 
 
 def test_a_pt2_of_other_weights_fails(tmp_path):
-    from ninport.artifacts import write_pt2
-    from ninport.selfcheck import check_file
+    from ninport.check.selfcheck import check_file
+    from ninport.export.artifacts import write_pt2
 
     path = _net(tmp_path, SOFTMAX_NET)
     other = write_pt2(_load_seeded(path, 1), tmp_path / "other.pt2")

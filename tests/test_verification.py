@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import ninport
-from ninport.verification import compare_all
+from ninport.check.verification import compare_all
 from tests.conftest import VENDORED_GOLDEN
 
 
@@ -125,7 +125,7 @@ def test_verify_without_weights_does_not_cry_wolf_on_the_face_detector(tmp_path)
     assert all(row.passed or row.inconclusive for row in ort.rows)
     assert "FAIL" not in ort.verdict()
     # the hard case it is: the seeded forward really overflows, inside DetectionOutput's box decoding
-    from ninport.selfcheck import forward_values, reference_inputs
+    from ninport.check.selfcheck import forward_values, reference_inputs
 
     meta = ninport.describe(module)
     _, overflowed = forward_values(module, reference_inputs(module), meta)

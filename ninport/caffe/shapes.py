@@ -478,7 +478,7 @@ def layer_shapes(record, layer: LayerSpec, bottom_shapes: list[Shape]) -> LayerS
     plausible, in place only if the shape stays); GeometryError or NinportError says why it refuses.
 
     The one decision on a layer's sizes: `infer_shapes` runs it at the reference input, and a converted
-    module runs it again on the actual bottoms when it sees a new size (`ninport.convert.size_checks`).
+    module runs it again on the actual bottoms when it sees a new size (`ninport.build.size_checks`).
     """
     try:
         result = record.shapes(layer, bottom_shapes)

@@ -4,7 +4,7 @@ Permute, DetectionOutput.
 Everything a converter needs from these layers' parameters is read and checked here, once, without
 torch: `prior_box_layout` (the prior boxes one feature-map cell gets, in Caffe's order, with Caffe's
 int truncation of min/max sizes and its de-duplication of aspect ratios), `permute_order`,
-`detection_settings`. The converters (`ninport.convert.layers.ssd`) consume these; they never
+`detection_settings`. The converters (`ninport.layers.ssd`) consume these; they never
 re-read the proto. Semantics are pinned by tests/fixtures/caffe-golden-ssd (computed by SSD Caffe).
 """
 from __future__ import annotations

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 import ninport
-from ninport.artifacts import verify_onnx, write_pt2
 from ninport.errors import NinportError, ShapeError
+from ninport.export.artifacts import verify_onnx, write_pt2
 from tests.conftest import REPO, SIZES_GOLDEN, load_golden, relative_error
 from tests.generated import generated_twin
 

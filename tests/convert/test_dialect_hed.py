@@ -127,7 +127,7 @@ def test_small_net_every_coord_map(tmp_path, shape):
 
 def test_small_net_in_onnxruntime(tmp_path):
     pytest.importorskip("onnxruntime")
-    from ninport.artifacts import verify_onnx
+    from ninport.export.artifacts import verify_onnx
 
     module = _load(_net(tmp_path, SMALL), dialect="hed")
     path = ninport.export_onnx(module, tmp_path / "net.onnx")

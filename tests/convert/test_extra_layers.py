@@ -37,7 +37,7 @@ def _run(tmp_path, body, x, blobs=None, onnx_check=True):
 
 
 def _check_onnx(module, tmp_path, x, expected):
-    from ninport.onnx import export_onnx
+    from ninport.export.onnx import export_onnx
 
     ort = pytest.importorskip("onnxruntime")
     path = export_onnx(module, tmp_path / "net.onnx")

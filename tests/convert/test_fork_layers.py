@@ -13,11 +13,11 @@ import torch
 
 import ninport
 from ninport.api import load_spec
-from ninport.artifacts import verify_onnx
+from ninport.build.graph import build_graph_module
 from ninport.caffe.shapes import infer_shapes
 from ninport.caffe.weights import random_weights
-from ninport.convert.graph import build_graph_module
-from ninport.onnx import export_onnx
+from ninport.export.artifacts import verify_onnx
+from ninport.export.onnx import export_onnx
 from tests.caffe_files import input_layer
 from tests.generated import generated_twin
 

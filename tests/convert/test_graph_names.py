@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import ninport
-from ninport.convert.graph import python_identifier
+from ninport.build.graph import python_identifier
 
 INJECTION = r'''name: "inj"
 layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 8 dim: 8 } } }

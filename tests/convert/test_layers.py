@@ -144,8 +144,8 @@ def test_reshape_axis_and_num_axes_follow_caffe(tmp_path, param, expected):
     assert out.shape == expected
     np.testing.assert_array_equal(out.ravel(), x.ravel())
     # the batch stays dynamic: the exported file reshapes a batch of 6 the same way torch does
-    from ninport.artifacts import verify_onnx
-    from ninport.onnx import export_onnx
+    from ninport.export.artifacts import verify_onnx
+    from ninport.export.onnx import export_onnx
 
     big = np.concatenate([x] * 3)
     (got,) = verify_onnx(export_onnx(module, tmp_path / "r.onnx"), {"data": big})

@@ -1,4 +1,4 @@
-"""Run-time size refusals come from the layers' shape rules (ninport.convert.size_checks), decided once
+"""Run-time size refusals come from the layers' shape rules (ninport.build.size_checks), decided once
 per distinct bottom shapes."""
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import torch
 
 import ninport
 from ninport.api import load_spec
+from ninport.build.size_checks import size_guard
 from ninport.caffe.geometry import GeometryError
-from ninport.convert.size_checks import size_guard
 from ninport.errors import ShapeError
 from ninport.registry import layer_type
 

@@ -13,8 +13,8 @@ import torch
 
 import ninport
 from ninport.caffe.shapes_ssd import FLT_MAX, DetectionSettings
-from ninport.convert.layers import ssd
 from ninport.errors import ShapeError
+from ninport.layers import ssd
 from tests.conftest import SSD_GOLDEN, relative_error
 from tests.convert import ssd_caffe_numpy as caffe
 
@@ -247,7 +247,7 @@ def _onnx_rows(module, loc, conf, prior) -> np.ndarray:
     """The module exported alone (dynamic batch, ninport's translation table) and run in onnxruntime."""
     import onnxruntime as ort
 
-    from ninport.onnx import quiet_torch
+    from ninport.export.onnx import quiet_torch
 
     batch = torch.export.Dim("batch")
     with quiet_torch():

@@ -1,1 +1,0 @@
-"""NetSpec -> torch.fx.GraphModule. Knows nothing of the CLI."""

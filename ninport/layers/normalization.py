@@ -1,0 +1,170 @@
+"""LRN (both regions), BatchNorm (with Caffe's scale-factor blob), Scale and Bias."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ninport.build.context import LayerContext
+from ninport.build.recorded import records_args
+from ninport.caffe import caffe_pb2 as pb2
+from ninport.caffe.shapes import canonical_axis
+
+
+@records_args
+class LRNAcrossChannels(nn.Module):
+    """x / (k + alpha/n * sum of x^2 over n neighbouring channels)^beta, zero-padded (odd n)."""
+
+    def __init__(self, size: int, alpha: float, beta: float, k: float):
+        super().__init__()
+        self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.local_response_norm(x, self.size, alpha=self.alpha, beta=self.beta, k=self.k)
+
+
+@records_args
+class LRNWithinChannel(nn.Module):
+    """x / (1 + alpha/n^2 * sum of x^2 over an n x n window)^beta; Caffe ignores k here."""
+
+    def __init__(self, size: int, alpha: float, beta: float):
+        super().__init__()
+        self.size, self.alpha, self.beta = size, alpha, beta
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pad = (self.size - 1) // 2
+        mean_sq = F.avg_pool2d(x * x, self.size, stride=1, padding=pad, count_include_pad=True)
+        return x * torch.pow(1.0 + self.alpha * mean_sq, -self.beta)
+
+
+def lrn(ctx: LayerContext) -> nn.Module:
+    p = ctx.proto.lrn_param
+    if p.norm_region == pb2.LRNParameter.WITHIN_CHANNEL:
+        return LRNWithinChannel(p.local_size, p.alpha, p.beta)
+    return LRNAcrossChannels(p.local_size, p.alpha, p.beta, p.k)
+
+
+@records_args
+class CaffeBatchNorm(nn.Module):
+    """Caffe's BatchNorm over axis 1, TEST and TRAIN phase.
+
+    Caffe stores sums (mean, variance) and a scale factor s; the statistics are sum / s. Here the
+    buffers hold the statistics themselves and `scale_factor` keeps s, so training continues exactly
+    as Caffe would: each TRAIN step sets s <- maf * s + 1 and the statistics to
+    (maf * s_old * stat + batch_stat) / s_new, with the batch variance times m / (m - 1)
+    (m = values per channel). That is PyTorch's running average with momentum 1 / s_new, which equals
+    1 - moving_average_fraction once s has reached its steady value 1 / (1 - maf) (a long-trained
+    caffemodel); a fresh s (0 or 1) weighs the first batches more, as Caffe does.
+    `use_global_stats` unset means Caffe's phase default: stored statistics in eval(), the batch's own
+    statistics (and the update) in train().
+    """
+
+    def __init__(self, mean: torch.Tensor, var: torch.Tensor, scale_factor: torch.Tensor, eps: float,
+                 moving_average_fraction: float, use_global_stats: bool | None):
+        super().__init__()
+        self.register_buffer("running_mean", mean)
+        self.register_buffer("running_var", var)
+        self.register_buffer("scale_factor", scale_factor)
+        self.eps = eps
+        self.moving_average_fraction = moving_average_fraction
+        self.use_global_stats = use_global_stats
+
+    def extra_repr(self) -> str:
+        return (f"eps={self.eps}, moving_average_fraction={self.moving_average_fraction}, "
+                f"use_global_stats={self.use_global_stats}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        use_global = self.use_global_stats if self.use_global_stats is not None else not self.training
+        if use_global:
+            return F.batch_norm(x, self.running_mean, self.running_var, None, None, False, 0.0, self.eps)
+        dims = [d for d in range(x.dim()) if d != 1]
+        if self.training:  # batch statistics, and Caffe's moving-average update (unbiased variance)
+            s_new = self.moving_average_fraction * float(self.scale_factor[0]) + 1.0
+            self.scale_factor.fill_(s_new)
+            if x.numel() > x.shape[1]:
+                return F.batch_norm(x, self.running_mean, self.running_var, None, None, True, 1.0 / s_new, self.eps)
+            # one value per channel: torch's batch_norm refuses it; Caffe's variance is 0, uncorrected
+            with torch.no_grad():
+                self.running_mean.mul_(1.0 - 1.0 / s_new).add_(x.detach().reshape(-1) / s_new)
+                self.running_var.mul_(1.0 - 1.0 / s_new)
+        mean = x.mean(dim=dims, keepdim=True)  # the batch's statistics (TEST phase with use_global_stats: false)
+        var = ((x - mean) ** 2).mean(dim=dims, keepdim=True)
+        return (x - mean) / torch.sqrt(var + self.eps)
+
+
+def batch_norm(ctx: LayerContext) -> nn.Module:
+    p = ctx.proto.batch_norm_param
+    mean, var, factor = (torch.from_numpy(w.astype("float32", copy=True)) for w in ctx.weights[:3])
+    scale = 0.0 if float(factor[0]) == 0 else 1.0 / float(factor[0])
+    use_global = p.use_global_stats if p.HasField("use_global_stats") else None
+    return CaffeBatchNorm(mean * scale, var * scale, factor.reshape(1).clone(), p.eps,
+                          p.moving_average_fraction, use_global)
+
+
+def broadcast_from(x: torch.Tensor, value: torch.Tensor, axis: int, shape) -> torch.Tensor:
+    """`value` (of Caffe shape `shape`, covering axes [axis, axis + len(shape)) of x) viewed against x."""
+    return value.reshape((1,) * axis + tuple(shape) + (1,) * (x.dim() - axis - len(shape)))
+
+
+@records_args
+class ScaleBias(nn.Module):
+    """x * scale + bias with Caffe's axis/num_axes broadcasting: the scale and bias cover axes
+    [axis, axis + n) of x. A scale given as a second bottom broadcasts at its run-time shape (it
+    follows the input, e.g. an attention map); the learned parameters have `param_shape`."""
+
+    def __init__(self, axis: int, param_shape: list[int], weight: nn.Parameter | None, bias: nn.Parameter | None):
+        super().__init__()
+        self.axis = axis
+        self.param_shape = tuple(param_shape)
+        self.weight = weight
+        self.bias = bias
+
+    def forward(self, x: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+        if scale is not None:
+            x = x * broadcast_from(x, scale, self.axis, scale.shape)
+        elif self.weight is not None:
+            x = x * broadcast_from(x, self.weight, self.axis, self.param_shape)
+        if self.bias is not None:
+            x = x + broadcast_from(x, self.bias, self.axis, self.param_shape)
+        return x
+
+
+@records_args
+class AddSecondBottom(nn.Module):
+    """Bias given as a second bottom: x + bias over axes [axis, axis + bias.dim()), at its run-time shape."""
+
+    def __init__(self, axis: int):
+        super().__init__()
+        self.axis = axis
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        return x + broadcast_from(x, bias, self.axis, bias.shape)
+
+
+def _param_span(ctx: LayerContext, axis: int, num_axes: int) -> tuple[int, tuple[int, ...]]:
+    """The first bottom's axis where a Scale/Bias parameter (or second bottom) starts, and its shape."""
+    shape = ctx.bottom_shapes[0]
+    axis = canonical_axis(axis, len(shape))
+    if len(ctx.bottom_shapes) == 2:
+        return axis, tuple(ctx.bottom_shapes[1])
+    end = len(shape) if num_axes == -1 else axis + num_axes
+    return axis, tuple(shape[axis:end])
+
+
+def scale(ctx: LayerContext) -> nn.Module:
+    p = ctx.proto.scale_param
+    axis, span = _param_span(ctx, p.axis, p.num_axes)
+    if len(ctx.bottom_shapes) == 2:
+        bias = ctx.parameter(0) if p.bias_term else None
+        return ScaleBias(axis, span, None, bias)
+    weight = ctx.parameter(0)
+    bias = ctx.parameter(1) if p.bias_term else None
+    return ScaleBias(axis, span, weight, bias)
+
+
+def bias(ctx: LayerContext) -> nn.Module:
+    p = ctx.proto.bias_param
+    axis, span = _param_span(ctx, p.axis, p.num_axes)
+    if len(ctx.bottom_shapes) == 2:
+        return AddSecondBottom(axis)
+    return ScaleBias(axis, span, None, ctx.parameter(0))

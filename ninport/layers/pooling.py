@@ -1,0 +1,66 @@
+"""Pooling with Caffe's exact geometry, recomputed from the input's size in every forward.
+
+Caffe rounds the output size up and clips windows at the padded edge; PyTorch's ceil_mode differs
+at the edges, refuses pad > kernel/2, and runtimes disagree on ceil_mode in ONNX. So the input is
+padded explicitly (-FLT_MAX for MAX, as Caffe's empty windows give; zeros for AVE): `pad` before, and
+after to the end of the last window (while an exporter traces symbolic sizes, by a bound that covers
+the windows Caffe keeps at every size, `PoolParams.right_pad_bound`); a plain
+floor-mode pool without padding follows and its output is cut to Caffe's size (`geometry.PoolWindow`,
+computed from `x.shape`, so it stays symbolic in exported programs). AVE divides by Caffe's clipped
+window, computed from the same geometry at run time. The exported ONNX holds Pad + MaxPool/AveragePool
+without ceil_mode or pads, and a Slice whose ends come from the input's shape.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ninport.build.context import LayerContext
+from ninport.build.recorded import records_args
+from ninport.caffe.geometry import PoolParams, is_static, pool_params
+
+FLT_MAX = float(np.finfo(np.float32).max)
+
+
+@records_args
+class CaffePool2d(nn.Module):
+    """Caffe's MAX or AVE pooling at the input's size; `kernel` None is global pooling."""
+
+    def __init__(self, kernel: tuple[int, int] | None, pad: tuple[int, int], stride: tuple[int, int], ceil: bool,
+                 mode: str):
+        super().__init__()
+        self.params = PoolParams(kernel, pad, stride, ceil, mode)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.params
+        size = (x.shape[2], x.shape[3])
+        if p.kernel is None:  # global pooling: one window over the whole plane
+            if p.mode == "max":
+                return torch.amax(x, dim=(2, 3), keepdim=True)
+            return torch.mean(x, dim=(2, 3), keepdim=True)
+        win = p.window(size)
+        if is_static(*size):  # exactly to the end of the last window (a huge stride must not pad hugely)
+            after = [max(0, win.right_pad(a)) for a in (0, 1)]
+        else:  # tracing: a bound that holds at every size, see the docstring
+            after = [p.right_pad_bound(a) for a in (0, 1)]
+        padding = (p.pad[1], after[1], p.pad[0], after[0])  # F.pad order: w before, w after, h before, h after
+        if any(padding):
+            x = F.pad(x, padding, mode="constant", value=-FLT_MAX if p.mode == "max" else 0.0)
+        if p.mode == "max":
+            y = F.max_pool2d(x, p.kernel, p.stride)
+        else:
+            y = F.avg_pool2d(x, p.kernel, p.stride)
+        y = y[:, :, : win.out[0], : win.out[1]]
+        if p.mode == "ave":
+            divisors = [win.ave_divisor(a, torch.arange(win.out[a], device=x.device) * p.stride[a] - p.pad[a])
+                        for a in (0, 1)]
+            count = (divisors[0].unsqueeze(1) * divisors[1].unsqueeze(0)).to(y.dtype)
+            y = y * ((p.kernel[0] * p.kernel[1]) / count)  # 1 where Caffe's window is a full kernel
+        return y
+
+
+def pooling(ctx: LayerContext) -> CaffePool2d:
+    p = pool_params(ctx.proto.pooling_param)
+    return CaffePool2d(p.kernel, p.pad, p.stride, p.ceil, p.mode)

@@ -1,0 +1,494 @@
+"""The SSD fork's layers (weiliu89/caffe, branch ssd): PriorBox, Normalize, Permute, DetectionOutput.
+
+Their parameters are read and checked once, in `ninport.caffe.shapes_ssd`; here they become torch
+modules that compute what SSD Caffe computes, in float32 where Caffe uses float and in float64 where
+Caffe's C++ promotes to double (the prior box corners).
+
+DetectionOutput is a box decoder (plain torch ops) followed by one custom op,
+`ninport::ssd_detections`, whose row count depends on the data. Its eager implementation is SSD
+Caffe's selection; `onnx_translations()` gives torch's ONNX exporter a translation of it into
+standard operators only (TopK, NonMaxSuppression, ScatterND, NonZero, GatherND, ...), so the file runs
+in onnxruntime, TensorRT and OpenVINO. The translation reproduces Caffe exactly:
+- candidates are the scores strictly above confidence_threshold, in a stable descending order
+  (ONNX TopK breaks ties by the lower index, as Caffe's std::stable_sort keeps prior order);
+- top_k is applied BEFORE NMS (TopK), not after as NonMaxSuppression's max_output_boxes_per_class;
+- NonMaxSuppression sees the candidates already in Caffe's order with distinct synthetic scores,
+  so ties never reach its own ordering; a box with xmax < xmin or ymax < ymin (zero area for Caffe,
+  which never suppresses nor is suppressed) is given as an all-zero box, because NonMaxSuppression
+  would reorder its corners;
+- keep_top_k keeps the best rows of each image over all classes; rows come out image, then label,
+  then score order.
+Adaptive NMS (eta < 1) changes the threshold after every kept box, which NonMaxSuppression cannot do:
+there the translation runs Caffe's greedy loop itself, an ONNX Loop over the candidate ranks (all images
+and classes at once) with Caffe's overlap formula and the threshold carried per class; eta == 1 keeps
+the NonMaxSuppression path.
+Exact score ties straddling the keep_top_k cut are ordered by Caffe's std::sort, which leaves them
+unspecified; ninport keeps the lower (label, rank) first, in torch and in ONNX alike.
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from ninport.build.context import LayerContext
+from ninport.build.recorded import records_args
+from ninport.caffe.shapes_ssd import (
+    DetectionSettings,
+    PriorBoxLayout,
+    detection_settings,
+    permute_order,
+    prior_box_layout,
+)
+
+# --- PriorBox ------------------------------------------------------------------------------------
+
+
+def _legacy_hw(shape) -> tuple:
+    """Caffe's height()/width(): axes 2 and 3, 1 where the blob has fewer axes."""
+    return (shape[2] if len(shape) > 2 else 1, shape[3] if len(shape) > 3 else 1)
+
+
+@records_args
+class PriorBox(nn.Module):
+    """SSD prior boxes for the feature map's and the image's run-time sizes: (1, 2, H*W*P*4).
+
+    Channel 0 holds (xmin, ymin, xmax, ymax) normalised by the image size, channel 1 the variances.
+    The arguments are `PriorBoxLayout`'s fields as plain numbers (so the generated .py copies this class):
+    `box_sizes` (width, height) pairs in pixels, `variance` 1 or 4 values, `step` and `image_size` (h, w)
+    or None for Caffe's run-time values.
+    """
+
+    def __init__(self, box_sizes, variance, offset: float, clip: bool, step=None, image_size=None):
+        super().__init__()
+        self.box_sizes = tuple((float(w), float(h)) for w, h in box_sizes)
+        self.variance = tuple(float(v) for v in variance)
+        self.offset = float(offset)
+        self.clip = bool(clip)
+        self.step = None if step is None else (float(step[0]), float(step[1]))
+        self.image_size = None if image_size is None else (int(image_size[0]), int(image_size[1]))
+
+    def forward(self, feature: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        height, width = _legacy_hw(feature.shape)
+        img_h, img_w = self.image_size if self.image_size is not None else _legacy_hw(image.shape)
+        device = feature.device
+        if self.step is not None:
+            step_h = torch.tensor(self.step[0], dtype=torch.float32, device=device)
+            step_w = torch.tensor(self.step[1], dtype=torch.float32, device=device)
+        else:  # float(image size) / feature size, in float as Caffe computes it
+            step_h = torch.full((), img_h, dtype=torch.float32, device=device) / height
+            step_w = torch.full((), img_w, dtype=torch.float32, device=device) / width
+        offset = torch.tensor(self.offset, dtype=torch.float32, device=device)
+        # the corners in double, as Caffe's C++ promotes them, from float centers
+        center_x = ((torch.arange(width, dtype=torch.float32, device=device) + offset) * step_w).double()
+        center_y = ((torch.arange(height, dtype=torch.float32, device=device) + offset) * step_h).double()
+        center_x = center_x.view(1, -1, 1)
+        center_y = center_y.view(-1, 1, 1)
+        half = torch.tensor(self.box_sizes, dtype=torch.float64, device=device) / 2.0
+        half_width, half_height = half[:, 0], half[:, 1]
+        shape = (height, width, len(self.box_sizes))
+        corners = torch.stack([((center_x - half_width) / img_w).expand(shape),
+                               ((center_y - half_height) / img_h).expand(shape),
+                               ((center_x + half_width) / img_w).expand(shape),
+                               ((center_y + half_height) / img_h).expand(shape)], dim=-1).float()
+        if self.clip:
+            corners = corners.clamp(0.0, 1.0)
+        boxes = corners.reshape(1, 1, -1)
+        variance = torch.tensor(self.variance, dtype=torch.float32, device=device)  # 4 values, or 1 for all
+        variances = variance.expand(shape + (4,)) if len(self.variance) == 4 else variance.reshape(()).expand(
+            shape + (4,))
+        return torch.cat([boxes, variances.reshape(1, 1, -1)], dim=1)
+
+
+def prior_box_module(layout: PriorBoxLayout) -> PriorBox:
+    return PriorBox(layout.box_sizes, layout.variance, layout.offset, layout.clip, layout.step, layout.image_size)
+
+
+def prior_box(ctx: LayerContext) -> nn.Module:
+    return prior_box_module(prior_box_layout(ctx.proto.prior_box_param))
+
+
+# --- Normalize -----------------------------------------------------------------------------------
+
+
+@records_args
+class Normalize(nn.Module):
+    """x / sqrt(sum x^2 + eps) over C*H*W (across_spatial) or over C at each position, times a scale."""
+
+    def __init__(self, scale: nn.Parameter, across_spatial: bool, channel_shared: bool, eps: float):
+        super().__init__()
+        self.scale = scale  # (1,) when channel_shared, else (C,)
+        self.channel_shared = channel_shared
+        self.across_spatial = across_spatial
+        self.eps = float(eps)  # Caffe's float: the converter rounds it
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(x.shape[0], x.shape[1], -1)
+        squares = flat * flat
+        if self.across_spatial:
+            norm = torch.sqrt(squares.sum(dim=(1, 2), keepdim=True) + self.eps)
+            out = flat * torch.reciprocal(norm)  # Caffe scales by 1 / norm
+        else:
+            out = flat / torch.sqrt(squares.sum(dim=1, keepdim=True) + self.eps)
+        scale = self.scale.reshape(()) if self.channel_shared else self.scale.view(1, -1, 1)
+        return (out * scale).reshape(x.shape)
+
+
+def normalize(ctx: LayerContext) -> nn.Module:
+    p = ctx.proto.norm_param
+    return Normalize(ctx.parameter(0), bool(p.across_spatial), bool(p.channel_shared), float(np.float32(p.eps)))
+
+
+# --- Permute -------------------------------------------------------------------------------------
+
+
+@records_args
+class Permute(nn.Module):
+    def __init__(self, order: tuple[int, ...]):
+        super().__init__()
+        self.order = order
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.order == tuple(range(len(self.order))):
+            return x  # Caffe shares the bottom's data
+        return x.permute(self.order)
+
+
+def permute(ctx: LayerContext) -> nn.Module:
+    return Permute(permute_order(ctx.proto.permute_param, len(ctx.bottom_shapes[0])))
+
+
+# --- DetectionOutput -----------------------------------------------------------------------------
+
+
+def decode_boxes(loc: torch.Tensor, prior: torch.Tensor, num_loc_classes: int, code_type: str,
+                 variance_encoded_in_target: bool, clip: bool) -> torch.Tensor:
+    """SSD Caffe's DecodeBBox for every image, prior and location class: (N, P, L, 4) corners in float32."""
+    batch = loc.shape[0]
+    boxes = loc.reshape(batch, -1, num_loc_classes, 4)
+    priors = prior[0, 0].reshape(1, -1, 1, 4)
+    variances = prior[0, 1].reshape(1, -1, 1, 4)
+    p_xmin, p_ymin, p_xmax, p_ymax = priors.unbind(-1)
+    v0, v1, v2, v3 = variances.unbind(-1)
+    l0, l1, l2, l3 = boxes.unbind(-1)
+    if variance_encoded_in_target:
+        v0 = v1 = v2 = v3 = None
+    scaled = [value if var is None else var * value for var, value in ((v0, l0), (v1, l1), (v2, l2), (v3, l3))]
+    if code_type == "CORNER":
+        corners = [p_xmin + scaled[0], p_ymin + scaled[1], p_xmax + scaled[2], p_ymax + scaled[3]]
+    else:
+        p_width = p_xmax - p_xmin
+        p_height = p_ymax - p_ymin
+        if code_type == "CORNER_SIZE":
+            corners = [p_xmin + scaled[0] * p_width, p_ymin + scaled[1] * p_height,
+                       p_xmax + scaled[2] * p_width, p_ymax + scaled[3] * p_height]
+        else:  # CENTER_SIZE
+            center_x = scaled[0] * p_width + (p_xmin + p_xmax) / 2
+            center_y = scaled[1] * p_height + (p_ymin + p_ymax) / 2
+            half_width = torch.exp(scaled[2]) * p_width / 2
+            half_height = torch.exp(scaled[3]) * p_height / 2
+            corners = [center_x - half_width, center_y - half_height, center_x + half_width, center_y + half_height]
+    decoded = torch.stack(corners, dim=-1)
+    if clip:
+        decoded = decoded.clamp(0.0, 1.0)
+    return decoded
+
+
+def caffe_overlap(box: torch.Tensor, others: torch.Tensor, box_area: torch.Tensor,
+                  other_areas: torch.Tensor) -> torch.Tensor:
+    """SSD Caffe's JaccardOverlap of `box` (..., 4) with each of `others` (..., k, 4), in float32."""
+    box = box.unsqueeze(-2)
+    xmin, ymin, xmax, ymax = box.unbind(-1)
+    o_xmin, o_ymin, o_xmax, o_ymax = others.unbind(-1)
+    apart = (o_xmin > xmax) | (o_xmax < xmin) | (o_ymin > ymax) | (o_ymax < ymin)
+    width = torch.minimum(xmax, o_xmax) - torch.maximum(xmin, o_xmin)
+    height = torch.minimum(ymax, o_ymax) - torch.maximum(ymin, o_ymin)
+    inter = width * height
+    overlap = inter / (box_area.unsqueeze(-1) + other_areas - inter)
+    return torch.where(~apart & (width > 0) & (height > 0), overlap, torch.zeros_like(overlap))
+
+
+def box_areas(boxes: torch.Tensor) -> torch.Tensor:
+    """Caffe's BBoxSize: width * height, 0 for a box with xmax < xmin or ymax < ymin."""
+    xmin, ymin, xmax, ymax = boxes.unbind(-1)
+    area = (xmax - xmin) * (ymax - ymin)
+    return torch.where((xmax < xmin) | (ymax < ymin), torch.zeros_like(area), area)
+
+
+def greedy_nms(boxes: torch.Tensor, valid: torch.Tensor, nms_threshold: float, eta: float) -> torch.Tensor:
+    """SSD Caffe's ApplyNMSFast on candidates already in score order: (G, K, 4), (G, K) -> kept (G, K).
+
+    A candidate is kept when its overlap with every kept box is <= the threshold; with eta < 1 the
+    threshold of a group is multiplied by eta after each kept box while it is > 0.5.
+    """
+    groups, count = valid.shape
+    kept = torch.zeros_like(valid)
+    areas = box_areas(boxes)
+    threshold = torch.full((groups,), nms_threshold, dtype=torch.float32, device=boxes.device)
+    eta_value = torch.tensor(eta, dtype=torch.float32, device=boxes.device)
+    last = int(valid.sum(dim=1).max()) if groups and count else 0
+    for k in range(last):
+        overlap = caffe_overlap(boxes[:, k], boxes[:, :k], areas[:, k], areas[:, :k])
+        suppressed = ((overlap > threshold.unsqueeze(1)) & kept[:, :k]).any(dim=1)
+        keep = valid[:, k] & ~suppressed
+        kept[:, k] = keep
+        if eta < 1:
+            threshold = torch.where(keep & (threshold > 0.5), threshold * eta_value, threshold)
+    return kept
+
+
+def empty_detection_rows(batch: int, device) -> torch.Tensor:
+    """Caffe's rows when the whole batch has no detection: [i, -1, -1, -1, -1, -1, -1] per image."""
+    rows = torch.full((batch, 7), -1.0, dtype=torch.float32, device=device)
+    rows[:, 0] = torch.arange(batch, dtype=torch.float32, device=device)
+    return rows.reshape(1, 1, batch, 7)
+
+
+def select_detections(boxes: torch.Tensor, scores: torch.Tensor, labels: list[int], confidence_threshold: float,
+                      nms_threshold: float, top_k: int, eta: float, keep_top_k: int) -> torch.Tensor:
+    """SSD Caffe's per-class selection, NMS and keep_top_k: decoded boxes (N, P, L, 4) and scores
+    (N, P, C) -> rows (1, 1, R, 7) of [image, label, score, xmin, ymin, xmax, ymax]."""
+    batch, priors = scores.shape[0], scores.shape[1]
+    if not labels or top_k == 0:  # no class, or no candidate kept before NMS
+        return empty_detection_rows(batch, scores.device)
+    label_index = torch.tensor(labels, dtype=torch.long, device=scores.device)
+    class_scores = scores.index_select(2, label_index).permute(0, 2, 1)  # (N, C', P)
+    class_boxes = boxes.permute(0, 2, 1, 3)  # (N, L, P, 4)
+    if class_boxes.shape[1] == 1:
+        class_boxes = class_boxes.expand(batch, len(labels), priors, 4)
+    else:
+        class_boxes = class_boxes.index_select(1, label_index)
+    threshold = torch.tensor(confidence_threshold, dtype=torch.float32, device=scores.device)
+    candidate = class_scores > threshold
+    masked = torch.where(candidate, class_scores, torch.full_like(class_scores, -math.inf))
+    count = priors if top_k < 0 else min(top_k, priors)
+    values, order = torch.sort(masked, dim=2, descending=True, stable=True)
+    values, order = values[:, :, :count], order[:, :, :count]
+    valid = values > threshold
+    chosen = torch.gather(class_boxes, 2, order.unsqueeze(-1).expand(-1, -1, -1, 4))
+    kept = greedy_nms(chosen.reshape(-1, count, 4), valid.reshape(-1, count), nms_threshold, eta)
+    kept = kept.reshape(valid.shape)
+    if keep_top_k > -1:
+        ranked = torch.where(kept, values, torch.full_like(values, -math.inf)).reshape(batch, -1)
+        best = torch.sort(ranked, dim=1, descending=True, stable=True).indices[:, :keep_top_k]
+        top = torch.zeros_like(ranked, dtype=torch.bool).scatter_(1, best, True)
+        kept = kept & top.reshape(kept.shape)
+    image, klass, rank = kept.nonzero(as_tuple=True)  # row-major: image, then label, then score
+    if image.numel() == 0:
+        return empty_detection_rows(batch, scores.device)
+    rows = torch.cat([image.to(torch.float32).unsqueeze(1), label_index[klass].to(torch.float32).unsqueeze(1),
+                      values[image, klass, rank].unsqueeze(1), chosen[image, klass, rank]], dim=1)
+    return rows.reshape(1, 1, -1, 7)
+
+
+@torch.library.custom_op("ninport::ssd_detections", mutates_args=())
+def ssd_detections(boxes: torch.Tensor, scores: torch.Tensor, labels: list[int], confidence_threshold: float,
+                   nms_threshold: float, top_k: int, eta: float, keep_top_k: int) -> torch.Tensor:
+    """`select_detections` as one op whose row count depends on the data: torch.export keeps it whole and
+    the ONNX exporter translates it (`onnx_translations`)."""
+    return select_detections(boxes, scores, labels, confidence_threshold, nms_threshold, top_k, eta, keep_top_k)
+
+
+@ssd_detections.register_fake
+def _ssd_detections_fake(boxes, scores, labels, confidence_threshold, nms_threshold, top_k, eta, keep_top_k):
+    rows = torch.library.get_ctx().new_dynamic_size()
+    return scores.new_empty((1, 1, rows, 7))
+
+
+@records_args
+class DetectionOutput(nn.Module):
+    """SSD Caffe's DetectionOutput: rows (1, 1, R, 7) of [image, label, score, xmin, ymin, xmax, ymax],
+    [image, -1, -1, -1, -1, -1, -1] per image when the batch has no detection. Plain torch (the
+    generated .py copies it); ninport's module is `CaffeDetectionOutput`."""
+
+    def __init__(self, num_classes: int, labels: list[int], share_location: bool, code_type: str,
+                 variance_encoded_in_target: bool, clip: bool, confidence_threshold: float, nms_threshold: float,
+                 top_k: int, eta: float, keep_top_k: int):
+        super().__init__()
+        self.num_classes = num_classes
+        self.labels = labels  # the classes other than the background
+        self.share_location = share_location  # one box per prior for all classes, else one per class
+        self.code_type = code_type
+        self.variance_encoded_in_target = variance_encoded_in_target
+        self.clip = clip
+        self.selection = (confidence_threshold, nms_threshold, top_k, eta, keep_top_k)
+
+    def select(self, boxes: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        return select_detections(boxes, scores, self.labels, *self.selection)
+
+    def forward(self, loc: torch.Tensor, conf: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+        boxes = decode_boxes(loc, prior, 1 if self.share_location else self.num_classes, self.code_type,
+                             self.variance_encoded_in_target, self.clip)
+        scores = conf.reshape(conf.shape[0], -1, self.num_classes)
+        return self.select(boxes, scores)
+
+
+class CaffeDetectionOutput(DetectionOutput):
+    """DetectionOutput built from the checked DetectionOutputParameter, whose selection is the
+    `ninport::ssd_detections` op: torch.export keeps it whole and ONNX export translates it."""
+
+    def __init__(self, settings: DetectionSettings):
+        s = settings
+        super().__init__(s.num_classes, list(s.foreground_labels), s.share_location, s.code_type,
+                         s.variance_encoded_in_target, s.clip, s.confidence_threshold, s.nms_threshold, s.top_k,
+                         s.eta, s.keep_top_k)
+        self.settings = settings
+
+    def select(self, boxes: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        return torch.ops.ninport.ssd_detections(boxes, scores, self.labels, *self.selection)
+
+
+def detection_output(ctx: LayerContext) -> nn.Module:
+    return CaffeDetectionOutput(detection_settings(ctx.proto.detection_output_param))
+
+
+# --- ONNX ----------------------------------------------------------------------------------------
+
+
+def _ssd_detections_onnx(boxes, scores, labels, confidence_threshold: float, nms_threshold: float, top_k: int,
+                         eta: float, keep_top_k: int):
+    """`ssd_detections` in standard ONNX operators (see the module docstring for why each step is exact)."""
+    from onnxscript import opset18 as op
+
+    def ints(*values):
+        return op.Constant(value_ints=list(values))
+
+    batch = op.Shape(scores, start=0, end=1)
+    fake_rows = op.Concat(
+        op.Unsqueeze(op.Cast(op.Range(op.Constant(value_int=0), op.Squeeze(batch, ints(0)),
+                                      op.Constant(value_int=1)), to=1), ints(1)),
+        op.Expand(op.Constant(value_floats=[-1.0] * 6), op.Concat(batch, ints(6), axis=0)), axis=1)
+    if not labels or top_k == 0:
+        return op.Reshape(fake_rows, ints(1, 1, -1, 7))
+    label_index = ints(*labels)
+    class_scores = op.Transpose(op.Gather(scores, label_index, axis=2), perm=[0, 2, 1])  # (N, C', P)
+    class_boxes = op.Transpose(boxes, perm=[0, 2, 1, 3])  # (N, L, P, 4)
+    if _loc_classes_is_one(boxes):
+        class_boxes = op.Expand(class_boxes, op.Concat(op.Shape(class_scores), ints(4), axis=0))
+    else:
+        class_boxes = op.Gather(class_boxes, label_index, axis=1)
+    threshold = op.Constant(value_float=confidence_threshold)
+    masked = op.Where(op.Greater(class_scores, threshold), class_scores, op.Constant(value_float=-math.inf))
+    priors = op.Shape(class_scores, start=2, end=3)
+    count = priors if top_k < 0 else op.Min(priors, ints(top_k))
+    values, order = op.TopK(masked, count, axis=2, largest=1, sorted=1)  # ties: lower index first
+    valid = op.Greater(values, threshold)
+    gather_index = op.Expand(op.Unsqueeze(order, ints(3)), op.Concat(op.Shape(order), ints(4), axis=0))
+    chosen = op.GatherElements(class_boxes, gather_index, axis=2)  # (N, C', K, 4) in Caffe's order
+    group_shape = op.Concat(ints(-1), count, axis=0)
+    if eta < 1:  # Caffe's greedy loop with the adaptive threshold, all groups at once
+        kept = op.Reshape(_adaptive_nms_function()(op.Reshape(chosen, op.Concat(ints(-1), count, ints(4), axis=0)),
+                                                   op.Reshape(valid, group_shape),
+                                                   op.Constant(value_float=nms_threshold),
+                                                   op.Constant(value_float=eta)), op.Shape(values))
+    else:
+        xmin, ymin, xmax, ymax = op.Split(chosen, axis=3, num_outputs=4)
+        proper = op.And(op.GreaterOrEqual(xmax, xmin), op.GreaterOrEqual(ymax, ymin))
+        nms_boxes = op.Where(proper, chosen, op.Constant(value_float=0.0))
+        rank = op.Cast(op.Range(op.Constant(value_int=0), op.Squeeze(count, ints(0)), op.Constant(value_int=1)),
+                       to=1)
+        synthetic = op.Where(valid, op.Sub(op.Cast(count, to=1), rank), op.Constant(value_float=-1.0))
+        selected = op.NonMaxSuppression(
+            op.Reshape(nms_boxes, op.Concat(ints(-1), count, ints(4), axis=0)),
+            op.Reshape(synthetic, op.Concat(ints(-1, 1), count, axis=0)),
+            count, op.Constant(value_floats=[nms_threshold]), op.Constant(value_floats=[0.0]))
+        group_rank = op.Gather(selected, ints(0, 2), axis=1)
+        zeros = op.ConstantOfShape(op.Shape(op.Reshape(values, group_shape)))
+        ones = op.ConstantOfShape(op.Shape(selected, start=0, end=1), value=_float_tensor(1.0))
+        kept = op.Reshape(op.Greater(op.ScatterND(zeros, group_rank, ones), op.Constant(value_float=0.5)),
+                          op.Shape(values))
+    if keep_top_k > -1:
+        ranked = op.Reshape(op.Where(kept, values, op.Constant(value_float=-math.inf)), op.Concat(batch, ints(-1),
+                                                                                                  axis=0))
+        best_count = op.Min(op.Shape(ranked, start=1, end=2), ints(keep_top_k))
+        _, best = op.TopK(ranked, best_count, axis=1, largest=1, sorted=1)
+        marks = op.ScatterElements(op.ConstantOfShape(op.Shape(ranked)), best,
+                                   op.ConstantOfShape(op.Shape(best), value=_float_tensor(1.0)), axis=1)
+        kept = op.And(kept, op.Reshape(op.Greater(marks, op.Constant(value_float=0.5)), op.Shape(values)))
+    where = op.NonZero(kept)  # (3, R): image, label, rank in row-major order
+    coordinates = op.Transpose(where, perm=[1, 0])
+    image = op.Cast(op.Gather(where, op.Constant(value_int=0), axis=0), to=1)
+    label = op.Gather(op.Constant(value_floats=[float(v) for v in labels]),
+                      op.Gather(where, op.Constant(value_int=1), axis=0), axis=0)
+    rows = op.Concat(op.Unsqueeze(image, ints(1)), op.Unsqueeze(label, ints(1)),
+                     op.Unsqueeze(op.GatherND(values, coordinates), ints(1)), op.GatherND(chosen, coordinates), axis=1)
+    found = op.Shape(rows, start=0, end=1)
+    fake_count = op.Where(op.Equal(found, ints(0)), batch, ints(0))
+    rows = op.Concat(rows, op.Slice(fake_rows, ints(0), fake_count, ints(0)), axis=0)
+    return op.Reshape(rows, ints(1, 1, -1, 7))
+
+
+@functools.cache
+def _adaptive_nms_function():
+    """`greedy_nms` with eta < 1 as an onnxscript function holding one ONNX Loop (standard operators only;
+    the exporter's function call is inlined by ninport's ONNX optimization). Built on first use so that
+    loading a detector does not import onnxscript.
+
+    boxes (G, K, 4) and valid (G, K) are the candidates of each group (image, class) in Caffe's order,
+    valid a prefix; step k keeps candidate k when its Caffe overlap with every kept box is <= the group's
+    threshold, then multiplies that threshold by eta while it is > 0.5. Returns kept (G, K).
+    """
+    import onnxscript
+    from onnxscript import BOOL, FLOAT
+    from onnxscript import opset18 as op
+
+    @onnxscript.script(default_opset=op)
+    def ssd_adaptive_nms(boxes, valid, nms_threshold, eta):
+        axis1 = op.Constant(value_ints=[1])
+        xmin = op.Gather(boxes, op.Constant(value_int=0), axis=2)  # (G, K)
+        ymin = op.Gather(boxes, op.Constant(value_int=1), axis=2)
+        xmax = op.Gather(boxes, op.Constant(value_int=2), axis=2)
+        ymax = op.Gather(boxes, op.Constant(value_int=3), axis=2)
+        zero = op.Constant(value_float=0.0)
+        areas = op.Where(op.Or(op.Less(xmax, xmin), op.Less(ymax, ymin)), zero,
+                         op.Mul(op.Sub(xmax, xmin), op.Sub(ymax, ymin)))  # Caffe's BBoxSize
+        kept = op.Cast(op.ConstantOfShape(op.Shape(valid)), to=9)  # all False
+        threshold = op.Expand(nms_threshold, op.Shape(valid, start=0, end=1))  # (G,)
+        half = op.Constant(value_float=0.5)
+        rank = op.Range(op.Constant(value_int=0), op.Squeeze(op.Shape(valid, start=1, end=2)),
+                        op.Constant(value_int=1))
+        trips = op.ReduceMax(op.ReduceSum(op.Cast(valid, to=7), axis1, keepdims=0), keepdims=0)
+        for k in range(trips):
+            b_xmin = op.Gather(xmin, op.Unsqueeze(k, op.Constant(value_ints=[0])), axis=1)  # (G, 1)
+            b_ymin = op.Gather(ymin, op.Unsqueeze(k, op.Constant(value_ints=[0])), axis=1)
+            b_xmax = op.Gather(xmax, op.Unsqueeze(k, op.Constant(value_ints=[0])), axis=1)
+            b_ymax = op.Gather(ymax, op.Unsqueeze(k, op.Constant(value_ints=[0])), axis=1)
+            b_area = op.Gather(areas, op.Unsqueeze(k, op.Constant(value_ints=[0])), axis=1)
+            apart = op.Or(op.Or(op.Greater(xmin, b_xmax), op.Less(xmax, b_xmin)),
+                          op.Or(op.Greater(ymin, b_ymax), op.Less(ymax, b_ymin)))
+            width = op.Sub(op.Min(b_xmax, xmax), op.Max(b_xmin, xmin))
+            height = op.Sub(op.Min(b_ymax, ymax), op.Max(b_ymin, ymin))
+            inter = op.Mul(width, height)
+            overlap = op.Div(inter, op.Sub(op.Add(b_area, areas), inter))
+            overlaps = op.And(op.Not(apart), op.And(op.Greater(width, zero), op.Greater(height, zero)))
+            overlap = op.Where(overlaps, overlap, zero)  # Caffe's JaccardOverlap with every candidate
+            too_close = op.And(kept, op.Greater(overlap, op.Unsqueeze(threshold, axis1)))
+            suppressed = op.Greater(op.ReduceMax(op.Cast(too_close, to=1), axis1, keepdims=0), zero)
+            keep = op.And(op.Gather(valid, k, axis=1), op.Not(suppressed))  # (G,)
+            kept = op.Or(kept, op.And(op.Unsqueeze(keep, axis1), op.Equal(rank, k)))
+            threshold = op.Where(op.And(keep, op.Greater(threshold, half)), op.Mul(threshold, eta), threshold)
+        return kept
+
+    # torch's exporter reads the function's outputs from its type hints; written here because string
+    # annotations (this module's `from __future__ import annotations`) would not resolve in this scope
+    ssd_adaptive_nms.__annotations__ = {"boxes": FLOAT, "valid": BOOL, "nms_threshold": FLOAT, "eta": FLOAT,
+                                        "return": BOOL}
+    return ssd_adaptive_nms
+
+
+def _float_tensor(value: float):
+    import onnx
+    return onnx.helper.make_tensor("value", onnx.TensorProto.FLOAT, [1], [value])
+
+
+def _loc_classes_is_one(boxes) -> bool:
+    shape = getattr(boxes, "shape", None)
+    return shape is not None and len(shape) == 4 and shape[2] == 1
+
+
+def onnx_translations() -> dict:
+    """Translations of ninport's custom ops into standard ONNX, for torch.onnx.export(custom_translation_table=)."""
+    return {torch.ops.ninport.ssd_detections.default: _ssd_detections_onnx}

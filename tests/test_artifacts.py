@@ -144,7 +144,7 @@ def test_convert_files_is_all_or_nothing(tmp_path, monkeypatch):
             raise ExportError(f"{staged}: writing safetensors failed: boom")
         return write
 
-    monkeypatch.setattr(artifacts, "_safetensors_writer", broken)
+    monkeypatch.setattr(artifacts, "safetensors_writer", broken)
     with pytest.raises(ExportError, match="boom") as info:
         ninport.convert_files(case.prototxt, case.weights, out, formats=("onnx", "pt2", "safetensors"))
     assert "staging" not in str(info.value)

@@ -329,6 +329,17 @@ def _expected_outputs(module: Any, inputs: dict[str, np.ndarray],
     return [values[n] for n in nodes], [overflowed.get(n, "") for n in nodes]
 
 
+def _seeded_reference(module: Any, path: Path, fmt: str, seed: int, description: NetDescription,
+                      tolerance: float) -> tuple[dict[str, np.ndarray], tuple] | SelfCheck:
+    """The seeded check input and the torch module's outputs on it (see `_expected_outputs`), or the
+    inconclusive SelfCheck when an Embed layer cannot take that input."""
+    inputs = reference_inputs(module, seed, description)
+    try:
+        return inputs, _expected_outputs(module, inputs, description)
+    except (IndexError, RuntimeError) as exc:
+        return _embed_index_problem(exc, path, fmt, description, tolerance)
+
+
 def _softmax_outputs(description: NetDescription) -> dict[str, str]:
     """Output blob -> the Softmax layer that writes it."""
     found = {}
@@ -368,13 +379,11 @@ def check_pt2(module: Any, path: str | os.PathLike, *, tolerance: float = DEFAUL
     """Load the .pt2 file with `torch.export.load`, run it on the seeded input, compare with `module`."""
     import torch
 
-    path = Path(path)
-    description = description or describe(module)
-    inputs = reference_inputs(module, seed, description)
-    try:
-        expected = _expected_outputs(module, inputs, description)
-    except (IndexError, RuntimeError) as exc:
-        return _embed_index_problem(exc, path, "pt2", description, tolerance)
+    path, description = Path(path), description or describe(module)
+    reference = _seeded_reference(module, path, "pt2", seed, description, tolerance)
+    if isinstance(reference, SelfCheck):
+        return reference
+    inputs, expected = reference
     try:
         program = torch.export.load(str(path)).module()
         with torch.no_grad():
@@ -417,13 +426,11 @@ def check_python(module: Any, path: str | os.PathLike, *, tolerance: float = DEF
 
     from ninport.fileio import load_npz
 
-    path = Path(path)
-    description = description or describe(module)
-    inputs = reference_inputs(module, seed, description)
-    try:
-        expected = _expected_outputs(module, inputs, description)
-    except (IndexError, RuntimeError) as exc:
-        return _embed_index_problem(exc, path, "py", description, tolerance)
+    path, description = Path(path), description or describe(module)
+    reference = _seeded_reference(module, path, "py", seed, description, tolerance)
+    if isinstance(reference, SelfCheck):
+        return reference
+    inputs, expected = reference
     with tempfile.TemporaryDirectory(prefix="ninport-pycheck-") as tmp:
         inputs_file, outputs_file = Path(tmp) / "inputs.npz", Path(tmp) / "outputs.npz"
         np.savez(inputs_file, **{f"input{i}": inputs[name] for i, name in enumerate(description.inputs)})

@@ -196,29 +196,34 @@ class _TimesFixedMap(torch.nn.Module):
         return x * self.weight
 
 
-def test_probing_other_sizes_prints_no_torch_log(tmp_path):
+@pytest.fixture
+def times_fixed_map_net(tmp_path):
+    """A net of one plugin layer whose shape rule takes any size while its module does not."""
+    ninport.register_layer("TimesFixedMap", shape=lambda layer, shapes: [shapes[0]],
+                           module=lambda ctx: _TimesFixedMap(ctx.bottom_shapes[0]))
+    prototxt = tmp_path / "net.prototxt"
+    prototxt.write_text('name: "p"\ninput: "data"\ninput_shape { dim: 1 dim: 2 dim: 4 dim: 5 }\n'
+                        'layer { name: "m" type: "TimesFixedMap" bottom: "data" top: "y" }\n')
+    yield prototxt
+    ninport.unregister_layer("TimesFixedMap")
+
+
+def test_probing_other_sizes_prints_no_torch_log(tmp_path, times_fixed_map_net):
     """A plugin whose shape rule takes any size while its module does not: the symbolic export fails and
     torch logs that at ERROR level; ninport expects it, so the export stays free of torch's log, comes out
     static, and says why in a NinportWarning and in the file's metadata (never a silent fallback)."""
-    ninport.register_layer("TimesFixedMap", shape=lambda layer, shapes: [shapes[0]],
-                           module=lambda ctx: _TimesFixedMap(ctx.bottom_shapes[0]))
+    prototxt = times_fixed_map_net
+    module = ninport.load(prototxt)
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    fake_tensor_log = logging.getLogger("torch._subclasses.fake_tensor")
+    fake_tensor_log.addHandler(handler)
     try:
-        prototxt = tmp_path / "net.prototxt"
-        prototxt.write_text('name: "p"\ninput: "data"\ninput_shape { dim: 1 dim: 2 dim: 4 dim: 5 }\n'
-                            'layer { name: "m" type: "TimesFixedMap" bottom: "data" top: "y" }\n')
-        module = ninport.load(prototxt)
-        records: list[logging.LogRecord] = []
-        handler = logging.Handler()
-        handler.emit = records.append
-        fake_tensor_log = logging.getLogger("torch._subclasses.fake_tensor")
-        fake_tensor_log.addHandler(handler)
-        try:
-            with pytest.warns(ninport.NinportWarning, match="height and width fixed .* torch could not keep"):
-                path = ninport.export_onnx(module, tmp_path / "net.onnx")
-        finally:
-            fake_tensor_log.removeHandler(handler)
+        with pytest.warns(ninport.NinportWarning, match="height and width fixed .* torch could not keep"):
+            path = ninport.export_onnx(module, tmp_path / "net.onnx")
     finally:
-        ninport.unregister_layer("TimesFixedMap")
+        fake_tensor_log.removeHandler(handler)
     assert not records, [r.getMessage() for r in records]
     model = onnx.load(path)
     dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[2:]]
@@ -297,20 +302,13 @@ def test_pt2_runs_every_size(tmp_path):
         program(torch.rand(1, 3, 4, 4))
 
 
-def test_convert_files_says_when_torch_cannot_keep_the_size_symbolic(tmp_path):
+def test_convert_files_says_when_torch_cannot_keep_the_size_symbolic(tmp_path, times_fixed_map_net):
     """The shape rule of the plugin takes any size, its module does not: convert_files falls back to fixed
     sizes in both files, warns, and `result.input_size` carries the reason the summary line prints."""
-    ninport.register_layer("TimesFixedMap", shape=lambda layer, shapes: [shapes[0]],
-                           module=lambda ctx: _TimesFixedMap(ctx.bottom_shapes[0]))
-    try:
-        prototxt = tmp_path / "net.prototxt"
-        prototxt.write_text('name: "p"\ninput: "data"\ninput_shape { dim: 1 dim: 2 dim: 4 dim: 5 }\n'
-                            'layer { name: "m" type: "TimesFixedMap" bottom: "data" top: "y" }\n')
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            result = ninport.convert_files(prototxt, out_dir=tmp_path / "o", formats="onnx,pt2")
-    finally:
-        ninport.unregister_layer("TimesFixedMap")
+    prototxt = times_fixed_map_net
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = ninport.convert_files(prototxt, out_dir=tmp_path / "o", formats="onnx,pt2")
     said = [str(w.message) for w in caught if "height and width fixed at the input shape" in str(w.message)]
     assert len(said) == 1 and "torch could not keep them symbolic" in said[0]
     assert not result.input_size.dynamic and result.input_size.reason.startswith("torch could not keep")

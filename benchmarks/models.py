@@ -74,7 +74,7 @@ def write_v1_caffemodel(path: Path, net_name: str, layers: list[tuple[str, str, 
 def generated_caffemodel(model: str, cache: Path = DEFAULT_CACHE, seed: int = 0) -> Path:
     """The cached seeded-random caffemodel for `model` (NIN or VGG16), generated on first use."""
     from ninport.api import load_spec
-    from ninport.caffe.shapes import infer_shapes
+    from ninport.build.shapes import infer_shapes
     from ninport.caffe.weights import random_weights
 
     cache.mkdir(parents=True, exist_ok=True)

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ninport.build.description import Phase
+from ninport.build.shapes import infer_shapes
 from ninport.caffe import caffe_pb2 as pb2
 from ninport.caffe import io
-from ninport.caffe.shapes import infer_shapes
 from ninport.caffe.spec import NetSpec, load_netspec
 from ninport.caffe.weights import attach_weights, random_weights, unreachable_layers
 from ninport.errors import NinportError, ShapeError, safe_text
@@ -104,15 +104,16 @@ def load_spec(prototxt: PathLike, input_shape: InputShape = None, dialect: str |
 
 def check_net_files(prototxt: PathLike, weights: PathLike | None = None, input_shape: InputShape = None,
                     dialect: str | None = None) -> NetSpec:
-    """What can be checked about a net's files in milliseconds and without torch, checked: the prototxt
-    parses and its shapes infer (at `input_shape`), the weights, if given, are a regular file (read later:
-    reading a caffemodel takes seconds). Commands call it first, so a typo fails before torch loads."""
+    """What can be checked about a net's files before anything slow, checked: the prototxt parses, the
+    weights, if given, are a regular file (read later: reading a caffemodel takes seconds), both without
+    torch, so a typo fails in milliseconds; then its shapes infer (at `input_shape`), which loads the layer
+    families and torch with them. Commands call it first."""
     from ninport.fileio import check_regular_file
 
     spec = load_spec(prototxt, input_shape, dialect)
-    infer_shapes(spec)
     if weights is not None:
         check_regular_file(check_path(weights, "weights"), "caffemodel")
+    infer_shapes(spec)
     return spec
 
 

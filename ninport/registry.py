@@ -1,8 +1,8 @@
 """One registration record per Caffe layer type: its shape rule and its converter, together.
 
-Built-in types are registered where their shape rules live (`ninport.caffe.shapes`), naming their
-converter lazily as "family:function" in `ninport.layers`, so reading and inspecting a net
-never imports torch. Users' plugins register through the same door, `register_layer`, with a
+Built-in types are registered in their family file, `ninport.layers.<family>`, which holds the
+type's shape rule (decorated with `@builtin_layer`), its torch module and the converter the record
+names as "family:function". Users' plugins register through the same door, `register_layer`, with a
 callable converter. Registering a type twice is an error unless `replace=True` says it is meant.
 
 A dialect is a named set of records that replace the default ones for the nets read with it, for
@@ -56,6 +56,23 @@ class LayerShapes:
     @property
     def param_count(self) -> int:
         return sum(math.prod(p) for p in self.params or [])
+
+
+@dataclass
+class ShapeTable:
+    """Every blob's shape and every layer's weights/MACs for one set of input shapes; `layers` is keyed by
+    `LayerSpec.key` (the layer name, unless an earlier layer has the same name)."""
+
+    blobs: dict[str, Shape]
+    layers: dict[str, LayerShapes]
+
+    @property
+    def total_params(self) -> int:
+        return sum(ls.param_count for ls in self.layers.values())
+
+    @property
+    def total_macs(self) -> int:
+        return sum(ls.macs for ls in self.layers.values())
 
 
 ShapeFn = Callable[["LayerSpec", list[Shape]], Union[LayerShapes, Sequence[Sequence[int]]]]
@@ -232,13 +249,9 @@ _DIALECT_PREPARE: dict[str, Callable] = {}  # dialect -> its pass over a whole n
 _BUILTINS_LOADED = False
 # Torch-free modules whose @builtin_layer shape rules register the built-in types, one per layer family
 # group; a new family adds its module here.
-BUILTIN_RULE_MODULES = (
-    "ninport.caffe.shapes",
-    "ninport.caffe.shapes_fork",
-    "ninport.caffe.shapes_ssd",
-    "ninport.caffe.shapes_loss",
-    "ninport.caffe.dialect_hed",
-)
+BUILTIN_RULE_MODULES = tuple(f"ninport.layers.{family}" for family in (
+    "activation", "convolution", "pooling", "inner_product", "normalization", "structure", "reduction", "indexing",
+    "spp", "fork", "resize", "ssd", "loss", "hed"))
 
 
 def _table(dialect: str | None) -> dict[str, LayerType]:

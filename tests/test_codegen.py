@@ -140,7 +140,7 @@ def test_every_ssd_golden_case_matches_ssd_caffe_through_the_generated_file(tmp_
 def test_one_generated_file_per_net_matches_caffe_at_every_size(tmp_path):
     """tests/fixtures/caffe-golden-sizes: Caffe ran each net at four sizes; one generated file per net, run
     without ninport, reproduces Caffe's outputs at all of them (pooling, Deconvolution, Crop, SPP follow)."""
-    from tests.convert.test_any_size import _tolerance
+    from tests.build.test_any_size import _tolerance
 
     runs, expected = [], []
     folders = _cases(SIZES_GOLDEN, "sz_*")

@@ -48,7 +48,7 @@ from hypothesis import strategies as st
 
 import ninport
 from ninport.caffe import caffe_pb2, io
-from ninport.caffe.shapes import infer_shapes
+from ninport.build.shapes import infer_shapes
 from ninport.caffe.spec import load_netspec
 from ninport.errors import NinportError
 from tests.conftest import VENDORED_GOLDEN, within

@@ -170,3 +170,19 @@ def test_docs_write_only_into_out(workdir, checkout_status):
         pytest.skip("not a git checkout")
     new = sorted(set(after.splitlines()) - set(checkout_status.splitlines()))
     assert not new, f"the docs' commands changed the checkout: {new}"
+
+
+def test_architecture_example_is_the_family_files_source():
+    """docs/architecture.md's 'how to add a layer' example quotes layers/fork.py: every line, in order."""
+    page = (REPO / "docs" / "architecture.md").read_text()
+    example = page[page.index("For example ShuffleNet's"):]
+    block = _blocks_in(example, "text")[0]
+    source = [line.strip() for line in (REPO / "ninport" / "layers" / "fork.py").read_text().splitlines()]
+    position = 0
+    for line in filter(None, (raw.strip() for raw in block.splitlines())):
+        assert line in source[position:], f"not in layers/fork.py (in order): {line}"
+        position = source.index(line, position) + 1
+
+
+def _blocks_in(text: str, language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", text, flags=re.S)

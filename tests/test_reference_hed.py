@@ -2,7 +2,7 @@
 
 The file is checked to be the published one (its git blob id, recorded in its README with the source commit);
 it builds from it without `input_shape`, read as BVLC Caffe or in the `hed` dialect, and takes a caffemodel
-that lists its five layers named "crop". Its crops against the fork's source: tests/convert/test_dialect_hed.py.
+that lists its five layers named "crop". Its crops against the fork's source: tests/layers/test_hed.py.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import ninport
-from ninport.caffe.shapes import infer_shapes
+from ninport.build.shapes import infer_shapes
 from tests.caffe_files import write_caffemodel
 from tests.conftest import REPO
 

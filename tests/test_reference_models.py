@@ -23,7 +23,7 @@ import ninport
 from tests.caffe_files import write_caffemodel as write_blobs
 from tests.conftest import REPO, relative_error
 from ninport.caffe import caffe_pb2
-from ninport.caffe.shapes import infer_shapes
+from ninport.build.shapes import infer_shapes
 
 MODELS = REPO / "reference_models"
 NETS = ("bvlc_alexnet", "bvlc_googlenet", "vgg16", "resnet50", "squeezenet_v1.1", "mobilenet_v1")

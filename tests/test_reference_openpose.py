@@ -21,8 +21,8 @@ import torch
 from google.protobuf import text_format
 
 import ninport
+from ninport.build.shapes import infer_shapes
 from ninport.caffe import caffe_pb2
-from ninport.caffe.shapes import infer_shapes
 from tests.caffe_files import write_caffemodel
 from tests.conftest import REPO, relative_error
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ninport.api import InputShape, PathLike, check_path, load_spec
-from ninport.caffe.shapes import infer_shapes, size_fixing_layers
+from ninport.build.shapes import infer_shapes, size_fixing_layers
 from ninport.caffe.spec import LayerSpec
 from ninport.errors import NinportError, one_line, safe_text
 from ninport.registry import LayerType, layer_type

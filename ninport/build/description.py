@@ -65,7 +65,7 @@ class NetDescription:
     def split_copies(self) -> dict[str, str]:
         """Caffe's automatic split blobs: name -> the blob it copies."""
         return {name: source for name, source in self.caffe_blobs if name != source}
-    # (layer, reason) for the layers that fix the input size (`ninport.caffe.shapes.size_fixing_layers`);
+    # (layer, reason) for the layers that fix the input size (`ninport.build.shapes.size_fixing_layers`);
     # empty when the net runs at other sizes: what `inspect` says and what exports follow
     size_fixed_by: tuple[tuple[str, str], ...] = ()
 

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from torch import fx, nn
 
-from ninport.caffe.shapes import ShapeTable, infer_shapes, size_fixing_layers
+from ninport.build.shapes import infer_shapes, size_fixing_layers
+from ninport.registry import ShapeTable
 from ninport.caffe.spec import NetSpec
 from ninport import registry
 from ninport.build.context import LayerContext

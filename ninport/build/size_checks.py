@@ -3,7 +3,7 @@
 A converted module runs at every input size the net allows (Caffe reshapes a net to its input). The
 graph builder gives each layer's module a `SizeGuard` (a forward pre-hook, so the module itself stays
 plain PyTorch): when the module sees bottoms of a size it has not seen, the guard runs the layer's
-torch-free shape rule on their actual shapes (`ninport.caffe.shapes.layer_shapes`, what `infer_shapes`
+torch-free shape rule on their actual shapes (`ninport.build.shapes.layer_shapes`, what `infer_shapes`
 ran at the reference size) and compares the weight shapes it asks for with the weights the layer has.
 A refusal is one ShapeError naming the Caffe layer, the bottoms it got and the bottoms it was built
 for, with the shape rule's own reason. The answer is kept per distinct bottom shapes, so a second call
@@ -18,7 +18,7 @@ from torch import nn
 from torch.compiler import is_compiling
 
 from ninport.caffe.geometry import GeometryError, is_static
-from ninport.caffe.shapes import layer_shapes, weights_mismatch
+from ninport.build.shapes import layer_shapes, weights_mismatch
 from ninport.caffe.spec import LayerSpec
 from ninport.errors import NinportError, ShapeError, safe_text, shape_text
 from ninport.registry import LayerShapes, LayerType

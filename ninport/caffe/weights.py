@@ -15,10 +15,10 @@ import numpy as np
 
 from ninport.caffe import caffe_pb2 as pb2
 from ninport.caffe.io import RawBlob, RawLayerWeights
-from ninport.caffe.shapes import ShapeTable
 from ninport.caffe.spec import LayerSpec, NetSpec
 from ninport.caffe.upgrade import v1_type_name
 from ninport.errors import NinportWarning, WeightsError, counted, safe_text
+from ninport.registry import ShapeTable
 
 
 def _legacy_4d(shape: tuple[int, ...]) -> tuple[int, ...] | None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Callable, Iterable
 from ninport import memory
 from ninport.api import InputShape, PathLike, check_net_files, check_path, default_weights_path
 from ninport.build.description import NetDescription
-from ninport.caffe.shapes import size_fixing_layers, size_fixing_text
+from ninport.build.shapes import size_fixing_layers, size_fixing_text
 from ninport.check.selfcheck import DEFAULT_TOLERANCE, SelfCheck
 from ninport.errors import ExportError, NinportError, NinportWarning, safe_message
 from ninport.export.formats import FORMAT_PACKAGES, check_formats
@@ -85,8 +85,8 @@ def convert_files(prototxt: PathLike, weights: PathLike | None = None, out_dir: 
     if weights is None:
         weights = default_weights_path(prototxt)
     # everything checkable in milliseconds, before torch and the exporter load (seconds)
-    spec = check_net_files(prototxt, weights, input_shape, dialect)
     check_output_dir_usable(out_dir)
+    spec = check_net_files(prototxt, weights, input_shape, dialect)
     exported = "onnx" in formats or "pt2" in formats
     fixing = size_fixing_layers(spec) if exported and dynamic_size else []
     if fixing:  # `ninport convert --dynamic` on a net that runs at its input size only

@@ -65,7 +65,7 @@ import torch
 from torch import fx
 
 from ninport.build.description import NetDescription, describe
-from ninport.caffe.shapes import size_fixing_text
+from ninport.build.shapes import size_fixing_text
 from ninport.errors import (
     ExportError,
     NinportError,

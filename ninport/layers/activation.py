@@ -10,6 +10,62 @@ from torch import nn
 
 from ninport.build.context import LayerContext
 from ninport.build.recorded import records_args
+from ninport.caffe.geometry import (
+    fail,
+)
+from ninport.caffe.spec import LayerSpec
+from ninport.layers.rules import (
+    one_bottom,
+    same_as_bottom,
+)
+from ninport.registry import LayerShapes, builtin_layer
+
+# --- shape rules (torch-free): the sizes Caffe accepts, the weight shapes it expects, the typed parameters ---
+
+
+# Bottom and top counts below are what each type's header in BVLC Caffe (include/caffe/layers/*.hpp)
+# declares; forks' types cite their fork. Caffe's NeuronLayer (ReLU, Sigmoid, ..., PReLU, Exp, Log):
+# exactly one bottom and one top.
+def _relu_settings(layer: LayerSpec) -> str:
+    slope = layer.proto.relu_param.negative_slope
+    return f"slope {slope:g}" if slope else ""
+
+
+def _dropout_settings(layer: LayerSpec) -> str:
+    return f"{layer.proto.dropout_param.dropout_ratio:g}"
+
+
+_NEURON_SETTINGS = {"ReLU": _relu_settings, "Dropout": _dropout_settings}
+
+
+for _type, _function in (("ReLU", "relu"), ("Sigmoid", "sigmoid"), ("TanH", "tanh"), ("AbsVal", "absval"),
+                         ("BNLL", "bnll"), ("Power", "power"), ("ELU", "elu"), ("Threshold", "threshold"),
+                         ("Clip", "clip"), ("Dropout", "dropout"), ("Swish", "swish")):
+    builtin_layer(_type, converter=f"activation:{_function}", bottoms=1, tops=1,
+                  settings=_NEURON_SETTINGS.get(_type))(same_as_bottom)
+
+
+@builtin_layer("Exp", converter="activation:exp", bottoms=1, tops=1)
+@builtin_layer("Log", converter="activation:log", bottoms=1, tops=1)
+def _exp_log(layer, shapes):
+    p = layer.proto.exp_param if layer.type == "Exp" else layer.proto.log_param
+    if not (p.base > 0 or p.base == -1):
+        fail(f"base {p.base} must be positive or -1 (e), as Caffe checks")
+    if layer.type == "Log" and p.base == 1:
+        fail("base 1 has no logarithm")
+    return same_as_bottom(layer, shapes)
+
+
+@builtin_layer("PReLU", converter="activation:prelu", bottoms=1, tops=1)
+def _prelu(layer, shapes):
+    shape = one_bottom(layer, shapes)
+    if len(shape) < 2:
+        fail("PReLU needs a bottom with a channel axis")
+    channels = 1 if layer.proto.prelu_param.channel_shared else shape[1]
+    return LayerShapes(tops=[shape], params=[(channels,)])
+
+
+# --- torch modules and their converters ------------------------------------------------------
 
 
 @records_args

@@ -7,7 +7,52 @@ from torch import nn
 
 from ninport.build.context import LayerContext
 from ninport.build.recorded import records_args
-from ninport.caffe.shapes import canonical_axis
+from ninport.caffe.geometry import (
+    canonical_axis,
+    fail,
+)
+from ninport.layers.rules import (
+    one_bottom,
+)
+from ninport.registry import LayerShapes, builtin_layer
+
+# --- shape rules (torch-free): the sizes Caffe accepts, the weight shapes it expects, the typed parameters ---
+
+
+@builtin_layer("Tile", converter="indexing:tile", bottoms=1, tops=1)
+def _tile(layer, shapes):
+    shape = one_bottom(layer, shapes)
+    p = layer.proto.tile_param
+    axis = canonical_axis(p.axis, len(shape))
+    if not p.HasField("tiles"):
+        fail("tile_param.tiles must be given (Caffe's rule)")
+    if p.tiles <= 0:
+        fail(f"tiles {p.tiles} must be positive")
+    return LayerShapes(tops=[shape[:axis] + (shape[axis] * p.tiles,) + shape[axis + 1:]])
+
+
+@builtin_layer("Embed", converter="indexing:embed", bottoms=1, tops=1, index_input=True)
+def _embed(layer, shapes):
+    shape = one_bottom(layer, shapes)
+    p = layer.proto.embed_param
+    if p.num_output <= 0:
+        fail(f"num_output must be positive, got {p.num_output}")
+    if p.input_dim <= 0:
+        fail(f"input_dim must be positive, got {p.input_dim}")
+    params = [(int(p.input_dim), int(p.num_output))] + ([(int(p.num_output),)] if p.bias_term else [])
+    return LayerShapes(tops=[tuple(shape) + (int(p.num_output),)], params=params)
+
+
+@builtin_layer("Parameter", converter="indexing:parameter", bottoms=0, tops=1)
+def _parameter(layer, shapes):
+    p = layer.proto.parameter_param
+    if not p.HasField("shape") or not len(p.shape.dim):
+        fail("parameter_param.shape must give at least one dimension")
+    shape = tuple(int(d) for d in p.shape.dim)
+    return LayerShapes(tops=[shape], params=[shape])
+
+
+# --- torch modules and their converters ------------------------------------------------------
 
 
 @records_args

@@ -8,7 +8,87 @@ from torch import nn
 from ninport.build.context import LayerContext
 from ninport.build.recorded import records_args
 from ninport.caffe import caffe_pb2 as pb2
-from ninport.caffe.shapes import canonical_axis
+from ninport.caffe.geometry import (
+    canonical_axis,
+    fail,
+    scale_param_shape,
+)
+from ninport.caffe.spec import LayerSpec
+from ninport.errors import shape_text
+from ninport.layers.rules import (
+    check_broadcast,
+    one_bottom,
+)
+from ninport.registry import LayerShapes, builtin_layer
+
+# --- shape rules (torch-free): the sizes Caffe accepts, the weight shapes it expects, the typed parameters ---
+
+
+def _lrn_settings(layer: LayerSpec) -> str:
+    p = layer.proto.lrn_param
+    return f"n{p.local_size} alpha {p.alpha:g} beta {p.beta:g}"
+
+
+@builtin_layer("LRN", converter="normalization:lrn", bottoms=1, tops=1, settings=_lrn_settings)
+def _lrn(layer, shapes):
+    p = layer.proto.lrn_param
+    if p.local_size % 2 != 1:
+        fail(f"local_size {p.local_size} must be odd (Caffe's rule)")
+    shape = one_bottom(layer, shapes)
+    if len(shape) != 4:
+        fail(f"expects a 4-D (N, C, H, W) bottom, got shape {shape_text(shape)}")
+    n, c, h, w = shape
+    size = p.local_size
+    # The converter pads the squared input by (size - 1) / 2 on each side of the window's axes.
+    if p.norm_region == pb2.LRNParameter.WITHIN_CHANNEL:
+        scratch = n * c * (h + size - 1) * (w + size - 1)
+    else:
+        scratch = n * (c + size - 1) * h * w
+    return LayerShapes(tops=[shape], scratch=scratch)
+
+
+@builtin_layer("BatchNorm", converter="normalization:batch_norm", bottoms=1, tops=1,
+               settings=lambda layer: "statistics: mean, variance, scale factor",
+               statistics=(0, 1, 2))  # every blob: running mean and variance sums, the moving-average factor
+def _batch_norm(layer, shapes):
+    shape = one_bottom(layer, shapes)
+    c = shape[1] if len(shape) > 1 else 1
+    eps = layer.proto.batch_norm_param.eps
+    if not eps >= 0:
+        fail(f"eps {eps} must be non-negative")
+    return LayerShapes(tops=[shape], params=[(c,), (c,), (1,)])
+
+
+_scale_param_shape = scale_param_shape
+
+
+@builtin_layer("Scale", converter="normalization:scale", bottoms=(1, 2), tops=1)
+def _scale(layer, shapes):
+    p = layer.proto.scale_param
+    if len(shapes) not in (1, 2):
+        fail(f"expects 1 or 2 bottoms, got {len(shapes)}")
+    shape = shapes[0]
+    if len(shapes) == 2:  # the scale comes from the second bottom; only a bias is learned
+        check_broadcast(shape, shapes[1], p.axis)
+        return LayerShapes(tops=[shape], params=[tuple(shapes[1])] if p.bias_term else [])
+    pshape = _scale_param_shape(shape, p.axis, p.num_axes)
+    params = [pshape] + ([pshape] if p.bias_term else [])
+    return LayerShapes(tops=[shape], params=params)
+
+
+@builtin_layer("Bias", converter="normalization:bias", bottoms=(1, 2), tops=1)
+def _bias(layer, shapes):
+    p = layer.proto.bias_param
+    if len(shapes) not in (1, 2):
+        fail(f"expects 1 or 2 bottoms, got {len(shapes)}")
+    shape = shapes[0]
+    if len(shapes) == 2:
+        check_broadcast(shape, shapes[1], p.axis)
+        return LayerShapes(tops=[shape])
+    return LayerShapes(tops=[shape], params=[_scale_param_shape(shape, p.axis, p.num_axes)])
+
+
+# --- torch modules and their converters ------------------------------------------------------
 
 
 @records_args

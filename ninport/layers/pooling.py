@@ -19,7 +19,66 @@ from torch import nn
 
 from ninport.build.context import LayerContext
 from ninport.build.recorded import records_args
-from ninport.caffe.geometry import PoolParams, is_static, pool_params
+from ninport.caffe import caffe_pb2 as pb2
+from ninport.caffe.geometry import (
+    PoolParams,
+    fail,
+    is_static,
+    pool_geometry,
+    pool_params,
+)
+from ninport.caffe.spec import LayerSpec
+from ninport.errors import UnsupportedLayerError
+from ninport.layers.rules import (
+    MAX_BLOB_ELEMENTS,
+    one_bottom,
+    spatial_4d,
+)
+from ninport.registry import LayerShapes, builtin_layer
+
+# --- shape rules (torch-free): the sizes Caffe accepts, the weight shapes it expects, the typed parameters ---
+
+
+def _pooling_max_tops(layer: LayerSpec) -> int:
+    """MAX pooling may output a second top, the argmax mask (PoolingLayer::MaxTopBlobs)."""
+    return 2 if layer.proto.pooling_param.pool == pb2.PoolingParameter.MAX else 1
+
+
+def _pooling_settings(layer: LayerSpec) -> str:
+    """'MAX k3 s2', 'AVE global'."""
+    q = layer.proto.pooling_param
+    kind = pb2.PoolingParameter.PoolMethod.Name(q.pool)
+    if q.global_pooling:
+        return f"{kind} global"
+    k = q.kernel_size or f"{q.kernel_h}x{q.kernel_w}"
+    s = q.stride if not (q.HasField("stride_h") or q.HasField("stride_w")) else f"{q.stride_h}x{q.stride_w}"
+    pad = q.pad if not (q.HasField("pad_h") or q.HasField("pad_w")) else f"{q.pad_h}x{q.pad_w}"
+    return f"{kind} k{k} s{s}" + (f" pad {pad}" if pad else "")
+
+
+@builtin_layer("Pooling", converter="pooling:pooling", bottoms=1, tops=(1, _pooling_max_tops),
+               settings=_pooling_settings)
+def _pooling(layer, shapes):
+    n, c, h, w = spatial_4d(layer, one_bottom(layer, shapes))
+    p = layer.proto.pooling_param
+    if p.pool == pb2.PoolingParameter.STOCHASTIC:
+        raise UnsupportedLayerError("STOCHASTIC pooling is not supported (its TEST-phase weighted "
+                                    "average has no exact torch twin); replace it with AVE or MAX")
+    geo = pool_geometry(p, (h, w))  # refuses an output size <= 0, as Caffe does
+    if len(layer.tops) > 1:
+        raise UnsupportedLayerError("a second top (MAX pooling's argmax mask) is not supported")
+    # The converter pads the input to the extent the windows cover (a last window may start
+    # far past the input when stride > kernel): that padded blob must be plausible too.
+    extent = [geo.extent(a) for a in (0, 1)]
+    scratch = n * c * max(extent[0], h) * max(extent[1], w)
+    if scratch > MAX_BLOB_ELEMENTS:
+        fail(f"the windows (kernel {geo.kernel}, stride {geo.stride}, pad {geo.pad}) cover "
+              f"{extent[0]}x{extent[1]} of a {h}x{w} input: implausibly large; is a number wrong?")
+    return LayerShapes(tops=[(n, c, *geo.out)], scratch=scratch)
+
+
+# --- torch modules and their converters ------------------------------------------------------
+
 
 FLT_MAX = float(np.finfo(np.float32).max)
 

@@ -12,13 +12,81 @@ std::partial_sort needs), and none is promised here.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 from ninport.build.context import LayerContext
 from ninport.build.recorded import records_args
 from ninport.caffe import caffe_pb2 as pb2
-from ninport.caffe.shapes import argmax_top_shape, canonical_axis
+from ninport.caffe.geometry import (
+    canonical_axis,
+    fail,
+)
+from ninport.errors import shape_text
+from ninport.layers.rules import (
+    MAX_BLOB_ELEMENTS,
+    one_bottom,
+)
+from ninport.registry import LayerShapes, Shape, builtin_layer
+
+# --- shape rules (torch-free): the sizes Caffe accepts, the weight shapes it expects, the typed parameters ---
+
+
+def argmax_top_shape(p, shape: Shape) -> tuple[int | None, Shape]:
+    """Caffe's ArgMax: (axis or None, top shape).
+
+    With `axis`: the bottom's shape with that axis cut to top_k. Without: max(3, ndim) axes of 1,
+    with N at 0, top_k at 2 and 2 at 1 when out_max_val (indices then values).
+    """
+    if p.top_k < 1:
+        fail(f"top_k {p.top_k} must be at least 1")
+    if p.HasField("axis"):
+        axis = canonical_axis(p.axis, len(shape))
+        if p.top_k > shape[axis]:
+            fail(f"top_k {p.top_k} exceeds the size {shape[axis]} of axis {axis}")
+        return axis, shape[:axis] + (int(p.top_k),) + shape[axis + 1:]
+    per_item = math.prod(shape[1:])
+    if p.top_k > per_item:
+        fail(f"top_k {p.top_k} exceeds the {per_item} values per item of the bottom {shape_text(shape)}")
+    top = [1] * max(3, len(shape))
+    top[0], top[2] = shape[0], int(p.top_k)
+    if p.out_max_val:
+        top[1] = 2
+    return None, tuple(top)
+
+
+@builtin_layer("ArgMax", converter="reduction:argmax", bottoms=1, tops=1)
+def _argmax(layer, shapes):
+    shape = one_bottom(layer, shapes)
+    p = layer.proto.argmax_param
+    axis, top = argmax_top_shape(p, shape)
+    # top_k > 1 ranks through an (items, top_k, axis size) comparison table in the converter
+    scratch = math.prod(shape) * p.top_k if p.top_k > 1 else 0
+    if scratch > MAX_BLOB_ELEMENTS:
+        fail(f"top_k {p.top_k} over {math.prod(shape):,} values needs a {scratch:,}-element ranking "
+              "table: implausibly large; is a number wrong?")
+    return LayerShapes(tops=[top], scratch=scratch)
+
+
+@builtin_layer("Reduction", converter="reduction:reduction", bottoms=1, tops=1)
+def _reduction(layer, shapes):
+    shape = one_bottom(layer, shapes)
+    axis = canonical_axis(layer.proto.reduction_param.axis, len(shape))
+    return LayerShapes(tops=[shape[:axis]])  # all axes from `axis` on are reduced; axis 0 gives a scalar
+
+
+@builtin_layer("MVN", converter="reduction:mvn", bottoms=1, tops=1)
+def _mvn(layer, shapes):
+    shape = one_bottom(layer, shapes)
+    if len(shape) > 4:
+        fail(f"expects a bottom of at most 4 axes (Caffe's num/channels/height/width), got {shape_text(shape)}")
+    # Caffe reshapes the top with num(), channels(), height(), width(): always 4-D.
+    return LayerShapes(tops=[tuple(shape) + (1,) * (4 - len(shape))])
+
+
+# --- torch modules and their converters ------------------------------------------------------
 
 
 @records_args

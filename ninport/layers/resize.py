@@ -3,13 +3,171 @@ ports' nearest-neighbour Upsample. Output sizes are computed from the bottoms' s
 with the fork's own rules (`interp_size`), so the module is right at any input size."""
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ninport.build.context import LayerContext
 from ninport.build.recorded import records_args
-from ninport.caffe.shapes_fork import InterpRule, interp_size
+from ninport.caffe.geometry import (
+    fail,
+)
+from ninport.caffe.spec import LayerSpec
+from ninport.errors import UnsupportedLayerError, safe_text, shape_text
+from ninport.layers.rules import (
+    check_unknown_fields,
+    fork_int,
+    fork_name,
+    one_bottom,
+    spatial_4d,
+)
+from ninport.registry import LayerShapes, Shape, builtin_layer, layer_fields
+
+# --- shape rules (torch-free): the sizes Caffe accepts, the weight shapes it expects, the typed parameters ---
+
+
+@dataclasses.dataclass(frozen=True)
+class InterpRule:
+    """How an Interp layer sizes its top, from the fork's interp_layer.cpp (Reshape).
+
+    The input is first cropped by pad_beg (top and left) and pad_end (bottom and right), both <= 0;
+    then, by the first rule that applies: a second bottom gives the size; shrink only:
+    (in - 1) / shrink + 1; zoom only: in + (in - 1)(zoom - 1); height and width: as given;
+    shrink and zoom: shrink first, then zoom. Sizes follow the bottom at run time.
+    """
+
+    pad_beg: int
+    pad_end: int
+    shrink: int | None
+    zoom: int | None
+    height: int | None
+    width: int | None
+    size_from_second_bottom: bool
+
+    def cropped(self, in_hw: tuple[int, int]) -> tuple[int, int]:
+        return in_hw[0] + self.pad_beg + self.pad_end, in_hw[1] + self.pad_beg + self.pad_end
+
+    def output_size(self, in_hw: tuple[int, int], reference_hw: tuple[int, int] | None = None) -> tuple[int, int]:
+        return interp_size(self.cropped(in_hw), reference_hw if self.size_from_second_bottom else None,
+                                  self.shrink, self.zoom, self.height, self.width)
+
+
+def interp_size(cropped_hw, reference_hw, shrink, zoom, height, width) -> tuple[int, int]:
+    """Interp's output (h, w) from the cropped input size (`InterpRule`'s rules; plain Python, so the
+    generated .py file copies it): the second bottom's size when there is one (`reference_hw`)."""
+    if reference_hw is not None:
+        return int(reference_hw[0]), int(reference_hw[1])
+    if shrink is not None and zoom is None:
+        return (cropped_hw[0] - 1) // shrink + 1, (cropped_hw[1] - 1) // shrink + 1
+    if zoom is not None and shrink is None:
+        return cropped_hw[0] + (cropped_hw[0] - 1) * (zoom - 1), cropped_hw[1] + (cropped_hw[1] - 1) * (zoom - 1)
+    if height is not None and width is not None:
+        return height, width
+    shrunk = [(d - 1) // shrink + 1 for d in cropped_hw]
+    return shrunk[0] + (shrunk[0] - 1) * (zoom - 1), shrunk[1] + (shrunk[1] - 1) * (zoom - 1)
+
+
+def interp_rule(layer: LayerSpec, bottoms: int) -> InterpRule:
+    """The Interp parameters, checked as the fork checks them (every LOG(FATAL) / CHECK an error)."""
+    pad_beg = fork_int(layer, "interp_param.pad_beg", 0)
+    pad_end = fork_int(layer, "interp_param.pad_end", 0)
+    if pad_beg > 0 or pad_end > 0:
+        fail(f"pad_beg {pad_beg} / pad_end {pad_end}: only non-positive padding (cropping) is supported, "
+              "as in the fork")
+    kind = fork_name(layer, "interp_param.type", "Bilinear")
+    if kind != "Bilinear":
+        raise UnsupportedLayerError(f"Interp type {safe_text(kind, 40)} is not supported (only the bilinear, "
+                                    "align-corners Interp of DeepLab / PSPNet)")
+    shrink = fork_int(layer, "interp_param.shrink_factor")
+    zoom = fork_int(layer, "interp_param.zoom_factor")
+    height = fork_int(layer, "interp_param.height")
+    width = fork_int(layer, "interp_param.width")
+    if bottoms == 2:
+        if any(v is not None for v in (shrink, zoom, height, width)):
+            fail("a second bottom gives the output size, so shrink_factor, zoom_factor, height and width "
+                  "must not be given too (ambiguous; the fork refuses it)")
+        return InterpRule(pad_beg, pad_end, None, None, None, None, True)
+    if bottoms != 1:
+        fail(f"expects 1 bottom (or 2: the second gives the output size), got {bottoms}")
+    if shrink is not None and shrink < 1:
+        fail(f"shrink_factor {shrink} must be at least 1")
+    if zoom is not None and zoom < 1:
+        fail(f"zoom_factor {zoom} must be at least 1")
+    if shrink is None and zoom is None:
+        if height is None or width is None:
+            fail("needs zoom_factor, shrink_factor, or both height and width (the fork's Interp refuses "
+                  "a layer without them)")
+        if height <= 0 or width <= 0:
+            fail(f"target size {height}x{width} must be positive")
+    return InterpRule(pad_beg, pad_end, shrink, zoom, height, width, False)
+
+
+def _checked_interp_size(rule: InterpRule, shapes: list[Shape]) -> tuple[int, int]:
+    in_hw = tuple(shapes[0][2:])
+    eff = rule.cropped(in_hw)
+    if min(eff) <= 0:
+        fail(f"cropping pad_beg {rule.pad_beg}, pad_end {rule.pad_end} leaves nothing of the "
+              f"{in_hw[0]}x{in_hw[1]} input")
+    out = rule.output_size(in_hw, tuple(shapes[1][2:]) if rule.size_from_second_bottom else None)
+    if min(out) <= 0:
+        fail(f"output size {out[0]}x{out[1]} must be positive")
+    return out
+
+
+# interp_layer.hpp: exactly one top; the bottom count is left to Reshape (1, or 2 with the size reference).
+@builtin_layer("Interp", converter="resize:interp", bottoms=None, tops=1,
+               origin="DeepLab v2 / PSPNet Caffe (interp_layer.cpp)", reads_unknown_fields=True)
+def _interp(layer, shapes):
+    check_unknown_fields(layer, "interp_param")
+    rule = interp_rule(layer, len(shapes))
+    n, c = spatial_4d(layer, shapes[0])[:2]
+    if rule.size_from_second_bottom:
+        other = shapes[1]
+        if len(other) != 4 or other[0] != n:
+            fail(f"the second bottom {shape_text(other)} must be 4-D with the batch of the first "
+                  f"{shape_text(shapes[0])}")
+    out = _checked_interp_size(rule, shapes)
+    return LayerShapes(tops=[(n, c, *out)], macs=4 * n * c * out[0] * out[1], parsed=rule)
+
+
+SEGNET_UPSAMPLE_FIELDS = {"scale_h", "scale_w", "pad_out_h", "pad_out_w", "upsample_h", "upsample_w"}
+
+
+def upsample_scale(layer: LayerSpec, bottoms: int) -> int:
+    """The integer factor of the YOLO ports' nearest-neighbour Upsample (darknet2caffe,
+    upsample_param { scale }, default 1); SegNet's max-unpooling Upsample is refused by name."""
+    fields = layer_fields(layer, "upsample_param")
+    segnet = sorted(fields & SEGNET_UPSAMPLE_FIELDS)
+    if bottoms > 1 or segnet:
+        why = f"{bottoms} bottoms (data and the pooling mask)" if bottoms > 1 else f"fields {', '.join(segnet)}"
+        raise UnsupportedLayerError(
+            f"this is SegNet's unpooling Upsample ({why}): it scatters values to the argmax positions of a MAX "
+            "pooling mask, which ninport does not convert; only the YOLO ports' nearest-neighbour Upsample "
+            "(one bottom, upsample_param { scale }) is supported")
+    other = sorted(fields - {"scale"})
+    if other:
+        raise UnsupportedLayerError(f"Upsample with upsample_param fields {', '.join(safe_text(f, 40) for f in other)} "
+                                    "is not supported (only the YOLO ports' nearest-neighbour form, scale only)")
+    scale = fork_int(layer, "upsample_param.scale", 1)
+    if scale < 1:
+        fail(f"scale {scale} must be a positive integer")
+    return scale
+
+
+# The YOLO ports' UpsampleLayer takes exactly 1 bottom, SegNet's exactly 2 (data and pooling mask); both
+# produce 1 top. The type name covers both: 1 or 2 bottoms here, and the shape rule names SegNet's variant.
+@builtin_layer("Upsample", converter="resize:upsample", bottoms=(1, 2), tops=1,
+               origin="YOLO Caffe ports (darknet2caffe), nearest", reads_unknown_fields=True)
+def _upsample(layer, shapes):
+    check_unknown_fields(layer, "upsample_param")
+    scale = upsample_scale(layer, len(shapes))
+    n, c, height, width = spatial_4d(layer, one_bottom(layer, shapes))
+    return LayerShapes(tops=[(n, c, height * scale, width * scale)], parsed=scale)
+
+
+# --- torch modules and their converters ------------------------------------------------------
 
 
 @records_args

@@ -17,7 +17,48 @@ from torch import nn
 from ninport.build.context import LayerContext
 from ninport.build.recorded import records_args
 from ninport.caffe import caffe_pb2 as pb2
-from ninport.caffe.geometry import spp_level
+from ninport.caffe.geometry import (
+    fail,
+    pool_geometry,
+    spp_level,
+    spp_levels,
+    spp_output_features,
+    spp_pooling_param,
+)
+from ninport.errors import UnsupportedLayerError
+from ninport.layers.rules import (
+    one_bottom,
+    spatial_4d,
+)
+from ninport.registry import LayerShapes, builtin_layer
+
+# --- shape rules (torch-free): the sizes Caffe accepts, the weight shapes it expects, the typed parameters ---
+
+
+def spp_pooling_params(p, in_hw: tuple[int, int]) -> list:
+    """The PoolingParameter of each SPP pyramid level, as Caffe's SPPLayer builds them at `in_hw`."""
+    if p.pool == pb2.SPPParameter.STOCHASTIC:
+        raise UnsupportedLayerError("STOCHASTIC pooling is not supported (its TEST-phase weighted "
+                                    "average has no exact torch twin); use AVE or MAX")
+    pool = pb2.PoolingParameter.MAX if p.pool == pb2.SPPParameter.MAX else pb2.PoolingParameter.AVE
+    return [spp_pooling_param(level, pool) for level in spp_levels(p, in_hw)]
+
+
+@builtin_layer("SPP", converter="spp:spp", bottoms=1, tops=1)
+def _spp(layer, shapes):
+    n, c, h, w = spatial_4d(layer, one_bottom(layer, shapes))
+    p = layer.proto.spp_param
+    levels = spp_pooling_params(p, (h, w))
+    outs = [pool_geometry(pp, (h, w)).out for pp in levels]
+    if any(out != (2 ** i, 2 ** i) for i, out in enumerate(outs)):  # geometry.SPPLevel says this cannot happen
+        fail(f"pyramid levels give {outs} windows at {h}x{w}")
+    if len(levels) == 1:  # Caffe runs the single pooling layer straight into the top: no flatten
+        return LayerShapes(tops=[(n, c, *outs[0])])
+    return LayerShapes(tops=[(n, spp_output_features(c, p.pyramid_height))])
+
+
+# --- torch modules and their converters ------------------------------------------------------
+
 
 FLT_MAX = float(np.finfo(np.float32).max)
 

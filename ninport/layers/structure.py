@@ -6,14 +6,142 @@ size raise a ShapeError naming the layer instead of broadcasting or failing insi
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 from ninport.build.context import LayerContext
 from ninport.build.recorded import records_args
 from ninport.caffe import caffe_pb2 as pb2
-from ninport.caffe.geometry import canonical_axis, crop_offsets, reshape_axes
-from ninport.caffe.shapes import concat_axis, slice_sizes
+from ninport.caffe.geometry import (
+    canonical_axis,
+    check_crop,
+    crop_offsets,
+    fail,
+    reshape_axes,
+    reshape_output,
+)
+from ninport.caffe.spec import LayerSpec
+from ninport.errors import shape_text
+from ninport.layers.rules import (
+    one_bottom,
+)
+from ninport.registry import LayerShapes, Shape, builtin_layer
+
+# --- shape rules (torch-free): the sizes Caffe accepts, the weight shapes it expects, the typed parameters ---
+
+
+@builtin_layer("Eltwise", converter="structure:eltwise", bottoms=(2, None), tops=1,
+               settings=lambda layer: pb2.EltwiseParameter.EltwiseOp.Name(layer.proto.eltwise_param.operation))
+def _eltwise(layer, shapes):
+    if len(shapes) < 2:
+        fail(f"expects at least 2 bottoms, got {len(shapes)}")
+    if any(s != shapes[0] for s in shapes):
+        fail(f"bottoms must all have the same shape, got {', '.join(shape_text(s) for s in shapes)}")
+    p = layer.proto.eltwise_param
+    if len(p.coeff) and len(p.coeff) != len(shapes):
+        fail(f"{len(p.coeff)} coeff values for {len(shapes)} bottoms")
+    if len(p.coeff) and p.operation != pb2.EltwiseParameter.SUM:
+        fail("coeff is only allowed with operation SUM")
+    return LayerShapes(tops=[shapes[0]])
+
+
+def concat_axis(p, ndim: int) -> int:
+    if p.HasField("concat_dim") and not p.HasField("axis"):
+        return canonical_axis(p.concat_dim, ndim)
+    return canonical_axis(p.axis, ndim)
+
+
+@builtin_layer("Concat", converter="structure:concat", bottoms=(1, None), tops=1)
+def _concat(layer, shapes):
+    if not shapes:
+        fail("expects at least 1 bottom")
+    axis = concat_axis(layer.proto.concat_param, len(shapes[0]))
+    for s in shapes[1:]:
+        if len(s) != len(shapes[0]) or any(s[a] != shapes[0][a] for a in range(len(s)) if a != axis):
+            fail(f"bottoms {', '.join(shape_text(x) for x in shapes)} differ outside the concat axis {axis}")
+    top = list(shapes[0])
+    top[axis] = sum(s[axis] for s in shapes)
+    return LayerShapes(tops=[tuple(top)])
+
+
+def slice_sizes(p, shape: Shape, n_tops: int) -> tuple[int, list[int]]:
+    """Axis and per-top sizes of a Slice layer (slice_point or an even split)."""
+    if p.HasField("slice_dim") and not p.HasField("axis"):
+        axis = canonical_axis(p.slice_dim, len(shape))
+    else:
+        axis = canonical_axis(p.axis, len(shape))
+    total = shape[axis]
+    points = list(p.slice_point)
+    if points:
+        if len(points) != n_tops - 1:
+            fail(f"{len(points)} slice_point values for {n_tops} tops (need {n_tops - 1})")
+        bounds = [0] + points + [total]
+        sizes = [b - a for a, b in zip(bounds, bounds[1:])]
+        if any(s <= 0 for s in sizes):
+            fail(f"slice_point {points} do not split axis {axis} of size {total} into positive parts")
+    else:
+        if n_tops == 0 or total % n_tops:
+            fail(f"axis {axis} of size {total} cannot be split evenly into {n_tops} tops")
+        sizes = [total // n_tops] * n_tops
+    return axis, sizes
+
+
+@builtin_layer("Slice", converter="structure:slice_", bottoms=1, tops=(1, None))
+def _slice(layer, shapes):
+    shape = one_bottom(layer, shapes)
+    axis, sizes = slice_sizes(layer.proto.slice_param, shape, len(layer.tops))
+    return LayerShapes(tops=[shape[:axis] + (s,) + shape[axis + 1:] for s in sizes])
+
+
+@builtin_layer("Split", converter="structure:split", bottoms=1, tops=(1, None))
+def _split(layer, shapes):
+    shape = one_bottom(layer, shapes)
+    return LayerShapes(tops=[shape] * len(layer.tops))
+
+
+@builtin_layer("Flatten", converter="structure:flatten", bottoms=1, tops=1)
+def _flatten(layer, shapes):
+    shape = one_bottom(layer, shapes)
+    p = layer.proto.flatten_param
+    start = canonical_axis(p.axis, len(shape))
+    end = canonical_axis(p.end_axis, len(shape))
+    if end < start:
+        fail(f"end_axis {p.end_axis} comes before axis {p.axis}")
+    return LayerShapes(tops=[shape[:start] + (math.prod(shape[start:end + 1]),) + shape[end + 1:]])
+
+
+@builtin_layer("Reshape", converter="structure:reshape", bottoms=1, tops=1)
+def _reshape(layer, shapes):
+    return LayerShapes(tops=[reshape_output(layer.proto.reshape_param, one_bottom(layer, shapes))])
+
+
+def crop_settings(layer: LayerSpec) -> str:
+    """'axis 2 offset 1,1' (in dialect hed, the offsets HED's Caffe derives from the net)."""
+    p = layer.proto.crop_param
+    return f"axis {p.axis} offset {','.join(str(o) for o in p.offset) or 0}"
+
+
+@builtin_layer("Crop", converter="structure:crop", bottoms=2, tops=1, settings=crop_settings)
+def _crop(layer, shapes):
+    if len(shapes) != 2:
+        fail(f"expects 2 bottoms (data and reference), got {len(shapes)}")
+    shape, ref = shapes
+    if len(shape) != len(ref):
+        fail(f"bottoms have different ranks {shape_text(shape)} and {shape_text(ref)}")
+    axis, _ = check_crop(layer.proto.crop_param, shape, ref)
+    return LayerShapes(tops=[shape[:axis] + ref[axis:]])
+
+
+@builtin_layer("Softmax", converter="structure:softmax", bottoms=1, tops=1)
+def _softmax(layer, shapes):
+    shape = one_bottom(layer, shapes)
+    canonical_axis(layer.proto.softmax_param.axis, len(shape))
+    return LayerShapes(tops=[shape])
+
+
+# --- torch modules and their converters ------------------------------------------------------
 
 
 @records_args

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from ninport.api import load_spec
+from ninport.build.shapes import size_fixing_layers
 from ninport.caffe import caffe_pb2 as pb2
 from ninport.caffe import geometry
-from ninport.caffe.shapes import size_fixing_layers
 from tests.conftest import REPO, SIZES_GOLDEN, VENDORED_GOLDEN
 
 
@@ -127,7 +127,7 @@ def test_smin_on_ints():
 
 
 def test_geometry_never_imports_torch():
-    code = "import sys, ninport.caffe.geometry, ninport.caffe.shapes; assert 'torch' not in sys.modules"
+    code = "import sys, ninport.caffe.geometry, ninport.caffe.spec; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
 
@@ -147,7 +147,7 @@ def test_size_agnostic_nets_have_no_size_fixing_layer(net):
 def test_ceil_mode_of_the_densenet_forks_switches_rounding(tmp_path, fields, expected):
     """PoolingParameter.ceil_mode (BVLC PR 3057): false floors the output size, like round_mode FLOOR."""
     import ninport
-    from ninport.caffe.shapes import infer_shapes
+    from ninport.build.shapes import infer_shapes
 
     net = tmp_path / "net.prototxt"
     net.write_text('input: "data"\ninput_shape { dim: 1 dim: 2 dim: 54 dim: 54 }\n'

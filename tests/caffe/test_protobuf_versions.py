@@ -18,7 +18,7 @@ VERSIONS = ["4.25.8", "5.29.5", "6.33.1", "7.36.2"]
 PROBE = """
 import google.protobuf, sys
 from ninport.caffe.spec import load_netspec
-from ninport.caffe.shapes import infer_shapes
+from ninport.build.shapes import infer_shapes
 from ninport.caffe.io import read_caffemodel
 case = sys.argv[1]
 spec = load_netspec(case + "/net.prototxt")

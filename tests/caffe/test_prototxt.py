@@ -292,7 +292,7 @@ def test_net_level_unknown_fields_are_kept_and_never_fail(tmp_path):
 
 
 def test_every_layer_with_unread_fork_fields_is_named_in_one_error(tmp_path):
-    from ninport.caffe.shapes import infer_shapes, unconvertible_layers
+    from ninport.build.shapes import infer_shapes, unconvertible_layers
     from ninport.errors import UnsupportedLayerError
 
     spec = load_netspec(write(tmp_path, PSPNET))

@@ -94,7 +94,7 @@ def test_nin_weights_fit_deploy_at_227():
 
 def _attach(tmp_path, fill_layers):
     from ninport.caffe import io
-    from ninport.caffe.shapes import infer_shapes
+    from ninport.build.shapes import infer_shapes
     from ninport.caffe.spec import load_netspec
     from ninport.caffe.weights import attach_weights
 
@@ -327,7 +327,7 @@ def test_nets_without_fillers_keep_their_seeded_weights():
     """Following fillers changes nothing for a prototxt that declares none: the same seed gives the
     same numbers as before (the random stream is drawn in the same order)."""
     from ninport.api import load_spec
-    from ninport.caffe.shapes import infer_shapes
+    from ninport.build.shapes import infer_shapes
     from ninport.caffe.weights import random_weights
 
     spec = load_spec(NIN_DEPLOY)

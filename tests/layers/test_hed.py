@@ -1,6 +1,6 @@
 """The `hed` dialect: HED's Caffe fork computes Crop offsets from the net (s9xie/hed crop_layer.cpp).
 
-No HED Caffe is among the oracles: the reference is tests/convert/hed_caffe_numpy.py, a transcription
+No HED Caffe is among the oracles: the reference is tests/layers/hed_caffe_numpy.py, a transcription
 of the fork's CropLayer (LayerSetUp's coord-map walk in float32, and Forward_cpu), reading the prototxt
 with protobuf's own parser. Checked on HED's published deploy.prototxt and on small nets that walk every
 coord_map the fork has, in torch at two input sizes, through the generated .py and in onnxruntime.
@@ -17,8 +17,8 @@ import ninport
 from ninport import registry
 from ninport.errors import NinportError, ShapeError
 from tests.conftest import REPO
-from tests.convert import hed_caffe_numpy as fork
 from tests.generated import generated_twin
+from tests.layers import hed_caffe_numpy as fork
 
 HED = REPO / "reference_models" / "hed" / "deploy.prototxt"
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from ninport.caffe import caffe_pb2 as pb2
-from ninport.caffe.shapes_ssd import aspect_ratios, prior_box_layout
+from ninport.layers.ssd import aspect_ratios, prior_box_layout
 from tests.conftest import within
 
 

@@ -14,7 +14,7 @@ import torch
 import ninport
 from ninport.api import load_spec
 from ninport.build.graph import build_graph_module
-from ninport.caffe.shapes import infer_shapes
+from ninport.build.shapes import infer_shapes
 from ninport.caffe.weights import random_weights
 from ninport.export.artifacts import verify_onnx
 from ninport.export.onnx import export_onnx
@@ -205,7 +205,7 @@ def test_depthwise_convolutions(tmp_path, shape, kind, param, out_channels):
     assert weight.shape[:2] == (out_channels, 1)
     bias = blobs["dw"][1] if len(blobs["dw"]) > 1 else None
     p = load_spec(tmp_path / "net.prototxt").layer("dw").proto.convolution_param
-    from ninport.caffe.shapes import conv_geometry
+    from ninport.caffe.geometry import conv_geometry
 
     g = conv_geometry(p)
     x = rand(shape, 1)

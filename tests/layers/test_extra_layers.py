@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import ninport
-from ninport.caffe.shapes import pool_output_size
+from ninport.caffe.geometry import pool_output_size
 from tests.caffe_files import input_layer, write_caffemodel
 
 FLT_MAX = float(np.finfo(np.float32).max)

@@ -1,6 +1,6 @@
 """The SSD fork's layers against SSD Caffe itself (tests/fixtures/caffe-golden-ssd, 32 cases), through
 ninport.load and through the exported ONNX in onnxruntime, and against numpy transcriptions of the
-fork's sources (tests/convert/ssd_caffe_numpy.py) for options the fixtures do not cover."""
+fork's sources (tests/layers/ssd_caffe_numpy.py) for options the fixtures do not cover."""
 from __future__ import annotations
 
 import json
@@ -12,11 +12,11 @@ import pytest
 import torch
 
 import ninport
-from ninport.caffe.shapes_ssd import FLT_MAX, DetectionSettings
 from ninport.errors import ShapeError
 from ninport.layers import ssd
+from ninport.layers.ssd import FLT_MAX, DetectionSettings
 from tests.conftest import SSD_GOLDEN, relative_error
-from tests.convert import ssd_caffe_numpy as caffe
+from tests.layers import ssd_caffe_numpy as caffe
 
 CASES = sorted(p.name for p in SSD_GOLDEN.glob("ssd_*") if (p / "case.json").is_file())
 CAFFE_SPLIT_BLOB = re.compile(r".+_split_\d+$")
@@ -305,7 +305,7 @@ def test_adaptive_nms_in_onnx_matches_the_numpy_transcription(options):
 ])
 def test_prior_box_matches_the_numpy_transcription(kwargs):
     from ninport.caffe import caffe_pb2 as pb2
-    from ninport.caffe.shapes_ssd import prior_box_layout
+    from ninport.layers.ssd import prior_box_layout
 
     param = pb2.PriorBoxParameter(min_size=kwargs["min_size"], max_size=kwargs.get("max_size", []),
                                   aspect_ratio=kwargs.get("aspect_ratio", []), flip=kwargs.get("flip", True),
@@ -324,7 +324,7 @@ def test_prior_box_matches_the_numpy_transcription(kwargs):
 def test_prior_box_follows_the_run_time_sizes():
     """The priors come from the bottoms' shapes at run time, not from the build-time table."""
     from ninport.caffe import caffe_pb2 as pb2
-    from ninport.caffe.shapes_ssd import prior_box_layout
+    from ninport.layers.ssd import prior_box_layout
 
     module = ssd.prior_box_module(prior_box_layout(pb2.PriorBoxParameter(min_size=[20.0], max_size=[40.0],
                                                                  aspect_ratio=[2.0])))
@@ -349,7 +349,7 @@ def test_permute_matches_the_numpy_transcription():
     x = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5)
     for order in ((3, 0), (1, 3, 2), (0, 1, 2, 3)):
         from ninport.caffe import caffe_pb2 as pb2
-        from ninport.caffe.shapes_ssd import permute_order
+        from ninport.layers.ssd import permute_order
         full = permute_order(pb2.PermuteParameter(order=order), 4)
         np.testing.assert_array_equal(ssd.Permute(full)(torch.from_numpy(x)).numpy(), caffe.permute(x, list(order)))
 

@@ -32,9 +32,9 @@ import numpy as np
 
 from ninport.caffe import caffe_pb2 as pb2
 from ninport.caffe.geometry import conv_geometry, fail, pool_params
-from ninport.caffe.shapes import crop_settings
 from ninport.caffe.spec import LayerSpec, NetSpec
 from ninport.errors import ShapeError, safe_text, shape_text
+from ninport.layers.structure import crop_settings
 from ninport.registry import LayerShapes, builtin_layer, register_dialect
 
 DIALECT = "hed"

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from ninport.caffe import caffe_pb2 as pb2
-from ninport.caffe.shapes import infer_shapes, pool_output_size, supported_types
+from ninport.build.shapes import infer_shapes, supported_types
+from ninport.caffe.geometry import pool_output_size
 from ninport.caffe.spec import load_netspec
 
 from tests.conftest import NIN_DEPLOY, NIN_TRAIN_VAL
@@ -74,7 +75,7 @@ def test_supported_types_cover_the_common_layers():
 def test_total_activation_memory_is_bounded(tmp_path):
     """Each blob is under the per-blob limit, but 40 of them add up to more than ninport accepts."""
     import ninport
-    from ninport.caffe.shapes import MAX_BLOB_ELEMENTS, MAX_TOTAL_ACTIVATIONS
+    from ninport.build.shapes import MAX_BLOB_ELEMENTS, MAX_TOTAL_ACTIVATIONS
 
     side = 32768  # 1 x 1 x 32768 x 32768 = 2^30 elements per blob
     assert side * side <= MAX_BLOB_ELEMENTS and 40 * side * side > MAX_TOTAL_ACTIVATIONS

@@ -69,7 +69,7 @@ def _convolution(layer, shapes):
     top = (n, p.num_output, *out_hw)
     macs = n * p.num_output * out_hw[0] * out_hw[1] * (c // groups) * g.kernel[0] * g.kernel[1]
     padded = n * c * (h + 2 * g.pad[0]) * (w + 2 * g.pad[1]) if any(g.pad) else 0  # torch may pad a copy
-    return LayerShapes(tops=[top], params=params, macs=macs, scratch=padded)
+    return LayerShapes(tops=[top], params=params, macs=macs, scratch=padded, parsed=g)
 
 
 @builtin_layer("Deconvolution", converter="convolution:deconvolution", bottoms=(1, None), tops=(1, None),
@@ -83,7 +83,7 @@ def _deconvolution(layer, shapes):
     if p.bias_term:
         params.append((p.num_output,))
     macs = n * c * h * w * (p.num_output // groups) * g.kernel[0] * g.kernel[1]
-    return LayerShapes(tops=[(n, p.num_output, *out_hw)], params=params, macs=macs)
+    return LayerShapes(tops=[(n, p.num_output, *out_hw)], params=params, macs=macs, parsed=g)
 
 
 # --- torch modules and their converters ------------------------------------------------------
@@ -99,7 +99,7 @@ class CaffeConvTranspose2d(nn.ConvTranspose2d):
 
 def convolution(ctx: LayerContext) -> nn.Module:
     p = ctx.proto.convolution_param
-    g = conv_geometry(p)
+    g = ctx.parsed  # the geometry its shape rule checked
     # Built on the meta device: torch's random init would be thrown away by the Caffe weights.
     conv = CaffeConv2d(ctx.bottom_shapes[0][1], p.num_output, g.kernel, stride=g.stride, padding=g.pad,
                        dilation=g.dilation, groups=p.group, bias=p.bias_term, device="meta")
@@ -111,7 +111,7 @@ def convolution(ctx: LayerContext) -> nn.Module:
 
 def deconvolution(ctx: LayerContext) -> nn.Module:
     p = ctx.proto.convolution_param
-    g = conv_geometry(p)
+    g = ctx.parsed  # the geometry its shape rule checked
     deconv = CaffeConvTranspose2d(ctx.bottom_shapes[0][1], p.num_output, g.kernel, stride=g.stride,
                                   padding=g.pad, dilation=g.dilation, groups=p.group, bias=p.bias_term,
                                   device="meta")

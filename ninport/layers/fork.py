@@ -70,7 +70,7 @@ def _depthwise(layer, shapes):
     shape = spatial_4d(layer, one_bottom(layer, shapes))
     as_convolution = depthwise_as_convolution(layer, shape[1])
     result = layer_type("Convolution").shapes(as_convolution, shapes)
-    return dataclasses.replace(result, parsed=as_convolution)  # the converter builds this Convolution
+    return dataclasses.replace(result, parsed=(as_convolution, result.parsed))  # the Convolution to build
 
 
 @builtin_layer("Axpy", converter="fork:axpy", bottoms=3, tops=1, origin="SENet Caffe (hujie-frank)")
@@ -183,9 +183,10 @@ def relu6(ctx: LayerContext) -> nn.Module:
 
 
 def depthwise_convolution(ctx: LayerContext) -> nn.Module:
-    """A Conv2d with groups = input channels (the Convolution layer its shape rule made of it, `ctx.parsed`);
-    the weights are in Convolution's layout."""
-    return convolution(dataclasses.replace(ctx, layer=ctx.parsed, parsed=None))
+    """A Conv2d with groups = input channels (the Convolution layer its shape rule made of it, and that
+    layer's geometry: `ctx.parsed`); the weights are in Convolution's layout."""
+    as_convolution, geometry = ctx.parsed
+    return convolution(dataclasses.replace(ctx, layer=as_convolution, parsed=geometry))
 
 
 @records_args

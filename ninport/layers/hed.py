@@ -191,4 +191,4 @@ def _hed_crop(layer, shapes):
         if offset + ref[axis] > shape[axis]:
             fail(f"HED's crop at offset {offset} of size {ref[axis]} runs past axis {axis} of size "
                  f"{shape[axis]} of {shape_text(shape)} (the fork would read out of bounds)")
-    return LayerShapes(tops=[(shape[0], shape[1], ref[2], ref[3])])
+    return LayerShapes(tops=[(shape[0], shape[1], ref[2], ref[3])], parsed=(2, [int(o) for o in p.offset]))

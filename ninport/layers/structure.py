@@ -17,7 +17,6 @@ from ninport.caffe import caffe_pb2 as pb2
 from ninport.caffe.geometry import (
     canonical_axis,
     check_crop,
-    crop_offsets,
     fail,
     reshape_axes,
     reshape_output,
@@ -63,7 +62,7 @@ def _concat(layer, shapes):
             fail(f"bottoms {', '.join(shape_text(x) for x in shapes)} differ outside the concat axis {axis}")
     top = list(shapes[0])
     top[axis] = sum(s[axis] for s in shapes)
-    return LayerShapes(tops=[tuple(top)])
+    return LayerShapes(tops=[tuple(top)], parsed=axis)
 
 
 def slice_sizes(p, shape: Shape, n_tops: int) -> tuple[int, list[int]]:
@@ -92,7 +91,7 @@ def slice_sizes(p, shape: Shape, n_tops: int) -> tuple[int, list[int]]:
 def _slice(layer, shapes):
     shape = one_bottom(layer, shapes)
     axis, sizes = slice_sizes(layer.proto.slice_param, shape, len(layer.tops))
-    return LayerShapes(tops=[shape[:axis] + (s,) + shape[axis + 1:] for s in sizes])
+    return LayerShapes(tops=[shape[:axis] + (s,) + shape[axis + 1:] for s in sizes], parsed=(axis, sizes))
 
 
 @builtin_layer("Split", converter="structure:split", bottoms=1, tops=(1, None))
@@ -109,12 +108,17 @@ def _flatten(layer, shapes):
     end = canonical_axis(p.end_axis, len(shape))
     if end < start:
         fail(f"end_axis {p.end_axis} comes before axis {p.axis}")
-    return LayerShapes(tops=[shape[:start] + (math.prod(shape[start:end + 1]),) + shape[end + 1:]])
+    return LayerShapes(tops=[shape[:start] + (math.prod(shape[start:end + 1]),) + shape[end + 1:]],
+                       parsed=(start, end))
 
 
 @builtin_layer("Reshape", converter="structure:reshape", bottoms=1, tops=1)
 def _reshape(layer, shapes):
-    return LayerShapes(tops=[reshape_output(layer.proto.reshape_param, one_bottom(layer, shapes))])
+    p = layer.proto.reshape_param
+    shape = one_bottom(layer, shapes)
+    top = reshape_output(p, shape)
+    axis, end = reshape_axes(p, len(shape))
+    return LayerShapes(tops=[top], parsed=(axis, end, [int(d) for d in p.shape.dim]))
 
 
 def crop_settings(layer: LayerSpec) -> str:
@@ -130,15 +134,14 @@ def _crop(layer, shapes):
     shape, ref = shapes
     if len(shape) != len(ref):
         fail(f"bottoms have different ranks {shape_text(shape)} and {shape_text(ref)}")
-    axis, _ = check_crop(layer.proto.crop_param, shape, ref)
-    return LayerShapes(tops=[shape[:axis] + ref[axis:]])
+    axis, offsets = check_crop(layer.proto.crop_param, shape, ref)
+    return LayerShapes(tops=[shape[:axis] + ref[axis:]], parsed=(axis, offsets))
 
 
 @builtin_layer("Softmax", converter="structure:softmax", bottoms=1, tops=1)
 def _softmax(layer, shapes):
     shape = one_bottom(layer, shapes)
-    canonical_axis(layer.proto.softmax_param.axis, len(shape))
-    return LayerShapes(tops=[shape])
+    return LayerShapes(tops=[shape], parsed=canonical_axis(layer.proto.softmax_param.axis, len(shape)))
 
 
 # --- torch modules and their converters ------------------------------------------------------
@@ -199,7 +202,7 @@ class Concat(nn.Module):
 
 
 def concat(ctx: LayerContext) -> nn.Module:
-    return Concat(concat_axis(ctx.proto.concat_param, len(ctx.bottom_shapes[0])))
+    return Concat(ctx.parsed)  # the axis its shape rule checked
 
 
 @records_args
@@ -215,7 +218,7 @@ class Slice(nn.Module):
 
 
 def slice_(ctx: LayerContext) -> nn.Module:
-    axis, sizes = slice_sizes(ctx.proto.slice_param, ctx.bottom_shapes[0], len(ctx.layer.tops))
+    axis, sizes = ctx.parsed  # what its shape rule checked
     return Slice(axis, sizes)
 
 
@@ -244,9 +247,8 @@ class Flatten(nn.Module):
 
 
 def flatten(ctx: LayerContext) -> nn.Module:
-    p = ctx.proto.flatten_param
-    ndim = len(ctx.bottom_shapes[0])
-    return Flatten(canonical_axis(p.axis, ndim), canonical_axis(p.end_axis, ndim))
+    start, end = ctx.parsed  # the axes its shape rule checked
+    return Flatten(start, end)
 
 
 @records_args
@@ -264,9 +266,8 @@ class Reshape(nn.Module):
 
 
 def reshape(ctx: LayerContext) -> nn.Module:
-    p = ctx.proto.reshape_param
-    axis, end = reshape_axes(p, len(ctx.bottom_shapes[0]))
-    return Reshape(axis, end, [int(d) for d in p.shape.dim])
+    axis, end, dims = ctx.parsed  # what its shape rule checked
+    return Reshape(axis, end, dims)
 
 
 @records_args
@@ -285,7 +286,7 @@ class Crop(nn.Module):
 
 
 def crop(ctx: LayerContext) -> nn.Module:
-    axis, offsets = crop_offsets(ctx.proto.crop_param, len(ctx.bottom_shapes[0]))
+    axis, offsets = ctx.parsed  # what its shape rule checked (the hed dialect's rule too)
     return Crop(axis, offsets)
 
 
@@ -300,4 +301,4 @@ class Softmax(nn.Module):
 
 
 def softmax(ctx: LayerContext) -> nn.Module:
-    return Softmax(canonical_axis(ctx.proto.softmax_param.axis, len(ctx.bottom_shapes[0])))
+    return Softmax(ctx.parsed)  # the axis its shape rule checked

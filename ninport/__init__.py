@@ -29,6 +29,7 @@ _LAZY = {
     "load_spec": "ninport.api",
     "parse_input_shape": "ninport.api",
     "forward_blobs": "ninport.build.graph",
+    "with_outputs": "ninport.build.graph",
     "describe": "ninport.build.description",
     "optimize": "ninport.speedup",
     "NetDescription": "ninport.build.description",
@@ -71,7 +72,7 @@ if TYPE_CHECKING:  # what type checkers see: the real signatures behind the lazy
     from ninport.apps.predict import PredictResult, classify, resolve_preprocessing
     from ninport.build.context import LayerContext
     from ninport.build.description import NetDescription, describe
-    from ninport.build.graph import forward_blobs
+    from ninport.build.graph import forward_blobs, with_outputs
     from ninport.build.recorded import records_args
     from ninport.caffe.spec import LayerSpec
     from ninport.check.parity import BlobComparison

@@ -62,7 +62,7 @@ def detection_output_blob(description: NetDescription) -> str | None:
     return None
 
 
-def _label_name(labels: Labels | None, label: int) -> str | None:
+def label_name(labels: Labels | None, label: int) -> str | None:
     if labels is None:
         return None
     if isinstance(labels, Mapping):
@@ -95,7 +95,7 @@ def detections_from_rows(rows, image_sizes: Sequence[tuple[int, int]], *, labels
         xmin, ymin, xmax, ymax = (min(max(v, 0.0), 1.0) for v in corners)
         label = int(label)
         found[index].append(Detection(index, label, float(score), xmin * width, ymin * height,
-                                      xmax * width, ymax * height, _label_name(labels, label)))
+                                      xmax * width, ymax * height, label_name(labels, label)))
     return found
 
 
@@ -139,7 +139,7 @@ def select_detections(rows, image_size: tuple[int, int], *, threshold: float = D
             empty += 1
             continue
         kept.append(Detection(image, int(label), float(score), xmin * width, ymin * height, xmax * width,
-                              ymax * height, _label_name(labels, int(label))))
+                              ymax * height, label_name(labels, int(label))))
     kept.sort(key=lambda d: -d.score)
     beyond = len(kept) - top if top is not None and len(kept) > top else 0
     return DetectionSelection(tuple(kept[:len(kept) - beyond]), float(threshold), below, empty, beyond,

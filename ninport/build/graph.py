@@ -10,9 +10,11 @@ node holds each blob's final value (what Caffe reports).
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import keyword
 import re
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -152,6 +154,32 @@ def forward_blobs(module: fx.GraphModule, *inputs: torch.Tensor) -> dict[str, to
     ordered = {name: blobs[source] for name, source in description.caffe_blobs if source in blobs}
     ordered.update((blob, value) for blob, value in blobs.items() if blob not in ordered)
     return ordered
+
+
+def with_outputs(module: fx.GraphModule, blobs: Sequence[str]) -> fx.GraphModule:
+    """The same net returning these Caffe blobs, in this order (a tuple when several): a detector's proposals
+    beside its scores, a layer's features for transfer learning. It shares the module's submodules and
+    parameters; the layers no requested blob needs are left out."""
+    description = describe(module)
+    if isinstance(blobs, str) or not blobs:
+        raise NinportError("blobs must be a non-empty list of blob names")
+    unknown = [b for b in blobs if b not in description.blobs]
+    if unknown:
+        raise NinportError(f"{description.source}: no blob {safe_text(str(unknown[0]), 80)!r} in the net; its blobs: "
+                           + ", ".join(safe_text(b, 80) for b in list(description.blobs)[:40]))
+    graph = fx.Graph()
+    copied: dict[fx.Node, fx.Node] = {}
+    graph.graph_copy(module.graph, copied)
+    by_name = {node.name: node for node in module.graph.nodes}
+    outputs = [copied[by_name[description.blobs[b].node]] for b in blobs]
+    graph.output(outputs[0] if len(outputs) == 1 else tuple(outputs))
+    picked = fx.GraphModule(module, graph, class_name=type(module).__name__)
+    picked.graph.eliminate_dead_code()
+    picked.delete_all_unused_submodules()
+    picked.recompile()
+    attach(picked, dataclasses.replace(description, outputs=tuple(blobs)))
+    picked.train(module.training)
+    return picked
 
 
 def warn_random_weights(source: str) -> None:

@@ -157,7 +157,7 @@ class _Read:
 
     index: int
     path: Path
-    blob: np.ndarray | None = None
+    blob: np.ndarray | tuple[np.ndarray, ...] | None = None  # a two-stage net: (image, im_info)
     original: np.ndarray | None = None   # the decoded image, kept for detectors only (boxes, drawing)
     shape: tuple[int, ...] = ()
     error: str | None = None
@@ -251,7 +251,7 @@ class PredictionStream:
         self.batch = batch
         self._module, self._description = setup.module, setup.description
         self._read_ahead = read_ahead
-        self._batched = batch > 1
+        self._batched = batch > 1 and setup.two_stage is None  # two-stage: each image at its own scale
         self._started = False
         self._outcomes: Iterator[ImageOutcome] | None = None
         self._warned: list[str] = []     # per-image preprocessing warnings, said once at the end
@@ -287,10 +287,11 @@ class PredictionStream:
         loaded, shape = 0, None
         for item in reads:
             if item.blob is not None:
-                if loaded and item.blob.shape != shape:
+                item_shape = item.blob[0].shape if isinstance(item.blob, tuple) else item.blob.shape
+                if loaded and item_shape != shape:
                     yield from self._run(pending)  # another input shape: close this batch first
                     pending, loaded = [], 0
-                loaded, shape = loaded + 1, item.blob.shape
+                loaded, shape = loaded + 1, item_shape
             pending.append(item)
             if loaded == self.batch:
                 yield from self._run(pending)
@@ -327,8 +328,7 @@ class PredictionStream:
                 self._batched = False
                 warnings.warn(f"{self.prototxt}: images run one at a time: the net does not run them in batches "
                               f"({safe_text(one_line(exc), 200)})", NinportWarning, stacklevel=2)
-        with torch.no_grad():
-            return [self._module(torch.from_numpy(r.blob)) for r in loaded]
+        return [self.setup.run(r.blob) for r in loaded]
 
     def _split(self, outputs, count: int) -> list:
         values = outputs if isinstance(outputs, tuple) else (outputs,)

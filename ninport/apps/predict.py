@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import numpy as np
 
 from ninport.apps.preprocess import CHANNEL_ORDERS, DeclaredPreprocessing, caffe_transform, preprocess_file_for
+from ninport.apps.two_stage import TwoStageBlobs, two_stage_blobs
 from ninport.caffe.spec import Preprocess
 from ninport.errors import NinportWarning, ParseError, PreprocessError, safe_text
 from ninport.fileio import check_regular_file
@@ -374,6 +375,27 @@ def resolve_preprocessing(prototxt: str | os.PathLike, input_shape: tuple[int, .
                          warn_on_squash=not chosen and not crop_size and not detector)
 
 
+def two_stage_preprocessing(prototxt: str | os.PathLike, *, mean_file=None, mean_values=None, scale=None, crop=None,
+                            resize=None, channel_order=None) -> Preprocessing:
+    """A two-stage detector's preprocessing: py-faster-rcnn's (BGR, its pixel means unless `mean_values`, the
+    image scaled per image: shorter side 600, longer side at most 1000); the other settings do not apply."""
+    from ninport.apps import two_stage
+
+    given = {"mean_file": mean_file, "scale": scale, "crop": crop, "resize": resize, "channel_order": channel_order}
+    refused = [name.replace("_", "-") for name, value in given.items() if value is not None]
+    if refused:
+        raise PreprocessError(f"{prototxt}: a two-stage detector (image + im_info) is scaled as py-faster-rcnn "
+                              f"does; --{', --'.join(refused)} do not apply (--mean-values does)")
+    means = tuple(float(v) for v in mean_values) if mean_values is not None else two_stage.PIXEL_MEANS_BGR
+    if len(means) != 3:
+        raise PreprocessError(f"{prototxt}: --mean-values needs 3 values (B,G,R), got {len(means)}")
+    origin = (f"scaled per image: shorter side {two_stage.SHORTER_SIDE}, longer side at most {two_stage.MAX_SIDE} "
+              "(py-faster-rcnn's TEST.SCALES, TEST.MAX_SIZE), im_info = [height, width, scale]",
+              f"mean values {_values_text(means)} " + ("(--mean-values)" if mean_values is not None
+                                                      else "(py-faster-rcnn's PIXEL_MEANS)"), "scale 1")
+    return Preprocessing((0, 0), 0, means, None, 1.0, origin)
+
+
 def warn_if_squashed(image_path: str, shape: tuple[int, ...], pre: Preprocessing) -> None:
     height, width = shape[:2]
     target_h, target_w = pre.resize
@@ -402,10 +424,17 @@ class PredictSetup:
     labels: list[str] | None
     labels_from: str | None
     draw: Path | None
+    two_stage: TwoStageBlobs | None = None  # a Faster R-CNN / R-FCN net: where its results are
 
-    def blob(self, path: str | os.PathLike, image: np.ndarray) -> np.ndarray:
-        """The net's input for one decoded image, transformed as Caffe's DataTransformer."""
+    def blob(self, path: str | os.PathLike, image: np.ndarray) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """The net's input for one decoded image, transformed as Caffe's DataTransformer; for a two-stage
+        detector, the image scaled as py-faster-rcnn does and its im_info."""
         pre = self.preprocessing
+        if self.two_stage is not None:
+            from ninport.apps.two_stage import image_blob
+
+            data, info, _ = image_blob(image, pre.mean_values)
+            return data, info
         net_image = image[:, :, ::-1] if pre.channel_order == "RGB" else image
         blob = caffe_transform(resize_image(net_image, *pre.resize), crop_size=pre.crop, mean=pre.mean,
                                mean_values=pre.mean_values, scale=pre.scale)
@@ -414,8 +443,27 @@ class PredictSetup:
                                   f"{list(self.input_shape[1:])}; adjust --resize / --crop")
         return blob
 
+    def run(self, blob: np.ndarray | tuple[np.ndarray, ...]):
+        """The net's outputs for what `blob` gave (one array, or a two-stage net's image and im_info)."""
+        import torch
+
+        arrays = blob if isinstance(blob, tuple) else (blob,)
+        with torch.no_grad():
+            return self.module(*(torch.from_numpy(a) for a in arrays))
+
     def prediction(self, path: str, image: np.ndarray, outputs, count: int = 1, index: int = 0) -> Prediction:
         """One image's prediction from the net's outputs for that image alone."""
+        if self.two_stage is not None:
+            from ninport.apps import detect
+            from ninport.apps.two_stage import two_stage_selection
+
+            selection = two_stage_selection(self.two_stage, outputs, image, threshold=self.threshold,
+                                            top=self.top, labels=self.labels)
+            drawing = None
+            if self.draw is not None:
+                drawing = str(detect.write_image(detect.draw_path(self.draw, index, count),
+                                                 detect.draw_detections(image, selection.detections)))
+            return Prediction(path, (), selection.detections, drawing, selection)
         if self.detector:
             from ninport.apps import detect
 
@@ -449,16 +497,23 @@ def prepare_prediction(prototxt: str | os.PathLike, weights: str | os.PathLike |
     if top is not None:
         top = check_int(top, "top", minimum=1)
     spec = load_spec(prototxt, dialect=dialect)
-    (input_name, input_shape), *others = spec.inputs.items()
-    if others:
-        raise PreprocessError(f"{prototxt}: predict needs a net with one image input, this one has "
-                              f"{len(spec.inputs)}")
-    is_detector = detect.is_detector(spec)
-    declared_path = preprocess_file_for(prototxt)
-    declared = read_preprocess_file(declared_path) if declared_path.exists() else None
-    pre = resolve_preprocessing(prototxt, input_shape, spec.preprocess, mean_file=mean_file,
-                                mean_values=mean_values, scale=scale, crop=crop, resize=resize,
-                                channel_order=channel_order, declared=declared, detector=is_detector)
+    stages = two_stage_blobs(spec)
+    if stages is not None:
+        input_name, input_shape = stages.image_input, tuple(spec.inputs[stages.image_input])
+        pre = two_stage_preprocessing(prototxt, mean_file=mean_file, mean_values=mean_values, scale=scale,
+                                      crop=crop, resize=resize, channel_order=channel_order)
+    else:
+        (input_name, input_shape), *others = spec.inputs.items()
+        if others:
+            raise PreprocessError(f"{prototxt}: predict needs a net with one image input (or a two-stage "
+                                  f"detector's image and im_info), this one has {len(spec.inputs)}")
+    is_detector = detect.is_detector(spec) or stages is not None
+    if stages is None:
+        declared_path = preprocess_file_for(prototxt)
+        declared = read_preprocess_file(declared_path) if declared_path.exists() else None
+        pre = resolve_preprocessing(prototxt, input_shape, spec.preprocess, mean_file=mean_file,
+                                    mean_values=mean_values, scale=scale, crop=crop, resize=resize,
+                                    channel_order=channel_order, declared=declared, detector=is_detector)
     if is_detector:
         net_threshold = detect.net_confidence_threshold(spec)
         used_threshold = detect.detection_threshold(threshold, net_threshold)
@@ -490,6 +545,13 @@ def prepare_prediction(prototxt: str | os.PathLike, weights: str | os.PathLike |
 
     memory.require(memory.forward_bytes(description, batch=1), f"{prototxt}: running the net on one "
                    f"{input_shape[2]}x{input_shape[3]} image", "give a net or an input size that fits")
+    if stages is not None:
+        if stages.rows is None:  # the proposals are not an output: ask for them beside the heads
+            from ninport.build.graph import with_outputs
+
+            module = with_outputs(module, stages.outputs)
+        return PredictSetup(prototxt, weights, input_name, tuple(input_shape), pre, module, description, True, top,
+                            used_threshold, net_threshold, label_names, labels_from, draw, stages)
     detections = detect.detection_output_blob(description)
     detector = detections is not None
     if label_names is not None and detector:
@@ -538,16 +600,13 @@ def classify(prototxt: str | os.PathLike, images: Sequence[str | os.PathLike], w
                                crop=crop, resize=resize, channel_order=channel_order, top=top, threshold=threshold,
                                labels=labels, draw=draw, before_loading=check_images, progress=progress,
                                dialect=dialect)
-    import torch
-
     say = progress or (lambda message: None)
     predictions = []
     for index, path in enumerate(image_paths):
         say(f"classifying {path}")
         image = read_image(path)
         warn_if_squashed(str(path), image.shape, setup.preprocessing)
-        with torch.no_grad():
-            out = setup.module(torch.from_numpy(setup.blob(path, image)))
+        out = setup.run(setup.blob(path, image))
         predictions.append(setup.prediction(str(path), image, out, len(image_paths), index))
     return PredictResult(str(setup.prototxt), str(setup.weights) if setup.weights else None, setup.input_name,
                          setup.preprocessing, tuple(predictions), setup.threshold, setup.net_threshold,

@@ -219,3 +219,19 @@ def detections_from_pixel_rows(rows: np.ndarray, scale: float, image_size: tuple
     beyond = len(kept) - top if top is not None and len(kept) > top else 0
     return DetectionSelection(tuple(kept[:len(kept) - beyond]), float(threshold), below, empty, beyond,
                               array.astype(np.float32))
+
+
+def two_stage_selection(blobs: TwoStageBlobs, outputs, image: np.ndarray, *, threshold: float,
+                        top: int | None = None, labels: Labels | None = None) -> DetectionSelection:
+    """The detections of one original `image` from the outputs of the net `ninport predict` runs
+    (`blobs.outputs`, in that order), for the im_info `image_blob` gave it."""
+    values = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
+    arrays = [v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v) for v in values]
+    height, width = image.shape[:2]
+    scale = image_scale(height, width)
+    if blobs.rows is not None:
+        return detections_from_pixel_rows(arrays[0], scale, (height, width), threshold=threshold, top=top,
+                                          labels=labels)
+    rois, scores, deltas = arrays
+    return detections_from_heads(rois, scores, deltas, scale, (height, width), threshold=threshold, top=top,
+                                 labels=labels)

@@ -1,0 +1,48 @@
+"""ninport.with_outputs: the same net returning chosen blobs, sharing its parameters."""
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+import ninport
+from tests.conftest import REPO
+
+NIN = REPO / "reference_models" / "nin_imagenet" / "deploy.prototxt"
+
+
+@pytest.fixture(scope="module")
+def nin():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ninport.load(NIN, input_shape=(1, 3, 224, 224))
+
+
+def test_the_chosen_blobs_are_the_blobs_caffe_would_report(nin):
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(3))
+    pool3, conv1 = ninport.with_outputs(nin, ["pool3", "conv1"])(x)
+    blobs = ninport.forward_blobs(nin, x)
+    assert torch.equal(pool3, blobs["pool3"]) and torch.equal(conv1, blobs["conv1"])  # conv1 after its in-place ReLU
+    assert ninport.describe(ninport.with_outputs(nin, ["pool3"])).outputs == ("pool3",)
+
+
+def test_layers_no_chosen_blob_needs_are_left_out_and_parameters_are_shared(nin):
+    early = ninport.with_outputs(nin, ["conv1"])
+    assert [n.op for n in early.graph.nodes].count("call_module") == 2  # conv1 and its ReLU
+    x = torch.ones(1, 3, 224, 224)
+    before = early(x).clone()
+    with torch.no_grad():
+        nin.get_submodule("conv1").bias.add_(1.0)
+    try:
+        assert not torch.equal(early(x), before)  # the same Parameter object, not a copy
+    finally:
+        with torch.no_grad():
+            nin.get_submodule("conv1").bias.sub_(1.0)
+
+
+def test_an_unknown_blob_is_a_one_line_error(nin):
+    with pytest.raises(ninport.NinportError, match="no blob 'nosuch'"):
+        ninport.with_outputs(nin, ["nosuch"])
+    with pytest.raises(ninport.NinportError, match="non-empty list"):
+        ninport.with_outputs(nin, "pool3")

@@ -130,6 +130,7 @@ def pytest_sessionfinish(session, exitstatus):
 
     missing = sorted(r.name for r in all_layer_types() if not callable(r.converter) and r.name not in CONVERTED_TYPES)
     if missing:
-        session.config.get_terminal_reporter().write_line(
-            f"FAILED converter coverage guard: no test ran the converter of {', '.join(missing)}", red=True)
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        reporter.write_line(f"FAILED converter coverage guard: no test ran the converter of {', '.join(missing)}",
+                            red=True)
         session.exitstatus = 1

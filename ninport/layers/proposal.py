@@ -17,10 +17,11 @@ scores (R, 1); R depends on the data, so the selection is one custom op, `ninpor
 ONNX translation in standard operators (TopK, NonZero, Gather and a Loop running the greedy NMS, since
 NonMaxSuppression's overlap has no +1 pixel sides).
 
-Exact ties: the original sorts with numpy's default argsort, reversed; for more than 16 values that sort is
-not stable and its order of equal scores depends on numpy's version and the CPU. ninport gives the order a
-stable sort gives (numpy's own for up to 16 values): the pre-NMS cut keeps the later box of two equal
-scores; NMS, which sorts the survivors again, takes the earlier one first.
+Exact ties: the original sorts with numpy's default argsort, reversed. That sort is not stable, and the order
+it gives equal scores depends on numpy's version and the CPU (numpy 2 on an AVX-512 CPU reorders ties among
+as few as 4 values; older numpy's introsort keeps up to 16 in order). ninport gives the order a stable sort
+gives: the pre-NMS cut keeps the later box of two equal scores; NMS, which sorts the survivors again, takes
+the earlier one first.
 """
 from __future__ import annotations
 

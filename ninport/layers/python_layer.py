@@ -16,7 +16,7 @@ import ast
 import re
 from typing import Any
 
-from ninport.caffe.geometry import fail
+from ninport.caffe.geometry import GeometryError, fail
 from ninport.errors import NinportError, UnsupportedLayerError, safe_text
 from ninport.registry import LayerType, builtin_layer, python_layer_record, python_layer_records
 
@@ -32,13 +32,11 @@ def python_pair(layer) -> tuple[str, str]:
 
 def _record(layer) -> LayerType:
     """The record computing this Python layer; UnsupportedLayerError naming its module and layer if none."""
-    module, name = python_pair(layer)
-    record = python_layer_record(module, name)
+    record = python_layer_record(*python_pair(layer))
     if record is None:
         raise UnsupportedLayerError(
-            f"a Python layer runs code that is not in the Caffe files ({safe_text(module or '?', 100)}."
-            f"{safe_text(name or '?', 100)}); replace it with standard layers, or register a converter for it "
-            "(ninport.register_python_layer)")
+            f"a Python layer runs code that is not in the Caffe files ({_title(layer)}); replace it with standard "
+            "layers, or register a converter for it (ninport.register_python_layer)")
     return record
 
 
@@ -61,9 +59,8 @@ def _bound(which: str):
 
 def _settings(layer) -> str:
     record = _known(layer)
-    module, name = python_pair(layer)
     own = record.settings_text(layer) if record is not None else ""
-    return f"{safe_text(module, 60)}.{safe_text(name, 40)}" + (f", {own}" if own else "")
+    return _title(layer) + (f", {own}" if own else "")
 
 
 def _statistics(layer) -> tuple[int, ...]:
@@ -76,15 +73,22 @@ def _statistics(layer) -> tuple[int, ...]:
                statistics=_statistics, onnx_translations="python_layer:onnx_translations")
 def _python(layer, shapes):
     record = _record(layer)
-    if not callable(record.converter):
-        return record.shapes(layer, shapes)
+    title = _title(layer)
     try:
         return record.shapes(layer, shapes)
-    except NinportError:
-        raise
+    except GeometryError as exc:  # every refusal names the module and layer
+        fail(f"{title}: {exc}")
+    except NinportError as exc:
+        raise type(exc)(f"{title}: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - a plugin's shape rule failed: name it, not a traceback
-        fail(f"the shape rule of {record.origin} ({safe_text(' '.join(python_pair(layer)), 100)}) failed: "
-             f"{type(exc).__name__}: {safe_text(str(exc))}")
+        if not callable(record.converter):  # a built-in rule failing is a bug: let it show
+            raise
+        fail(f"{title}: the shape rule of {record.origin} failed: {type(exc).__name__}: {safe_text(str(exc))}")
+
+
+def _title(layer) -> str:
+    module, name = python_pair(layer)
+    return f"{safe_text(module or '?', 100)}.{safe_text(name or '?', 100)}"
 
 
 def convert(ctx):
@@ -114,6 +118,7 @@ def onnx_translations() -> dict:
 
 _KEY = re.compile(r"""\s*(?:'([^'\\]*)'|"([^"\\]*)"|([A-Za-z_][A-Za-z0-9_]*))\s*:(.*)\Z""", re.DOTALL)
 _TUPLE_TAG = "!!python/tuple"
+_YAML_BOOLEANS = {"true": True, "false": False}
 
 
 def parse_param_str(text: str) -> dict[str, Any]:
@@ -121,8 +126,8 @@ def parse_param_str(text: str) -> dict[str, Any]:
     newlines, optionally inside one pair of braces (YAML's flow and block forms py-faster-rcnn writes:
     "'feat_stride': 16", "'feat_stride': 16 \\n'scales': !!python/tuple [4, 8, 16, 32]"). Keys are quoted
     strings or identifiers; each value is a Python literal (number, string, boolean, list or tuple of them),
-    read with ast.literal_eval; YAML's `!!python/tuple` tag makes a list a tuple. ValueError says what is
-    wrong with anything else."""
+    read with ast.literal_eval, or YAML's true/false; YAML's `!!python/tuple` tag makes a list a tuple.
+    ValueError says what is wrong with anything else."""
     if not isinstance(text, str):
         raise ValueError("param_str must be text")
     if len(text) > MAX_PARAM_STR_CHARS:
@@ -171,6 +176,8 @@ def _value(text: str, key: str) -> Any:
     tuple_tag = text.startswith(_TUPLE_TAG)
     if tuple_tag:
         text = text[len(_TUPLE_TAG):].strip()
+    if text.lower() in _YAML_BOOLEANS:
+        return _YAML_BOOLEANS[text.lower()]
     try:
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
@@ -196,9 +203,8 @@ def _plain(value: Any, depth: int = 0) -> bool:
 
 def python_params(layer) -> dict[str, Any]:
     """A Python layer's param_str as a dict (see `parse_param_str`), for shape rules and converters; a
-    param_str it cannot read is refused naming the layer's module and layer."""
+    param_str it cannot read is refused (the layer, its module and its layer named)."""
     try:
         return parse_param_str(layer.proto.python_param.param_str)
     except ValueError as exc:
-        module, name = python_pair(layer)
-        fail(f"{safe_text(module, 100)}.{safe_text(name, 100)}: {exc}")
+        fail(str(exc))

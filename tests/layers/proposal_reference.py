@@ -5,11 +5,12 @@ A Python 3 copy of the original algorithm, statement for statement, from rbgirsh
 _filter_boxes), `lib/rpn/generate_anchors.py`, `lib/fast_rcnn/bbox_transform.py` (bbox_transform_inv,
 clip_boxes) and `lib/nms/py_cpu_nms.py`; the TEST values of `lib/fast_rcnn/config.py` are the defaults.
 Changes: Python 3 (`range`, no print), the cfg values and the anchor parameters are arguments, and
-`sort_kind` picks numpy's argsort algorithm (None: numpy's default, as the original calls it).
+`sort_kind` picks numpy's argsort algorithm (None: numpy's default, as the original calls it; "ties-reversed":
+a stable sort with equal values the other way round), `nms_sort_kind` the one NMS uses (default: the same).
 
 Where scores tie exactly, the original's order is whatever numpy's default (unstable) argsort gives, which
-depends on the numpy version and the CPU for more than 16 values; `sort_kind="stable"` gives the order a
-stable sort gives (what numpy's default gives for 16 values or fewer), the order ninport reproduces.
+depends on the numpy version and the CPU (numpy 2 on an AVX-512 CPU reorders ties among as few as 4 values);
+`sort_kind="stable"` gives the order a stable sort gives, the order ninport reproduces.
 """
 from __future__ import annotations
 
@@ -103,6 +104,13 @@ def clip_boxes(boxes, im_shape):
     return boxes
 
 
+def argsort(values, kind):
+    """values.argsort(kind=kind); kind "ties-reversed": ascending, equal values in descending index order."""
+    if kind == "ties-reversed":
+        return len(values) - 1 - values[::-1].argsort(kind="stable")
+    return values.argsort(kind=kind)
+
+
 # --- py_cpu_nms.py -------------------------------------------------------------------------------------
 
 
@@ -113,7 +121,7 @@ def py_cpu_nms(dets, thresh, sort_kind=None):
     y2 = dets[:, 3]
     scores = dets[:, 4]
     areas = (x2 - x1 + 1) * (y2 - y1 + 1)
-    order = scores.argsort(kind=sort_kind)[::-1]
+    order = argsort(scores, sort_kind)[::-1]
     keep = []
     while order.size > 0:
         i = order[0]
@@ -150,7 +158,7 @@ def _filter_boxes(boxes, min_size):
 
 def proposal_layer(rpn_cls_prob_reshape, rpn_bbox_pred, im_info_blob, *, feat_stride=16, scales=(8, 16, 32),
                    ratios=(0.5, 1, 2), pre_nms_topN=TEST_PRE_NMS_TOP_N, post_nms_topN=TEST_POST_NMS_TOP_N,
-                   nms_thresh=TEST_NMS_THRESH, min_size=TEST_MIN_SIZE, sort_kind=None):
+                   nms_thresh=TEST_NMS_THRESH, min_size=TEST_MIN_SIZE, sort_kind=None, nms_sort_kind=...):
     """ProposalLayer.setup + forward in the TEST phase: (rois (R, 5), scores (R, 1))."""
     _feat_stride = feat_stride
     _anchors = generate_anchors(scales=np.array(scales), ratios=ratios)
@@ -179,13 +187,13 @@ def proposal_layer(rpn_cls_prob_reshape, rpn_bbox_pred, im_info_blob, *, feat_st
     proposals = proposals[keep, :]
     scores = scores[keep]
 
-    order = scores.ravel().argsort(kind=sort_kind)[::-1]
+    order = argsort(scores.ravel(), sort_kind)[::-1]
     if pre_nms_topN > 0:
         order = order[:pre_nms_topN]
     proposals = proposals[order, :]
     scores = scores[order]
 
-    keep = nms(np.hstack((proposals, scores)), nms_thresh, sort_kind)
+    keep = nms(np.hstack((proposals, scores)), nms_thresh, sort_kind if nms_sort_kind is ... else nms_sort_kind)
     if post_nms_topN > 0:
         keep = keep[:post_nms_topN]
     proposals = proposals[keep, :]

@@ -17,6 +17,7 @@ import torch
 import ninport
 from ninport import registry
 from ninport.errors import ShapeError, UnsupportedLayerError
+from ninport.layers import proposal
 from ninport.layers.python_layer import parse_param_str
 from tests.conftest import FIXTURES, relative_error
 from tests.generated import generated_twin
@@ -535,3 +536,65 @@ def test_proposals_feed_a_pixel_detection_output_in_every_form(tmp_path):
                 _check(f"{form} detections", forms[form](scores, deltas, im_info)["detection_out"], expected)
             checked += expected.shape[2] > 1
     assert checked == 6
+
+
+# --- the original's comparisons at their edges ---------------------------------------------------------------
+
+
+class _Select(torch.nn.Module):
+    """The selection op alone, to export it."""
+
+    def __init__(self, pre: int, post: int, threshold: float):
+        super().__init__()
+        self.options = (pre, post, threshold)
+
+    def forward(self, boxes, scores, valid):
+        return torch.ops.ninport.rpn_proposals(boxes, scores, valid, *self.options)
+
+
+def _selected_in_onnx(module, *arrays):
+    import onnxruntime as ort
+
+    from ninport.export.onnx import quiet_torch
+
+    count = torch.export.Dim("count")
+    with quiet_torch():
+        program = torch.onnx.export(module.eval(), tuple(torch.from_numpy(a) for a in arrays), None, dynamo=True,
+                                    opset_version=18, custom_translation_table=proposal.onnx_translations(),
+                                    dynamic_shapes=({0: count}, {0: count}, {0: count}), report=False)
+    session = ort.InferenceSession(program.model_proto.SerializeToString())
+    return session.run(None, dict(zip([i.name for i in session.get_inputs()], arrays)))[0]
+
+
+def test_nms_keeps_an_overlap_equal_to_the_threshold_and_counts_pixel_sides():
+    """py_cpu_nms keeps a box whose overlap is <= the threshold, areas and intersections with sides + 1:
+    (0, 0, 9, 9) and (0, 0, 9, 4) overlap exactly 50 / 100 (kept at 0.5, not at 0.49); (0, 0, 9, 5) overlaps
+    the first 0.6; (9, 0, 18, 9) touches it in one pixel column: 10 / 190 > 0.05."""
+    boxes = np.array([[0, 0, 9, 9], [0, 0, 9, 4], [0, 0, 9, 5], [9, 0, 18, 9], [30, 30, 40, 40]], np.float32)
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5], np.float32)
+    valid = np.ones(5, bool)
+    for threshold, kept in ((0.5, [0, 1, 3, 4]), (0.49, [0, 3, 4]), (0.05, [0, 4])):
+        expected = original.py_cpu_nms(np.hstack([boxes, scores[:, None]]), threshold)
+        assert expected == kept
+        module = _Select(0, 0, threshold)
+        assert module(*_as_tensors(boxes, scores, valid)).tolist() == kept
+        assert _selected_in_onnx(module, boxes, scores, valid).tolist() == kept
+
+
+def test_a_box_of_exactly_the_minimum_size_is_kept(tmp_path):
+    """One 16 x 16 anchor per cell, no deltas: bbox_transform_inv makes each box 17 pixels wide and high (its
+    corners are centre -+ 8), and at im_info scale 1.0625 the minimum is 16 x 1.0625 = 17: the original keeps
+    them (>=). An image under a pixel clips every box to (0, 0, 0, 0): max(min(x, -0.5), 0)."""
+    fields = "ratio: 1 scale: 1 min_size: 16 nms_thresh: 0.99"
+    module = _load(_net(tmp_path, OPENCV_LAYER.format(tops="top: 'rois'", fields=fields), anchors=1, size=(3, 4)))
+    scores, deltas, im_info = _rpn_inputs(3, (3, 4), anchors=1, spread=0.0, scale=1.0625)
+    rois = module(*_as_tensors(scores, deltas, im_info)).numpy()
+    assert len(rois) == 6 and ((rois[:, 3] - rois[:, 1] + 1 == 17) & (rois[:, 4] - rois[:, 2] + 1 == 17)).all()
+    _check("rois", rois, _original(scores, deltas, im_info, ratios=(1,), scales=(1,), nms_thresh=0.99)[0])
+    tiny = np.array([[0.5, 0.5, 1]], np.float32)
+    fields = "ratio: 1 scale: 1 min_size: 0"
+    module = _load(_net(tmp_path, OPENCV_LAYER.format(tops="top: 'rois'", fields=fields), anchors=1, size=(3, 4)))
+    rois = module(*_as_tensors(scores, deltas, tiny)).numpy()
+    expected = _original(scores, deltas, tiny, ratios=(1,), scales=(1,), min_size=0)[0]
+    assert len(expected) == 1 and not expected.any()
+    _check("rois", rois, expected)

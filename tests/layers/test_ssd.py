@@ -553,3 +553,18 @@ def test_pixel_detection_output_refusals_name_the_layer(tmp_path, fields, messag
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ninport.NinportWarning)
             ninport.load(_pixel_net(tmp_path, inputs, **fields))
+
+
+def test_pixel_boxes_that_touch_overlap():
+    """OpenCV's pixel overlap counts the shared column of boxes that touch, (0, 0, 9, 9) and (9, 0, 18, 9):
+    10 / 190 = 0.053 > 0.05 suppresses the second; normalized boxes that touch do not overlap."""
+    prior = np.array([[[0, 0, 9, 9, 9, 0, 18, 9, 40, 40, 50, 50]]], np.float32)
+    conf = np.array([[0.1, 0.9, 0.2, 0.8, 0.3, 0.7]], np.float32)
+    loc = np.zeros((1, 12), np.float32)
+    for normalized, xmin in ((False, [0, 40]), (True, [0, 9, 40])):
+        settings = _settings(num_classes=2, code_type="CORNER", variance_encoded_in_target=True, nms_threshold=0.05,
+                             normalized=normalized)
+        module = ssd.CaffeDetectionOutput(settings).eval()
+        rows = module(*[torch.from_numpy(a) for a in (loc, conf, prior)]).numpy()
+        assert rows[0, 0, :, 3].tolist() == xmin
+        _check("rows", _onnx_rows(module, loc, conf, prior), rows)

@@ -10,6 +10,10 @@ forks that gave a standard type other semantics (HED's Caffe computes `Crop` its
 registered with `dialect="hed"` is used for a net loaded with `ninport.load(..., dialect="hed")`
 (`--dialect hed`), and the default record everywhere else. Built-in and plugin dialects register alike.
 
+A `type: "Python"` layer runs code outside the Caffe files; its record is found by the module and layer its
+python_param names (`register_python_layer`; `ninport.layers.python_layer` dispatches), and a Python layer
+without one is refused naming them.
+
 Nothing here imports torch.
 """
 from __future__ import annotations

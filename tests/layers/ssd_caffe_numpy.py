@@ -4,6 +4,10 @@ util/bbox_util.cpp, loop for loop, as a test oracle independent of ninport's vec
 
 float32 is emulated with np.float32 where Caffe stores a float; Python floats (double) where the
 C++ expression promotes to double. Validated against the real-Caffe fixtures in test_ssd.py first.
+
+`normalized_bbox=False` is OpenCV's extension (modules/dnn/src/layers/detection_output_layer.cpp, the only
+implementation of that field), transcribed the same way: boxes in pixels, sides (xmax - xmin) + 1 in prior
+decoding, sizes and overlaps, boxes that touch overlap, clip to the image's [0, W - 1] x [0, H - 1].
 """
 from __future__ import annotations
 
@@ -120,16 +124,20 @@ def permute(x: np.ndarray, order) -> np.ndarray:
 # --- DetectionOutput (bbox_util.cpp) ------------------------------------------------------------
 
 
-def _size(b):
+def _size(b, normalized=True):
     if b[2] < b[0] or b[3] < b[1]:
         return f32(0)
+    if not normalized:  # OpenCV's BBoxSize: "If bbox is not within range [0, 1]"
+        return f32(f32(f32(b[2] - b[0]) + f32(1)) * f32(f32(b[3] - b[1]) + f32(1)))
     return f32(f32(b[2] - b[0]) * f32(b[3] - b[1]))
 
 
-def _decode(prior, var, code, in_target, clip, loc):
+def _decode(prior, var, code, in_target, clip, loc, normalized=True, bounds=None):
     px0, py0, px1, py1 = prior
     if in_target:
         var = [None] * 4
+    if not normalized:
+        return _decode_pixels(prior, var, code, clip, loc, bounds)
 
     def v(i):
         return loc[i] if var[i] is None else f32(var[i] * loc[i])
@@ -153,7 +161,40 @@ def _decode(prior, var, code, in_target, clip, loc):
     return out
 
 
-def _jaccard(b1, b2):
+def _decode_pixels(prior, var, code, clip, loc, bounds):
+    """OpenCV's DecodeBBox with normalized_bbox false (CORNER or CENTER_SIZE); `bounds` (W - 1, H - 1)."""
+    px0, py0, px1, py1 = prior
+
+    def v(i):
+        return loc[i] if var[i] is None else f32(var[i] * loc[i])
+    if code == "CORNER":
+        out = [f32(px0 + v(0)), f32(py0 + v(1)), f32(px1 + v(2)), f32(py1 + v(3))]
+    else:  # CENTER_SIZE
+        pw, ph = f32(f32(px1 - px0) + f32(1)), f32(f32(py1 - py0) + f32(1))
+        pcx, pcy = f32(float(px0) + float(pw) * 0.5), f32(float(py0) + float(ph) * 0.5)
+        cx, cy = f32(f32(v(0) * pw) + pcx), f32(f32(v(1) * ph) + pcy)
+        w, h = f32(f32(np.exp(v(2))) * pw), f32(f32(np.exp(v(3))) * ph)
+        out = [f32(float(cx) - float(w) * 0.5), f32(float(cy) - float(h) * 0.5),
+               f32(float(cx) + float(w) * 0.5), f32(float(cy) + float(h) * 0.5)]
+    if clip:
+        last_x, last_y = f32(bounds[0]), f32(bounds[1])
+        out = [f32(max(min(out[0], last_x), f32(0))), f32(max(min(out[1], last_y), f32(0))),
+               f32(max(min(out[2], last_x), f32(0))), f32(max(min(out[3], last_y), f32(0)))]
+    return out
+
+
+def _jaccard_pixels(b1, b2):
+    """OpenCV's JaccardOverlap<false>: the intersection box's BBoxSize (sides + 1; 0 if inverted)."""
+    inter_box = [max(b1[0], b2[0]), max(b1[1], b2[1]), min(b1[2], b2[2]), min(b1[3], b2[3])]
+    inter = _size(inter_box, False)
+    if inter > 0:
+        return f32(inter / f32(f32(_size(b1, False) + _size(b2, False)) - inter))
+    return f32(0)
+
+
+def _jaccard(b1, b2, normalized=True):
+    if not normalized:
+        return _jaccard_pixels(b1, b2)
     if b2[0] > b1[2] or b2[2] < b1[0] or b2[1] > b1[3] or b2[3] < b1[1]:
         return f32(0)
     iw = f32(min(b1[2], b2[2]) - max(b1[0], b2[0]))
@@ -164,7 +205,7 @@ def _jaccard(b1, b2):
     return f32(0)
 
 
-def _nms_fast(boxes, scores, score_threshold, nms_threshold, eta, top_k):
+def _nms_fast(boxes, scores, score_threshold, nms_threshold, eta, top_k, normalized=True):
     order = [(s, i) for i, s in enumerate(scores) if s > score_threshold]
     order.sort(key=lambda pair: -pair[0])  # std::stable_sort, descending
     if -1 < top_k < len(order):
@@ -172,7 +213,7 @@ def _nms_fast(boxes, scores, score_threshold, nms_threshold, eta, top_k):
     adaptive = f32(nms_threshold)
     kept: list[int] = []
     for _, idx in order:
-        keep = all(_jaccard(boxes[idx], boxes[k]) <= adaptive for k in kept)
+        keep = all(_jaccard(boxes[idx], boxes[k], normalized) <= adaptive for k in kept)
         if keep:
             kept.append(idx)
             if eta < 1 and adaptive > 0.5:
@@ -182,14 +223,17 @@ def _nms_fast(boxes, scores, score_threshold, nms_threshold, eta, top_k):
 
 def detection_output(loc, conf, prior, *, num_classes, share_location=True, background_label_id=0,
                      code_type="CORNER", variance_encoded_in_target=False, keep_top_k=-1,
-                     confidence_threshold=None, nms_threshold=0.3, top_k=-1, eta=1.0, clip=False) -> np.ndarray:
-    """DetectionOutputLayer::Forward_cpu: rows (1, 1, R, 7)."""
+                     confidence_threshold=None, nms_threshold=0.3, top_k=-1, eta=1.0, clip=False,
+                     normalized_bbox=True, image_hw=None) -> np.ndarray:
+    """DetectionOutputLayer::Forward_cpu: rows (1, 1, R, 7); `normalized_bbox`, `image_hw`: OpenCV's (module
+    docstring)."""
     num = loc.shape[0]
     num_priors = prior.shape[2] // 4
     loc_classes = 1 if share_location else num_classes
     threshold = f32(-FLT_MAX if confidence_threshold is None else confidence_threshold)
     priors = prior[0, 0].reshape(num_priors, 4)
-    variances = prior[0, 1].reshape(num_priors, 4)
+    variances = prior[0, 1].reshape(num_priors, 4) if prior.shape[1] > 1 else [None] * num_priors
+    bounds = None if image_hw is None else (image_hw[1] - 1, image_hw[0] - 1)
     loc = loc.reshape(num, num_priors, loc_classes, 4)
     conf = conf.reshape(num, num_priors, num_classes)
     all_boxes, all_indices = [], []
@@ -200,14 +244,14 @@ def detection_output(loc, conf, prior, *, num_classes, share_location=True, back
             if label == background_label_id:
                 continue
             decoded[label] = [_decode(priors[p], variances[p], code_type, variance_encoded_in_target, clip,
-                                      loc[i, p, c]) for p in range(num_priors)]
+                                      loc[i, p, c], normalized_bbox, bounds) for p in range(num_priors)]
         indices = {}
         num_det = 0
         for c in range(num_classes):
             if c == background_label_id:
                 continue
             boxes = decoded[-1 if share_location else c]
-            indices[c] = _nms_fast(boxes, list(conf[i, :, c]), threshold, nms_threshold, eta, top_k)
+            indices[c] = _nms_fast(boxes, list(conf[i, :, c]), threshold, nms_threshold, eta, top_k, normalized_bbox)
             num_det += len(indices[c])
         if -1 < keep_top_k < num_det:
             pairs = [(conf[i, idx, c], c, idx) for c in sorted(indices) for idx in indices[c]]

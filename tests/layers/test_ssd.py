@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -410,3 +411,160 @@ def test_detection_output_prior_count_must_fit_the_location_bottom(tmp_path):
     body = DETECTION_NET.format(conf=4, classes=2).replace("min_size: 8 max_size: 16", "min_size: 8")
     with pytest.raises(ShapeError, match=r'layer "det".*location bottom \[1, 128\] does not fit 16 priors'):
         ninport.load(_net(tmp_path, body))
+
+
+# --- OpenCV's normalized_bbox: false (boxes in pixels), as its Faster R-CNN and R-FCN prototxts use it ---------
+
+
+def _pixel_head(seed: int, priors: int, num_classes: int, loc_classes: int, variances: bool, spread: float = 0.3,
+                ties: bool = True):
+    """Priors in pixels of a 320 x 240 image: (1, 2, 4P) with variances, else (1, 1, 4P) as OpenCV's
+    Faster R-CNN prototxts make them from the rois."""
+    rng = np.random.default_rng(seed)
+    centers = rng.uniform(0, 1, (priors, 2)) * [320, 240]
+    sizes = rng.uniform(4, 90, (priors, 2))
+    corners = np.concatenate([centers - sizes / 2, centers + sizes / 2], axis=1).reshape(-1)
+    prior = (np.stack([corners, np.tile([0.1, 0.1, 0.2, 0.2], priors)]) if variances else corners[None])[None]
+    loc = rng.normal(0, spread * (5 if variances else 1), (1, priors * loc_classes * 4))
+    logits = rng.normal(0, 2, (1, priors, num_classes))
+    conf = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    if ties:
+        conf[:, ::9, -1] = conf[:, 4:5, -1]  # exact ties
+    return loc.astype(np.float32), conf.reshape(1, -1).astype(np.float32), prior.astype(np.float32)
+
+
+PIXEL_OPTIONS = [  # OpenCV's faster_rcnn_zf.prototxt first; then the other decodings, variances and clip
+    {"num_classes": 4, "share_location": False, "variance_encoded_in_target": True, "keep_top_k": 30,
+     "nms_threshold": 0.3},
+    {"num_classes": 3, "confidence_threshold": 0.2, "nms_threshold": 0.45, "top_k": 25},
+    {"num_classes": 3, "code_type": "CORNER", "nms_threshold": 0.2, "confidence_threshold": 0.1},
+    {"num_classes": 3, "clip": True, "variance_encoded_in_target": True, "nms_threshold": 0.5, "keep_top_k": 12},
+]
+IMAGE = np.zeros((1, 3, 240, 320), np.float32)  # the fourth bottom: clip to [0, 319] x [0, 239]
+
+
+def _pixel_case(options: dict, seed: int):
+    settings = _settings(**{"code_type": "CENTER_SIZE", **options, "normalized": False})
+    loc, conf, prior = _pixel_head(seed, 80, settings.num_classes, settings.num_loc_classes,
+                                   not settings.variance_encoded_in_target,
+                                   spread=3.0 if settings.code_type == "CORNER" else 0.3)
+    kwargs = {"code_type": "CENTER_SIZE", "nms_threshold": 0.45, **options}
+    threshold = kwargs.pop("confidence_threshold", None)
+    expected = caffe.detection_output(loc, conf, prior, **kwargs, confidence_threshold=threshold,
+                                      normalized_bbox=False, image_hw=IMAGE.shape[2:])
+    return settings, (loc, conf, prior) + ((IMAGE,) if settings.clip else ()), expected
+
+
+@pytest.mark.parametrize("options", PIXEL_OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
+def test_pixel_boxes_match_the_numpy_transcription_of_opencv(options):
+    differs = 0
+    for seed in (1, 2, 3):
+        settings, inputs, expected = _pixel_case(options, seed)
+        actual = ssd.CaffeDetectionOutput(settings)(*[torch.from_numpy(a) for a in inputs]).numpy()
+        _check("rows", actual, expected)
+        normalized = caffe.detection_output(*inputs[:3], **{k: v for k, v in options.items()
+                                                             if k not in ("confidence_threshold", "clip")},
+                                            confidence_threshold=options.get("confidence_threshold"),
+                                            **({"code_type": "CENTER_SIZE"} if "code_type" not in options else {}))
+        differs += normalized.shape != expected.shape or relative_error(normalized, expected) > TOLERANCE
+    assert differs, "normalized_bbox: false changes nothing here"
+
+
+@pytest.mark.parametrize("options", PIXEL_OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
+def test_pixel_boxes_in_onnx_match_the_numpy_transcription(options):
+    """The ONNX Loop with OpenCV's pixel overlaps (NonMaxSuppression has no +1 sides)."""
+    import onnxruntime as ort
+
+    from ninport.export.onnx import quiet_torch
+
+    settings, inputs, expected = _pixel_case(options, 4)
+    module = ssd.CaffeDetectionOutput(settings).eval()
+    with quiet_torch():
+        program = torch.onnx.export(module, tuple(torch.from_numpy(a) for a in inputs), None, dynamo=True,
+                                    opset_version=18, custom_translation_table=ssd.onnx_translations(), report=False)
+    ops = _assert_standard_onnx(program.model_proto)
+    assert "Loop" in ops and "NonMaxSuppression" not in ops
+    session = ort.InferenceSession(program.model_proto.SerializeToString())
+    names = [i.name for i in session.get_inputs()]
+    (rows,) = session.run(None, dict(zip(names, inputs)))
+    _check("rows", rows, expected)
+
+
+PIXEL_NET = """
+layer {{ name: "det" type: "DetectionOutput" bottom: "loc" bottom: "conf" bottom: "prior" {image}top: "out"
+         detection_output_param {{ num_classes: {num_classes} share_location: {share} background_label_id: 0
+         nms_param {{ nms_threshold: {nms} }} code_type: {code} keep_top_k: {keep} confidence_threshold: {threshold}
+         variance_encoded_in_target: {in_target} normalized_bbox: false {extra}}} }}
+"""
+
+
+def _pixel_net(tmp_path, inputs, **fields) -> Path:
+    loc, conf, prior = inputs[:3]
+    text = "".join(f'input: "{name}" input_shape {{ {" ".join(f"dim: {d}" for d in value.shape)} }}\n'
+                   for name, value in zip(("loc", "conf", "prior", "image"), inputs))
+    values = {"image": 'bottom: "image" ' if len(inputs) > 3 else "", "num_classes": 4, "share": "false",
+              "nms": 0.3, "code": "CENTER_SIZE", "keep": 30, "threshold": 0.05, "in_target": "true", "extra": "",
+              **fields}
+    path = tmp_path / "pixel.prototxt"
+    path.write_text(text + PIXEL_NET.format(**values))
+    return path
+
+
+def _by_label_and_score(rows: np.ndarray) -> np.ndarray:
+    rows = rows.reshape(-1, 7)
+    return rows[np.lexsort((rows[:, 3], -rows[:, 2], rows[:, 1], rows[:, 0]))]
+
+
+@pytest.mark.parametrize("fields", [{}, {"code": "CORNER", "share": "true", "num_classes": 3, "in_target": "false"},
+                                    {"extra": "clip: true "}], ids=["faster_rcnn", "corner", "clip"])
+def test_pixel_boxes_match_opencv(tmp_path, fields):
+    """OpenCV 4.x's DetectionOutput on the same inputs: the same rows (OpenCV orders them by score over all
+    classes, SSD Caffe's order is label then score: compared by label and score). No exact ties: where equal
+    scores straddle keep_top_k, SSD Caffe and OpenCV both leave the choice to std::sort."""
+    cv2 = pytest.importorskip("cv2")
+    share = fields.get("share", "false") == "true"
+    classes = fields.get("num_classes", 4)
+    loc, conf, prior = _pixel_head(5, 60, classes, 1 if share else classes, fields.get("in_target") == "false",
+                                   spread=2.0 if fields.get("code") == "CORNER" else 0.3, ties=False)
+    inputs = (loc, conf, prior) + ((IMAGE,) if "clip" in fields.get("extra", "") else ())
+    path = _pixel_net(tmp_path, inputs, **fields)
+    net = cv2.dnn.readNetFromCaffe(str(path))
+    for name, value in zip(("loc", "conf", "prior", "image"), inputs):
+        net.setInput(value, name)
+    theirs = net.forward()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ninport.NinportWarning)
+        ours = ninport.load(path)(*[torch.from_numpy(a) for a in inputs]).numpy()
+    assert ours.shape[2] > 5
+    _check("rows", _by_label_and_score(ours), _by_label_and_score(theirs))
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"code": "CORNER_SIZE"}, "OpenCV, whose field normalized_bbox is, decodes CORNER_SIZE as CORNER"),
+    ({"extra": "clip: true "}, r"give the image \(N, C, H, W\) as the fourth bottom"),
+    ({"in_target": "false"}, r"the prior bottom must be \(1, 2, 4 x priors\) as PriorBox makes it, got \[1, 1, 240\]"),
+    ({"nms": "0.3 eta: 0.8"}, "OpenCV, whose field normalized_bbox is, ignores eta"),
+    ({"extra": "visualise: 1 "}, "fields this layer type does not read: detection_output_param.visualise"),
+    ({"extra": "normalized_bbox: 2 "}, "normalized_bbox must be true or false"),
+])
+def test_pixel_detection_output_refusals_name_the_layer(tmp_path, fields, message):
+    inputs = _pixel_head(6, 60, 4, 4, False)
+    with pytest.raises(ShapeError, match=r'pixel.prototxt:\d+: layer "det" \(DetectionOutput\): .*' + message):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ninport.NinportWarning)
+            ninport.load(_pixel_net(tmp_path, inputs, **fields))
+
+
+def test_pixel_boxes_that_touch_overlap():
+    """OpenCV's pixel overlap counts the shared column of boxes that touch, (0, 0, 9, 9) and (9, 0, 18, 9):
+    10 / 190 = 0.053 > 0.05 suppresses the second; normalized boxes that touch do not overlap."""
+    prior = np.array([[[0, 0, 9, 9, 9, 0, 18, 9, 40, 40, 50, 50]]], np.float32)
+    conf = np.array([[0.1, 0.9, 0.2, 0.8, 0.3, 0.7]], np.float32)
+    loc = np.zeros((1, 12), np.float32)
+    for normalized, xmin in ((False, [0, 40]), (True, [0, 9, 40])):
+        settings = _settings(num_classes=2, code_type="CORNER", variance_encoded_in_target=True, nms_threshold=0.05,
+                             normalized=normalized)
+        module = ssd.CaffeDetectionOutput(settings).eval()
+        rows = module(*[torch.from_numpy(a) for a in (loc, conf, prior)]).numpy()
+        assert rows[0, 0, :, 3].tolist() == xmin
+        _check("rows", _onnx_rows(module, loc, conf, prior), rows)

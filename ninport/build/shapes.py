@@ -15,7 +15,6 @@ from ninport.errors import NinportError, ShapeError, UnsupportedLayerError, safe
 from ninport.layers.rules import MAX_BLOB_ELEMENTS, MAX_TOTAL_ACTIVATIONS, MAX_TOTAL_PARAMS
 from ninport.registry import LayerShapes, Shape, ShapeTable, layer_type, registered_types
 
-
 # Failures inside shape rules: the driver adds file and layer to the message. Shape rules (and plugins'
 # rules) raise it through `fail`; the geometry module raises the same class.
 _LayerShapeError = GeometryError

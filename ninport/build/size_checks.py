@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from torch import nn
 from torch.compiler import is_compiling
 
-from ninport.caffe.geometry import GeometryError, is_static
 from ninport.build.shapes import layer_shapes, weights_mismatch
+from ninport.caffe.geometry import GeometryError, is_static
 from ninport.caffe.spec import LayerSpec
 from ninport.errors import NinportError, ShapeError, safe_text, shape_text
 from ninport.registry import LayerShapes, LayerType

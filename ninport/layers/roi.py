@@ -4,12 +4,12 @@
   rows of [batch index, x1, y1, x2, y2] in image pixels; top (R, C, pooled_h, pooled_w). Each roi corner is
   round(x * spatial_scale) (a float product, C's round: half away from zero), the roi is max(end - start + 1, 1)
   cells, a bin is that / pooled cells (a float), bin ph covers [floor(ph * bin), ceil((ph + 1) * bin)) from the
-  roi's start, clipped to [0, H); the top is the MAX over the bin (NaN never wins, -inf gives -FLT_MAX, as
+  roi's start, clipped to [0, H]; the top is the MAX over the bin (NaN never wins, -inf gives -FLT_MAX, as
   Caffe's `>` starting from -FLT_MAX), 0 for an empty bin.
 - `PSROIPooling` (daijifeng001/caffe-rfcn, the CUDA kernel in psroi_pooling_layer.cu; its Forward_cpu is
   NOT_IMPLEMENTED): bottoms score maps (N, output_dim * group_size^2, H, W) and rois; top (R, output_dim,
   group_size, group_size). The roi is [round(x1) * scale, (round(x2) + 1) * scale) in floats, at least 0.1
-  wide; bin ph covers [floor(ph * bin + start), ceil((ph + 1) * bin + start)) clipped to [0, H); top
+  wide; bin ph covers [floor(ph * bin + start), ceil((ph + 1) * bin + start)) clipped to [0, H]; top
   (ctop, ph, pw) is the AVERAGE over that bin of channel (ctop * group_size + ph) * group_size + pw, summed in
   float in row-major order as the kernel does (bit for bit), 0 for an empty bin. Where nvcc fuses
   `ph * bin + start` into one multiply-add, a GPU can move a bin edge that lies within an ulp of an integer;
@@ -23,11 +23,12 @@ caffe-rfcn; psroi_pooling_param is 10001 in caffe-rfcn, 149, 153 or 207 elsewher
 
 Each layer's work is one custom op (`ninport::roi_max_pool`, `ninport::psroi_average_pool`), so torch.export keeps
 it whole at any R, H and W, and `onnx_translations()` writes it in standard ONNX operators:
-- ROIPooling: a sparse table of maxima (level (a, b) holds the max over the 2^a x 2^b block at each position,
-  built by ONNX Loops over the levels H and W need), then each bin's max is the max of the 4 blocks that cover
-  it exactly (4 Gathers). onnxruntime's MaxRoiPool is not used: it starts each bin at FLT_MIN (the smallest
-  positive float) instead of -FLT_MAX, so a bin of negative values gives 1.2e-38, and it refuses rois with
-  more than 5 values per row.
+- ROIPooling: a sparse table of maxima (level (a, b) holds the max over the 2^a x 2^b block at each position;
+  as many levels as the largest bin needs, built by ONNX Loops), then each bin's max is the max of the 4 blocks
+  that cover it exactly (4 Gathers). ONNX's MaxRoiPool is not used: onnxruntime 1.32's matches caffe-fast-rcnn on finite
+  values, but a NaN in a bin replaces the max found so far (Caffe skips NaN), older onnxruntime sources started a
+  bin at FLT_MIN (the smallest positive float: a bin of negative values gave 1.2e-38), and the operator's
+  behaviour is each runtime's own; this decomposition is as fast in onnxruntime and exact everywhere.
 - PSROIPooling: one ONNX Loop over the offsets inside the largest bin, adding each bin's values in Caffe's order.
 The eager implementations (`roi_max_pool`, `psroi_average_pool`) are plain torch: the generated .py copies them.
 """

@@ -264,7 +264,7 @@ def roi_max_pool(features: torch.Tensor, rois: torch.Tensor, pooled_h: int, pool
         for column in (w0, w1 - (1 << level_w)):
             index = (levels * h + row[:, :, None]) * w + column[:, None, :]
             block = table.index_select(0, index.flatten())
-            result = block if result is None else torch.maximum(result, block)
+            result = block if result is None else torch.maximum(result, block, out=result)
     result = result.reshape(rois.shape[0], pooled_h, pooled_w, c).clamp_(min=-FLT_MAX)
     result.masked_fill_(empty[..., None], 0.0).masked_fill_(~valid[:, None, None, None], math.nan)
     return result.permute(0, 3, 1, 2).contiguous()

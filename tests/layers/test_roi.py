@@ -128,7 +128,7 @@ def test_onnx_in_onnxruntime_matches_caffe_at_both_sizes(base, tmp_path):
 @pytest.mark.parametrize("name", ["fast_rcnn_mini", "fast_rcnn_mini_size2", "rfcn_mini", "rfcn_mini_size2"])
 def test_the_pooling_of_the_mini_detectors_matches_caffe(name):
     """The layers inside the two-stage detectors, fed the bottoms Caffe had: the features and the rois that
-    py-faster-rcnn's proposal layer made (300 per image, many overlapping the border)."""
+    py-faster-rcnn's proposal layer made (229 to 285 rois, many overlapping the border)."""
     folder, _info, _inputs, blobs = _case(name)
     for _name, kind, (features, rois), top, params in _pooling_layers(folder / "net.prototxt"):
         out = _module(kind, params)(torch.from_numpy(blobs[features]), torch.from_numpy(blobs[rois]))

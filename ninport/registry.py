@@ -263,7 +263,7 @@ _BUILTINS_LOADED = False
 # group; a new family adds its module here.
 BUILTIN_RULE_MODULES = tuple(f"ninport.layers.{family}" for family in (
     "activation", "convolution", "pooling", "inner_product", "normalization", "structure", "reduction", "indexing",
-    "spp", "fork", "resize", "ssd", "loss", "hed", "python_layer", "proposal"))
+    "spp", "fork", "resize", "ssd", "loss", "hed", "roi", "python_layer", "proposal"))
 
 
 def _table(dialect: str | None) -> dict[str, LayerType]:

@@ -251,7 +251,7 @@ _BUILTINS_LOADED = False
 # group; a new family adds its module here.
 BUILTIN_RULE_MODULES = tuple(f"ninport.layers.{family}" for family in (
     "activation", "convolution", "pooling", "inner_product", "normalization", "structure", "reduction", "indexing",
-    "spp", "fork", "resize", "ssd", "loss", "hed"))
+    "spp", "fork", "resize", "ssd", "loss", "hed", "roi"))
 
 
 def _table(dialect: str | None) -> dict[str, LayerType]:

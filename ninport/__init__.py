@@ -35,6 +35,9 @@ _LAZY = {
     # for plugin authors: register a type, read its parameters, what its converter gets
     "register_layer": "ninport.registry",
     "unregister_layer": "ninport.registry",
+    "register_python_layer": "ninport.registry",
+    "unregister_python_layer": "ninport.registry",
+    "python_params": "ninport.layers.python_layer",
     "register_dialect": "ninport.registry",
     "LayerShapes": "ninport.registry",
     "LayerType": "ninport.registry",
@@ -82,6 +85,7 @@ if TYPE_CHECKING:  # what type checkers see: the real signatures behind the lazy
     from ninport.export.conversion import ConversionResult, convert_files
     from ninport.export.onnx import export_onnx
     from ninport.export.safetensors import write_safetensors
+    from ninport.layers.python_layer import python_params
     from ninport.plugins import load_plugin
     from ninport.registry import (
         LayerShapes,
@@ -90,7 +94,9 @@ if TYPE_CHECKING:  # what type checkers see: the real signatures behind the lazy
         layer_param,
         register_dialect,
         register_layer,
+        register_python_layer,
         unregister_layer,
+        unregister_python_layer,
     )
     from ninport.speedup import optimize
 

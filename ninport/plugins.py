@@ -1,7 +1,8 @@
 """Loading a user's plugin file: their own Python code that teaches ninport layer types.
 
 A plugin file is code the user chose to run (`ninport convert --plugin my_layers.py`), so it is
-imported as a module; model files never are. It registers types with `ninport.register_layer`.
+imported as a module; model files never are. It registers types with `ninport.register_layer` (and
+Python layers with `ninport.register_python_layer`).
 Whatever goes wrong in it (a syntax error, an exception at import, a type already known, a shape
 rule or module that fails later) is reported as one NinportError naming the plugin (and, once a
 net is read, the layer), never as a raw traceback; a plugin that failed to import leaves no
@@ -65,15 +66,11 @@ def load_plugin(path: str | os.PathLike) -> list[str]:
     if not added:
         sys.modules.pop(module_name, None)
         raise NinportError(f"plugin {safe_text(path)}: registers no layer type (call ninport.register_layer "
-                           "in it)")
+                           "or ninport.register_python_layer in it)")
     for record_key in added:  # name the file in every message about these types
         record = registry.find_record(record_key)
         if record.origin == "plugin":
-            registry.register_layer(record.name, shape=record.shape, module=record.converter,
-                                    origin=f"plugin {path.name}", reads_unknown_fields=record.reads_unknown_fields,
-                                    bottoms=record.counts.bottoms, tops=record.counts.tops, replace=True,
-                                    dialect=record.dialect, settings=record.settings, statistics=record.statistics,
-                                    index_input=record.index_input, onnx_translations=record.onnx_translations)
+            registry.add_record(registry.with_origin(record, f"plugin {path.name}"), replace=True)
     _LOADED[key] = added
     return [name for _, name in added]
 
@@ -81,7 +78,9 @@ def load_plugin(path: str | os.PathLike) -> list[str]:
 def _restore(before: dict) -> None:
     """Undo the registrations of a plugin that failed halfway."""
     for record in registry.all_layer_types():
-        if before.get(record.key) is not record:
+        if before.get(record.key) is not record and record.python_layer is not None:
+            registry.unregister_python_layer(*record.python_layer)
+        elif before.get(record.key) is not record:
             registry.unregister_layer(record.name, record.dialect)
     for record_key, record in before.items():
         if registry.find_record(record_key) is not record:

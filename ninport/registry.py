@@ -14,6 +14,7 @@ Nothing here imports torch.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import math
 from dataclasses import dataclass, field
@@ -186,6 +187,8 @@ class LayerType:
     such a net input integers in [0, rows of that blob).
     `onnx_translations`: what torch's ONNX exporter needs to translate the type's custom ops (see
     TranslationsFn); None for modules made of standard torch ops.
+    `python_layer`: (module, layer) of a `type: "Python"` layer's `python_param` when this record computes
+    that Python layer (`register_python_layer`); such records are found by that pair, not by type name.
     """
 
     name: str
@@ -199,10 +202,14 @@ class LayerType:
     statistics: StatisticsSpec = ()
     index_input: bool = False
     onnx_translations: TranslationsFn | str | None = None
+    python_layer: tuple[str, str] | None = None
 
     @property
     def key(self) -> tuple[str, str]:
-        """(dialect or "", type name): what identifies a record in the registry."""
+        """(dialect or "", type name): what identifies a record in the registry; a Python layer's record:
+        ("", "Python module.layer")."""
+        if self.python_layer is not None:
+            return ("", python_layer_title(*self.python_layer))
         return (self.dialect or "", self.name)
 
     def shapes(self, layer: "LayerSpec", bottom_shapes: list[Shape]) -> LayerShapes:
@@ -243,6 +250,7 @@ def _resolve(function: Callable | str) -> Callable:
 
 
 _TYPES: dict[str, LayerType] = {}
+_PYTHON_LAYERS: dict[tuple[str, str], LayerType] = {}  # python_param (module, layer) -> its record
 _DIALECTS: dict[str, dict[str, LayerType]] = {}  # dialect -> type name -> the record replacing the default
 _DIALECT_ABOUT: dict[str, str] = {}  # dialect -> what it is, for messages and docs
 _DIALECT_PREPARE: dict[str, Callable] = {}  # dialect -> its pass over a whole net (NetSpec -> NetSpec)
@@ -251,7 +259,7 @@ _BUILTINS_LOADED = False
 # group; a new family adds its module here.
 BUILTIN_RULE_MODULES = tuple(f"ninport.layers.{family}" for family in (
     "activation", "convolution", "pooling", "inner_product", "normalization", "structure", "reduction", "indexing",
-    "spp", "fork", "resize", "ssd", "loss", "hed", "roi"))
+    "spp", "fork", "resize", "ssd", "loss", "hed", "roi", "python_layer", "proposal"))
 
 
 def _table(dialect: str | None) -> dict[str, LayerType]:
@@ -259,6 +267,8 @@ def _table(dialect: str | None) -> dict[str, LayerType]:
 
 
 def add_record(record: LayerType, replace: bool) -> LayerType:
+    if record.python_layer is not None:
+        return _add_python_record(record, replace)
     if not isinstance(record.name, str) or not record.name:
         raise NinportError(f"a layer type name must be a non-empty string, got {record.name!r}")
     if record.dialect is not None and (not isinstance(record.dialect, str) or not record.dialect):
@@ -290,6 +300,20 @@ def builtin_layer(*names: str, converter: str, bottoms: CountSpec, tops: CountSp
         for name in names:
             add_record(LayerType(name, shape, converter, origin, reads_unknown_fields, counts, dialect, settings,
                            statistics, index_input, onnx_translations), replace=False)
+        return shape
+    return register
+
+
+def builtin_python_layer(python_module: str, python_layer: str, *, converter: str, bottoms: CountSpec,
+                         tops: CountSpec, origin: str, settings: SettingsFn | None = None,
+                         onnx_translations: str | None = None):
+    """Decorator for a built-in Python layer's shape rule: the record computing the `type: "Python"` layers
+    whose python_param names this module and layer (see `register_python_layer`)."""
+    counts = BlobCounts.of(bottoms, tops)
+
+    def register(shape: ShapeFn) -> ShapeFn:
+        add_record(LayerType("Python", shape, converter, origin, False, counts, None, settings, (), False,
+                             onnx_translations, (python_module, python_layer)), replace=False)
         return shape
     return register
 
@@ -358,22 +382,91 @@ def register_layer(name: str, *, shape: ShapeFn, module: ConverterFn, origin: st
     ops (`torch.library`) your module calls (`torch.onnx.export(custom_translation_table=)`).
     """
     _load_builtins()
+    return add_record(_plugin_record(f"register_layer({name!r})", name, shape, module, origin, reads_unknown_fields,
+                                     bottoms, tops, dialect, settings, statistics, index_input, onnx_translations),
+                      replace=replace)
+
+
+def _plugin_record(caller: str, name: str, shape, module, origin, reads_unknown_fields, bottoms, tops, dialect,
+                   settings, statistics, index_input, onnx_translations, python_layer=None) -> LayerType:
+    """A plugin's record from `register_layer`'s (or `register_python_layer`'s) arguments, checked."""
     if not callable(shape) or not callable(module):
-        raise NinportError(f"register_layer({name!r}): shape and module must be callables")
+        raise NinportError(f"{caller}: shape and module must be callables")
     for argument, value in (("settings", settings), ("onnx_translations", onnx_translations)):
         if value is not None and not callable(value):
-            raise NinportError(f"register_layer({name!r}): {argument} must be a callable or None")
+            raise NinportError(f"{caller}: {argument} must be a callable or None")
     if not callable(statistics) and not (isinstance(statistics, (tuple, list))
                                          and all(_is_count(i) for i in statistics)):
-        raise NinportError(f"register_layer({name!r}): statistics must be blob indices (a tuple of integers >= 0) "
+        raise NinportError(f"{caller}: statistics must be blob indices (a tuple of integers >= 0) "
                            "or a function of the layer")
     try:
         counts = BlobCounts.of(bottoms, tops)
     except NinportError as exc:
-        raise NinportError(f"register_layer({name!r}): {exc}") from None
-    return add_record(LayerType(name, shape, checked_module(module, origin), origin, reads_unknown_fields, counts,
-                                dialect, settings, tuple(statistics) if not callable(statistics) else statistics,
-                                bool(index_input), onnx_translations), replace=replace)
+        raise NinportError(f"{caller}: {exc}") from None
+    return LayerType(name, shape, checked_module(module, origin), origin, reads_unknown_fields, counts, dialect,
+                     settings, tuple(statistics) if not callable(statistics) else statistics, bool(index_input),
+                     onnx_translations, python_layer)
+
+
+def register_python_layer(python_module: str, python_layer: str, *, shape: ShapeFn, module: ConverterFn,
+                          origin: str = "plugin", bottoms: CountSpec = None, tops: CountSpec = None,
+                          replace: bool = False, settings: SettingsFn | None = None,
+                          statistics: StatisticsSpec = (), onnx_translations: TranslationsFn | None = None
+                          ) -> LayerType:
+    """Teach ninport a Caffe `type: "Python"` layer: the one whose `python_param` names `python_module`
+    and `python_layer` (a Python layer runs code that is not in the Caffe files, so each module/layer pair
+    needs its own converter; other Python layers stay refused, naming their module and layer).
+
+    The keywords are `register_layer`'s. The layer's `param_str` is data: read it with
+    `ninport.python_params(layer)`, which parses a literal dict (YAML's flow form, as py-faster-rcnn's
+    layers write it) without running anything.
+    """
+    for what, value in (("module", python_module), ("layer", python_layer)):
+        if not isinstance(value, str) or not value:
+            raise NinportError(f"register_python_layer: the python_param {what} must be a non-empty string, "
+                               f"got {value!r}")
+    if not python_layer.isidentifier():  # Caffe looks the layer up as an attribute of the module
+        raise NinportError(f"register_python_layer: the python_param layer {python_layer!r} is not a Python "
+                           "identifier (a class name)")
+    _load_builtins()
+    caller = f"register_python_layer({python_module!r}, {python_layer!r})"
+    return add_record(_plugin_record(caller, "Python", shape, module, origin, False, bottoms, tops, None, settings,
+                                     statistics, False, onnx_translations, (python_module, python_layer)),
+                      replace=replace)
+
+
+def with_origin(record: LayerType, origin: str) -> LayerType:
+    """A plugin's record with another origin, which its messages name (a plugin file's name)."""
+    return dataclasses.replace(record, origin=origin, converter=checked_module(record.converter, origin))
+
+
+def python_layer_title(python_module: str, python_layer: str) -> str:
+    """"Python rpn.proposal_layer.ProposalLayer": how messages and the registry name a Python layer."""
+    return f"Python {python_module}.{python_layer}"
+
+
+def _add_python_record(record: LayerType, replace: bool) -> LayerType:
+    if record.dialect is not None:
+        raise NinportError("a Python layer's record cannot belong to a dialect")
+    pair = record.python_layer
+    if pair in _PYTHON_LAYERS and not replace:
+        raise NinportError(f"{python_layer_title(*pair)} is already registered ({_PYTHON_LAYERS[pair].origin}); "
+                           "pass replace=True to override it")
+    _PYTHON_LAYERS[pair] = record
+    return record
+
+
+def python_layer_record(python_module: str, python_layer: str) -> LayerType | None:
+    """The record computing the Python layers whose python_param names this module and layer, or None."""
+    _load_builtins()
+    return _PYTHON_LAYERS.get((python_module, python_layer))
+
+
+def unregister_python_layer(python_module: str, python_layer: str) -> None:
+    """Remove a plugin's Python layer registration (built-in ones stay)."""
+    record = _PYTHON_LAYERS.get((python_module, python_layer))
+    if record is not None and callable(record.converter):
+        del _PYTHON_LAYERS[(python_module, python_layer)]
 
 
 def unregister_layer(name: str, dialect: str | None = None) -> None:
@@ -398,15 +491,25 @@ def registered_types() -> list[str]:
 
 
 def all_layer_types() -> list[LayerType]:
-    """Every record: the default ones, then each dialect's, sorted by name."""
+    """Every record: the default ones, then each dialect's, sorted by name, then the Python layers'."""
     _load_builtins()
     return [_TYPES[name] for name in sorted(_TYPES)] + [
-        table[name] for dialect in sorted(_DIALECTS) for table in [_DIALECTS[dialect]] for name in sorted(table)]
+        table[name] for dialect in sorted(_DIALECTS) for table in [_DIALECTS[dialect]] for name in sorted(table)] + [
+        _PYTHON_LAYERS[pair] for pair in sorted(_PYTHON_LAYERS)]
+
+
+def python_layer_records() -> list[LayerType]:
+    """The records of the Python layers ninport computes (built-in and plugins'), by module and layer."""
+    _load_builtins()
+    return [_PYTHON_LAYERS[pair] for pair in sorted(_PYTHON_LAYERS)]
 
 
 def find_record(key: tuple[str, str]) -> LayerType | None:
     """The record with this `LayerType.key` (no fallback to the default record)."""
     _load_builtins()
+    python = next((record for record in _PYTHON_LAYERS.values() if record.key == tuple(key)), None)
+    if python is not None:
+        return python
     dialect, name = key
     return (_DIALECTS.get(dialect, {}) if dialect else _TYPES).get(name)
 

@@ -40,8 +40,8 @@ from ninport.build.recorded import records_args
 from ninport.caffe.geometry import (
     fail,
 )
-from ninport.errors import shape_text
-from ninport.registry import LayerShapes, Shape, builtin_layer
+from ninport.errors import safe_text, shape_text
+from ninport.registry import LayerShapes, Shape, builtin_layer, layer_param
 
 # --- shape rules (torch-free): the sizes Caffe accepts, the weight shapes it expects, the typed parameters ---
 
@@ -253,6 +253,7 @@ class DetectionSettings:
     top_k: int  # -1: no limit before NMS
     eta: float
     clip: bool  # OpenCV's extension: decoded boxes clipped to [0, 1] before NMS
+    normalized: bool = True  # OpenCV's normalized_bbox: false: boxes in pixels, sides + 1 (see pixel_box_rules)
 
     @property
     def num_loc_classes(self) -> int:
@@ -263,8 +264,9 @@ class DetectionSettings:
         return tuple(c for c in range(self.num_classes) if c != self.background_label_id)
 
 
-def detection_settings(p) -> DetectionSettings:
-    """The DetectionOutputParameter `p`, checked as Caffe's LayerSetUp checks it."""
+def detection_settings(p, normalized: bool = True) -> DetectionSettings:
+    """The DetectionOutputParameter `p`, checked as Caffe's LayerSetUp checks it; `normalized`: OpenCV's
+    normalized_bbox (the schema does not type it: its number is SSD's `visualize`)."""
     if not p.HasField("num_classes") or p.num_classes < 1:
         fail("DetectionOutput needs num_classes >= 1 (detection_output_param.num_classes)")
     nms = p.nms_param
@@ -287,18 +289,43 @@ def detection_settings(p) -> DetectionSettings:
         fail(f"background_label_id {p.background_label_id} is not -1 or a class below num_classes {p.num_classes}")
     threshold = float(p.confidence_threshold) if p.HasField("confidence_threshold") else -FLT_MAX
     clip = bool(getattr(p, "clip", False))
+    if not normalized and CODE_TYPES[p.code_type] == "CORNER_SIZE":
+        fail("normalized_bbox: false with code_type CORNER_SIZE: OpenCV, whose field normalized_bbox is, decodes "
+             "CORNER_SIZE as CORNER; give CORNER or CENTER_SIZE")
+    if not normalized and nms.eta != 1:
+        fail(f"normalized_bbox: false with eta {nms.eta}: OpenCV, whose field normalized_bbox is, ignores eta; "
+             "leave eta out")
     return DetectionSettings(int(p.num_classes), bool(p.share_location), int(p.background_label_id),
                              CODE_TYPES[p.code_type], bool(p.variance_encoded_in_target), int(p.keep_top_k),
-                             threshold, float(nms.nms_threshold), top_k, float(nms.eta), clip)
+                             threshold, float(nms.nms_threshold), top_k, float(nms.eta), clip, normalized)
+
+
+def normalized_bbox(layer) -> bool:
+    """OpenCV's detection_output_param.normalized_bbox (default true), kept by the reader as an unknown field;
+    any other unknown field of the layer is refused."""
+    stray = sorted(key for key in (getattr(layer, "unknown_fields", None) or {})
+                   if key != "detection_output_param.normalized_bbox")
+    if stray:
+        fail(f"fields this layer type does not read: {', '.join(safe_text(k, 60) for k in stray[:10])}")
+    value = layer_param(layer, "detection_output_param.normalized_bbox", True)
+    if not isinstance(value, bool):
+        fail(f"normalized_bbox must be true or false, got {safe_text(repr(value), 40)}")
+    return value
 
 
 def detection_prior_count(settings: DetectionSettings, shapes: list[Shape]) -> int:
     """The number of priors, checked against the location and confidence bottoms as Caffe's Reshape does."""
-    if len(shapes) != 3:
-        fail(f"expects 3 bottoms (location, confidence, priors), got {len(shapes)}")
-    loc, conf, prior = shapes
-    if len(prior) != 3 or prior[1] != 2 or prior[2] % 4:
-        fail(f"the prior bottom must be (1, 2, 4 x priors) as PriorBox makes it, got {shape_text(prior)}")
+    if len(shapes) not in (3, 4):
+        fail(f"expects 3 bottoms (location, confidence, priors) and optionally the image, got {len(shapes)}")
+    if not settings.normalized and settings.clip and (len(shapes) < 4 or len(shapes[3]) != 4):
+        fail("normalized_bbox: false with clip clips to the image: give the image (N, C, H, W) as the fourth "
+             "bottom, as OpenCV requires")
+    loc, conf, prior = shapes[:3]
+    variances = 1 if settings.variance_encoded_in_target else 2  # OpenCV's prior layout without variances
+    if len(prior) != 3 or prior[1] not in (variances, 2) or prior[2] % 4:
+        fail(f"the prior bottom must be (1, 2, 4 x priors) as PriorBox makes it"
+             f"{' (or (1, 1, 4 x priors): the variances are in the target)' if variances == 1 else ''}, "
+             f"got {shape_text(prior)}")
     priors = prior[2] // 4
     for what, shape, per_prior in (("location", loc, settings.num_loc_classes * 4),
                                    ("confidence", conf, settings.num_classes)):
@@ -315,15 +342,15 @@ def detection_prior_count(settings: DetectionSettings, shapes: list[Shape]) -> i
 
 
 @builtin_layer("DetectionOutput", converter="ssd:detection_output", bottoms=(3, 4), tops=1, origin=ORIGIN,
-               onnx_translations="ssd:onnx_translations")
+               reads_unknown_fields=True, onnx_translations="ssd:onnx_translations")
 def _detection_output(layer, shapes):
-    settings = detection_settings(layer.proto.detection_output_param)
+    settings = detection_settings(layer.proto.detection_output_param, normalized_bbox(layer))
     priors = detection_prior_count(settings, shapes)
     batch = shapes[0][0]
     candidates = priors if settings.top_k < 0 else min(priors, settings.top_k)
     classes = len(settings.foreground_labels)
     # The row count is data-dependent; Caffe's Reshape says (1, 1, 1, 7) until the forward pass.
-    return LayerShapes(tops=[(1, 1, 1, 7)], scratch=batch * classes * (priors + candidates * 6))
+    return LayerShapes(tops=[(1, 1, 1, 7)], scratch=batch * classes * (priors + candidates * 6), parsed=settings)
 
 
 # --- torch modules and their converters ------------------------------------------------------
@@ -450,18 +477,23 @@ def permute(ctx: LayerContext) -> nn.Module:
 
 
 def decode_boxes(loc: torch.Tensor, prior: torch.Tensor, num_loc_classes: int, code_type: str,
-                 variance_encoded_in_target: bool, clip: bool) -> torch.Tensor:
-    """SSD Caffe's DecodeBBox for every image, prior and location class: (N, P, L, 4) corners in float32."""
+                 variance_encoded_in_target: bool, clip: bool, normalized: bool = True,
+                 image: torch.Tensor | None = None) -> torch.Tensor:
+    """SSD Caffe's DecodeBBox for every image, prior and location class: (N, P, L, 4) corners in float32.
+
+    `normalized=False` (OpenCV's normalized_bbox: false): priors and boxes in pixels, a prior's sides are
+    (xmax - xmin) + 1 and its centre xmin + side / 2 for CENTER_SIZE, and `clip` clips x to [0, W - 1] and y
+    to [0, H - 1] of `image` (N, C, H, W), as OpenCV's detection_output_layer.cpp does."""
     batch = loc.shape[0]
     boxes = loc.reshape(batch, -1, num_loc_classes, 4)
     priors = prior[0, 0].reshape(1, -1, 1, 4)
-    variances = prior[0, 1].reshape(1, -1, 1, 4)
     p_xmin, p_ymin, p_xmax, p_ymax = priors.unbind(-1)
-    v0, v1, v2, v3 = variances.unbind(-1)
     l0, l1, l2, l3 = boxes.unbind(-1)
-    if variance_encoded_in_target:
-        v0 = v1 = v2 = v3 = None
-    scaled = [value if var is None else var * value for var, value in ((v0, l0), (v1, l1), (v2, l2), (v3, l3))]
+    if variance_encoded_in_target:  # the prior blob may then hold no variances (OpenCV's 1 x 1 x 4P priors)
+        scaled = [l0, l1, l2, l3]
+    else:
+        v0, v1, v2, v3 = prior[0, 1].reshape(1, -1, 1, 4).unbind(-1)
+        scaled = [v0 * l0, v1 * l1, v2 * l2, v3 * l3]
     if code_type == "CORNER":
         corners = [p_xmin + scaled[0], p_ymin + scaled[1], p_xmax + scaled[2], p_ymax + scaled[3]]
     else:
@@ -471,39 +503,61 @@ def decode_boxes(loc: torch.Tensor, prior: torch.Tensor, num_loc_classes: int, c
             corners = [p_xmin + scaled[0] * p_width, p_ymin + scaled[1] * p_height,
                        p_xmax + scaled[2] * p_width, p_ymax + scaled[3] * p_height]
         else:  # CENTER_SIZE
-            center_x = scaled[0] * p_width + (p_xmin + p_xmax) / 2
-            center_y = scaled[1] * p_height + (p_ymin + p_ymax) / 2
+            if normalized:
+                prior_x, prior_y = (p_xmin + p_xmax) / 2, (p_ymin + p_ymax) / 2
+            else:
+                p_width, p_height = p_width + 1, p_height + 1
+                prior_x, prior_y = p_xmin + p_width * 0.5, p_ymin + p_height * 0.5
+            center_x = scaled[0] * p_width + prior_x
+            center_y = scaled[1] * p_height + prior_y
             half_width = torch.exp(scaled[2]) * p_width / 2
             half_height = torch.exp(scaled[3]) * p_height / 2
             corners = [center_x - half_width, center_y - half_height, center_x + half_width, center_y + half_height]
     decoded = torch.stack(corners, dim=-1)
-    if clip:
+    if clip and normalized:
         decoded = decoded.clamp(0.0, 1.0)
+    elif clip:  # OpenCV: max(min(v, size - 1), 0)
+        zero = torch.zeros((), dtype=decoded.dtype, device=decoded.device)
+        last_x = torch.full((), image.shape[3] - 1, dtype=decoded.dtype, device=decoded.device)
+        last_y = torch.full((), image.shape[2] - 1, dtype=decoded.dtype, device=decoded.device)
+        x_min, y_min, x_max, y_max = decoded.unbind(-1)
+        decoded = torch.stack([torch.maximum(torch.minimum(x_min, last_x), zero),
+                               torch.maximum(torch.minimum(y_min, last_y), zero),
+                               torch.maximum(torch.minimum(x_max, last_x), zero),
+                               torch.maximum(torch.minimum(y_max, last_y), zero)], dim=-1)
     return decoded
 
 
 def caffe_overlap(box: torch.Tensor, others: torch.Tensor, box_area: torch.Tensor,
-                  other_areas: torch.Tensor) -> torch.Tensor:
-    """SSD Caffe's JaccardOverlap of `box` (..., 4) with each of `others` (..., k, 4), in float32."""
+                  other_areas: torch.Tensor, normalized: bool = True) -> torch.Tensor:
+    """SSD Caffe's JaccardOverlap of `box` (..., 4) with each of `others` (..., k, 4), in float32; with
+    `normalized=False` OpenCV's pixel form: the intersection's sides + 1, boxes that touch overlap."""
     box = box.unsqueeze(-2)
     xmin, ymin, xmax, ymax = box.unbind(-1)
     o_xmin, o_ymin, o_xmax, o_ymax = others.unbind(-1)
-    apart = (o_xmin > xmax) | (o_xmax < xmin) | (o_ymin > ymax) | (o_ymax < ymin)
     width = torch.minimum(xmax, o_xmax) - torch.maximum(xmin, o_xmin)
     height = torch.minimum(ymax, o_ymax) - torch.maximum(ymin, o_ymin)
-    inter = width * height
+    if normalized:
+        apart = (o_xmin > xmax) | (o_xmax < xmin) | (o_ymin > ymax) | (o_ymax < ymin)
+        inter = width * height
+        overlaps = ~apart & (width > 0) & (height > 0)
+    else:
+        inter = (width + 1) * (height + 1)
+        overlaps = (width >= 0) & (height >= 0)
     overlap = inter / (box_area.unsqueeze(-1) + other_areas - inter)
-    return torch.where(~apart & (width > 0) & (height > 0), overlap, torch.zeros_like(overlap))
+    return torch.where(overlaps, overlap, torch.zeros_like(overlap))
 
 
-def box_areas(boxes: torch.Tensor) -> torch.Tensor:
-    """Caffe's BBoxSize: width * height, 0 for a box with xmax < xmin or ymax < ymin."""
+def box_areas(boxes: torch.Tensor, normalized: bool = True) -> torch.Tensor:
+    """Caffe's BBoxSize: width * height (OpenCV's pixel form: (width + 1) * (height + 1)), 0 for a box with
+    xmax < xmin or ymax < ymin."""
     xmin, ymin, xmax, ymax = boxes.unbind(-1)
-    area = (xmax - xmin) * (ymax - ymin)
+    area = (xmax - xmin) * (ymax - ymin) if normalized else (xmax - xmin + 1) * (ymax - ymin + 1)
     return torch.where((xmax < xmin) | (ymax < ymin), torch.zeros_like(area), area)
 
 
-def greedy_nms(boxes: torch.Tensor, valid: torch.Tensor, nms_threshold: float, eta: float) -> torch.Tensor:
+def greedy_nms(boxes: torch.Tensor, valid: torch.Tensor, nms_threshold: float, eta: float,
+               normalized: bool = True) -> torch.Tensor:
     """SSD Caffe's ApplyNMSFast on candidates already in score order: (G, K, 4), (G, K) -> kept (G, K).
 
     A candidate is kept when its overlap with every kept box is <= the threshold; with eta < 1 the
@@ -511,12 +565,12 @@ def greedy_nms(boxes: torch.Tensor, valid: torch.Tensor, nms_threshold: float, e
     """
     groups, count = valid.shape
     kept = torch.zeros_like(valid)
-    areas = box_areas(boxes)
+    areas = box_areas(boxes, normalized)
     threshold = torch.full((groups,), nms_threshold, dtype=torch.float32, device=boxes.device)
     eta_value = torch.tensor(eta, dtype=torch.float32, device=boxes.device)
     last = int(valid.sum(dim=1).max()) if groups and count else 0
     for k in range(last):
-        overlap = caffe_overlap(boxes[:, k], boxes[:, :k], areas[:, k], areas[:, :k])
+        overlap = caffe_overlap(boxes[:, k], boxes[:, :k], areas[:, k], areas[:, :k], normalized)
         suppressed = ((overlap > threshold.unsqueeze(1)) & kept[:, :k]).any(dim=1)
         keep = valid[:, k] & ~suppressed
         kept[:, k] = keep
@@ -533,9 +587,11 @@ def empty_detection_rows(batch: int, device) -> torch.Tensor:
 
 
 def select_detections(boxes: torch.Tensor, scores: torch.Tensor, labels: list[int], confidence_threshold: float,
-                      nms_threshold: float, top_k: int, eta: float, keep_top_k: int) -> torch.Tensor:
+                      nms_threshold: float, top_k: int, eta: float, keep_top_k: int,
+                      normalized: bool = True) -> torch.Tensor:
     """SSD Caffe's per-class selection, NMS and keep_top_k: decoded boxes (N, P, L, 4) and scores
-    (N, P, C) -> rows (1, 1, R, 7) of [image, label, score, xmin, ymin, xmax, ymax]."""
+    (N, P, C) -> rows (1, 1, R, 7) of [image, label, score, xmin, ymin, xmax, ymax]; `normalized=False`:
+    OpenCV's pixel overlaps (see caffe_overlap)."""
     batch, priors = scores.shape[0], scores.shape[1]
     if not labels or top_k == 0:  # no class, or no candidate kept before NMS
         return empty_detection_rows(batch, scores.device)
@@ -554,7 +610,7 @@ def select_detections(boxes: torch.Tensor, scores: torch.Tensor, labels: list[in
     values, order = values[:, :, :count], order[:, :, :count]
     valid = values > threshold
     chosen = torch.gather(class_boxes, 2, order.unsqueeze(-1).expand(-1, -1, -1, 4))
-    kept = greedy_nms(chosen.reshape(-1, count, 4), valid.reshape(-1, count), nms_threshold, eta)
+    kept = greedy_nms(chosen.reshape(-1, count, 4), valid.reshape(-1, count), nms_threshold, eta, normalized)
     kept = kept.reshape(valid.shape)
     if keep_top_k > -1:
         ranked = torch.where(kept, values, torch.full_like(values, -math.inf)).reshape(batch, -1)
@@ -571,14 +627,16 @@ def select_detections(boxes: torch.Tensor, scores: torch.Tensor, labels: list[in
 
 @torch.library.custom_op("ninport::ssd_detections", mutates_args=())
 def ssd_detections(boxes: torch.Tensor, scores: torch.Tensor, labels: list[int], confidence_threshold: float,
-                   nms_threshold: float, top_k: int, eta: float, keep_top_k: int) -> torch.Tensor:
+                   nms_threshold: float, top_k: int, eta: float, keep_top_k: int, normalized: bool) -> torch.Tensor:
     """`select_detections` as one op whose row count depends on the data: torch.export keeps it whole and
     the ONNX exporter translates it (`onnx_translations`)."""
-    return select_detections(boxes, scores, labels, confidence_threshold, nms_threshold, top_k, eta, keep_top_k)
+    return select_detections(boxes, scores, labels, confidence_threshold, nms_threshold, top_k, eta, keep_top_k,
+                             normalized)
 
 
 @ssd_detections.register_fake
-def _ssd_detections_fake(boxes, scores, labels, confidence_threshold, nms_threshold, top_k, eta, keep_top_k):
+def _ssd_detections_fake(boxes, scores, labels, confidence_threshold, nms_threshold, top_k, eta, keep_top_k,
+                         normalized):
     rows = torch.library.get_ctx().new_dynamic_size()
     return scores.new_empty((1, 1, rows, 7))
 
@@ -587,11 +645,12 @@ def _ssd_detections_fake(boxes, scores, labels, confidence_threshold, nms_thresh
 class DetectionOutput(nn.Module):
     """SSD Caffe's DetectionOutput: rows (1, 1, R, 7) of [image, label, score, xmin, ymin, xmax, ymax],
     [image, -1, -1, -1, -1, -1, -1] per image when the batch has no detection. Plain torch (the
-    generated .py copies it); ninport's module is `CaffeDetectionOutput`."""
+    generated .py copies it); ninport's module is `CaffeDetectionOutput`. `normalized=False`: OpenCV's
+    normalized_bbox: false (boxes in pixels; `clip` clips to the optional fourth input, the image)."""
 
     def __init__(self, num_classes: int, labels: list[int], share_location: bool, code_type: str,
                  variance_encoded_in_target: bool, clip: bool, confidence_threshold: float, nms_threshold: float,
-                 top_k: int, eta: float, keep_top_k: int):
+                 top_k: int, eta: float, keep_top_k: int, normalized: bool = True):
         super().__init__()
         self.num_classes = num_classes
         self.labels = labels  # the classes other than the background
@@ -599,14 +658,16 @@ class DetectionOutput(nn.Module):
         self.code_type = code_type
         self.variance_encoded_in_target = variance_encoded_in_target
         self.clip = clip
-        self.selection = (confidence_threshold, nms_threshold, top_k, eta, keep_top_k)
+        self.normalized = normalized
+        self.selection = (confidence_threshold, nms_threshold, top_k, eta, keep_top_k, normalized)
 
     def select(self, boxes: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         return select_detections(boxes, scores, self.labels, *self.selection)
 
-    def forward(self, loc: torch.Tensor, conf: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+    def forward(self, loc: torch.Tensor, conf: torch.Tensor, prior: torch.Tensor,
+                image: torch.Tensor | None = None) -> torch.Tensor:
         boxes = decode_boxes(loc, prior, 1 if self.share_location else self.num_classes, self.code_type,
-                             self.variance_encoded_in_target, self.clip)
+                             self.variance_encoded_in_target, self.clip, self.normalized, image)
         scores = conf.reshape(conf.shape[0], -1, self.num_classes)
         return self.select(boxes, scores)
 
@@ -619,7 +680,7 @@ class CaffeDetectionOutput(DetectionOutput):
         s = settings
         super().__init__(s.num_classes, list(s.foreground_labels), s.share_location, s.code_type,
                          s.variance_encoded_in_target, s.clip, s.confidence_threshold, s.nms_threshold, s.top_k,
-                         s.eta, s.keep_top_k)
+                         s.eta, s.keep_top_k, s.normalized)
         self.settings = settings
 
     def select(self, boxes: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
@@ -627,14 +688,14 @@ class CaffeDetectionOutput(DetectionOutput):
 
 
 def detection_output(ctx: LayerContext) -> nn.Module:
-    return CaffeDetectionOutput(detection_settings(ctx.proto.detection_output_param))
+    return CaffeDetectionOutput(ctx.parsed)
 
 
 # --- ONNX ----------------------------------------------------------------------------------------
 
 
 def _ssd_detections_onnx(boxes, scores, labels, confidence_threshold: float, nms_threshold: float, top_k: int,
-                         eta: float, keep_top_k: int):
+                         eta: float, keep_top_k: int, normalized: bool = True):
     """`ssd_detections` in standard ONNX operators (see the module docstring for why each step is exact)."""
     from onnxscript import opset18 as op
 
@@ -669,6 +730,10 @@ def _ssd_detections_onnx(boxes, scores, labels, confidence_threshold: float, nms
                                                    op.Reshape(valid, group_shape),
                                                    op.Constant(value_float=nms_threshold),
                                                    op.Constant(value_float=eta)), op.Shape(values))
+    elif not normalized:  # OpenCV's pixel overlaps: NonMaxSuppression's differ, so the greedy loop itself
+        kept = op.Reshape(_pixel_nms_function()(op.Reshape(chosen, op.Concat(ints(-1), count, ints(4), axis=0)),
+                                                op.Reshape(valid, group_shape),
+                                                op.Constant(value_float=nms_threshold)), op.Shape(values))
     else:
         xmin, ymin, xmax, ymax = op.Split(chosen, axis=3, num_outputs=4)
         proper = op.And(op.GreaterOrEqual(xmax, xmin), op.GreaterOrEqual(ymax, ymin))
@@ -762,6 +827,52 @@ def _adaptive_nms_function():
     ssd_adaptive_nms.__annotations__ = {"boxes": FLOAT, "valid": BOOL, "nms_threshold": FLOAT, "eta": FLOAT,
                                         "return": BOOL}
     return ssd_adaptive_nms
+
+
+@functools.cache
+def _pixel_nms_function():
+    """`greedy_nms` with OpenCV's pixel overlaps (normalized_bbox: false) as an onnxscript function holding one
+    ONNX Loop, as `_adaptive_nms_function` (a fixed threshold: OpenCV ignores eta). boxes (G, K, 4) and
+    valid (G, K) are the candidates of each group in Caffe's order; returns kept (G, K)."""
+    import onnxscript
+    from onnxscript import BOOL, FLOAT
+    from onnxscript import opset18 as op
+
+    @onnxscript.script(default_opset=op)
+    def ssd_pixel_nms(boxes, valid, nms_threshold):
+        axis1 = op.Constant(value_ints=[1])
+        xmin = op.Gather(boxes, op.Constant(value_int=0), axis=2)  # (G, K)
+        ymin = op.Gather(boxes, op.Constant(value_int=1), axis=2)
+        xmax = op.Gather(boxes, op.Constant(value_int=2), axis=2)
+        ymax = op.Gather(boxes, op.Constant(value_int=3), axis=2)
+        zero = op.Constant(value_float=0.0)
+        one = op.Constant(value_float=1.0)
+        areas = op.Where(op.Or(op.Less(xmax, xmin), op.Less(ymax, ymin)), zero,
+                         op.Mul(op.Add(op.Sub(xmax, xmin), one), op.Add(op.Sub(ymax, ymin), one)))
+        kept = op.Cast(op.ConstantOfShape(op.Shape(valid)), to=9)  # all False
+        rank = op.Range(op.Constant(value_int=0), op.Squeeze(op.Shape(valid, start=1, end=2)),
+                        op.Constant(value_int=1))
+        trips = op.ReduceMax(op.ReduceSum(op.Cast(valid, to=7), axis1, keepdims=0), keepdims=0)
+        for k in range(trips):
+            b_xmin = op.Gather(xmin, op.Unsqueeze(k, op.Constant(value_ints=[0])), axis=1)  # (G, 1)
+            b_ymin = op.Gather(ymin, op.Unsqueeze(k, op.Constant(value_ints=[0])), axis=1)
+            b_xmax = op.Gather(xmax, op.Unsqueeze(k, op.Constant(value_ints=[0])), axis=1)
+            b_ymax = op.Gather(ymax, op.Unsqueeze(k, op.Constant(value_ints=[0])), axis=1)
+            b_area = op.Gather(areas, op.Unsqueeze(k, op.Constant(value_ints=[0])), axis=1)
+            width = op.Sub(op.Min(b_xmax, xmax), op.Max(b_xmin, xmin))
+            height = op.Sub(op.Min(b_ymax, ymax), op.Max(b_ymin, ymin))
+            inter = op.Mul(op.Add(width, one), op.Add(height, one))
+            overlap = op.Div(inter, op.Sub(op.Add(b_area, areas), inter))
+            overlaps = op.And(op.GreaterOrEqual(width, zero), op.GreaterOrEqual(height, zero))
+            overlap = op.Where(overlaps, overlap, zero)  # OpenCV's JaccardOverlap<false> with every candidate
+            too_close = op.And(kept, op.Greater(overlap, nms_threshold))
+            suppressed = op.Greater(op.ReduceMax(op.Cast(too_close, to=1), axis1, keepdims=0), zero)
+            keep = op.And(op.Gather(valid, k, axis=1), op.Not(suppressed))  # (G,)
+            kept = op.Or(kept, op.And(op.Unsqueeze(keep, axis1), op.Equal(rank, k)))
+        return kept
+
+    ssd_pixel_nms.__annotations__ = {"boxes": FLOAT, "valid": BOOL, "nms_threshold": FLOAT, "return": BOOL}
+    return ssd_pixel_nms
 
 
 def _float_tensor(value: float):

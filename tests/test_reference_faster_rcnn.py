@@ -167,3 +167,29 @@ def test_faster_rcnn_matches_caffe_at_600x800(faster_rcnn):
         got = ours[blob].numpy()
         assert got.shape == caffe[blob].shape, blob
         assert relative_error(got, caffe[blob]) <= TOLERANCE, f"blob {blob}"
+
+
+def test_faster_rcnn_through_the_generated_python_file(faster_rcnn):
+    """The .py export (module classes' own source plus safetensors) gives Caffe's outputs at 224x320."""
+    from tests.generated import generated_twin
+
+    module, seeded = faster_rcnn
+    _, inputs, caffe = _case("faster_rcnn_vgg16", seeded)
+    with torch.no_grad():
+        outputs = generated_twin(module)(torch.from_numpy(inputs["data"]), torch.from_numpy(inputs["im_info"]))
+    for blob, got in zip(("bbox_pred", "cls_prob"), outputs, strict=True):
+        assert relative_error(got.numpy(), caffe[blob]) <= TOLERANCE, blob
+
+
+@pytest.mark.slow
+def test_faster_rcnn_in_onnxruntime(faster_rcnn, tmp_path):
+    """The ONNX file (standard operators; 550 MB, about 35 s to write and run) gives Caffe's outputs at 224x320."""
+    pytest.importorskip("onnxruntime")
+    from ninport.export.artifacts import verify_onnx
+
+    module, seeded = faster_rcnn
+    _, inputs, caffe = _case("faster_rcnn_vgg16", seeded)
+    path = ninport.export_onnx(module, tmp_path / "faster_rcnn_vgg16.onnx")
+    outputs = verify_onnx(path, {"data": inputs["data"], "im_info": inputs["im_info"]})
+    for blob, got in zip(("bbox_pred", "cls_prob"), outputs, strict=True):
+        assert relative_error(got, caffe[blob]) <= TOLERANCE, blob

@@ -459,8 +459,10 @@ def test_detector_heads_match_opencv(net, tmp_path):
 
 ALL_MODELS = sorted(p.parent.name for p in MODELS.glob("*/deploy.prototxt"))
 # OpenPose declares a 1x1 placeholder and outputs keypoint maps: `predict` (a classifier's or detector's
-# preprocessing at the declared size) does not apply; its README gives OpenPose's own preprocessing.
-PREDICT_MODELS = [net for net in ALL_MODELS if net != "openpose_coco"]
+# preprocessing at the declared size) does not apply; its README gives OpenPose's own preprocessing. The
+# colorization net takes the L channel of a Lab image (no preprocess file can say so; its README does), and
+# Faster R-CNN's two inputs are checked in tests/test_reference_faster_rcnn.py.
+PREDICT_MODELS = [net for net in ALL_MODELS if net not in ("openpose_coco", "colorization", "faster_rcnn_vgg16")]
 
 
 @pytest.mark.parametrize("net", PREDICT_MODELS)

@@ -2,6 +2,8 @@
 checked on cases worked out by hand from the original formulas."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -112,3 +114,56 @@ def test_two_stage_blobs_finds_the_proposals_the_scores_and_the_deltas(tmp_path)
     single.write_text('input: "data"\ninput_shape { dim: 1 dim: 3 dim: 8 dim: 8 }\n'
                       'layer { name: "r" type: "ReLU" bottom: "data" top: "r" }\n')
     assert two_stage.two_stage_blobs(ninport.load_spec(single)) is None
+
+
+def test_heads_post_processing_matches_py_faster_rcnn_on_caffes_outputs():
+    """Caffe's own rois, scores and deltas (the seeded Faster R-CNN VGG16 fixture) through ninport's
+    post-processing and through py-faster-rcnn's functions (tests/layers/proposal_reference.py, the original
+    code ported to Python 3): the same boxes per class."""
+    from tests.conftest import REPO
+    from tests.layers.proposal_reference import bbox_transform_inv, clip_boxes, py_cpu_nms
+
+    case = REPO / "tests" / "fixtures" / "caffe-golden-fork" / "faster_rcnn_vgg16"
+    caffe, inputs = np.load(case / "blobs.npz"), np.load(case / "inputs.npz")
+    height, width, scale = (float(v) for v in inputs["im_info"][0])
+    image_size = (round(height / scale), round(width / scale))
+    rois, scores, deltas = caffe["rois"], caffe["cls_prob"], caffe["bbox_pred"]
+    boxes = clip_boxes(bbox_transform_inv(rois[:, 1:5] / scale, deltas), image_size)
+    expected = []
+    for label in range(1, scores.shape[1]):
+        chosen = np.where(scores[:, label] >= 0.05)[0]
+        rows = np.hstack((boxes[chosen, 4 * label:4 * label + 4], scores[chosen, label:label + 1])).astype(np.float32)
+        expected += [(label, *row) for row in rows[py_cpu_nms(rows, 0.3)]] if len(rows) else []
+    found = two_stage.detections_from_heads(rois, scores, deltas, scale, image_size, threshold=0.05).detections
+    assert len(found) == len(expected) >= 50
+    got = sorted((d.label, d.xmin, d.ymin, d.xmax, d.ymax, d.score) for d in found)
+    want = sorted((row[0], *row[1:5], row[5]) for row in expected)
+    np.testing.assert_allclose(np.array(got), np.array(want), rtol=1e-5, atol=1e-3)
+
+
+def test_predict_runs_a_two_stage_detector_on_photos(tmp_path):
+    """`predict` on a Faster R-CNN net (the mini fixture, real-Caffe weights): im_info fed, boxes in the
+    photo's pixels, drawn; a folder runs one image at a time."""
+    from tests.conftest import REPO
+    from tests.test_cli import run_cli
+
+    case = REPO / "tests" / "fixtures" / "caffe-golden-fork" / "fast_rcnn_mini"
+    photo = REPO / "tests" / "fixtures" / "photos" / "chelsea.jpg"
+    args = [str(case / "net.prototxt"), "--weights", str(case / "weights.caffemodel"), "--threshold", "0.2"]
+    one = run_cli("predict", *args, str(photo), "--top", "3", "--draw", str(tmp_path / "boxes.jpg"))
+    assert one.returncode == 0, one.stderr
+    assert "shorter side 600" in one.stdout and one.stdout.count("\n  label ") == 3, one.stdout
+    assert (tmp_path / "boxes.jpg").stat().st_size > 0
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("chelsea.jpg", "coffee.jpg"):
+        (folder / name).write_bytes((photo.parent / name).read_bytes())
+    many = run_cli("predict", *args, str(folder), "--batch", "2", "--jsonl", "-o", str(tmp_path / "out.jsonl"))
+    assert many.returncode == 0, many.stderr
+    import json
+
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [Path(r["image"]).name for r in rows] == ["chelsea.jpg", "coffee.jpg"]
+    assert all(r["detections"] and 0 <= r["detections"][0]["box"][2] <= 451 for r in rows)
+    refused = run_cli("predict", *args, str(photo), "--resize", "300,300")
+    assert refused.returncode == 1 and "two-stage" in refused.stderr and "--resize" in refused.stderr

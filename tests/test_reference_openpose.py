@@ -6,7 +6,8 @@ pose_deploy_linevec.prototxt (a sha256 of the parsed message's deterministic ser
 README when the two were compared, pins that). It builds without `input_shape` at its declared 1x1, and the
 module matches BVLC Caffe on every blob at 1x1 and 20x13 with seeded weights (tests/fixtures/openpose_coco: the
 52M weights are regenerated from the seed and checked by sha256, not committed), in torch, in onnxruntime and
-through the generated .py file.
+through the generated .py file; and, on the same weights, at OpenPose's native 368x368 (reshaped from 1x1 as the
+OpenPose app does; tests/fixtures/caffe-golden-fork/openpose_coco_368) in torch and onnxruntime.
 """
 from __future__ import annotations
 
@@ -148,14 +149,46 @@ def test_openpose_in_onnxruntime_at_a_size_other_than_the_declared_one(openpose,
         assert relative_error(got, caffe) <= TOLERANCE, size
 
 
-@pytest.mark.slow
-def test_openpose_runs_at_368(openpose):
-    """The module built at the declared 1x1 runs at the size OpenPose uses (about 136 GMAC)."""
-    module, _ = openpose
-    x = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (1, 3, 368, 368)).astype(np.float32) - 128) / 256
+# ------------------------------------------- real Caffe at OpenPose's native 368x368 (same seeded weights) ----
+
+NATIVE = REPO / "tests" / "fixtures" / "caffe-golden-fork" / "openpose_coco_368"
+
+
+def native_case() -> tuple[dict, np.ndarray, np.lib.npyio.NpzFile]:
+    """fixture.json, the input Caffe ran (rebuilt from its seed, checked by sha256) and the blobs it saved."""
+    info = json.loads((NATIVE / "fixture.json").read_text())
+    recipe = info["inputs_regenerate"]["image"]
+    pixels = np.random.RandomState(recipe["seed"]).randint(0, 256, info["reshaped_to"]).astype(np.float32)
+    x = ((pixels - 128.0) / 256.0).astype(np.float32)
+    assert hashlib.sha256(x.tobytes()).hexdigest() == recipe["sha256"], "not the image Caffe ran"
+    return info, x, np.load(NATIVE / "blobs.npz")
+
+
+def test_openpose_matches_caffe_at_368x368(openpose):
+    """Built at the declared 1x1 (no input_shape), run at the size the OpenPose app reshapes to: every blob Caffe
+    saved (the trunk's output, stages 1, 3 and 6, the net's output) within 1e-5 relative."""
+    module, info = openpose
+    native, x, caffe = native_case()
+    assert native["weights_sha256"] == info["weights_sha256"] and x.shape == (1, 3, 368, 368)
+    assert module.get_submodule("conv1_1").weight.shape == (64, 3, 3, 3)
     with torch.no_grad():
-        out = module(x)
-    assert out.shape == (1, 57, 46, 46) and bool(torch.isfinite(out).all()) and float(out.std()) > 0.01
+        outputs = ninport.with_outputs(module, caffe.files)(torch.from_numpy(x))
+    for name, got in zip(caffe.files, outputs, strict=True):
+        assert got.shape == caffe[name].shape, name
+        assert relative_error(got.numpy(), caffe[name]) <= TOLERANCE, f"368x368: blob {name}"
+    assert caffe["net_output"].shape == (1, 57, 46, 46) and caffe["net_output"].std() > 0.5  # alive, not saturated
+
+
+def test_openpose_in_onnxruntime_at_368x368(openpose, tmp_path):
+    """The ONNX file (traced at 2x2, height and width symbolic; 209 MB) at 368x368 (about 15 s)."""
+    pytest.importorskip("onnxruntime")
+    from ninport.export.artifacts import verify_onnx
+
+    module, _ = openpose
+    _, x, caffe = native_case()
+    path = ninport.export_onnx(module, tmp_path / "openpose.onnx")
+    (got,) = verify_onnx(path, {"image": x})
+    assert relative_error(got, caffe["net_output"]) <= TOLERANCE
 
 
 def test_openpose_through_the_generated_python_file(openpose):

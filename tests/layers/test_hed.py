@@ -1,6 +1,7 @@
 """The `hed` dialect: HED's Caffe fork computes Crop offsets from the net (s9xie/hed crop_layer.cpp).
 
-No HED Caffe is among the oracles: the reference is tests/layers/hed_caffe_numpy.py, a transcription
+Real HED Caffe checks the whole published net (tests/fixtures/caffe-golden-fork/hed_500,
+tests/test_reference_hed.py); here the reference is tests/layers/hed_caffe_numpy.py, a transcription
 of the fork's CropLayer (LayerSetUp's coord-map walk in float32, and Forward_cpu), reading the prototxt
 with protobuf's own parser. Checked on HED's published deploy.prototxt and on small nets that walk every
 coord_map the fork has, in torch at two input sizes, through the generated .py and in onnxruntime.

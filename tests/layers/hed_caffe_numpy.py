@@ -1,6 +1,7 @@
 """HED's Caffe fork (s9xie/hed at a2ad4103) Crop layer, transcribed to numpy: the reference the `hed`
 dialect is tested against on many small nets (real HED Caffe, tests/fixtures/caffe-golden-fork/hed_500, checks the
-published net); it follows the fork's C++ line by line: src/caffe/layers/crop_layer.cpp (LayerSetUp, Reshape, Forward_cpu), include/caffe/util/coords.hpp
+published net); it follows the fork's C++ line by line: src/caffe/layers/crop_layer.cpp (LayerSetUp, Reshape,
+Forward_cpu), include/caffe/util/coords.hpp
 (DiagonalAffineMap, FilterMap) and the coord_map() of each layer class (vision_layers.hpp, common_layers.hpp,
 neuron_layers.hpp). Dtype is float, so the maps are computed in float32. The net is read from the prototxt
 with protobuf's own text parser (not ninport's), and walked as the fork's Net holds it: top_vecs and

@@ -1,14 +1,17 @@
 """SegNet's unpooling: BVLC Pooling MAX with its second top (the argmax mask) and SegNet's Upsample with the
 mask as its second bottom (alexgkendall/caffe-segnet upsample_layer.cpp).
 
-The reference is tests/layers/segnet_caffe_numpy.py, a loop-for-loop transcription of both layers' C++
-(commits named there), applied to the bottoms ninport computed, layer by layer; the values and masks are
-data movement, so they must be equal, not close. Each net runs in torch at two input sizes, through the
-generated .py file and in onnxruntime (one dynamic-size file at both sizes). Real-Caffe fixtures of the
-same layers are in tests/fixtures/caffe-golden-fork (test_golden_fork below).
+Two references. Real Caffe (tests/fixtures/caffe-golden-fork: pooling_mask*, upsample_mask*): every blob, in
+torch, through the generated .py and in onnxruntime, masks exactly. And tests/layers/segnet_caffe_numpy.py, a
+loop-for-loop transcription of both layers' C++ (commits named there; it reproduces those fixtures bit for bit),
+applied layer by layer to the bottoms ninport computed, for what the fixtures do not hold: ties in every
+geometry, NaN, -inf and -FLT_MAX, windows past the input, pad_out, repeated and out-of-range mask entries, the
+fork's refusals. Those tops are data movement, so they must be equal, not close. Each net runs in torch at two
+input sizes, through the generated .py file and in onnxruntime (one dynamic-size file at both sizes).
 """
 from __future__ import annotations
 
+import json
 import math
 import warnings
 
@@ -22,6 +25,7 @@ from ninport.build.shapes import infer_shapes
 from ninport.errors import ShapeError
 from ninport.export.artifacts import verify_onnx
 from ninport.export.onnx import export_onnx
+from tests.conftest import FIXTURES, GoldenCase, relative_error
 from tests.generated import generated_twin
 from tests.layers import segnet_caffe_numpy as caffe
 
@@ -396,3 +400,77 @@ def test_refusals_name_the_layer(tmp_path, inputs, body, message):
     path = _net(tmp_path, inputs, body)
     with pytest.raises(ninport.NinportError, match=message):
         _shapes(path)
+
+
+# --- real Caffe (tests/fixtures/caffe-golden-fork: BVLC 9b891540 + caffe-segnet's upsample_layer.cpp) ---------
+
+GOLDEN_FORK = FIXTURES / "caffe-golden-fork"
+GOLDEN_CASES = {"pooling_mask": "pooling_mask_size2", "pooling_mask_size2": "pooling_mask",
+                "upsample_mask": "upsample_mask_size2", "upsample_mask_size2": "upsample_mask",
+                "upsample_mask_odd": None}  # case: the case at another size (None: fixed by upsample_h/_w)
+
+
+def _golden(name: str) -> GoldenCase:
+    folder = GOLDEN_FORK / name
+    return GoldenCase(name, folder, json.loads((folder / "case.json").read_text()))
+
+
+def _mask_blobs(case: GoldenCase) -> set[str]:
+    return {layer.tops[1] for layer in ninport.load_spec(case.prototxt).layers
+            if layer.type == "Pooling" and len(layer.tops) == 2}
+
+
+def _check_against_caffe(case: GoldenCase, name: str, actual: np.ndarray, expected: np.ndarray) -> None:
+    assert actual.shape == expected.shape, f"{case.name} {name}: shape {actual.shape} != Caffe's {expected.shape}"
+    if name in _mask_blobs(case):
+        np.testing.assert_array_equal(actual, expected, err_msg=f"{case.name} {name}")
+    else:
+        assert relative_error(actual, expected) <= 1e-5, f"{case.name} {name}"
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN_CASES))
+def test_every_blob_matches_real_caffe(name):
+    case = _golden(name)
+    module = ninport.load(case.prototxt, case.weights)
+    blobs = ninport.forward_blobs(module, *map(torch.from_numpy, case.inputs().values()))
+    expected = case.blobs()
+    assert set(expected) <= set(blobs) and len(expected) >= len(case.info["outputs"]) + 1
+    for blob, value in expected.items():
+        _check_against_caffe(case, blob, blobs[blob].numpy(), value)
+    check_generated_py(module, *case.inputs().values())
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN_CASES))
+def test_the_transcription_is_real_caffe(name):
+    """segnet_caffe_numpy on Caffe's own bottoms gives Caffe's own tops, bit for bit."""
+    case = _golden(name)
+    blobs = case.blobs()
+    checked = 0
+    for layer in ninport.load_spec(case.prototxt).layers:
+        if layer.type == "Pooling" and len(layer.tops) == 2:
+            top, mask = caffe.max_pool_with_mask(blobs[layer.bottoms[0]], **_pool_args(layer))
+            np.testing.assert_array_equal(top, blobs[layer.tops[0]])
+            np.testing.assert_array_equal(mask, blobs[layer.tops[1]])
+            checked += 1
+        elif layer.type == "Upsample":
+            data, mask = (blobs[b] for b in layer.bottoms)
+            np.testing.assert_array_equal(caffe.upsample_forward(_upsample_fields(layer), data, mask),
+                                          blobs[layer.tops[0]])
+            checked += 1
+    assert checked >= 3
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN_CASES))
+def test_onnx_matches_real_caffe_from_a_file_exported_at_another_size(tmp_path, name):
+    """The ONNX file is exported at the other case's input size (symbolic height and width) and run in
+    onnxruntime at this case's: every output as Caffe computed it, masks exactly."""
+    case = _golden(name)
+    other = GOLDEN_CASES[name]
+    shapes = _golden(other).info["inputs"] if other else None
+    module = ninport.load(case.prototxt, case.weights, input_shape=shapes and {k: tuple(v) for k, v in shapes.items()})
+    path = export_onnx(module, tmp_path / "net.onnx", dynamic_size=True if other else None)
+    outputs = verify_onnx(path, case.inputs())
+    expected = case.blobs()
+    assert [o.name for o in onnx.load(path).graph.output] == case.info["outputs"]
+    for blob, value in zip(case.info["outputs"], outputs, strict=True):
+        _check_against_caffe(case, blob, value, expected[blob])

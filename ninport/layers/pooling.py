@@ -167,9 +167,8 @@ class CaffeMaxPoolWithMask(nn.Module):
         out_h, out_w = win.out
         rows = torch.arange(out_h, device=x.device) * p.stride[0] - p.pad[0]  # each window's first row
         cols = torch.arange(out_w, device=x.device) * p.stride[1] - p.pad[1]
-        corner = rows[:, None] * w + cols[None, :]  # flat index of each window's (unclipped) first cell
-        top = torch.full((n, c, out_h, out_w), -FLT_MAX, dtype=x.dtype, device=x.device)
-        mask = torch.full((n, c, out_h, out_w), -1, dtype=torch.int64, device=x.device)
+        corner = (rows[:, None] * w + cols[None, :]).to(torch.int32)  # each window's (unclipped) first cell
+        top, mask = -FLT_MAX, -1  # Caffe's start; after the first offset, (N, C, out_h, out_w) tensors
         for i in range(p.kernel[0]):
             for j in range(p.kernel[1]):
                 cell = x[:, :, i:, j:][:, :, ::p.stride[0], ::p.stride[1]][:, :, :out_h, :out_w]

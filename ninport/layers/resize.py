@@ -242,11 +242,22 @@ def _segnet_upsample_shapes(layer: LayerSpec, shapes: list[Shape]) -> LayerShape
     return LayerShapes(tops=[(n, c, *out)], scratch=n * c * (out[0] * out[1] + 1), parsed=rule)
 
 
+def _upsample_settings(layer: LayerSpec) -> str:
+    """'nearest, scale 2'; SegNet's: 'unpool by mask, 45x60', 'unpool by mask, scale 2x2, pad_out h'."""
+    if len(layer.bottoms) != 2:
+        return f"nearest, scale {upsample_scale(layer)}"
+    rule = segnet_upsample_rule(layer)
+    if rule.size is not None:
+        return f"unpool by mask, {rule.size[0]}x{rule.size[1]}"
+    pad_out = " ".join(axis for axis, on in zip("hw", rule.pad_out) if on)
+    return f"unpool by mask, scale {rule.scale[0]}x{rule.scale[1]}" + (f", pad_out {pad_out}" if pad_out else "")
+
+
 # The YOLO ports' UpsampleLayer takes exactly 1 bottom, SegNet's exactly 2 (data and pooling mask); both
 # produce 1 top. The type name covers both: the bottom count says which one a layer is.
 @builtin_layer("Upsample", converter="resize:upsample", bottoms=(1, 2), tops=1,
                origin="YOLO Caffe ports (darknet2caffe), nearest; SegNet Caffe (caffe-segnet), unpooling by a "
-                      "pooling mask", reads_unknown_fields=True)
+                      "pooling mask", reads_unknown_fields=True, settings=_upsample_settings)
 def _upsample(layer, shapes):
     check_unknown_fields(layer, "upsample_param")
     if len(shapes) == 2:
@@ -324,11 +335,12 @@ class SegNetUpsample(nn.Module):
     (n, c) plane written at the flat index int(mask[i]) of the top's plane, in order of i, so where two
     mask entries name the same place (overlapping pooling windows) the later one stays.
 
-    That order is kept exactly: a max-scatter of the source positions gives, for each top place, the last
-    one writing it, and a gather reads its value (a plain scatter leaves the order of repeated indices
-    undefined, in torch and in ONNX's ScatterElements alike). Mask entries outside the top's plane cannot
-    come from a MAX Pooling layer whose input had the top's size (the fork aborts on an index past the
-    plane; -1, a pooling window with nothing above -FLT_MAX, writes outside it): they write nothing here.
+    That order is kept exactly: a max-scatter of the source positions (counted from 1; 0 is "none") gives,
+    for each top place, the last one writing it, and a gather reads its value from the data behind a 0 (a
+    plain scatter leaves the order of repeated indices undefined, in torch and in ONNX's ScatterElements
+    alike). Mask entries outside the top's plane cannot come from a MAX Pooling layer whose input had the
+    top's size (the fork aborts on an index past the plane; -1, a pooling window with nothing above
+    -FLT_MAX, writes outside it): they write nothing here.
     """
 
     def __init__(self, size: tuple[int, int] | None, scale: tuple[int, int], pad_out: tuple[bool, bool]):
@@ -346,8 +358,8 @@ class SegNetUpsample(nn.Module):
         plane = out_h * out_w
         index = mask.reshape(n, c, h * w).to(torch.int64)  # static_cast<int>: toward zero
         index = torch.where((index >= 0) & (index < plane), index, plane)  # outside: the extra, dropped place
-        source = torch.arange(h * w, device=x.device).expand(n, c, h * w)
-        last = torch.full((n, c, plane + 1), -1, dtype=torch.int64, device=x.device)
+        source = torch.arange(1, h * w + 1, device=x.device).expand(n, c, h * w)
+        last = torch.zeros((n, c, plane + 1), dtype=torch.int64, device=x.device)
         last = last.scatter_reduce(2, index, source, reduce="amax")[:, :, :plane]
-        values = x.reshape(n, c, h * w).gather(2, last.clamp(min=0))
-        return torch.where(last >= 0, values, 0.0).reshape(n, c, out_h, out_w)
+        values = torch.cat([x.new_zeros(n, c, 1), x.reshape(n, c, h * w)], dim=2)
+        return values.gather(2, last).reshape(n, c, out_h, out_w)

@@ -24,12 +24,13 @@ class CaffeCheckFailed(Exception):
     """A CHECK or LOG(FATAL) of the C++ code: Caffe aborts."""
 
 
-def pooled_size(size: int, kernel: int, pad: int, stride: int, ceil: bool = True) -> int:
-    """PoolingLayer::Reshape: ceil (or floor) of a float division, + 1; with padding, a last window
-    starting at or past size + pad is dropped."""
+def pooled_size(size: int, kernel: int, pad: int, stride: int, ceil: bool = True, padded: bool | None = None) -> int:
+    """PoolingLayer::Reshape on one axis: ceil (or floor) of a float division, + 1; when the layer pads
+    (`if (pad_h_ || pad_w_)`: on EITHER axis, so `padded` is given by the caller), a last window starting at
+    or past size + pad is dropped."""
     rounding = math.ceil if ceil else math.floor
     out = int(rounding(np.float32(size + 2 * pad - kernel) / np.float32(stride))) + 1
-    if pad and (out - 1) * stride >= size + pad:
+    if (pad > 0 if padded is None else padded) and (out - 1) * stride >= size + pad:
         out -= 1
     return out
 
@@ -43,8 +44,9 @@ def max_pool_with_mask(x: np.ndarray, kernel=None, pad=(0, 0), stride=(1, 1), ce
     kernel_h, kernel_w = kernel
     pad_h, pad_w = pad
     stride_h, stride_w = stride
-    pooled_h = pooled_size(height, kernel_h, pad_h, stride_h, ceil)
-    pooled_w = pooled_size(width, kernel_w, pad_w, stride_w, ceil)
+    padded = bool(pad_h or pad_w)
+    pooled_h = pooled_size(height, kernel_h, pad_h, stride_h, ceil, padded)
+    pooled_w = pooled_size(width, kernel_w, pad_w, stride_w, ceil, padded)
     top = np.full((num, channels, pooled_h, pooled_w), -FLT_MAX, dtype=np.float32)
     top_mask = np.full((num, channels, pooled_h, pooled_w), -1, dtype=np.float32)
     for n in range(num):

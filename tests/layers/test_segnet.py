@@ -123,12 +123,19 @@ def _as_tuple(out) -> tuple:
 
 
 def check_generated_py(module, *inputs: np.ndarray) -> None:
+    """The generated .py file computes what the module computes: exactly for a net of pooling and upsampling
+    only (data movement), within 1e-6 relative where convolutions run (a convolution may pick another
+    kernel in the file than in the module: issue 22's oneDNN packing); every mask exactly either way."""
     xs = [torch.from_numpy(x) for x in inputs]
+    exact = not any(r.type == "Convolution" for r in ninport.describe(module).layers)
     with torch.no_grad():
-        expected = module(*xs)
-        got = generated_twin(module)(*xs)
-    for a, b in zip(_as_tuple(got), _as_tuple(expected), strict=True):
-        assert torch.equal(a, b), "the generated .py differs"
+        expected = _as_tuple(module(*xs))
+        got = _as_tuple(generated_twin(module)(*xs))
+    for name, a, b in zip(ninport.describe(module).outputs, got, expected, strict=True):
+        if exact or name.endswith("mask"):
+            assert torch.equal(a, b), f"the generated .py differs at {name}"
+        else:
+            assert relative_error(a.numpy(), b.numpy()) <= 1e-6, f"the generated .py differs at {name}"
 
 
 def check_onnx(module, tmp_path, input_sets: list[list[np.ndarray]], exact: bool = False,

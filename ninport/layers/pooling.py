@@ -12,6 +12,8 @@ without ceil_mode or pads, and a Slice whose ends come from the input's shape.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -65,8 +67,6 @@ def _pooling(layer, shapes):
         raise UnsupportedLayerError("STOCHASTIC pooling is not supported (its TEST-phase weighted "
                                     "average has no exact torch twin); replace it with AVE or MAX")
     geo = pool_geometry(p, (h, w))  # refuses an output size <= 0, as Caffe does
-    if len(layer.tops) > 1:
-        raise UnsupportedLayerError("a second top (MAX pooling's argmax mask) is not supported")
     # The converter pads the input to the extent the windows cover (a last window may start
     # far past the input when stride > kernel): that padded blob must be plausible too.
     extent = [geo.extent(a) for a in (0, 1)]
@@ -74,7 +74,8 @@ def _pooling(layer, shapes):
     if scratch > MAX_BLOB_ELEMENTS:
         fail(f"the windows (kernel {geo.kernel}, stride {geo.stride}, pad {geo.pad}) cover "
               f"{extent[0]}x{extent[1]} of a {h}x{w} input: implausibly large; is a number wrong?")
-    return LayerShapes(tops=[(n, c, *geo.out)], scratch=scratch)
+    # A second top (MAX only: the counts allow it) is the argmax mask, shaped like the first.
+    return LayerShapes(tops=[(n, c, *geo.out)] * len(layer.tops), scratch=scratch)
 
 
 # --- torch modules and their converters ------------------------------------------------------
@@ -120,6 +121,58 @@ class CaffePool2d(nn.Module):
         return y
 
 
-def pooling(ctx: LayerContext) -> CaffePool2d:
+def pooling(ctx: LayerContext) -> nn.Module:
     p = pool_params(ctx.proto.pooling_param)
+    if len(ctx.layer.tops) == 2:  # MAX with the argmax mask (the counts allow a second top only for MAX)
+        return CaffeMaxPoolWithMask(p.kernel, p.pad, p.stride, p.ceil)
     return CaffePool2d(p.kernel, p.pad, p.stride, p.ceil, p.mode)
+
+
+@records_args
+class CaffeMaxPoolWithMask(nn.Module):
+    """Caffe's MAX pooling with its second top, the argmax mask (PoolingLayer::Forward_cpu, top.size() > 1).
+
+    Caffe starts every window at -FLT_MAX with mask -1 and scans it row by row, taking a value only if it
+    is strictly greater: ties keep the first maximum in scan order, windows are clipped to the input
+    (padding never wins), NaN never wins, a window with nothing above -FLT_MAX gives -FLT_MAX and mask -1.
+    The mask is h * W + w in the unpadded (n, c) plane, as float. The same scan here, one kernel offset at
+    a time over all windows at once (offsets in row-major order are the scan order of every window):
+    strided slices, `>` and `where`, so the ONNX graph is Slice/Greater/Where and its result does not
+    depend on how a runtime's MaxPool breaks ties. Global pooling scans the whole plane instead.
+    """
+
+    def __init__(self, kernel: tuple[int, int] | None, pad: tuple[int, int], stride: tuple[int, int], ceil: bool):
+        super().__init__()
+        self.params = PoolParams(kernel, pad, stride, ceil, "max")
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        p = self.params
+        n, c, h, w = x.shape
+        if p.kernel is None:  # global: the first position of the plane's maximum, if above -FLT_MAX
+            flat = x.reshape(n, c, h * w)
+            wins = flat > -FLT_MAX  # False for NaN, -inf and -FLT_MAX, which never win
+            top = torch.where(wins, flat, -FLT_MAX).amax(dim=2, keepdim=True)
+            position = torch.arange(h * w, device=x.device)
+            first = torch.where(wins & (flat == top), position, h * w).amin(dim=2, keepdim=True)
+            mask = torch.where(first < h * w, first, -1)
+            return top.reshape(n, c, 1, 1), mask.to(x.dtype).reshape(n, c, 1, 1)
+        win = p.window((h, w))
+        if is_static(h, w):
+            after = [max(0, win.right_pad(a)) for a in (0, 1)]
+        else:  # tracing: a bound that holds at every size (PoolParams.right_pad_bound)
+            after = [p.right_pad_bound(a) for a in (0, 1)]
+        padding = (p.pad[1], after[1], p.pad[0], after[0])  # F.pad order: w before, w after, h before, h after
+        if any(padding):
+            x = F.pad(x, padding, mode="constant", value=-math.inf)  # never > the -FLT_MAX start
+        out_h, out_w = win.out
+        rows = torch.arange(out_h, device=x.device) * p.stride[0] - p.pad[0]  # each window's first row
+        cols = torch.arange(out_w, device=x.device) * p.stride[1] - p.pad[1]
+        corner = (rows[:, None] * w + cols[None, :]).to(torch.int32)  # each window's (unclipped) first cell
+        top, mask = -FLT_MAX, -1  # Caffe's start; after the first offset, (N, C, out_h, out_w) tensors
+        for i in range(p.kernel[0]):
+            for j in range(p.kernel[1]):
+                cell = x[:, :, i:, j:][:, :, ::p.stride[0], ::p.stride[1]][:, :, :out_h, :out_w]
+                wins = cell > top
+                top = torch.where(wins, cell, top)
+                mask = torch.where(wins, corner + (i * w + j), mask)
+        return top, mask.to(x.dtype)

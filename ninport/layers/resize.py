@@ -1,5 +1,6 @@
-"""Resizing layers of the forks: Interp (DeepLab v2 / PSPNet, align-corners bilinear) and the YOLO
-ports' nearest-neighbour Upsample. Output sizes are computed from the bottoms' shapes at run time
+"""Resizing layers of the forks: Interp (DeepLab v2 / PSPNet, align-corners bilinear), the YOLO
+ports' nearest-neighbour Upsample (one bottom) and SegNet's unpooling Upsample (two bottoms: data and the
+argmax mask of a MAX Pooling layer). Output sizes are computed from the bottoms' shapes at run time
 with the fork's own rules (`interp_size`), so the module is right at any input size."""
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from ninport.layers.rules import (
     one_bottom,
     spatial_4d,
 )
-from ninport.registry import LayerShapes, Shape, builtin_layer, layer_fields
+from ninport.registry import LayerShapes, Shape, builtin_layer, layer_fields, layer_param
 
 # --- shape rules (torch-free): the sizes Caffe accepts, the weight shapes it expects, the typed parameters ---
 
@@ -135,17 +136,17 @@ def _interp(layer, shapes):
 SEGNET_UPSAMPLE_FIELDS = {"scale_h", "scale_w", "pad_out_h", "pad_out_w", "upsample_h", "upsample_w"}
 
 
-def upsample_scale(layer: LayerSpec, bottoms: int) -> int:
-    """The integer factor of the YOLO ports' nearest-neighbour Upsample (darknet2caffe,
-    upsample_param { scale }, default 1); SegNet's max-unpooling Upsample is refused by name."""
+def upsample_scale(layer: LayerSpec) -> int:
+    """The integer factor of the YOLO ports' nearest-neighbour Upsample (darknet2caffe, one bottom,
+    upsample_param { scale }, default 1). SegNet's fields with one bottom are refused by name: SegNet's
+    Upsample takes the pooling mask as its second bottom."""
     fields = layer_fields(layer, "upsample_param")
     segnet = sorted(fields & SEGNET_UPSAMPLE_FIELDS)
-    if bottoms > 1 or segnet:
-        why = f"{bottoms} bottoms (data and the pooling mask)" if bottoms > 1 else f"fields {', '.join(segnet)}"
+    if segnet:
         raise UnsupportedLayerError(
-            f"this is SegNet's unpooling Upsample ({why}): it scatters values to the argmax positions of a MAX "
-            "pooling mask, which ninport does not convert; only the YOLO ports' nearest-neighbour Upsample "
-            "(one bottom, upsample_param { scale }) is supported")
+            f"fields {', '.join(segnet)} are SegNet's unpooling Upsample, which takes 2 bottoms (data and the "
+            "argmax mask of a MAX Pooling layer's second top), but this layer has 1; with one bottom an "
+            "Upsample is the YOLO ports' nearest-neighbour form (upsample_param { scale } only)")
     other = sorted(fields - {"scale"})
     if other:
         raise UnsupportedLayerError(f"Upsample with upsample_param fields {', '.join(safe_text(f, 40) for f in other)} "
@@ -156,13 +157,112 @@ def upsample_scale(layer: LayerSpec, bottoms: int) -> int:
     return scale
 
 
+@dataclasses.dataclass(frozen=True)
+class SegNetUpsampleRule:
+    """How SegNet's Upsample sizes its top (alexgkendall/caffe-segnet upsample_layer.cpp, LayerSetUp and
+    Reshape): upsample_h x upsample_w when both are given (scale and pad_out are then ignored), else the
+    data's size times scale_h x scale_w (or scale, default 2), minus 1 where pad_out_h / pad_out_w is set."""
+
+    size: tuple[int, int] | None
+    scale: tuple[int, int]
+    pad_out: tuple[bool, bool]
+
+
+def segnet_upsample_size(in_hw, size, scale, pad_out) -> tuple[int, int]:
+    """The top's (h, w) for data of size `in_hw` (`SegNetUpsampleRule`; plain Python, so the generated .py
+    file copies it)."""
+    if size is not None:
+        return size[0], size[1]
+    return in_hw[0] * scale[0] - int(pad_out[0]), in_hw[1] * scale[1] - int(pad_out[1])
+
+
+def _uint32(layer: LayerSpec, name: str, default: int | None = None) -> int | None:
+    """A uint32 field of the fork's UpsampleParameter; the fork keeps it in an int."""
+    value = fork_int(layer, f"upsample_param.{name}", default)
+    if value is not None and value < 0:
+        fail(f"{name} {value} must not be negative (a uint32 in the fork's caffe.proto)")
+    return value
+
+
+_BOOL_TEXT = {"true": True, "True": True, "t": True, "false": False, "False": False, "f": False}
+
+
+def _bool(layer: LayerSpec, name: str) -> bool:
+    """A bool field as protobuf's text format writes it (true/false/t/f/True/False/1/0); default false."""
+    value = layer_param(layer, f"upsample_param.{name}", False)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value in _BOOL_TEXT:
+        return _BOOL_TEXT[value]
+    fail(f"{name} must be true or false, got {safe_text(repr(value), 40)}")
+
+
+def segnet_upsample_rule(layer: LayerSpec) -> SegNetUpsampleRule:
+    """SegNet's Upsample parameters, checked as the fork's LayerSetUp checks them (every CHECK an error)."""
+    fields = layer_fields(layer, "upsample_param")
+    other = sorted(fields - SEGNET_UPSAMPLE_FIELDS - {"scale"})
+    if other:
+        fail(f"upsample_param fields {', '.join(safe_text(f, 40) for f in other)} are not SegNet's (scale, "
+             "scale_h, scale_w, pad_out_h, pad_out_w, upsample_h, upsample_w)")
+    values = {name: _uint32(layer, name) for name in ("scale", "scale_h", "scale_w", "upsample_h", "upsample_w")}
+    pad_out = (_bool(layer, "pad_out_h"), _bool(layer, "pad_out_w"))
+    given = {name for name, value in values.items() if value is not None}
+    if {"upsample_h", "upsample_w"} <= given:
+        size = (values["upsample_h"], values["upsample_w"])
+        if min(size) <= 1:
+            fail(f"upsample_h {size[0]} and upsample_w {size[1]} must both be greater than 1 (the fork's CHECK)")
+        return SegNetUpsampleRule(size, (1, 1), (False, False))  # the fork ignores scale and pad_out here
+    if "scale_h" in given or "scale_w" in given:
+        if "scale" in given or not {"scale_h", "scale_w"} <= given:
+            fail("give upsample_h and upsample_w, or scale, or both scale_h and scale_w without scale; the fork "
+                 f"refuses what is given: {', '.join(sorted(given))}")
+        scale = (values["scale_h"], values["scale_w"])
+    else:
+        scale = (values["scale"] if "scale" in given else 2,) * 2  # the fork's default scale is 2
+    if min(scale) <= 1:
+        fail(f"scale {scale[0]}x{scale[1]} must be greater than 1 (the fork's CHECK)")
+    for axis, name in enumerate("hw"):
+        if pad_out[axis] and scale[axis] != 2:
+            fail(f"pad_out_{name} needs scale_{name} 2 (the fork's CHECK: otherwise the output size is ill-defined)")
+    return SegNetUpsampleRule(None, scale, pad_out)
+
+
+def _segnet_upsample_shapes(layer: LayerSpec, shapes: list[Shape]) -> LayerShapes:
+    rule = segnet_upsample_rule(layer)
+    data, mask = shapes
+    if len(data) != 4 or len(mask) != 4:
+        fail(f"data {shape_text(data)} and mask {shape_text(mask)} must both be 4-D (N, C, H, W)")
+    if tuple(data) != tuple(mask):
+        fail(f"the mask {shape_text(mask)} must have the data's shape {shape_text(data)} (the argmax mask of "
+             "the MAX Pooling layer whose output the data has the size of)")
+    n, c, h, w = data
+    out = segnet_upsample_size((h, w), rule.size, rule.scale, rule.pad_out)
+    return LayerShapes(tops=[(n, c, *out)], scratch=n * c * (out[0] * out[1] + 1), parsed=rule)
+
+
+def _upsample_settings(layer: LayerSpec) -> str:
+    """'nearest, scale 2'; SegNet's: 'unpool by mask, 45x60', 'unpool by mask, scale 2x2, pad_out h'."""
+    if len(layer.bottoms) != 2:
+        return f"nearest, scale {upsample_scale(layer)}"
+    rule = segnet_upsample_rule(layer)
+    if rule.size is not None:
+        return f"unpool by mask, {rule.size[0]}x{rule.size[1]}"
+    pad_out = " ".join(axis for axis, on in zip("hw", rule.pad_out) if on)
+    return f"unpool by mask, scale {rule.scale[0]}x{rule.scale[1]}" + (f", pad_out {pad_out}" if pad_out else "")
+
+
 # The YOLO ports' UpsampleLayer takes exactly 1 bottom, SegNet's exactly 2 (data and pooling mask); both
-# produce 1 top. The type name covers both: 1 or 2 bottoms here, and the shape rule names SegNet's variant.
+# produce 1 top. The type name covers both: the bottom count says which one a layer is.
 @builtin_layer("Upsample", converter="resize:upsample", bottoms=(1, 2), tops=1,
-               origin="YOLO Caffe ports (darknet2caffe), nearest", reads_unknown_fields=True)
+               origin="YOLO Caffe ports (darknet2caffe), nearest; SegNet Caffe (caffe-segnet), unpooling by a "
+                      "pooling mask", reads_unknown_fields=True, settings=_upsample_settings)
 def _upsample(layer, shapes):
     check_unknown_fields(layer, "upsample_param")
-    scale = upsample_scale(layer, len(shapes))
+    if len(shapes) == 2:
+        return _segnet_upsample_shapes(layer, shapes)
+    scale = upsample_scale(layer)
     n, c, height, width = spatial_4d(layer, one_bottom(layer, shapes))
     return LayerShapes(tops=[(n, c, height * scale, width * scale)], parsed=scale)
 
@@ -223,4 +323,43 @@ class NearestUpsample(nn.Module):
 
 
 def upsample(ctx: LayerContext) -> nn.Module:
+    if isinstance(ctx.parsed, SegNetUpsampleRule):  # two bottoms: SegNet's
+        rule = ctx.parsed
+        return SegNetUpsample(rule.size, rule.scale, rule.pad_out)
     return NearestUpsample(ctx.parsed)  # the scale its shape rule checked
+
+
+@records_args
+class SegNetUpsample(nn.Module):
+    """SegNet's unpooling (caffe-segnet UpsampleLayer::Forward_cpu): a zero top, and data value i of each
+    (n, c) plane written at the flat index int(mask[i]) of the top's plane, in order of i, so where two
+    mask entries name the same place (overlapping pooling windows) the later one stays.
+
+    That order is kept exactly: a max-scatter of the source positions (counted from 1; 0 is "none") gives,
+    for each top place, the last one writing it, and a gather reads its value from the data behind a 0 (a
+    plain scatter leaves the order of repeated indices undefined, in torch and in ONNX's ScatterElements
+    alike). Mask entries outside the top's plane cannot come from a MAX Pooling layer whose input had the
+    top's size (the fork aborts on an index past the plane; -1, a pooling window with nothing above
+    -FLT_MAX, writes outside it): they write nothing here.
+    """
+
+    def __init__(self, size: tuple[int, int] | None, scale: tuple[int, int], pad_out: tuple[bool, bool]):
+        super().__init__()
+        self.size, self.scale, self.pad_out = size, scale, pad_out
+
+    def extra_repr(self) -> str:
+        if self.size is not None:
+            return f"size={self.size}"
+        return f"scale={self.scale}, pad_out={self.pad_out}"
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        out_h, out_w = segnet_upsample_size((h, w), self.size, self.scale, self.pad_out)
+        plane = out_h * out_w
+        index = mask.reshape(n, c, h * w).to(torch.int64)  # static_cast<int>: toward zero
+        index = torch.where((index >= 0) & (index < plane), index, plane)  # outside: the extra, dropped place
+        source = torch.arange(1, h * w + 1, device=x.device).expand(n, c, h * w)
+        last = torch.zeros((n, c, plane + 1), dtype=torch.int64, device=x.device)
+        last = last.scatter_reduce(2, index, source, reduce="amax")[:, :, :plane]
+        values = torch.cat([x.new_zeros(n, c, 1), x.reshape(n, c, h * w)], dim=2)
+        return values.gather(2, last).reshape(n, c, out_h, out_w)

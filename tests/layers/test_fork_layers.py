@@ -386,13 +386,13 @@ def test_upsample_nearest(tmp_path, shape, scale):
         np.testing.assert_array_equal(onnx_run(module, tmp_path, {"data": x}), np_upsample(x, scale))
 
 
-@pytest.mark.parametrize("fields,bottoms", [({"upsample_param.scale": [2]}, 2),
-                                            ({"upsample_param.upsample_h": [8], "upsample_param.upsample_w": [8]}, 1),
-                                            ({"upsample_param.scale_h": [2]}, 1)])
-def test_segnets_unpooling_upsample_is_refused_by_name(tmp_path, fields, bottoms):
-    bottom = 'bottom: "data" ' * bottoms
-    body = f'layer {{ name: "up" type: "Upsample" {bottom}top: "y" }}\n'
-    with pytest.raises(ninport.UnsupportedLayerError, match=r'layer "up" \(Upsample\): this is SegNet.s unpooling'):
+@pytest.mark.parametrize("fields", [{"upsample_param.upsample_h": [8], "upsample_param.upsample_w": [8]},
+                                    {"upsample_param.scale_h": [2]}])
+def test_segnets_fields_with_one_bottom_are_refused_by_name(tmp_path, fields):
+    """SegNet's unpooling Upsample (tests/layers/test_segnet.py) takes the pooling mask as a second bottom."""
+    body = 'layer { name: "up" type: "Upsample" bottom: "data" top: "y" }\n'
+    with pytest.raises(ninport.UnsupportedLayerError,
+                       match=r'"up" \(Upsample\): fields .* are SegNet.s unpooling Upsample, which takes 2'):
         build(tmp_path, {"data": (1, 2, 4, 4)}, body, {"up": fields})
 
 

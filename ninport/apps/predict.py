@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
-from ninport.apps.preprocess import CHANNEL_ORDERS, DeclaredPreprocessing, caffe_transform, preprocess_file_for
+from ninport.apps.preprocess import (  # noqa: F401 - resize_image re-exported
+    CHANNEL_ORDERS,
+    MAX_IMAGE_PIXELS,
+    DeclaredPreprocessing,
+    caffe_transform,
+    preprocess_file_for,
+    resize_image,
+)
 from ninport.apps.two_stage import TwoStageBlobs, two_stage_blobs
 from ninport.caffe.spec import Preprocess
 from ninport.errors import NinportWarning, ParseError, PreprocessError, safe_text
@@ -25,7 +32,6 @@ if TYPE_CHECKING:
     from ninport.apps.detect import DetectionSelection
     from ninport.build.description import NetDescription
 
-MAX_IMAGE_PIXELS = 2 ** 27          # width x height of one image (e.g. 11,585 x 11,585)
 MAX_IMAGE_FILE_BYTES = 2 ** 30
 
 
@@ -85,42 +91,6 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
             return np.asarray(img.convert("RGB"))[:, :, ::-1].copy()
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise ParseError(f"{path}: Pillow cannot decode this image ({exc})") from None
-
-
-_RESIZABLE = tuple(np.dtype(t) for t in ("uint8", "uint16", "int16", "float32", "float64"))
-
-
-def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Bilinear resize, as Caffe's tools do with OpenCV (cv2.resize) before the transform."""
-    if image.shape[:2] == (height, width):
-        return image
-    if height <= 0 or width <= 0 or height * width > MAX_IMAGE_PIXELS:
-        raise PreprocessError(f"cannot resize to {height}x{width}: more than the {MAX_IMAGE_PIXELS:,} pixels "
-                              "ninport handles, or empty")
-    if image.dtype not in _RESIZABLE:  # OpenCV has no int32/int64/float16 resize; Caffe takes float32 anyway
-        image = image.astype(np.float32)
-    try:
-        import cv2
-    except ImportError:
-        cv2 = None
-    if cv2 is not None:
-        if image.ndim == 2:
-            return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
-        # OpenCV resizes at most 512 channels at once (CV_CN_MAX)
-        parts = [cv2.resize(image[:, :, c:c + 512], (width, height), interpolation=cv2.INTER_LINEAR)
-                 for c in range(0, image.shape[2], 512)]
-        return np.concatenate([p.reshape(height, width, -1) for p in parts], axis=2)
-    try:
-        from PIL import Image
-    except ImportError:
-        raise PreprocessError("resizing images needs OpenCV or Pillow; give an image of the net's input "
-                              f"size ({height}x{width}) or install one of them") from None
-    planes = image if image.ndim == 3 else image[:, :, None]
-    if planes.dtype != np.uint8:
-        planes = planes.astype(np.float32)  # Pillow's "F" mode; it has no 16-bit or float64 planes
-    channels = [Image.fromarray(np.ascontiguousarray(planes[:, :, c])) for c in range(planes.shape[2])]
-    resized = np.stack([np.asarray(ch.resize((width, height), Image.BILINEAR)) for ch in channels], axis=2)
-    return resized if image.ndim == 3 else resized[:, :, 0]
 
 
 def read_labels(path: str | os.PathLike) -> list[str]:

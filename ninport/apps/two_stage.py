@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ninport.apps.detect import Detection, DetectionSelection, Labels, label_name
+from ninport.apps.preprocess import resize_image
 from ninport.errors import PreprocessError
 from ninport.registry import layer_param
 
@@ -99,8 +100,6 @@ def image_blob(image: np.ndarray, means: Sequence[float] = PIXEL_MEANS_BGR) -> t
     try:
         import cv2
     except ImportError:
-        from ninport.apps.predict import resize_image
-
         resized = resize_image(shifted, int(round(height * scale)), int(round(width * scale)))
     else:
         resized = cv2.resize(shifted, None, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)

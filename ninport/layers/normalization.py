@@ -100,7 +100,14 @@ class LRNAcrossChannels(nn.Module):
         self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.local_response_norm(x, self.size, alpha=self.alpha, beta=self.beta, k=self.k)
+        # F.local_response_norm's sum over the channel window, as `size` shifted slices of the zero-padded
+        # squares added in the window's order (its avg_pool3d is a scalar loop: 4x slower on the CPU)
+        squares = F.pad(x * x, (0, 0, 0, 0, self.size // 2, (self.size - 1) // 2))
+        channels = x.shape[1]
+        window_sum = squares[:, 0:channels]
+        for i in range(1, self.size):
+            window_sum = window_sum + squares[:, i:i + channels]
+        return x / (window_sum * (self.alpha / self.size) + self.k).pow(self.beta)
 
 
 @records_args

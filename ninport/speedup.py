@@ -29,15 +29,16 @@ from ninport.build.description import META_KEY, NetDescription
 from ninport.build.graph import contiguous_outputs
 from ninport.build.size_checks import carry_size_guard
 from ninport.errors import NinportError
+from ninport.layers import convolution
 from ninport.layers.activation import Elementwise
-from ninport.layers.convolution import ONEDNN, PackedWeight, onednn_applies, onednn_conv2d
+from ninport.layers.convolution import PackedWeight, onednn_applies, onednn_conv2d
 
 _POST_OPS = ("relu", "none")
 
 
 def onednn_available() -> bool:
     """Whether this torch build has oneDNN (mkldnn) and the fused convolution op."""
-    return ONEDNN
+    return convolution.ONEDNN
 
 
 class OneDNNConv2d(nn.Conv2d):

@@ -121,13 +121,15 @@ class PackedWeight:
 
 def onednn_applies(conv: nn.Conv2d, x: torch.Tensor) -> bool:
     """Whether `onednn_conv2d` computes this call: CPU float32 4-D inference, oneDNN on, no autograd, not traced."""
+    if torch.compiler.is_compiling():  # first: nothing below is looked at while torch traces
+        return False
     weight = conv.weight
     return (ONEDNN and x.dim() == 4 and x.dtype == torch.float32 and x.device.type == "cpu"
             and weight.dtype == torch.float32 and weight.device.type == "cpu" and conv.padding_mode == "zeros"
             and not isinstance(conv.padding, str) and torch.backends.mkldnn.enabled
             and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
                                                    or (conv.bias is not None and conv.bias.requires_grad)))
-            and not torch.compiler.is_compiling() and not conv.packed.failed)
+            and not conv.packed.failed)
 
 
 def onednn_conv2d(conv: nn.Conv2d, x: torch.Tensor, post_op: str = "none") -> torch.Tensor:

@@ -27,6 +27,7 @@ from ninport.build.context import LayerContext
 from ninport.build.size_checks import SizeGuard, guard_sizes
 from ninport.build.description import BlobRecord, LayerRecord, NetDescription, Phase, attach, describe
 from ninport.errors import NinportError, NinportWarning, UnsupportedLayerError, safe_text
+from ninport.layers.rules import same_as_bottom
 
 MAX_IDENTIFIER_CHARS = 64
 # Layer types whose module returns a new tensor (never its input or a view of it): an in-place layer right
@@ -90,7 +91,8 @@ def build_graph_module(spec: NetSpec, weights: dict[str, list[np.ndarray]],
         if not isinstance(module, nn.Module):
             raise UnsupportedLayerError(f"{layer.where(spec.source)}: the converter returned "
                                         f"{type(module).__name__}, not a torch.nn.Module")
-        guard_sizes(module, SizeGuard(record, layer, ctx.bottom_shapes, table.layers.get(layer.key)))
+        if record.shape is not same_as_bottom:  # a rule that takes every shape (ReLU, Dropout...) needs no guard
+            guard_sizes(module, SizeGuard(record, layer, ctx.bottom_shapes, table.layers.get(layer.key)))
         target = python_identifier(layer.name, module_names)
         root.add_module(target, module)
         layer_records.append(LayerRecord(layer.name, layer.type, target, tuple(layer.bottoms), tuple(layer.tops)))

@@ -545,9 +545,7 @@ def _greedy_nms_fixed_threshold(boxes: torch.Tensor, valid: torch.Tensor, nms_th
     chunk = max(1, NMS_CHUNK_ELEMENTS // (last * last))
     for start in range(0, groups, chunk):
         candidates = boxes[start:start + chunk, :last]
-        areas = box_areas(candidates)
-        overlaps = caffe_overlap(candidates, candidates.unsqueeze(1), areas, areas.unsqueeze(1))  # [g, k, j]
-        suppresses = (overlaps > threshold) & earlier
+        suppresses = _overlaps_above(candidates, threshold) & earlier  # [g, k, j]
         valid_part = valid[start:start + chunk, :last]
         keep = valid_part
         while True:
@@ -558,6 +556,20 @@ def _greedy_nms_fixed_threshold(boxes: torch.Tensor, valid: torch.Tensor, nms_th
             keep = new_keep
         kept[start:start + chunk, :last] = keep
     return kept
+
+
+def _overlaps_above(boxes: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+    """[..., k, j]: `caffe_overlap` of box k with box j > threshold (>= 0, as the shape rule checks), for
+    every pair: the same float32 expressions, without the zeros caffe_overlap writes where the boxes do not
+    intersect (boxes apart have a width or height <= 0, and 0 > threshold is false anyway)."""
+    xmin, ymin, xmax, ymax = (c.unsqueeze(-1) for c in boxes.unbind(-1))
+    o_xmin, o_ymin, o_xmax, o_ymax = (c.unsqueeze(-2) for c in boxes.unbind(-1))
+    areas = box_areas(boxes)
+    width = torch.minimum(xmax, o_xmax) - torch.maximum(xmin, o_xmin)
+    height = torch.minimum(ymax, o_ymax) - torch.maximum(ymin, o_ymin)
+    inter = width * height
+    overlap = inter / (areas.unsqueeze(-1) + areas.unsqueeze(-2) - inter)
+    return (overlap > threshold) & (width > 0) & (height > 0)
 
 
 def empty_detection_rows(batch: int, device) -> torch.Tensor:

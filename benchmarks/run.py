@@ -186,10 +186,10 @@ def format_table(result: dict) -> str:
     """The human-readable table: ratios are ninport time / peer time (< 1: ninport faster)."""
     rows, lines = result["rows"], []
     m = result["machine"]
-    lines.append(f"machine: {m['cpu']}, {m['cores']} cores; torch {m['torch']}, onnxruntime {m['onnxruntime']}, "
-                 f"OpenCV {m['opencv']}; fp32 matmul peak "
-                 + ", ".join(f"{v:.0f} GFLOP/s @ {k.split('_')[-1]}" for k, v in m.items()
-                             if k.startswith("matmul_peak"))
+    peaks = ", ".join(f"{v:.0f} GFLOP/s @ {k.split('_')[-1]}" for k, v in m.items() if k.startswith("matmul_peak"))
+    lines.append(f"machine: {m['cpu']}, {m['cores']} cores, load average {m['load_average_at_start']:.1f} at the "
+                 f"start; torch {m['torch']}, onnxruntime {m['onnxruntime']}, OpenCV {m['opencv']}"
+                 + (f"; fp32 matmul peak {peaks}" if peaks else "")
                  + (f" (nominal {m['nominal_fp32_gflops_per_core']:.0f} GFLOP/s per core at the reported clock)"
                     if m.get("nominal_fp32_gflops_per_core") else ""))
     lines.append("ratios are ninport time / peer time (< 1 means ninport is faster); medians of interleaved rounds")

@@ -1,20 +1,20 @@
-"""Opt-in CPU inference speed-ups for a converted net: `optimize(module)`.
+"""Opt-in CPU inference speed-up for a converted net: `optimize(module)`, the ReLU fused into its convolution.
 
-Kept because they pay off on NIN at batch 8 (measured against onnxruntime in the same run, see
-benchmarks/README.md):
-- each Conv2d runs as one oneDNN convolution (`torch.ops.mkldnn._convolution_pointwise`) on
-  channels_last activations, with its weights reordered once into oneDNN's blocked layout
-  (re-packed if the weights change);
-- a ReLU that is the convolution's only user is fused into it as a oneDNN post-op, and its graph
-  node is dropped (its submodule stays, unused, so submodule and state-dict names are unchanged).
-Measured and dropped: channels_last alone, ReLU in place after an unfused conv, and
-torch.fx.experimental.optimization.optimize_for_inference (slower than the above); torch.compile
-(its compile time does not pay back within one benchmark run on a 2-core CPU).
+What used to be here is now the plain module's default (issue 22, see layers/convolution.py, layers/pooling.py):
+each convolution runs as one oneDNN call on channels_last activations with its weight packed for the input's
+shape, torch's own pooling runs where it is exact, and an in-place ReLU overwrites its convolution's output.
+What stays opt-in, because it changes the graph:
+- a ReLU that is the convolution's only user is fused into it as a oneDNN post-op, and its graph node is
+  dropped (its submodule stays, unused, so submodule and state-dict names are unchanged; a forward hook on
+  the ReLU no longer fires).
+Measured against the default module in the same runs (`python -m benchmarks --sections nets`, the
+"+ optimize()" rows): no consistent gain left on NIN, GoogLeNet, SqueezeNet or the res10 detector, the
+differences going both ways within the noise of the shared 2-core machine.
 
 The result is still a torch.fx.GraphModule named after the Caffe layers, sharing the original's
 parameters. Anything not recognised is left as it was. The fast path runs only where it applies
 (CPU, float32, 4-D input, no autograd); elsewhere each layer computes exactly what it did before.
-Export ONNX / .pt2 from the unoptimized module: the oneDNN op is CPU-runtime only.
+Export ONNX / .pt2 from the unoptimized module: the fused graph has no node for the fused ReLUs.
 """
 from __future__ import annotations
 

@@ -132,6 +132,8 @@ def runtime_child(args) -> dict:
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
+    if not args.spin:  # see benchmarks/nets.py: spinning threads on a shared machine measure contention
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(args.onnx, opts, providers=["CPUExecutionProvider"])
     input_name = session.get_inputs()[0].name
     net = cv2.dnn.readNetFromCaffe(args.prototxt, args.weights)
@@ -216,6 +218,7 @@ def main() -> int:
     ap.add_argument("--matmul-n", type=int, default=2048)
     ap.add_argument("--options", action="store_true")
     ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--spin", action="store_true")
     args = ap.parse_args()
     print(json.dumps(runtime_child(args)))
     return 0

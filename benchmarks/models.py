@@ -14,7 +14,15 @@ DEFAULT_CACHE = REPO / "benchmarks" / ".cache"
 MODELS = {
     "NIN": REPO / "reference_models" / "nin_imagenet" / "deploy.prototxt",
     "VGG16": REPO / "reference_models" / "vgg16" / "deploy.prototxt",
+    "GoogLeNet": REPO / "reference_models" / "bvlc_googlenet" / "deploy.prototxt",
+    "SqueezeNet": REPO / "reference_models" / "squeezenet_v1.1" / "deploy.prototxt",
+    "res10": REPO / "reference_models" / "opencv_face_detector" / "deploy.prototxt",
 }
+# The nets of the runtime comparison (section "nets"): input height = width, and whether the published weights
+# can be used (the face detector's, where tests/published_models.py has cached them; seeded otherwise).
+NETS = {"NIN": 224, "GoogLeNet": 224, "SqueezeNet": 227, "res10": 300}
+FACE_DETECTOR_WEIGHTS = "res10_300x300_ssd_iter_140000.caffemodel"
+FACE_DETECTOR_SHA256 = "2a56a11a57a4a295956b0660b4a3d76bbdca2206c4961cea8efe7d95c7cb2f2d"
 # V1LayerParameter.LayerType values of the layers that carry weights
 _V1_TYPES = {"Convolution": 4, "InnerProduct": 14}
 
@@ -72,7 +80,8 @@ def write_v1_caffemodel(path: Path, net_name: str, layers: list[tuple[str, str, 
 
 
 def generated_caffemodel(model: str, cache: Path = DEFAULT_CACHE, seed: int = 0) -> Path:
-    """The cached seeded-random caffemodel for `model` (NIN or VGG16), generated on first use."""
+    """The cached seeded-random caffemodel for `model` (NIN, VGG16, GoogLeNet, SqueezeNet: convolutions and
+    inner products only), generated on first use."""
     from ninport.api import load_spec
     from ninport.build.shapes import infer_shapes
     from ninport.caffe.weights import random_weights
@@ -89,10 +98,70 @@ def generated_caffemodel(model: str, cache: Path = DEFAULT_CACHE, seed: int = 0)
     return write_v1_caffemodel(path, spec.name or model, layers)
 
 
+def published_face_detector() -> Path | None:
+    """OpenCV's res10 face detector weights where the tests cached them (`$NINPORT_TEST_CACHE`, default
+    ~/.cache/ninport-tests, see tests/published_models.py) and their sha256 is the published one; else None."""
+    import hashlib
+
+    folder = Path(os.environ.get("NINPORT_TEST_CACHE") or Path.home() / ".cache" / "ninport-tests")
+    path = folder / "opencv_face_detector" / FACE_DETECTOR_WEIGHTS
+    if not path.is_file():
+        return None
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return path if digest == FACE_DETECTOR_SHA256 else None
+
+
+def write_caffemodel(path: Path, net_name: str, layers: list[tuple[str, str, list[np.ndarray]]]) -> Path:
+    """A current-format caffemodel (NetParameter.layer, blobs with shape): `layers` is (name, type, blobs).
+    For the nets the V1 layout cannot hold (BatchNorm, Scale, Normalize). Written to a temporary name, then renamed."""
+    from ninport.caffe import caffe_pb2
+
+    net = caffe_pb2.NetParameter(name=net_name)
+    for layer_name, layer_type, arrays in layers:
+        layer = net.layer.add(name=layer_name, type=layer_type)
+        for array in arrays:
+            blob = layer.blobs.add()
+            blob.shape.dim.extend(array.shape)
+            blob.data.extend(np.asarray(array, dtype=np.float32).reshape(-1).tolist())
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    tmp.write_bytes(net.SerializeToString())
+    os.replace(tmp, path)
+    return path
+
+
+def net_weights(model: str, cache: Path = DEFAULT_CACHE, seed: int = 0) -> tuple[Path, str]:
+    """The weights the runtime comparison uses for `model`, and where they come from ("published", "seeded")."""
+    if model == "res10":
+        published = published_face_detector()
+        if published is not None:
+            return published, "published"
+        path = cache / f"res10_seed{seed}.caffemodel"
+        if not path.is_file():
+            from ninport.api import load_spec
+            from ninport.build.shapes import infer_shapes
+            from ninport.caffe.weights import random_weights
+
+            spec = load_spec(MODELS[model])
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                weights = random_weights(infer_shapes(spec), spec, seed)
+            cache.mkdir(parents=True, exist_ok=True)
+            write_caffemodel(path, spec.name or model, [(layer.name, layer.type, weights[layer.name])
+                                                        for layer in spec.layers if weights.get(layer.name)])
+        return path, "seeded"
+    return generated_caffemodel(model, cache, seed), "seeded"
+
+
+def _newest_source() -> float:
+    """When ninport's layers or exporter last changed: an older cached ONNX file is exported again."""
+    folders = [REPO / "ninport" / "layers", REPO / "ninport" / "export"]
+    return max((p.stat().st_mtime for folder in folders for p in folder.glob("*.py")), default=0.0)
+
+
 def exported_onnx(model: str, weights: Path, cache: Path = DEFAULT_CACHE) -> Path:
     """The cached ONNX export (dynamic batch) of `model` with `weights`."""
     path = cache / f"{weights.stem}.onnx"
-    if path.is_file() and path.stat().st_mtime >= weights.stat().st_mtime:
+    if path.is_file() and path.stat().st_mtime >= max(weights.stat().st_mtime, _newest_source()):
         return path
     import ninport
 

@@ -7,7 +7,9 @@ interleaved rounds (the engines take turns, so machine drift hits them alike). L
 run each measurement in a fresh process and record its peak RSS (wait4's ru_maxrss); runtime runs
 one process per thread count. Models: seeded random weights in the published V1 layout, generated
 once into the cache folder (NIN 29 MiB; VGG16 528 MiB, skipped by --quick). The predict section
-(benchmarks/predict_folder.py) times `ninport predict` on a folder against a plain Python loop.
+(benchmarks/predict_folder.py) times `ninport predict` on a folder against a plain Python loop. The
+nets section (benchmarks/nets.py) times the module against onnxruntime and OpenCV dnn on NIN, GoogLeNet,
+SqueezeNet 1.1 and the res10 SSD face detector at batch 1 and 8, and profiles the module's forward.
 """
 from __future__ import annotations
 
@@ -25,29 +27,35 @@ from pathlib import Path
 from benchmarks.models import (
     DEFAULT_CACHE,
     MODELS,
+    NETS,
     REPO,
     exported_onnx,
     generated_caffemodel,
+    net_weights,
 )
+from benchmarks.nets import bench_nets, format_nets, nets_targets
 from benchmarks.predict_folder import bench_predict, format_rows
 
 LOAD_PEERS = {"ninport_load": "ninport.load", "protobuf_naive": "protobuf ParseFromString + np.array",
               "opencv": "cv2.dnn.readNetFromCaffe", "read_file": "read file from page cache"}
 
 
-def _child_env(threads: int | None = None) -> dict[str, str]:
+def _child_env(threads: int | None = None, extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     if threads is not None:
         env["OMP_NUM_THREADS"] = str(threads)
+    env.update(extra or {})
     return env
 
 
-def run_child(argv: list[str], *, threads: int | None = None, timeout: float = 1800) -> tuple[float, float, str]:
-    """Run argv; return (wall seconds, the child's peak RSS in MiB, stdout). Raises on failure."""
+def run_child(argv: list[str], *, threads: int | None = None, timeout: float = 1800,
+              env: dict[str, str] | None = None) -> tuple[float, float, str]:
+    """Run argv (with `env` added to the environment); return (wall seconds, the child's peak RSS in MiB,
+    stdout). Raises on failure."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         start = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=out, stderr=err, env=_child_env(threads), cwd=REPO)
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, env=_child_env(threads, env), cwd=REPO)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -88,7 +96,7 @@ def bench_load(models: dict[str, Path], rounds: int, say) -> list[dict]:
 
 
 def bench_runtime(weights: Path, onnx: Path, thread_counts: list[int], batches: str, rounds: int,
-                  matmul_n: int, options: bool, compile_: bool, say) -> tuple[list[dict], dict]:
+                  matmul_n: int, options: bool, compile_: bool, say, spin: bool = False) -> tuple[list[dict], dict]:
     rows, machine = [], {}
     for threads in thread_counts:
         say(f"runtime: {threads} thread(s), {rounds} rounds")
@@ -99,7 +107,8 @@ def bench_runtime(weights: Path, onnx: Path, thread_counts: list[int], batches: 
             argv.append("--options")
         if compile_ and threads == max(thread_counts):
             argv.append("--compile")
-        _, _, stdout = run_child(argv, threads=threads)
+        argv += ["--spin"] * spin
+        _, _, stdout = run_child(argv, threads=threads, env={} if spin else {"OMP_WAIT_POLICY": "PASSIVE"})
         result = json.loads(stdout.strip().splitlines()[-1])
         machine[f"matmul_peak_gflops_{threads}t"] = result["matmul_peak_gflops"]
         if result["compile_seconds"] is not None:
@@ -177,10 +186,10 @@ def format_table(result: dict) -> str:
     """The human-readable table: ratios are ninport time / peer time (< 1: ninport faster)."""
     rows, lines = result["rows"], []
     m = result["machine"]
-    lines.append(f"machine: {m['cpu']}, {m['cores']} cores; torch {m['torch']}, onnxruntime {m['onnxruntime']}, "
-                 f"OpenCV {m['opencv']}; fp32 matmul peak "
-                 + ", ".join(f"{v:.0f} GFLOP/s @ {k.split('_')[-1]}" for k, v in m.items()
-                             if k.startswith("matmul_peak"))
+    peaks = ", ".join(f"{v:.0f} GFLOP/s @ {k.split('_')[-1]}" for k, v in m.items() if k.startswith("matmul_peak"))
+    lines.append(f"machine: {m['cpu']}, {m['cores']} cores, load average {m['load_average_at_start']:.1f} at the "
+                 f"start; torch {m['torch']}, onnxruntime {m['onnxruntime']}, OpenCV {m['opencv']}"
+                 + (f"; fp32 matmul peak {peaks}" if peaks else "")
                  + (f" (nominal {m['nominal_fp32_gflops_per_core']:.0f} GFLOP/s per core at the reported clock)"
                     if m.get("nominal_fp32_gflops_per_core") else ""))
     lines.append("ratios are ninport time / peer time (< 1 means ninport is faster); medians of interleaved rounds")
@@ -214,11 +223,13 @@ def format_table(result: dict) -> str:
             lines.append(f"{r['model']:6s} {r['median_s']:13.1f} {r['process_peak_rss_mib']:12.0f} "
                          f"{r['weights_mib']:11.0f} {r['peak_over_weights']:12.2f}")
     lines += format_rows([r for r in rows if r["section"] == "predict"])
+    lines += format_nets(rows, result.get("nets", {}))
     if result["targets"]:
-        lines += ["", "TARGETS (issue 14)"]
+        lines += ["", "TARGETS (issues 14 and 22)"]
         for t in result["targets"]:
             lines.append(f"  [{'ok' if t['holds'] else 'MISSED'}] {t['target']}: {t['measured']:.2f} "
-                         f"(limit {t['limit']:g})")
+                         f"(limit {t['limit']:g})" + (f"; held back by {t['held_back_by']}" if t.get("held_back_by")
+                                                      else ""))
     return "\n".join(lines)
 
 
@@ -258,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="few rounds, NIN only (no VGG16)")
     ap.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "latest.json")
     ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where generated models are kept")
-    ap.add_argument("--sections", default="load,runtime,convert,predict")
+    ap.add_argument("--sections", default="load,runtime,convert,predict,nets")
     ap.add_argument("--load-rounds", type=int)
     ap.add_argument("--runtime-rounds", type=int)
     ap.add_argument("--convert-rounds", type=int)
@@ -267,6 +278,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--matmul-n", type=int)
     ap.add_argument("--no-options", action="store_true", help="skip the optimize() alternatives")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile)")
+    ap.add_argument("--nets", help=f"nets of the runtime comparison (default {','.join(NETS)}; "
+                    "--quick: NIN,SqueezeNet)")
+    ap.add_argument("--nets-threads", default="2", help="thread counts of the runtime comparison")
+    ap.add_argument("--nets-rounds", type=int)
+    ap.add_argument("--profile-top", type=int, default=5, help="ops and layers in each net's profile (0: none)")
+    ap.add_argument("--spin", action="store_true", help="leave torch's and onnxruntime's worker threads spinning "
+                    "(their defaults); by default both are off, which is fair on a shared machine")
     ap.add_argument("--predict-images", type=int, help="images in the predict folder (default 64, --quick 16)")
     ap.add_argument("--predict-rounds", type=int)
     ap.add_argument("--predict-batch", type=int, default=8)
@@ -291,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         rows, machine = bench_runtime(models["NIN"], onnx, [int(t) for t in args.threads.split(",")],
                                       args.batches, args.runtime_rounds or (2 if quick else 9),
                                       args.matmul_n or (1024 if quick else 2048), options=not args.no_options,
-                                      compile_=args.compile, say=say)
+                                      compile_=args.compile, say=say, spin=args.spin)
         result["rows"] += rows
         result["machine"].update(machine)
     if "convert" in sections:
@@ -302,7 +320,19 @@ def main(argv: list[str] | None = None) -> int:
                                         images=args.predict_images or (16 if quick else 64),
                                         rounds=args.predict_rounds or (1 if quick else 3), batch=args.predict_batch,
                                         threads=args.predict_threads, say=say)
-    result["targets"] = targets(result["rows"])
+    if "nets" in sections:
+        names = (args.nets or ("NIN,SqueezeNet" if quick else ",".join(NETS))).split(",")
+        nets = {}
+        for name in names:
+            weights, source = (models[name], "seeded") if name in models else net_weights(name, args.cache)
+            nets[name] = {"prototxt": str(MODELS[name]), "weights": str(weights), "source": source,
+                          "onnx": str(exported_onnx(name, weights, args.cache)), "size": NETS[name]}
+        rows, extra = bench_nets(run_child, nets, [int(t) for t in args.nets_threads.split(",")], args.batches,
+                                 args.nets_rounds or (1 if quick else 9), args.profile_top,
+                                 options=not args.no_options, compile_=args.compile, spin=args.spin, say=say)
+        result["rows"] += rows
+        result["nets"] = extra
+    result["targets"] = targets(result["rows"]) + nets_targets(result["rows"], result.get("nets", {}))
     result["machine"]["benchmark_seconds"] = time.perf_counter() - start
     table = format_table(result)
     result["table"] = table

@@ -1,20 +1,20 @@
-"""Opt-in CPU inference speed-ups for a converted net: `optimize(module)`.
+"""Opt-in CPU inference speed-up for a converted net: `optimize(module)`, the ReLU fused into its convolution.
 
-Kept because they pay off on NIN at batch 8 (measured against onnxruntime in the same run, see
-benchmarks/README.md):
-- each Conv2d runs as one oneDNN convolution (`torch.ops.mkldnn._convolution_pointwise`) on
-  channels_last activations, with its weights reordered once into oneDNN's blocked layout
-  (re-packed if the weights change);
-- a ReLU that is the convolution's only user is fused into it as a oneDNN post-op, and its graph
-  node is dropped (its submodule stays, unused, so submodule and state-dict names are unchanged).
-Measured and dropped: channels_last alone, ReLU in place after an unfused conv, and
-torch.fx.experimental.optimization.optimize_for_inference (slower than the above); torch.compile
-(its compile time does not pay back within one benchmark run on a 2-core CPU).
+What used to be here is now the plain module's default (issue 22, see layers/convolution.py, layers/pooling.py):
+each convolution runs as one oneDNN call on channels_last activations with its weight packed for the input's
+shape, torch's own pooling runs where it is exact, and an in-place ReLU overwrites its convolution's output.
+What stays opt-in, because it changes the graph:
+- a ReLU that is the convolution's only user is fused into it as a oneDNN post-op, and its graph node is
+  dropped (its submodule stays, unused, so submodule and state-dict names are unchanged; a forward hook on
+  the ReLU no longer fires).
+Measured against the default module in the same runs (`python -m benchmarks --sections nets`, the
+"+ optimize()" rows): no consistent gain left on NIN, GoogLeNet, SqueezeNet or the res10 detector, the
+differences going both ways within the noise of the shared 2-core machine.
 
 The result is still a torch.fx.GraphModule named after the Caffe layers, sharing the original's
 parameters. Anything not recognised is left as it was. The fast path runs only where it applies
 (CPU, float32, 4-D input, no autograd); elsewhere each layer computes exactly what it did before.
-Export ONNX / .pt2 from the unoptimized module: the oneDNN op is CPU-runtime only.
+Export ONNX / .pt2 from the unoptimized module: the fused graph has no node for the fused ReLUs.
 """
 from __future__ import annotations
 
@@ -26,20 +26,24 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ninport.build.description import META_KEY, NetDescription
+from ninport.build.graph import contiguous_outputs
 from ninport.build.size_checks import carry_size_guard
 from ninport.errors import NinportError
+from ninport.layers import convolution
 from ninport.layers.activation import Elementwise
+from ninport.layers.convolution import PackedWeight, onednn_applies, onednn_conv2d
 
 _POST_OPS = ("relu", "none")
 
 
 def onednn_available() -> bool:
     """Whether this torch build has oneDNN (mkldnn) and the fused convolution op."""
-    return bool(torch.backends.mkldnn.is_available()) and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+    return convolution.ONEDNN
 
 
 class OneDNNConv2d(nn.Conv2d):
-    """A Conv2d (same `weight` / `bias`) computed by oneDNN, optionally with a fused ReLU."""
+    """A Conv2d (same `weight` / `bias`) computed by oneDNN (`layers.convolution.onednn_conv2d`), optionally
+    with a fused ReLU."""
 
     def __init__(self, conv: nn.Conv2d, post_op: str):
         if post_op not in _POST_OPS:
@@ -50,9 +54,7 @@ class OneDNNConv2d(nn.Conv2d):
         self.weight = conv.weight  # shared with the unoptimized module, not copied
         self.bias = conv.bias
         self.post_op = post_op
-        self._packed: torch.Tensor | None = None
-        self._packed_key: tuple | None = None
-        self._onednn_failed = False
+        self.packed = PackedWeight()
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", post_op={self.post_op}, onednn"
@@ -61,34 +63,10 @@ class OneDNNConv2d(nn.Conv2d):
         y = self._conv_forward(x, self.weight, self.bias)
         return F.relu(y) if self.post_op == "relu" else y
 
-    def _use_onednn(self, x: torch.Tensor) -> bool:
-        grad = torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad
-                                            or (self.bias is not None and self.bias.requires_grad))
-        return (not self._onednn_failed and not grad and x.dim() == 4 and x.device.type == "cpu"
-                and x.dtype == torch.float32 and self.weight.dtype == torch.float32
-                and self.weight.device.type == "cpu")
-
-    def _packed_weight(self) -> torch.Tensor:
-        """The weight reordered for oneDNN; packed again when the parameter changes."""
-        key = (self.weight.data_ptr(), self.weight._version, tuple(self.weight.shape))
-        if self._packed is None or self._packed_key != key:
-            with torch.no_grad():
-                dense = self.weight.detach().contiguous(memory_format=torch.channels_last)
-                self._packed = torch._C._nn.mkldnn_reorder_conv2d_weight(
-                    dense.to_mkldnn(), list(self.padding), list(self.stride), list(self.dilation), self.groups)
-            self._packed_key = key
-        return self._packed
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self._use_onednn(x):
+        if not onednn_applies(self, x):
             return self._reference(x)
-        try:
-            return torch.ops.mkldnn._convolution_pointwise(
-                x.contiguous(memory_format=torch.channels_last), self._packed_weight(), self.bias,
-                list(self.padding), list(self.stride), list(self.dilation), self.groups, self.post_op, [], "")
-        except RuntimeError:  # a shape or build oneDNN refuses: compute it the plain way from now on
-            self._onednn_failed = True
-            return self._reference(x)
+        return onednn_conv2d(self, x, self.post_op)
 
 
 def _eligible_conv(module: nn.Module) -> bool:
@@ -146,7 +124,7 @@ def optimize(module: fx.GraphModule) -> fx.GraphModule:
     if isinstance(description, NetDescription):  # the fused ReLU's blob is now the conv node's value
         fast.meta[META_KEY] = dataclasses.replace(description, blobs={
             blob: dataclasses.replace(record, node=blob_nodes[blob]) for blob, record in description.blobs.items()})
-    _contiguous_outputs(graph)
+    contiguous_outputs(graph)
     graph.lint()
     fast.recompile()
     return fast
@@ -156,22 +134,3 @@ def _set_submodule(root: nn.Module, target: str, module: nn.Module) -> None:
     parent_name, _, name = target.rpartition(".")
     parent = root.get_submodule(parent_name) if parent_name else root
     setattr(parent, name, module)
-
-
-def _contiguous_outputs(graph: fx.Graph) -> None:
-    """Hand back outputs in the default (contiguous) layout, whatever layout was used inside."""
-    output = graph.output_node()
-
-    def wrap(value):
-        if isinstance(value, fx.Node):
-            with graph.inserting_before(output):
-                return graph.call_function(_contiguous, (value,))
-        if isinstance(value, (tuple, list)):
-            return type(value)(wrap(v) for v in value)
-        return value
-
-    output.args = (wrap(output.args[0]),)
-
-
-def _contiguous(value):
-    return value.contiguous() if isinstance(value, torch.Tensor) else value

@@ -81,6 +81,22 @@ def load_golden(name: str) -> GoldenCase:
     return GoldenCase(name, folder, json.loads((folder / "case.json").read_text()))
 
 
+@contextmanager
+def plain_kernels() -> Iterator[None]:
+    """ninport's convolutions on nn.Conv2d's own path (their oneDNN path off, see ninport/layers/convolution.py),
+    so a twin that runs torch's default kernels (the generated .py, a .pt2 program) can be compared with the
+    module bit for bit. The oneDNN path itself is checked against nn.Conv2d to float32 rounding
+    (tests/layers/test_convolution.py) and against Caffe (the golden cases)."""
+    from ninport.layers import convolution
+
+    available = convolution.ONEDNN
+    convolution.ONEDNN = False
+    try:
+        yield
+    finally:
+        convolution.ONEDNN = available
+
+
 def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
     """max |a - b| / max |b|: the project's parity measure."""
     scale = float(np.abs(expected).max()) if expected.size else 0.0

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from benchmarks.models import MODELS, generated_caffemodel
+from benchmarks.nets import ENGINES as NETS_ENGINES
 from benchmarks.predict_folder import METHODS as PREDICT_METHODS
+from ninport.api import load_spec
 from tests.conftest import REPO
 
 LOAD_METHODS = {"ninport.load", "protobuf ParseFromString + np.array", "cv2.dnn.readNetFromCaffe",
@@ -42,7 +44,7 @@ def test_quick_benchmark_writes_every_row(tmp_path):
     out = tmp_path / "latest.json"
     cmd = [sys.executable, "-m", "benchmarks", "--quick", "--json", str(out), "--load-rounds", "1",
            "--runtime-rounds", "1", "--convert-rounds", "1", "--threads", "1", "--batches", "2", "--no-options",
-           "--matmul-n", "256", "--predict-images", "8"]
+           "--matmul-n", "256", "--predict-images", "8", "--nets-threads", "1", "--profile-top", "3"]
     proc = subprocess.run(cmd, check=False, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
@@ -80,3 +82,17 @@ def test_quick_benchmark_writes_every_row(tmp_path):
         if r is not batched:
             assert r["batched_over_this"] == pytest.approx(batched["median_s"] / r["median_s"])
     assert "PREDICT NIN on a folder of 8 JPEGs" in proc.stdout
+    nets = [r for r in rows if r["section"] == "nets"]
+    assert {(r["model"], r["engine"]) for r in nets} == {(m, e) for m in ("NIN", "SqueezeNet") for e in NETS_ENGINES}
+    assert {(r["threads"], r["batch"]) for r in nets} == {(1, 2)}
+    ort = {r["model"]: r["median_s"] for r in nets if r["engine"] == "onnxruntime"}
+    for r in nets:
+        assert r["max_rel_diff_vs_module"] < 1e-4, r  # each engine computed the same net
+        assert r["over_onnxruntime"] == pytest.approx(r["median_s"] / ort[r["model"]])
+    profile = result["nets"]["profiles"]["NIN b2 t1"]
+    assert len(profile["ops"]) == 3 and len(profile["layers"]) == 3
+    assert {layer["layer"] for layer in profile["layers"]} <= {layer.name for layer in load_spec(MODELS["NIN"]).layers}
+    nets_targets = [t for t in result["targets"] if "thread(s)" in t["target"]]
+    assert {t["target"].split(",")[0] for t in nets_targets} >= {"ninport's ONNX at or under OpenCV dnn's time"}
+    assert "NETS: ninport.load module vs onnxruntime" in proc.stdout
+    assert "PROFILE of the module's forward" in proc.stdout

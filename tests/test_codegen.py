@@ -22,7 +22,15 @@ from ninport.caffe import caffe_pb2 as pb2
 from ninport.errors import ExportError, ShapeError
 from ninport.export import codegen
 from ninport.export.codegen import python_source, write_python
-from tests.conftest import REPO, SIZES_GOLDEN, SSD_GOLDEN, golden_case_names, load_golden, relative_error
+from tests.conftest import (
+    REPO,
+    SIZES_GOLDEN,
+    SSD_GOLDEN,
+    golden_case_names,
+    load_golden,
+    plain_kernels,
+    relative_error,
+)
 
 TOLERANCE = 1e-5
 REFERENCE_MODELS = REPO / "reference_models"
@@ -110,7 +118,7 @@ def test_reference_model_source_builds_and_matches_fx(model, tmp_path):
     torch.manual_seed(0)
     shape = next(iter(ninport.describe(module).inputs.values()))
     x = torch.rand(2, *shape[1:]) * 255
-    with torch.no_grad():
+    with plain_kernels(), torch.no_grad():
         expected, got = module(x), net(x)
     expected = expected if isinstance(expected, tuple) else (expected,)
     got = got if isinstance(got, tuple) else (got,)
@@ -218,7 +226,7 @@ def test_generated_file_runs_at_other_input_sizes_like_the_fx_module(tmp_path):
                 if x.dim() == 4:
                     x = _resized(x, x.shape[2] + dh, x.shape[3] + dw)
                 resized.append(x)
-            with torch.no_grad():
+            with plain_kernels(), torch.no_grad():
                 try:
                     expected = module(*resized)
                 except (ShapeError, RuntimeError):  # a size the net cannot take (e.g. weights over H, W)
@@ -293,7 +301,7 @@ def test_hostile_names_stay_comments(tmp_path):
     np.savez(tmp_path / "in.npz", x=x)
     [[got]] = _run_without_ninport([(path, tmp_path / "in.npz", ["x"])], tmp_path)
     assert not (tmp_path / "PWNED").exists()
-    with torch.no_grad():
+    with plain_kernels(), torch.no_grad():
         assert np.array_equal(got, module(torch.from_numpy(x)).numpy())
 
 
@@ -314,7 +322,7 @@ def test_the_net_class_never_shadows_a_name_the_file_uses(net_name, tmp_path):
     assert "class CaffePool2d(" in source and "class EltwiseSum(" in source
     code = _import_file(path, f"named_{net_name}")
     x = torch.rand(1, 2, 7, 7)
-    with torch.no_grad():
+    with plain_kernels(), torch.no_grad():
         assert torch.equal(code.load()(x), module(x))
 
 
@@ -460,7 +468,7 @@ def test_a_plugin_module_that_records_its_arguments_is_written_with_what_it_uses
         assert "self.twice = _Shifter(offset=0.5, weight=torch.empty([2]))" in source
         assert "def _plugin_offset(" in source and "PLUGIN_SCALE = 3.0" in source and "records_args" not in source
         x = torch.rand(1, 2, 2, 2)
-        with torch.no_grad():
+        with plain_kernels(), torch.no_grad():
             assert torch.equal(_import_file(path, "generated_plugin").load()(x), module(x))
     finally:
         ninport.unregister_layer("Shifter")

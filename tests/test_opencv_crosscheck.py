@@ -40,6 +40,8 @@ OPENCV_EXCLUSIONS: dict[str, str] = {
                               "output size), which Caffe accepts while its ceil formula stays positive",
     "conv_pool_1x1": "OpenCV 4.14 refuses the 2x2 stride-2 pool of a 1x1 blob that Caffe accepts (it computes "
                      "a negative output size); OpenPose's apps only run it after setting a real input size",
+    "pool_edges": "OpenCV 4.14 drops a last pooling window starting in the padding per axis, Caffe on both axes "
+                  "once either pads: ave_pad_h_only comes out 4x3 where Caffe makes 4x2",
 }
 
 

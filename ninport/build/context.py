@@ -25,6 +25,9 @@ class LayerContext:
     top_shapes: list[Shape]
     weights: list[np.ndarray]
     parsed: Any = None
+    # The layer is in place in Caffe (its one top is its bottom) and its bottom is a fresh tensor that
+    # nothing else reads (a convolution's, say): inference may overwrite it instead of allocating a new one.
+    may_overwrite_bottom: bool = False
 
     @property
     def proto(self):

@@ -29,8 +29,12 @@ from ninport.build.context import LayerContext
 from ninport.build.size_checks import SizeGuard, guard_sizes
 from ninport.build.description import BlobRecord, LayerRecord, NetDescription, Phase, attach, describe
 from ninport.errors import NinportError, NinportWarning, UnsupportedLayerError, safe_text
+from ninport.layers.rules import same_as_bottom
 
 MAX_IDENTIFIER_CHARS = 64
+# Layer types whose module returns a new tensor (never its input or a view of it): an in-place layer right
+# after one of them, its only reader, may overwrite that tensor (`LayerContext.may_overwrite_bottom`).
+FRESH_TOP_TYPES = frozenset({"Convolution", "Deconvolution", "InnerProduct", "BatchNorm", "Scale"})
 # Attribute names a submodule must not take: what nn.Module / GraphModule have or set on instances.
 _RESERVED = (set(dir(fx.GraphModule)) | set(keyword.kwlist) | set(keyword.softkwlist) | set(dir(builtins))
              | {"training", "graph", "code", "meta", "forward", "self", "torch", "fx", "nn"})
@@ -64,6 +68,7 @@ def build_graph_module(spec: NetSpec, weights: dict[str, list[np.ndarray]],
     module_names: set[str] = set()
     node_names: set[str] = set()
     layer_records: list[LayerRecord] = []
+    node_type: dict[fx.Node, str] = {}  # each layer's node -> its Caffe type
     for name in spec.inputs:
         blob_node[name] = graph.placeholder(python_identifier(name, node_names, "blob"))
         blob_layer[name] = None
@@ -74,7 +79,8 @@ def build_graph_module(spec: NetSpec, weights: dict[str, list[np.ndarray]],
         convert = record.convert_function()
         ctx = LayerContext(layer=layer, bottom_shapes=[table.blobs[b] for b in layer.bottoms],
                            top_shapes=[table.blobs[t] for t in layer.tops],
-                           weights=weights.get(layer.key, []), parsed=table.layers[layer.key].parsed)
+                           weights=weights.get(layer.key, []), parsed=table.layers[layer.key].parsed,
+                           may_overwrite_bottom=_may_overwrite_bottom(layer, blob_node, node_type))
         try:
             module = convert(ctx)
         except NinportError as exc:
@@ -87,13 +93,15 @@ def build_graph_module(spec: NetSpec, weights: dict[str, list[np.ndarray]],
         if not isinstance(module, nn.Module):
             raise UnsupportedLayerError(f"{layer.where(spec.source)}: the converter returned "
                                         f"{type(module).__name__}, not a torch.nn.Module")
-        guard_sizes(module, SizeGuard(record, layer, ctx.bottom_shapes, table.layers.get(layer.key)))
+        if record.shape is not same_as_bottom:  # a rule that takes every shape (ReLU, Dropout...) needs no guard
+            guard_sizes(module, SizeGuard(record, layer, ctx.bottom_shapes, table.layers.get(layer.key)))
         target = python_identifier(layer.name, module_names)
         root.add_module(target, module)
         layer_records.append(LayerRecord(layer.name, layer.type, target, tuple(layer.bottoms), tuple(layer.tops)))
         args = tuple(blob_node[b] for b in layer.bottoms)
         first_top = layer.tops[0] if layer.tops else layer.name
         node = graph.create_node("call_module", target, args, name=python_identifier(first_top, node_names, "blob"))
+        node_type[node] = layer.type
         if len(layer.tops) == 1:
             blob_node[layer.tops[0]] = node
         else:
@@ -104,6 +112,7 @@ def build_graph_module(spec: NetSpec, weights: dict[str, list[np.ndarray]],
             blob_layer[top] = layer.name
     outputs = [blob_node[b] for b in spec.outputs]
     graph.output(outputs[0] if len(outputs) == 1 else tuple(outputs))
+    contiguous_outputs(graph)
     gm = fx.GraphModule(root, graph, class_name=net_class_name(spec.name or Path(spec.source).stem))
     attach(gm, NetDescription(
         name=spec.name, source=spec.source, source_format=spec.source_format,
@@ -117,8 +126,38 @@ def build_graph_module(spec: NetSpec, weights: dict[str, list[np.ndarray]],
     return gm
 
 
+def _may_overwrite_bottom(layer, blob_node: dict[str, fx.Node], node_type: dict[fx.Node, str]) -> bool:
+    """Whether an in-place layer's bottom is a fresh tensor no other layer has read (see FRESH_TOP_TYPES);
+    layers after it read the in-place layer's own node, so nothing reads the overwritten value later."""
+    if len(layer.bottoms) != 1 or list(layer.tops) != list(layer.bottoms):
+        return False
+    node = blob_node[layer.bottoms[0]]
+    return node_type.get(node) in FRESH_TOP_TYPES and not node.users
+
+
 def _getitem(values, index: int):
     return values[index]
+
+
+def contiguous_output(value):
+    """An output in the default (contiguous) layout: the layers may hand on channels_last tensors (see
+    layers/convolution.py), the caller gets what a plain torch module gives. No copy when it already is."""
+    return value.contiguous() if isinstance(value, torch.Tensor) else value
+
+
+def contiguous_outputs(graph: fx.Graph) -> None:
+    """Route each output of `graph` through `contiguous_output` (once)."""
+    output = graph.output_node()
+
+    def wrap(value):
+        if isinstance(value, fx.Node) and value.target is not contiguous_output:
+            with graph.inserting_before(output):
+                return graph.call_function(contiguous_output, (value,))
+        if isinstance(value, (tuple, list)):
+            return type(value)(wrap(v) for v in value)
+        return value
+
+    output.args = (wrap(output.args[0]),)
 
 
 def net_class_name(net_name: str) -> str:

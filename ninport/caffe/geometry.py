@@ -122,18 +122,31 @@ def conv_geometry(p) -> ConvGeometry:
 # --- Pooling ---------------------------------------------------------------------------------------
 
 
-def pool_output_size(size: Size, kernel: int, pad: int, stride: int, ceil: bool = True) -> Size:
+def pool_output_size(size: Size, kernel: int, pad: int, stride: int, ceil: bool = True,
+                     clip_last: bool | None = None) -> Size:
     """Caffe's pooling output size: ceil((in + 2 pad - kernel) / stride) + 1 (floor with round_mode
-    FLOOR), then, with pad > 0, a last window starting at or past in + pad is dropped.
+    FLOOR), then, when the layer pads (on either axis: `clip_last`, default pad > 0), a last window
+    starting at or past in + pad is dropped.
 
-    Caffe drops it with `if ((out - 1) * stride >= in + pad) --out`; with pad < kernel that removes at
-    most one window, so it equals min(out, floor((in + pad - 1) / stride) + 1), the number of windows
-    starting before in + pad: the branch-free form used here, exact for ints and SymInts alike.
+    Caffe drops it with `if (pad_h_ || pad_w_) { if ((out - 1) * stride >= in + pad) --out; }` on both
+    axes; with pad < kernel that removes at most one window, so it equals min(out, floor((in + pad - 1) /
+    stride) + 1), the number of windows starting before in + pad: the branch-free form used here, exact
+    for ints and SymInts alike.
     """
     span = size + 2 * pad - kernel
     out = (ceil_div(span, stride) if ceil else span // stride) + 1
-    if pad > 0:
+    if pad > 0 if clip_last is None else clip_last:
         out = smin(out, (size + pad - 1) // stride + 1)
+    return out
+
+
+def torch_pool_output_size(size: int, kernel: int, pad: int, stride: int, ceil: bool) -> int:
+    """The output size of torch's max_pool2d/avg_pool2d (ATen's pooling_output_shape, dilation 1): floor or
+    ceil of (in + 2 pad - kernel) / stride, plus 1, and in ceil mode a last window starting at or past
+    in + pad is always dropped (Caffe drops it only when the layer pads)."""
+    out = (size + 2 * pad - kernel + (stride - 1 if ceil else 0)) // stride + 1
+    if ceil and (out - 1) * stride >= size + pad:
+        out -= 1
     return out
 
 
@@ -149,8 +162,31 @@ class PoolParams(NamedTuple):
     def window(self, in_hw: Sequence[Size]) -> PoolWindow:
         """The windows at an input size (ints or SymInts): kernel, pad, stride, output size."""
         kernel = tuple(in_hw) if self.kernel is None else self.kernel
-        out = tuple(pool_output_size(in_hw[a], kernel[a], self.pad[a], self.stride[a], self.ceil) for a in (0, 1))
+        clip_last = any(self.pad)
+        out = tuple(pool_output_size(in_hw[a], kernel[a], self.pad[a], self.stride[a], self.ceil, clip_last)
+                    for a in (0, 1))
         return PoolWindow(kernel, self.pad, self.stride, out, tuple(in_hw))
+
+    def torch_pools_exactly_at_every_size(self) -> bool:
+        """Whether torch's own max_pool2d/avg_pool2d (kernel, stride, padding, ceil_mode; AVE with
+        count_include_pad) computes Caffe's pooling at every input size: torch takes pad <= kernel / 2
+        only, and its ceil mode always drops a last window starting at or past in + pad, which Caffe drops
+        only when the layer pads, so without padding a stride larger than the kernel can differ.
+        Where the output sizes agree the windows, what MAX ignores (the padding) and AVE's divisor (the
+        window clipped to [-pad, in + pad)) agree too."""
+        if self.kernel is None or any(2 * p > k for p, k in zip(self.pad, self.kernel)):
+            return False
+        return not self.ceil or any(self.pad) or all(s <= k for s, k in zip(self.stride, self.kernel))
+
+    def torch_pools_exactly(self, in_hw: Sequence[int]) -> bool:
+        """Whether torch's own pooling computes Caffe's at this (int) input size: it does at every size
+        (`torch_pools_exactly_at_every_size`), or it takes the padding and gives Caffe's output size."""
+        if self.torch_pools_exactly_at_every_size():
+            return True
+        if self.kernel is None or any(2 * p > k for p, k in zip(self.pad, self.kernel)):
+            return False
+        return self.window(in_hw).out == tuple(
+            torch_pool_output_size(in_hw[a], self.kernel[a], self.pad[a], self.stride[a], self.ceil) for a in (0, 1))
 
     def check_output(self, in_hw: Sequence[Size]) -> None:
         """Refuse a size whose output Caffe cannot make: an output size <= 0.
@@ -179,11 +215,12 @@ class PoolParams(NamedTuple):
     def right_pad_bound(self, axis: int) -> int:
         """How far past the input's end the windows can reach at ANY input size (for a traced, symbolic
         size): floor rounding keeps them within `pad`; ceil rounding within pad + stride - 1, and with
-        padding Caffe drops a last window starting at or past in + pad, so within kernel - 1 too."""
+        padding (on either axis) Caffe drops a last window starting at or past in + pad, so within
+        pad + kernel - 1 - pad = kernel - 1 too."""
         k, p, s = self.kernel[axis], self.pad[axis], self.stride[axis]
         if not self.ceil:
             return p
-        return min(k - 1, p + s - 1) if p > 0 else s - 1
+        return min(k - 1, p + s - 1) if any(self.pad) else s - 1
 
 
 class PoolWindow(NamedTuple):

@@ -85,6 +85,8 @@ class Elementwise(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         kind = self.kind
         if kind == "relu":
+            if self.args.get("inplace") and not torch.is_grad_enabled() and not torch.compiler.is_compiling():
+                return F.relu_(x)  # inference, over a bottom nothing else reads (see relu())
             return F.relu(x)
         if kind == "leaky_relu":
             return F.leaky_relu(x, self.negative_slope)
@@ -122,8 +124,12 @@ def _log_of_base(base: float) -> float:
 
 
 def relu(ctx: LayerContext) -> nn.Module:
+    """ReLU; in place in inference where Caffe's layer is in place over a fresh blob nothing else reads (a
+    convolution's, say): no new tensor to allocate and fill, as in torchvision's nn.ReLU(inplace=True)."""
     slope = ctx.proto.relu_param.negative_slope
-    return Elementwise("leaky_relu", negative_slope=slope) if slope else Elementwise("relu")
+    if slope:
+        return Elementwise("leaky_relu", negative_slope=slope)
+    return Elementwise("relu", inplace=True) if ctx.may_overwrite_bottom else Elementwise("relu")
 
 
 def prelu(ctx: LayerContext) -> nn.Module:

@@ -1,14 +1,24 @@
-"""Pooling with Caffe's exact geometry, recomputed from the input's size in every forward.
+"""Pooling with Caffe's exact geometry at the input's size: torch's own pooling where it is exact.
 
-Caffe rounds the output size up and clips windows at the padded edge; PyTorch's ceil_mode differs
-at the edges, refuses pad > kernel/2, and runtimes disagree on ceil_mode in ONNX. So the input is
-padded explicitly (-FLT_MAX for MAX, as Caffe's empty windows give; zeros for AVE): `pad` before, and
-after to the end of the last window (while an exporter traces symbolic sizes, by a bound that covers
-the windows Caffe keeps at every size, `PoolParams.right_pad_bound`); a plain
-floor-mode pool without padding follows and its output is cut to Caffe's size (`geometry.PoolWindow`,
-computed from `x.shape`, so it stays symbolic in exported programs). AVE divides by Caffe's clipped
-window, computed from the same geometry at run time. The exported ONNX holds Pad + MaxPool/AveragePool
-without ceil_mode or pads, and a Slice whose ends come from the input's shape.
+Caffe rounds the output size up and clips windows at the padded edge. torch's max_pool2d/avg_pool2d
+with ceil_mode compute the same windows, the same MAX (padding ignored) and the same AVE divisor
+(count_include_pad: the window clipped to [-pad, in + pad)) wherever their output size is Caffe's:
+always with pad <= kernel / 2, except that without padding torch drops a last window starting past the
+input (stride > kernel) that Caffe keeps (`PoolParams.torch_pools_exactly`, decided from the sizes).
+Those run as one native call; no indices are computed.
+
+The corner cases (pad > kernel / 2, which torch refuses; Caffe's empty last window) and every ONNX export
+(runtimes disagree on ceil_mode in ONNX) take the explicit form: the input is padded (-FLT_MAX for MAX, as
+Caffe's empty windows give; zeros for AVE), `pad` before and after to the end of the last window (while
+an exporter traces symbolic sizes, by a bound that covers the windows Caffe keeps at every size,
+`PoolParams.right_pad_bound`); a plain floor-mode pool without padding follows and its output is cut to
+Caffe's size (`geometry.PoolWindow`, computed from `x.shape`, so it stays symbolic in exported programs).
+AVE divides by Caffe's clipped window, computed from the same geometry. The exported ONNX holds
+Pad + MaxPool/AveragePool without ceil_mode or pads, and a Slice whose ends come from the input's shape.
+
+A running module decides once per input size (the decision and the explicit form's pads and divisors are
+kept for the latest few sizes), so a forward at a size seen before does no geometry in Python; while torch
+traces (export, torch.compile) nothing is kept and the geometry follows the (possibly symbolic) sizes.
 """
 from __future__ import annotations
 
@@ -92,33 +102,71 @@ class CaffePool2d(nn.Module):
                  mode: str):
         super().__init__()
         self.params = PoolParams(kernel, pad, stride, ceil, mode)
+        self.native_at_every_size = self.params.torch_pools_exactly_at_every_size()
+        self.plans: dict[tuple[int, int], tuple | None] = {}  # input size -> explicit form's plan, None: native
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = self.params
-        size = (x.shape[2], x.shape[3])
         if p.kernel is None:  # global pooling: one window over the whole plane
             if p.mode == "max":
                 return torch.amax(x, dim=(2, 3), keepdim=True)
             return torch.mean(x, dim=(2, 3), keepdim=True)
-        win = p.window(size)
-        if is_static(*size):  # exactly to the end of the last window (a huge stride must not pad hugely)
-            after = [max(0, win.right_pad(a)) for a in (0, 1)]
-        else:  # tracing: a bound that holds at every size, see the docstring
-            after = [p.right_pad_bound(a) for a in (0, 1)]
-        padding = (p.pad[1], after[1], p.pad[0], after[0])  # F.pad order: w before, w after, h before, h after
+        size = (x.shape[2], x.shape[3])
+        if torch.onnx.is_in_onnx_export():
+            plan = self.explicit_plan(size, x.device)
+        elif not is_static(*size) or torch.compiler.is_compiling():  # traced: nothing kept on the module
+            plan = None if self.native_at_every_size or (is_static(*size) and p.torch_pools_exactly(size)) \
+                else self.explicit_plan(size, x.device)
+        else:
+            try:
+                plan = self.plans[size]
+            except KeyError:
+                plan = self.plan_for(size, x.device)
+        if plan is None:
+            if p.mode == "max":
+                return F.max_pool2d(x, p.kernel, p.stride, p.pad, ceil_mode=p.ceil)
+            return F.avg_pool2d(x, p.kernel, p.stride, p.pad, ceil_mode=p.ceil, count_include_pad=True)
+        padding, out, count = plan
         if any(padding):
             x = F.pad(x, padding, mode="constant", value=-FLT_MAX if p.mode == "max" else 0.0)
         if p.mode == "max":
             y = F.max_pool2d(x, p.kernel, p.stride)
         else:
             y = F.avg_pool2d(x, p.kernel, p.stride)
-        y = y[:, :, : win.out[0], : win.out[1]]
-        if p.mode == "ave":
-            divisors = [win.ave_divisor(a, torch.arange(win.out[a], device=x.device) * p.stride[a] - p.pad[a])
-                        for a in (0, 1)]
-            count = (divisors[0].unsqueeze(1) * divisors[1].unsqueeze(0)).to(y.dtype)
-            y = y * ((p.kernel[0] * p.kernel[1]) / count)  # 1 where Caffe's window is a full kernel
+        y = y[:, :, : out[0], : out[1]]
+        if count is not None:
+            y = y * ((p.kernel[0] * p.kernel[1]) / count.to(y.dtype))  # 1 where Caffe's window is a full kernel
         return y
+
+    def plan_for(self, size: tuple[int, int], device: torch.device) -> tuple | None:
+        """Decide a running module's form at an (int) input size, and keep it (the latest 16 sizes)."""
+        p = self.params
+        plan = None if p.torch_pools_exactly(size) else self.explicit_plan(size, device)
+        if len(self.plans) >= 16:
+            self.plans.clear()
+        self.plans[size] = plan
+        return plan
+
+    def explicit_plan(self, size, device: torch.device) -> tuple:
+        """The explicit form at an input size: F.pad's padding, Caffe's output size, and AVE's divisors
+        (Caffe's window sizes; None for MAX)."""
+        p = self.params
+        win = p.window(size)
+        if is_static(*size):  # exactly to the end of the last window (a huge stride must not pad hugely)
+            after = [max(0, win.right_pad(a)) for a in (0, 1)]
+        else:  # tracing: a bound that holds at every size, see the docstring
+            after = [p.right_pad_bound(a) for a in (0, 1)]
+        padding = (p.pad[1], after[1], p.pad[0], after[0])  # F.pad order: w before, w after, h before, h after
+        count = None
+        if p.mode == "ave":
+            divisors = [win.ave_divisor(a, torch.arange(win.out[a], device=device) * p.stride[a] - p.pad[a])
+                        for a in (0, 1)]
+            count = divisors[0].unsqueeze(1) * divisors[1].unsqueeze(0)
+        return padding, win.out, count
+
+    def _apply(self, fn, recurse=True):
+        self.plans = {}  # AVE's divisors live on a device: decided again after .to() / .cuda()
+        return super()._apply(fn, recurse)
 
 
 def pooling(ctx: LayerContext) -> nn.Module:

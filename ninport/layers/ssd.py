@@ -564,11 +564,13 @@ def greedy_nms(boxes: torch.Tensor, valid: torch.Tensor, nms_threshold: float, e
     threshold of a group is multiplied by eta after each kept box while it is > 0.5.
     """
     groups, count = valid.shape
+    last = int(valid.sum(dim=1).max()) if groups and count else 0
+    if eta >= 1 and last > 1:
+        return _greedy_nms_fixed_threshold(boxes, valid, nms_threshold, last)
     kept = torch.zeros_like(valid)
     areas = box_areas(boxes, normalized)
     threshold = torch.full((groups,), nms_threshold, dtype=torch.float32, device=boxes.device)
     eta_value = torch.tensor(eta, dtype=torch.float32, device=boxes.device)
-    last = int(valid.sum(dim=1).max()) if groups and count else 0
     for k in range(last):
         overlap = caffe_overlap(boxes[:, k], boxes[:, :k], areas[:, k], areas[:, :k], normalized)
         suppressed = ((overlap > threshold.unsqueeze(1)) & kept[:, :k]).any(dim=1)
@@ -577,6 +579,51 @@ def greedy_nms(boxes: torch.Tensor, valid: torch.Tensor, nms_threshold: float, e
         if eta < 1:
             threshold = torch.where(keep & (threshold > 0.5), threshold * eta_value, threshold)
     return kept
+
+
+NMS_CHUNK_ELEMENTS = 1 << 21  # candidate pairs whose overlaps one step of the matrix NMS holds
+
+
+def _greedy_nms_fixed_threshold(boxes: torch.Tensor, valid: torch.Tensor, nms_threshold: float,
+                                last: int) -> torch.Tensor:
+    """`greedy_nms` for a threshold that stays fixed (eta >= 1), from the matrix of every pair's overlap
+    (the same float32 expressions as the candidate-by-candidate loop, so the same values) instead of one
+    small step per candidate. Candidate k is kept iff it is valid and no kept candidate j < k overlaps it
+    by more than the threshold: iterating `kept = valid & ~(any kept j < k suppressing k)` from
+    `kept = valid` fixes candidates 0..t-1 by step t, so it reaches the greedy answer, and stops there,
+    within `last` + 1 steps (in practice a few)."""
+    groups, count = valid.shape
+    kept = torch.zeros_like(valid)
+    threshold = torch.tensor(nms_threshold, dtype=torch.float32, device=boxes.device)
+    earlier = torch.ones(last, last, dtype=torch.bool, device=boxes.device).tril(-1)  # [k, j]: j < k
+    chunk = max(1, NMS_CHUNK_ELEMENTS // (last * last))
+    for start in range(0, groups, chunk):
+        candidates = boxes[start:start + chunk, :last]
+        suppresses = _overlaps_above(candidates, threshold) & earlier  # [g, k, j]
+        valid_part = valid[start:start + chunk, :last]
+        keep = valid_part
+        while True:
+            blocked = (suppresses & keep.unsqueeze(1)).any(dim=2)
+            new_keep = valid_part & ~blocked
+            if torch.equal(new_keep, keep):
+                break
+            keep = new_keep
+        kept[start:start + chunk, :last] = keep
+    return kept
+
+
+def _overlaps_above(boxes: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+    """[..., k, j]: `caffe_overlap` of box k with box j > threshold (>= 0, as the shape rule checks), for
+    every pair: the same float32 expressions, without the zeros caffe_overlap writes where the boxes do not
+    intersect (boxes apart have a width or height <= 0, and 0 > threshold is false anyway)."""
+    xmin, ymin, xmax, ymax = (c.unsqueeze(-1) for c in boxes.unbind(-1))
+    o_xmin, o_ymin, o_xmax, o_ymax = (c.unsqueeze(-2) for c in boxes.unbind(-1))
+    areas = box_areas(boxes)
+    width = torch.minimum(xmax, o_xmax) - torch.maximum(xmin, o_xmin)
+    height = torch.minimum(ymax, o_ymax) - torch.maximum(ymin, o_ymin)
+    inter = width * height
+    overlap = inter / (areas.unsqueeze(-1) + areas.unsqueeze(-2) - inter)
+    return (overlap > threshold) & (width > 0) & (height > 0)
 
 
 def empty_detection_rows(batch: int, device) -> torch.Tensor:

@@ -246,3 +246,15 @@ def test_a_plugin_declares_its_counts(tmp_path):
             ninport.register_layer("Bad", shape=lambda layer, shapes: shapes, module=lambda ctx: None, bottoms=-1)
     finally:
         ninport.unregister_layer("TwoInOneOut")
+
+
+def test_the_shape_rules_give_caffes_shape_for_every_golden_blob(golden_case):
+    """What `inspect` prints and the build checks: every blob's shape as real Caffe made it (the automatic
+    split copies have their source's shape)."""
+    table = infer_shapes(load_netspec(golden_case.prototxt))
+    checked = 0
+    for blob, shape in golden_case.info["blobs"].items():
+        if blob in table.blobs:
+            assert tuple(table.blobs[blob]) == tuple(shape), blob
+            checked += 1
+    assert checked >= len(golden_case.info["outputs"])

@@ -19,6 +19,7 @@ from ninport.caffe.weights import random_weights
 from ninport.export.artifacts import verify_onnx
 from ninport.export.onnx import export_onnx
 from tests.caffe_files import input_layer
+from tests.conftest import plain_kernels
 from tests.generated import generated_twin
 
 # --- numpy transcriptions of the forks' Forward_cpu -------------------------------------------------
@@ -154,7 +155,7 @@ def rand(shape, seed=0):
 def run(module, *xs):
     """The module's output, after checking that its generated .py file computes exactly the same."""
     inputs = [torch.from_numpy(x) for x in xs]
-    with torch.no_grad():
+    with plain_kernels(), torch.no_grad():
         out = module(*inputs)
         assert torch.equal(generated_twin(module)(*inputs), out), "the generated .py differs"
     return out.numpy()

@@ -244,6 +244,23 @@ def test_detection_output_matches_the_numpy_transcription(options):
     _check("rows", actual, expected)
 
 
+@pytest.mark.parametrize("chunk", [1 << 21, 1], ids=["one step", "a group per step"])
+def test_many_overlapping_candidates_are_suppressed_as_caffe_does(chunk, monkeypatch):
+    """Hundreds of candidates in a small area, so suppression chains run deep: the matrix NMS for a fixed
+    threshold (`ssd._greedy_nms_fixed_threshold`) keeps exactly the boxes Caffe's candidate-by-candidate loop
+    keeps, with the groups in one step or one group per step."""
+    monkeypatch.setattr(ssd, "NMS_CHUNK_ELEMENTS", chunk)
+    settings = _settings(num_classes=3, top_k=300, keep_top_k=-1, confidence_threshold=0.01, nms_threshold=0.45)
+    loc, conf, prior = _random_head(7, 400, settings.num_classes, settings.num_loc_classes, batch=3, spread=0.3)
+    prior[0, 0] = 0.4 + 0.2 * prior[0, 0]  # every prior inside the square [0.4, 0.6]
+    expected = caffe.detection_output(loc, conf, prior, num_classes=3, code_type="CENTER_SIZE", nms_threshold=0.45,
+                                      top_k=300, confidence_threshold=0.01)
+    module = ssd.CaffeDetectionOutput(settings)
+    actual = module(torch.from_numpy(loc), torch.from_numpy(conf), torch.from_numpy(prior)).numpy()
+    assert 30 < actual.shape[2] < 3 * 2 * 300  # many kept, many suppressed
+    _check("rows", actual, expected)
+
+
 def _onnx_rows(module, loc, conf, prior) -> np.ndarray:
     """The module exported alone (dynamic batch, ninport's translation table) and run in onnxruntime."""
     import onnxruntime as ort

@@ -131,9 +131,10 @@ def export_bytes(module: Any, description: NetDescription) -> float:
     return 2 * export_input_bytes(description) + 2 * weight_bytes(module) + TOOLS_BYTES
 
 
-def check_bytes(module: Any, description: NetDescription) -> float:
-    """The self-check (`ninport.check_onnx`): a torch forward, an onnxruntime run, the compared outputs."""
-    return CHECK_FACTOR * output_bytes(description) + weight_bytes(module) + TOOLS_BYTES
+def check_bytes(module: Any, description: NetDescription, batch: int | None = None) -> float:
+    """The self-check (`ninport.check_onnx`, at `batch` if given): a torch forward, an onnxruntime run, the
+    compared outputs."""
+    return CHECK_FACTOR * output_bytes(description, batch) + weight_bytes(module) + TOOLS_BYTES
 
 
 def convert_bytes(module: Any, description: NetDescription, *, export: bool, check: bool) -> float:

@@ -14,7 +14,7 @@ import torch
 import ninport
 from ninport.errors import ExportError
 from ninport.export.artifacts import verify_onnx
-from ninport.export.onnx import DEFAULT_OPSET, ExporterFailure, export_onnx
+from ninport.export.onnx import DEFAULT_OPSET, ExporterFailure, OnnxModel, export_onnx
 from tests.conftest import REPO, load_golden, relative_error
 
 pytest.importorskip("onnxruntime")
@@ -257,12 +257,12 @@ def test_failure_while_writing_keeps_the_old_file(tmp_path, monkeypatch):
     target = tmp_path / "out.onnx"
     target.write_bytes(b"previous")
 
-    def broken_save(model, path, *args, **kwargs):
+    def broken_write(model, path):
         with open(path, "wb") as f:
             f.write(b"half a fi")
         raise OSError("disk full")
 
-    monkeypatch.setattr(onnx, "save_model", broken_save)
+    monkeypatch.setattr(OnnxModel, "write", broken_write)
     with pytest.raises(ExportError, match="disk full"):
         export_onnx(module, target)
     assert target.read_bytes() == b"previous"

@@ -23,6 +23,10 @@ import numpy as np
 
 from ninport.errors import ParseError
 from ninport.fileio import open_regular
+from ninport.wire import Truncated as _Truncated
+from ninport.wire import field_at as _field_at
+from ninport.wire import fields as _fields
+from ninport.wire import varint as _varint
 
 if TYPE_CHECKING:
     from ninport.caffe.prototxt import ParsedNet
@@ -196,57 +200,6 @@ class RawLayerWeights:
     name: str
     type: str
     blobs: list[RawBlob] = field(default_factory=list)
-
-
-class _Truncated(Exception):
-    pass
-
-
-def _varint(buf, pos: int, end: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= end:
-            raise _Truncated(pos)
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result, pos
-        shift += 7
-        if shift > 63:
-            raise ValueError(f"varint too long at byte {pos}")
-
-
-def _field_at(buf, pos: int, end: int) -> tuple[int, int, int | tuple[int, int], int]:
-    """The field whose key starts at `pos`: (field_number, wire_type, value, position after it),
-    where value is an int or a (start, end) span."""
-    key, pos = _varint(buf, pos, end)
-    number, wire = key >> 3, key & 7
-    if number == 0:
-        raise ValueError(f"field number 0 at byte {pos}")
-    if wire == 0:
-        value, pos = _varint(buf, pos, end)
-        return number, wire, value, pos
-    if wire == 2:
-        length, pos = _varint(buf, pos, end)
-    elif wire in _FIXED_WIDTHS:
-        length = _FIXED_WIDTHS[wire]
-    else:
-        raise ValueError(f"invalid wire type {wire} at byte {pos}")
-    if pos + length > end:
-        raise _Truncated(pos)
-    return number, wire, (pos, pos + length), pos + length
-
-
-_FIXED_WIDTHS = {5: 4, 1: 8}  # wire type -> bytes of a fixed32 / fixed64 value
-
-
-def _fields(buf, start: int, end: int):
-    """Yield (field_number, wire_type, value) where value is an int or a (start, end) span."""
-    pos = start
-    while pos < end:
-        number, wire, value, pos = _field_at(buf, pos, end)
-        yield number, wire, value
 
 
 def _packed_varints(buf, span) -> list[int]:

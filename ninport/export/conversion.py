@@ -103,7 +103,8 @@ def convert_files(prototxt: PathLike, weights: PathLike | None = None, out_dir: 
     say(f"reading {prototxt}" + (f" and {weights}" if weights else " (no caffemodel: random weights)"))
     module = ninport.load(prototxt, weights, input_shape=input_shape, dialect=dialect)
     description = ninport.describe(module)
-    memory.require(memory.convert_bytes(module, description, export=exported, check=check),
+    memory.require(memory.convert_bytes(module, description, export=exported, check=check,
+                                        check_batch=check_batch(description, exported)),
                    f"{prototxt}: converting {memory.at_input(description)}" + (" and checking" if check else ""),
                    "give a smaller --input-shape" + (" or --no-check" if check else ""))
     size = input_size_for(description, dynamic_size) if exported else None

@@ -40,11 +40,12 @@ def model_without_weights(path: str | os.PathLike):
     except OSError as exc:
         raise NinportError(f"{path}: cannot read: {exc.strerror or exc}") from None
     try:
-        model_fields, graph_fields, mapped = bytearray(), bytearray(), []
+        model_fields, graph_fields, mapped, graphs = bytearray(), bytearray(), [], 0
         for number, wire, value, start, end in spans(buf, 0, len(buf)):
             if number != _MODEL_GRAPH or wire != 2:
                 model_fields += buf[start:end]
                 continue
+            graphs += 1
             for number2, wire2, value2, start2, end2 in spans(buf, *value):
                 raw = _raw_data(buf, value2) if number2 == _GRAPH_INITIALIZER and wire2 == 2 else None
                 if raw is None or raw[1] - raw[0] < MAPPED_BYTES:
@@ -52,22 +53,25 @@ def model_without_weights(path: str | os.PathLike):
                 else:  # the TensorProto without its raw_data: name, dims, data_type, ...
                     header = b"".join(buf[a:b] for n, _, _, a, b in spans(buf, *value2) if n != _TENSOR_RAW_DATA)
                     mapped.append((header, raw))
-        model = onnx.ModelProto.FromString(bytes(model_fields))
-        model.graph.ParseFromString(bytes(graph_fields))
     except (Truncated, ValueError, IndexError) as exc:
         raise NinportError(f"{path}: not a valid ONNX file ({type(exc).__name__} in its protobuf framing)") from None
-    except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError
-        raise NinportError(f"{path}: not a valid ONNX file ({exc})") from None
     finally:
         if isinstance(buf, mmap.mmap):
             buf.close()
-    for header, (start, end) in mapped:
-        tensor = model.graph.initializer.add()
-        tensor.ParseFromString(header)
-        tensor.data_location = onnx.TensorProto.EXTERNAL
-        for key, value in (("location", path.name), ("offset", start), ("length", end - start)):
-            entry = tensor.external_data.add()
-            entry.key, entry.value = key, str(value)
+    if not graphs:
+        raise NinportError(f"{path}: not a valid ONNX file (it has no graph)")
+    try:
+        model = onnx.ModelProto.FromString(bytes(model_fields))
+        model.graph.ParseFromString(bytes(graph_fields))
+        for header, (start, end) in mapped:
+            tensor = model.graph.initializer.add()
+            tensor.ParseFromString(header)
+            tensor.data_location = onnx.TensorProto.EXTERNAL
+            for key, value in (("location", path.name), ("offset", start), ("length", end - start)):
+                entry = tensor.external_data.add()
+                entry.key, entry.value = key, str(value)
+    except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError
+        raise NinportError(f"{path}: not a valid ONNX file ({exc})") from None
     return model
 
 

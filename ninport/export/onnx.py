@@ -621,10 +621,12 @@ def export_onnx(module: fx.GraphModule, path: str | os.PathLike, *, opset: int =
 
     `dynamic_size`: symbolic height and width (True), fixed at the reference size (False), or symbolic
     when the net runs at other sizes (None, the default); the file's `input_size` metadata says which.
-    The model is checked with `onnx.checker.check_model(full_check=True)` before it is written;
-    the file appears atomically or not at all. ExportError for what the user can fix (missing
-    folder, unwritable folder, a fixed batch exported as dynamic); ExporterFailure when torch's
-    exporter or onnx's checker fails otherwise (a bug). The module's training flags are unchanged.
+    The model is checked with `onnx.checker.check_model(full_check=True)` before it is written (its
+    large initializers as inputs of their type and shape: see `OnnxModel`), and written with no second
+    copy of the weights in memory; the file appears atomically or not at all. ExportError for what the
+    user can fix (missing folder, unwritable folder, a fixed batch exported as dynamic, a model of 2 GiB
+    or more); ExporterFailure when torch's exporter or onnx's checker fails otherwise (a bug). The
+    module's training flags are unchanged.
     """
     path = Path(path)
     if not path.parent.is_dir():

@@ -80,3 +80,19 @@ def test_a_broken_file_is_one_error_naming_it(exported, damage):
     exported.write_bytes({"truncated": data[: len(data) // 2], "garbage": b"\xff" * 64, "empty": b""}[damage])
     with pytest.raises(NinportError, match=f"{exported}: not a valid ONNX file"):
         model_without_weights(exported)
+
+
+def test_an_older_onnxruntime_opens_the_file_itself(exported, monkeypatch):
+    """onnxruntime before 1.21 cannot take external data from a folder for a model given in memory: the file is
+    opened by path, or read whole with onnx when extra outputs are wanted; the numbers are the same."""
+    from ninport.check import onnx_session
+
+    inputs = {"data": np.random.default_rng(1).standard_normal((2, 50), dtype=np.float32)}
+    relu = next(n.output[0] for n in model_without_weights(exported).graph.node if n.op_type == "Relu")
+    mapped = open_session(exported, extra_outputs=[relu]).run(None, inputs)
+    monkeypatch.setattr(onnx_session, "maps_external_data", lambda: False)
+    for extra in ([], [relu]):
+        got = open_session(exported, model_without_weights(exported), extra).run(None, inputs)
+        assert len(got) == 1 + len(extra)
+        for a, b in zip(got, mapped):
+            np.testing.assert_array_equal(a, b)

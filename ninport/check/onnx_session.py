@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -87,24 +88,40 @@ def _raw_data(buf, span: tuple[int, int]) -> tuple[int, int] | None:
     return found
 
 
+def maps_external_data() -> bool:
+    """Whether this onnxruntime takes a model from memory with its external data in a folder we name
+    (`session.model_external_initializers_file_folder_path`, onnxruntime 1.21 and later)."""
+    import onnxruntime as ort
+
+    version = tuple(int(part) for part in re.findall(r"\d+", ort.__version__)[:2])
+    return version >= (1, 21)
+
+
 def open_session(path: str | os.PathLike, model=None, extra_outputs: Iterable[str] = ()):
     """An onnxruntime CPU InferenceSession of the file, opened from `model` (the file's `model_without_weights`,
     read here if not given; its graph outputs are extended) with `extra_outputs` (names of values inside the
     graph) added to the outputs. Prepacking is off: it would copy the large weights again into onnxruntime's
-    own layouts (the results are the same); so is the memory arena, which only pays over many runs."""
+    own layouts (the results are the same); so is the memory arena, which only pays over many runs.
+
+    An onnxruntime older than 1.21 cannot be told where a model from memory keeps its external data: it opens
+    the file itself, or, for extra outputs, the whole model read with onnx (the weights in memory twice more)."""
     import onnx
     import onnxruntime as ort
 
     path = Path(path)
-    model = model if model is not None else model_without_weights(path)
-    outputs = {o.name for o in model.graph.output}
-    for name in dict.fromkeys(extra_outputs):
-        if name not in outputs:
-            model.graph.output.append(onnx.ValueInfoProto(name=name))
+    extra = list(dict.fromkeys(extra_outputs))
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.enable_cpu_mem_arena = False  # one run: no arena kept around (VGG16 at batch 2: 43 MiB less)
-    options.add_session_config_entry("session.model_external_initializers_file_folder_path",
-                                     str(path.resolve().parent))
     options.add_session_config_entry("session.disable_prepacking", "1")
+    if maps_external_data():
+        model = model if model is not None else model_without_weights(path)
+        options.add_session_config_entry("session.model_external_initializers_file_folder_path",
+                                         str(path.resolve().parent))
+    elif extra:
+        model = onnx.load(str(path))
+    else:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    outputs = {o.name for o in model.graph.output}
+    model.graph.output.extend(onnx.ValueInfoProto(name=name) for name in extra if name not in outputs)
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])

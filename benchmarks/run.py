@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks import convert as convert_bench
 from benchmarks.models import (
     DEFAULT_CACHE,
     MODELS,
@@ -43,6 +44,10 @@ LOAD_PEERS = {"ninport_load": "ninport.load", "protobuf_naive": "protobuf ParseF
 def _child_env(threads: int | None = None, extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    # Children use compiled bytecode as an installed package does, kept in the cache folder: where
+    # PYTHONDONTWRITEBYTECODE is set, every run would compile ninport's modules again (~0.3 s of ninport.load).
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env.setdefault("PYTHONPYCACHEPREFIX", str(DEFAULT_CACHE / "pycache"))
     if threads is not None:
         env["OMP_NUM_THREADS"] = str(threads)
     env.update(extra or {})
@@ -130,27 +135,6 @@ def bench_runtime(weights: Path, onnx: Path, thread_counts: list[int], batches: 
     return rows, machine
 
 
-def bench_convert(models: dict[str, Path], rounds: dict[str, int], say) -> list[dict]:
-    samples: dict[str, list[tuple[float, float]]] = {m: [] for m in models}
-    for round_no in range(max(rounds.values())):
-        for model, weights in models.items():
-            if round_no >= rounds[model]:
-                continue
-            say(f"convert: {model} round {round_no + 1}/{rounds[model]}")
-            with tempfile.TemporaryDirectory() as out:
-                wall, peak, _ = run_child([sys.executable, "-m", "ninport.cli", "convert", str(MODELS[model]),
-                                           "--weights", str(weights), "-o", out])
-            samples[model].append((wall, peak))
-    rows = []
-    for model, weights in models.items():
-        weight_mib = weights.stat().st_size / 2**20
-        peak = statistics.median(p for _, p in samples[model])
-        rows.append({"section": "convert", "model": model, "method": "ninport convert (with onnxruntime check)",
-                     "median_s": statistics.median(w for w, _ in samples[model]), "rounds": len(samples[model]),
-                     "process_peak_rss_mib": peak, "weights_mib": weight_mib, "peak_over_weights": peak / weight_mib})
-    return rows
-
-
 def targets(rows: list[dict]) -> list[dict]:
     """The targets of issue 14, each with the measured ratio and whether it holds."""
     found = []
@@ -163,14 +147,6 @@ def targets(rows: list[dict]) -> list[dict]:
         if r:
             found.append({"target": f"{engine} at batch 8, 2 threads, at least as fast as onnxruntime",
                           "measured": r["over_onnxruntime"], "limit": 1.0, "holds": r["over_onnxruntime"] <= 1.0})
-    r = row(section="convert", model="NIN")
-    if r:
-        found.append({"target": "ninport convert of NIN under 3 s wall (incl. onnxruntime check)",
-                      "measured": r["median_s"], "limit": 3.0, "holds": r["median_s"] < 3.0})
-    r = row(section="convert", model="VGG16")
-    if r:
-        found.append({"target": "VGG16-size convert peak RSS <= 2x the weight bytes",
-                      "measured": r["peak_over_weights"], "limit": 2.0, "holds": r["peak_over_weights"] <= 2.0})
     r = row(section="load", model="VGG16", method=LOAD_PEERS["read_file"])
     if r:
         found.append({"target": "VGG16-size ninport.load within 2x of reading the file from page cache",
@@ -214,14 +190,7 @@ def format_table(result: dict) -> str:
                          f"{r['over_onnxruntime']:8.2f} {r['over_opencv']:8.2f} {r['max_rel_diff_vs_torch']:12.1e}")
         if "torch_compile_seconds" in m:
             lines.append(f"torch.compile: first call took {m['torch_compile_seconds']:.1f} s")
-    conv = [r for r in rows if r["section"] == "convert"]
-    if conv:
-        lines += ["", "CONVERT (python -m ninport.cli convert, onnxruntime check on; fresh process)",
-                  f"{'model':6s} {'median wall s':>13s} {'peak RSS MiB':>12s} {'weights MiB':>11s} "
-                  f"{'peak/weights':>12s}"]
-        for r in conv:
-            lines.append(f"{r['model']:6s} {r['median_s']:13.1f} {r['process_peak_rss_mib']:12.0f} "
-                         f"{r['weights_mib']:11.0f} {r['peak_over_weights']:12.2f}")
+    lines += convert_bench.format_rows(rows, result.get("convert_profiles", {}))
     lines += format_rows([r for r in rows if r["section"] == "predict"])
     lines += format_nets(rows, result.get("nets", {}))
     if result["targets"]:
@@ -313,8 +282,13 @@ def main(argv: list[str] | None = None) -> int:
         result["rows"] += rows
         result["machine"].update(machine)
     if "convert" in sections:
-        rounds = {"NIN": args.convert_rounds or (1 if quick else 3), "VGG16": 1}
-        result["rows"] += bench_convert(models, rounds, say)
+        rounds = {"NIN": args.convert_rounds or (1 if quick else 3), "VGG16": args.convert_rounds or 1}
+        formats = ("onnx",) if quick else ("onnx", convert_bench.ALL_FORMATS)
+        result["rows"] += convert_bench.bench_convert(models, rounds, run_child, say, formats)
+        if not quick:
+            say("convert: the time and memory of each stage (benchmarks.profile_convert)")
+            result["convert_profiles"] = {name: convert_bench.stage_profile(name, models[name], "onnx", run_child)
+                                          for name in models}
     if "predict" in sections:
         result["rows"] += bench_predict(run_child, models["NIN"], MODELS["NIN"], args.cache,
                                         images=args.predict_images or (16 if quick else 64),
@@ -332,7 +306,8 @@ def main(argv: list[str] | None = None) -> int:
                                  options=not args.no_options, compile_=args.compile, spin=args.spin, say=say)
         result["rows"] += rows
         result["nets"] = extra
-    result["targets"] = targets(result["rows"]) + nets_targets(result["rows"], result.get("nets", {}))
+    result["targets"] = (targets(result["rows"]) + nets_targets(result["rows"], result.get("nets", {}))
+                         + convert_bench.targets(result["rows"], result.get("convert_profiles", {})))
     result["machine"]["benchmark_seconds"] = time.perf_counter() - start
     table = format_table(result)
     result["table"] = table

@@ -10,7 +10,9 @@ VGG-like net at 1024x1024, which needs about half of its estimate):
 
 - a forward pass: 2 x the float32 bytes of the inputs and of every layer's outputs (`F`), for the
   transient buffers a layer makes (padded inputs, im2col columns, copies);
-- an export (ONNX, .pt2): 2 x the example inputs (at a batch of at least 2) plus 2 x the weights `W`;
+- an export (ONNX, .pt2): 2 x the example inputs (at a batch of at least 2) plus 2 x the largest weight
+  tensor (the ONNX file is written from the module's own tensors, but torch.export.save copies each tensor
+  twice on its way into a .pt2 file);
 - the self-check after `convert`: a torch forward, an onnxruntime run and the compared outputs: 3.5F + W;
 - `verify`: the forward keeping every blob, the golden blobs, and an onnxruntime or OpenCV run: 4F + W;
 - `predict`: a forward at a batch of 1;
@@ -126,20 +128,27 @@ def require(needed: float, what: str, advice: str) -> None:
                                f"({gib(limit)}); {advice}, or set {LIMIT_ENV} (bytes, e.g. 64G; none: no check)")
 
 
+def largest_tensor_bytes(module: Any) -> int:
+    """The bytes of the module's largest parameter or buffer."""
+    return max((t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers())), default=0)
+
+
 def export_bytes(module: Any, description: NetDescription) -> float:
-    """An ONNX or torch.export export: the example inputs twice, the weights twice, the exporter."""
-    return 2 * export_input_bytes(description) + 2 * weight_bytes(module) + TOOLS_BYTES
+    """An ONNX or torch.export export: the example inputs twice, the largest weight twice, the exporter."""
+    return 2 * export_input_bytes(description) + 2 * largest_tensor_bytes(module) + TOOLS_BYTES
 
 
-def check_bytes(module: Any, description: NetDescription) -> float:
-    """The self-check (`ninport.check_onnx`): a torch forward, an onnxruntime run, the compared outputs."""
-    return CHECK_FACTOR * output_bytes(description) + weight_bytes(module) + TOOLS_BYTES
+def check_bytes(module: Any, description: NetDescription, batch: int | None = None) -> float:
+    """The self-check (`ninport.check_onnx`, at `batch` if given): a torch forward, an onnxruntime run, the
+    compared outputs."""
+    return CHECK_FACTOR * output_bytes(description, batch) + weight_bytes(module) + TOOLS_BYTES
 
 
-def convert_bytes(module: Any, description: NetDescription, *, export: bool, check: bool) -> float:
-    """The most memory one stage of `convert` needs: the export, then the self-check."""
+def convert_bytes(module: Any, description: NetDescription, *, export: bool, check: bool,
+                  check_batch: int | None = None) -> float:
+    """The most memory one stage of `convert` needs: the export, then the self-check (at `check_batch`)."""
     return max([0.0] + ([export_bytes(module, description)] if export else [])
-               + ([check_bytes(module, description)] if check else []))
+               + ([check_bytes(module, description, check_batch)] if check else []))
 
 
 def verify_bytes(module: Any, description: NetDescription) -> float:

@@ -53,7 +53,7 @@ def test_quick_benchmark_writes_every_row(tmp_path):
     runtime = [r for r in rows if r["section"] == "runtime"]
     assert {r["engine"] for r in runtime} == ENGINES
     assert {(r["threads"], r["batch"]) for r in runtime} == {(1, 2)}
-    assert [r["model"] for r in rows if r["section"] == "convert"] == ["NIN"]
+    assert [(r["model"], r["formats"]) for r in rows if r["section"] == "convert"] == [("-", ""), ("NIN", "onnx")]
     assert not any(r["model"] == "VGG16" for r in rows)  # --quick skips it
     for r in rows:
         assert np.isfinite(r["median_s"]) and r["median_s"] > 0, r
@@ -67,11 +67,13 @@ def test_quick_benchmark_writes_every_row(tmp_path):
         assert r["gflops"] > 0 and r["pct_of_matmul_peak"] > 0
         assert r["max_rel_diff_vs_torch"] < 1e-4  # every engine computed the same net
     assert {r["engine"]: r["over_onnxruntime"] for r in runtime}["onnxruntime"] == 1.0
-    convert = next(r for r in rows if r["section"] == "convert")
-    assert convert["process_peak_rss_mib"] > convert["weights_mib"]
+    bare, convert = (r for r in rows if r["section"] == "convert")
+    assert convert["process_peak_rss_mib"] > convert["weights_mib"] and convert["peak_above_imports_mib"] > 0
+    assert convert["peak_over_weights"] == pytest.approx(convert["process_peak_rss_mib"] / convert["weights_mib"])
+    assert convert["over_bare_imports"] == pytest.approx(convert["median_s"] / bare["median_s"])
     assert 2.0 < result["machine"]["nin_gflop_per_image"] < 2.4  # NIN at 224: 1.10 GMAC
     assert result["machine"]["matmul_peak_gflops_1t"] > 0
-    assert {t["target"].split(" ")[0] for t in result["targets"]} >= {"ninport"}
+    assert any(t["target"].startswith("NIN convert (ONNX, checked) wall within 1.5x") for t in result["targets"])
     assert "ninport time / peer time" in proc.stdout and "TARGETS" in proc.stdout
     predict = {r["method"]: r for r in rows if r["section"] == "predict"}
     assert set(predict) == {m.replace("batch B", "batch 8") for m in PREDICT_METHODS.values()}

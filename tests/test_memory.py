@@ -13,7 +13,9 @@ import pytest
 import ninport
 from ninport import memory
 from ninport.errors import MemoryLimitError
+from tests.caffe_files import input_layer, write_caffemodel
 from tests.conftest import REPO
+from tests.peak_rss import peak_rss_growth
 from tests.test_cli import run_cli
 
 # A one-channel image through a 3x3 convolution to 4 channels: the worst case measured for the estimates
@@ -143,3 +145,50 @@ def test_the_library_export_and_check_refuse_past_the_limit(tmp_path, monkeypatc
         with pytest.raises(MemoryLimitError, match="at input data \\[1, 1, 64, 64\\] needs about"):
             call()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.onnx", "wide.prototxt"]
+
+
+# VGG16's classifier on a flat input: fc6 reads 512x7x7 = 25,088 values (392 MiB of weights), fc7 is 4096x4096 and
+# fc8 4096 -> 1000; 472 MiB of the 528 MiB of VGG16's weights, with a forward pass that costs nothing.
+BIG_FC = {"fc6": (4096, 25088), "fc7": (4096, 4096), "fc8": (1000, 4096)}
+
+
+@pytest.fixture(scope="module")
+def big_fc_net(tmp_path_factory):
+    """A folder with the net (net.prototxt) and its seeded weights (weights.caffemodel); and the weights' bytes."""
+    folder = tmp_path_factory.mktemp("big_fc")
+    text, bottom = input_layer((1, BIG_FC["fc6"][1])), "data"
+    for name, (outputs, _) in BIG_FC.items():
+        text += (f'layer {{ name: "{name}" type: "InnerProduct" bottom: "{bottom}" top: "{name}" '
+                 f"inner_product_param {{ num_output: {outputs} }} }}\n")
+        if name != "fc8":
+            text += f'layer {{ name: "relu_{name}" type: "ReLU" bottom: "{name}" top: "{name}" }}\n'
+        bottom = name
+    text += 'layer { name: "prob" type: "Softmax" bottom: "fc8" top: "prob" }\n'
+    (folder / "net.prototxt").write_text(text)
+    rng = np.random.default_rng(0)
+    weights = {name: [(rng.random(shape, dtype=np.float32) - 0.5) * np.float32(2 / shape[1] ** 0.5),
+                      rng.random(shape[0], dtype=np.float32) - 0.5] for name, shape in BIG_FC.items()}
+    write_caffemodel(folder / "weights.caffemodel", weights, {name: "InnerProduct" for name in BIG_FC})
+    size = sum(a.nbytes for arrays in weights.values() for a in arrays)
+    return folder, size
+
+
+def test_load_holds_the_weights_once(big_fc_net):
+    """ninport.load reads each blob into an array of its own and makes the parameter from it without a copy
+    (before: the file's mapped pages, then a copy of every blob, 2x the weights)."""
+    folder, size = big_fc_net
+    measured = peak_rss_growth("tests.convert_memory:load_folder", folder, cap=4 * size)
+    assert measured.error is None, measured.error
+    assert measured.growth <= 1.25 * size, f"{measured.growth / size:.2f}x the weights"
+
+
+def test_convert_holds_the_weights_less_than_twice(big_fc_net):
+    """`convert` to ONNX and safetensors with its self-check, at VGG16's scale (472 MiB of weights): at most
+    1.75x the weights more than the process held after importing torch, the exporter and onnxruntime. Before,
+    the ONNX model proto, its serialization, the checker's and onnxruntime's copies of it and the safetensors
+    clones each held the weights again: 5.7x for VGG16 (whole process). Now the files are written from the
+    module's tensors, and onnxruntime maps the file's weights after the module's are freed."""
+    folder, size = big_fc_net
+    measured = peak_rss_growth("tests.convert_memory:convert_folder", folder, cap=6 * size)
+    assert measured.error is None, measured.error
+    assert measured.growth <= 1.75 * size, f"{measured.growth / size:.2f}x the weights"

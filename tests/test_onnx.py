@@ -14,7 +14,7 @@ import torch
 import ninport
 from ninport.errors import ExportError
 from ninport.export.artifacts import verify_onnx
-from ninport.export.onnx import DEFAULT_OPSET, ExporterFailure, export_onnx
+from ninport.export.onnx import DEFAULT_OPSET, ExporterFailure, OnnxModel, export_onnx
 from tests.conftest import REPO, load_golden, relative_error
 
 pytest.importorskip("onnxruntime")
@@ -257,12 +257,12 @@ def test_failure_while_writing_keeps_the_old_file(tmp_path, monkeypatch):
     target = tmp_path / "out.onnx"
     target.write_bytes(b"previous")
 
-    def broken_save(model, path, *args, **kwargs):
+    def broken_write(model, path):
         with open(path, "wb") as f:
             f.write(b"half a fi")
         raise OSError("disk full")
 
-    monkeypatch.setattr(onnx, "save_model", broken_save)
+    monkeypatch.setattr(OnnxModel, "write", broken_write)
     with pytest.raises(ExportError, match="disk full"):
         export_onnx(module, target)
     assert target.read_bytes() == b"previous"
@@ -407,3 +407,40 @@ def test_ssd_onnx_runs_at_other_sizes(net, tmp_path):
             assert relative_error(value, expected) <= 1e-4, (hw, name)
         assert blobs["mbox_priorbox"].shape[2] != ninport.forward_blobs(
             module, torch.zeros(1, 3, 300, 300))["mbox_priorbox"].shape[2]  # really another size
+
+
+def _big_fc(tmp_path, batch: int = 1):
+    """A net whose InnerProduct weight (200 x 300 floats) is large enough to be streamed, its bias (200) is not."""
+    from tests.caffe_files import input_layer
+
+    path = tmp_path / "fc.prototxt"
+    path.write_text(input_layer((batch, 300)) + 'layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" '
+                    'inner_product_param { num_output: 200 } }\n')
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ninport.NinportWarning)
+        return ninport.load(path)
+
+
+def test_the_file_is_written_from_the_module_tensors_and_reads_back_whole(tmp_path):
+    """The large initializers are not copied into the model proto: their bytes go from the module's own memory to
+    the file, after the rest of the graph. The file is one ordinary ONNX file: onnx reads it back as the whole
+    model, its checker takes it, and it holds the module's weights."""
+    from onnx import numpy_helper
+
+    from ninport.export.onnx import _tensor_bytes, to_onnx_model
+
+    module = _big_fc(tmp_path)
+    model = to_onnx_model(module)
+    [(header, tensor)] = model.streamed
+    assert list(header.dims) == [200, 300] and not header.raw_data
+    view = np.frombuffer(_tensor_bytes(tensor), np.uint8)
+    assert view.ctypes.data == module.fc.weight.data_ptr()  # a view of the parameter, not a copy
+    assert [list(t.dims) for t in model.proto.graph.initializer] == [[200]]  # the bias stays in the proto
+    path = tmp_path / "fc.onnx"
+    model.write(path)
+    assert path.stat().st_size == model.nbytes
+    loaded = onnx.load(str(path))
+    assert loaded.SerializeToString() == model.model_proto().SerializeToString()
+    onnx.checker.check_model(str(path), full_check=True)
+    weight = next(t for t in loaded.graph.initializer if list(t.dims) == [200, 300])
+    np.testing.assert_array_equal(numpy_helper.to_array(weight), module.fc.weight.detach().numpy())

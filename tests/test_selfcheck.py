@@ -291,3 +291,62 @@ def _load_seeded(path, seed):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ninport.NinportWarning)
         return ninport.load(path, seed=seed)
+
+
+BIG_NET = ('layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" '
+           'inner_product_param { num_output: 300 } }\n'
+           'layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob" }\n')
+
+
+def test_the_onnx_check_reads_the_large_weights_from_the_file(tmp_path):
+    """onnxruntime maps the large initializers from the file (check/onnx_session.py): a weight changed in the
+    file, not in the module, fails the check."""
+    from onnx import numpy_helper
+
+    module = _load(_net(tmp_path, BIG_NET, dims="dim: 1 dim: 200"))
+    path = ninport.export_onnx(module, tmp_path / "net.onnx")
+    assert ninport.check_onnx(module, path).passed
+    model = onnx.load(str(path))
+    [weight] = [t for t in model.graph.initializer if list(t.dims) == [300, 200]]
+    values = numpy_helper.to_array(weight).copy()
+    values[7, :] += np.float32(0.5)
+    weight.CopyFrom(numpy_helper.from_array(values, weight.name))
+    onnx.save(model, str(path))
+    check = ninport.check_onnx(module, path)
+    assert check.status == "failed" and not {b.role: b for b in check.blobs}["logits of Softmax layer prob"].passed
+
+
+def test_the_safetensors_check_compares_every_byte_in_pieces(tmp_path, monkeypatch):
+    """The file is read a piece at a time (here 4 KiB) and compared as bytes: a change in a late piece fails,
+    and so does -0.0 for 0.0, which compare equal as numbers."""
+    import torch
+    from safetensors.numpy import load_file, save_file
+
+    from ninport.check import selfcheck
+    from ninport.export.safetensors import write_safetensors
+
+    monkeypatch.setattr(selfcheck, "COMPARE_CHUNK_BYTES", 4096)
+    module = _load(_net(tmp_path, BIG_NET, dims="dim: 1 dim: 200"))
+    with torch.no_grad():
+        module.fc.weight[0, 0] = 0.0
+    path = write_safetensors(module, tmp_path / "net.safetensors")
+    assert selfcheck.check_safetensors(module, path).passed
+    for row, value in ((299, 1e-3), (0, -0.0)):
+        tensors = load_file(str(path))
+        tensors["fc.weight"][row, 0] = value if row == 0 else tensors["fc.weight"][row, 0] + np.float32(value)
+        save_file(tensors, str(path))
+        check = selfcheck.check_safetensors(module, path)
+        assert check.status == "failed" and check.message == "fc.weight differs", (row, check)
+        write_safetensors(module, path)
+
+
+def test_convert_checks_at_batch_1_a_net_declared_at_another(tmp_path):
+    """A deploy batch of 4 (VGG16 declares 10): the exported files have a dynamic batch, and the check runs at 1
+    (the exporters traced at 4); with no exported file (.py, .safetensors) the net's own batch is kept."""
+    path = _net(tmp_path, BIG_NET, dims="dim: 4 dim: 200")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ninport.NinportWarning)
+        exported = ninport.convert_files(path, None, tmp_path / "a", formats=["onnx", "pt2"])
+        kept = ninport.convert_files(path, None, tmp_path / "b", formats=["py"])
+    assert exported.passed and {b.shape for c in exported.checks.values() for b in c.blobs} == {(1, 300)}
+    assert kept.passed and {b.shape for b in kept.checks["py"].blobs} == {(4, 300)}

@@ -107,7 +107,7 @@ def summary(prototxt: PathLike, input_shape: InputShape = None, weights: PathLik
         from ninport.caffe.io import read_caffemodel
         from ninport.caffe.weights import attach_weights
 
-        matched = attach_weights(spec, table, read_caffemodel(weights), str(weights))
+        matched = attach_weights(spec, table, read_caffemodel(weights, mapped=True), str(weights))  # shapes only
         fit = WeightsFit(str(weights), len(matched), sum(a.size for arrays in matched.values() for a in arrays))
     rows = []
     for layer in spec.layers:

@@ -61,13 +61,17 @@ class SelfCheck:
         return ", ".join(f"{safe_text(b.name, 60)} ({safe_text(b.role, 100)})" for b in self.blobs)
 
 
-def reference_inputs(module: Any, seed: int = 0, description: NetDescription | None = None) -> dict[str, np.ndarray]:
-    """Seeded inputs at the reference shapes: uniform in [-128, 128), integers in range for Embed inputs."""
+def reference_inputs(module: Any, seed: int = 0, description: NetDescription | None = None,
+                     batch: int | None = None) -> dict[str, np.ndarray]:
+    """Seeded inputs at the reference shapes (with `batch`, that batch instead of every input's first dimension):
+    uniform in [-128, 128), integers in range for Embed inputs."""
     description = description or describe(module)
     rng = np.random.default_rng(seed)
     embed_rows = embed_input_rows(module, description)
     inputs = {}
     for name, shape in description.inputs.items():
+        if batch is not None and len(shape):
+            shape = (batch, *shape[1:])
         if name in embed_rows:
             inputs[name] = rng.integers(0, embed_rows[name], shape).astype(np.float32)
         else:
@@ -176,6 +180,41 @@ def forward_values(module: Any, inputs: dict[str, np.ndarray], description: NetD
     return values, overflowed
 
 
+@dataclass(frozen=True)
+class SeededReference:
+    """The torch module's side of the checks, computed once for every file of a conversion: the seeded input,
+    the values of the fx nodes of the outputs and of the logits each Softmax output reads, the nodes computed
+    from an overflow (`forward_values`), the Softmax outputs' logits (`_softmax_logits`), and `error`: the
+    module's failure on that input (an Embed index out of range), which makes each check inconclusive."""
+
+    inputs: dict[str, np.ndarray]
+    values: dict[str, np.ndarray]
+    overflowed: dict[str, str]
+    logits: dict[str, tuple[str, str, str, str]]
+    error: Exception | None = None
+
+    def outputs(self, description: NetDescription) -> tuple[list[np.ndarray], list[str]]:
+        """The outputs in Caffe's order, and where each overflowed ('' if not)."""
+        nodes = [description.blobs[o].node for o in description.outputs]
+        return [self.values[n] for n in nodes], [self.overflowed.get(n, "") for n in nodes]
+
+
+def seeded_reference(module: Any, description: NetDescription | None = None, *, seed: int = 0,
+                     batch: int | None = None) -> SeededReference:
+    """One forward pass of `module` on the seeded input (`reference_inputs`, at `batch` if given): what every
+    check compares the files with. The module's weights are not needed after it (`convert_files` frees them
+    before onnxruntime and torch.export.load load the files' own)."""
+    description = description or describe(module)
+    inputs = reference_inputs(module, seed, description, batch)
+    logits = _softmax_logits(module, description)
+    wanted = {description.blobs[o].node for o in description.outputs} | {node for node, *_ in logits.values()}
+    try:
+        values, overflowed = forward_values(module, inputs, description, wanted)
+    except (IndexError, RuntimeError) as exc:
+        return SeededReference(inputs, {}, {}, logits, exc)
+    return SeededReference(inputs, values, overflowed, logits)
+
+
 def _softmax_node(model: Any, output: str, identifier: str) -> Any:
     """The ONNX Softmax node of a Softmax layer: the one that computes the graph output `output` (through
     Identity nodes), else the one Softmax among the nodes named after the layer's submodule `identifier`
@@ -194,26 +233,19 @@ def _softmax_node(model: Any, output: str, identifier: str) -> Any:
 def _onnx_values(path: Path, inputs: dict[str, np.ndarray], layers: dict[str, tuple[str, str]]
                  ) -> tuple[dict, dict]:
     """onnxruntime's outputs by name, and the values that feed the Softmax nodes of `layers` (logits blob ->
-    (ONNX output of the Softmax, its submodule identifier)); a logits value not located is left out."""
-    import onnx
-    import onnxruntime as ort
+    (ONNX output of the Softmax, its submodule identifier)); a logits value not located is left out.
+    The file is opened with `onnx_session.open_session`: its weights are mapped, not copied."""
+    from ninport.check.onnx_session import model_without_weights, open_session
 
-    model = onnx.load(str(path))
+    model = model_without_weights(path)
     outputs = [o.name for o in model.graph.output]
     extra: dict[str, str] = {}  # logits blob -> ONNX value name
     for blob, (output, identifier) in layers.items():
         softmax = _softmax_node(model, output, identifier)
         if softmax is not None and softmax.input:
             extra[blob] = softmax.input[0]
-    if extra:
-        for value in dict.fromkeys(extra.values()):
-            if value not in outputs:
-                model.graph.output.append(onnx.ValueInfoProto(name=value))
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
     try:
-        session = ort.InferenceSession(model.SerializeToString() if extra else str(path), options,
-                                       providers=["CPUExecutionProvider"])
+        session = open_session(path, model, extra.values())
         feed = {name: np.ascontiguousarray(value, dtype=np.float32) for name, value in inputs.items()}
         names = [o.name for o in session.get_outputs()]
         results = dict(zip(names, session.run(None, feed)))
@@ -253,9 +285,10 @@ def compare_one(blob: str, role: str, got: np.ndarray, expected: np.ndarray, tol
 
 
 def check_onnx(module: Any, path: str | os.PathLike, *, tolerance: float = DEFAULT_TOLERANCE, seed: int = 0,
-               description: NetDescription | None = None) -> SelfCheck:
+               description: NetDescription | None = None, reference: SeededReference | None = None) -> SelfCheck:
     """Compare onnxruntime on `path` with `module` on one seeded input: every output, and the logits
-    before each Softmax output. Returns a SelfCheck; raises NinportError only when onnxruntime fails."""
+    before each Softmax output. Returns a SelfCheck; raises NinportError only when onnxruntime fails.
+    `reference`: the module's side, computed before (`seeded_reference`; `seed` is then its own)."""
     path = Path(path)
     try:
         import onnxruntime  # noqa: F401
@@ -265,15 +298,13 @@ def check_onnx(module: Any, path: str | os.PathLike, *, tolerance: float = DEFAU
     description = description or describe(module)
     from ninport import memory
 
-    memory.require(memory.check_bytes(module, description),
+    batch = next((len(x) for x in reference.inputs.values() if x.ndim), None) if reference is not None else None
+    memory.require(memory.check_bytes(module, description, batch),
                    f"{path}: checking in onnxruntime {memory.at_input(description)}", "check at a smaller input shape")
-    inputs = reference_inputs(module, seed, description)
-    logits = _softmax_logits(module, description)
-    wanted = {description.blobs[o].node for o in description.outputs} | {node for node, *_ in logits.values()}
-    try:
-        expected, overflowed = forward_values(module, inputs, description, wanted)
-    except (IndexError, RuntimeError) as exc:
-        return _embed_index_problem(exc, path, "onnx", description, tolerance)
+    reference = reference or seeded_reference(module, description, seed=seed)
+    if reference.error is not None:
+        return _embed_index_problem(reference.error, path, "onnx", description, tolerance)
+    inputs, expected, overflowed, logits = reference.inputs, reference.values, reference.overflowed, reference.logits
     from ninport.export.onnx import onnx_output_names
 
     onnx_names = dict(zip(description.outputs, onnx_output_names(description)))
@@ -320,24 +351,15 @@ def _outcome(path: Path, fmt: str, checks: list[BlobComparison], tolerance: floa
     return SelfCheck(str(path), status, tolerance, tuple(checks), message=message, format=fmt)
 
 
-def _expected_outputs(module: Any, inputs: dict[str, np.ndarray],
-                      description: NetDescription) -> tuple[list[np.ndarray], list[str]]:
-    """The torch module's outputs, in Caffe's order, on `inputs`, and where each overflowed ('' if not)."""
-    wanted = {description.blobs[o].node for o in description.outputs}
-    values, overflowed = forward_values(module, inputs, description, wanted)
-    nodes = [description.blobs[o].node for o in description.outputs]
-    return [values[n] for n in nodes], [overflowed.get(n, "") for n in nodes]
-
-
 def _seeded_reference(module: Any, path: Path, fmt: str, seed: int, description: NetDescription,
-                      tolerance: float) -> tuple[dict[str, np.ndarray], tuple] | SelfCheck:
-    """The seeded check input and the torch module's outputs on it (see `_expected_outputs`), or the
+                      tolerance: float, reference: SeededReference | None
+                      ) -> tuple[dict[str, np.ndarray], tuple] | SelfCheck:
+    """The seeded check input and the torch module's outputs on it (`SeededReference.outputs`), or the
     inconclusive SelfCheck when an Embed layer cannot take that input."""
-    inputs = reference_inputs(module, seed, description)
-    try:
-        return inputs, _expected_outputs(module, inputs, description)
-    except (IndexError, RuntimeError) as exc:
-        return _embed_index_problem(exc, path, fmt, description, tolerance)
+    reference = reference or seeded_reference(module, description, seed=seed)
+    if reference.error is not None:
+        return _embed_index_problem(reference.error, path, fmt, description, tolerance)
+    return reference.inputs, reference.outputs(description)
 
 
 def _softmax_outputs(description: NetDescription) -> dict[str, str]:
@@ -375,12 +397,12 @@ def _log_probability(p: np.ndarray) -> np.ndarray:
 
 
 def check_pt2(module: Any, path: str | os.PathLike, *, tolerance: float = DEFAULT_TOLERANCE, seed: int = 0,
-              description: NetDescription | None = None) -> SelfCheck:
+              description: NetDescription | None = None, reference: SeededReference | None = None) -> SelfCheck:
     """Load the .pt2 file with `torch.export.load`, run it on the seeded input, compare with `module`."""
     import torch
 
     path, description = Path(path), description or describe(module)
-    reference = _seeded_reference(module, path, "pt2", seed, description, tolerance)
+    reference = _seeded_reference(module, path, "pt2", seed, description, tolerance, reference)
     if isinstance(reference, SelfCheck):
         return reference
     inputs, expected = reference
@@ -417,7 +439,7 @@ PYTHON_CHECK_TIMEOUT = 900
 
 
 def check_python(module: Any, path: str | os.PathLike, *, tolerance: float = DEFAULT_TOLERANCE, seed: int = 0,
-                 description: NetDescription | None = None) -> SelfCheck:
+                 description: NetDescription | None = None, reference: SeededReference | None = None) -> SelfCheck:
     """Run the generated .py file (its `load()` reads the .safetensors beside it) in a fresh Python process
     where ninport cannot be imported, on the seeded input; compare with `module`."""
     import subprocess
@@ -427,7 +449,7 @@ def check_python(module: Any, path: str | os.PathLike, *, tolerance: float = DEF
     from ninport.fileio import load_npz
 
     path, description = Path(path), description or describe(module)
-    reference = _seeded_reference(module, path, "py", seed, description, tolerance)
+    reference = _seeded_reference(module, path, "py", seed, description, tolerance, reference)
     if isinstance(reference, SelfCheck):
         return reference
     inputs, expected = reference
@@ -450,34 +472,79 @@ def check_python(module: Any, path: str | os.PathLike, *, tolerance: float = DEF
     return _compare_outputs(path, "py", got, expected, description, tolerance, "the file and the module")
 
 
+# The bytes of a tensor compared at a time: the file is read in pieces, never whole (VGG16's fc6 is 392 MiB).
+COMPARE_CHUNK_BYTES = 1 << 24
+
+
 def check_safetensors(module: Any, path: str | os.PathLike) -> SelfCheck:
     """Every tensor of the file equals the module's state dict entry of its name, bit for bit (and no
-    tensor is missing or extra)."""
-    from safetensors.numpy import load_file
+    tensor is missing or extra, and each has the entry's dtype and shape).
+
+    The safetensors library reads the file's header (and refuses a malformed one); the tensors' bytes are then
+    read from the file piece by piece and compared with the module's memory as bytes, so the check needs no
+    second copy of the weights."""
+    import json
+    import struct
+
+    from safetensors import safe_open
 
     path = Path(path)
-    state = {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
+    state = {k: v.detach() for k, v in module.state_dict().items()}
+
+    def failed(message: str) -> SelfCheck:
+        return SelfCheck(str(path), "failed", 0.0, format="safetensors", message=message)
+
     try:
-        stored = load_file(str(path))
+        with safe_open(str(path), framework="numpy") as stored:
+            found = {k: (stored.get_slice(k).get_dtype(), tuple(stored.get_slice(k).get_shape()))
+                     for k in stored.keys()}  # noqa: SIM118 - a safe_open handle, not a dict
+        with open(path, "rb") as fh:
+            (header_size,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(header_size))
+            problems = [f"{safe_text(k, 60)} missing" for k in state if k not in found]
+            problems += [f"{safe_text(k, 60)} not in the module" for k in found if k not in state]
+            for key, tensor in state.items():
+                if key in found and not _same_bytes(fh, 8 + header_size, header[key], found[key], tensor):
+                    problems.append(f"{safe_text(key, 60)} differs")
     except Exception as exc:  # noqa: BLE001 - safetensors reports a bad file as SafetensorError
-        return SelfCheck(str(path), "failed", 0.0, format="safetensors",
-                         message=f"cannot read it back: {safe_text(one_line(exc), 300)}")
-    problems = [f"{safe_text(k, 60)} missing" for k in state if k not in stored]
-    problems += [f"{safe_text(k, 60)} not in the module" for k in stored if k not in state]
-    problems += [f"{safe_text(k, 60)} differs" for k in state if k in stored and not (
-        stored[k].dtype == state[k].dtype and stored[k].shape == state[k].shape
-        and np.array_equal(stored[k], state[k], equal_nan=True))]
+        return failed(f"cannot read it back: {safe_text(one_line(exc), 300)}")
     if problems:
-        return SelfCheck(str(path), "failed", 0.0, format="safetensors", message=", ".join(problems[:5]) + (
-            f" and {len(problems) - 5} more" if len(problems) > 5 else ""))
+        return failed(", ".join(problems[:5]) + (f" and {len(problems) - 5} more" if len(problems) > 5 else ""))
     return SelfCheck(str(path), "passed", 0.0, format="safetensors",
                      message=f"{counted(len(state), 'tensor')} of the module's state dict, bit for bit")
 
 
+# safetensors' dtype names for torch's (what the file must say for each tensor of the module)
+SAFETENSORS_DTYPES = {"float32": "F32", "float64": "F64", "float16": "F16", "bfloat16": "BF16", "int64": "I64",
+                      "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL"}
+
+
+def _same_bytes(fh, data_start: int, entry: dict, found: tuple[str, tuple[int, ...]], tensor: Any) -> bool:
+    """Whether the file's tensor (`entry`: its header entry, `found`: its dtype and shape as the safetensors
+    library read them) has `tensor`'s dtype, shape and bytes, read and compared a piece at a time."""
+    import torch
+
+    dtype, shape = found
+    if dtype != SAFETENSORS_DTYPES.get(str(tensor.dtype).removeprefix("torch.")) or shape != tuple(tensor.shape):
+        return False
+    own = tensor.contiguous().reshape(-1).view(torch.uint8).numpy()
+    begin, end = entry["data_offsets"]
+    if end - begin != own.size:
+        return False
+    fh.seek(data_start + begin)
+    for start in range(0, own.size, COMPARE_CHUNK_BYTES):
+        piece = fh.read(min(COMPARE_CHUNK_BYTES, own.size - start))
+        if not piece or memoryview(own[start:start + len(piece)]) != memoryview(piece):
+            return False
+    return True
+
+
 def check_file(fmt: str, module: Any, path: str | os.PathLike, *, tolerance: float = DEFAULT_TOLERANCE,
-               seed: int = 0, description: NetDescription | None = None) -> SelfCheck:
-    """The check of a written file of format `fmt` (onnx, pt2, py, safetensors) against `module`."""
+               seed: int = 0, description: NetDescription | None = None,
+               reference: SeededReference | None = None) -> SelfCheck:
+    """The check of a written file of format `fmt` (onnx, pt2, py, safetensors) against `module` (or, but for
+    safetensors, against `reference`, the module's outputs computed before: `seeded_reference`)."""
     if fmt == "safetensors":
         return check_safetensors(module, path)
     check = {"onnx": check_onnx, "pt2": check_pt2, "py": check_python}[fmt]
-    return check(module, path, tolerance=tolerance, seed=seed, description=description)
+    return check(module, path, tolerance=tolerance, seed=seed, description=description, reference=reference)

@@ -74,6 +74,7 @@ from ninport.errors import (
     safe_message,
 )
 from ninport.fileio import write_atomic
+from ninport.wire import encode_key, encode_varint
 
 DEFAULT_OPSET = 18
 T = TypeVar("T")
@@ -545,8 +546,11 @@ def onnx_translations(description: NetDescription) -> dict:
 
 def to_onnx_model(module: fx.GraphModule, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool = True,
                   dynamic_size: bool | None = None, metadata: dict[str, str] | None = None,
-                  description: NetDescription | None = None):
-    """The checked onnx.ModelProto for `module` (what `export_onnx` writes).
+                  description: NetDescription | None = None) -> OnnxModel:
+    """The checked ONNX model for `module`, ready to be written (what `export_onnx` writes).
+
+    The exporter traces with torch's fake tensors, so no copy of the weights is made: the large initializers
+    stay the module's own tensors until `OnnxModel.write` streams them into the file.
 
     `dynamic_size`: True gives symbolic height and width (forced even where a layer fixes the size: the
     file takes what that layer allows), False fixed ones, None (default) symbolic when the net runs at
@@ -583,12 +587,12 @@ def to_onnx_model(module: fx.GraphModule, *, opset: int = DEFAULT_OPSET, dynamic
             for value, name in [*zip(graph.inputs, input_names), *zip(graph.outputs, output_names)]:
                 value.name = name
             _rename_nodes(program.model.graph, layer_names, op_layers)
-            model = program.model_proto
+            model, streamed = _skeleton(program.model)
         if dynamic and not _rename_size_dims(model, meta, dynamic_batch):
             raise ExportError("torch specialized height or width to the example's size")
-        return model
+        return model, streamed
 
-    model, size = trace_with_input_size(trace, size, dynamic_size, "ONNX export")
+    (model, streamed), size = trace_with_input_size(trace, size, dynamic_size, "ONNX export")
     if [i.name for i in model.graph.input] != input_names:
         raise ExportError(f"graph inputs came out as {[i.name for i in model.graph.input]}, expected {input_names}")
     if [o.name for o in model.graph.output] != output_names:
@@ -605,8 +609,9 @@ def to_onnx_model(module: fx.GraphModule, *, opset: int = DEFAULT_OPSET, dynamic
     for key, value in props.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
-    onnx.checker.check_model(model, full_check=True)
-    return model
+    result = OnnxModel(model, streamed)
+    onnx.checker.check_model(result.checkable(), full_check=True)
+    return result
 
 
 def export_onnx(module: fx.GraphModule, path: str | os.PathLike, *, opset: int = DEFAULT_OPSET,
@@ -616,10 +621,12 @@ def export_onnx(module: fx.GraphModule, path: str | os.PathLike, *, opset: int =
 
     `dynamic_size`: symbolic height and width (True), fixed at the reference size (False), or symbolic
     when the net runs at other sizes (None, the default); the file's `input_size` metadata says which.
-    The model is checked with `onnx.checker.check_model(full_check=True)` before it is written;
-    the file appears atomically or not at all. ExportError for what the user can fix (missing
-    folder, unwritable folder, a fixed batch exported as dynamic); ExporterFailure when torch's
-    exporter or onnx's checker fails otherwise (a bug). The module's training flags are unchanged.
+    The model is checked with `onnx.checker.check_model(full_check=True)` before it is written (its
+    large initializers as inputs of their type and shape: see `OnnxModel`), and written with no second
+    copy of the weights in memory; the file appears atomically or not at all. ExportError for what the
+    user can fix (missing folder, unwritable folder, a fixed batch exported as dynamic, a model of 2 GiB
+    or more); ExporterFailure when torch's exporter or onnx's checker fails otherwise (a bug). The
+    module's training flags are unchanged.
     """
     path = Path(path)
     if not path.parent.is_dir():
@@ -644,8 +651,130 @@ def onnx_model_for_file(module: fx.GraphModule, path: str | os.PathLike, **optio
         raise exporter_failure(str(path), "ONNX export", exc) from exc
 
 
-def save_onnx_model(model, path: str | os.PathLike) -> None:
-    """Write a ModelProto to `path` (no staging: callers stage)."""
-    import onnx
+def save_onnx_model(model: OnnxModel, path: str | os.PathLike) -> None:
+    """Write an exported model (`to_onnx_model`) to `path` (no staging: callers stage)."""
+    model.write(path)
 
-    onnx.save_model(model, os.fspath(path))
+
+# --- writing the file: the weights go from the module's tensors to the file, never copied in memory ----------
+
+# Initializers of at least this many bytes are written straight from their tensors; smaller ones (shapes,
+# scalars, small biases) stay in the model proto, where the checker and shape inference see their values.
+STREAMED_BYTES = 1024
+# A protobuf message (and so a self-contained ONNX file) holds less than 2 GiB.
+MAX_ONNX_BYTES = 2 ** 31 - 1
+
+
+@dataclass
+class OnnxModel:
+    """A checked ONNX model whose large initializers are kept as tensors (`streamed`: TensorProto headers
+    without data, and the tensors) beside the rest of the model (`proto`), so that writing the file needs no
+    second copy of the weights: `proto` is the model without them, and `write` appends each one's bytes
+    to the graph as it writes the file. The file is an ordinary self-contained ONNX file (protobuf fields
+    may come in any order: the graph's streamed initializers simply come after its other fields)."""
+
+    proto: object                               # onnx.ModelProto without the streamed initializers
+    streamed: list[tuple[object, object]]       # (onnx.TensorProto header: name, dims, data_type; tensor)
+
+    @property
+    def nbytes(self) -> int:
+        """The file's size."""
+        return sum(len(head) + len(data) for head, data in self._pieces(with_data=False))
+
+    def checkable(self):
+        """The model as the ONNX checker takes it in memory: the streamed initializers as graph inputs of their
+        type and shape (their bytes are the tensors' own, written as they are)."""
+        import onnx
+
+        model = onnx.ModelProto()
+        model.CopyFrom(self.proto)
+        for header, _ in self.streamed:
+            model.graph.input.append(onnx.helper.make_tensor_value_info(header.name, header.data_type,
+                                                                        list(header.dims)))
+        return model
+
+    def model_proto(self):
+        """The whole model as one in-memory onnx.ModelProto (a copy of the weights: for small nets and tests)."""
+        import onnx
+
+        model = onnx.ModelProto()
+        model.CopyFrom(self.proto)
+        for header, tensor in self.streamed:
+            initializer = model.graph.initializer.add()
+            initializer.CopyFrom(header)
+            initializer.raw_data = bytes(_tensor_bytes(tensor))
+        return model
+
+    def write(self, path: str | os.PathLike) -> None:
+        """Write the file: the model without the streamed initializers, then each one's bytes from its tensor."""
+        size = self.nbytes
+        if size > MAX_ONNX_BYTES:
+            raise ExportError(f"the model is {size:,} bytes; a single ONNX file holds less than 2 GiB")
+        with open(path, "wb") as fh:
+            for head, data in self._pieces(with_data=True):
+                fh.write(head)
+                fh.write(data)
+
+    def _pieces(self, *, with_data: bool):
+        """The file as (bytes, data) pieces, `data` a view of a tensor's bytes (or b"" / its length only)."""
+        import onnx
+
+        rest = onnx.ModelProto()
+        rest.CopyFrom(self.proto)
+        rest.ClearField("graph")
+        graph = self.proto.graph.SerializeToString()
+        records = []
+        for header, tensor in self.streamed:
+            head = header.SerializeToString()
+            data = _tensor_bytes(tensor) if with_data else _Length(_nbytes(tensor))
+            head += encode_key(9, 2) + encode_varint(len(data))  # TensorProto.raw_data
+            initializer = encode_key(5, 2) + encode_varint(len(head) + len(data))  # GraphProto.initializer
+            records.append((initializer + head, data))
+        graph_size = len(graph) + sum(len(head) + len(data) for head, data in records)
+        yield rest.SerializeToString() + encode_key(7, 2) + encode_varint(graph_size) + graph, b""  # ModelProto.graph
+        yield from records
+
+
+class _Length:
+    """Stands for a tensor's bytes when only their number is needed."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def _nbytes(tensor) -> int:
+    return int(tensor.nbytes)
+
+
+def _tensor_bytes(tensor) -> memoryview | bytes:
+    """The tensor's bytes as ONNX stores them (little-endian, row-major): a view of its memory where it can be
+    one (float32 weights, the usual case), else a copy."""
+    try:
+        array = tensor.numpy()
+    except Exception:  # noqa: BLE001 - a dtype numpy lacks: let the tensor serialize itself
+        return tensor.tobytes()
+    if array.dtype.byteorder == ">" or array.nbytes != _nbytes(tensor) or array.dtype.hasobject:
+        return tensor.tobytes()
+    return memoryview(np.ascontiguousarray(array)).cast("B")
+
+
+def _skeleton(model) -> tuple[object, list[tuple[object, object]]]:
+    """Serialize an onnx_ir model without its large initializers' bytes: (the ModelProto without them,
+    [(TensorProto header, tensor)] for each). The large tensors are taken out of `model`, which is not to be
+    used after: onnxscript's rewrite rules keep a reference to the last graph they matched (module globals),
+    and through it the module's weights would outlive the export."""
+    import onnx
+    from onnx_ir import serde
+
+    streamed = []
+    for value in model.graph.initializers.values():
+        tensor = value.const_value
+        if tensor is None or _nbytes(tensor) < STREAMED_BYTES or tensor.dtype.name == "STRING":
+            continue
+        header = onnx.TensorProto(name=value.name, data_type=tensor.dtype.value, dims=tensor.shape.numpy())
+        streamed.append((header, tensor))
+        value.const_value = None  # serialize_model skips an initializer without a value
+    return serde.serialize_model(model), streamed

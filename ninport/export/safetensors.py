@@ -6,6 +6,7 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from torch import fx
 
@@ -20,12 +21,14 @@ def write_safetensors(module: fx.GraphModule, path: str | os.PathLike) -> Path:
 
 
 def safetensors_writer(module: fx.GraphModule, path: str | os.PathLike) -> Callable[[Path], None]:
+    """What writes the module's state dict to a staged path; the file is written from the module's own memory
+    (safetensors streams each tensor from its pointer): no copy of the weights."""
     try:
         from safetensors.torch import save_file
     except ImportError:
         raise ExportError(f"{path}: writing safetensors needs the `safetensors` package "
                           "(pip install safetensors)") from None
-    tensors = {k: v.detach().contiguous().clone() for k, v in module.state_dict().items()}
+    tensors = _unshared(module.state_dict())
     info = {"format": "pt", "producer": "ninport"}
     meta = getattr(module, "meta", {}).get("ninport")
     if isinstance(meta, NetDescription):
@@ -39,3 +42,19 @@ def safetensors_writer(module: fx.GraphModule, path: str | os.PathLike) -> Calla
         except Exception as exc:  # safetensors reports I/O errors (a full disk) as SafetensorError
             raise ExportError(f"{path}: writing safetensors failed: {one_line(exc)}") from exc
     return write
+
+
+def _unshared(state: dict[str, Any]) -> dict[str, Any]:
+    """The state dict's tensors as safetensors saves them: contiguous, and no two of them sharing memory
+    (safetensors refuses that; a tied weight is copied); the others are the module's own tensors, not copies."""
+    seen: set[int] = set()
+    tensors = {}
+    for key, value in state.items():
+        tensor = value.detach().contiguous()
+        pointer = tensor.untyped_storage().data_ptr()
+        if tensor.numel() and pointer in seen:
+            tensor = tensor.clone()
+        elif tensor.numel():
+            seen.add(pointer)
+        tensors[key] = tensor
+    return tensors

@@ -179,16 +179,24 @@ def test_blob_decoding_has_no_per_float_python():
     assert "unpack" not in calls and "unpack_from" not in calls
 
 
-def test_caffemodel_arrays_are_views_of_the_file(tmp_path):
-    values = np.arange(1000, dtype=np.float32)
-
-    def setter(blob):
-        blob.shape.dim.append(1000)
-        blob.data.extend(values.tolist())
+@pytest.mark.parametrize("count", [1000, 2_000_000])  # a small array, and one past io._OWN_MAPPING_BYTES
+def test_caffemodel_arrays_are_their_own_or_views_of_the_file(tmp_path, count):
+    """By default each blob is read into an array of its own that ninport.load can adopt as a parameter
+    (aligned, writable, sharing no memory with the file's mapping); `mapped=True` (inspect) gives views of
+    the mapped file, read only when used."""
+    values = np.arange(count, dtype=np.float32)
     path = tmp_path / "w.caffemodel"
-    path.write_bytes(_net_with(setter))
+    head = delimited_head(7, 1 + len(varint(count))) + b"\x08" + varint(count)
+    path.write_bytes(_blob_model(head + delimited_head(5, values.nbytes) + values.tobytes()))
     [layer] = io.read_caffemodel(path)
-    assert layer.blobs[0].data.base is not None  # a view, not a copy
+    data = layer.blobs[0].data
+    np.testing.assert_array_equal(data, values)
+    assert data.flags.writeable and data.flags.aligned and data.flags.c_contiguous and data.dtype == np.float32
+    [mapped] = io.read_caffemodel(path, mapped=True)
+    view = mapped.blobs[0].data
+    np.testing.assert_array_equal(view, values)
+    assert not view.flags.writeable and view.base is not None
+    assert not np.shares_memory(data, view)
 
 
 def test_layer_lines_skip_comments_and_strings():
@@ -225,13 +233,14 @@ def test_nvcaffe_fp16_raw_data_becomes_float32(tmp_path):
     np.testing.assert_array_equal(kept.blobs[0].data, values)
 
 
-def test_nvcaffe_float_raw_data_is_a_view_and_double_reads(tmp_path):
+def test_nvcaffe_float_raw_data_is_read_as_is_and_double_reads(tmp_path):
     values = np.arange(1000, dtype=np.float32) / 7
     path = tmp_path / "f32.caffemodel"
     _raw_blob_model(path, values, pb2.FLOAT, [1000])
     [layer] = io.read_caffemodel(path)
-    assert layer.blobs[0].data.dtype == np.float32 and layer.blobs[0].data.base is not None
+    assert layer.blobs[0].data.dtype == np.float32 and layer.blobs[0].data.flags.writeable
     np.testing.assert_array_equal(layer.blobs[0].data, values)
+    assert io.read_caffemodel(path, mapped=True)[0].blobs[0].data.base is not None  # a view of the file
     doubles = np.linspace(-1, 1, 5)
     _raw_blob_model(path, doubles, pb2.DOUBLE, [5])
     np.testing.assert_array_equal(io.read_caffemodel(path)[0].blobs[0].data, doubles)

@@ -565,7 +565,7 @@ def greedy_nms(boxes: torch.Tensor, valid: torch.Tensor, nms_threshold: float, e
     """
     groups, count = valid.shape
     last = int(valid.sum(dim=1).max()) if groups and count else 0
-    if eta >= 1 and last > 1:
+    if eta >= 1 and last > 1 and normalized:  # the matrix form has SSD's overlaps only, not OpenCV's pixel ones
         return _greedy_nms_fixed_threshold(boxes, valid, nms_threshold, last)
     kept = torch.zeros_like(valid)
     areas = box_areas(boxes, normalized)

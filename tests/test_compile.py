@@ -4,7 +4,9 @@ numbers: every reference model, every golden case against Caffe's blobs, and the
 Dynamo's own tracing is what can break a graph, so most checks compile with the "eager" backend (the traced graph
 run by torch's eager kernels: a few seconds a net); inductor runs on NIN. Under `plain_kernels` (ninport's
 oneDNN convolution off, which a trace never takes) the compiled graph must give the module's numbers bit for
-bit. Everything runs unmarked on a representative subset; the rest is marked slow.
+bit but for BatchNorm, which inference computes in place as Caffe does, (x - mean) / sqrt(var + eps), where
+the traced graph keeps F.batch_norm (float32 rounding apart). Everything runs unmarked on a representative
+subset; the rest is marked slow.
 """
 from __future__ import annotations
 
@@ -56,8 +58,10 @@ def _load_quietly(prototxt, weights=None):
 
 
 def _reference_inputs(module, batch=1):
+    """Small values, as tests/test_codegen.py feeds the seeded nets: a mean-subtracted image's +-128 overflows a
+    seeded SSD's box decoding (exp), which then magnifies float32 rounding into the outputs."""
     torch.manual_seed(0)
-    return [torch.rand(batch, *shape[1:]) * 255 for shape in ninport.describe(module).inputs.values()]
+    return [torch.rand(batch, *shape[1:]) * 2 - 1 for shape in ninport.describe(module).inputs.values()]
 
 
 @pytest.mark.parametrize("model", _quick_or_slow(REFERENCE_MODELS, QUICK_MODELS))
@@ -69,14 +73,21 @@ def test_every_reference_model_compiles_whole(model):
         with torch.no_grad():
             expected = _tuple(module(*inputs))
     assert len(compiled) == len(expected)
-    for got, want in zip(compiled, expected):
-        assert torch.equal(got, want), model
+    for got, want in zip(compiled, expected):  # the same kernels: equal up to in-place BatchNorm's arithmetic
+        _assert_close(got, want, 1e-6, model)
     with torch.no_grad():  # and the module's own (oneDNN) kernels agree to float32 rounding on these deep nets
         fast = _tuple(module(*inputs))
     for got, want in zip(fast, expected):
-        finite = torch.isfinite(want)
-        assert torch.equal(finite, torch.isfinite(got))
-        assert relative_error(got[finite].numpy(), want[finite].numpy()) <= 1e-4, model
+        _assert_close(got, want, 1e-4, model)
+
+
+def _assert_close(got: torch.Tensor, want: torch.Tensor, tolerance: float, what: str) -> None:
+    """Same shape, the same non-finite values (seeded SSD nets overflow their box decoding), and the finite
+    ones within `tolerance` relative (max |a - b| / max |b|)."""
+    assert got.shape == want.shape, what
+    finite = torch.isfinite(want)
+    assert torch.equal(finite, torch.isfinite(got)) and torch.equal(got[~finite], want[~finite]), what
+    assert relative_error(got[finite].numpy(), want[finite].numpy()) <= tolerance, what
 
 
 def _golden_folders():
@@ -146,8 +157,8 @@ def test_the_generated_file_compiles_whole(model, tmp_path):
     compiled = _tuple(_compiled(net, *inputs))
     with torch.no_grad():
         expected = _tuple(net(*inputs))
-    for got, want in zip(compiled, expected):
-        assert torch.equal(got, want), model
+    for got, want in zip(compiled, expected):  # equal up to in-place BatchNorm's arithmetic (module docstring)
+        _assert_close(got, want, 1e-6, model)
 
 
 @pytest.mark.slow
@@ -163,4 +174,4 @@ def test_a_generated_detector_compiles_with_a_break_at_the_detection_rows(tmp_pa
         got = torch.compile(net, backend="eager")(x)
         with pytest.raises(Exception, match="data-dependent"):
             _compiled(net, x)
-    assert torch.equal(got, expected)
+    _assert_close(got, expected, 1e-5, "face detector rows")

@@ -5,12 +5,13 @@ torch would fail on (wrong rank or channels, or a kernel larger than the padded 
 the shape rule, naming the layer, before the forward runs (`ninport.build.size_checks`).
 
 Inference on the CPU runs each convolution as one oneDNN call on channels_last activations, with the
-weight reordered once per input shape into the blocked layout oneDNN picks for that shape
-(`onednn_conv2d`): measured against `nn.Conv2d`'s own CPU path, this is up to 3x faster per layer (1x1
-convolutions on small planes, where reordering the weight on every call dominated), and the
-channels_last output it hands on makes the following pooling, ReLU and concatenation run on
-vectorized kernels too. Wherever that path does not apply (autograd, another device or dtype, while
-torch traces the module for export or torch.compile) the layer is plain `nn.Conv2d`.
+weight reordered once per input shape into the blocked layout oneDNN picks for that shape (`onednn_conv2d`;
+kept for the latest 4 input shapes, so a convolution holds up to 4 extra copies of its weight). Measured
+against `nn.Conv2d`'s own CPU path this is up to 3x faster per layer (7x7 stride 2, and 1x1 convolutions on
+small planes, where reordering the weight on every call dominated), and the channels_last output it hands
+on makes the following pooling, ReLU and concatenation run on vectorized kernels too. Wherever that path
+does not apply (autograd, another device or dtype, while torch traces the module for export or
+torch.compile) the layer is plain `nn.Conv2d`; the two agree to float32 rounding.
 """
 from __future__ import annotations
 
@@ -101,15 +102,19 @@ def _deconvolution(layer, shapes):
 ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
 
 
+PACKED_SHAPES = 4  # input shapes a convolution keeps a packed weight for (a batch size that alternates, say)
+
+
 class PackedWeight:
-    """A convolution's weight reordered for oneDNN, for one input shape and one version of the weight.
+    """A convolution's weight reordered for oneDNN, per input shape (the latest PACKED_SHAPES), for one version
+    of the weight.
 
     Kept on the module but not part of it: no state-dict entry, and a copy or a pickle of the module
     starts without it (oneDNN's blocked tensors cannot be copied or saved)."""
 
     def __init__(self) -> None:
-        self.key: tuple | None = None
-        self.tensor: torch.Tensor | None = None
+        self.weight_key: tuple | None = None  # the weight's storage and version the packings were made from
+        self.by_shape: dict[torch.Size, torch.Tensor] = {}
         self.failed = False  # oneDNN refused this convolution once: plain torch from then on
 
     def __deepcopy__(self, memo) -> PackedWeight:
@@ -134,21 +139,26 @@ def onednn_applies(conv: nn.Conv2d, x: torch.Tensor) -> bool:
 
 def onednn_conv2d(conv: nn.Conv2d, x: torch.Tensor, post_op: str = "none") -> torch.Tensor:
     """`conv(x)` (then ReLU for post_op "relu") as one oneDNN convolution on channels_last activations; the
-    weight is reordered for x's shape once and again only when the shape or the weight changes."""
+    weight is reordered for x's shape once (kept for the latest PACKED_SHAPES shapes), and again when it changes."""
     packed: PackedWeight = conv.packed
     weight = conv.weight
-    key = (x.shape, weight.data_ptr(), weight._version)
     args = (list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
     try:
-        if packed.key != key:
+        weight_key = (weight.data_ptr(), weight._version)
+        if packed.weight_key != weight_key:
+            packed.weight_key, packed.by_shape = weight_key, {}
+        tensor = packed.by_shape.get(x.shape)
+        if tensor is None:
             with torch.no_grad():
                 dense = weight.detach().contiguous(memory_format=torch.channels_last).to_mkldnn()
-                packed.tensor = torch._C._nn.mkldnn_reorder_conv2d_weight(dense, *args, list(x.shape))
-            packed.key = key
+                tensor = torch._C._nn.mkldnn_reorder_conv2d_weight(dense, *args, list(x.shape))
+            if len(packed.by_shape) >= PACKED_SHAPES:
+                del packed.by_shape[next(iter(packed.by_shape))]
+            packed.by_shape[x.shape] = tensor
         return torch.ops.mkldnn._convolution_pointwise(x.contiguous(memory_format=torch.channels_last),
-                                                       packed.tensor, conv.bias, *args, post_op, [], "")
+                                                       tensor, conv.bias, *args, post_op, [], "")
     except RuntimeError:  # a shape or build oneDNN refuses: plain torch from now on
-        packed.failed, packed.key, packed.tensor = True, None, None
+        packed.failed, packed.weight_key, packed.by_shape = True, None, {}
         y = conv._conv_forward(x, weight, conv.bias)
         return torch.relu(y) if post_op == "relu" else y
 

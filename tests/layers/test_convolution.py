@@ -47,9 +47,35 @@ def test_onednn_path_matches_nn_conv2d(geometry):
         with torch.no_grad():
             got = conv(x)
             expected = F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
-        assert conv.packed.key is not None and conv.packed.key[0] == x.shape  # packed for this input's shape
+        assert x.shape in conv.packed.by_shape  # packed for this input's shape
         assert got.shape == expected.shape and got.is_contiguous(memory_format=torch.channels_last)
         assert _relative(got, expected) <= TOLERANCE, (geometry, shape)
+
+
+@needs_onednn
+def test_alternating_input_shapes_keep_their_packings():
+    """A batch size that alternates (the last, smaller batch of a folder, say) does not pack again each call;
+    the packings kept are bounded."""
+    conv = _conv(GEOMETRIES[1])
+    calls = []
+    reorder = torch._C._nn.mkldnn_reorder_conv2d_weight
+
+    def counting(*args):
+        calls.append(tuple(args[-1]))
+        return reorder(*args)
+
+    shapes = [(1, 6, 9, 9), (8, 6, 9, 9)] * 3 + [(n, 6, 9, 9) for n in range(2, 2 + convolution.PACKED_SHAPES)]
+    torch._C._nn.mkldnn_reorder_conv2d_weight = counting
+    try:
+        with torch.no_grad():
+            for shape in shapes:
+                x = torch.randn(shape)
+                expected = F.conv2d(x, conv.weight, conv.bias, padding=2)
+                assert _relative(conv(x), expected) <= TOLERANCE
+    finally:
+        torch._C._nn.mkldnn_reorder_conv2d_weight = reorder
+    assert calls[:2] == [(1, 6, 9, 9), (8, 6, 9, 9)] and len(calls) == 2 + convolution.PACKED_SHAPES
+    assert len(conv.packed.by_shape) == convolution.PACKED_SHAPES
 
 
 @needs_onednn
@@ -74,17 +100,17 @@ def test_autograd_trace_and_switch_off_take_nn_conv2ds_own_path():
     out = conv(x)  # autograd: the plain path, bit for bit nn.Conv2d
     assert torch.equal(out, F.conv2d(x, conv.weight, conv.bias, 1, 1, 1, 2))
     out.sum().backward()
-    assert x.grad is not None and conv.weight.grad is not None and conv.packed.key is None
+    assert x.grad is not None and conv.weight.grad is not None and not conv.packed.by_shape
     with torch.no_grad():
         traced = torch.compile(conv, fullgraph=True, backend="eager")(x)  # traced: nothing packed
-        assert conv.packed.key is None
+        assert not conv.packed.by_shape
         available = convolution.ONEDNN
         convolution.ONEDNN = False
         try:
             plain = conv(x)
         finally:
             convolution.ONEDNN = available
-        assert conv.packed.key is None
+        assert not conv.packed.by_shape
     assert torch.equal(traced, out.detach()) and torch.equal(plain, out.detach())
 
 
@@ -94,7 +120,7 @@ def test_a_packed_module_copies_and_pickles_without_its_packing():
     x = torch.randn(1, 8, 6, 6)
     with torch.no_grad():
         expected = conv(x)
-    assert conv.packed.tensor is not None
+    assert conv.packed.by_shape
     twin = copy.deepcopy(conv)
     buffer = io.BytesIO()
     torch.save(conv, buffer)
@@ -102,6 +128,6 @@ def test_a_packed_module_copies_and_pickles_without_its_packing():
     loaded = torch.load(buffer, weights_only=False)
     assert list(conv.state_dict()) == ["weight", "bias"]  # the packing is no part of the state
     for other in (twin, loaded):
-        assert other.packed is not conv.packed and other.packed.tensor is None
+        assert other.packed is not conv.packed and not other.packed.by_shape
         with torch.no_grad():
             assert _relative(other(x), expected) <= TOLERANCE

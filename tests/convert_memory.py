@@ -10,11 +10,15 @@ import onnxruntime  # noqa: F401
 import safetensors.torch  # noqa: F401
 import torch.export  # noqa: F401
 import torch.onnx  # noqa: F401
-from torch.onnx._internal.exporter import _core  # noqa: F401
 
 import ninport
 from ninport.check import onnx_session, selfcheck  # noqa: F401
 from ninport.export import artifacts, conversion  # noqa: F401
+
+try:  # the dynamo exporter's own modules, which torch.onnx imports on first use (a private path: best effort)
+    from torch.onnx._internal.exporter import _core  # noqa: F401
+except ImportError:
+    pass
 
 FORMATS = ("onnx", "safetensors")
 

@@ -37,6 +37,12 @@ def cache_dir() -> Path:
     return Path(os.environ.get("NINPORT_TEST_CACHE") or Path.home() / ".cache" / "ninport-tests")
 
 
+def git_blob_id(path: Path) -> str:
+    """The id git gives the file's bytes (`git hash-object`): what a README names to pin a published file."""
+    data = Path(path).read_bytes()
+    return hashlib.sha1(b"blob %d\x00" % len(data) + data).hexdigest()
+
+
 def sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:

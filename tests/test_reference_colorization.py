@@ -9,7 +9,6 @@ what OpenCV's sample gives by setting those layers' blobs by hand.
 """
 from __future__ import annotations
 
-import hashlib
 import re
 import warnings
 
@@ -22,6 +21,7 @@ from ninport.build.shapes import infer_shapes
 from ninport.errors import WeightsError
 from tests.caffe_files import write_caffemodel
 from tests.conftest import REPO, relative_error
+from tests.published_models import git_blob_id
 
 COLORIZATION = REPO / "reference_models" / "colorization" / "deploy.prototxt"
 README = COLORIZATION.parent / "README.md"
@@ -31,10 +31,6 @@ OMZ_MPARAMS = 32.2360
 # The PyTorch port's BatchNorm channels (it learns gamma and beta; Caffe's BatchNorm keeps statistics only).
 BATCHNORM_CHANNELS = 64 + 128 + 256 + 512 + 512 + 512 + 512
 
-
-def git_blob_id(path) -> str:
-    data = path.read_bytes()
-    return hashlib.sha1(b"blob %d\x00" % len(data) + data).hexdigest()
 
 
 def test_the_file_is_the_published_one():

@@ -23,6 +23,7 @@ import ninport
 from ninport.build.shapes import infer_shapes
 from tests.conftest import REPO, relative_error
 from tests.layers.proposal_reference import bbox_transform_inv, clip_boxes, py_cpu_nms
+from tests.published_models import git_blob_id
 
 FASTER_RCNN = REPO / "reference_models" / "faster_rcnn_vgg16" / "deploy.prototxt"
 README = FASTER_RCNN.parent / "README.md"
@@ -30,10 +31,6 @@ FORK_GOLDEN = REPO / "tests" / "fixtures" / "caffe-golden-fork"
 TOLERANCE = 1e-5  # measured at most 4.4e-6 (cls_prob); the convolutions' BLAS sums differ from Caffe's
 PIXEL_MEANS = (102.9801, 115.9465, 122.7717)  # py-faster-rcnn's cfg.PIXEL_MEANS, BGR
 
-
-def git_blob_id(path) -> str:
-    data = path.read_bytes()
-    return hashlib.sha1(b"blob %d\x00" % len(data) + data).hexdigest()
 
 
 def test_the_file_is_the_published_one():

@@ -8,7 +8,6 @@ The seeded weights are ninport's own (`random_weights`), written once for the mo
 """
 from __future__ import annotations
 
-import hashlib
 import warnings
 
 import numpy as np
@@ -19,16 +18,13 @@ import ninport
 from ninport.build.shapes import infer_shapes
 from tests.caffe_files import write_caffemodel
 from tests.conftest import REPO, relative_error
+from tests.published_models import git_blob_id
 
 FCN8S = REPO / "reference_models" / "fcn8s" / "deploy.prototxt"
 README = FCN8S.parent / "README.md"
 # OpenCV's convolutions sum in another order (and block sizes); the errors measured were at most 7.3e-6.
 OPENCV_TOLERANCE = 2e-5
 
-
-def git_blob_id(path) -> str:
-    data = path.read_bytes()
-    return hashlib.sha1(b"blob %d\x00" % len(data) + data).hexdigest()
 
 
 def test_the_file_is_the_published_one():

@@ -21,13 +21,10 @@ import ninport
 from ninport.build.shapes import infer_shapes
 from tests.caffe_files import write_caffemodel
 from tests.conftest import REPO, relative_error
+from tests.published_models import git_blob_id
 
 HED = REPO / "reference_models" / "hed" / "deploy.prototxt"
 
-
-def git_blob_id(path) -> str:
-    data = path.read_bytes()
-    return hashlib.sha1(b"blob %d\x00" % len(data) + data).hexdigest()
 
 
 def test_the_file_is_the_published_one():

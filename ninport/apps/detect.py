@@ -140,10 +140,15 @@ def select_detections(rows, image_size: tuple[int, int], *, threshold: float = D
             continue
         kept.append(Detection(image, int(label), float(score), xmin * width, ymin * height, xmax * width,
                               ymax * height, label_name(labels, int(label))))
-    kept.sort(key=lambda d: -d.score)
-    beyond = len(kept) - top if top is not None and len(kept) > top else 0
-    return DetectionSelection(tuple(kept[:len(kept) - beyond]), float(threshold), below, empty, beyond,
-                              mine.astype(np.float32))
+    return best_first(kept, threshold, below, empty, top, mine.astype(np.float32))
+
+
+def best_first(kept: list[Detection], threshold: float, below: int, empty: int, top: int | None,
+               rows: np.ndarray) -> DetectionSelection:
+    """The selection of `kept` detections a user sees: best first (ties keep their order), at most `top`."""
+    ordered = sorted(kept, key=lambda d: -d.score)
+    beyond = len(ordered) - top if top is not None and len(ordered) > top else 0
+    return DetectionSelection(tuple(ordered[:len(ordered) - beyond]), float(threshold), below, empty, beyond, rows)
 
 
 def detection_threshold(requested: float | None, net_threshold: float | None) -> float:

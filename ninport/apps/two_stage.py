@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ninport.apps.detect import Detection, DetectionSelection, Labels, label_name
+from ninport.apps.detect import Detection, DetectionSelection, Labels, best_first, label_name
 from ninport.apps.preprocess import resize_image
 from ninport.errors import PreprocessError
 from ninport.registry import layer_param
@@ -189,9 +189,8 @@ def detections_from_heads(rois: np.ndarray, scores: np.ndarray, deltas: np.ndarr
             kept.append(Detection(0, label, float(class_scores[chosen[i]]), x1, y1, x2, y2,
                                   label_name(labels, label)))
     kept.sort(key=lambda d: -d.score)
-    beyond = len(kept) - top if top is not None and len(kept) > top else 0
     rows = np.array([[0, d.label, d.score, d.xmin, d.ymin, d.xmax, d.ymax] for d in kept], np.float32).reshape(-1, 7)
-    return DetectionSelection(tuple(kept[:len(kept) - beyond]), float(threshold), below, 0, beyond, rows)
+    return best_first(kept, threshold, below, 0, top, rows)
 
 
 def detections_from_pixel_rows(rows: np.ndarray, scale: float, image_size: tuple[int, int], *, threshold: float,
@@ -214,10 +213,7 @@ def detections_from_pixel_rows(rows: np.ndarray, scale: float, image_size: tuple
             empty += 1
             continue
         kept.append(Detection(0, int(label), float(score), x1, y1, x2, y2, label_name(labels, int(label))))
-    kept.sort(key=lambda d: -d.score)
-    beyond = len(kept) - top if top is not None and len(kept) > top else 0
-    return DetectionSelection(tuple(kept[:len(kept) - beyond]), float(threshold), below, empty, beyond,
-                              array.astype(np.float32))
+    return best_first(kept, threshold, below, empty, top, array.astype(np.float32))
 
 
 def two_stage_selection(blobs: TwoStageBlobs, outputs, image: np.ndarray, *, threshold: float,

@@ -35,6 +35,9 @@ QUICK_MODELS = {"nin_imagenet", "squeezenet_v1.1", "opencv_face_detector"}  # ..
 QUICK_CASES = {"nin_v1_224", "pool_edges", "pool_max_k3s1p2_bigpad", "pool_ave_k3s2p1_ceil", "lrn_across",
                "mini_inception", "ssd_detout_batch2", "ssd_mini_96", "sz_spp_fc_9x30", "batchnorm_scale"}
 TOLERANCE = 1e-5
+# The generated .py writes their detection rows (SSD's DetectionOutput, Faster R-CNN's proposals) as plain
+# torch whose row count depends on the data: a graph break there, where ninport's module keeps one custom op.
+DETECTORS = ("mobilenet_ssd", "opencv_face_detector", "faster_rcnn_vgg16")
 
 
 def _quick_or_slow(names, quick):
@@ -59,9 +62,16 @@ def _load_quietly(prototxt, weights=None):
 
 def _reference_inputs(module, batch=1):
     """Small values, as tests/test_codegen.py feeds the seeded nets: a mean-subtracted image's +-128 overflows a
-    seeded SSD's box decoding (exp), which then magnifies float32 rounding into the outputs."""
+    seeded SSD's box decoding (exp), which then magnifies float32 rounding into the outputs. Faster R-CNN's
+    im_info is what its preprocessing gives (height, width, scale of the image): random values there would
+    leave no proposal at all."""
     torch.manual_seed(0)
-    return [torch.rand(batch, *shape[1:]) * 2 - 1 for shape in ninport.describe(module).inputs.values()]
+    shapes = ninport.describe(module).inputs
+    inputs = [torch.rand(batch, *shape[1:]) * 2 - 1 for shape in shapes.values()]
+    if "im_info" in shapes:
+        height, width = shapes["data"][2:]
+        inputs[list(shapes).index("im_info")] = torch.tensor([[float(height), float(width), 1.0]])
+    return inputs
 
 
 @pytest.mark.parametrize("model", _quick_or_slow(REFERENCE_MODELS, QUICK_MODELS))
@@ -149,7 +159,7 @@ def _generated(module, tmp_path, name):
 
 
 @pytest.mark.parametrize("model", _quick_or_slow(
-    [m for m in REFERENCE_MODELS if m not in ("mobilenet_ssd", "opencv_face_detector")], {"nin_imagenet"}))
+    [m for m in REFERENCE_MODELS if m not in DETECTORS], {"nin_imagenet"}))
 def test_the_generated_file_compiles_whole(model, tmp_path):
     module = _load_quietly(REPO / "reference_models" / model / "deploy.prototxt")
     net = _generated(module, tmp_path, model.replace(".", "_"))
@@ -162,16 +172,19 @@ def test_the_generated_file_compiles_whole(model, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_generated_detector_compiles_with_a_break_at_the_detection_rows(tmp_path):
-    """The .py's DetectionOutput is plain torch whose row count depends on the data (ninport's module keeps it
-    one custom op instead): fullgraph refuses it, a plain torch.compile runs it in two graphs, same rows."""
-    module = _load_quietly(REPO / "reference_models" / "opencv_face_detector" / "deploy.prototxt")
-    net = _generated(module, tmp_path, "face")
-    [x] = _reference_inputs(module)
+@pytest.mark.parametrize("model", ["opencv_face_detector", "faster_rcnn_vgg16"])
+def test_a_generated_detector_compiles_with_a_break_at_the_detection_rows(model, tmp_path):
+    """The .py's DetectionOutput and proposal layer are plain torch whose row count depends on the data
+    (ninport's module keeps each one custom op instead): fullgraph refuses them, a plain torch.compile runs
+    them with a graph break, same rows."""
+    module = _load_quietly(REPO / "reference_models" / model / "deploy.prototxt")
+    net = _generated(module, tmp_path, model)
+    inputs = _reference_inputs(module)
     with torch.no_grad():
-        expected = net(x)
+        expected = _tuple(net(*inputs))
         torch._dynamo.reset()
-        got = torch.compile(net, backend="eager")(x)
+        got = _tuple(torch.compile(net, backend="eager")(*inputs))
         with pytest.raises(Exception, match="data-dependent"):
-            _compiled(net, x)
-    _assert_close(got, expected, 1e-5, "face detector rows")
+            _compiled(net, *inputs)
+    for value, want in zip(got, expected):
+        _assert_close(value, want, 1e-5, f"{model} rows")

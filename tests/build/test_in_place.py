@@ -10,7 +10,8 @@ import torch
 import ninport
 from tests.conftest import relative_error
 
-HEAD = 'name: "n"\nlayer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 dim: 8 dim: 8 } } }\n'
+HEAD = ('name: "n"\n'
+        'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 dim: 8 dim: 8 } } }\n')
 CONV = ('layer {{ name: "{name}" type: "Convolution" bottom: "{bottom}" top: "{top}" '
         'convolution_param {{ num_output: 4 kernel_size: 3 pad: 1 }} }}\n')
 

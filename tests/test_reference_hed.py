@@ -20,7 +20,7 @@ import torch
 import ninport
 from ninport.build.shapes import infer_shapes
 from tests.caffe_files import write_caffemodel
-from tests.conftest import REPO, relative_error
+from tests.conftest import REPO, plain_kernels, relative_error
 from tests.published_models import git_blob_id
 
 HED = REPO / "reference_models" / "hed" / "deploy.prototxt"
@@ -71,7 +71,10 @@ def test_hed_takes_a_caffemodel_that_lists_its_five_crops(tmp_path):
 
 NATIVE = REPO / "tests" / "fixtures" / "caffe-golden-fork" / "hed_500"
 OUTPUTS = ("sigmoid-dsn1", "sigmoid-dsn2", "sigmoid-dsn3", "sigmoid-dsn4", "sigmoid-dsn5", "sigmoid-fuse")
-TOLERANCE = 1e-5
+TOLERANCE = 1e-5  # torch's own convolution kernels: measured at most 3.8e-6 (sigmoid-dsn5)
+# The module's default CPU convolutions (oneDNN on channels_last) sum in another order: after dsn5's 13
+# convolutions and its 32x deconvolution they measured 1.03e-5 (500x500) and 8.5e-6 (321x481).
+ONEDNN_TOLERANCE = 2e-5
 
 
 def _seeded_hed():
@@ -120,15 +123,19 @@ def native_run(info: dict, seeded, size: str) -> tuple[np.ndarray, np.lib.npyio.
 @pytest.mark.parametrize("size", ["500x500", "321x481"])
 def test_hed_matches_caffe_with_heds_crop(hed_native, size):
     """At the declared 500x500 and, reshaped as HED's tutorial does, at BSDS500's 321x481 (where the fork's
-    offsets, fixed at setup, are not OpenCV's centred ones for dsn3-dsn5): every saved blob within 1e-5."""
+    offsets, fixed at setup, are not OpenCV's centred ones for dsn3-dsn5): every saved blob within 1e-5 with
+    torch's own convolution kernels, within 2e-5 with the module's default oneDNN ones."""
     module, info, seeded = hed_native
     x, caffe = native_run(info, seeded, size)
     assert info["crop_offsets_found"] == {f"upscore-dsn{i}": [o, o] for i, o in zip(range(1, 6), (34, 35, 36, 38, 42))}
     with torch.no_grad():
-        outputs = ninport.with_outputs(module, caffe.files)(torch.from_numpy(x))
-    for name, got in zip(caffe.files, outputs, strict=True):
-        assert got.shape == caffe[name].shape, name
+        with plain_kernels():
+            outputs = ninport.with_outputs(module, caffe.files)(torch.from_numpy(x))
+        fast = ninport.with_outputs(module, caffe.files)(torch.from_numpy(x))
+    for name, got, got_fast in zip(caffe.files, outputs, fast, strict=True):
+        assert got.shape == got_fast.shape == caffe[name].shape, name
         assert relative_error(got.numpy(), caffe[name]) <= TOLERANCE, f"{size}: blob {name}"
+        assert relative_error(got_fast.numpy(), caffe[name]) <= ONEDNN_TOLERANCE, f"{size}: blob {name} (oneDNN)"
     for name in OUTPUTS:  # edge maps spread over (0, 1), not saturated
         assert 0.1 < float(caffe[name].std()) < 0.45 and 0.2 < float((caffe[name] > 0.5).mean()) < 0.8, name
 

@@ -10,7 +10,8 @@ for, with the shape rule's own reason. The answer is kept per distinct bottom sh
 at a size costs one dictionary look-up (about 1 us with the hook call, ~1% of GoogLeNet's forward at batch 1).
 A layer whose rule takes every shape (`same_as_bottom`: ReLU, Dropout, the other element-wise layers) gets
 no guard at all. While torch.export (or torch.compile) traces the module nothing is checked: even looking a
-symbolic size up would make the exporter specialize the dynamic dimension.
+symbolic size up would make the exporter specialize the dynamic dimension; nor under torch.fx's symbolic
+trace (its proxies have no sizes).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from collections.abc import Sequence
 
 from torch import nn
 from torch.compiler import is_compiling
+from torch.fx import Proxy
 
 from ninport.build.shapes import layer_shapes, weights_mismatch
 from ninport.caffe.geometry import GeometryError, is_static
@@ -42,6 +44,8 @@ class SizeGuard:
 
     def __call__(self, module: nn.Module, args: tuple) -> None:
         if is_compiling():  # torch.export / torch.compile tracing: even hashing a symbolic size specializes it
+            return
+        if args and isinstance(args[0], Proxy):  # torch.fx.symbolic_trace: no size to look at
             return
         try:  # a size decided before: one dictionary look-up
             key = (args[0].shape,) if len(args) == 1 else tuple(x.shape for x in args)

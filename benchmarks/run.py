@@ -252,8 +252,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nets-threads", default="2", help="thread counts of the runtime comparison")
     ap.add_argument("--nets-rounds", type=int)
     ap.add_argument("--profile-top", type=int, default=5, help="ops and layers in each net's profile (0: none)")
-    ap.add_argument("--spin", action="store_true", help="leave torch's and onnxruntime's worker threads spinning "
-                    "(their defaults); by default both are off, which is fair on a shared machine")
+    ap.add_argument("--no-spin", action="store_true",
+                    help="turn torch's and onnxruntime's spinning worker threads off (OMP_WAIT_POLICY=PASSIVE, "
+                         "ORT allow_spinning=0): fairer on a machine whose cores other work keeps busy; by default "
+                         "both libraries run as a user gets them")
     ap.add_argument("--predict-images", type=int, help="images in the predict folder (default 64, --quick 16)")
     ap.add_argument("--predict-rounds", type=int)
     ap.add_argument("--predict-batch", type=int, default=8)
@@ -278,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         rows, machine = bench_runtime(models["NIN"], onnx, [int(t) for t in args.threads.split(",")],
                                       args.batches, args.runtime_rounds or (2 if quick else 9),
                                       args.matmul_n or (1024 if quick else 2048), options=not args.no_options,
-                                      compile_=args.compile, say=say, spin=args.spin)
+                                      compile_=args.compile, say=say, spin=not args.no_spin)
         result["rows"] += rows
         result["machine"].update(machine)
     if "convert" in sections:
@@ -303,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
                           "onnx": str(exported_onnx(name, weights, args.cache)), "size": NETS[name]}
         rows, extra = bench_nets(run_child, nets, [int(t) for t in args.nets_threads.split(",")], args.batches,
                                  args.nets_rounds or (1 if quick else 9), args.profile_top,
-                                 options=not args.no_options, compile_=args.compile, spin=args.spin, say=say)
+                                 options=not args.no_options, compile_=args.compile, spin=not args.no_spin, say=say)
         result["rows"] += rows
         result["nets"] = extra
     result["targets"] = (targets(result["rows"]) + nets_targets(result["rows"], result.get("nets", {}))

@@ -17,10 +17,16 @@ MODELS = {
     "GoogLeNet": REPO / "reference_models" / "bvlc_googlenet" / "deploy.prototxt",
     "SqueezeNet": REPO / "reference_models" / "squeezenet_v1.1" / "deploy.prototxt",
     "res10": REPO / "reference_models" / "opencv_face_detector" / "deploy.prototxt",
+    "MobileNet": REPO / "reference_models" / "mobilenet_v1" / "deploy.prototxt",
+    "ResNet-50": REPO / "reference_models" / "resnet50" / "deploy.prototxt",
 }
-# The nets of the runtime comparison (section "nets"): input height = width, and whether the published weights
-# can be used (the face detector's, where tests/published_models.py has cached them; seeded otherwise).
+# The nets of the runtime comparison (section "nets") by default, with their input height = width; the face
+# detector's published weights where tests/published_models.py has cached them, seeded weights otherwise.
 NETS = {"NIN": 224, "GoogLeNet": 224, "SqueezeNet": 227, "res10": 300}
+# More nets `--nets` can name: BatchNorm + Scale after every convolution (seeded weights).
+MORE_NETS = {"MobileNet": 224, "ResNet-50": 224}
+# Nets whose seeded caffemodel is written in the current format (BatchNorm, Scale: no V1 layout)
+_CURRENT_FORMAT = {"res10", "MobileNet", "ResNet-50"}
 FACE_DETECTOR_WEIGHTS = "res10_300x300_ssd_iter_140000.caffemodel"
 FACE_DETECTOR_SHA256 = "2a56a11a57a4a295956b0660b4a3d76bbdca2206c4961cea8efe7d95c7cb2f2d"
 # V1LayerParameter.LayerType values of the layers that carry weights
@@ -135,7 +141,8 @@ def net_weights(model: str, cache: Path = DEFAULT_CACHE, seed: int = 0) -> tuple
         published = published_face_detector()
         if published is not None:
             return published, "published"
-        path = cache / f"res10_seed{seed}.caffemodel"
+    if model in _CURRENT_FORMAT:
+        path = cache / f"{model.lower()}_seed{seed}.caffemodel"
         if not path.is_file():
             from ninport.api import load_spec
             from ninport.build.shapes import infer_shapes

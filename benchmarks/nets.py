@@ -265,8 +265,10 @@ def nets_targets(rows: list[dict], extra: dict) -> list[dict]:
     """Issue 22's targets: the module at or under onnxruntime's time on every net at batch 1 and on NIN at
     batch 8; ninport's ONNX at or under OpenCV's time. A missed module target names the layer taking the most
     of the module's time there (from the profile), with its top op."""
+    from benchmarks.models import NETS  # the issue's nets; the others (`--nets MobileNet,...`) are measured only
+
     found = []
-    rows = [r for r in rows if r["section"] == "nets"]
+    rows = [r for r in rows if r["section"] == "nets" and r["model"] in NETS]
     for r in rows:
         engine, threads = r["engine"], r["threads"]
         where = f"{r['model']} batch {r['batch']}, {threads} thread(s)"

@@ -28,6 +28,7 @@ from benchmarks import convert as convert_bench
 from benchmarks.models import (
     DEFAULT_CACHE,
     MODELS,
+    MORE_NETS,
     NETS,
     REPO,
     exported_onnx,
@@ -248,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-options", action="store_true", help="skip the optimize() alternatives")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile)")
     ap.add_argument("--nets", help=f"nets of the runtime comparison (default {','.join(NETS)}; "
-                    "--quick: NIN,SqueezeNet)")
+                    f"--quick: NIN,SqueezeNet; also {','.join(MORE_NETS)})")
     ap.add_argument("--nets-threads", default="2", help="thread counts of the runtime comparison")
     ap.add_argument("--nets-rounds", type=int)
     ap.add_argument("--profile-top", type=int, default=5, help="ops and layers in each net's profile (0: none)")
@@ -302,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             weights, source = (models[name], "seeded") if name in models else net_weights(name, args.cache)
             nets[name] = {"prototxt": str(MODELS[name]), "weights": str(weights), "source": source,
-                          "onnx": str(exported_onnx(name, weights, args.cache)), "size": NETS[name]}
+                          "onnx": str(exported_onnx(name, weights, args.cache)), "size": {**NETS, **MORE_NETS}[name]}
         rows, extra = bench_nets(run_child, nets, [int(t) for t in args.nets_threads.split(",")], args.batches,
                                  args.nets_rounds or (1 if quick else 9), args.profile_top,
                                  options=not args.no_options, compile_=args.compile, spin=not args.no_spin, say=say)

@@ -189,7 +189,8 @@ def forward_blobs(module: fx.GraphModule, *inputs: torch.Tensor) -> dict[str, to
 
     with torch.no_grad():
         Recorder(module).run(*inputs)
-    blobs = {blob: values[record.node] for blob, record in description.blobs.items()}
+    # in the default layout, as the module's outputs (the layers may hand on channels_last tensors)
+    blobs = {blob: contiguous_output(values[record.node]) for blob, record in description.blobs.items()}
     ordered = {name: blobs[source] for name, source in description.caffe_blobs if source in blobs}
     ordered.update((blob, value) for blob, value in blobs.items() if blob not in ordered)
     return ordered
@@ -212,6 +213,7 @@ def with_outputs(module: fx.GraphModule, blobs: Sequence[str]) -> fx.GraphModule
     by_name = {node.name: node for node in module.graph.nodes}
     outputs = [copied[by_name[description.blobs[b].node]] for b in blobs]
     graph.output(outputs[0] if len(outputs) == 1 else tuple(outputs))
+    contiguous_outputs(graph)
     picked = fx.GraphModule(module, graph, class_name=type(module).__name__)
     picked.graph.eliminate_dead_code()
     picked.delete_all_unused_submodules()

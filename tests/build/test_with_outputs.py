@@ -28,6 +28,17 @@ def test_the_chosen_blobs_are_the_blobs_caffe_would_report(nin):
     assert ninport.describe(ninport.with_outputs(nin, ["pool3"])).outputs == ("pool3",)
 
 
+def test_chosen_blobs_and_every_blob_come_in_the_default_layout(nin):
+    """Inference hands channels_last tensors between layers (ninport/layers/convolution.py); what the caller
+    gets is laid out as a plain torch module's outputs are, so `.view` works on a feature map."""
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        conv1, pool3 = ninport.with_outputs(nin, ["conv1", "pool3"])(x)
+        blobs = ninport.forward_blobs(nin, x)
+    assert conv1.is_contiguous() and pool3.is_contiguous() and conv1.view(2, -1).shape == (2, 96 * 54 * 54)
+    assert all(value.is_contiguous() for value in blobs.values())
+
+
 def test_layers_no_chosen_blob_needs_are_left_out_and_parameters_are_shared(nin):
     early = ninport.with_outputs(nin, ["conv1"])
     assert [n.op for n in early.graph.nodes].count("call_module") == 2  # conv1 and its ReLU

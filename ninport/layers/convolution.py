@@ -6,7 +6,8 @@ the shape rule, naming the layer, before the forward runs (`ninport.build.size_c
 
 Inference on the CPU runs each convolution as one oneDNN call on channels_last activations, with the
 weight reordered once per input shape into the blocked layout oneDNN picks for that shape (`onednn_conv2d`;
-kept for the latest 4 input shapes, so a convolution holds up to 4 extra copies of its weight). Measured
+kept for the latest 4 input shapes while they take at most 16 MiB, else for the latest one: a large weight,
+FCN's 411 MB fc6, is held at most twice, whatever sizes the images come in). Measured
 against `nn.Conv2d`'s own CPU path this is up to 3x faster per layer (7x7 stride 2, and 1x1 convolutions on
 small planes, where reordering the weight on every call dominated), and the channels_last output it hands
 on makes the following pooling, ReLU and concatenation run on vectorized kernels too. Wherever that path
@@ -103,10 +104,16 @@ ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_co
 
 
 PACKED_SHAPES = 4  # input shapes a convolution keeps a packed weight for (a batch size that alternates, say)
+PACKED_BYTES = 16 << 20  # ... while their packings take at most this much; a larger weight keeps one packing
+
+
+def packed_shapes_kept(weight: torch.Tensor) -> int:
+    """How many input shapes' packings of `weight` a convolution keeps (see PACKED_SHAPES, PACKED_BYTES)."""
+    return max(1, min(PACKED_SHAPES, PACKED_BYTES // max(1, weight.numel() * weight.element_size())))
 
 
 class PackedWeight:
-    """A convolution's weight reordered for oneDNN, per input shape (the latest PACKED_SHAPES), for one version
+    """A convolution's weight reordered for oneDNN, per input shape (the latest `packed_shapes_kept`), for one version
     of the weight.
 
     Kept on the module but not part of it: no state-dict entry, and a copy or a pickle of the module
@@ -139,7 +146,8 @@ def onednn_applies(conv: nn.Conv2d, x: torch.Tensor) -> bool:
 
 def onednn_conv2d(conv: nn.Conv2d, x: torch.Tensor, post_op: str = "none") -> torch.Tensor:
     """`conv(x)` (then ReLU for post_op "relu") as one oneDNN convolution on channels_last activations; the
-    weight is reordered for x's shape once (kept for the latest PACKED_SHAPES shapes), and again when it changes."""
+    weight is reordered for x's shape once (kept for the latest `packed_shapes_kept` shapes), and again when it
+    changes."""
     packed: PackedWeight = conv.packed
     weight = conv.weight
     args = (list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
@@ -149,11 +157,12 @@ def onednn_conv2d(conv: nn.Conv2d, x: torch.Tensor, post_op: str = "none") -> to
             packed.weight_key, packed.by_shape = weight_key, {}
         tensor = packed.by_shape.get(x.shape)
         if tensor is None:
+            while len(packed.by_shape) >= packed_shapes_kept(weight):  # the old packing goes before the new is made
+                del packed.by_shape[next(iter(packed.by_shape))]
             with torch.no_grad():
                 dense = weight.detach().contiguous(memory_format=torch.channels_last).to_mkldnn()
                 tensor = torch._C._nn.mkldnn_reorder_conv2d_weight(dense, *args, list(x.shape))
-            if len(packed.by_shape) >= PACKED_SHAPES:
-                del packed.by_shape[next(iter(packed.by_shape))]
+                del dense
             packed.by_shape[x.shape] = tensor
         return torch.ops.mkldnn._convolution_pointwise(x.contiguous(memory_format=torch.channels_last),
                                                        tensor, conv.bias, *args, post_op, [], "")

@@ -79,6 +79,23 @@ def test_alternating_input_shapes_keep_their_packings():
 
 
 @needs_onednn
+def test_a_large_weight_keeps_one_packing(monkeypatch):
+    """A convolution whose weight is large (FCN's fc6 as a 7x7 convolution: 411 MB) keeps the packing of the
+    latest input shape only: images of ever new sizes do not pile up copies of it."""
+    conv = _conv(GEOMETRIES[1])
+    weight_bytes = conv.weight.numel() * conv.weight.element_size()
+    monkeypatch.setattr(convolution, "PACKED_BYTES", 2 * weight_bytes)  # this weight counts as large: 2 shapes
+    with torch.no_grad():
+        for n in range(1, 5):
+            x = torch.randn(n, 6, 9, 9)
+            assert _relative(conv(x), F.conv2d(x, conv.weight, conv.bias, padding=2)) <= TOLERANCE
+            assert len(conv.packed.by_shape) == min(n, 2)
+        monkeypatch.setattr(convolution, "PACKED_BYTES", weight_bytes // 2)  # larger than the budget: one shape
+        conv(torch.randn(7, 6, 9, 9))
+    assert list(conv.packed.by_shape) == [torch.Size((7, 6, 9, 9))]
+
+
+@needs_onednn
 def test_a_changed_or_replaced_weight_is_packed_again():
     conv = _conv(GEOMETRIES[1])
     x = torch.randn(2, 6, 9, 9)

@@ -160,7 +160,7 @@ def onednn_conv2d(conv: nn.Conv2d, x: torch.Tensor, post_op: str = "none") -> to
             while len(packed.by_shape) >= packed_shapes_kept(weight):  # the old packing goes before the new is made
                 del packed.by_shape[next(iter(packed.by_shape))]
             with torch.no_grad():
-                dense = weight.detach().contiguous(memory_format=torch.channels_last).to_mkldnn()
+                dense = weight.detach().contiguous().to_mkldnn()  # no copy of a contiguous weight before it
                 tensor = torch._C._nn.mkldnn_reorder_conv2d_weight(dense, *args, list(x.shape))
                 del dense
             packed.by_shape[x.shape] = tensor

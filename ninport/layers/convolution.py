@@ -16,6 +16,8 @@ torch.compile) the layer is plain `nn.Conv2d`; the two agree to float32 rounding
 """
 from __future__ import annotations
 
+import threading
+
 import torch
 from torch import nn
 
@@ -123,6 +125,27 @@ class PackedWeight:
         self.weight_key: tuple | None = None  # the weight's storage and version the packings were made from
         self.by_shape: dict[torch.Size, torch.Tensor] = {}
         self.failed = False  # oneDNN refused this convolution once: plain torch from then on
+        self.lock = threading.Lock()  # one thread packs at a time (a server's threads share one module)
+
+    def for_shape(self, weight: torch.Tensor, args: tuple, shape: torch.Size) -> torch.Tensor:
+        """The packing of `weight` for input `shape`: the one kept, else a new one (evicting the oldest)."""
+        weight_key = (weight.data_ptr(), weight._version)
+        tensor = self.by_shape.get(shape) if self.weight_key == weight_key else None
+        if tensor is not None:
+            return tensor
+        with self.lock:
+            if self.weight_key != weight_key:
+                self.weight_key, self.by_shape = weight_key, {}
+            tensor = self.by_shape.get(shape)
+            if tensor is None:
+                while len(self.by_shape) >= packed_shapes_kept(weight):  # the old packing goes before the new
+                    del self.by_shape[next(iter(self.by_shape))]
+                with torch.no_grad():
+                    dense = weight.detach().contiguous().to_mkldnn()  # no copy of the weight before this one
+                    tensor = torch._C._nn.mkldnn_reorder_conv2d_weight(dense, *args, list(shape))
+                    del dense
+                self.by_shape[shape] = tensor
+            return tensor
 
     def __deepcopy__(self, memo) -> PackedWeight:
         return PackedWeight()
@@ -152,18 +175,7 @@ def onednn_conv2d(conv: nn.Conv2d, x: torch.Tensor, post_op: str = "none") -> to
     weight = conv.weight
     args = (list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
     try:
-        weight_key = (weight.data_ptr(), weight._version)
-        if packed.weight_key != weight_key:
-            packed.weight_key, packed.by_shape = weight_key, {}
-        tensor = packed.by_shape.get(x.shape)
-        if tensor is None:
-            while len(packed.by_shape) >= packed_shapes_kept(weight):  # the old packing goes before the new is made
-                del packed.by_shape[next(iter(packed.by_shape))]
-            with torch.no_grad():
-                dense = weight.detach().contiguous().to_mkldnn()  # no copy of a contiguous weight before it
-                tensor = torch._C._nn.mkldnn_reorder_conv2d_weight(dense, *args, list(x.shape))
-                del dense
-            packed.by_shape[x.shape] = tensor
+        tensor = packed.for_shape(weight, args, x.shape)
         return torch.ops.mkldnn._convolution_pointwise(x.contiguous(memory_format=torch.channels_last),
                                                        tensor, conv.bias, *args, post_op, [], "")
     except RuntimeError:  # a shape or build oneDNN refuses: plain torch from now on

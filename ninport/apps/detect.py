@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -125,22 +125,35 @@ def select_detections(rows, image_size: tuple[int, int], *, threshold: float = D
     if top is not None and (isinstance(top, bool) or not isinstance(top, int) or top < 1):
         raise PreprocessError(f"top must be a positive integer or None, got {top!r}")
     array = _row_array(rows)
-    mine = array[array[:, 0] == image]
     height, width = image_size
+
+    def box(*corners: float) -> tuple[float, float, float, float] | None:
+        xmin, ymin, xmax, ymax = (min(max(float(v), 0.0), 1.0) for v in corners)
+        if not (xmax > xmin and ymax > ymin):
+            return None
+        return xmin * width, ymin * height, xmax * width, ymax * height
+
+    return select_rows(array[array[:, 0] == image], box, image=image, threshold=threshold, top=top, labels=labels)
+
+
+def select_rows(rows: np.ndarray, box: Callable[..., tuple[float, float, float, float] | None], *, image: int,
+                threshold: float, top: int | None, labels: Labels | None) -> DetectionSelection:
+    """The selection of one image's DetectionOutput rows (R, 7): the rows with a label (Caffe's -1 rows mean
+    "nothing found") scoring at least `threshold`, each row's corners made a box in the original image's pixels
+    by `box` (None: empty once clipped to the image), best first, at most `top`."""
     kept, below, empty = [], 0, 0
-    for _, label, score, *corners in mine:
+    for _, label, score, *corners in rows:
         if label < 0:
             continue
         if not score >= threshold:
             below += 1
             continue
-        xmin, ymin, xmax, ymax = (min(max(float(v), 0.0), 1.0) for v in corners)
-        if not (xmax > xmin and ymax > ymin):
+        found = box(*corners)
+        if found is None:
             empty += 1
             continue
-        kept.append(Detection(image, int(label), float(score), xmin * width, ymin * height, xmax * width,
-                              ymax * height, label_name(labels, int(label))))
-    return best_first(kept, threshold, below, empty, top, mine.astype(np.float32))
+        kept.append(Detection(image, int(label), float(score), *found, label_name(labels, int(label))))
+    return best_first(kept, threshold, below, empty, top, rows.astype(np.float32))
 
 
 def best_first(kept: list[Detection], threshold: float, below: int, empty: int, top: int | None,

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ninport.apps.detect import Detection, DetectionSelection, Labels, best_first, label_name
+from ninport.apps.detect import Detection, DetectionSelection, Labels, best_first, label_name, select_rows
 from ninport.apps.preprocess import resize_image
 from ninport.errors import PreprocessError
 from ninport.registry import layer_param
@@ -197,23 +197,16 @@ def detections_from_pixel_rows(rows: np.ndarray, scale: float, image_size: tuple
                                top: int | None = None, labels: Labels | None = None) -> DetectionSelection:
     """A DetectionOutput's rows with `normalized_bbox: false` (corners in the scaled image's pixels), as boxes in
     the original image: divided by the scale, clipped to it, scoring at least `threshold`, best first."""
-    array = np.asarray(rows, dtype=np.float64).reshape(-1, 7)
     height, width = image_size
-    kept, below, empty = [], 0, 0
-    for _, label, score, *corners in array:
-        if label < 0:
-            continue
-        if not score >= threshold:
-            below += 1
-            continue
+
+    def box(*corners: float) -> tuple[float, float, float, float] | None:
         x1, y1, x2, y2 = (float(v) / scale for v in corners)
         x1, x2 = (min(max(v, 0.0), width - 1.0) for v in (x1, x2))
         y1, y2 = (min(max(v, 0.0), height - 1.0) for v in (y1, y2))
-        if not (x2 > x1 and y2 > y1):
-            empty += 1
-            continue
-        kept.append(Detection(0, int(label), float(score), x1, y1, x2, y2, label_name(labels, int(label))))
-    return best_first(kept, threshold, below, empty, top, array.astype(np.float32))
+        return (x1, y1, x2, y2) if x2 > x1 and y2 > y1 else None
+
+    array = np.asarray(rows, dtype=np.float64).reshape(-1, 7)
+    return select_rows(array, box, image=0, threshold=threshold, top=top, labels=labels)
 
 
 def two_stage_selection(blobs: TwoStageBlobs, outputs, image: np.ndarray, *, threshold: float,
